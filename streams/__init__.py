@@ -1,0 +1,1 @@
+"""The imperative shell of fleet-twin: Kafka, HTTP, metrics, processes, CLI."""

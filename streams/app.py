@@ -1,0 +1,88 @@
+"""The composition root of a worker: topics, table, agent and views in one place.
+
+This module wires; it does not decide. Each message goes through
+`twin.validate.parse` and `twin.reduce.reduce`; what comes back is stored,
+dead-lettered or counted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import faust
+from prometheus_client import CollectorRegistry
+
+from streams.codecs import TwinCodec, Utf8
+from streams.metrics import FleetCollector, PipelineMetrics
+from streams.settings import Settings
+from streams.views import register_views
+from twin.exceptions import InvalidEvent
+from twin.fleet import Fleet
+from twin.reduce import reduce
+from twin.state import Twin
+from twin.validate import parse
+
+
+def build_app(settings: Settings, fleet: Fleet, registry: CollectorRegistry) -> faust.App:
+    """A Faust app for one worker process, configured from `settings`."""
+    app = faust.App(
+        settings.app_id,
+        broker=";".join(f"kafka://{h}" for h in settings.bootstrap.split(",")),
+        store="memory://",
+        datadir=str(settings.state_dir / f"worker-{settings.web_port}"),
+        web_bind=settings.web_host,
+        web_host=settings.web_host,
+        web_port=settings.web_port,
+        topic_partitions=settings.partitions,
+        topic_allow_declare=True,
+        consumer_auto_offset_reset="earliest",
+        autodiscover=False,
+    )
+    telemetry = app.topic(
+        settings.telemetry_topic, key_serializer="raw", value_serializer="raw",
+        partitions=settings.partitions,
+    )
+    dlq = app.topic(settings.dlq_topic, key_serializer="raw", value_serializer="raw")
+    twins = app.Table(
+        "twins", key_serializer=Utf8(), value_serializer=TwinCodec(),
+        partitions=settings.partitions,
+    )
+    metrics = PipelineMetrics(registry)
+    registry.register(FleetCollector(fleet, lambda: _values(twins)))
+
+    @app.agent(telemetry, name="ingest")
+    async def ingest(stream: faust.StreamT[bytes]) -> None:
+        async for record in stream.events():
+            message = record.message
+            try:
+                event = parse(message.value, fleet, key=message.key, max_bytes=settings.max_event_bytes)
+            except InvalidEvent as err:
+                await dlq.send(key=message.key, value=message.value, headers=dlq_headers(err, message))
+                metrics.events.labels(result="rejected").inc()
+                metrics.dlq.labels(reason=err.reason).inc()
+                continue
+            twin, outcome = reduce(twins.get(event.robot_id), event)
+            if outcome != "duplicate":
+                twins[event.robot_id] = twin
+            metrics.events.labels(result=outcome).inc()
+
+    register_views(app, twins, fleet, registry)
+    return app
+
+
+def dlq_headers(err: InvalidEvent, message: Any) -> list[tuple[str, bytes]]:
+    """Why a message was rejected and where it came from, plus its own headers."""
+    ours = [
+        ("reason", err.reason.encode()),
+        ("detail", err.detail[:1000].encode()),
+        ("source_topic", str(message.topic).encode()),
+        ("source_partition", str(message.partition).encode()),
+        ("source_offset", str(message.offset).encode()),
+    ]
+    return ours + [(k, bytes(v)) for k, v in (message.headers or [])]
+
+
+def _values(table: Any) -> Iterable[Twin]:
+    # Copy first: a scrape runs while the agent may be writing.
+    return list(table.values())

@@ -1,0 +1,65 @@
+"""Prometheus metrics of a worker, on a registry passed in (tests make their own).
+
+Pipeline counters are bumped per event (cheap, bounded labels). Fleet state is
+not: `FleetCollector` reads the twins at scrape time, so the hot path never
+touches fleet gauges. Every label value comes from a bounded set (sectors from
+the seeds, modes from the schema, results and reasons from the core), and every
+combination is exported from the start, so the series count is fixed by the
+fleet model, never by the number of robots.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from twin.exceptions import InvalidEvent
+from twin.fleet import Fleet
+from twin.reduce import OUTCOMES
+from twin.schema import MODES
+from twin.state import Twin
+from twin.summary import count_by_sector_mode
+
+
+class PipelineMetrics:
+    """Counters of what the ingest agent did with each message."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.events = Counter(
+            "twin_events",
+            "Telemetry messages processed, by what happened to them.",
+            ["result"],
+            registry=registry,
+        )
+        self.dlq = Counter(
+            "twin_dlq",
+            "Messages sent to the dead-letter topic, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        for result in (*OUTCOMES, "rejected"):
+            self.events.labels(result=result)
+        for reason in sorted(InvalidEvent.REASONS):
+            self.dlq.labels(reason=reason)
+
+
+class FleetCollector(Collector):
+    """`fleet_robots{sector,mode}` computed from the local twins at scrape time."""
+
+    def __init__(self, fleet: Fleet, twins: Callable[[], Iterable[Twin]]) -> None:
+        self._sectors = sorted(fleet.sectors)
+        self._twins = twins
+
+    def collect(self) -> Iterator[Metric]:
+        counts = count_by_sector_mode(self._twins())
+        gauge = GaugeMetricFamily(
+            "fleet_robots", "Robots known to this worker, by sector and reported mode.",
+            labels=["sector", "mode"],
+        )
+        for sector in self._sectors:
+            for mode in MODES:
+                gauge.add_metric([sector, mode], counts.get((sector, mode), 0))
+        yield gauge

@@ -1,0 +1,68 @@
+"""Every setting of fleet-twin, read from `FLEET_TWIN_*` environment variables.
+
+Built once at the entry point (the CLI) and passed down; nothing reads the
+environment at import time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    """Ports, addresses, paths and tunables. Each field is `FLEET_TWIN_<NAME>`."""
+
+    model_config = SettingsConfigDict(env_prefix="FLEET_TWIN_", frozen=True)
+
+    kafka_port: int = 9092
+    kafka_controller_port: int = 9094
+    kafka_bootstrap: str = ""
+    """host:port list; empty means 127.0.0.1:<kafka_port>."""
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+    prometheus_port: int = 9090
+    alertmanager_port: int = 9093
+    grafana_port: int = 3000
+
+    app_id: str = "fleet-twin"
+    topic_prefix: str = ""
+    """Prepended to every topic name: lets tests and staging share a broker."""
+    partitions: int = Field(default=8, ge=1)
+    max_event_bytes: int = 64 * 1024
+
+    state_dir: Path = Path(".fleet-twin")
+    cache_dir: Path = Path.home() / ".cache" / "fleet-twin"
+    seeds_dir: Path = PROJECT_ROOT / "seeds"
+    deploy_dir: Path = PROJECT_ROOT / "deploy"
+    scrape_interval: str = "5s"
+
+    sim_robots: int = 360
+    sim_rate_hz: float = 1.0
+    sim_seed: int = 1
+
+    @property
+    def bootstrap(self) -> str:
+        return self.kafka_bootstrap or f"127.0.0.1:{self.kafka_port}"
+
+    def topic(self, name: str) -> str:
+        return f"{self.topic_prefix}{name}"
+
+    @property
+    def telemetry_topic(self) -> str:
+        return self.topic("fleet.telemetry")
+
+    @property
+    def dlq_topic(self) -> str:
+        return self.topic("fleet.telemetry.dlq")
+
+    @property
+    def anomalies_topic(self) -> str:
+        return self.topic("fleet.anomalies")
+
+    def web_url(self, port: int | None = None) -> str:
+        return f"http://{self.web_host}:{port or self.web_port}"

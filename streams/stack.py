@@ -1,0 +1,167 @@
+"""The local stack: broker, Prometheus, Alertmanager, a worker and the simulator.
+
+Each service is started from the project's own configuration in `deploy/`,
+bound to 127.0.0.1, with its data and logs under the state folder. The
+docker-compose.yml describes the same services for users with Docker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from streams.procs import Procs, ProcessFailed, http_ok, port_open
+from streams.settings import Settings
+from streams.topics import ensure_topics
+
+ORDER = ("kafka", "prometheus", "alertmanager", "worker", "simulator")
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    name: str
+    pid: int | None
+    url: str
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The settings as FLEET_TWIN_* variables, so child processes see the same ones."""
+    return {
+        f"FLEET_TWIN_{name.upper()}": str(value)
+        for name, value in settings.model_dump().items()
+    }
+
+
+class Stack:
+    """Start, stop and inspect the services of one state folder."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.state_dir = settings.state_dir.resolve()
+        self.procs = Procs(self.state_dir)
+
+    # -- kafka (its own script: it resolves jars and formats storage) --------
+    def start_kafka(self) -> bool:
+        """Start our broker unless one already answers on the port; True if we started it."""
+        if self.procs.pid("kafka") is not None:
+            return False
+        if port_open(self.settings.kafka_port):
+            return False
+        self._kafka_script("start")
+        return True
+
+    def stop_kafka(self) -> bool:
+        if self.procs.pid("kafka") is None:
+            return False
+        self._kafka_script("stop")
+        return True
+
+    def _kafka_script(self, action: str) -> None:
+        script = self.settings.deploy_dir / "kafka" / "kafka.sh"
+        env = {**settings_env(self.settings), "FLEET_TWIN_STATE_DIR": str(self.state_dir)}
+        result = subprocess.run([str(script), action], env={**os.environ, **env})
+        if result.returncode != 0:
+            raise ProcessFailed(f"kafka.sh {action} failed (exit {result.returncode})")
+
+    # -- prometheus and alertmanager -----------------------------------------
+    def start_prometheus(self, worker_ports: list[int] | None = None) -> None:
+        config = self.render_prometheus(worker_ports or [self.settings.web_port])
+        port = self.settings.prometheus_port
+        argv = [
+            _binary("prometheus"),
+            f"--config.file={config}",
+            f"--storage.tsdb.path={self.state_dir / 'prometheus' / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--web.enable-lifecycle",
+        ]
+        self.procs.spawn("prometheus", argv, {})
+        self.procs.wait_ready("prometheus", http_ok(f"http://127.0.0.1:{port}/-/ready"), 60)
+
+    def render_prometheus(self, worker_ports: list[int]) -> Path:
+        """Copy the project's Prometheus config and rules, with local targets and interval."""
+        src = self.settings.deploy_dir / "prometheus"
+        dst = self.state_dir / "prometheus"
+        shutil.rmtree(dst / "rules", ignore_errors=True)
+        shutil.copytree(src / "rules", dst / "rules")
+        config = yaml.safe_load((src / "prometheus.yml").read_text())
+        config["global"]["scrape_interval"] = self.settings.scrape_interval
+        config["global"]["evaluation_interval"] = self.settings.scrape_interval
+        (dst / "prometheus.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+        targets = {
+            "workers": [f"127.0.0.1:{p}" for p in worker_ports],
+            "alertmanagers": [f"127.0.0.1:{self.settings.alertmanager_port}"],
+            "prometheus": [f"127.0.0.1:{self.settings.prometheus_port}"],
+        }
+        (dst / "targets").mkdir(parents=True, exist_ok=True)
+        for name, hosts in targets.items():
+            (dst / "targets" / f"{name}.json").write_text(json.dumps([{"targets": hosts}]))
+        return dst / "prometheus.yml"
+
+    def start_alertmanager(self) -> None:
+        port = self.settings.alertmanager_port
+        argv = [
+            _binary("prometheus-alertmanager", "alertmanager"),
+            f"--config.file={self.settings.deploy_dir / 'alertmanager' / 'alertmanager.yml'}",
+            f"--storage.path={self.state_dir / 'alertmanager'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--cluster.listen-address=",  # no gossip port: it would default to 0.0.0.0:9094
+        ]
+        self.procs.spawn("alertmanager", argv, {})
+        self.procs.wait_ready("alertmanager", http_ok(f"http://127.0.0.1:{port}/-/ready"), 60)
+
+    # -- our own processes ------------------------------------------------------
+    def start_worker(self, name: str = "worker") -> None:
+        env = settings_env(self.settings)
+        self.procs.spawn(name, [sys.executable, "-m", "streams", "worker"], env)
+        health = f"{self.settings.web_url()}/healthz"
+        self.procs.wait_ready(name, http_ok(health), 90)
+
+    def start_simulator(self) -> None:
+        argv = [sys.executable, "-m", "streams", "simulate", "--no-progress"]
+        self.procs.spawn("simulator", argv, settings_env(self.settings))
+
+    # -- the whole stack --------------------------------------------------------
+    def up(self) -> None:
+        self.start_kafka()
+        asyncio.run(ensure_topics(self.settings))
+        self.start_prometheus()
+        self.start_alertmanager()
+        self.start_worker()
+        self.start_simulator()
+
+    def down(self) -> list[str]:
+        """Stop, newest first, what this state folder's pid files name; return their names."""
+        stopped = [n for n in reversed(ORDER[1:]) if self.procs.stop(n)]
+        if self.stop_kafka():
+            stopped.append("kafka")
+        return stopped
+
+    def status(self) -> list[ServiceStatus]:
+        s = self.settings
+        urls = {
+            "kafka": s.bootstrap,
+            "prometheus": f"http://127.0.0.1:{s.prometheus_port}",
+            "alertmanager": f"http://127.0.0.1:{s.alertmanager_port}",
+            "worker": s.web_url(),
+            "simulator": f"-> {s.telemetry_topic}",
+        }
+        return [ServiceStatus(n, self.procs.pid(n), urls[n]) for n in ORDER]
+
+
+def _binary(*names: str) -> str:
+    for name in names:
+        if path := shutil.which(name):
+            return path
+    raise ProcessFailed(
+        f"none of {', '.join(names)} is installed; on Debian/Ubuntu: "
+        "sudo apt-get install prometheus prometheus-alertmanager"
+    )
+

@@ -1,0 +1,34 @@
+"""Create the project's topics before anyone uses them.
+
+Faust creates its own changelog topics, but the source and sink topics must
+exist with the right partition count first: the `twins` table is
+co-partitioned with `fleet.telemetry`, so both must have the same count.
+"""
+
+from __future__ import annotations
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from streams.settings import Settings
+
+
+async def ensure_topics(settings: Settings) -> None:
+    """Create telemetry, DLQ and anomalies topics if they are missing."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [settings.telemetry_topic, settings.dlq_topic, settings.anomalies_topic]
+        new = [
+            NewTopic(name=t, num_partitions=settings.partitions, replication_factor=1)
+            for t in wanted
+            if t not in existing
+        ]
+        if new:
+            try:
+                await admin.create_topics(new)
+            except TopicAlreadyExistsError:
+                pass  # another process created it between list and create
+    finally:
+        await admin.close()

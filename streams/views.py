@@ -1,0 +1,79 @@
+"""HTTP views of a worker: the twin API, fleet summary, metrics and health."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import faust
+import msgspec
+from faust.web import Request, Response, View
+from prometheus_client import CollectorRegistry, generate_latest
+
+from twin.fleet import Fleet
+from twin.summary import count_by_sector_mode
+
+MAX_LIMIT = 10_000
+_json = msgspec.json.Encoder()
+
+
+def register_views(app: faust.App, twins: Any, fleet: Fleet, registry: CollectorRegistry) -> None:
+    """Add the worker's pages to `app`."""
+
+    @app.page("/twins/{robot_id}")
+    class TwinView(View):
+        """One robot's twin, from whichever worker owns its partition."""
+
+        @app.table_route(table=twins, match_info="robot_id")
+        async def get(self, request: Request, robot_id: str) -> Response:
+            twin = twins.get(robot_id)
+            if twin is None:
+                return self.notfound(f"no twin for robot {robot_id!r}")
+            return self.bytes(_json.encode(twin), content_type="application/json")
+
+    @app.page("/twins")
+    class TwinList(View):
+        """Robot ids held by this worker, optionally for one sector or site."""
+
+        async def get(self, request: Request) -> Response:
+            sector = request.query.get("sector")
+            site = request.query.get("site")
+            try:
+                limit = min(int(request.query.get("limit", "100")), MAX_LIMIT)
+            except ValueError:
+                return self.error(400, "limit must be an integer")
+            ids = sorted(
+                t.robot_id for t in list(twins.values())
+                if (sector is None or t.sector == sector) and (site is None or t.site == site)
+            )
+            return self.json({"robots": ids[:limit], "total": len(ids)})
+
+    @app.page("/fleet/summary")
+    class FleetSummary(View):
+        """Robots per sector and mode held by this worker."""
+
+        async def get(self, request: Request) -> Response:
+            counts = count_by_sector_mode(list(twins.values()))
+            by_sector: dict[str, dict[str, int]] = {s: {} for s in sorted(fleet.sectors)}
+            for (sector, mode), n in sorted(counts.items()):
+                by_sector.setdefault(sector, {})[mode] = n
+            return self.json({"robots": sum(counts.values()), "sectors": by_sector})
+
+    @app.page("/metrics")
+    class Metrics(View):
+        """Prometheus exposition of this worker's registry."""
+
+        async def get(self, request: Request) -> Response:
+            return self.bytes(generate_latest(registry), content_type="text/plain")
+
+    @app.page("/healthz")
+    class Health(View):
+        """Liveness plus the partitions this worker holds (exposes no fleet data)."""
+
+        async def get(self, request: Request) -> Response:
+            assigned = app.consumer.assignment() if app.consumer else set()
+            body = {
+                "status": "rebalancing" if app.rebalancing else "ok",
+                "app_id": app.conf.id,
+                "partitions": len(assigned),
+            }
+            return self.json(body, status=200)

@@ -1,0 +1,52 @@
+"""Errors of the core, split by whose fault they are (h11's Remote/Local split).
+
+`InvalidEvent` means the other side sent bad data: the shell dead-letters the
+message with `reason` and carries on. `InvariantViolated` means we broke our own
+rules: it must crash loudly (in tests above all), never be swallowed.
+"""
+
+from __future__ import annotations
+
+
+class FleetTwinError(Exception):
+    """Root of every error this project raises on purpose."""
+
+
+class InvalidEvent(FleetTwinError):
+    """A message that cannot become an event; `reason` is a short, bounded code.
+
+    The reason codes are a closed set (see `REASONS`) because they become a
+    Prometheus label and a DLQ header that operators filter on; `detail` is the
+    free-text explanation for a human.
+    """
+
+    REASONS = frozenset(
+        {
+            "oversize",
+            "undecodable",
+            "schema",
+            "unsupported_version",
+            "key_mismatch",
+            "non_finite",
+            "unknown_sector",
+            "unknown_site",
+            "unknown_model",
+            "unknown_signal",
+            "out_of_limits",
+        }
+    )
+
+    def __init__(self, reason: str, detail: str) -> None:
+        if reason not in self.REASONS:
+            raise InvariantViolated(f"unknown rejection reason {reason!r}")
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class InvalidSeed(FleetTwinError):
+    """A seed file (fleet model) that does not describe a valid fleet."""
+
+
+class InvariantViolated(FleetTwinError):
+    """Our own bug: never dead-lettered, never retried."""

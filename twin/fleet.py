@@ -1,0 +1,92 @@
+"""The fleet model: sectors, their sites, robot models and their signals.
+
+Built once from the parsed seed files (the shell reads the YAML; this module
+never touches files) and read-only afterwards. Validation errors name the
+file's field path so a bad seed is fixed in one look.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from twin.exceptions import InvalidSeed
+
+
+class Signal(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One numeric signal of a robot model."""
+
+    unit: str
+    nominal: tuple[float, float]
+    """The normal operating band: outside it is anomalous but possible."""
+    limits: tuple[float, float]
+    """Physically possible range: outside it the message is rejected."""
+
+
+class RobotModel(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A kind of robot and the catalogue of signals it reports."""
+
+    period_s: float
+    """Expected time between two reports of one robot, in seconds."""
+    signals: dict[str, Signal]
+
+
+class Sector(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A sector of the economy, its sites and the robot models deployed there."""
+
+    sites: tuple[str, ...]
+    models: tuple[str, ...]
+
+
+class Fleet(msgspec.Struct, frozen=True):
+    """The whole fleet model; every label value the metrics use comes from here."""
+
+    sectors: dict[str, Sector]
+    models: dict[str, RobotModel]
+
+    def site_sector(self) -> dict[str, str]:
+        """Map each site to its sector (sites are unique across sectors)."""
+        return {site: name for name, sector in self.sectors.items() for site in sector.sites}
+
+
+def load_fleet(sectors_doc: Any, models_doc: Any, *, source: str = "seeds") -> Fleet:
+    """Build and check the fleet model from the parsed `sectors` and `models` documents."""
+    sectors = _convert(sectors_doc, "sectors", dict[str, Sector], f"{source}/sectors.yaml")
+    models = _convert(models_doc, "models", dict[str, RobotModel], f"{source}/models.yaml")
+    fleet = Fleet(sectors=sectors, models=models)
+    _check_references(fleet, source)
+    return fleet
+
+
+def _convert(doc: Any, key: str, type_: Any, where: str) -> Any:
+    if not isinstance(doc, dict) or key not in doc:
+        raise InvalidSeed(f"{where}: expected a mapping with top-level key '{key}'")
+    try:
+        return msgspec.convert(doc[key], type_)
+    except msgspec.ValidationError as exc:
+        raise InvalidSeed(f"{where}: {exc} (under '{key}')") from exc
+
+
+def _check_references(fleet: Fleet, source: str) -> None:
+    seen: dict[str, str] = {}
+    for name, sector in fleet.sectors.items():
+        for site in sector.sites:
+            if site in seen:
+                raise InvalidSeed(
+                    f"{source}/sectors.yaml: site '{site}' is in both '{seen[site]}' and '{name}'"
+                )
+            seen[site] = name
+        for model in sector.models:
+            if model not in fleet.models:
+                raise InvalidSeed(
+                    f"{source}/sectors.yaml: sectors.{name}.models names unknown model '{model}'"
+                )
+    for name, model in fleet.models.items():
+        for sig_name, sig in model.signals.items():
+            lo, hi = sig.limits
+            if not lo <= sig.nominal[0] <= sig.nominal[1] <= hi:
+                raise InvalidSeed(
+                    f"{source}/models.yaml: models.{name}.signals.{sig_name}: "
+                    "need limits[0] <= nominal[0] <= nominal[1] <= limits[1]"
+                )

@@ -1,0 +1,63 @@
+"""Telemetry event, schema v1: what a robot (or the simulator) puts on the wire.
+
+JSON on the wire, decoded by msgspec straight into a frozen struct (no dict in
+between). Unknown fields are ignored so producers can add fields without
+breaking older workers.
+
+Versioning: `schema` is required and checked. When v2 arrives, `EventV2` gets
+`tag_field="schema", tag=2`, this one `tag=1`, the decoder takes the union
+`EventV1 | EventV2` (msgspec picks the type by the tag), and `decode` upgrades a
+v1 event to the newest type, so everything after decoding sees one type.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+
+SCHEMA_VERSION = 1
+
+Mode = Literal["idle", "working", "charging", "fault", "estop", "maintenance"]
+MODES: tuple[str, ...] = ("idle", "working", "charging", "fault", "estop", "maintenance")
+
+RobotId = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")]
+Label = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+Version = Annotated[str, msgspec.Meta(max_length=64)]
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True):
+    """One report of one robot."""
+
+    schema: Literal[1]
+    """Wire-format version."""
+    robot_id: RobotId
+    """Stable id of the robot; also the Kafka message key."""
+    seq: Annotated[int, msgspec.Meta(ge=0)]
+    """Per-robot sequence number, strictly increasing at the source."""
+    ts: float
+    """Event time: when the robot measured this, seconds since the Unix epoch (UTC)."""
+    sector: Label
+    """Sector id from seeds/sectors.yaml."""
+    site: Label
+    """Site id from seeds/sectors.yaml; must belong to `sector`."""
+    model: Label
+    """Robot model id from seeds/models.yaml."""
+    mode: Mode
+    """What the robot says it is doing."""
+    signals: dict[str, float]
+    """Measurements, named from the model's signal catalogue."""
+    ai_model_version: Version = ""
+    """Version of the on-device AI model (policy/perception) the robot runs."""
+    firmware: Version = ""
+    """Controller firmware version."""
+    codes: tuple[str, ...] = ()
+    """Fault or warning codes raised since the previous report."""
+
+
+_encoder = msgspec.json.Encoder()
+
+
+def encode(event: Event) -> bytes:
+    """The wire form of an event (used by the simulator and tests)."""
+    return _encoder.encode(event)
