@@ -13,14 +13,13 @@ from typing import Any
 import faust
 from prometheus_client import CollectorRegistry
 
-from streams.codecs import TwinCodec, Utf8
 from streams.metrics import FleetCollector, PipelineMetrics
 from streams.settings import Settings
 from streams.views import register_views
 from twin.exceptions import InvalidEvent
 from twin.fleet import Fleet
 from twin.reduce import reduce
-from twin.state import Twin
+from twin.state import Twin, decode_twin, encode_twin
 from twin.validate import parse
 
 
@@ -44,12 +43,11 @@ def build_app(settings: Settings, fleet: Fleet, registry: CollectorRegistry) -> 
         partitions=settings.partitions,
     )
     dlq = app.topic(settings.dlq_topic, key_serializer="raw", value_serializer="raw")
-    twins = app.Table(
-        "twins", key_serializer=Utf8(), value_serializer=TwinCodec(),
-        partitions=settings.partitions,
-    )
+    # Twins are kept as their encoded bytes: a third of the memory of the
+    # objects, and the changelog needs the bytes anyway.
+    twins = app.Table("twins", key_type=str, value_type=bytes, partitions=settings.partitions)
     metrics = PipelineMetrics(registry)
-    registry.register(FleetCollector(fleet, lambda: _values(twins)))
+    registry.register(FleetCollector(fleet, lambda: twin_values(twins)))
 
     @app.agent(telemetry, name="ingest")
     async def ingest(stream: faust.StreamT[bytes]) -> None:
@@ -62,9 +60,10 @@ def build_app(settings: Settings, fleet: Fleet, registry: CollectorRegistry) -> 
                 metrics.events.labels(result="rejected").inc()
                 metrics.dlq.labels(reason=err.reason).inc()
                 continue
-            twin, outcome = reduce(twins.get(event.robot_id), event)
+            stored = twins.get(event.robot_id)
+            twin, outcome = reduce(decode_twin(stored) if stored else None, event)
             if outcome != "duplicate":
-                twins[event.robot_id] = twin
+                twins[event.robot_id] = encode_twin(twin)
             metrics.events.labels(result=outcome).inc()
 
     register_views(app, twins, fleet, registry)
@@ -83,6 +82,6 @@ def dlq_headers(err: InvalidEvent, message: Any) -> list[tuple[str, bytes]]:
     return ours + [(k, bytes(v)) for k, v in (message.headers or [])]
 
 
-def _values(table: Any) -> Iterable[Twin]:
-    # Copy first: a scrape runs while the agent may be writing.
-    return list(table.values())
+def twin_values(table: Any) -> Iterable[Twin]:
+    """Every twin of this worker, decoded; a copy, since the agent may be writing."""
+    return [decode_twin(raw) for raw in list(table.values())]

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from streams.procs import ProcessFailed
@@ -93,15 +94,18 @@ def simulate(
     asyncio.run(ensure_topics(settings))
     started = time.monotonic()
 
+    live = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                    console=console, disable=not progress)
+    task = live.add_task("connecting...", total=None)
+
     def show(ticks: int, sent: int) -> None:
         rate_now = sent / max(time.monotonic() - started, 1e-9)
-        status.update(f"{n} robots at {hz} Hz: {sent:,} events sent ({rate_now:,.0f}/s)")
+        live.update(task, description=f"{n} robots at {hz} Hz: {sent:,} events ({rate_now:,.0f}/s)")
 
-    with console.status("connecting...", disable=not progress) as status:
+    with live:
         sent = asyncio.run(
             publish(settings, fleet, robots=n, rate_hz=hz, duration_s=duration,
-                    seed=seed if seed is not None else settings.sim_seed,
-                    on_tick=show if progress else None)
+                    seed=seed if seed is not None else settings.sim_seed, on_tick=show)
         )
     console.print(f"sent {sent:,} events to {settings.telemetry_topic}")
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import faust
-import msgspec
 from faust.web import Request, Response, View
 from prometheus_client import CollectorRegistry, generate_latest
 
@@ -13,11 +12,11 @@ from twin.fleet import Fleet
 from twin.summary import count_by_sector_mode
 
 MAX_LIMIT = 10_000
-_json = msgspec.json.Encoder()
 
 
 def register_views(app: faust.App, twins: Any, fleet: Fleet, registry: CollectorRegistry) -> None:
     """Add the worker's pages to `app`."""
+    from streams.app import twin_values
 
     @app.page("/twins/{robot_id}")
     class TwinView(View):
@@ -25,10 +24,10 @@ def register_views(app: faust.App, twins: Any, fleet: Fleet, registry: Collector
 
         @app.table_route(table=twins, match_info="robot_id")
         async def get(self, request: Request, robot_id: str) -> Response:
-            twin = twins.get(robot_id)
-            if twin is None:
+            raw = twins.get(robot_id)
+            if raw is None:
                 return self.notfound(f"no twin for robot {robot_id!r}")
-            return self.bytes(_json.encode(twin), content_type="application/json")
+            return self.bytes(raw, content_type="application/json")
 
     @app.page("/twins")
     class TwinList(View):
@@ -42,7 +41,7 @@ def register_views(app: faust.App, twins: Any, fleet: Fleet, registry: Collector
             except ValueError:
                 return self.error(400, "limit must be an integer")
             ids = sorted(
-                t.robot_id for t in list(twins.values())
+                t.robot_id for t in twin_values(twins)
                 if (sector is None or t.sector == sector) and (site is None or t.site == site)
             )
             return self.json({"robots": ids[:limit], "total": len(ids)})
@@ -52,7 +51,7 @@ def register_views(app: faust.App, twins: Any, fleet: Fleet, registry: Collector
         """Robots per sector and mode held by this worker."""
 
         async def get(self, request: Request) -> Response:
-            counts = count_by_sector_mode(list(twins.values()))
+            counts = count_by_sector_mode(twin_values(twins))
             by_sector: dict[str, dict[str, int]] = {s: {} for s in sorted(fleet.sectors)}
             for (sector, mode), n in sorted(counts.items()):
                 by_sector.setdefault(sector, {})[mode] = n

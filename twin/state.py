@@ -32,3 +32,16 @@ class Twin(msgspec.Struct, frozen=True, kw_only=True):
     """Events past the high-water mark but older (event time) than the state: counted, not applied to signals."""
     duplicates: int = 0
     """Events at or below the high-water mark: dropped."""
+
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(Twin)
+
+
+def encode_twin(twin: Twin) -> bytes:
+    """The stored form of a twin (table value, changelog, HTTP body): compact JSON."""
+    return _encoder.encode(twin)
+
+
+def decode_twin(raw: bytes) -> Twin:
+    return _decoder.decode(raw)
