@@ -1,0 +1,90 @@
+"""Fixtures shared by every tier.
+
+Services are real: the broker is the project's own Kafka (reused when one
+already answers on the configured port, started otherwise and stopped after),
+Prometheus and Alertmanager come from the system packages, the worker is
+`fleet-twin worker` in a subprocess. Each test session gets its own topic
+prefix, app id, ports and state folder, so it can share a broker with a
+running `make up` without either seeing the other's data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from streams.seeds import read_fleet
+from streams.settings import Settings
+from streams.stack import Stack
+from streams.topics import ensure_topics
+from twin.fleet import Fleet
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def fleet() -> Fleet:
+    return read_fleet(ROOT / "seeds")
+
+
+@pytest.fixture(scope="session")
+def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    run = uuid.uuid4().hex[:8]
+    return Settings(
+        app_id=f"fleet-twin-test-{run}",
+        topic_prefix=f"test-{run}.",
+        web_port=free_port(),
+        prometheus_port=free_port(),
+        alertmanager_port=free_port(),
+        state_dir=tmp_path_factory.mktemp("state"),
+        scrape_interval="1s",
+        partitions=4,
+    )
+
+
+@pytest.fixture(scope="session")
+def stack(settings: Settings) -> Stack:
+    return Stack(settings)
+
+
+@pytest.fixture(scope="session")
+def broker(stack: Stack, settings: Settings) -> Iterator[str]:
+    """A real Kafka broker on the configured port, with this session's topics."""
+    started = stack.start_kafka()
+    try:
+        asyncio.run(ensure_topics(settings))
+        yield settings.bootstrap
+    finally:
+        if started:
+            stack.stop_kafka()
+
+
+@pytest.fixture(scope="session")
+def worker(stack: Stack, broker: str, settings: Settings) -> Iterator[str]:
+    """A `fleet-twin worker` process; yields its base URL."""
+    try:
+        stack.start_worker()
+        yield settings.web_url()
+    finally:
+        stack.procs.stop("worker")
+
+
+@pytest.fixture(scope="session")
+def prometheus(stack: Stack, worker: str, settings: Settings) -> Iterator[str]:
+    """Prometheus from the system package, scraping the worker every second."""
+    try:
+        stack.start_prometheus([settings.web_port])
+        yield f"http://127.0.0.1:{settings.prometheus_port}"
+    finally:
+        stack.procs.stop("prometheus")

@@ -1,0 +1,138 @@
+"""The whole pipeline on real services: kcat -> Kafka -> worker -> twin API / DLQ / Prometheus."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+from streams.settings import Settings
+
+T = TypeVar("T")
+pytestmark = pytest.mark.e2e
+
+
+def eventually(fetch: Callable[[], T | None], timeout_s: float = 45.0) -> T:
+    """Poll until `fetch` returns something, or fail with the time waited."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if (value := fetch()) is not None:
+            return value
+        time.sleep(0.25)
+    raise AssertionError(f"nothing after {timeout_s}s")
+
+
+def kcat_produce(settings: Settings, key: str, value: bytes) -> None:
+    kcat = shutil.which("kcat") or shutil.which("kafkacat")
+    assert kcat, "kcat is installed by `make test` (Debian package kafkacat)"
+    subprocess.run(
+        [kcat, "-b", settings.bootstrap, "-t", settings.telemetry_topic, "-P", "-K", "\t"],
+        input=key.encode() + b"\t" + value + b"\n", check=True, timeout=30,
+    )
+
+
+def telemetry(robot_id: str, seq: int = 1, **changes: Any) -> bytes:
+    body = {
+        "schema": 1, "robot_id": robot_id, "seq": seq, "ts": time.time(),
+        "sector": "logistics", "site": "log-rotterdam-01", "model": "amr", "mode": "working",
+        "signals": {"battery_soc_pct": 77.5, "speed_mps": 1.1},
+    }
+    body.update(changes)
+    return json.dumps(body).encode()
+
+
+def get_twin(worker: str, robot_id: str) -> Callable[[], dict[str, Any] | None]:
+    def fetch() -> dict[str, Any] | None:
+        r = httpx.get(f"{worker}/twins/{robot_id}")
+        return r.json() if r.status_code == 200 else None
+
+    return fetch
+
+
+def test_kcat_event_shows_up_in_the_twin_api(worker: str, settings: Settings) -> None:
+    robot = f"kcat-{uuid.uuid4().hex[:8]}"
+    kcat_produce(settings, robot, telemetry(robot, seq=3))
+    twin = eventually(get_twin(worker, robot))
+    assert twin["robot_id"] == robot and twin["seq"] == 3
+    assert twin["signals"] == {"battery_soc_pct": 77.5, "speed_mps": 1.1}
+    assert twin["sector"] == "logistics" and twin["applied"] == 1
+
+
+def test_unknown_robot_is_404_and_listing_filters_by_sector(worker: str, settings: Settings) -> None:
+    robot = f"list-{uuid.uuid4().hex[:8]}"
+    kcat_produce(settings, robot, telemetry(robot, sector="mining", site="mining-atacama-01"))
+    eventually(get_twin(worker, robot))
+    assert httpx.get(f"{worker}/twins/nobody-{uuid.uuid4().hex}").status_code == 404
+    mining = httpx.get(f"{worker}/twins", params={"sector": "mining", "limit": 1000}).json()
+    retail = httpx.get(f"{worker}/twins", params={"sector": "retail", "limit": 1000}).json()
+    assert robot in mining["robots"] and robot not in retail["robots"]
+    assert httpx.get(f"{worker}/healthz").json()["status"] == "ok"
+
+
+async def test_malformed_message_goes_to_dlq_and_the_next_event_is_processed(
+    worker: str, settings: Settings
+) -> None:
+    robot = f"dlq-{uuid.uuid4().hex[:8]}"
+    bad = b'{"schema": 1, "robot_id": "' + robot.encode() + b'", seq: oops}'
+    kcat_produce(settings, robot, bad)
+    kcat_produce(settings, robot, telemetry(robot, seq=1, signals={"battery_soc_pct": 140.0}))
+    kcat_produce(settings, robot, telemetry(robot, seq=2))
+
+    twin = eventually(get_twin(worker, robot))
+    assert twin["seq"] == 2
+
+    dead = await read_dlq(settings, key=robot.encode(), want=2)
+    assert [m.value for m in dead][0] == bad
+    reasons = [dict(m.headers)["reason"] for m in dead]
+    assert reasons == [b"undecodable", b"out_of_limits"]
+    headers = dict(dead[1].headers)
+    assert b"140.0" in headers["detail"]
+    assert headers["source_topic"] == settings.telemetry_topic.encode()
+    assert int(headers["source_offset"]) >= 0
+
+
+async def read_dlq(settings: Settings, key: bytes, want: int) -> list[Any]:
+    consumer = AIOKafkaConsumer(
+        settings.dlq_topic, bootstrap_servers=settings.bootstrap, auto_offset_reset="earliest",
+        group_id=None, enable_auto_commit=False,
+    )
+    await consumer.start()
+    found: list[Any] = []
+    try:
+        deadline = time.monotonic() + 45
+        while len(found) < want and time.monotonic() < deadline:
+            batches = await consumer.getmany(timeout_ms=500)
+            found += [m for msgs in batches.values() for m in msgs if m.key == key]
+    finally:
+        await consumer.stop()
+    found.sort(key=lambda m: int(dict(m.headers)["source_offset"]))
+    return found
+
+
+def test_prometheus_scrapes_fleet_robots_from_the_worker(
+    prometheus: str, worker: str, settings: Settings
+) -> None:
+    robot = f"prom-{uuid.uuid4().hex[:8]}"
+    kcat_produce(settings, robot, telemetry(robot, sector="medical", site="med-boston-01", mode="charging"))
+    eventually(get_twin(worker, robot))
+
+    def query() -> list[dict[str, Any]] | None:
+        r = httpx.get(f"{prometheus}/api/v1/query",
+                      params={"query": 'sum by (sector) (fleet_robots{mode="charging"})'})
+        result = r.json()["data"]["result"]
+        medical = [s for s in result if s["metric"]["sector"] == "medical"]
+        return result if medical and float(medical[0]["value"][1]) >= 1 else None
+
+    result = eventually(query, timeout_s=60)
+    assert len(result) == 18
+    targets = httpx.get(f"{prometheus}/api/v1/targets").json()["data"]["activeTargets"]
+    workers = [t for t in targets if t["labels"]["job"] == "fleet-twin-workers"]
+    assert [t["health"] for t in workers] == ["up"]

@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from streams.seeds import read_fleet
+from twin.exceptions import InvalidSeed
+from twin.fleet import Fleet, load_fleet
+
+SEEDS = Path(__file__).resolve().parents[2] / "seeds"
+
+
+def docs() -> tuple[dict, dict]:
+    return (
+        yaml.safe_load((SEEDS / "sectors.yaml").read_text()),
+        yaml.safe_load((SEEDS / "models.yaml").read_text()),
+    )
+
+
+def test_the_fleet_has_18_sectors_each_with_sites_and_models(fleet: Fleet) -> None:
+    assert len(fleet.sectors) == 18
+    for name, sector in fleet.sectors.items():
+        assert sector.sites, name
+        assert all(m in fleet.models for m in sector.models), name
+
+
+def test_sites_map_back_to_one_sector(fleet: Fleet) -> None:
+    site_sector = fleet.site_sector()
+    assert site_sector["mining-pilbara-01"] == "mining"
+    assert len(site_sector) == sum(len(s.sites) for s in fleet.sectors.values())
+
+
+def test_a_model_referenced_but_not_defined_names_file_and_field() -> None:
+    sectors, models = docs()
+    sectors["sectors"]["mining"]["models"] = ["excavator-9000"]
+    with pytest.raises(InvalidSeed, match=r"sectors\.yaml: sectors\.mining\.models .*excavator-9000"):
+        load_fleet(sectors, models)
+
+
+def test_an_ill_typed_field_names_its_path() -> None:
+    sectors, models = docs()
+    models["models"]["amr"]["period_s"] = "often"
+    with pytest.raises(InvalidSeed, match=r"models\.yaml: .*period_s"):
+        load_fleet(sectors, models)
+
+
+def test_nominal_band_must_lie_within_limits() -> None:
+    sectors, models = docs()
+    models["models"]["amr"]["signals"]["speed_mps"]["nominal"] = [0, 20]
+    with pytest.raises(InvalidSeed, match="amr.signals.speed_mps"):
+        load_fleet(sectors, models)
+
+
+def test_a_site_in_two_sectors_is_refused() -> None:
+    sectors, models = docs()
+    sectors["sectors"]["retail"]["sites"].append("mining-pilbara-01")
+    with pytest.raises(InvalidSeed, match="mining-pilbara-01"):
+        load_fleet(sectors, models)
+
+
+def test_missing_seed_file_names_the_path(tmp_path: Path) -> None:
+    with pytest.raises(InvalidSeed, match="sectors.yaml: seed file not found"):
+        read_fleet(tmp_path)
