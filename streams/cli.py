@@ -113,7 +113,8 @@ def simulate(
 def _print_status(stack: Stack) -> None:
     table = Table("service", "pid", "address")
     for s in stack.status():
-        table.add_row(s.name, str(s.pid) if s.pid else "[dim]not running[/dim]", s.url)
+        pid = str(s.pid) if s.pid else "external" if s.external else "[dim]not running[/dim]"
+        table.add_row(s.name, pid, s.url)
     console.print(table)
 
 

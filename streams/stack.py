@@ -30,6 +30,8 @@ class ServiceStatus:
     name: str
     pid: int | None
     url: str
+    external: bool = False
+    """Answers on its port but was not started by this stack (e.g. a shared broker)."""
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -153,7 +155,10 @@ class Stack:
             "worker": s.web_url(),
             "simulator": f"-> {s.telemetry_topic}",
         }
-        return [ServiceStatus(n, self.procs.pid(n), urls[n]) for n in ORDER]
+        found = [ServiceStatus(n, self.procs.pid(n), urls[n]) for n in ORDER]
+        if found[0].pid is None and port_open(s.kafka_port):
+            found[0] = ServiceStatus("kafka", None, urls["kafka"], external=True)
+        return found
 
 
 def _binary(*names: str) -> str:

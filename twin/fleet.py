@@ -82,11 +82,11 @@ def _check_references(fleet: Fleet, source: str) -> None:
                 raise InvalidSeed(
                     f"{source}/sectors.yaml: sectors.{name}.models names unknown model '{model}'"
                 )
-    for name, model in fleet.models.items():
+    for model_name, model in fleet.models.items():
         for sig_name, sig in model.signals.items():
             lo, hi = sig.limits
             if not lo <= sig.nominal[0] <= sig.nominal[1] <= hi:
                 raise InvalidSeed(
-                    f"{source}/models.yaml: models.{name}.signals.{sig_name}: "
+                    f"{source}/models.yaml: models.{model_name}.signals.{sig_name}: "
                     "need limits[0] <= nominal[0] <= nominal[1] <= limits[1]"
                 )

@@ -1,0 +1,69 @@
+"""`fleet-twin up` / `status` / `down`: the README's first command, on its own ports and state."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from streams.settings import Settings
+from streams.stack import settings_env
+from tests.conftest import free_port
+from tests.e2e.test_pipeline import eventually
+
+pytestmark = pytest.mark.e2e
+
+
+def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "streams", *args], env={**os.environ, **env},
+        capture_output=True, text=True, timeout=300,
+    )
+
+
+def test_up_serves_twins_and_18_sectors_then_down_stops_everything(
+    broker: str, tmp_path: Path
+) -> None:
+    run = uuid.uuid4().hex[:8]
+    settings = Settings(
+        app_id=f"fleet-twin-up-{run}", topic_prefix=f"up-{run}.", state_dir=tmp_path,
+        web_port=free_port(), prometheus_port=free_port(), alertmanager_port=free_port(),
+        scrape_interval="1s", partitions=2, sim_robots=36,
+    )
+    env = settings_env(settings)
+    try:
+        up = cli(env, "up")
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert f"{settings.web_url()}/twins/" in up.stdout
+        robot = up.stdout.split(f"{settings.web_url()}/twins/")[1].split()[0]
+
+        def twin() -> dict[str, Any] | None:
+            r = httpx.get(f"{settings.web_url()}/twins/{robot}")
+            return r.json() if r.status_code == 200 else None
+
+        assert eventually(twin)["robot_id"] == robot
+
+        def sectors() -> list[Any] | None:
+            r = httpx.get(f"http://127.0.0.1:{settings.prometheus_port}/api/v1/query",
+                          params={"query": "sum by (sector) (fleet_robots) > 0"})
+            result = r.json()["data"]["result"]
+            return result if len(result) == 18 else None
+
+        assert len(eventually(sectors, timeout_s=60)) == 18
+        status = cli(env, "status")
+        assert status.stdout.count("not running") == 0, status.stdout
+    finally:
+        down = cli(env, "down")
+    assert down.returncode == 0
+    for name in ("prometheus", "alertmanager", "worker", "simulator"):
+        assert not (tmp_path / "run" / f"{name}.pid").exists()
+        assert name in down.stdout
+    time.sleep(0.5)
+    assert "not running" in cli(env, "status").stdout
