@@ -69,24 +69,30 @@ def _convert(doc: Any, key: str, type_: Any, where: str) -> Any:
 
 
 def _check_references(fleet: Fleet, source: str) -> None:
+    _check_sectors(fleet, f"{source}/sectors.yaml")
+    _check_bands(fleet, f"{source}/models.yaml")
+
+
+def _check_sectors(fleet: Fleet, where: str) -> None:
     seen: dict[str, str] = {}
     for name, sector in fleet.sectors.items():
         for site in sector.sites:
             if site in seen:
-                raise InvalidSeed(
-                    f"{source}/sectors.yaml: site '{site}' is in both '{seen[site]}' and '{name}'"
-                )
+                raise InvalidSeed(f"{where}: site '{site}' is in both '{seen[site]}' and '{name}'")
             seen[site] = name
-        for model in sector.models:
-            if model not in fleet.models:
+        for model_name in sector.models:
+            if model_name not in fleet.models:
                 raise InvalidSeed(
-                    f"{source}/sectors.yaml: sectors.{name}.models names unknown model '{model}'"
+                    f"{where}: sectors.{name}.models names unknown model '{model_name}'"
                 )
-    for model_name, model in fleet.models.items():
+
+
+def _check_bands(fleet: Fleet, where: str) -> None:
+    for name, model in fleet.models.items():
         for sig_name, sig in model.signals.items():
             lo, hi = sig.limits
             if not lo <= sig.nominal[0] <= sig.nominal[1] <= hi:
                 raise InvalidSeed(
-                    f"{source}/models.yaml: models.{model_name}.signals.{sig_name}: "
+                    f"{where}: models.{name}.signals.{sig_name}: "
                     "need limits[0] <= nominal[0] <= nominal[1] <= limits[1]"
                 )
