@@ -33,7 +33,7 @@ classpath() {
   if [ ! -s "$classpath_file" ]; then
     mkdir -p "$cache_dir"
     say "resolving Apache Kafka $kafka_version from Maven Central (once)"
-    mvn -q -B -f "$here/pom.xml" \
+    mvn -q -B -Dstyle.color=never -f "$here/pom.xml" \
       org.apache.maven.plugins:maven-dependency-plugin:3.6.1:build-classpath \
       -Dmdep.includeScope=runtime -Dmdep.outputFile="$classpath_file.tmp" >&2
     mv "$classpath_file.tmp" "$classpath_file"
