@@ -1,7 +1,7 @@
 """The composition root of a worker: topics, table, agent and views in one place.
 
 This module wires; it does not decide. Each message goes through
-`twin.validate.parse` and `twin.reduce.reduce`; what comes back is stored,
+`twin.validate.parse` and `twin.reduce.apply`; what comes back is stored,
 dead-lettered or counted.
 """
 
@@ -18,9 +18,9 @@ from streams.settings import Settings
 from streams.views import register_views
 from twin.exceptions import InvalidEvent
 from twin.fleet import Fleet
-from twin.reduce import reduce
+from twin.reduce import apply, note_rejected
 from twin.state import Twin, decode_twin, encode_twin
-from twin.validate import parse
+from twin.validate import Policy, parse
 
 
 def build_app(settings: Settings, fleet: Fleet, registry: CollectorRegistry) -> faust.App:
@@ -49,22 +49,25 @@ def build_app(settings: Settings, fleet: Fleet, registry: CollectorRegistry) -> 
     metrics = PipelineMetrics(registry)
     registry.register(FleetCollector(fleet, lambda: twin_values(twins)))
 
+    policy = Policy(max_bytes=settings.max_event_bytes, max_future_s=settings.max_future_s)
+
     @app.agent(telemetry, name="ingest")
     async def ingest(stream: faust.StreamT[bytes]) -> None:
         async for record in stream.events():
             message = record.message
             try:
-                event = parse(message.value, fleet, key=message.key, max_bytes=settings.max_event_bytes)
+                event = parse(message.value, fleet, key=message.key,
+                              received_ts=message.timestamp, policy=policy)
             except InvalidEvent as err:
                 await dlq.send(key=message.key, value=message.value, headers=dlq_headers(err, message))
-                metrics.events.labels(result="rejected").inc()
-                metrics.dlq.labels(reason=err.reason).inc()
+                _count_rejection(twins, message.key)
+                metrics.rejected(err.reason)
                 continue
             stored = twins.get(event.robot_id)
-            twin, outcome = reduce(decode_twin(stored) if stored else None, event)
-            if outcome != "duplicate":
-                twins[event.robot_id] = encode_twin(twin)
-            metrics.events.labels(result=outcome).inc()
+            twin, effects = apply(decode_twin(stored) if stored else None, event,
+                                  received_ts=message.timestamp)
+            twins[event.robot_id] = encode_twin(twin)
+            metrics.processed(effects)
 
     register_views(app, twins, fleet, registry)
     return app
@@ -80,6 +83,17 @@ def dlq_headers(err: InvalidEvent, message: Any) -> list[tuple[str, bytes]]:
         ("source_offset", str(message.offset).encode()),
     ]
     return ours + [(k, bytes(v)) for k, v in (message.headers or [])]
+
+
+def _count_rejection(twins: Any, key: bytes | None) -> None:
+    """Note a rejected message on the twin its key names, if that robot is known."""
+    try:
+        robot_id = key.decode() if key else None
+    except UnicodeDecodeError:
+        return
+    stored = twins.get(robot_id) if robot_id else None
+    if stored is not None:
+        twins[robot_id] = encode_twin(note_rejected(decode_twin(stored)))
 
 
 def twin_values(table: Any) -> Iterable[Twin]:

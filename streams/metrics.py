@@ -18,7 +18,7 @@ from prometheus_client.registry import Collector
 
 from twin.exceptions import InvalidEvent
 from twin.fleet import Fleet
-from twin.reduce import OUTCOMES
+from twin.effects import EFFECT_KINDS, OUTCOMES, Effects
 from twin.schema import MODES
 from twin.state import Twin
 from twin.summary import count_by_sector_mode
@@ -40,10 +40,27 @@ class PipelineMetrics:
             ["reason"],
             registry=registry,
         )
+        self.changes = Counter(
+            "twin_changes",
+            "Changes the reducer reported: mode and version changes, seq gaps.",
+            ["kind"],
+            registry=registry,
+        )
         for result in (*OUTCOMES, "rejected"):
             self.events.labels(result=result)
         for reason in sorted(InvalidEvent.REASONS):
             self.dlq.labels(reason=reason)
+        for kind in EFFECT_KINDS:
+            self.changes.labels(kind=kind)
+
+    def processed(self, effects: Effects) -> None:
+        self.events.labels(result=effects.outcome).inc()
+        for change in effects.changes:
+            self.changes.labels(kind=type(change).__name__).inc()
+
+    def rejected(self, reason: str) -> None:
+        self.events.labels(result="rejected").inc()
+        self.dlq.labels(reason=reason).inc()
 
 
 class FleetCollector(Collector):

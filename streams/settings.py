@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     """Prepended to every topic name: lets tests and staging share a broker."""
     partitions: int = Field(default=8, ge=1)
     max_event_bytes: int = 64 * 1024
+    max_future_s: float = 300.0
+    """Events timed further ahead of the broker's clock are rejected (future_ts)."""
 
     state_dir: Path = Path(".fleet-twin")
     cache_dir: Path = Path.home() / ".cache" / "fleet-twin"

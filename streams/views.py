@@ -9,6 +9,7 @@ from faust.web import Request, Response, View
 from prometheus_client import CollectorRegistry, generate_latest
 
 from twin.fleet import Fleet
+from twin.state import decode_twin, to_view
 from twin.summary import count_by_sector_mode
 
 MAX_LIMIT = 10_000
@@ -27,7 +28,7 @@ def register_views(app: faust.App, twins: Any, fleet: Fleet, registry: Collector
             raw = twins.get(robot_id)
             if raw is None:
                 return self.notfound(f"no twin for robot {robot_id!r}")
-            return self.bytes(raw, content_type="application/json")
+            return self.json(to_view(decode_twin(raw)))
 
     @app.page("/twins")
     class TwinList(View):

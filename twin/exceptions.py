@@ -24,10 +24,12 @@ class InvalidEvent(FleetTwinError):
         {
             "oversize",
             "undecodable",
-            "schema",
+            "missing_field",
+            "invalid_field",
             "unsupported_version",
             "key_mismatch",
             "non_finite",
+            "future_ts",
             "unknown_sector",
             "unknown_site",
             "unknown_model",

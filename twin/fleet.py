@@ -7,7 +7,7 @@ file's field path so a bad seed is fixed in one look.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -24,12 +24,36 @@ class Signal(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Physically possible range: outside it the message is rejected."""
 
 
-class RobotModel(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """A kind of robot and the catalogue of signals it reports."""
+class RobotModel(msgspec.Struct, frozen=True):
+    """A kind of robot and the full catalogue of signals it reports."""
 
+    description: str
     period_s: float
     """Expected time between two reports of one robot, in seconds."""
     signals: dict[str, Signal]
+    """Every signal by name, per-joint ones expanded (`joint1_temp_c`, ...)."""
+
+
+class _ModelSeed(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A robot model as written in models.yaml, before per-joint expansion."""
+
+    period_s: Annotated[float, msgspec.Meta(gt=0)]
+    signals: dict[str, Signal]
+    description: str = ""
+    joints: Annotated[int, msgspec.Meta(ge=0, le=64)] = 0
+    per_joint: dict[str, Signal] = {}
+
+    def expand(self) -> RobotModel:
+        joint_signals = {
+            f"joint{j}_{name}": sig
+            for j in range(1, self.joints + 1)
+            for name, sig in self.per_joint.items()
+        }
+        return RobotModel(
+            description=self.description,
+            period_s=self.period_s,
+            signals={**joint_signals, **self.signals},
+        )
 
 
 class Sector(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -53,8 +77,8 @@ class Fleet(msgspec.Struct, frozen=True):
 def load_fleet(sectors_doc: Any, models_doc: Any, *, source: str = "seeds") -> Fleet:
     """Build and check the fleet model from the parsed `sectors` and `models` documents."""
     sectors = _convert(sectors_doc, "sectors", dict[str, Sector], f"{source}/sectors.yaml")
-    models = _convert(models_doc, "models", dict[str, RobotModel], f"{source}/models.yaml")
-    fleet = Fleet(sectors=sectors, models=models)
+    seeds = _convert(models_doc, "models", dict[str, _ModelSeed], f"{source}/models.yaml")
+    fleet = Fleet(sectors=sectors, models={name: m.expand() for name, m in seeds.items()})
     _check_references(fleet, source)
     return fleet
 

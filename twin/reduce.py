@@ -1,40 +1,157 @@
 """Apply one event to a twin: the only way a twin changes.
 
-Rules, in order:
+The rules:
 1. No twin yet: the event creates it.
-2. `seq` at or below the high-water mark: a duplicate (redelivery, replay
-   overlap). Only the `duplicates` counter moves.
-3. `seq` above the mark but `ts` older than the twin's state: a late event
-   (clock skew, reordering at the source). The mark and counters move; the
-   state keeps the newer values.
-4. Otherwise the event becomes the twin's state.
+2. De-duplication is exact by seq: the high-water mark plus a bitmap of the
+   WINDOW seqs below it. A seq seen before is a `duplicate`; a seq further
+   below the mark than the window is `stale` (it cannot be told apart from a
+   duplicate). Both only move a counter.
+3. Any other event is accepted: it counts, moves the mark, feeds each signal's
+   statistics and fills its place in the seq bitmap.
+4. It becomes the latest state only if its `(ts, seq)` is newer than the
+   twin's; otherwise it is `late` and 'latest' never moves backwards. Each
+   signal keeps its own newest value by the same rule, so a late event can
+   still supply a signal the newer events did not carry.
+5. A jump past the mark + 1 is a `SeqGap`; a different mode or version on the
+   newest event is a `ModeChanged` / `VersionChanged`. These are returned as
+   values for the shell to publish; nothing here performs I/O.
+
+Within a span of WINDOW seqs, any arrival order of the same events yields the
+same latest state and counts (tests/unit/test_reduce.py proves it).
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-import msgspec
+from msgspec.structs import replace
 
-from twin.schema import Event
-from twin.state import Twin
+from twin.effects import Change, Effects, ModeChanged, SeqGap, VersionChanged
+from twin.schema import MODES, Event
+from twin.state import WINDOW, Counts, SignalState, Twin
 
-Outcome = Literal["applied", "late", "duplicate"]
-OUTCOMES: tuple[Outcome, ...] = ("applied", "late", "duplicate")
+ALPHA = 0.05
+"""Weight of a new value in each signal's running mean and variance (about 20 reports of memory)."""
+
+_MASK = (1 << WINDOW) - 1
+_MODE_INDEX = {mode: i for i, mode in enumerate(MODES)}
+_VERSIONED: tuple[Literal["ai_model_version", "firmware", "model"], ...] = (
+    "ai_model_version", "firmware", "model",
+)
 
 
-def reduce(twin: Twin | None, event: Event) -> tuple[Twin, Outcome]:
-    """Return the twin after `event` and what happened to the event."""
+def apply(twin: Twin | None, event: Event, *, received_ts: float) -> tuple[Twin, Effects]:
+    """The twin after `event`, which the broker received at `received_ts`, and what it did."""
     if twin is None:
-        return _create(event), "applied"
-    if event.seq <= twin.seq:
-        return msgspec.structs.replace(twin, duplicates=twin.duplicates + 1), "duplicate"
-    if event.ts < twin.ts:
-        return msgspec.structs.replace(twin, seq=event.seq, late=twin.late + 1), "late"
-    return _advance(twin, event), "applied"
+        return _create(event, received_ts), Effects("applied")
+    verdict = _admit(twin, event.seq)
+    if verdict == "duplicate":
+        return replace(twin, counts=replace(twin.counts, duplicates=twin.counts.duplicates + 1)), Effects(verdict)
+    if verdict == "stale":
+        return replace(twin, counts=replace(twin.counts, stale=twin.counts.stale + 1)), Effects(verdict)
+    return _accept(twin, event, received_ts)
 
 
-def _create(event: Event) -> Twin:
+def note_rejected(twin: Twin) -> Twin:
+    """Count a message keyed to this robot that failed validation."""
+    return replace(twin, counts=replace(twin.counts, rejected=twin.counts.rejected + 1))
+
+
+def _admit(twin: Twin, seq: int) -> Literal["accept", "duplicate", "stale"]:
+    if seq > twin.seq:
+        return "accept"
+    if seq == twin.seq:
+        return "duplicate"
+    bit = twin.seq - seq - 1
+    if bit >= WINDOW:
+        return "stale"
+    return "duplicate" if twin.window >> bit & 1 else "accept"
+
+
+def _accept(twin: Twin, event: Event, received_ts: float) -> tuple[Twin, Effects]:
+    changes: list[Change] = []
+    if event.seq > twin.seq + 1:
+        changes.append(SeqGap(twin.robot_id, event.ts, twin.seq, event.seq))
+    accepted = replace(
+        twin,
+        **_mark(twin, event.seq),
+        last_seen=max(twin.last_seen, received_ts),
+        signals=_merge_signals(twin.signals, event),
+        counts=_count(twin.counts, event),
+    )
+    if (event.ts, event.seq) <= (twin.ts, twin.latest_seq):
+        return replace(accepted, late=twin.late + 1), Effects("late", tuple(changes))
+    latest, more = _become_latest(accepted, event)
+    return latest, Effects("applied", (*changes, *more))
+
+
+def _mark(twin: Twin, seq: int) -> dict[str, int]:
+    """The high-water mark, seq bitmap and lowest seq after accepting `seq`."""
+    if seq > twin.seq:
+        shift = seq - twin.seq
+        # Bounded shift: a hostile seq of 2**62 must not build a 2**62-bit integer.
+        window = ((twin.window << shift) | (1 << (shift - 1))) & _MASK if shift <= WINDOW else 0
+        return {"seq": seq, "window": window}
+    bit = twin.seq - seq - 1
+    return {"window": twin.window | (1 << bit), "first_seq": min(twin.first_seq, seq)}
+
+
+def _merge_signals(signals: dict[str, SignalState], event: Event) -> dict[str, SignalState]:
+    merged = dict(signals)
+    for name, value in event.signals.items():
+        old = merged.get(name)
+        merged[name] = _new_signal(value, event) if old is None else _update_signal(old, value, event)
+    return merged
+
+
+def _new_signal(value: float, event: Event) -> SignalState:
+    return SignalState(value, event.ts, event.seq, 1, value, 0.0)
+
+
+def _update_signal(old: SignalState, value: float, event: Event) -> SignalState:
+    delta = value - old.mean
+    mean = old.mean + ALPHA * delta
+    var = (1 - ALPHA) * (old.var + ALPHA * delta * delta)
+    if (event.ts, event.seq) > (old.ts, old.seq):
+        return SignalState(value, event.ts, event.seq, old.n + 1, mean, var)
+    return SignalState(old.value, old.ts, old.seq, old.n + 1, mean, var)
+
+
+def _count(counts: Counts, event: Event) -> Counts:
+    modes = list(counts.modes)
+    modes[_MODE_INDEX[event.mode]] += 1
+    return replace(counts, events=counts.events + 1, modes=tuple(modes))
+
+
+def _become_latest(twin: Twin, event: Event) -> tuple[Twin, list[Change]]:
+    changes: list[Change] = [
+        VersionChanged(twin.robot_id, event.ts, field, getattr(twin, field), getattr(event, field))
+        for field in _VERSIONED
+        if getattr(twin, field) != getattr(event, field)
+    ]
+    if event.mode != twin.mode:
+        changes.insert(0, ModeChanged(twin.robot_id, event.ts, twin.mode, event.mode))
+    latest = replace(
+        twin,
+        sector=event.sector,
+        site=event.site,
+        model=event.model,
+        mode=event.mode,
+        ai_model_version=event.ai_model_version,
+        firmware=event.firmware,
+        codes=event.codes,
+        location=event.location,
+        ts=event.ts,
+        latest_seq=event.seq,
+        mode_since=event.ts if event.mode != twin.mode else twin.mode_since,
+        ai_model_since=event.ts if event.ai_model_version != twin.ai_model_version else twin.ai_model_since,
+        firmware_since=event.ts if event.firmware != twin.firmware else twin.firmware_since,
+        version_changes=twin.version_changes + sum(isinstance(c, VersionChanged) for c in changes),
+    )
+    return latest, changes
+
+
+def _create(event: Event, received_ts: float) -> Twin:
     return Twin(
         robot_id=event.robot_id,
         sector=event.sector,
@@ -43,27 +160,18 @@ def _create(event: Event) -> Twin:
         mode=event.mode,
         ai_model_version=event.ai_model_version,
         firmware=event.firmware,
-        signals=dict(event.signals),
         codes=event.codes,
+        location=event.location,
         ts=event.ts,
-        first_ts=event.ts,
+        latest_seq=event.seq,
         seq=event.seq,
-        applied=1,
-    )
-
-
-def _advance(twin: Twin, event: Event) -> Twin:
-    return msgspec.structs.replace(
-        twin,
-        sector=event.sector,
-        site=event.site,
-        model=event.model,
-        mode=event.mode,
-        ai_model_version=event.ai_model_version,
-        firmware=event.firmware,
-        signals={**twin.signals, **event.signals},
-        codes=event.codes,
-        ts=event.ts,
-        seq=event.seq,
-        applied=twin.applied + 1,
+        first_seq=event.seq,
+        window=0,
+        first_seen=received_ts,
+        last_seen=received_ts,
+        signals={name: _new_signal(v, event) for name, v in event.signals.items()},
+        counts=_count(Counts(), event),
+        mode_since=event.ts,
+        ai_model_since=event.ts,
+        firmware_since=event.ts,
     )

@@ -26,6 +26,14 @@ Label = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 Version = Annotated[str, msgspec.Meta(max_length=64)]
 
 
+class Location(msgspec.Struct, frozen=True, kw_only=True):
+    """Where the robot is: WGS84 position, optionally a floor for indoor sites."""
+
+    lat: Annotated[float, msgspec.Meta(ge=-90, le=90)]
+    lon: Annotated[float, msgspec.Meta(ge=-180, le=180)]
+    floor: int | None = None
+
+
 class Event(msgspec.Struct, frozen=True, kw_only=True):
     """One report of one robot."""
 
@@ -35,7 +43,7 @@ class Event(msgspec.Struct, frozen=True, kw_only=True):
     """Stable id of the robot; also the Kafka message key."""
     seq: Annotated[int, msgspec.Meta(ge=0)]
     """Per-robot sequence number, strictly increasing at the source."""
-    ts: float
+    ts: Annotated[float, msgspec.Meta(gt=0)]
     """Event time: when the robot measured this, seconds since the Unix epoch (UTC)."""
     sector: Label
     """Sector id from seeds/sectors.yaml."""
@@ -51,8 +59,10 @@ class Event(msgspec.Struct, frozen=True, kw_only=True):
     """Version of the on-device AI model (policy/perception) the robot runs."""
     firmware: Version = ""
     """Controller firmware version."""
-    codes: tuple[str, ...] = ()
-    """Fault or warning codes raised since the previous report."""
+    codes: Annotated[tuple[Label, ...], msgspec.Meta(max_length=32)] = ()
+    """Fault or warning codes raised since the previous report (e.g. `E-STOP`, `F-OVERCURRENT-J3`)."""
+    location: Location | None = None
+    """Position, for robots that move; absent for fixed ones."""
 
 
 _encoder = msgspec.json.Encoder()

@@ -121,7 +121,7 @@ class Simulator:
         for name, base in robot.baseline.items():
             spec = catalogue[name]
             lo, hi = spec.nominal
-            value = base * (load if name == "motor_current_a" else 1.0)
+            value = base * (load if name.endswith("current_a") else 1.0)
             value += self.rng.gauss(0.0, 0.02 * (hi - lo))
             out[name] = round(min(max(value, spec.limits[0]), spec.limits[1]), 3)
         return out

@@ -1,47 +1,154 @@
-"""The twin: what the fleet twin believes about one robot right now."""
+"""The twin: what the fleet twin believes about one robot.
+
+Fields fall in two groups, and the difference matters for replay:
+
+* the latest state (everything taken from the newest event by `(ts, seq)`) and
+  `counts` are functions of the *set* of events received: any arrival order
+  gives the same values (within the reorder window, see `twin.reduce`);
+* `late`, `mode_since`, the `*_since` version times and each signal's running
+  statistics depend on arrival order by definition. Replaying the log in its
+  own order reproduces them bit for bit.
+
+Stored form (Faust table, changelog): msgpack with structs as arrays, so field
+names are not repeated per robot. HTTP form: `to_view`, a stable JSON shape
+with names (documented in docs/TWIN.md).
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 
+from twin.schema import MODES, Location
 
-class Twin(msgspec.Struct, frozen=True, kw_only=True):
-    """Latest known state of one robot, plus the bookkeeping that makes replays exact."""
+ARRIVAL_ORDER_FIELDS = frozenset(
+    {"late", "mode_since", "ai_model_since", "firmware_since", "version_changes", "first_seen"}
+)
+"""Twin fields that depend on arrival order (plus each signal's mean and var)."""
+
+WINDOW = 64
+"""How many seqs below the high-water mark are remembered for exact de-duplication."""
+
+
+class SignalState(msgspec.Struct, frozen=True, array_like=True):
+    """The newest value of one signal and running statistics over its values."""
+
+    value: float
+    """Newest value, by the `(ts, seq)` of the event that carried it."""
+    ts: float
+    seq: int
+    n: int
+    """Values seen (every accepted event that carried this signal)."""
+    mean: float
+    """Exponentially weighted mean, in arrival order: the detectors' baseline."""
+    var: float
+    """Exponentially weighted variance, in arrival order."""
+
+
+class Counts(msgspec.Struct, frozen=True, array_like=True):
+    """What happened to this robot's messages; independent of arrival order."""
+
+    events: int = 0
+    """Distinct events accepted."""
+    duplicates: int = 0
+    """Events whose seq was already accepted: dropped."""
+    stale: int = 0
+    """Events more than WINDOW seqs below the high-water mark: dropped, unverifiable."""
+    rejected: int = 0
+    """Messages keyed to this robot that failed validation (they are in the DLQ)."""
+    modes: tuple[int, ...] = (0,) * len(MODES)
+    """Accepted events per reported mode, in `twin.schema.MODES` order."""
+
+
+class Twin(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
+    """Everything known about one robot, small enough to keep a million in memory."""
 
     robot_id: str
     sector: str
     site: str
     model: str
     mode: str
-    """Mode from the newest event (by event time)."""
     ai_model_version: str
     firmware: str
-    signals: dict[str, float]
-    """Newest value of each signal ever reported (a signal keeps its last value)."""
     codes: tuple[str, ...]
-    """Codes of the newest event."""
+    location: Location | None
     ts: float
-    """Event time of the newest event applied to the state above."""
-    first_ts: float
-    """Event time of the first event seen for this robot."""
+    """Event time of the newest event: the instant the latest state describes."""
+    latest_seq: int
+    """Seq of the newest event (by event time, then seq)."""
     seq: int
-    """High-water mark: the highest seq applied. Anything at or below it is a duplicate."""
-    applied: int = 0
-    """Events that advanced the twin."""
+    """High-water mark: the highest seq accepted."""
+    first_seq: int
+    """Lowest seq accepted: with `seq` and `counts.events` it gives `missing()`."""
+    window: int
+    """Bit i set when seq `seq - 1 - i` was accepted (exact de-duplication below the mark)."""
+    first_seen: float
+    """Broker time of the first message accepted for this robot."""
+    last_seen: float
+    """Broker time of the newest message accepted: silence is measured from here."""
+    signals: dict[str, SignalState]
+    counts: Counts
     late: int = 0
-    """Events past the high-water mark but older (event time) than the state: counted, not applied to signals."""
-    duplicates: int = 0
-    """Events at or below the high-water mark: dropped."""
+    """Accepted events that arrived after a newer one (arrival-order dependent)."""
+    mode_since: float
+    """Event time at which the current mode began, as seen in arrival order."""
+    ai_model_since: float
+    """Event time at which the current AI-model version was first seen."""
+    firmware_since: float
+    version_changes: int = 0
+    """AI-model, firmware or robot-model changes seen on the newest event."""
+
+    def missing(self) -> int:
+        """Seqs between the lowest and highest accepted that never arrived (lost messages)."""
+        return self.seq - self.first_seq + 1 - self.counts.events
 
 
-_encoder = msgspec.json.Encoder()
-_decoder = msgspec.json.Decoder(Twin)
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(Twin)
 
 
 def encode_twin(twin: Twin) -> bytes:
-    """The stored form of a twin (table value, changelog, HTTP body): compact JSON."""
+    """The stored form of a twin (table value, changelog)."""
     return _encoder.encode(twin)
 
 
 def decode_twin(raw: bytes) -> Twin:
     return _decoder.decode(raw)
+
+
+def to_view(twin: Twin) -> dict[str, Any]:
+    """The twin as the HTTP API shows it: named fields, a stable shape (docs/TWIN.md)."""
+    counts = twin.counts
+    return {
+        "robot_id": twin.robot_id,
+        "sector": twin.sector,
+        "site": twin.site,
+        "model": twin.model,
+        "mode": twin.mode,
+        "mode_since": twin.mode_since,
+        "ai_model_version": twin.ai_model_version,
+        "ai_model_since": twin.ai_model_since,
+        "firmware": twin.firmware,
+        "firmware_since": twin.firmware_since,
+        "codes": list(twin.codes),
+        "location": msgspec.to_builtins(twin.location),
+        "ts": twin.ts,
+        "seq": twin.seq,
+        "first_seen": twin.first_seen,
+        "last_seen": twin.last_seen,
+        "signals": {
+            name: {"value": s.value, "ts": s.ts, "n": s.n, "mean": s.mean, "std": s.var**0.5}
+            for name, s in sorted(twin.signals.items())
+        },
+        "counts": {
+            "events": counts.events,
+            "duplicates": counts.duplicates,
+            "stale": counts.stale,
+            "late": twin.late,
+            "rejected": counts.rejected,
+            "missing": twin.missing(),
+            "version_changes": twin.version_changes,
+            "modes": dict(zip(MODES, counts.modes)),
+        },
+    }

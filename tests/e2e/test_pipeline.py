@@ -62,8 +62,9 @@ def test_kcat_event_shows_up_in_the_twin_api(worker: str, settings: Settings) ->
     kcat_produce(settings, robot, telemetry(robot, seq=3))
     twin = eventually(get_twin(worker, robot))
     assert twin["robot_id"] == robot and twin["seq"] == 3
-    assert twin["signals"] == {"battery_soc_pct": 77.5, "speed_mps": 1.1}
-    assert twin["sector"] == "logistics" and twin["applied"] == 1
+    assert {k: s["value"] for k, s in twin["signals"].items()} == {"battery_soc_pct": 77.5, "speed_mps": 1.1}
+    assert twin["sector"] == "logistics" and twin["counts"]["events"] == 1
+    assert twin["counts"]["modes"]["working"] == 1 and twin["last_seen"] > 0
 
 
 def test_unknown_robot_is_404_and_listing_filters_by_sector(worker: str, settings: Settings) -> None:
