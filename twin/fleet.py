@@ -7,11 +7,13 @@ file's field path so a bad seed is fixed in one look.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import msgspec
 
 from twin.exceptions import InvalidSeed
+
+T = TypeVar("T")
 
 
 class Signal(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -35,25 +37,23 @@ class RobotModel(msgspec.Struct, frozen=True):
 
 
 class _ModelSeed(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """A robot model as written in models.yaml, before per-joint expansion."""
+    """A robot model as written in models.yaml; signals are converted one by one."""
 
     period_s: Annotated[float, msgspec.Meta(gt=0)]
-    signals: dict[str, Signal]
+    signals: dict[str, Any]
     description: str = ""
     joints: Annotated[int, msgspec.Meta(ge=0, le=64)] = 0
-    per_joint: dict[str, Signal] = {}
+    per_joint: dict[str, Any] = {}
 
-    def expand(self) -> RobotModel:
-        joint_signals = {
-            f"joint{j}_{name}": sig
-            for j in range(1, self.joints + 1)
-            for name, sig in self.per_joint.items()
-        }
-        return RobotModel(
-            description=self.description,
-            period_s=self.period_s,
-            signals={**joint_signals, **self.signals},
-        )
+
+def _model(body: Any, where: str, path: str) -> RobotModel:
+    seed = _convert(body, _ModelSeed, where, path)
+    own = {n: _convert(v, Signal, where, f"{path}.signals.{n}") for n, v in seed.signals.items()}
+    per_joint = {n: _convert(v, Signal, where, f"{path}.per_joint.{n}") for n, v in seed.per_joint.items()}
+    joint_signals = {
+        f"joint{j}_{name}": sig for j in range(1, seed.joints + 1) for name, sig in per_joint.items()
+    }
+    return RobotModel(seed.description, seed.period_s, {**joint_signals, **own})
 
 
 class Sector(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -76,20 +76,39 @@ class Fleet(msgspec.Struct, frozen=True):
 
 def load_fleet(sectors_doc: Any, models_doc: Any, *, source: str = "seeds") -> Fleet:
     """Build and check the fleet model from the parsed `sectors` and `models` documents."""
-    sectors = _convert(sectors_doc, "sectors", dict[str, Sector], f"{source}/sectors.yaml")
-    seeds = _convert(models_doc, "models", dict[str, _ModelSeed], f"{source}/models.yaml")
-    fleet = Fleet(sectors=sectors, models={name: m.expand() for name, m in seeds.items()})
+    where = f"{source}/sectors.yaml"
+    sectors = {
+        name: _convert(body, Sector, where, f"sectors.{name}")
+        for name, body in _top(sectors_doc, "sectors", where).items()
+    }
+    where = f"{source}/models.yaml"
+    models = {
+        name: _model(body, where, f"models.{name}")
+        for name, body in _top(models_doc, "models", where).items()
+    }
+    fleet = Fleet(sectors=sectors, models=models)
     _check_references(fleet, source)
     return fleet
 
 
-def _convert(doc: Any, key: str, type_: Any, where: str) -> Any:
-    if not isinstance(doc, dict) or key not in doc:
-        raise InvalidSeed(f"{where}: expected a mapping with top-level key '{key}'")
+def _top(doc: Any, key: str, where: str) -> dict[str, Any]:
+    body = doc.get(key) if isinstance(doc, dict) else None
+    if not isinstance(body, dict):
+        raise InvalidSeed(f"{where}: expected a mapping under the top-level key '{key}'")
+    return body
+
+
+def _convert(value: Any, type_: type[T], where: str, path: str) -> T:
+    """msgspec.convert, with errors naming the file and the full field path."""
     try:
-        return msgspec.convert(doc[key], type_)
+        return msgspec.convert(value, type_)
     except msgspec.ValidationError as exc:
-        raise InvalidSeed(f"{where}: {exc} (under '{key}')") from exc
+        message = str(exc)
+        if "`$" in message:
+            message = message.replace("`$", f"`{path}")
+        else:
+            message += f" - at `{path}`"
+        raise InvalidSeed(f"{where}: {message}") from None
 
 
 def _check_references(fleet: Fleet, source: str) -> None:

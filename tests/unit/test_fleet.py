@@ -42,7 +42,7 @@ def test_a_model_referenced_but_not_defined_names_file_and_field() -> None:
 def test_an_ill_typed_field_names_its_path() -> None:
     sectors, models = docs()
     models["models"]["amr"]["period_s"] = "often"
-    with pytest.raises(InvalidSeed, match=r"models\.yaml: .*period_s"):
+    with pytest.raises(InvalidSeed, match=r"models\.yaml: .* `models\.amr\.period_s`"):
         load_fleet(sectors, models)
 
 
@@ -63,3 +63,24 @@ def test_a_site_in_two_sectors_is_refused() -> None:
 def test_missing_seed_file_names_the_path(tmp_path: Path) -> None:
     with pytest.raises(InvalidSeed, match="sectors.yaml: seed file not found"):
         read_fleet(tmp_path)
+
+
+def test_per_joint_signals_are_expanded_per_joint(fleet: Fleet) -> None:
+    arm = fleet.models["industrial-arm-6ax"].signals
+    assert {f"joint{j}_temp_c" for j in range(1, 7)} <= set(arm)
+    assert "joint7_temp_c" not in arm
+    assert len(fleet.models["humanoid"].signals) == 30
+
+
+def test_a_bad_per_joint_signal_names_its_path() -> None:
+    sectors, models = docs()
+    models["models"]["humanoid"]["per_joint"]["temp_c"]["unit"] = 3
+    with pytest.raises(InvalidSeed, match=r"models\.yaml: .* `models\.humanoid\.per_joint\.temp_c\.unit`"):
+        load_fleet(sectors, models)
+
+
+def test_an_unknown_field_in_a_seed_is_refused_with_its_path() -> None:
+    sectors, models = docs()
+    models["models"]["amr"]["colour"] = "red"
+    with pytest.raises(InvalidSeed, match=r"unknown field `colour` - at `models\.amr`"):
+        load_fleet(sectors, models)
