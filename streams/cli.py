@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 from typing import Annotated, Optional
 
+import msgspec
 import typer
 from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn,
+)
 from rich.table import Table
 
 from streams.procs import ProcessFailed
@@ -76,38 +80,55 @@ def worker() -> None:
 
 @app.command()
 def simulate(
-    robots: Annotated[Optional[int], typer.Option(help="Fleet size.")] = None,
+    scenario: Annotated[str, typer.Option(help="Name in seeds/scenarios/, or a YAML path.")] = "steady",
+    robots: Annotated[Optional[int], typer.Option(help="Fleet size (default: the scenario's).")] = None,
     rate: Annotated[Optional[float], typer.Option(help="Reports per robot per second.")] = None,
-    duration: Annotated[Optional[float], typer.Option(help="Seconds to run (default: until stopped).")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Same seed, same fleet and events.")] = None,
-    progress: Annotated[bool, typer.Option(help="Show a live progress line.")] = True,
+    speed: Annotated[float, typer.Option(help="Run X times faster than real time (Kafka only).")] = 1.0,
+    duration: Annotated[Optional[float], typer.Option(help="Scenario seconds to run.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Same seed, same events, byte for byte.")] = None,
+    to_file: Annotated[Optional[Path], typer.Option("--to-file", help="Write Parquet here instead of Kafka.")] = None,
+    to_jsonl: Annotated[Optional[Path], typer.Option("--to-jsonl", help="Write JSON lines here instead of Kafka.")] = None,
+    labels: Annotated[Optional[Path], typer.Option(help="Ground-truth Parquet (default: beside the events).")] = None,
+    progress: Annotated[bool, typer.Option(help="Show a live progress bar.")] = True,
 ) -> None:
-    """Publish a simulated fleet to the telemetry topic at a controlled rate."""
-    from streams.seeds import read_fleet
-    from streams.simulate import publish
+    """Run a fleet scenario: to Kafka at a controlled rate, or to a file with its ground truth."""
+    from streams.seeds import read_fleet, read_scenario
+    from streams.simulate import labels_path, to_file as write_file, to_kafka, write_labels
     from streams.topics import ensure_topics
+    from twin.sim import FleetSim
 
     settings = Settings()
     fleet = read_fleet(settings.seeds_dir)
-    n = robots or settings.sim_robots
-    hz = rate or settings.sim_rate_hz
-    asyncio.run(ensure_topics(settings))
+    spec = read_scenario(settings.seeds_dir, scenario)
+    overrides = {k: v for k, v in (("robots", robots), ("rate_hz", rate), ("duration_s", duration)) if v}
+    spec = msgspec.structs.replace(spec, **overrides)
+    out = to_file or to_jsonl
+    live = out is None
+    sim = FleetSim(fleet, spec, seed=settings.sim_seed if seed is None else seed,
+                   start_ts=round(time.time(), 3) if live else None, time_scale=1.0 / speed if live else 1.0)
+    label_file = labels or (labels_path(out) if out else
+                            settings.state_dir / "labels" / f"{spec.name}-{int(sim.start_ts)}.parquet")
+    truth = write_labels(sim, label_file)
+    bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn(), console=console, disable=not progress)
+    task = bar.add_task(f"{spec.name}: {len(sim.roster)} robots", total=sim.ticks)
     started = time.monotonic()
-
-    live = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                    console=console, disable=not progress)
-    task = live.add_task("connecting...", total=None)
 
     def show(ticks: int, sent: int) -> None:
         rate_now = sent / max(time.monotonic() - started, 1e-9)
-        live.update(task, description=f"{n} robots at {hz} Hz: {sent:,} events ({rate_now:,.0f}/s)")
+        bar.update(task, completed=ticks, description=f"{spec.name}: {sent:,} events ({rate_now:,.0f}/s)")
 
-    with live:
-        sent = asyncio.run(
-            publish(settings, fleet, robots=n, rate_hz=hz, duration_s=duration,
-                    seed=seed if seed is not None else settings.sim_seed, on_tick=show)
-        )
-    console.print(f"sent {sent:,} events to {settings.telemetry_topic}")
+    with bar:
+        if live:
+            asyncio.run(ensure_topics(settings))
+            sent = asyncio.run(to_kafka(settings, sim, speed=speed, on_tick=show))
+        else:
+            assert out is not None
+            sent = write_file(sim, out, on_tick=show)
+    elapsed = time.monotonic() - started
+    where = settings.telemetry_topic if live else str(out)
+    console.print(f"{sent:,} events to {where} in {elapsed:.1f}s ({sent / max(elapsed, 1e-9):,.0f}/s); "
+                  f"{truth.height} ground-truth labels in {label_file}")
 
 
 def _print_status(stack: Stack) -> None:
@@ -120,9 +141,9 @@ def _print_status(stack: Stack) -> None:
 
 def _example_robot(settings: Settings) -> str:
     from streams.seeds import read_fleet
-    from twin.sim import make_roster
+    from twin.sim.roster import place
 
-    return make_roster(read_fleet(settings.seeds_dir), 1, settings.sim_seed)[0].robot_id
+    return place(read_fleet(settings.seeds_dir), 1, settings.sim_seed).robot_ids[0]
 
 
 def main() -> None:

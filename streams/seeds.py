@@ -8,12 +8,22 @@ import yaml
 
 from twin.exceptions import InvalidSeed
 from twin.fleet import Fleet, load_fleet
+from twin.sim.scenario import Scenario, load_scenario
 
 
 def read_fleet(seeds_dir: Path) -> Fleet:
     """The fleet model from `<seeds_dir>/sectors.yaml` and `models.yaml`."""
     docs = [_read_yaml(seeds_dir / name) for name in ("sectors.yaml", "models.yaml")]
     return load_fleet(*docs, source=str(seeds_dir))
+
+
+def read_scenario(seeds_dir: Path, name: str) -> Scenario:
+    """A scenario by name (`seeds/scenarios/<name>.yaml`) or by path to a YAML file."""
+    path = Path(name) if name.endswith((".yaml", ".yml")) else seeds_dir / "scenarios" / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in (seeds_dir / "scenarios").glob("*.yaml"))
+        raise InvalidSeed(f"{path}: no such scenario (known: {', '.join(known)})")
+    return load_scenario(_read_yaml(path), str(path))
 
 
 def _read_yaml(path: Path) -> object:

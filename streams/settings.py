@@ -43,6 +43,7 @@ class Settings(BaseSettings):
     deploy_dir: Path = PROJECT_ROOT / "deploy"
     scrape_interval: str = "5s"
 
+    sim_scenario: str = "steady"
     sim_robots: int = 360
     sim_rate_hz: float = 1.0
     sim_seed: int = 1

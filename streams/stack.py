@@ -127,7 +127,12 @@ class Stack:
         self.procs.wait_ready(name, http_ok(health), 90)
 
     def start_simulator(self) -> None:
-        argv = [sys.executable, "-m", "streams", "simulate", "--no-progress"]
+        s = self.settings
+        argv = [
+            sys.executable, "-m", "streams", "simulate", "--no-progress",
+            "--scenario", s.sim_scenario, "--robots", str(s.sim_robots), "--rate", str(s.sim_rate_hz),
+            "--duration", str(30 * 86400),  # the local stack's fleet runs until `down`
+        ]
         self.procs.spawn("simulator", argv, settings_env(self.settings))
 
     # -- the whole stack --------------------------------------------------------

@@ -101,6 +101,8 @@ def _merge_signals(signals: dict[str, SignalState], event: Event) -> dict[str, S
     for name, value in event.signals.items():
         old = merged.get(name)
         merged[name] = _new_signal(value, event) if old is None else _update_signal(old, value, event)
+    if len(merged) != len(signals):
+        merged = dict(sorted(merged.items()))  # canonical order: the stored bytes must not depend on the sender's
     return merged
 
 
@@ -169,7 +171,7 @@ def _create(event: Event, received_ts: float) -> Twin:
         window=0,
         first_seen=received_ts,
         last_seen=received_ts,
-        signals={name: _new_signal(v, event) for name, v in event.signals.items()},
+        signals={name: _new_signal(v, event) for name, v in sorted(event.signals.items())},
         counts=_count(Counts(), event),
         mode_since=event.ts,
         ai_model_since=event.ts,

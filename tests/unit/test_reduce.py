@@ -175,3 +175,10 @@ def test_the_reducer_never_raises_on_valid_events(evs: list[Event]) -> None:
     assert twin.counts.events + twin.counts.duplicates + twin.counts.stale == len(evs)
     assert twin.missing() >= 0
     assert 0 <= twin.window < 2**WINDOW
+
+
+@given(event_sets())
+def test_the_stored_twin_does_not_depend_on_the_order_of_signal_keys(evs: list[Event]) -> None:
+    reversed_keys = [ev(e.seq, e.ts, e.mode, dict(reversed(list(e.signals.items()))),
+                        ai_model_version=e.ai_model_version) for e in evs]
+    assert encode_twin(fold(reversed_keys)) == encode_twin(fold(evs))

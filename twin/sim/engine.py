@@ -1,0 +1,154 @@
+"""The running simulated fleet: one `step()` is one report from every robot.
+
+Pure and seeded: the same fleet model, scenario, seed and start time give the
+same events, byte for byte. Time is an input (`start_ts` plus ticks of
+1/rate_hz); the simulator never reads a clock. The order of work per tick:
+modes and batteries, physics per robot model, signal and report overlays of
+active faults, events, then the delivery faults (lost, skewed, duplicated,
+reordered).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from twin.fleet import Fleet
+from twin.schema import MODES, Event
+from twin.sim.faults import DELIVERY, Injection, inject, overlay_report, overlay_signals
+from twin.sim.physics import ModelPhysics, Modes, ambient_c, step_signals
+from twin.sim.roster import Roster, place
+from twin.sim.scenario import ClockSkew, Duplicates, OutOfOrder, Rollout, Scenario
+
+VERSIONS = ("policy-2.3.1", "policy-2.4.0")
+FIRMWARE = "fw-1.8.2"
+
+
+class FleetSim:
+    """A scenario in motion."""
+
+    def __init__(self, fleet: Fleet, scenario: Scenario, seed: int, start_ts: float | None = None,
+                 robots: int | None = None, time_scale: float = 1.0) -> None:
+        """`time_scale` < 1 fast-forwards: event time advances `time_scale` seconds per simulated second."""
+        self.scenario = scenario
+        self.start_ts = scenario.start_ts if start_ts is None else start_ts
+        self.dt = 1.0 / scenario.rate_hz
+        self.time_scale = time_scale
+        self.roster: Roster = place(fleet, robots or scenario.robots, seed, scenario.sectors or None)
+        self.physics = {m: ModelPhysics(fleet.models[m], self.roster.rows(m))
+                        for m in sorted(set(self.roster.models))}
+        self.rng = np.random.default_rng([seed, 0])
+        battery = np.zeros(len(self.roster), dtype=bool)
+        for phys in self.physics.values():
+            battery[phys.rows] = phys.has_battery
+        self.modes = Modes.start(battery, self.rng)
+        site_base = np.random.default_rng([seed, 2]).uniform(16.0, 26.0, len(self.roster.site_names))
+        self.site_base = site_base[self.roster.site_index]
+        self.seq = np.zeros(len(self.roster), dtype=np.int64)
+        self.versions = [VERSIONS[v] for v in self.roster.traits["version"]]
+        self.injections = inject(scenario, self.roster, self.physics, seed, self.start_ts, time_scale)
+        self.held: dict[int, Event] = {}
+        self.tick = 0
+
+    @property
+    def ticks(self) -> int:
+        """Reports per robot over the scenario's duration."""
+        return int(round(self.scenario.duration_s * self.scenario.rate_hz))
+
+    def labels(self) -> list[dict[str, Any]]:
+        """Ground truth: one row per injected fault per robot."""
+        return [i.label(self.roster) for i in self.injections if i.labelled]
+
+    def step(self) -> list[Event]:
+        """Every robot's report for the next tick, as delivered (after delivery faults)."""
+        sim_ts = self.start_ts + self.tick * self.dt
+        ts = round(self.start_ts + self.tick * self.dt * self.time_scale, 3)
+        self.tick += 1
+        self.modes.step(self.dt, self.roster.traits["drain"], self.rng)
+        self.seq += 1
+        active = [i for i in self.injections if i.active(ts)]
+        mode = self.modes.mode.copy()
+        codes: dict[int, list[str]] = {}
+        for inj in active:
+            overlay_report(inj, mode, codes)
+        versions = self._versions(active)
+        events: list[Event | None] = [None] * len(self.roster)
+        ambient = ambient_c(self.site_base, sim_ts)
+        for model, phys in self.physics.items():
+            values = step_signals(phys, self.modes.mode, self.modes.soc, sim_ts, self.dt, ambient,
+                                  self.roster.traits, self.rng)
+            present = np.ones(values.shape, dtype=bool)
+            by_row = {int(r): k for k, r in enumerate(phys.rows)}
+            for inj in active:
+                if inj.robot in by_row and inj.signals and inj.kind not in ("rollout",):
+                    overlay_signals(inj, phys, by_row[inj.robot], values, present, ts)
+            self._events(phys, values, present, ts, mode, codes, versions, events)
+        return self._deliver([e for e in events if e is not None], active, ts)
+
+    def _versions(self, active: list[Injection]) -> list[str]:
+        # A rollout changes the version from each robot's update time on, for good.
+        versions = self.versions
+        for inj in active:
+            if isinstance(inj.spec, Rollout):
+                versions = versions if versions is not self.versions else list(versions)
+                versions[inj.robot] = inj.spec.version
+        return versions
+
+    def _events(self, phys: ModelPhysics, values: np.ndarray, present: np.ndarray, ts: float,
+                mode: np.ndarray, codes: dict[int, list[str]], versions: list[str],
+                out: list[Event | None]) -> None:
+        r = self.roster
+        names = phys.names
+        rows = values.tolist()
+        partial = set(np.flatnonzero(~present.all(axis=1)).tolist())
+        for k, robot in enumerate(phys.rows.tolist()):
+            signals = dict(zip(names, rows[k]))
+            if k in partial:
+                signals = {n: v for n, v, keep in zip(names, rows[k], present[k]) if keep}
+            out[robot] = Event(
+                schema=1, robot_id=r.robot_ids[robot], seq=int(self.seq[robot]), ts=ts,
+                sector=r.sectors[robot], site=r.sites[robot], model=r.models[robot],
+                mode=MODES[mode[robot]], signals=signals,
+                ai_model_version=versions[robot], firmware=FIRMWARE,
+                codes=tuple(codes.get(robot, ())),
+            )
+
+    def _deliver(self, events: list[Event], active: list[Injection], ts: float) -> list[Event]:
+        faults: dict[int, list[Injection]] = {}
+        for inj in active:
+            if inj.kind in DELIVERY:
+                faults.setdefault(inj.robot, []).append(inj)
+        index = {r: k for k, r in enumerate(self.roster.robot_ids)}
+        out: list[Event] = []
+        for event in events:
+            robot = index[event.robot_id]
+            out.extend(self._travel(event, faults.get(robot, ()), robot))
+        for robot in [r for r in self.held if not any(i.kind == "out_of_order" for i in faults.get(r, ()))]:
+            out.append(self.held.pop(robot))  # window over: release what was held back
+        return out
+
+    def _travel(self, event: Event, faults: Any, robot: int) -> list[Event]:
+        sent = [event]
+        for inj in faults:
+            spec = inj.spec
+            if inj.kind == "comm_loss":
+                return []
+            if isinstance(spec, ClockSkew):
+                sent = [_skew(e, spec.offset_s) for e in sent]
+            elif isinstance(spec, Duplicates) and inj.rng.random() < spec.rate:
+                sent = sent + sent
+            elif isinstance(spec, OutOfOrder):
+                earlier = self.held.pop(robot, None)
+                if earlier is None and inj.rng.random() < spec.rate:
+                    self.held[robot] = sent[0]
+                    sent = sent[1:]
+                elif earlier is not None:
+                    sent = sent + [earlier]
+        return sent
+
+
+def _skew(event: Event, offset: float) -> Event:
+    import msgspec
+
+    return msgspec.structs.replace(event, ts=round(event.ts + offset, 3))

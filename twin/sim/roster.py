@@ -1,0 +1,72 @@
+"""Where each simulated robot is, what it is, and what makes it unlike its peers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from twin.fleet import Fleet
+
+
+@dataclass(frozen=True)
+class Roster:
+    """The fleet as parallel arrays, one row per robot (row i is robot i)."""
+
+    robot_ids: list[str]
+    sectors: list[str]
+    sites: list[str]
+    models: list[str]
+    site_index: np.ndarray
+    """Index into `site_names`, for site-level effects."""
+    site_names: list[str]
+    traits: dict[str, np.ndarray]
+    """Per-robot multipliers and offsets: no two robots are identical."""
+
+    def __len__(self) -> int:
+        return len(self.robot_ids)
+
+    def rows(self, model: str) -> np.ndarray:
+        return np.flatnonzero(np.asarray(self.models) == model)
+
+
+def place(fleet: Fleet, robots: int, seed: int, sectors: list[str] | None = None) -> Roster:
+    """Spread robots round-robin over sectors, then over each sector's sites and models.
+
+    Round-robin rather than random, so that any 18 robots cover all 18 sectors
+    and a scenario's fleet is the same whatever the seed; the seed only sets
+    each robot's traits.
+    """
+    names = sorted(sectors or fleet.sectors)
+    ids, sec, site, model = [], [], [], []
+    for i in range(robots):
+        sector = fleet.sectors[names[i % len(names)]]
+        rank = i // len(names)
+        s = sector.sites[rank % len(sector.sites)]
+        m = sector.models[(rank // len(sector.sites)) % len(sector.models)]
+        ids.append(f"{s}-{i:07d}")
+        sec.append(names[i % len(names)])
+        site.append(s)
+        model.append(m)
+    site_names = sorted(set(site))
+    lookup = {s: k for k, s in enumerate(site_names)}
+    return Roster(
+        robot_ids=ids, sectors=sec, sites=site, models=model,
+        site_index=np.array([lookup[s] for s in site], dtype=np.int64),
+        site_names=site_names,
+        traits=_traits(np.random.default_rng([seed, 1]), robots),
+    )
+
+
+def _traits(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
+    return {
+        "load": rng.uniform(0.85, 1.15, n),
+        "heat": rng.normal(0.0, 0.03, n),
+        "latency": rng.uniform(0.8, 1.2, n),
+        "cycle": rng.uniform(0.3, 0.7, n),
+        "drain": rng.uniform(0.8, 1.25, n),
+        "speed": rng.uniform(0.4, 0.8, n),
+        "phase": rng.uniform(0.0, 1.0, n),
+        "joint": rng.uniform(0.9, 1.1, (n, 16)),
+        "version": rng.integers(0, 2, n),
+    }

@@ -1,0 +1,51 @@
+"""Events and labels as tables (polars), for Parquet files and analysis.
+
+One row per event, one column per signal (null where a robot's model has no
+such signal or the report lacked it), so the files read naturally in polars,
+DuckDB or Spark. `frame_to_events` is the inverse: a file replays exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import msgspec
+import polars as pl
+
+from twin.schema import Event
+
+HEAD = ("robot_id", "seq", "ts", "sector", "site", "model", "mode", "ai_model_version", "firmware")
+LABEL_SCHEMA: dict[str, pl.DataType] = {
+    "robot_id": pl.String(), "fault": pl.String(), "start_ts": pl.Float64(), "end_ts": pl.Float64(),
+    "signals": pl.List(pl.String()), "sector": pl.String(), "site": pl.String(), "model": pl.String(),
+    "scope": pl.String(), "group": pl.Int64(),
+}
+
+
+def events_to_frame(events: Iterable[Event]) -> pl.DataFrame:
+    """Events as a wide table: the head columns, `codes`, then one Float64 column per signal."""
+    rows = list(events)
+    head = pl.DataFrame(
+        {name: [getattr(e, name) for e in rows] for name in HEAD}
+        | {"codes": [list(e.codes) for e in rows]},
+        schema_overrides={"seq": pl.Int64, "ts": pl.Float64, "codes": pl.List(pl.String)},
+    )
+    signals = pl.from_dicts([e.signals for e in rows], infer_schema_length=None)
+    signals = signals.select(pl.col(c).cast(pl.Float64) for c in sorted(signals.columns))
+    return pl.concat([head, signals], how="horizontal") if signals.width else head
+
+
+def frame_to_events(frame: pl.DataFrame) -> Iterator[Event]:
+    """The events of a table written by `events_to_frame`, in row order."""
+    signal_cols = [c for c in frame.columns if c not in (*HEAD, "codes")]
+    for row in frame.iter_rows(named=True):
+        yield msgspec.convert(
+            {**{k: row[k] for k in HEAD}, "schema": 1, "codes": tuple(row["codes"] or ()),
+             "signals": {k: row[k] for k in signal_cols if row[k] is not None}},
+            Event,
+        )
+
+
+def labels_to_frame(labels: list[dict[str, Any]]) -> pl.DataFrame:
+    return pl.DataFrame(labels, schema=LABEL_SCHEMA)
