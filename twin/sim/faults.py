@@ -89,12 +89,13 @@ def _kind(spec: Fault) -> str:
 def _targets(spec: Fault, roster: Roster, physics: dict[str, ModelPhysics],
              rng: np.random.Generator, scenario: Scenario) -> list[int]:
     where = spec.where
+    possible = {m for m, phys in physics.items() if _claims(spec, phys, None) is not None}
     ok = [
-        i for i in range(len(roster))
-        if (where.sector is None or roster.sectors[i] == where.sector)
-        and (where.site is None or roster.sites[i] == where.site)
-        and (where.model is None or roster.models[i] == where.model)
-        and _claims(spec, physics[roster.models[i]], None) is not None
+        i for i, (sector, site, model) in enumerate(zip(roster.sectors, roster.sites, roster.models))
+        if model in possible
+        and (where.sector is None or sector == where.sector)
+        and (where.site is None or site == where.site)
+        and (where.model is None or model == where.model)
     ]
     if not ok:
         return []
