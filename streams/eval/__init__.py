@@ -1,0 +1,1 @@
+"""Offline evaluation of the detectors on public data sets and simulator scenarios."""

@@ -1,0 +1,1 @@
+"""Scoring detectors against labelled data (NAB, SKAB, UR3 CobotOps, simulator ground truth)."""
