@@ -20,6 +20,7 @@ from typing import Any
 
 import msgspec
 
+from twin.detect.watch import Watch
 from twin.schema import MODES, Location
 
 ARRIVAL_ORDER_FIELDS = frozenset(
@@ -98,6 +99,8 @@ class Twin(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
     firmware_since: float
     version_changes: int = 0
     """AI-model, firmware or robot-model changes seen on the newest event."""
+    watch: Watch | None = None
+    """Detector state and open anomalies (twin.detect); None until detectors have run."""
 
     def missing(self) -> int:
         """Seqs between the lowest and highest accepted that never arrived (lost messages)."""
@@ -141,6 +144,11 @@ def to_view(twin: Twin) -> dict[str, Any]:
             name: {"value": s.value, "ts": s.ts, "n": s.n, "mean": s.mean, "std": s.var**0.5}
             for name, s in sorted(twin.signals.items())
         },
+        "anomalies": [
+            {"detector": o.detector, "signal": o.signal, "since": o.start, "severity": o.severity,
+             "score": round(o.peak, 4)}
+            for o in (twin.watch.open if twin.watch else [])
+        ],
         "counts": {
             "events": counts.events,
             "duplicates": counts.duplicates,

@@ -1,0 +1,51 @@
+"""Site incidents: many robots of one site going anomalous together is one event.
+
+When anomalies open on `min_robots` distinct robots of a site within
+`window_s`, one site incident opens; its id is then the `caused_by` of those
+robot anomalies and of the site's anomalies that open while it lasts. It
+resolves when no robot of the site has opened an anomaly for `quiet_s`.
+"""
+
+from __future__ import annotations
+
+import msgspec
+from msgspec.structs import replace
+
+from twin.detect.findings import Anomaly, anomaly_id
+
+
+class Params(msgspec.Struct, frozen=True, kw_only=True):
+    min_robots: int = 4
+    window_s: float = 60.0
+    quiet_s: float = 300.0
+
+
+class SiteState(msgspec.Struct, frozen=True):
+    recent: list[tuple[float, str, str]] = []
+    """(event time, robot, anomaly id) of recent robot anomaly openings."""
+    incident: str | None = None
+    start: float = 0.0
+    last: float = 0.0
+
+
+def correlate(state: SiteState, anomaly: Anomaly, p: Params = Params()) -> tuple[SiteState, list[Anomaly]]:
+    """Feed one robot anomaly message; returns the site's state and incident/cause messages."""
+    if anomaly.status != "open" or not anomaly.robot_id:
+        return state, []
+    ts = anomaly.ts
+    recent = [r for r in state.recent if ts - r[0] <= p.window_s] + [(ts, anomaly.robot_id, anomaly.id)]
+    if state.incident is not None and ts - state.last <= p.quiet_s:
+        return replace(state, recent=recent, last=ts), [replace(anomaly, status="update", caused_by=state.incident)]
+    robots = {r[1] for r in recent}
+    if len(robots) < p.min_robots:
+        return replace(state, recent=recent, incident=None), []
+    start = min(r[0] for r in recent)
+    incident = anomaly_id("site", anomaly.site, start)
+    opened = Anomaly(
+        id=incident, status="open", robot_id="", sector=anomaly.sector, site=anomaly.site, model="",
+        detector="site_incident", signal="", severity="critical", score=float(len(robots)),
+        start_ts=start, ts=ts, evidence={"robots": sorted(robots)},
+    )
+    causes = [replace(anomaly, id=aid, robot_id=robot, status="update", caused_by=incident)
+              for _, robot, aid in recent]
+    return SiteState(recent, incident, start, ts), [opened, *causes]

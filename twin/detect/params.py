@@ -1,0 +1,90 @@
+"""Detector parameters: one frozen set of defaults, overridable per robot model.
+
+Loaded from seeds/detectors.yaml (the shell reads the file). Scores are
+normalised so that 1.0 is the firing threshold of every detector.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from twin.exceptions import InvalidSeed
+
+
+class Params(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Every knob of the robot-level detectors, with the defaults in force."""
+
+    band_margin: float = 0.15
+    """How far beyond the nominal band (as a share of its width) a value must be to count."""
+    band_reports: int = 3
+    """Consecutive reports outside the band before it fires (filters single glitches)."""
+    band_skip: tuple[str, ...] = ("inference_ms",)
+    """Signals with a normal long tail: left to the rollout detector."""
+    spike_threshold: float = 8.0
+    """|value - running mean| in units of max(running std, spike_std_floor band widths)."""
+    spike_std_floor: float = 0.15
+    spike_hits: float = 1.0
+    """Decayed count of spike hits (x0.8 per report) that fires; 1: a single clear spike."""
+    spike_skip: tuple[str, ...] = ("inference_ms", "control_jitter_ms")
+    settle_s: float = 60.0
+    """After a mode change, value-based detectors wait this long (loads, speeds, heat settle)."""
+    warmup_reports: int = 30
+    """Value-based detectors wait for this many reports of a robot."""
+    stuck_reports: int = 30
+    """Identical consecutive values (away from the physical limits) that mean a frozen sensor."""
+    dropout_reports: int = 5
+    """Reports in a row missing a signal the robot used to send."""
+    drift_threshold: float = 12.0
+    """Page-Hinkley alarm level, in band-width units x reports, for signals that wear."""
+    drift_allowance: float = 0.05
+    """Drift tolerated before it accumulates, in band widths."""
+    drift_signals: tuple[str, ...] = ("position_error_mm",)
+    silence_periods: float = 10.0
+    """Silent for this many of the robot's own learned report intervals ..."""
+    silence_min_s: float = 15.0
+    """... and at least this long: offline."""
+    skew_s: float = 30.0
+    """|event time - broker time| beyond this ..."""
+    skew_reports: int = 5
+    """... for this many reports in a row: a clock that is off."""
+    delivery_hits: float = 3.0
+    """Decayed count (x0.95 per report) of duplicates and out-of-order arrivals that fires."""
+    codes_hits: float = 3.0
+    """Decayed count (x0.95 per report) of fault codes and e-stops that fires."""
+    close_reports: int = 30
+    """Normal reports in a row before an open anomaly resolves (hysteresis)."""
+    critical_score: float = 3.0
+    """Score (1 = threshold) at or above which an anomaly is critical."""
+    critical_after_s: float = 1800.0
+    """An anomaly open this long is critical whatever its score."""
+
+
+DEFAULT = Params()
+
+
+class DetectorConfig(msgspec.Struct, frozen=True):
+    """Defaults plus per-model overrides, as in seeds/detectors.yaml."""
+
+    defaults: Params = DEFAULT
+    models: dict[str, Params] = {}
+
+    def for_model(self, model: str) -> Params:
+        return self.models.get(model, self.defaults)
+
+
+def load_config(doc: Any, source: str) -> DetectorConfig:
+    """Per-model entries override only the keys they name."""
+    if not isinstance(doc, dict):
+        raise InvalidSeed(f"{source}: expected a mapping with 'defaults' and 'models'")
+    try:
+        defaults = msgspec.convert(doc.get("defaults") or {}, Params)
+        base = msgspec.to_builtins(defaults)
+        models = {
+            name: msgspec.convert({**base, **(over or {})}, Params)
+            for name, over in (doc.get("models") or {}).items()
+        }
+    except msgspec.ValidationError as exc:
+        raise InvalidSeed(f"{source}: {exc}") from None
+    return DetectorConfig(defaults, models)

@@ -1,0 +1,125 @@
+"""All robot-level detectors for one event, and silence for a moment with no event.
+
+`observe` is what the ingest path calls after `twin.reduce.apply`: it runs the
+detectors that this kind of reading can inform, feeds their findings to the
+lifecycle and returns the twin with its updated detector state plus the
+anomaly messages to publish. Pure: event and broker time come in as values.
+"""
+
+from __future__ import annotations
+
+from msgspec.structs import replace
+
+from twin.detect import signals as sig
+from twin.detect.findings import Anomaly, Finding
+from twin.detect.lifecycle import track
+from twin.detect.params import Params
+from twin.detect.watch import Drift, SignalWatch, Watch
+from twin.effects import Effects, SeqGap
+from twin.fleet import RobotModel
+from twin.schema import Event
+from twin.state import Twin
+
+_VALUE_DETECTORS = frozenset({"band", "spike", "stuck", "dropout", "drift"})
+_ROBOT_DETECTORS = frozenset({"clock_skew", "delivery", "fault_codes", "seq_gap", "silence"})
+_NOT_OPERATING = ("fault", "estop", "maintenance")
+
+
+def observe(before: Twin | None, twin: Twin, event: Event, effects: Effects, received_ts: float,
+            model: RobotModel, p: Params) -> tuple[Twin, list[Anomaly]]:
+    """Run the detectors on one event; return the twin with detector state and the messages."""
+    watch = twin.watch or Watch()
+    # Anomalies are stamped in event time, unless the robot's clock is not to be trusted.
+    at = event.ts if abs(event.ts - received_ts) <= p.skew_s else received_ts
+    if effects.outcome in ("duplicate", "stale", "late"):
+        delivery, found = _delivery(watch.delivery + 100, p)
+        watch = replace(watch, delivery=delivery)
+        return _close(twin, watch, found, frozenset(), at, p)
+    findings: list[Finding] = []
+    watch, f = _signals(watch, before, twin, event, model, p)
+    findings += f
+    watch, f = _robot(watch, before, twin, event, effects, received_ts, p)
+    findings += f
+    evaluated = _ROBOT_DETECTORS | (_VALUE_DETECTORS if twin.counts.events > p.warmup_reports else frozenset())
+    return _close(twin, watch, findings, evaluated, at, p)
+
+
+def silence(twin: Twin, now: float, p: Params) -> tuple[Twin, list[Anomaly]]:
+    """Check, at broker time `now`, whether the robot has gone quiet against its own cadence."""
+    watch = twin.watch or Watch()
+    if twin.mode == "maintenance" or watch.interval <= 0:
+        return twin, []  # planned downtime, or no cadence learned yet
+    expected = max(watch.interval * p.silence_periods, p.silence_min_s)
+    if twin.mode == "charging":
+        expected *= 3  # robots may doze on the charger
+    quiet = now - twin.last_seen
+    findings = [Finding("silence", "", quiet / expected, {"silent_s": round(quiet, 3), "expected_s": expected})] \
+        if quiet > expected else []
+    return _close(twin, watch, findings, frozenset({"silence"}) if findings else frozenset(), now, p)
+
+
+def _close(twin: Twin, watch: Watch, findings: list[Finding], evaluated: frozenset[str], ts: float,
+           p: Params) -> tuple[Twin, list[Anomaly]]:
+    opened, messages = track(watch.open, findings, evaluated, twin, ts, p)
+    return replace(twin, watch=replace(watch, open=opened)), messages
+
+
+def _signals(watch: Watch, before: Twin | None, twin: Twin, event: Event, model: RobotModel,
+             p: Params) -> tuple[Watch, list[Finding]]:
+    old = _aligned(watch, before, twin)
+    warm = twin.counts.events > p.warmup_reports
+    operating = warm and event.mode not in _NOT_OPERATING and event.ts - twin.mode_since >= p.settle_s
+    findings: list[Finding] = []
+    new: list[SignalWatch] = []
+    drift = dict(watch.drift)
+    for (name, state), w in zip(twin.signals.items(), old):
+        spec = model.signals.get(name)
+        value = event.signals.get(name)
+        if spec is None or value is None:
+            new.append(w)
+            findings += sig.dropout(name, twin.latest_seq, state, p) if warm and spec else []
+            continue
+        prior = before.signals.get(name) if before else None
+        w, f = sig.watch_signal(w, name, value, prior, spec, operating, p)
+        new.append(w)
+        findings += f if warm else []
+        if name in p.drift_signals and event.mode == "working":
+            drift[name], f = sig.drift(drift.get(name, Drift()), name, value, spec, p)
+            findings += f
+    return replace(watch, signals=new, drift=drift), findings
+
+
+def _aligned(watch: Watch, before: Twin | None, twin: Twin) -> list[SignalWatch]:
+    """Per-signal state in the order of `twin.signals` (which may have gained a signal)."""
+    if before is not None and len(watch.signals) == len(before.signals) and len(before.signals) == len(twin.signals):
+        return watch.signals
+    known = dict(zip(before.signals, watch.signals)) if before and len(watch.signals) == len(before.signals) else {}
+    return [known.get(name, SignalWatch()) for name in twin.signals]
+
+
+def _robot(watch: Watch, before: Twin | None, twin: Twin, event: Event, effects: Effects,
+           received_ts: float, p: Params) -> tuple[Watch, list[Finding]]:
+    findings: list[Finding] = []
+    interval = watch.interval
+    if before is not None and received_ts > before.last_seen:
+        gap = received_ts - before.last_seen
+        interval = gap if interval <= 0 else 0.9 * interval + 0.1 * min(gap, 10 * interval)
+    skew = watch.skew + 1 if abs(event.ts - received_ts) > p.skew_s else 0
+    if skew >= p.skew_reports:
+        findings.append(Finding("clock_skew", "", skew / p.skew_reports,
+                                {"offset_s": round(event.ts - received_ts, 3)}))
+    delivery, f = _delivery(watch.delivery * 95 // 100, p)
+    findings += f
+    codes = watch.codes * 95 // 100 + 100 * (len(event.codes) + (event.mode == "estop"))
+    if codes >= p.codes_hits * 100:
+        findings.append(Finding("fault_codes", "", codes / (p.codes_hits * 100), {"codes": list(event.codes)}))
+    for change in effects.changes:
+        if isinstance(change, SeqGap) and change.missing >= 10:
+            findings.append(Finding("seq_gap", "", change.missing / 10, {"missing": change.missing}))
+    return replace(watch, interval=interval, skew=skew, delivery=delivery, codes=codes), findings
+
+
+def _delivery(count: int, p: Params) -> tuple[int, list[Finding]]:
+    if count < p.delivery_hits * 100:
+        return count, []
+    return count, [Finding("delivery", "", count / (p.delivery_hits * 100))]

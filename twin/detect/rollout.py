@@ -1,0 +1,99 @@
+"""Rollout detector: does a new AI-model version make inference slower on a robot model?
+
+Per (robot model, AI-model version) it keeps running statistics of log
+latency (Welford: count, mean, M2). A version is compared with the version
+before it on the same robot model (the most used one first seen earlier) by
+Welch's test on log latency; a significant slowdown beyond `min_ratio` opens
+one fleet-level anomaly for that (model, version). Log latency, because
+latency is skewed and a regression is a ratio.
+"""
+
+from __future__ import annotations
+
+import math
+
+import msgspec
+from msgspec.structs import replace
+
+from twin.detect.findings import Anomaly, anomaly_id
+from twin.schema import Event
+
+
+class Params(msgspec.Struct, frozen=True, kw_only=True):
+    signal: str = "inference_ms"
+    min_reports: int = 300
+    """Reports of each version before judging."""
+    min_ratio: float = 1.15
+    """Slowdown of the geometric-mean latency that matters to operations."""
+    z: float = 6.0
+    """Welch statistic needed: far beyond chance with thousands of reports."""
+
+
+class VersionStats(msgspec.Struct, frozen=True, array_like=True):
+    first_ts: float
+    n: int = 0
+    mean: float = 0.0
+    m2: float = 0.0
+
+
+class RolloutState(msgspec.Struct, frozen=True):
+    stats: dict[str, VersionStats] = {}
+    """Keyed `model|version`."""
+    flagged: dict[str, float] = {}
+    """`model|version` -> event time it was flagged."""
+
+
+def observe(state: RolloutState, event: Event, p: Params = Params()) -> RolloutState:
+    value = event.signals.get(p.signal)
+    if value is None or value <= 0 or not event.ai_model_version:
+        return state
+    key = f"{event.model}|{event.ai_model_version}"
+    s = state.stats.get(key) or VersionStats(event.ts)
+    x = math.log(value)
+    n = s.n + 1
+    delta = x - s.mean
+    mean = s.mean + delta / n
+    s = VersionStats(min(s.first_ts, event.ts), n, mean, s.m2 + delta * (x - mean))
+    return replace(state, stats={**state.stats, key: s})
+
+
+def judge(state: RolloutState, ts: float, p: Params = Params()) -> tuple[RolloutState, list[Anomaly]]:
+    """Compare each version with its predecessor; open an anomaly for each new regression."""
+    flagged = dict(state.flagged)
+    out = []
+    for key, new in sorted(state.stats.items()):
+        model, version = key.split("|", 1)
+        old_key = _predecessor(state, model, key)
+        if key in flagged or old_key is None:
+            continue
+        old = state.stats[old_key]
+        if min(new.n, old.n) < p.min_reports:
+            continue
+        ratio = math.exp(new.mean - old.mean)
+        z = (new.mean - old.mean) / math.sqrt(_var(new) / new.n + _var(old) / old.n + 1e-300)
+        if ratio >= p.min_ratio and z >= p.z:
+            flagged[key] = ts
+            out.append(_anomaly(model, version, old_key.split("|", 1)[1], ratio, z, new, ts))
+    return replace(state, flagged=flagged), out
+
+
+def _predecessor(state: RolloutState, model: str, key: str) -> str | None:
+    first = state.stats[key].first_ts
+    earlier = [(s.n, k) for k, s in state.stats.items()
+               if k.startswith(model + "|") and k != key and s.first_ts < first]
+    return max(earlier)[1] if earlier else None
+
+
+def _var(s: VersionStats) -> float:
+    return s.m2 / (s.n - 1) if s.n > 1 else 0.0
+
+
+def _anomaly(model: str, version: str, previous: str, ratio: float, z: float, s: VersionStats,
+             ts: float) -> Anomaly:
+    return Anomaly(
+        id=anomaly_id("rollout", model, version), status="open", robot_id="", sector="", site="",
+        model=model, detector="rollout", signal=f"inference_ms@{version}", severity="critical",
+        score=round(ratio, 4), start_ts=s.first_ts, ts=ts,
+        evidence={"version": version, "previous": previous, "latency_ratio": round(ratio, 4),
+                  "welch_z": round(z, 2), "reports": s.n},
+    )
