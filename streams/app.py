@@ -1,16 +1,19 @@
 """The composition root of a worker: topics, table, agent and views in one place.
 
 This module wires; it does not decide. Each message goes through
-`twin.validate.parse` and `twin.reduce.apply`; what comes back is stored,
-dead-lettered or counted.
+`twin.validate.parse` and `twin.pipeline.ingest` (reduce, then detect); what
+comes back is stored, dead-lettered, published to `fleet.anomalies` or counted.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 import faust
+import msgspec
 from prometheus_client import CollectorRegistry
 
 from streams.metrics import FleetCollector, PipelineMetrics
@@ -18,12 +21,18 @@ from streams.settings import Settings
 from streams.views import register_views
 from twin.exceptions import InvalidEvent
 from twin.fleet import Fleet
-from twin.reduce import apply, note_rejected
+from twin import pipeline
+from twin.detect import incidents, rollout
+from twin.detect.findings import Anomaly
+from twin.detect.params import DetectorConfig
+from twin.detect.robot import silence
+from twin.reduce import note_rejected
 from twin.state import Twin, decode_twin, encode_twin
 from twin.validate import Policy, parse
 
 
-def build_app(settings: Settings, fleet: Fleet, registry: CollectorRegistry) -> faust.App:
+def build_app(settings: Settings, fleet: Fleet, detectors: DetectorConfig,
+              registry: CollectorRegistry) -> faust.App:
     """A Faust app for one worker process, configured from `settings`."""
     app = faust.App(
         settings.app_id,
@@ -43,13 +52,24 @@ def build_app(settings: Settings, fleet: Fleet, registry: CollectorRegistry) -> 
         partitions=settings.partitions,
     )
     dlq = app.topic(settings.dlq_topic, key_serializer="raw", value_serializer="raw")
+    anomalies = app.topic(settings.anomalies_topic, key_serializer="raw", value_serializer="raw")
+    # Silence checks go through a topic co-partitioned with telemetry: only an
+    # agent may write the table, and the checks then sit in the log for replay.
+    checks = app.topic(settings.checks_topic, key_serializer="raw",
+                       value_serializer="raw", partitions=settings.partitions)
     # Twins are kept as their encoded bytes: a third of the memory of the
     # objects, and the changelog needs the bytes anyway.
     twins = app.Table("twins", key_type=str, value_type=bytes, partitions=settings.partitions)
     metrics = PipelineMetrics(registry)
     registry.register(FleetCollector(fleet, lambda: twin_values(twins)))
-
     policy = Policy(max_bytes=settings.max_event_bytes, max_future_s=settings.max_future_s)
+    fleet_state = FleetState()
+
+    async def publish(found: list[Anomaly]) -> None:
+        for anomaly in found:
+            metrics.anomaly(anomaly)
+            key = (anomaly.site or anomaly.model).encode()
+            await anomalies.send(key=key, value=ANOMALY_JSON.encode(anomaly))
 
     @app.agent(telemetry, name="ingest")
     async def ingest(stream: faust.StreamT[bytes]) -> None:
@@ -64,13 +84,67 @@ def build_app(settings: Settings, fleet: Fleet, registry: CollectorRegistry) -> 
                 metrics.rejected(err.reason)
                 continue
             stored = twins.get(event.robot_id)
-            twin, effects = apply(decode_twin(stored) if stored else None, event,
-                                  received_ts=message.timestamp)
+            twin, effects, found = pipeline.ingest(decode_twin(stored) if stored else None, event,
+                                                   message.timestamp, fleet, detectors)
             twins[event.robot_id] = encode_twin(twin)
             metrics.processed(effects)
+            if effects.outcome == "applied":
+                fleet_state.versions = rollout.observe(fleet_state.versions, event)
+            await publish(found)
+
+    @app.agent(checks, name="silence")
+    async def silence_checks(stream: faust.StreamT[bytes]) -> None:
+        async for record in stream.events():
+            stored = twins.get(record.message.key.decode())
+            if stored is None:
+                continue
+            twin = decode_twin(stored)
+            twin, found = silence(twin, float(record.message.value), detectors.for_model(twin.model))
+            twins[twin.robot_id] = encode_twin(twin)
+            await publish(found)
+
+    @app.timer(interval=settings.silence_check_s)
+    async def look_for_silence() -> None:
+        now = time.time()  # the shell owns the clock; the core only compares times
+        for twin in twin_values(twins):
+            if now - twin.last_seen > detectors.for_model(twin.model).silence_min_s and not _silent(twin):
+                await checks.send(key=twin.robot_id.encode(), value=repr(now).encode())
+
+    @app.timer(interval=30.0)
+    async def judge_rollouts() -> None:
+        fleet_state.versions, found = rollout.judge(fleet_state.versions, time.time())
+        await publish(found)
+
+    @app.agent(anomalies, name="incidents")
+    async def site_incidents(stream: faust.StreamT[bytes]) -> None:
+        async for value in stream:
+            anomaly = ANOMALY_DECODER.decode(value)
+            site = fleet_state.sites.get(anomaly.site, incidents.SiteState())
+            fleet_state.sites[anomaly.site], found = incidents.correlate(site, anomaly)
+            await publish(found)
 
     register_views(app, twins, fleet, registry)
     return app
+
+
+ANOMALY_JSON = msgspec.json.Encoder()
+ANOMALY_DECODER = msgspec.json.Decoder(Anomaly)
+
+
+@dataclass
+class FleetState:
+    """What this worker knows beyond single robots: kept in memory, relearned after a restart.
+
+    Each worker judges rollouts on the robots of its own partitions (a random
+    share of the fleet) and correlates the sites whose anomalies it consumes.
+    """
+
+    versions: rollout.RolloutState = field(default_factory=rollout.RolloutState)
+    sites: dict[str, incidents.SiteState] = field(default_factory=dict)
+
+
+def _silent(twin: Twin) -> bool:
+    return any(o.detector == "silence" for o in (twin.watch.open if twin.watch else []))
 
 
 def dlq_headers(err: InvalidEvent, message: Any) -> list[tuple[str, bytes]]:

@@ -67,14 +67,15 @@ def worker() -> None:
     from prometheus_client import CollectorRegistry
 
     from streams.app import build_app
-    from streams.seeds import read_fleet
+    from streams.seeds import read_detectors, read_fleet
     from streams.topics import ensure_topics
 
     settings = Settings()
     fleet = read_fleet(settings.seeds_dir)
+    detectors = read_detectors(settings.seeds_dir)
     asyncio.run(ensure_topics(settings))
     asyncio.set_event_loop(asyncio.new_event_loop())
-    faust_app = build_app(settings, fleet, CollectorRegistry())
+    faust_app = build_app(settings, fleet, detectors, CollectorRegistry())
     faust.Worker(faust_app, loglevel="INFO").execute_from_commandline()
 
 

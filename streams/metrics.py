@@ -10,12 +10,14 @@ fleet model, never by the number of robots.
 
 from __future__ import annotations
 
+from collections import Counter as Counter_
 from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from twin.detect.findings import DETECTORS, Anomaly
 from twin.exceptions import InvalidEvent
 from twin.fleet import Fleet
 from twin.effects import EFFECT_KINDS, OUTCOMES, Effects
@@ -50,8 +52,18 @@ class PipelineMetrics:
             self.events.labels(result=result)
         for reason in sorted(InvalidEvent.REASONS):
             self.dlq.labels(reason=reason)
+        self.anomalies = Counter(
+            "fleet_anomalies_opened",
+            "Anomalies opened, by sector, detector and severity (fleet-level ones: sector 'fleet').",
+            ["sector", "detector", "severity"],
+            registry=registry,
+        )
         for kind in EFFECT_KINDS:
             self.changes.labels(kind=kind)
+
+    def anomaly(self, anomaly: Anomaly) -> None:
+        if anomaly.status == "open":
+            self.anomalies.labels(anomaly.sector or "fleet", anomaly.detector, anomaly.severity).inc()
 
     def processed(self, effects: Effects) -> None:
         self.events.labels(result=effects.outcome).inc()
@@ -71,7 +83,8 @@ class FleetCollector(Collector):
         self._twins = twins
 
     def collect(self) -> Iterator[Metric]:
-        counts = count_by_sector_mode(self._twins())
+        twins = list(self._twins())
+        counts = count_by_sector_mode(twins)
         gauge = GaugeMetricFamily(
             "fleet_robots", "Robots known to this worker, by sector and reported mode.",
             labels=["sector", "mode"],
@@ -80,3 +93,12 @@ class FleetCollector(Collector):
             for mode in MODES:
                 gauge.add_metric([sector, mode], counts.get((sector, mode), 0))
         yield gauge
+        active = GaugeMetricFamily(
+            "fleet_anomalies_active", "Open robot anomalies held by this worker, by sector and detector.",
+            labels=["sector", "detector"],
+        )
+        opened = Counter_((t.sector, o.detector) for t in twins for o in (t.watch.open if t.watch else []))
+        for sector in self._sectors:
+            for detector in DETECTORS:
+                active.add_metric([sector, detector], opened.get((sector, detector), 0))
+        yield active

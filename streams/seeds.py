@@ -6,6 +6,7 @@ from pathlib import Path
 
 import yaml
 
+from twin.detect.params import DetectorConfig, load_config
 from twin.exceptions import InvalidSeed
 from twin.fleet import Fleet, load_fleet
 from twin.sim.scenario import Scenario, load_scenario
@@ -15,6 +16,12 @@ def read_fleet(seeds_dir: Path) -> Fleet:
     """The fleet model from `<seeds_dir>/sectors.yaml` and `models.yaml`."""
     docs = [_read_yaml(seeds_dir / name) for name in ("sectors.yaml", "models.yaml")]
     return load_fleet(*docs, source=str(seeds_dir))
+
+
+def read_detectors(seeds_dir: Path) -> DetectorConfig:
+    """Detector parameters from `<seeds_dir>/detectors.yaml` (defaults plus per-model overrides)."""
+    path = seeds_dir / "detectors.yaml"
+    return load_config(_read_yaml(path), str(path))
 
 
 def read_scenario(seeds_dir: Path, name: str) -> Scenario:

@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     seeds_dir: Path = PROJECT_ROOT / "seeds"
     deploy_dir: Path = PROJECT_ROOT / "deploy"
     scrape_interval: str = "5s"
+    silence_check_s: float = 5.0
+    """How often a worker looks for robots that went quiet."""
 
     sim_scenario: str = "steady"
     sim_robots: int = 360
@@ -66,6 +68,11 @@ class Settings(BaseSettings):
     @property
     def anomalies_topic(self) -> str:
         return self.topic("fleet.anomalies")
+
+    @property
+    def checks_topic(self) -> str:
+        """Internal: silence checks, co-partitioned with telemetry."""
+        return self.topic("fleet.twin.checks")
 
     def web_url(self, port: int | None = None) -> str:
         return f"http://{self.web_host}:{port or self.web_port}"

@@ -19,7 +19,7 @@ async def ensure_topics(settings: Settings) -> None:
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        wanted = [settings.telemetry_topic, settings.dlq_topic, settings.anomalies_topic]
+        wanted = [settings.telemetry_topic, settings.dlq_topic, settings.anomalies_topic, settings.checks_topic]
         new = [
             NewTopic(name=t, num_partitions=settings.partitions, replication_factor=1)
             for t in wanted

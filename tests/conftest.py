@@ -49,6 +49,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
         alertmanager_port=free_port(),
         state_dir=tmp_path_factory.mktemp("state"),
         scrape_interval="1s",
+        silence_check_s=1.0,
         partitions=4,
     )
 
