@@ -72,14 +72,15 @@ def _accept(twin: Twin, event: Event, received_ts: float) -> tuple[Twin, Effects
     changes: list[Change] = []
     if event.seq > twin.seq + 1:
         changes.append(SeqGap(twin.robot_id, event.ts, twin.seq, event.seq))
+    newest = (event.ts, event.seq) > (twin.ts, twin.latest_seq)
     accepted = replace(
         twin,
         **_mark(twin, event.seq),
         last_seen=max(twin.last_seen, received_ts),
-        signals=_merge_signals(twin.signals, event),
+        signals=_merge_signals(twin, event, newest),
         counts=_count(twin.counts, event),
     )
-    if (event.ts, event.seq) <= (twin.ts, twin.latest_seq):
+    if not newest:
         return replace(accepted, late=twin.late + 1), Effects("late", tuple(changes))
     latest, more = _become_latest(accepted, event)
     return latest, Effects("applied", (*changes, *more))
@@ -96,26 +97,42 @@ def _mark(twin: Twin, seq: int) -> dict[str, int]:
     return {"window": twin.window | (1 << bit), "first_seq": min(twin.first_seq, seq)}
 
 
-def _merge_signals(signals: dict[str, SignalState], event: Event) -> dict[str, SignalState]:
-    merged = dict(signals)
-    for name, value in event.signals.items():
-        old = merged.get(name)
-        merged[name] = _new_signal(value, event) if old is None else _update_signal(old, value, event)
-    if len(merged) != len(signals):
-        merged = dict(sorted(merged.items()))  # canonical order: the stored bytes must not depend on the sender's
+def _merge_signals(twin: Twin, event: Event, newest: bool) -> dict[str, SignalState]:
+    """Each signal keeps its newest value by (ts, seq) and folds the new one into its statistics.
+
+    A signal whose value comes with the twin's latest event stores ts/seq as
+    None; when the latest moves on without it, its own time is written out.
+    """
+    merged = {}
+    for name, old in twin.signals.items():
+        value = event.signals.get(name)
+        if value is not None:
+            merged[name] = _update_signal(old, twin.signal_time(old), value, event, newest)
+        elif newest and (old.ts is None or old.seq is None):
+            ts, seq = twin.signal_time(old)
+            merged[name] = replace(old, ts=ts, seq=seq)
+        else:
+            merged[name] = old
+    fresh = {n: _new_signal(v, event, newest) for n, v in event.signals.items() if n not in twin.signals}
+    if fresh:
+        merged = dict(sorted({**merged, **fresh}.items()))  # canonical order: bytes must not depend on the sender's
     return merged
 
 
-def _new_signal(value: float, event: Event) -> SignalState:
-    return SignalState(value, event.ts, event.seq, 1, value, 0.0)
+def _new_signal(value: float, event: Event, newest: bool) -> SignalState:
+    return SignalState(value, None if newest else event.ts, None if newest else event.seq, 1, value, 0.0)
 
 
-def _update_signal(old: SignalState, value: float, event: Event) -> SignalState:
+def _update_signal(old: SignalState, when: tuple[float, int], value: float, event: Event,
+                   newest: bool) -> SignalState:
     delta = value - old.mean
     mean = old.mean + ALPHA * delta
     var = (1 - ALPHA) * (old.var + ALPHA * delta * delta)
-    if (event.ts, event.seq) > (old.ts, old.seq):
-        return SignalState(value, event.ts, event.seq, old.n + 1, mean, var)
+    if (event.ts, event.seq) > when:
+        ts, seq = (None, None) if newest else (event.ts, event.seq)
+        return SignalState(value, ts, seq, old.n + 1, mean, var)
+    # Older than this signal's value: then it is not the twin's newest either,
+    # so the stored ts/seq (None or explicit) keep their meaning.
     return SignalState(old.value, old.ts, old.seq, old.n + 1, mean, var)
 
 
@@ -171,7 +188,7 @@ def _create(event: Event, received_ts: float) -> Twin:
         window=0,
         first_seen=received_ts,
         last_seen=received_ts,
-        signals={name: _new_signal(v, event) for name, v in sorted(event.signals.items())},
+        signals={name: _new_signal(v, event, True) for name, v in sorted(event.signals.items())},
         counts=_count(Counts(), event),
         mode_since=event.ts,
         ai_model_since=event.ts,

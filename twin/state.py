@@ -37,8 +37,11 @@ class SignalState(msgspec.Struct, frozen=True, array_like=True):
 
     value: float
     """Newest value, by the `(ts, seq)` of the event that carried it."""
-    ts: float
-    seq: int
+    ts: float | None
+    """Event time of `value`; None when it came with the twin's latest event (the usual
+    case: one byte stored instead of nine). `Twin.signal_time` resolves it."""
+    seq: int | None
+    """Seq of `value`; None when it came with the twin's latest event."""
     n: int
     """Values seen (every accepted event that carried this signal)."""
     mean: float
@@ -102,6 +105,11 @@ class Twin(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
     watch: Watch | None = None
     """Detector state and open anomalies (twin.detect); None until detectors have run."""
 
+    def signal_time(self, state: SignalState) -> tuple[float, int]:
+        """The (event time, seq) of a signal's newest value."""
+        return (self.ts if state.ts is None else state.ts,
+                self.latest_seq if state.seq is None else state.seq)
+
     def missing(self) -> int:
         """Seqs between the lowest and highest accepted that never arrived (lost messages)."""
         return self.seq - self.first_seq + 1 - self.counts.events
@@ -141,7 +149,7 @@ def to_view(twin: Twin) -> dict[str, Any]:
         "first_seen": twin.first_seen,
         "last_seen": twin.last_seen,
         "signals": {
-            name: {"value": s.value, "ts": s.ts, "n": s.n, "mean": s.mean, "std": s.var**0.5}
+            name: {"value": s.value, "ts": twin.signal_time(s)[0], "n": s.n, "mean": s.mean, "std": s.var**0.5}
             for name, s in sorted(twin.signals.items())
         },
         "anomalies": [

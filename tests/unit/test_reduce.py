@@ -33,7 +33,7 @@ def invariant(twin: Twin) -> dict[str, Any]:
     """The part of a twin that must not depend on arrival order."""
     out = {f: getattr(twin, f) for f in Twin.__struct_fields__
            if f not in ARRIVAL_ORDER_FIELDS and f != "signals"}
-    out["signals"] = {k: (s.value, s.ts, s.seq, s.n) for k, s in twin.signals.items()}
+    out["signals"] = {k: (s.value, *twin.signal_time(s), s.n) for k, s in twin.signals.items()}
     return out
 
 

@@ -77,7 +77,7 @@ def _signals(watch: Watch, before: Twin | None, twin: Twin, event: Event, model:
         value = event.signals.get(name)
         if spec is None or value is None:
             new.append(w)
-            findings += sig.dropout(name, twin.latest_seq, state, p) if warm and spec else []
+            findings += sig.dropout(name, twin.latest_seq, twin.signal_time(state)[1], p) if warm and spec else []
             continue
         prior = before.signals.get(name) if before else None
         w, f = sig.watch_signal(w, name, value, prior, spec, operating, p)

@@ -74,12 +74,12 @@ def _stuck(same: int, name: str, value: float, before: SignalState | None, spec:
     return same, [Finding("stuck", name, same / p.stuck_reports, {"value": value, "reports": same})]
 
 
-def dropout(name: str, latest_seq: int, sig: SignalState, p: Params) -> list[Finding]:
-    """A signal the robot used to send has been missing from its last reports."""
-    missing = latest_seq - sig.seq
+def dropout(name: str, latest_seq: int, seq: int, p: Params) -> list[Finding]:
+    """A signal the robot used to send has been missing from its last reports (`seq`: its last)."""
+    missing = latest_seq - seq
     if missing < p.dropout_reports:
         return []
-    return [Finding("dropout", name, missing / p.dropout_reports, {"last_seen_seq": sig.seq})]
+    return [Finding("dropout", name, missing / p.dropout_reports, {"last_seen_seq": seq})]
 
 
 def drift(d: Drift, name: str, value: float, spec: Signal, p: Params, reference: int = 300) -> tuple[Drift, list[Finding]]:

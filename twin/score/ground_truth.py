@@ -107,13 +107,13 @@ def false_alarms_by_detector(result: Run) -> dict[str, int]:
 def _matches(a: Anomaly, label: dict[str, Any], early_s: float, late_s: float) -> bool:
     if a.detector == "rollout":
         # One fleet-level finding covers every robot that runs (or later gets) the flagged version.
-        return label["fault"] == "latency_regression" and a.model == label["model"] \
-            and a.ts <= label["end_ts"] + late_s
+        return bool(label["fault"] == "latency_regression" and a.model == label["model"]
+                    and a.ts <= label["end_ts"] + late_s)
     if not label["start_ts"] - early_s <= a.ts <= label["end_ts"] + late_s:
         return False
     if a.detector == "site_incident":
-        return label["fault"] == "site_power_dip" and a.site == label["site"]
-    return a.robot_id == label["robot_id"]
+        return bool(label["fault"] == "site_power_dip" and a.site == label["site"])
+    return bool(a.robot_id == label["robot_id"])
 
 
 def _summary(row: dict[str, Any]) -> dict[str, Any]:
