@@ -165,3 +165,14 @@ def skab_table(data_dir: Path, params: Params = DEFAULT) -> pl.DataFrame:
 
 def _figures(counts: Counts) -> tuple[float, float, float]:
     return round(counts.f1, 4), round(counts.far, 4), round(counts.mar, 4)
+
+
+def markdown(frame: pl.DataFrame) -> str:
+    """A pipe table for the docs; nulls as a dash, fractions as they are."""
+    head = "| " + " | ".join(frame.columns) + " |"
+    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
+    body = [
+        "| " + " | ".join("-" if v is None else str(v) for v in row) + " |"
+        for row in frame.iter_rows()
+    ]
+    return "\n".join([head, rule, *body])

@@ -1,0 +1,60 @@
+"""UR3 CobotOps events: protective stops and grip losses, recall vs chance.
+
+Block 1 (first session) fits the baselines and tuned the parameters; block 2
+(second session, after a 5.2 h gap) is the report. An episode is detected if
+an alert fires from 5 s before to 10 s after its onset; false alarms are per
+hour outside every episode window; chance = recall of the same alerts
+shifted in time. `--tune` reruns the block-1 grid the frozen parameters came
+from. Data from $FLEET_TWIN_DATA_DIR or <repo>/../shared/data.
+
+    .venv/bin/python bench/anomaly_ur3.py [--markdown] [--tune] [--data-dir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from streams.eval.skab import markdown  # noqa: E402
+from streams.eval.ur3 import JOINT, TOOL, data_dir, tune, ur3_table  # noqa: E402
+
+
+def show_tuning(root: Path) -> None:
+    for label, columns, event, per_phase in (
+        ("joint, per cycle phase / stops", JOINT, "stop", True),
+        ("joint, one baseline / stops", JOINT, "stop", False),
+        ("tool current, per cycle phase / grip", TOOL, "grip", True),
+    ):
+        print(f"{label}: best settings within 20 false alarms/h on block 1")
+        for recall, per_hour, p in tune(root, columns, event, per_phase=per_phase)[:3]:
+            print(f"  recall {recall:.3f}  FA/h {per_hour:5.1f}  threshold {p.threshold} "
+                  f"release {p.release} rise_s {p.rise_s} fall_s {p.fall_s}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data-dir", type=Path, default=None)
+    ap.add_argument("--markdown", action="store_true", help="print a pipe table for the docs")
+    ap.add_argument("--tune", action="store_true", help="also rerun the block-1 tuning grid")
+    args = ap.parse_args()
+    root = args.data_dir or data_dir()
+    start = time.perf_counter()
+    table = ur3_table(root)
+    if args.markdown:
+        print(markdown(table))
+    else:
+        with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=250, fmt_str_lengths=40):
+            print(table)
+    if args.tune:
+        show_tuning(root)
+    print(f"({time.perf_counter() - start:.1f} s)")
+
+
+if __name__ == "__main__":
+    main()
