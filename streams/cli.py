@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import msgspec
 import typer
@@ -130,6 +130,48 @@ def simulate(
     where = settings.telemetry_topic if live else str(out)
     console.print(f"{sent:,} events to {where} in {elapsed:.1f}s ({sent / max(elapsed, 1e-9):,.0f}/s); "
                   f"{truth.height} ground-truth labels in {label_file}")
+
+
+@app.command(name="eval")
+def evaluate(
+    scenario: Annotated[list[str], typer.Option(help="Simulator scenario(s) to score against their ground truth.")] = [],  # noqa: B006
+    robots: Annotated[Optional[int], typer.Option(help="Fleet size (default: the scenario's).")] = None,
+    duration: Annotated[Optional[float], typer.Option(help="Scenario seconds (default: the scenario's).")] = None,
+    seed: Annotated[int, typer.Option(help="Simulator seed.")] = 1,
+    data: Annotated[list[str], typer.Option(help="Public data sets to score: nab, skab, ur3.")] = [],  # noqa: B006
+) -> None:
+    """Score the detectors offline, with the same code as the live workers."""
+    from streams.eval.sim import sim_table
+
+    settings = Settings()
+    for name in scenario:
+        with console.status(f"running {name}..."):
+            about, table, by_detector = sim_table(settings.seeds_dir, name, robots=robots,
+                                                  duration_s=duration, seed=seed)
+        _print_frame(about, table)
+        console.print(f"anomalies opened, by detector: {by_detector}")
+    for name in data:
+        with console.status(f"scoring {name}..."):
+            table = _data_table(name, settings)
+        _print_frame(name, table)
+    if not scenario and not data:
+        console.print("nothing to do: give --scenario NAME and/or --data nab|skab|ur3")
+
+
+def _data_table(name: str, settings: Settings) -> Any:
+    import importlib
+
+    module = importlib.import_module(f"streams.eval.{name}")
+    return getattr(module, f"{name}_table")(settings.data_dir)
+
+
+def _print_frame(title: str, frame: Any) -> None:
+    table = Table(title=title)
+    for column in frame.columns:
+        table.add_column(column)
+    for row in frame.iter_rows():
+        table.add_row(*("" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v) for v in row))
+    console.print(table)
 
 
 def _print_status(stack: Stack) -> None:

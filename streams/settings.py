@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     cache_dir: Path = Path.home() / ".cache" / "fleet-twin"
     seeds_dir: Path = PROJECT_ROOT / "seeds"
     deploy_dir: Path = PROJECT_ROOT / "deploy"
+    data_dir: Path = PROJECT_ROOT.parent / "shared" / "data"
+    """Labelled public data sets (NAB, SKAB, UR3 CobotOps) for `fleet-twin eval --data`."""
     scrape_interval: str = "5s"
     silence_check_s: float = 5.0
     """How often a worker looks for robots that went quiet."""
