@@ -152,3 +152,10 @@ def test_deterministic_and_small() -> None:
 def test_fit_rejects_a_vector() -> None:
     with pytest.raises(ValueError):
         fit(np.zeros(3))
+
+
+def test_update_skips_rows_with_missing_values() -> None:
+    base = update(update(None, MEAN), MEAN + 1.0)
+    assert update(base, np.array([np.nan, 0.0, 0.0])) is base
+    with pytest.raises(ValueError):
+        update(None, np.array([np.nan, 0.0, 0.0]))

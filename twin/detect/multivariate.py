@@ -1,10 +1,11 @@
 """Multivariate detector: shrunk Mahalanobis distance to a learned normal baseline.
 
-Why Mahalanobis with shrinkage, not PCA T-squared + Q: on SKAB both reach the
-same operating point (F1 about 0.79 at FAR under 13.6 %, see
-`streams/eval/skab.py`), but Mahalanobis needs only a mean and a covariance,
-which an exponentially weighted estimator keeps exactly, so a cohort baseline
-can be learned row by row without eigendecompositions or a choice of rank.
+Why Mahalanobis with shrinkage, not PCA T-squared + Q: tried side by side on
+SKAB with the same smoothing, they reached the same point (PCA with 3
+components F1 0.787 at FAR 13.4 %, shrunk Mahalanobis 0.786 at 13.6 %), but
+Mahalanobis needs only a mean and a covariance, which an exponentially
+weighted estimator keeps exactly, so a cohort baseline can be learned row by
+row with no eigendecomposition and no rank to choose.
 
 Two ways to get a `Baseline`:
 
@@ -170,9 +171,14 @@ def update(
     The row weight is 1/n while that is above `forget` (so the first rows give
     the exact running mean and covariance) and `forget` after: old cohort
     behaviour fades, with memory about 1/forget rows. Recomputes the shrunk
-    inverse, O(p^3): cheap for the few dozen signals of a robot model.
+    inverse, O(p^3): cheap for the few dozen signals of a robot model. A row
+    with a missing (non-finite) value is not learned from.
     """
     row = np.asarray(x, dtype=np.float64)
+    if not bool(np.isfinite(row).all()):
+        if baseline is None:
+            raise ValueError("the first row of a baseline must be complete")
+        return baseline
     if baseline is None:
         return _baseline(row, np.zeros((len(row), len(row))), 1.0, params)
     weight = baseline.weight + 1.0
