@@ -180,7 +180,7 @@ def crossfold(data_dir: Path) -> pl.DataFrame:
         for th in np.arange(2.3, 3.55, 0.1) for rel in (0.5, 0.6, 0.7) for fall in (10.0, 20.0, 30.0)
     ]
     held = Counts()
-    rows = []
+    rows: list[tuple[str | float | None, ...]] = []
     for k in (0, 1):
         tuned = [(score_runs(folds[k], p), p) for p in grid]
         fit_counts, best = max((c for c in tuned if c[0].far < 0.136), key=lambda c: c[0].f1)
