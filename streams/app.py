@@ -23,6 +23,7 @@ from twin.exceptions import InvalidEvent
 from twin.fleet import Fleet
 from twin import pipeline
 from twin.detect import incidents, rollout
+from twin.detect.cohort import Cohorts
 from twin.detect.findings import Anomaly
 from twin.detect.params import DetectorConfig
 from twin.detect.robot import silence
@@ -85,7 +86,7 @@ def build_app(settings: Settings, fleet: Fleet, detectors: DetectorConfig,
                 continue
             stored = twins.get(event.robot_id)
             twin, effects, found = pipeline.ingest(decode_twin(stored) if stored else None, event,
-                                                   message.timestamp, fleet, detectors)
+                                                   message.timestamp, fleet, detectors, fleet_state.cohorts)
             twins[event.robot_id] = encode_twin(twin)
             metrics.processed(effects)
             if effects.outcome == "applied":
@@ -135,11 +136,13 @@ ANOMALY_DECODER = msgspec.json.Decoder(Anomaly)
 class FleetState:
     """What this worker knows beyond single robots: kept in memory, relearned after a restart.
 
-    Each worker judges rollouts on the robots of its own partitions (a random
-    share of the fleet) and correlates the sites whose anomalies it consumes.
+    Each worker learns cohort baselines and judges rollouts on the robots of its
+    own partitions (a random share of the fleet) and correlates the sites whose
+    anomalies it consumes.
     """
 
     versions: rollout.RolloutState = field(default_factory=rollout.RolloutState)
+    cohorts: Cohorts = field(default_factory=Cohorts)
     sites: dict[str, incidents.SiteState] = field(default_factory=dict)
 
 

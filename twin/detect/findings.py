@@ -8,7 +8,7 @@ from typing import Any, Literal
 import msgspec
 
 DETECTORS: tuple[str, ...] = (
-    "band", "spike", "stuck", "dropout", "drift", "silence", "clock_skew", "delivery",
+    "band", "spike", "stuck", "dropout", "drift", "cohort", "silence", "clock_skew", "delivery",
     "fault_codes", "seq_gap", "rollout", "site_incident",
 )
 """Every detector name: a bounded label set for metrics and alert routing."""

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from msgspec.structs import replace
 
+from twin.detect import multivariate as mv
 from twin.detect import signals as sig
+from twin.detect.cohort import PARAMS as COHORT_PARAMS
+from twin.detect.cohort import features
 from twin.detect.findings import Anomaly, Finding
 from twin.detect.lifecycle import track
 from twin.detect.params import Params
@@ -26,8 +29,11 @@ _NOT_OPERATING = ("fault", "estop", "maintenance")
 
 
 def observe(before: Twin | None, twin: Twin, event: Event, effects: Effects, received_ts: float,
-            model: RobotModel, p: Params) -> tuple[Twin, list[Anomaly]]:
-    """Run the detectors on one event; return the twin with detector state and the messages."""
+            model: RobotModel, p: Params, cohort: mv.Baseline | None = None) -> tuple[Twin, list[Anomaly]]:
+    """Run the detectors on one event; return the twin with detector state and the messages.
+
+    `cohort` is the learned baseline of the robot's model (twin.detect.cohort), if any yet.
+    """
     watch = twin.watch or Watch()
     # Anomalies are stamped in event time, unless the robot's clock is not to be trusted.
     at = event.ts if abs(event.ts - received_ts) <= p.skew_s else received_ts
@@ -41,7 +47,26 @@ def observe(before: Twin | None, twin: Twin, event: Event, effects: Effects, rec
     watch, f = _robot(watch, before, twin, event, effects, received_ts, p)
     findings += f
     evaluated = _ROBOT_DETECTORS | (_VALUE_DETECTORS if twin.counts.events > p.warmup_reports else frozenset())
+    if cohort is not None and settled_at_work(twin, event, p):
+        watch, f = _cohort(watch, cohort, event, model)
+        findings += f
+        evaluated |= {"cohort"}
     return _close(twin, watch, findings, evaluated, at, p)
+
+
+def settled_at_work(twin: Twin, event: Event, p: Params) -> bool:
+    """Working, warmed up and past the settling time: reports comparable across the cohort."""
+    return (event.mode == "working" and twin.counts.events > p.warmup_reports
+            and event.ts - twin.mode_since >= p.settle_s)
+
+
+def _cohort(watch: Watch, baseline: mv.Baseline, event: Event, model: RobotModel) -> tuple[Watch, list[Finding]]:
+    x = features(event, model)
+    if x is None or len(x) != baseline.dim:
+        return watch, []
+    state, score = mv.step(watch.cohort, baseline, x, event.ts, COHORT_PARAMS)
+    found = [Finding("cohort", "", score, {"level": round(state.level, 3)})] if score >= 1 else []
+    return replace(watch, cohort=state), found
 
 
 def silence(twin: Twin, now: float, p: Params) -> tuple[Twin, list[Anomaly]]:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import msgspec
 
+from twin.detect.multivariate import State as CohortState
+
 
 class SignalWatch(msgspec.Struct, frozen=True, array_like=True):
     out: int = 0
@@ -56,3 +58,5 @@ class Watch(msgspec.Struct, frozen=True, array_like=True):
     codes: int = 0
     """Decayed count of fault codes and e-stops, x100."""
     open: list[Open] = []
+    cohort: CohortState | None = None
+    """Smoothed distance to the robot model's cohort baseline (twin.detect.cohort)."""

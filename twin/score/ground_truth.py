@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from twin.detect import incidents, rollout
+from twin.detect.cohort import Cohorts
 from twin.detect.findings import Anomaly
 from twin.detect.params import DetectorConfig
 from twin.detect.robot import silence
@@ -41,6 +42,7 @@ def run(fleet: Fleet, scenario: Scenario, seed: int, config: DetectorConfig, che
     twins: dict[str, Twin] = {}
     sites: dict[str, incidents.SiteState] = {}
     versions = rollout.RolloutState()
+    cohorts = Cohorts()
     out: list[Anomaly] = []
     events = 0
     next_check = sim.start_ts + check_every_s
@@ -50,7 +52,7 @@ def run(fleet: Fleet, scenario: Scenario, seed: int, config: DetectorConfig, che
         events += len(batch)
         opened: list[Anomaly] = []
         for event in batch:
-            twin, effects, found = ingest(twins.get(event.robot_id), event, now, fleet, config)
+            twin, effects, found = ingest(twins.get(event.robot_id), event, now, fleet, config, cohorts)
             twins[event.robot_id] = twin
             if effects.outcome == "applied":
                 versions = rollout.observe(versions, event)
