@@ -62,7 +62,8 @@ def build_app(settings: Settings, fleet: Fleet, detectors: DetectorConfig,
     # objects, and the changelog needs the bytes anyway.
     twins = app.Table("twins", key_type=str, value_type=bytes, partitions=settings.partitions)
     metrics = PipelineMetrics(registry)
-    registry.register(FleetCollector(fleet, lambda: twin_values(twins)))
+    registry.register(FleetCollector(fleet, lambda: list(twins.values()),
+                                     lambda: consumer_lag(app, settings.telemetry_topic)))
     policy = Policy(max_bytes=settings.max_event_bytes, max_future_s=settings.max_future_s)
     fleet_state = FleetState()
 
@@ -84,11 +85,13 @@ def build_app(settings: Settings, fleet: Fleet, detectors: DetectorConfig,
                 _count_rejection(twins, message.key)
                 metrics.rejected(err.reason)
                 continue
+            metrics.event_time_lag.observe(max(message.timestamp - event.ts, 0.0))
             stored = twins.get(event.robot_id)
             twin, effects, found = pipeline.ingest(decode_twin(stored) if stored else None, event,
                                                    message.timestamp, fleet, detectors, fleet_state.cohorts)
             twins[event.robot_id] = encode_twin(twin)
             metrics.processed(effects)
+            metrics.processing_lag.observe(max(time.time() - message.timestamp, 0.0))
             if effects.outcome == "applied":
                 fleet_state.versions = rollout.observe(fleet_state.versions, event)
             await publish(found)
@@ -144,6 +147,13 @@ class FleetState:
     versions: rollout.RolloutState = field(default_factory=rollout.RolloutState)
     cohorts: Cohorts = field(default_factory=Cohorts)
     sites: dict[str, incidents.SiteState] = field(default_factory=dict)
+
+
+def consumer_lag(app: faust.App, topic: str) -> dict[int, int]:
+    """Messages not yet read, per partition of `topic` this worker holds (from Faust's monitor)."""
+    monitor = app.monitor
+    read, end = monitor.tp_read_offsets or {}, monitor.tp_end_offsets or {}
+    return {tp.partition: max(end[tp] - read.get(tp, 0), 0) for tp in end if tp.topic == topic}
 
 
 def _silent(twin: Twin) -> bool:

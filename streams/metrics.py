@@ -10,11 +10,11 @@ fleet model, never by the number of robots.
 
 from __future__ import annotations
 
-from collections import Counter as Counter_
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
+from itertools import accumulate
 
-from prometheus_client import CollectorRegistry, Counter
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from twin.detect.findings import DETECTORS, Anomaly
@@ -22,8 +22,10 @@ from twin.exceptions import InvalidEvent
 from twin.fleet import Fleet
 from twin.effects import EFFECT_KINDS, OUTCOMES, Effects
 from twin.schema import MODES
-from twin.state import Twin
-from twin.summary import count_by_sector_mode
+from twin.state import decode_twin
+from twin.summary import (
+    BAND_BUCKETS, Distribution, FleetSummary, VersionStats, label_space, signal_space, summarize, version_space,
+)
 
 
 class PipelineMetrics:
@@ -58,6 +60,14 @@ class PipelineMetrics:
             ["sector", "detector", "severity"],
             registry=registry,
         )
+        self.processing_lag = Histogram(
+            "twin_processing_lag_seconds", "From the broker receiving a message to the worker processing it.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60), registry=registry,
+        )
+        self.event_time_lag = Histogram(
+            "twin_event_time_lag_seconds", "From a robot's event time to the broker receiving it.",
+            buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300), registry=registry,
+        )
         for kind in EFFECT_KINDS:
             self.changes.labels(kind=kind)
 
@@ -76,29 +86,80 @@ class PipelineMetrics:
 
 
 class FleetCollector(Collector):
-    """`fleet_robots{sector,mode}` computed from the local twins at scrape time."""
+    """Fleet state and table size, computed from this worker's twins at scrape time.
 
-    def __init__(self, fleet: Fleet, twins: Callable[[], Iterable[Twin]]) -> None:
-        self._sectors = sorted(fleet.sectors)
-        self._twins = twins
+    Every label set the fleet model allows is exported from the first scrape
+    (zeros included), so the number of series does not grow with the fleet.
+    """
+
+    def __init__(self, fleet: Fleet, raw_twins: Callable[[], list[bytes]],
+                 consumer_lag: Callable[[], dict[int, int]] = dict) -> None:
+        self._fleet = fleet
+        self._places = label_space(fleet)
+        self._kinds = signal_space(fleet)
+        self._raw = raw_twins
+        self._lag = consumer_lag
 
     def collect(self) -> Iterator[Metric]:
-        twins = list(self._twins())
-        counts = count_by_sector_mode(twins)
-        gauge = GaugeMetricFamily(
-            "fleet_robots", "Robots known to this worker, by sector and reported mode.",
-            labels=["sector", "mode"],
-        )
-        for sector in self._sectors:
-            for mode in MODES:
-                gauge.add_metric([sector, mode], counts.get((sector, mode), 0))
-        yield gauge
-        active = GaugeMetricFamily(
-            "fleet_anomalies_active", "Open robot anomalies held by this worker, by sector and detector.",
-            labels=["sector", "detector"],
-        )
-        opened = Counter_((t.sector, o.detector) for t in twins for o in (t.watch.open if t.watch else []))
-        for sector in self._sectors:
+        raw = self._raw()
+        summary = summarize((decode_twin(r) for r in raw), self._fleet)
+        yield from self._robots(summary)
+        yield from self._signals(summary)
+        yield from self._versions(summary)
+        active = GaugeMetricFamily("fleet_anomalies_active", "Open robot anomalies, by sector and detector.",
+                                   labels=["sector", "detector"])
+        for sector in sorted(self._fleet.sectors):
             for detector in DETECTORS:
-                active.add_metric([sector, detector], opened.get((sector, detector), 0))
+                active.add_metric([sector, detector], summary.anomalies.get((sector, detector), 0))
         yield active
+        yield GaugeMetricFamily("twin_table_robots", "Twins held by this worker.", value=len(raw))
+        yield GaugeMetricFamily("twin_table_bytes", "Stored bytes of the twins held by this worker.",
+                                value=sum(len(r) for r in raw))
+        lag = GaugeMetricFamily("twin_consumer_lag", "Telemetry messages not yet read, per partition.",
+                                labels=["partition"])
+        for partition, behind in sorted(self._lag().items()):
+            lag.add_metric([str(partition)], behind)
+        yield lag
+
+    def _robots(self, s: FleetSummary) -> Iterator[Metric]:
+        robots = GaugeMetricFamily("fleet_robots", "Robots, by sector, site, robot model and reported mode.",
+                                   labels=["sector", "site", "model", "mode"])
+        offline = GaugeMetricFamily("fleet_robots_offline", "Robots silent beyond their own cadence.",
+                                    labels=["sector", "site", "model"])
+        places = sorted(set(self._places) | {k[:3] for k in s.robots})
+        for place in places:
+            for mode in MODES:
+                robots.add_metric([*place, mode], s.robots.get((*place, mode), 0))
+            offline.add_metric(list(place), s.offline.get(place, 0))
+        yield robots
+        yield offline
+
+    def _signals(self, s: FleetSummary) -> Iterator[Metric]:
+        band = HistogramMetricFamily(
+            "fleet_signal_band", "Latest value of each robot's signals as a position in the nominal band "
+            "(0 bottom, 1 top), per sector, robot model and signal kind.", labels=["sector", "model", "signal"])
+        mean = GaugeMetricFamily("fleet_signal_mean", "Mean latest value, engineering units.",
+                                 labels=["sector", "model", "signal"])
+        for key in sorted(set(self._kinds) | set(s.signals)):
+            dist = s.signals.get(key) or Distribution()
+            cumulative = list(accumulate(dist.buckets))
+            buckets = [(str(b), c) for b, c in zip(BAND_BUCKETS, cumulative)] + [("+Inf", dist.count)]
+            band.add_metric(list(key), buckets, dist.band_sum)
+            mean.add_metric(list(key), dist.value_sum / dist.count if dist.count else 0.0)
+        yield band
+        yield mean
+
+    def _versions(self, s: FleetSummary) -> Iterator[Metric]:
+        robots = GaugeMetricFamily("fleet_version_robots", "Robots per robot model and AI-model version.",
+                                   labels=["model", "version"])
+        latency = GaugeMetricFamily("fleet_version_inference_ms", "Mean latest inference latency, per version.",
+                                    labels=["model", "version"])
+        anomalous = GaugeMetricFamily("fleet_version_anomalous_robots",
+                                      "Robots with an open anomaly, per version.", labels=["model", "version"])
+        for key in sorted(set(version_space(self._fleet)) | set(s.versions)):
+            v = s.versions.get(key) or VersionStats()
+            model, version = key
+            robots.add_metric([model, version], v.robots)
+            latency.add_metric([model, version], v.latency_sum / v.latency_n if v.latency_n else 0.0)
+            anomalous.add_metric([model, version], v.anomalous)
+        yield from (robots, latency, anomalous)

@@ -34,6 +34,8 @@ class RobotModel(msgspec.Struct, frozen=True):
     """Expected time between two reports of one robot, in seconds."""
     signals: dict[str, Signal]
     """Every signal by name, per-joint ones expanded (`joint1_temp_c`, ...)."""
+    ai_model_versions: tuple[str, ...] = ()
+    """Release registry: the AI-model versions this model may run (others count as 'other')."""
 
 
 class _ModelSeed(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -44,6 +46,7 @@ class _ModelSeed(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     description: str = ""
     joints: Annotated[int, msgspec.Meta(ge=0, le=64)] = 0
     per_joint: dict[str, Any] = {}
+    ai_model_versions: tuple[str, ...] = ()
 
 
 def _model(body: Any, where: str, path: str) -> RobotModel:
@@ -53,7 +56,7 @@ def _model(body: Any, where: str, path: str) -> RobotModel:
     joint_signals = {
         f"joint{j}_{name}": sig for j in range(1, seed.joints + 1) for name, sig in per_joint.items()
     }
-    return RobotModel(seed.description, seed.period_s, {**joint_signals, **own})
+    return RobotModel(seed.description, seed.period_s, {**joint_signals, **own}, seed.ai_model_versions)
 
 
 class Sector(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
