@@ -69,3 +69,15 @@ def test_alertmanager_from_the_stack_accepts_and_groups_an_alert(alertmanager: s
             return
         time.sleep(0.3)
     raise AssertionError("alert never appeared in Alertmanager's groups")
+
+
+def test_every_alert_rule_has_a_unit_test_that_fires_it() -> None:
+    import yaml
+
+    rules = yaml.safe_load((ROOT / "deploy/prometheus/rules/fleet.yml").read_text())
+    alerts = {r["alert"] for g in rules["groups"] for r in g["rules"] if "alert" in r}
+    fired = set()
+    for tests in (ROOT / "deploy/prometheus/tests").glob("*.yml"):
+        for case in yaml.safe_load(tests.read_text())["tests"]:
+            fired |= {t["alertname"] for t in case.get("alert_rule_test", []) if t.get("exp_alerts")}
+    assert alerts and alerts <= fired, f"alerts without a firing test: {sorted(alerts - fired)}"
