@@ -1,0 +1,145 @@
+"""AI-model rollout, anomalies and pipeline health."""
+
+from __future__ import annotations
+
+from grafana_foundation_sdk.builders.dashboard import Dashboard, Row
+
+from dashboards.panels import (
+    GREEN, ORANGE, RATE, RED, YELLOW, bars, big, dashboard, grid, label_variable, query, ts,
+)
+
+VERSION = 'model=~"$model"'
+
+
+def _version_latency(matchers: str) -> str:
+    """Mean latest inference latency per (model, version), weighted by robots across workers."""
+    ms, robots = f"fleet_version_inference_ms{{{matchers}}}", f"fleet_version_robots{{{matchers}}}"
+    return (f"sum by (model, version) ({ms} * ({robots} > 0) and {ms} > 0) "
+            f"/ sum by (model, version) ({robots} > 0 and {ms} > 0)")
+
+
+def rollout() -> Dashboard:
+    robots = f"sum by (model, version) (fleet_version_robots{{{VERSION}}})"
+    anomalous = f"sum by (model, version) (fleet_version_anomalous_robots{{{VERSION}}})"
+    return (
+        dashboard("fleet-twin-rollout", "AI-model rollout",
+                  "AI-model versions side by side, per robot model: how many robots run each version, their "
+                  "inference latency and how many have an open anomaly. The rollout detector compares each "
+                  "version with the most-used earlier one (docs/ANOMALY.md).", time_from="now-3h")
+        .with_variable(label_variable("model", "Robot model", "fleet_version_robots", all_values=True))
+        .with_row(Row("Versions side by side"))
+        .with_panel(grid("Versions", "Latest values per robot model and AI-model version.",
+                         [query(robots, ref="A", instant=True, table_format=True),
+                          query(_version_latency(VERSION), ref="B", instant=True, table_format=True),
+                          query(anomalous, ref="C", instant=True, table_format=True),
+                          query(f"{anomalous} / ({robots} > 0)", ref="D", instant=True, table_format=True)],
+                         ["robots", "inference ms (mean)", "robots with an open anomaly", "anomalous share"],
+                         h=9))
+        .with_panel(ts("Robots per version", "Robots running each version, stacked per robot model.",
+                       [query(robots, "{{model}} {{version}}")], stack=True, legend_right=True))
+        .with_panel(ts("Inference latency per version", "Mean latest inference_ms of the robots on each version.",
+                       [query(_version_latency(VERSION), "{{model}} {{version}}")], unit="ms", legend_right=True))
+        .with_panel(ts("Share of robots with an open anomaly, per version",
+                       "A version whose share rises above its predecessor's is suspect.",
+                       [query(f"{anomalous} / ({robots} > 0)", "{{model}} {{version}}")], unit="percentunit",
+                       max_val=1, legend_right=True))
+        .with_panel(ts("Fleet-level anomalies opened (rollout regressions)",
+                       "Anomalies without a sector (sector=\"fleet\"): the rollout detector's latency regressions.",
+                       [query(f'sum by (detector, severity) (increase(fleet_anomalies_opened_total{{sector="fleet"}}'
+                              f"[{RATE}]))", "{{detector}} {{severity}}")], legend_right=True))
+    )
+
+
+def anomalies() -> Dashboard:
+    f = 'sector=~"$sector", detector=~"$detector"'
+    return (
+        dashboard("fleet-twin-anomalies", "Anomalies",
+                  "What the detectors found: anomalies open now and opened over time, by detector, sector and "
+                  "severity. Each anomaly's evidence and links are on fleet.anomalies and in GET /twins/{id}.")
+        .with_variable(label_variable("sector", "Sector", "fleet_robots", all_values=True))
+        .with_variable(label_variable("detector", "Detector", "fleet_anomalies_active", all_values=True))
+        .with_row(Row("Now"))
+        .with_panel(big("Open anomalies", "Robot anomalies open now.",
+                        query(f"sum(fleet_anomalies_active{{{f}}})"), w=6,
+                        steps=((None, GREEN), (1, YELLOW), (20, ORANGE), (100, RED))))
+        .with_panel(big("Opened in range", "Anomalies opened over the dashboard's time range.",
+                        query(f"sum(increase(fleet_anomalies_opened_total{{{f}}}[$__range]))"), decimals=0, w=6))
+        .with_panel(big("Critical opened in range", "Score at 3x the threshold, or open 30 minutes.",
+                        query(f'sum(increase(fleet_anomalies_opened_total{{{f}, severity="critical"}}[$__range]))'),
+                        decimals=0, steps=((None, GREEN), (1, RED)), w=6))
+        .with_panel(big("Opened per hour", "Last 5 minutes, every detector (sector:fleet_anomalies_opened:rate5m).",
+                        query('3600 * sum(sector:fleet_anomalies_opened:rate5m{sector=~"$sector"})'), decimals=0, w=6))
+        .with_row(Row("By detector"))
+        .with_panel(ts("Open anomalies by detector", "Robot anomalies open, stacked.",
+                       [query(f"sum by (detector) (fleet_anomalies_active{{{f}}})", "{{detector}}")],
+                       stack=True, legend_right=True))
+        .with_panel(ts("Opened per hour, by detector", "Hourly rate of openings.",
+                       [query(f"3600 * sum by (detector) (rate(fleet_anomalies_opened_total{{{f}}}[{RATE}]))",
+                              "{{detector}}")], legend_right=True))
+        .with_row(Row("By sector and severity"))
+        .with_panel(bars("Open anomalies by sector", "Robot anomalies open now, per sector.",
+                         query(f"sort_desc(sum by (sector) (fleet_anomalies_active{{{f}}}))", "{{sector}}",
+                               instant=True), steps=((None, GREEN), (1, YELLOW), (20, RED)), w=8, h=12))
+        .with_panel(ts("Opened per hour, by sector", "Recording rule sector:fleet_anomalies_opened:rate5m.",
+                       [query('3600 * sector:fleet_anomalies_opened:rate5m{sector=~"$sector"}', "{{sector}}")],
+                       w=8, h=12, legend_right=True))
+        .with_panel(ts("Opened per hour, by severity", "warning or critical.",
+                       [query(f"3600 * sum by (severity) (rate(fleet_anomalies_opened_total{{{f}}}[{RATE}]))",
+                              "{{severity}}")], w=8, h=12))
+        .with_panel(grid("Opened in range, by sector, detector and severity",
+                         "Counts over the dashboard's time range, largest first.",
+                         [query(f"sort_desc(sum by (sector, detector, severity) "
+                                f"(increase(fleet_anomalies_opened_total{{{f}}}[$__range])))",
+                                instant=True, table_format=True)],
+                         ["opened"], decimals=0))
+    )
+
+
+def pipeline() -> Dashboard:
+    events = f"sum(rate(twin_events_total[{RATE}]))"
+    return (
+        dashboard("fleet-twin-pipeline", "Pipeline health",
+                  "The stream workers: what happens to each telemetry message, dead letters, lags, "
+                  "consumer backlog and twin table size.", refresh="10s", time_from="now-30m")
+        .with_row(Row("Now"))
+        .with_panel(big("Workers up", "Stream workers Prometheus scrapes successfully.",
+                        query('sum(up{job="fleet-twin-workers"})'), steps=((None, RED), (1, GREEN))))
+        .with_panel(big("Events / s", "Telemetry messages processed per second (every result).",
+                        query(events), unit="ops", decimals=0))
+        .with_panel(big("Applied", "Share of messages applied to a twin (the rest: late, duplicate, stale, rejected).",
+                        query(f'sum(rate(twin_events_total{{result="applied"}}[{RATE}])) / {events}'),
+                        unit="percentunit", decimals=1, steps=((None, RED), (0.9, YELLOW), (0.98, GREEN))))
+        .with_panel(big("Dead letters / s", "Messages sent to fleet.telemetry.dlq per second.",
+                        query(f"sum(rate(twin_dlq_total[{RATE}]))"), unit="ops", decimals=2,
+                        steps=((None, GREEN), (0.1, YELLOW), (1, RED))))
+        .with_panel(big("Consumer lag", "Telemetry messages not yet read, every partition.",
+                        query("sum(twin_consumer_lag)"), steps=((None, GREEN), (1000, YELLOW), (100000, RED))))
+        .with_panel(big("Twins held", "Robots in the workers' twin tables.", query("sum(twin_table_robots)")))
+        .with_row(Row("Messages"))
+        .with_panel(ts("Events by result", "applied, late, duplicate, stale, rejected; stacked.",
+                       [query(f"sum by (result) (rate(twin_events_total[{RATE}]))", "{{result}}")],
+                       unit="ops", stack=True))
+        .with_panel(ts("Dead letters by reason", "Why messages went to fleet.telemetry.dlq (docs/TWIN.md).",
+                       [query(f"sum by (reason) (rate(twin_dlq_total[{RATE}]))", "{{reason}}")], unit="ops",
+                       legend_right=True))
+        .with_panel(ts("Twin changes by kind", "Mode and version changes, seq gaps the reducer reported.",
+                       [query(f"sum by (kind) (rate(twin_changes_total[{RATE}]))", "{{kind}}")], unit="ops"))
+        .with_panel(ts("Workers", "1 when Prometheus scraped the worker, 0 when it could not.",
+                       [query('up{job="fleet-twin-workers"}', "{{instance}}")], max_val=1))
+        .with_row(Row("Lag"))
+        .with_panel(ts("Processing lag", "From the broker receiving a message to a worker processing it.",
+                       [query(f"histogram_quantile({q}, sum by (le) (rate(twin_processing_lag_seconds_bucket[{RATE}])))",
+                              f"p{round(q * 100)}", ref=ref) for q, ref in ((0.5, "A"), (0.9, "B"), (0.99, "C"))],
+                       unit="s"))
+        .with_panel(ts("Event-time lag", "From a robot's event time to the broker receiving it "
+                       "(network, buffering, robot clocks).",
+                       [query(f"histogram_quantile({q}, sum by (le) (rate(twin_event_time_lag_seconds_bucket[{RATE}])))",
+                              f"p{round(q * 100)}", ref=ref) for q, ref in ((0.5, "A"), (0.99, "B"))],
+                       unit="s"))
+        .with_panel(ts("Consumer lag by partition", "Telemetry messages not yet read.",
+                       [query("sum by (partition) (twin_consumer_lag)", "partition {{partition}}")], legend_right=True))
+        .with_panel(ts("Twin table", "Stored bytes per worker and bytes per twin.",
+                       [query("twin_table_bytes", "{{instance}} bytes", ref="A"),
+                        query("sum(twin_table_bytes) / sum(twin_table_robots)", "bytes per twin", ref="B")],
+                       unit="bytes"))
+    )
