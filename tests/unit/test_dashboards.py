@@ -1,0 +1,249 @@
+"""Dashboards as code: the committed JSON is what the code generates, and every query stays in the catalogue."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+import dashboards
+from dashboards.catalogue import ALLOWED, metric_names, panels, queries, variable_selector, variables
+from dashboards.prom import substitute
+from dashboards.snapshot import fmt, legend
+from streams.dashboards_cli import dashboards_app
+
+MODELS = dashboards.render_all()
+NAMES = sorted(MODELS)
+
+
+def test_the_seven_views_exist() -> None:
+    assert set(MODELS) == {"fleet-overview", "sector", "site", "robot", "rollout", "anomalies", "pipeline"}
+    titles = {m["title"] for m in MODELS.values()}
+    assert {"Fleet overview", "Sector", "Site", "Robot drill-down", "AI-model rollout", "Anomalies",
+            "Pipeline health"} == titles
+    assert len({m["uid"] for m in MODELS.values()}) == len(MODELS)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_committed_json_is_what_the_code_generates(name: str) -> None:
+    committed = dashboards.JSON_DIR / f"{name}.json"
+    assert committed.is_file(), f"{committed} missing: run `fleet-twin dashboards generate` and commit it"
+    assert committed.read_text(encoding="utf-8") == dashboards.dumps(MODELS[name]), (
+        f"{committed} differs from the code: run `fleet-twin dashboards generate` and commit it")
+
+
+def test_no_stray_json_in_the_provisioned_folder() -> None:
+    on_disk = {p.stem for p in dashboards.JSON_DIR.glob("*.json")}
+    assert on_disk == set(MODELS)
+
+
+def test_regeneration_is_byte_identical(tmp_path: Path) -> None:
+    first = {p.name: p.read_bytes() for p in dashboards.write_all(tmp_path / "a")}
+    second = {p.name: p.read_bytes() for p in dashboards.write_all(tmp_path / "b")}
+    assert first == second and len(first) == len(MODELS)
+    text = next(iter(first.values())).decode()
+    assert text.endswith("}\n") and json.loads(text)  # stable formatting, valid JSON
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_panel_queries_prometheus_within_the_catalogue(name: str) -> None:
+    model = MODELS[name]
+    found = list(panels(model))
+    assert found, "a dashboard without panels"
+    for panel in found:
+        targets = panel.get("targets", [])
+        assert targets, f"{name}: panel {panel.get('title')!r} has no query"
+        assert panel["datasource"] == {"type": "prometheus", "uid": "prometheus"}
+        for target in targets:
+            assert target["datasource"] == {"type": "prometheus", "uid": "prometheus"}
+            expr = target.get("expr", "")
+            used = metric_names(expr)
+            assert used, f"{name}: {panel['title']!r} reads no metric: {expr}"
+            assert used <= ALLOWED, f"{name}: {panel['title']!r} uses {sorted(used - ALLOWED)}: {expr}"
+            assert "robot_id" not in expr
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_variables_read_catalogue_metrics_and_never_robot_ids(name: str) -> None:
+    for var in variables(MODELS[name]):
+        assert "robot_id" not in json.dumps(var)
+        if var["type"] == "query":
+            assert var["datasource"]["uid"] == "prometheus"
+            selector, label = variable_selector(var["query"])
+            assert label != "robot_id" and selector is not None
+            assert metric_names(selector) <= ALLOWED
+
+
+def test_no_query_anywhere_mentions_robot_id() -> None:
+    everything = [expr for m in MODELS.values() for _t, _r, expr in queries(m)]
+    assert len(everything) > 50
+    assert not [e for e in everything if "robot_id" in e]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_panels_fit_the_grid_with_unique_ids(name: str) -> None:
+    model = MODELS[name]
+    ids = [p["id"] for p in model["panels"]]
+    assert len(ids) == len(set(ids))
+    cells: set[tuple[int, int]] = set()
+    for p in model["panels"]:
+        g = p["gridPos"]
+        assert 0 <= g["x"] and g["x"] + g["w"] <= 24, p["title"]
+        mine = {(x, y) for x in range(g["x"], g["x"] + g["w"]) for y in range(g["y"], g["y"] + g["h"])}
+        assert not mine & cells, f"{name}: {p['title']!r} overlaps another panel"
+        cells |= mine
+
+
+def test_template_variables() -> None:
+    names = {n: [v["name"] for v in variables(m)] for n, m in MODELS.items()}
+    assert names["sector"] == ["sector"]
+    assert names["site"] == ["site"]
+    assert names["robot"][:2] == ["sector", "site"]
+    for name, model in MODELS.items():
+        used = {v for _t, _r, e in queries(model) for v in ("$sector", "$site", "$model", "$detector") if v in e}
+        assert used <= {f"${n}" for n in names[name]}, f"{name} uses an undefined variable"
+    assert any('sector="$sector"' in e for _t, _r, e in queries(MODELS["sector"]))
+    assert all('site="$site"' in e for _t, _r, e in queries(MODELS["site"]) if "fleet_robots{" in e)
+
+
+def test_robot_drill_down_links_to_the_twin_api() -> None:
+    model = MODELS["robot"]
+    urls = [link["url"] for link in model["links"] if link["type"] == "link"]
+    assert "http://${worker}/twins/${robot}" in urls
+    assert "http://${worker}/twins?sector=${sector}&site=${site}&limit=100" in urls
+    for panel in panels(model):
+        assert any("/twins" in link["url"] for link in panel.get("links", [])), panel["title"]
+
+
+def test_metric_names_extracts_what_a_query_reads() -> None:
+    """The checker itself: it must see every metric, and only metrics."""
+    assert metric_names('sum by (sector) (fleet_robots{mode=~"fault|estop"})') == {"fleet_robots"}
+    assert metric_names("histogram_quantile(0.9, sum by (le) (rate(x_bucket[$__rate_interval])))") == {"x_bucket"}
+    assert metric_names('a / on (site) group_left b and on(sector) group by (sector) (c{x="y"}) > 0') == {"a", "b", "c"}
+    assert metric_names("3600 * sector:fleet_anomalies_opened:rate5m offset 5m") == {
+        "sector:fleet_anomalies_opened:rate5m"}
+    assert metric_names('robot_temp{robot_id="r-1"}') - ALLOWED == {"robot_temp"}
+
+
+def test_substitute_replaces_grafana_variables() -> None:
+    expr = 'sum(rate(x{sector="$sector", site=~"${site}"}[$__rate_interval])) + y[$__range]'
+    out = substitute(expr, {"sector": "mining", "site": "mining-pilbara-01"}, range_s=600, rate_s=60)
+    assert out == 'sum(rate(x{sector="mining", site=~"mining-pilbara-01"}[60s])) + y[600s]'
+    assert substitute("$sectors $sector", {"sector": "a"}) == "$sectors a"
+
+
+def test_snapshot_formatting() -> None:
+    assert fmt(0.1234, "percentunit") == "12.3%"
+    assert fmt(0.0042, "s") == "4.2 ms" and fmt(2.5, "s") == "2.50 s"
+    assert fmt(3 * 2**20, "bytes") == "3.0 MiB"
+    assert fmt(float("nan"), "short") == "–"
+    assert legend("{{model}} {{version}}", {"model": "amr", "version": "1.2"}) == "amr 1.2"
+
+
+# -- the CLI -------------------------------------------------------------------------------------------
+def test_cli_generate_writes_every_dashboard(tmp_path: Path) -> None:
+    result = CliRunner().invoke(dashboards_app, ["generate", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert {p.stem for p in tmp_path.glob("*.json")} == set(MODELS)
+    assert (tmp_path / "anomalies.json").read_text() == dashboards.dumps(MODELS["anomalies"])
+
+
+class _FakeGrafana(BaseHTTPRequestHandler):
+    """Enough of Grafana's HTTP API for `push`: folders and dashboards/db, with a bearer token."""
+
+    token = "s3cret-token-value"
+    requests: list[tuple[str, str, dict[str, Any] | None, str]] = []
+    folders: set[str] = set()
+
+    def _reply(self, status: int, body: Any) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _record(self) -> dict[str, Any] | None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = json.loads(self.rfile.read(length)) if length else None
+        self.requests.append((self.command, self.path, body, self.headers.get("Authorization", "")))
+        return body
+
+    def do_GET(self) -> None:  # noqa: N802
+        self._record()
+        if self.headers.get("Authorization") != f"Bearer {self.token}":
+            return self._reply(401, {"message": "Unauthorized"})
+        uid = self.path.rsplit("/", 1)[-1]
+        if self.path.startswith("/api/folders/") and uid in self.folders:
+            return self._reply(200, {"uid": uid, "title": uid})
+        return self._reply(404, {"message": "folder not found"})
+
+    def do_POST(self) -> None:  # noqa: N802
+        body = self._record() or {}
+        if self.headers.get("Authorization") != f"Bearer {self.token}":
+            return self._reply(401, {"message": "Unauthorized"})
+        if self.path == "/api/folders":
+            self.folders.add(body["uid"])
+            return self._reply(200, {"uid": body["uid"], "title": body["title"]})
+        if self.path == "/api/dashboards/db":
+            uid = body["dashboard"]["uid"]
+            return self._reply(200, {"status": "success", "uid": uid, "url": f"/d/{uid}/x"})
+        return self._reply(404, {"message": "not found"})
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture()
+def grafana() -> Iterator[str]:
+    _FakeGrafana.requests = []
+    _FakeGrafana.folders = set()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _FakeGrafana)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_cli_push_uploads_every_dashboard_without_printing_the_token(grafana: str) -> None:
+    token = _FakeGrafana.token
+    result = CliRunner().invoke(dashboards_app, ["push", "--url", grafana, "--token", token])
+    assert result.exit_code == 0, result.output
+    assert token not in result.output
+    posted = [body for method, path, body, _auth in _FakeGrafana.requests if path == "/api/dashboards/db"]
+    assert sorted(b["dashboard"]["uid"] for b in posted if b) == sorted(m["uid"] for m in MODELS.values())
+    assert all(b and b["overwrite"] and b["folderUid"] == "fleet-twin" for b in posted)
+    assert _FakeGrafana.folders == {"fleet-twin"}
+    assert {auth for *_rest, auth in _FakeGrafana.requests} == {f"Bearer {token}"}
+
+
+def test_cli_push_takes_the_token_from_the_environment(grafana: str) -> None:
+    token = _FakeGrafana.token
+    result = CliRunner().invoke(dashboards_app, ["push", "--url", grafana],
+                                env={"FLEET_TWIN_GRAFANA_TOKEN": token})
+    assert result.exit_code == 0, result.output
+    assert token not in result.output
+    assert sum(1 for _m, path, *_r in _FakeGrafana.requests if path == "/api/dashboards/db") == len(MODELS)
+
+
+def test_cli_push_fails_cleanly_on_a_wrong_token(grafana: str) -> None:
+    wrong = "wrong-token-123"
+    result = CliRunner().invoke(dashboards_app, ["push", "--url", grafana, "--token", wrong])
+    assert result.exit_code == 1
+    assert "push failed" in result.output and wrong not in result.output
+    assert not [p for _m, p, *_r in _FakeGrafana.requests if p == "/api/dashboards/db"]
+
+
+def test_cli_push_needs_a_token() -> None:
+    result = CliRunner().invoke(dashboards_app, ["push", "--url", "http://127.0.0.1:9"],
+                                env={"FLEET_TWIN_GRAFANA_TOKEN": ""})
+    assert result.exit_code == 2 and "FLEET_TWIN_GRAFANA_TOKEN" in result.output
