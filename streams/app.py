@@ -18,7 +18,8 @@ from prometheus_client import CollectorRegistry
 
 from streams.metrics import FleetCollector, PipelineMetrics
 from streams.settings import Settings
-from streams.views import register_views
+from streams import alerts
+from streams.views import HttpClient, register_inbox, register_views
 from twin.exceptions import InvalidEvent
 from twin.fleet import Fleet
 from twin import pipeline
@@ -119,6 +120,32 @@ def build_app(settings: Settings, fleet: Fleet, detectors: DetectorConfig,
         fleet_state.versions, found = rollout.judge(fleet_state.versions, time.time())
         await publish(found)
 
+    sent = app.Table("alerts", key_type=str, value_type=bytes, partitions=settings.partitions)
+    http = HttpClient()
+
+    @app.agent(anomalies, name="alerts")
+    async def to_alertmanager(stream: faust.StreamT[bytes]) -> None:
+        # `sent` holds the last message posted per open anomaly: a worker that
+        # restarts and reads the same messages again does not alert twice, and
+        # open alerts are kept alive from it. Resolved ones leave it (bounded).
+        async for value in stream:
+            anomaly = ANOMALY_DECODER.decode(value)
+            if sent.get(anomaly.id) == value:
+                continue
+            alert = alerts.to_alert(anomaly, settings.web_url(), time.time())
+            await alerts.post(http.client, settings.alertmanager_url, [alert])
+            if anomaly.status == "resolved":
+                sent.pop(anomaly.id, None)
+            else:
+                sent[anomaly.id] = value
+
+    @app.timer(interval=alerts.KEEPALIVE_S / 5)
+    async def keep_alerts_alive() -> None:
+        now = time.time()
+        open_now = [ANOMALY_DECODER.decode(v) for v in list(sent.values())]
+        await alerts.post(http.client, settings.alertmanager_url,
+                          [alerts.to_alert(a, settings.web_url(), now) for a in open_now])
+
     @app.agent(anomalies, name="incidents")
     async def site_incidents(stream: faust.StreamT[bytes]) -> None:
         async for value in stream:
@@ -128,6 +155,7 @@ def build_app(settings: Settings, fleet: Fleet, detectors: DetectorConfig,
             await publish(found)
 
     register_views(app, twins, fleet, registry)
+    register_inbox(app)
     return app
 
 

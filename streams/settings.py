@@ -44,6 +44,10 @@ class Settings(BaseSettings):
     data_dir: Path = PROJECT_ROOT.parent / "shared" / "data"
     """Labelled public data sets (NAB, SKAB, UR3 CobotOps) for `fleet-twin eval --data`."""
     scrape_interval: str = "5s"
+    maintenance_webhook: str = ""
+    """Where Alertmanager sends maintenance's notifications; empty: the worker's demo inbox."""
+    alert_group_wait: str = "10s"
+    alert_group_interval: str = "1m"
     silence_check_s: float = 5.0
     """How often a worker looks for robots that went quiet."""
 
@@ -75,6 +79,14 @@ class Settings(BaseSettings):
     def checks_topic(self) -> str:
         """Internal: silence checks, co-partitioned with telemetry."""
         return self.topic("fleet.twin.checks")
+
+    @property
+    def alertmanager_url(self) -> str:
+        return f"http://127.0.0.1:{self.alertmanager_port}"
+
+    @property
+    def webhook_url(self) -> str:
+        return self.maintenance_webhook or f"{self.web_url()}/maintenance/inbox"
 
     def web_url(self, port: int | None = None) -> str:
         return f"http://{self.web_host}:{port or self.web_port}"

@@ -107,12 +107,27 @@ class Stack:
             (dst / "targets" / f"{name}.json").write_text(json.dumps([{"targets": hosts}]))
         return dst / "prometheus.yml"
 
+    def render_alertmanager(self) -> Path:
+        """The project's Alertmanager config with this stack's webhook URL and group timings."""
+        config = yaml.safe_load((self.settings.deploy_dir / "alertmanager" / "alertmanager.yml").read_text())
+        route = config["route"]
+        for r in [route, *route.get("routes", [])]:
+            r["group_wait"] = self.settings.alert_group_wait
+        route["group_interval"] = self.settings.alert_group_interval
+        for receiver in config["receivers"]:
+            for hook in receiver.get("webhook_configs", []):
+                hook["url"] = self.settings.webhook_url
+        out = self.state_dir / "alertmanager" / "alertmanager.yml"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(yaml.safe_dump(config, sort_keys=False))
+        return out
+
     def start_alertmanager(self) -> None:
         port = self.settings.alertmanager_port
         argv = [
             _binary("prometheus-alertmanager", "alertmanager"),
-            f"--config.file={self.settings.deploy_dir / 'alertmanager' / 'alertmanager.yml'}",
-            f"--storage.path={self.state_dir / 'alertmanager'}",
+            f"--config.file={self.render_alertmanager()}",
+            f"--storage.path={self.state_dir / 'alertmanager' / 'data'}",
             f"--web.listen-address=127.0.0.1:{port}",
             "--cluster.listen-address=",  # no gossip port: it would default to 0.0.0.0:9094
         ]

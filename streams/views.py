@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import collections
 from typing import Any
+
+import httpx
 
 import faust
 from faust.web import Request, Response, View
@@ -77,3 +80,30 @@ def register_views(app: faust.App, twins: Any, fleet: Fleet, registry: Collector
                 "partitions": len(assigned),
             }
             return self.json(body, status=200)
+
+
+class HttpClient:
+    """One shared async HTTP client, created on first use inside the running loop."""
+
+    def __init__(self) -> None:
+        self._client: httpx.AsyncClient | None = None
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient()
+        return self._client
+
+
+def register_inbox(app: faust.App, keep: int = 200) -> None:
+    """A demo webhook receiver for the local stack: Alertmanager's notifications, newest last."""
+    inbox: collections.deque[Any] = collections.deque(maxlen=keep)
+
+    @app.page("/maintenance/inbox")
+    class Inbox(View):
+        async def get(self, request: Request) -> Response:
+            return self.json({"notifications": list(inbox)})
+
+        async def post(self, request: Request) -> Response:
+            inbox.append(await request.json())
+            return self.json({"ok": True})

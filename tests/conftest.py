@@ -51,6 +51,9 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
         scrape_interval="1s",
         silence_check_s=1.0,
         partitions=4,
+        maintenance_webhook=f"http://127.0.0.1:{free_port()}/hook",
+        alert_group_wait="1s",
+        alert_group_interval="2s",
     )
 
 
@@ -89,3 +92,47 @@ def prometheus(stack: Stack, worker: str, settings: Settings) -> Iterator[str]:
         yield f"http://127.0.0.1:{settings.prometheus_port}"
     finally:
         stack.procs.stop("prometheus")
+
+
+class Webhook:
+    """A real HTTP receiver for Alertmanager's notifications (maintenance's side)."""
+
+    def __init__(self, port: int) -> None:
+        import json
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        received = self.received = []  # type: list[dict]
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                received.append(json.loads(body))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def alerts(self) -> list[dict]:
+        return [dict(a, status_of_group=n["status"]) for n in self.received for a in n["alerts"]]
+
+
+@pytest.fixture(scope="session")
+def webhook(settings: Settings) -> Iterator[Webhook]:
+    hook = Webhook(int(settings.maintenance_webhook.split(":")[2].split("/")[0]))
+    yield hook
+    hook.server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def alertmanager(stack: Stack, settings: Settings, webhook: Webhook) -> Iterator[str]:
+    """Alertmanager from the system package with the project's config, notifying `webhook`."""
+    try:
+        stack.start_alertmanager()
+        yield settings.alertmanager_url
+    finally:
+        stack.procs.stop("alertmanager")

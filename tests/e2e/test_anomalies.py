@@ -21,7 +21,8 @@ def report(robot: str, seq: int, ts: float, current: float) -> bytes:
     return json.dumps({
         "schema": 1, "robot_id": robot, "seq": seq, "ts": ts, "sector": "retail",
         "site": "retail-london-01", "model": "amr", "mode": "working",
-        "signals": {"joint1_current_a": current, "battery_soc_pct": 70.0, "speed_mps": 1.0},
+        "signals": {"joint1_current_a": current, "battery_soc_pct": 70.0 + seq % 5 * 0.1,
+                    "speed_mps": 1.0 + seq % 4 * 0.01},  # real sensors are never exactly constant
     }).encode()
 
 
