@@ -15,11 +15,13 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from streams.dashboards_cli import dashboards_app
 from streams.procs import ProcessFailed
 from streams.settings import Settings
 from streams.stack import Stack
 
 app = typer.Typer(help="Event-driven digital twin of a robot fleet.", no_args_is_help=True)
+app.add_typer(dashboards_app, name="dashboards", help="Grafana dashboards: generate, push, render.")
 console = Console()
 
 
