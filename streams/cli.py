@@ -70,12 +70,10 @@ def worker() -> None:
 
     from streams.app import build_app
     from streams.seeds import read_detectors, read_fleet
-    from streams.topics import ensure_topics
-
     settings = Settings()
     fleet = read_fleet(settings.seeds_dir)
     detectors = read_detectors(settings.seeds_dir)
-    asyncio.run(ensure_topics(settings))
+    _topics_or_exit(settings)
     asyncio.set_event_loop(asyncio.new_event_loop())
     faust_app = build_app(settings, fleet, detectors, CollectorRegistry())
     faust.Worker(faust_app, loglevel="INFO").execute_from_commandline()
@@ -97,7 +95,6 @@ def simulate(
     """Run a fleet scenario: to Kafka at a controlled rate, or to a file with its ground truth."""
     from streams.seeds import read_fleet, read_scenario
     from streams.simulate import labels_path, to_file as write_file, to_kafka, write_labels
-    from streams.topics import ensure_topics
     from twin.sim import FleetSim
 
     settings = Settings()
@@ -123,7 +120,7 @@ def simulate(
 
     with bar:
         if live:
-            asyncio.run(ensure_topics(settings))
+            _topics_or_exit(settings)
             sent = asyncio.run(to_kafka(settings, sim, speed=speed, on_tick=show))
         else:
             assert out is not None
@@ -174,6 +171,20 @@ def _print_frame(title: str, frame: Any) -> None:
     for row in frame.iter_rows():
         table.add_row(*("" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v) for v in row))
     console.print(table)
+
+
+def _topics_or_exit(settings: Settings) -> None:
+    """Create the topics, or say plainly that there is no broker to talk to."""
+    from aiokafka.errors import KafkaConnectionError
+
+    from streams.topics import ensure_topics
+
+    try:
+        asyncio.run(ensure_topics(settings))
+    except KafkaConnectionError:
+        console.print(f"[red]no Kafka broker at {settings.bootstrap}[/red]: start the local stack with "
+                      "`make up`, or point FLEET_TWIN_KAFKA_BOOTSTRAP at yours")
+        raise typer.Exit(2) from None
 
 
 def _print_status(stack: Stack) -> None:
