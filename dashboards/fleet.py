@@ -6,7 +6,7 @@ from grafana_foundation_sdk.builders.dashboard import Dashboard, Row
 
 from dashboards.panels import (
     BLUE, GREEN, ORANGE, RED, YELLOW, above_band, band_quantile, bars, below_band, big, dashboard, grid,
-    label_variable, link, query, signal_mean, textbox, ts,
+    label_variable, link, or_zero, query, signal_mean, textbox, ts,
 )
 
 FAULTED = 'mode=~"fault|estop"'
@@ -82,7 +82,8 @@ def sector() -> Dashboard:
         .with_panel(big("Open anomalies", "Robot anomalies open now.",
                         query(f"sum(fleet_anomalies_active{{{s}}})"), steps=ANOMALY_STEPS))
         .with_panel(big("Anomalies opened / h", "Last 5 minutes (sector:fleet_anomalies_opened:rate5m).",
-                        query(f"3600 * sum(sector:fleet_anomalies_opened:rate5m{{{s}}})"), decimals=0))
+                        query(or_zero(f"3600 * sum(sector:fleet_anomalies_opened:rate5m{{{s}}})",
+                                      "sum(sector:fleet_anomalies_opened:rate5m)")), decimals=0))
         .with_row(Row("Robots"))
         .with_panel(ts("Robots by mode", "Reported mode, stacked.",
                        [query(f"sum by (mode) (fleet_robots{{{s}}})", "{{mode}}")], stack=True))

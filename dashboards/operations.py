@@ -5,7 +5,7 @@ from __future__ import annotations
 from grafana_foundation_sdk.builders.dashboard import Dashboard, Row
 
 from dashboards.panels import (
-    GREEN, ORANGE, RATE, RED, YELLOW, bars, big, dashboard, grid, label_variable, query, ts,
+    GREEN, ORANGE, RATE, RED, YELLOW, bars, big, dashboard, grid, label_variable, or_zero, query, ts,
 )
 
 VERSION = 'model=~"$model"'
@@ -43,15 +43,18 @@ def rollout() -> Dashboard:
                        "A version whose share rises above its predecessor's is suspect.",
                        [query(f"{anomalous} / ({robots} > 0)", "{{model}} {{version}}")], unit="percentunit",
                        max_val=1, legend_right=True))
-        .with_panel(ts("Fleet-level anomalies opened (rollout regressions)",
-                       "Anomalies without a sector (sector=\"fleet\"): the rollout detector's latency regressions.",
-                       [query(f'sum by (detector, severity) (increase(fleet_anomalies_opened_total{{sector="fleet"}}'
-                              f"[{RATE}]))", "{{detector}} {{severity}}")], legend_right=True))
+        .with_panel(ts("Rollout regressions opened",
+                       "Latency regressions the rollout detector opened (fleet-level: sector \"fleet\"); "
+                       "0 while the other detectors open anomalies and this one does not.",
+                       [query(or_zero(f'sum by (severity) (increase(fleet_anomalies_opened_total{{detector="rollout"}}'
+                                      f"[{RATE}]))", f"sum(increase(fleet_anomalies_opened_total[{RATE}]))"),
+                              "rollout {{severity}}")], legend_right=True))
     )
 
 
 def anomalies() -> Dashboard:
     f = 'sector=~"$sector", detector=~"$detector"'
+    opened_in_range = f"sum(increase(fleet_anomalies_opened_total{{{f}}}[$__range]))"
     return (
         dashboard("fleet-twin-anomalies", "Anomalies",
                   "What the detectors found: anomalies open now and opened over time, by detector, sector and "
@@ -63,12 +66,15 @@ def anomalies() -> Dashboard:
                         query(f"sum(fleet_anomalies_active{{{f}}})"), w=6,
                         steps=((None, GREEN), (1, YELLOW), (20, ORANGE), (100, RED))))
         .with_panel(big("Opened in range", "Anomalies opened over the dashboard's time range.",
-                        query(f"sum(increase(fleet_anomalies_opened_total{{{f}}}[$__range]))"), decimals=0, w=6))
+                        query(or_zero(opened_in_range, "sum(increase(fleet_anomalies_opened_total[$__range]))")),
+                        decimals=0, w=6))
         .with_panel(big("Critical opened in range", "Score at 3x the threshold, or open 30 minutes.",
-                        query(f'sum(increase(fleet_anomalies_opened_total{{{f}, severity="critical"}}[$__range]))'),
+                        query(or_zero(f'sum(increase(fleet_anomalies_opened_total{{{f}, severity="critical"}}'
+                                      f"[$__range]))", opened_in_range)),
                         decimals=0, steps=((None, GREEN), (1, RED)), w=6))
         .with_panel(big("Opened per hour", "Last 5 minutes, every detector (sector:fleet_anomalies_opened:rate5m).",
-                        query('3600 * sum(sector:fleet_anomalies_opened:rate5m{sector=~"$sector"})'), decimals=0, w=6))
+                        query(or_zero('3600 * sum(sector:fleet_anomalies_opened:rate5m{sector=~"$sector"})',
+                                      "sum(sector:fleet_anomalies_opened:rate5m)")), decimals=0, w=6))
         .with_row(Row("By detector"))
         .with_panel(ts("Open anomalies by detector", "Robot anomalies open, stacked.",
                        [query(f"sum by (detector) (fleet_anomalies_active{{{f}}})", "{{detector}}")],

@@ -174,6 +174,15 @@ def sel(metric: str, matchers: str = "") -> str:
     return f"{metric}{{{matchers}}}" if matchers else metric
 
 
+def or_zero(expr: str, family: str) -> str:
+    """`expr`, or 0 when it has no series but `family` has: "none of these happened" shows as 0.
+
+    `family` is the same counter without the narrowing matcher, so a metric
+    that does not exist at all still shows "No data" rather than a reassuring 0.
+    """
+    return f"{expr} or on () 0 * {family}"
+
+
 def signal_mean(matchers: str, by: str) -> str:
     """Mean latest value in engineering units, weighted by robots across workers.
 
