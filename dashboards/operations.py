@@ -109,18 +109,23 @@ def pipeline() -> Dashboard:
                   "consumer backlog and twin table size.", refresh="10s", time_from="now-30m")
         .with_row(Row("Now"))
         .with_panel(big("Workers up", "Stream workers Prometheus scrapes successfully.",
-                        query('sum(up{job="fleet-twin-workers"})'), steps=((None, RED), (1, GREEN))))
+                        query('sum(up{job="fleet-twin-workers"})'), steps=((None, RED), (1, GREEN)), w=3))
         .with_panel(big("Events / s", "Telemetry messages processed per second (every result).",
-                        query(events), unit="ops", decimals=0))
+                        query(events), unit="ops", decimals=0, w=3))
         .with_panel(big("Applied", "Share of messages applied to a twin (the rest: late, duplicate, stale, rejected).",
                         query(f'sum(rate(twin_events_total{{result="applied"}}[{RATE}])) / {events}'),
-                        unit="percentunit", decimals=1, steps=((None, RED), (0.9, YELLOW), (0.98, GREEN))))
+                        unit="percentunit", decimals=1, steps=((None, RED), (0.9, YELLOW), (0.98, GREEN)), w=3))
         .with_panel(big("Dead letters / s", "Messages sent to fleet.telemetry.dlq per second.",
                         query(f"sum(rate(twin_dlq_total[{RATE}]))"), unit="ops", decimals=2,
-                        steps=((None, GREEN), (0.1, YELLOW), (1, RED))))
+                        steps=((None, GREEN), (0.1, YELLOW), (1, RED)), w=3))
         .with_panel(big("Consumer lag", "Telemetry messages not yet read, every partition.",
-                        query("sum(twin_consumer_lag)"), steps=((None, GREEN), (1000, YELLOW), (100000, RED))))
-        .with_panel(big("Twins held", "Robots in the workers' twin tables.", query("sum(twin_table_robots)")))
+                        query("sum(twin_consumer_lag)"), steps=((None, GREEN), (1000, YELLOW), (100000, RED)), w=3))
+        .with_panel(big("Twins held", "Robots in the workers' twin tables.", query("sum(twin_table_robots)"), w=3))
+        .with_panel(big("Bytes per twin", "Stored size of a twin (state, statistics, detector state).",
+                        query("sum(twin_table_bytes) / sum(twin_table_robots)"), unit="bytes", w=3))
+        .with_panel(big("Processing lag p99", "Broker receipt to processed, 99th percentile.",
+                        query(f"histogram_quantile(0.99, sum by (le) (rate(twin_processing_lag_seconds_bucket[{RATE}])))"),
+                        unit="s", steps=((None, GREEN), (1, YELLOW), (10, RED)), w=3))
         .with_row(Row("Messages"))
         .with_panel(ts("Events by result", "applied, late, duplicate, stale, rejected; stacked.",
                        [query(f"sum by (result) (rate(twin_events_total[{RATE}]))", "{{result}}")],
@@ -144,8 +149,6 @@ def pipeline() -> Dashboard:
                        unit="s"))
         .with_panel(ts("Consumer lag by partition", "Telemetry messages not yet read.",
                        [query("sum by (partition) (twin_consumer_lag)", "partition {{partition}}")], legend_right=True))
-        .with_panel(ts("Twin table", "Stored bytes per worker and bytes per twin.",
-                       [query("twin_table_bytes", "{{instance}} bytes", ref="A"),
-                        query("sum(twin_table_bytes) / sum(twin_table_robots)", "bytes per twin", ref="B")],
-                       unit="bytes"))
+        .with_panel(ts("Twin table size", "Stored bytes of the twins each worker holds.",
+                       [query("twin_table_bytes", "{{instance}}")], unit="bytes"))
     )

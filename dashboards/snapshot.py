@@ -120,6 +120,10 @@ class Renderer:
                  color=MUTED, fontsize=10, va="center", ha="right")
         fig.text(0.006, 1 - 0.75 / height, f"fleet-twin · data: Prometheus {self.prom.url}", color=MUTED,
                  fontsize=8, va="center")
+        links = [f"{link['title']}: {link['url']}" for link in model.get("links", []) if link.get("type") == "link"]
+        if links:
+            fig.text(0.994, 1 - 0.75 / height, substitute("    ".join(links), values), color="#6e9fff",
+                     fontsize=8, va="center", ha="right")
         for panel in panels:
             g = panel["gridPos"]
             box = (g["x"] / 24, 1 - (header + (g["y"] + g["h"]) * ROW_PX) / height,
@@ -149,13 +153,11 @@ class Renderer:
         title = panel.get("title", "")
         for name, value in values.items():
             title = title.replace(f"${name}", value)
-        title_h = min(0.3 * ROW_PX / (h * fig.get_figheight() / fig.get_figheight()), 0.3)
         frame.text(0.012, 1 - 0.02, title, transform=frame.transAxes, color=TEXT, fontsize=10, weight="bold",
                    va="top", ha="left")
         inner = (x + pad_x + 0.006, y + pad_y + 0.012, w - 2 * pad_x - 0.012, h - 2 * pad_y - 0.012)
         top_margin = 0.42 / (fig.get_figheight())
         inner = (inner[0], inner[1], inner[2], inner[3] - top_margin)
-        del title_h
         kind = panel.get("type")
         try:
             if kind == "timeseries":
@@ -214,20 +216,22 @@ class Renderer:
 
         grid_t = np.arange(self.start, self.end + self.step / 2, self.step)
         dates = [mdates.date2num(np.datetime64(int(t), "s").astype(object)) for t in grid_t]
-        floor = np.zeros(len(grid_t))
-        for i, (name, s) in enumerate(series):
-            aligned = np.full(len(grid_t), np.nan)
+        matrix = np.full((len(series), len(grid_t)), np.nan)
+        for i, (_name, s) in enumerate(series):
             index = {round(t): v for t, v in zip(s.times, s.values)}
-            for k, t in enumerate(grid_t):
-                aligned[k] = index.get(round(t), np.nan)
+            matrix[i] = [index.get(round(t), np.nan) for t in grid_t]
+        present = ~np.all(np.isnan(matrix), axis=0)  # a time with no sample at all stays a gap, not a 0
+        floor = np.where(present, 0.0, np.nan)
+        for i, (name, _s) in enumerate(series):
             colour = PALETTE[i % len(PALETTE)]
             if stacked:
-                top = floor + np.nan_to_num(aligned)
-                ax.fill_between(dates, floor, top, color=colour, alpha=0.45, linewidth=0, step=None)
+                top = floor + np.nan_to_num(matrix[i])
+                ax.fill_between(dates, floor, top, color=colour, alpha=0.45, linewidth=0)
                 ax.plot(dates, top, color=colour, linewidth=1, label=name)
                 floor = top
             else:
-                ax.plot(dates, aligned, color=colour, linewidth=1.2, label=name)
+                ax.plot(dates, matrix[i], color=colour, linewidth=1.2, label=name)
+        highest = np.nanmax(floor if stacked else matrix) if np.any(present) else 0.0
         ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M"))
         ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _p: fmt(v, unit)))
         low = defaults.get("min")
@@ -236,6 +240,8 @@ class Renderer:
         high = defaults.get("max")
         if high is not None:
             ax.set_ylim(top=high)
+        elif highest == 0 and low == 0:
+            ax.set_ylim(top=1)  # all zero: a 0..1 axis, not matplotlib's 0..0.05
         ax.set_xlim(dates[0], dates[-1])
         handles, labels = ax.get_legend_handles_labels()
         if hidden > 0:
