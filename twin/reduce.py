@@ -22,7 +22,7 @@ same latest state and counts (tests/unit/test_reduce.py proves it).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from msgspec.structs import replace
 
@@ -152,16 +152,7 @@ def _become_latest(twin: Twin, event: Event) -> tuple[Twin, list[Change]]:
         changes.insert(0, ModeChanged(twin.robot_id, event.ts, twin.mode, event.mode))
     latest = replace(
         twin,
-        sector=event.sector,
-        site=event.site,
-        model=event.model,
-        mode=event.mode,
-        ai_model_version=event.ai_model_version,
-        firmware=event.firmware,
-        codes=event.codes,
-        location=event.location,
-        ts=event.ts,
-        latest_seq=event.seq,
+        **_latest(event),
         mode_since=event.ts if event.mode != twin.mode else twin.mode_since,
         ai_model_since=event.ts if event.ai_model_version != twin.ai_model_version else twin.ai_model_since,
         firmware_since=event.ts if event.firmware != twin.firmware else twin.firmware_since,
@@ -170,19 +161,19 @@ def _become_latest(twin: Twin, event: Event) -> tuple[Twin, list[Change]]:
     return latest, changes
 
 
+def _latest(event: Event) -> dict[str, Any]:
+    """The twin fields the newest event decides."""
+    return {
+        "sector": event.sector, "site": event.site, "model": event.model, "mode": event.mode,
+        "ai_model_version": event.ai_model_version, "firmware": event.firmware, "codes": event.codes,
+        "location": event.location, "ts": event.ts, "latest_seq": event.seq,
+    }
+
+
 def _create(event: Event, received_ts: float) -> Twin:
     return Twin(
         robot_id=event.robot_id,
-        sector=event.sector,
-        site=event.site,
-        model=event.model,
-        mode=event.mode,
-        ai_model_version=event.ai_model_version,
-        firmware=event.firmware,
-        codes=event.codes,
-        location=event.location,
-        ts=event.ts,
-        latest_seq=event.seq,
+        **_latest(event),
         seq=event.seq,
         first_seq=event.seq,
         window=0,
