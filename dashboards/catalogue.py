@@ -57,6 +57,7 @@ SIGNALS: tuple[str, ...] = (
 )
 """Values of the `signal` label of fleet_signal_band and fleet_signal_mean."""
 
+_VARIABLE = re.compile(r"\$\{?\w+(?::\w+)?\}?")
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`')
 _MATCHERS = re.compile(r"\{[^{}]*\}")
 _RANGE = re.compile(r"\[[^\[\]]*\]")
@@ -73,6 +74,7 @@ _LABEL_VALUES = re.compile(r"^\s*label_values\((?:(?P<selector>.+),\s*)?(?P<labe
 def metric_names(expr: str) -> set[str]:
     """The metric (or recording rule) names a PromQL expression reads."""
     text = _STRING.sub(" ", expr)
+    text = _VARIABLE.sub(" ", text)  # Grafana's $__range, $sector... outside strings
     text = _MATCHERS.sub(" ", text)
     text = _RANGE.sub(" ", text)
     text = _GROUPING.sub(" ", text)

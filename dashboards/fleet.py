@@ -6,7 +6,7 @@ from grafana_foundation_sdk.builders.dashboard import Dashboard, Row
 
 from dashboards.panels import (
     BLUE, GREEN, ORANGE, RED, YELLOW, above_band, band_quantile, bars, below_band, big, dashboard, grid,
-    label_variable, link, or_zero, query, signal_mean, textbox, ts,
+    label_variable, link, opened_in_range, or_zero, query, signal_mean, textbox, ts,
 )
 
 FAULTED = 'mode=~"fault|estop"'
@@ -81,9 +81,9 @@ def sector() -> Dashboard:
                         query(f"sum(fleet_robots{{{s}, {FAULTED}}})"), steps=((None, GREEN), (1, YELLOW), (10, RED))))
         .with_panel(big("Open anomalies", "Robot anomalies open now.",
                         query(f"sum(fleet_anomalies_active{{{s}}})"), steps=ANOMALY_STEPS))
-        .with_panel(big("Anomalies opened / h", "Last 5 minutes (sector:fleet_anomalies_opened:rate5m).",
-                        query(or_zero(f"3600 * sum(sector:fleet_anomalies_opened:rate5m{{{s}}})",
-                                      "sum(sector:fleet_anomalies_opened:rate5m)")), decimals=0))
+        .with_panel(big("Anomalies opened / h", "Openings in the last 5 minutes, as an hourly rate.",
+                        query(or_zero(f"12 * sum {opened_in_range(s, '5m')}", f"sum {opened_in_range('', '5m')}")),
+                        decimals=0))
         .with_row(Row("Robots"))
         .with_panel(ts("Robots by mode", "Reported mode, stacked.",
                        [query(f"sum by (mode) (fleet_robots{{{s}}})", "{{mode}}")], stack=True))
@@ -110,9 +110,9 @@ def sector() -> Dashboard:
         .with_row(Row("Anomalies"))
         .with_panel(ts("Open anomalies by detector", "Robot anomalies open now, stacked.",
                        [query(f"sum by (detector) (fleet_anomalies_active{{{s}}})", "{{detector}}")], stack=True))
-        .with_panel(ts("Anomalies opened per hour, by detector and severity", "Hourly rate of openings.",
-                       [query(f"3600 * sum by (detector, severity) "
-                              f"(rate(fleet_anomalies_opened_total{{{s}}}[$__rate_interval]))",
+        .with_panel(ts("Anomalies opened per hour, by detector and severity",
+                       "Openings in the last 5 minutes, as an hourly rate.",
+                       [query(f"12 * sum by (detector, severity) {opened_in_range(s, '5m')}",
                               "{{detector}} {{severity}}")]))
     )
 

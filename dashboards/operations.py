@@ -5,10 +5,13 @@ from __future__ import annotations
 from grafana_foundation_sdk.builders.dashboard import Dashboard, Row
 
 from dashboards.panels import (
-    GREEN, ORANGE, RATE, RED, YELLOW, bars, big, dashboard, grid, label_variable, or_zero, query, ts,
+    GREEN, ORANGE, RATE, RED, YELLOW, bars, big, dashboard, grid, label_variable, opened_in_range, or_zero, query,
+    ts,
 )
 
 VERSION = 'model=~"$model"'
+ROLLOUT = 'detector="rollout"'
+CRITICAL = ', severity="critical"'
 
 
 def _version_latency(matchers: str) -> str:
@@ -43,18 +46,18 @@ def rollout() -> Dashboard:
                        "A version whose share rises above its predecessor's is suspect.",
                        [query(f"{anomalous} / ({robots} > 0)", "{{model}} {{version}}")], unit="percentunit",
                        max_val=1, legend_right=True))
-        .with_panel(ts("Rollout regressions opened",
-                       "Latency regressions the rollout detector opened (fleet-level: sector \"fleet\"); "
-                       "0 while the other detectors open anomalies and this one does not.",
-                       [query(or_zero(f'sum by (severity) (increase(fleet_anomalies_opened_total{{detector="rollout"}}'
-                                      f"[{RATE}]))", f"sum(increase(fleet_anomalies_opened_total[{RATE}]))"),
-                              "rollout {{severity}}")], legend_right=True))
+        .with_panel(bars("Rollout regressions opened in range",
+                         "Latency regressions the rollout detector opened (fleet-level: sector \"fleet\"), by "
+                         "severity; 0 while other detectors open anomalies and this one does not.",
+                         query(or_zero(f"sum by (severity) {opened_in_range(ROLLOUT)}", f"sum {opened_in_range()}"),
+                               "{{severity}}", instant=True),
+                         steps=((None, GREEN), (1, ORANGE)), h=8))
     )
 
 
 def anomalies() -> Dashboard:
     f = 'sector=~"$sector", detector=~"$detector"'
-    opened_in_range = f"sum(increase(fleet_anomalies_opened_total{{{f}}}[$__range]))"
+    in_range = f"sum {opened_in_range(f)}"
     return (
         dashboard("fleet-twin-anomalies", "Anomalies",
                   "What the detectors found: anomalies open now and opened over time, by detector, sector and "
@@ -66,21 +69,20 @@ def anomalies() -> Dashboard:
                         query(f"sum(fleet_anomalies_active{{{f}}})"), w=6,
                         steps=((None, GREEN), (1, YELLOW), (20, ORANGE), (100, RED))))
         .with_panel(big("Opened in range", "Anomalies opened over the dashboard's time range.",
-                        query(or_zero(opened_in_range, "sum(increase(fleet_anomalies_opened_total[$__range]))")),
+                        query(or_zero(in_range, f"sum {opened_in_range()}")),
                         decimals=0, w=6))
         .with_panel(big("Critical opened in range", "Score at 3x the threshold, or open 30 minutes.",
-                        query(or_zero(f'sum(increase(fleet_anomalies_opened_total{{{f}, severity="critical"}}'
-                                      f"[$__range]))", opened_in_range)),
+                        query(or_zero(f"sum {opened_in_range(f + CRITICAL)}", in_range)),
                         decimals=0, steps=((None, GREEN), (1, RED)), w=6))
-        .with_panel(big("Opened per hour", "Last 5 minutes, every detector (sector:fleet_anomalies_opened:rate5m).",
-                        query(or_zero('3600 * sum(sector:fleet_anomalies_opened:rate5m{sector=~"$sector"})',
-                                      "sum(sector:fleet_anomalies_opened:rate5m)")), decimals=0, w=6))
+        .with_panel(big("Opened per hour", "Openings in the last 5 minutes, as an hourly rate.",
+                        query(or_zero(f"12 * sum {opened_in_range(f, '5m')}", f"sum {opened_in_range('', '5m')}")),
+                        decimals=0, w=6))
         .with_row(Row("By detector"))
         .with_panel(ts("Open anomalies by detector", "Robot anomalies open, stacked.",
                        [query(f"sum by (detector) (fleet_anomalies_active{{{f}}})", "{{detector}}")],
                        stack=True, legend_right=True))
-        .with_panel(ts("Opened per hour, by detector", "Hourly rate of openings.",
-                       [query(f"3600 * sum by (detector) (rate(fleet_anomalies_opened_total{{{f}}}[{RATE}]))",
+        .with_panel(ts("Opened per hour, by detector", "Openings in the last 5 minutes, as an hourly rate.",
+                       [query(f"12 * sum by (detector) {opened_in_range(f, '5m')}",
                               "{{detector}}")], legend_right=True))
         .with_row(Row("By sector and severity"))
         .with_panel(bars("Open anomalies by sector", "Robot anomalies open now, per sector.",
@@ -89,13 +91,12 @@ def anomalies() -> Dashboard:
         .with_panel(ts("Opened per hour, by sector", "Recording rule sector:fleet_anomalies_opened:rate5m.",
                        [query('3600 * sector:fleet_anomalies_opened:rate5m{sector=~"$sector"}', "{{sector}}")],
                        w=8, h=12, legend_right=True))
-        .with_panel(ts("Opened per hour, by severity", "warning or critical.",
-                       [query(f"3600 * sum by (severity) (rate(fleet_anomalies_opened_total{{{f}}}[{RATE}]))",
+        .with_panel(ts("Opened per hour, by severity", "warning or critical; last 5 minutes, as an hourly rate.",
+                       [query(f"12 * sum by (severity) {opened_in_range(f, '5m')}",
                               "{{severity}}")], w=8, h=12))
         .with_panel(grid("Opened in range, by sector, detector and severity",
                          "Counts over the dashboard's time range, largest first.",
-                         [query(f"sort_desc(sum by (sector, detector, severity) "
-                                f"(increase(fleet_anomalies_opened_total{{{f}}}[$__range])))",
+                         [query(f"sort_desc(sum by (sector, detector, severity) {opened_in_range(f)})",
                                 instant=True, table_format=True)],
                          ["opened"], decimals=0))
     )

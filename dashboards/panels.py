@@ -183,6 +183,18 @@ def or_zero(expr: str, family: str) -> str:
     return f"{expr} or on () 0 * {family}"
 
 
+def opened_in_range(matchers: str = "", window: str = "$__range") -> str:
+    """Anomalies opened within `window`, per series of fleet_anomalies_opened_total.
+
+    A counter series that first appears already at 1 (created by its first
+    opening) is invisible to increase(), which only sees changes between
+    samples: series that existed when the window began count their increase,
+    series born inside it count their whole value (they started from 0).
+    """
+    x = sel("fleet_anomalies_opened_total", matchers)
+    return f"((increase({x}[{window}]) and {x} offset {window}) or {x})"
+
+
 def signal_mean(matchers: str, by: str) -> str:
     """Mean latest value in engineering units, weighted by robots across workers.
 

@@ -74,6 +74,10 @@ def legend(template: str, labels: dict[str, str]) -> str:
     return out
 
 
+def _peak(s: Series) -> float:
+    return max((abs(v) for v in s.values if math.isfinite(v)), default=0.0)
+
+
 def threshold_colour(panel: dict[str, Any], value: float) -> str:
     steps = panel.get("fieldConfig", {}).get("defaults", {}).get("thresholds", {}).get("steps", [])
     colour = "blue"
@@ -209,7 +213,7 @@ class Renderer:
             ax.set_yticks([])
             self._no_data(ax)
             return
-        series.sort(key=lambda item: -abs(item[1].last) if math.isfinite(item[1].last) else 0)
+        series.sort(key=lambda item: -_peak(item[1]))  # the series that moved most are the ones drawn
         hidden = len(series) - MAX_SERIES
         series = series[:MAX_SERIES]
         import numpy as np

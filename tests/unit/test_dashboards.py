@@ -128,6 +128,7 @@ def test_metric_names_extracts_what_a_query_reads() -> None:
     assert metric_names('a / on (site) group_left b and on(sector) group by (sector) (c{x="y"}) > 0') == {"a", "b", "c"}
     assert metric_names("3600 * sector:fleet_anomalies_opened:rate5m offset 5m") == {
         "sector:fleet_anomalies_opened:rate5m"}
+    assert metric_names("(increase(x[$__range]) and x offset $__range) or y") == {"x", "y"}
     assert metric_names('robot_temp{robot_id="r-1"}') - ALLOWED == {"robot_temp"}
 
 
