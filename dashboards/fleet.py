@@ -106,7 +106,8 @@ def sector() -> Dashboard:
                           query(band_quantile(0.1, s, "model, signal"), ref="B", instant=True, table_format=True),
                           query(band_quantile(0.5, s, "model, signal"), ref="C", instant=True, table_format=True),
                           query(band_quantile(0.9, s, "model, signal"), ref="D", instant=True, table_format=True)],
-                         ["mean value", "band p10", "band p50", "band p90"]))
+                         [("mean value", "short", 2), ("band p10", "none", 2), ("band p50", "none", 2),
+                          ("band p90", "none", 2)]))
         .with_row(Row("Anomalies"))
         .with_panel(ts("Open anomalies by detector", "Robot anomalies open now, stacked.",
                        [query(f"sum by (detector) (fleet_anomalies_active{{{s}}})", "{{detector}}")], stack=True))
@@ -212,7 +213,8 @@ def robot() -> Dashboard:
                           query(band_quantile(0.1, sec, "model, signal"), ref="B", instant=True, table_format=True),
                           query(band_quantile(0.5, sec, "model, signal"), ref="C", instant=True, table_format=True),
                           query(band_quantile(0.9, sec, "model, signal"), ref="D", instant=True, table_format=True)],
-                         ["mean value", "band p10", "band p50", "band p90"], w=14, h=12, links=ROBOT_LINKS))
+                         [("mean value", "short", 2), ("band p10", "none", 2), ("band p50", "none", 2),
+                          ("band p90", "none", 2)], w=14, h=12, links=ROBOT_LINKS))
         .with_panel(ts("Open anomalies by detector (sector)", "Robot anomalies open in the sector.",
                        [query(f"sum by (detector) (fleet_anomalies_active{{{sec}}})", "{{detector}}")],
                        stack=True, w=10, h=12, links=ROBOT_LINKS))

@@ -22,8 +22,9 @@ def _version_latency(matchers: str) -> str:
 
 
 def rollout() -> Dashboard:
-    robots = f"sum by (model, version) (fleet_version_robots{{{VERSION}}})"
-    anomalous = f"sum by (model, version) (fleet_version_anomalous_robots{{{VERSION}}})"
+    robots = f"sum by (model, version) (fleet_version_robots{{{VERSION}}}) > 0"
+    running = f"and on (model, version) ({robots})"
+    anomalous = f"sum by (model, version) (fleet_version_anomalous_robots{{{VERSION}}}) {running}"
     return (
         dashboard("fleet-twin-rollout", "AI-model rollout",
                   "AI-model versions side by side, per robot model: how many robots run each version, their "
@@ -35,8 +36,9 @@ def rollout() -> Dashboard:
                          [query(robots, ref="A", instant=True, table_format=True),
                           query(_version_latency(VERSION), ref="B", instant=True, table_format=True),
                           query(anomalous, ref="C", instant=True, table_format=True),
-                          query(f"{anomalous} / ({robots} > 0)", ref="D", instant=True, table_format=True)],
-                         ["robots", "inference ms (mean)", "robots with an open anomaly", "anomalous share"],
+                          query(f"({anomalous}) / ({robots})", ref="D", instant=True, table_format=True)],
+                         [("robots", "short", 0), ("inference ms (mean)", "ms", 1),
+                          ("robots with an open anomaly", "short", 0), ("anomalous share", "percentunit", 1)],
                          h=9))
         .with_panel(ts("Robots per version", "Robots running each version, stacked per robot model.",
                        [query(robots, "{{model}} {{version}}")], stack=True, legend_right=True))
@@ -44,7 +46,7 @@ def rollout() -> Dashboard:
                        [query(_version_latency(VERSION), "{{model}} {{version}}")], unit="ms", legend_right=True))
         .with_panel(ts("Share of robots with an open anomaly, per version",
                        "A version whose share rises above its predecessor's is suspect.",
-                       [query(f"{anomalous} / ({robots} > 0)", "{{model}} {{version}}")], unit="percentunit",
+                       [query(f"({anomalous}) / ({robots})", "{{model}} {{version}}")], unit="percentunit",
                        max_val=1, legend_right=True))
         .with_panel(bars("Rollout regressions opened in range",
                          "Latency regressions the rollout detector opened (fleet-level: sector \"fleet\"), by "
@@ -98,7 +100,7 @@ def anomalies() -> Dashboard:
                          "Counts over the dashboard's time range, largest first.",
                          [query(f"sort_desc(sum by (sector, detector, severity) {opened_in_range(f)})",
                                 instant=True, table_format=True)],
-                         ["opened"], decimals=0))
+                         [("opened", "short", 0)], decimals=0))
     )
 
 

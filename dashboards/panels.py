@@ -111,7 +111,11 @@ def bars(title: str, description: str, target: prometheus.Dataquery, *, unit: st
     return p
 
 
-def grid(title: str, description: str, targets: Sequence[prometheus.Dataquery], columns: Sequence[str], *,
+Column = str | tuple[str, str, int]
+"""A table column: its name, or (name, unit, decimals)."""
+
+
+def grid(title: str, description: str, targets: Sequence[prometheus.Dataquery], columns: Sequence[Column], *,
          unit: str = "short", w: int = 24, h: int = 10, decimals: float = 2,
          links: Sequence[DashboardLink] = ()) -> table.Panel:
     """A table of instant queries joined on their labels: one column per target (named by `columns`)."""
@@ -124,7 +128,12 @@ def grid(title: str, description: str, targets: Sequence[prometheus.Dataquery], 
          .cell_height(common.TableCellHeight.SM))
     for i, column in enumerate(columns):
         name = "Value" if len(columns) == 1 else f"Value #{chr(ord('A') + i)}"
-        p = p.override_by_name(name, [model.DynamicConfigValue(id_val="displayName", value=column)])
+        title_, *style = (column,) if isinstance(column, str) else column
+        props = [model.DynamicConfigValue(id_val="displayName", value=title_)]
+        if style:
+            props += [model.DynamicConfigValue(id_val="unit", value=style[0]),
+                      model.DynamicConfigValue(id_val="decimals", value=style[1])]
+        p = p.override_by_name(name, props)
     if links:
         p = p.links(_links(links))
     return p

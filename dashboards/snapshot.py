@@ -318,11 +318,15 @@ class Renderer:
     def _table(self, fig: Figure, box: Sequence[float], panel: dict[str, Any], values: dict[str, str],
                frame: Axes) -> None:
         defaults = panel.get("fieldConfig", {}).get("defaults", {})
-        names = {}
+        names: dict[str, str] = {}
+        styles: dict[str, tuple[str, float]] = {}
         for override in panel.get("fieldConfig", {}).get("overrides", []):
-            for prop in override.get("properties", []):
-                if prop.get("id") == "displayName":
-                    names[override["matcher"]["options"]] = prop["value"]
+            props = {prop.get("id"): prop.get("value") for prop in override.get("properties", [])}
+            field_name = override["matcher"]["options"]
+            if "displayName" in props:
+                names[field_name] = props["displayName"]
+            styles[names.get(field_name, field_name)] = (props.get("unit", defaults.get("unit", "short")),
+                                                          props.get("decimals", defaults.get("decimals", 2)))
         targets = panel.get("targets", [])
         merged: dict[tuple[tuple[str, str], ...], dict[str, float]] = {}
         columns: list[str] = []
@@ -349,7 +353,8 @@ class Renderer:
         max_rows = max(3, int(h * fig.get_figheight() / 0.19) - 1)
         hidden = max(0, len(body) - max_rows)
         cells = [[dict(labels).get(k, "") for k in label_names] +
-                 [fmt(row.get(c, math.nan), "short", decimals) for c in columns] for labels, row in body[:max_rows]]
+                 [fmt(row.get(c, math.nan), *styles.get(c, ("short", decimals))) for c in columns]
+                 for labels, row in body[:max_rows]]
         table = ax.table(cellText=cells, colLabels=label_names + columns, loc="upper center", cellLoc="left",
                          colLoc="left", bbox=(0, 1 - min(1.0, (len(cells) + 1) / (max_rows + 1)), 1,
                                               min(1.0, (len(cells) + 1) / (max_rows + 1))))
@@ -365,7 +370,8 @@ class Renderer:
 
 
 def render_dashboards(prometheus_url: str, out_dir: Path, names: Sequence[str] | None = None, *,
-                      window_s: float = 3600, given: dict[str, str] | None = None) -> list[Path]:
+                      window_s: float = 3600, given: dict[str, str] | None = None,
+                      end: float | None = None) -> list[Path]:
     """Render `<out_dir>/<name>.png` for each named dashboard (default: all)."""
     from dashboards import render_all
 
@@ -375,5 +381,5 @@ def render_dashboards(prometheus_url: str, out_dir: Path, names: Sequence[str] |
     if unknown:
         raise KeyError(f"unknown dashboard(s): {', '.join(unknown)} (known: {', '.join(models)})")
     with Prometheus(prometheus_url) as prom:
-        renderer = Renderer(prom, window_s=window_s)
+        renderer = Renderer(prom, window_s=window_s, end=end)
         return [renderer.render(models[name], Path(out_dir) / f"{name}.png", given) for name in chosen]

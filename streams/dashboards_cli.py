@@ -84,6 +84,7 @@ def render(
         help="Dashboard(s) to draw (default: all): fleet-overview, sector, site, robot, rollout, anomalies, "
              "pipeline.")] = [],  # noqa: B006
     window: Annotated[float, typer.Option(help="Time range to draw, in minutes.")] = 60.0,
+    end: Annotated[Optional[float], typer.Option(help="End of the range, Unix seconds (default: now).")] = None,
     var: Annotated[list[str], typer.Option(
         help="Template variable NAME=VALUE (default: the first value Prometheus knows).")] = [],  # noqa: B006
 ) -> None:
@@ -99,7 +100,8 @@ def render(
             raise typer.Exit(2)
         given[name] = value
     try:
-        paths = render_dashboards(prometheus, out, dashboard or None, window_s=window * 60, given=given)
+        paths = render_dashboards(prometheus, out, dashboard or None, window_s=window * 60, given=given,
+                                  end=end)
     except (KeyError, QueryFailed) as err:
         console.print(f"[red]render failed:[/red] {err}")
         raise typer.Exit(1) from None
