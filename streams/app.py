@@ -62,7 +62,7 @@ def build_app(settings: Settings, fleet: Fleet, detectors: DetectorConfig,
     # Twins are kept as their encoded bytes: a third of the memory of the
     # objects, and the changelog needs the bytes anyway.
     twins = app.Table("twins", key_type=str, value_type=bytes, partitions=settings.partitions)
-    metrics = PipelineMetrics(registry)
+    metrics = PipelineMetrics(registry, tuple(sorted(fleet.sectors)))
     registry.register(FleetCollector(fleet, lambda: list(twins.values()),
                                      lambda: consumer_lag(app, settings.telemetry_topic)))
     policy = Policy(max_bytes=settings.max_event_bytes, max_future_s=settings.max_future_s)

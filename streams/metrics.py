@@ -18,6 +18,7 @@ from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Met
 from prometheus_client.registry import Collector
 
 from twin.detect.findings import DETECTORS, Anomaly
+from twin.detect.lifecycle import SEVERITIES
 from twin.exceptions import InvalidEvent
 from twin.fleet import Fleet
 from twin.effects import EFFECT_KINDS, OUTCOMES, Effects
@@ -31,7 +32,7 @@ from twin.summary import (
 class PipelineMetrics:
     """Counters of what the ingest agent did with each message."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: CollectorRegistry, sectors: tuple[str, ...] = ()) -> None:
         self.events = Counter(
             "twin_events",
             "Telemetry messages processed, by what happened to them.",
@@ -70,6 +71,11 @@ class PipelineMetrics:
         )
         for kind in EFFECT_KINDS:
             self.changes.labels(kind=kind)
+        # Born at zero: rate() and increase() cannot see a series' first count.
+        for sector in (*sectors, "fleet"):
+            for detector in DETECTORS:
+                for severity in SEVERITIES:
+                    self.anomalies.labels(sector, detector, severity)
 
     def anomaly(self, anomaly: Anomaly) -> None:
         if anomaly.status == "open":

@@ -15,6 +15,8 @@ from twin.detect.params import Params
 from twin.detect.watch import Open
 from twin.state import Twin
 
+SEVERITIES: tuple[str, ...] = ("warning", "critical")
+
 
 def track(opened: list[Open], findings: list[Finding], evaluated: frozenset[str], twin: Twin,
           ts: float, p: Params) -> tuple[list[Open], list[Anomaly]]:
