@@ -23,7 +23,9 @@ from twin.fleet import RobotModel
 from twin.schema import Event
 from twin.state import Twin
 
-_VALUE_DETECTORS = frozenset({"band", "spike", "stuck", "dropout", "drift"})
+_ALWAYS = frozenset({"stuck", "dropout"})
+"""Value detectors that look at every reading once warm; band and spike look only while the
+robot operates, drift only while it works: a reading they did not judge is not 'normal'."""
 _ROBOT_DETECTORS = frozenset({"clock_skew", "delivery", "fault_codes", "seq_gap", "silence"})
 _NOT_OPERATING = ("fault", "estop", "maintenance")
 
@@ -46,7 +48,7 @@ def observe(before: Twin | None, twin: Twin, event: Event, effects: Effects, rec
     findings += f
     watch, f = _robot(watch, before, twin, event, effects, received_ts, p)
     findings += f
-    evaluated = _ROBOT_DETECTORS | (_VALUE_DETECTORS if twin.counts.events > p.warmup_reports else frozenset())
+    evaluated = _ROBOT_DETECTORS | _judged(twin, event, p)
     if cohort is not None and settled_at_work(twin, event, p):
         watch, f = _cohort(watch, cohort, event, model)
         findings += f
@@ -81,6 +83,15 @@ def silence(twin: Twin, now: float, p: Params) -> tuple[Twin, list[Anomaly]]:
     findings = [Finding("silence", "", quiet / expected, {"silent_s": round(quiet, 3), "expected_s": expected})] \
         if quiet > expected else []
     return _close(twin, watch, findings, frozenset({"silence"}) if findings else frozenset(), now, p)
+
+
+def _judged(twin: Twin, event: Event, p: Params) -> frozenset[str]:
+    """The value detectors that judged this reading (only they may count it as normal)."""
+    if twin.counts.events <= p.warmup_reports:
+        return frozenset()
+    operating = event.mode not in _NOT_OPERATING and event.ts - twin.mode_since >= p.settle_s
+    return _ALWAYS | ({"band", "spike"} if operating else frozenset()) | (
+        {"drift"} if event.mode == "working" else frozenset())
 
 
 def _close(twin: Twin, watch: Watch, findings: list[Finding], evaluated: frozenset[str], ts: float,
