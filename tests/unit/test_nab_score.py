@@ -97,8 +97,10 @@ def relative_entropy(values: Floats, bins: int = 5, width: int = 52) -> Floats:
     Quantise each value into `bins` steps of the file's range, histogram the
     last `width` values, and compare with every stored hypothesis by 2 W KL;
     no agreeing hypothesis (below the chi-squared 0.99 point) or one seen only
-    once -> 1.0. Incremental histogram counts; same float operations as NAB's
-    numpy/scipy calls (density = counts / total, KL of renormalised vectors).
+    once -> 1.0. Same float operations as NAB's numpy/scipy calls (density =
+    counts / total, KL of renormalised vectors); incremental counts, all
+    hypotheses at once, and the previous answer reused while the histogram
+    and the hypotheses are unchanged.
     """
     vmin, vmax = float(np.min(values)), float(np.max(values))
     step = (vmax - vmin) / bins
@@ -110,8 +112,10 @@ def relative_entropy(values: Floats, bins: int = 5, width: int = 52) -> Floats:
     # numpy.histogram(range=(0, bins)): the right edge belongs to the last bin, values outside are dropped
     slot = [q if 0 <= q < bins else (bins - 1 if q == bins else -1) for q in quant]
     counts = np.zeros(bins)
-    hyps: list[Floats] = []
+    hyps = np.zeros((0, bins))  # each row renormalised, as scipy.stats.entropy does with qk
     seen: list[int] = []
+    last: tuple[tuple[float, ...], int] | None = None  # (histogram, hypotheses) of the previous comparison
+    index = -1
     for i, s in enumerate(slot):
         if s >= 0:
             counts[s] += 1
@@ -120,22 +124,23 @@ def relative_entropy(values: Floats, bins: int = 5, width: int = 52) -> Floats:
         if i + 1 < width:
             continue
         p_hat = counts / counts.sum()
-        if not hyps:
-            hyps.append(p_hat)
+        if not seen:
+            hyps = np.vstack([hyps, p_hat / np.sum(p_hat)])
             seen.append(1)
             continue
-        best, index = math.inf, -1
-        pk = p_hat / np.sum(p_hat)
-        for k, q in enumerate(hyps):
-            qk = q / np.sum(q)
+        key = (tuple(counts), len(seen))
+        if key != last:
+            pk = p_hat / np.sum(p_hat)
             with np.errstate(divide="ignore", invalid="ignore"):
-                terms = np.where(pk > 0, np.where(qk > 0, pk * np.log(pk / qk), np.inf), 0.0)
-            entropy = 2 * width * float(np.sum(terms))
-            if entropy < limit and entropy < best:
-                best, index = entropy, k
+                terms = np.where(pk > 0, np.where(hyps > 0, pk * np.log(pk / hyps), np.inf), 0.0)
+            entropy = 2 * width * np.sum(terms, axis=1)
+            agree = np.flatnonzero(entropy < limit)
+            # the first minimum, as NAB's strict `<` scan keeps it
+            index = int(agree[np.argmin(entropy[agree])]) if agree.size else -1
+            last = key
         if index == -1:
             out[i] = 1.0
-            hyps.append(p_hat)
+            hyps = np.vstack([hyps, p_hat / np.sum(p_hat)])
             seen.append(1)
         else:
             seen[index] += 1
