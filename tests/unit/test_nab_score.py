@@ -334,6 +334,17 @@ def test_probation_rows_are_never_scored() -> None:
     assert got.fp == 0 and got.tn + got.tp + got.fn == 850
 
 
+def test_a_window_inside_probation_is_not_scored() -> None:
+    """NAB only scores windows with rows after probation: no -FN for one it never looks at."""
+    costs = nab.PROFILES["standard"]
+    _, lay = _file(1000, [(50, 99), (400, 499)])
+    scores = np.zeros(1000)
+    scores[60] = 1.0
+    assert nab.score_file(scores, lay, 0.5, costs).score == -costs.fn
+    sw = nab.sweep([scores], [lay], costs)
+    assert sw.scores[0] == -costs.fn
+
+
 def test_best_threshold_breaks_ties_towards_the_highest() -> None:
     sw = nab.Sweep(thresholds=np.array([1.1, 0.9, 0.5, 0.2]), scores=np.array([-3.0, 1.0, 1.0, 0.5]))
     assert nab.best_threshold(sw) == (0.9, 1.0)

@@ -18,8 +18,9 @@ The rule, per file of `n` rows fed in time order:
     -FP weight from three window lengths on);
   - before the first window: -FP weight.
 * Per window only the earliest detection counts (the largest weight); a
-  window without detection costs -FN weight. Every detection outside windows
-  adds its (negative) weight.
+  window without detection costs -FN weight (a window lying wholly in
+  probation is not scored). Every detection outside windows adds its
+  (negative) weight.
 * Corpus: raw scores add up; normalised = 100 (S - S_null) / (S_perfect -
   S_null), S_perfect = windows x TP weight, S_null = -windows x FN weight
   (the score of a detector that never fires).
@@ -186,7 +187,10 @@ def score_file(scores: Sequence[float] | Floats, lay: Layout, threshold: float, 
     weights = row_weights(lay, costs)
     total = float(np.sum(weights[fired & outside]))
     for k in range(lay.n_windows):
-        hits = weights[fired & (lay.window == k)]
+        rows = lay.window == k
+        if not np.any(rows):
+            continue  # entirely in probation: NAB does not score it at all
+        hits = weights[fired & rows]
         total += max(float(hits.max()), -costs.fn) if hits.size else -costs.fn
     inside = scored & ~outside
     return FileScore(
@@ -219,18 +223,21 @@ def sweep(scores: Sequence[Floats], layouts: Sequence[Layout], costs: Costs) -> 
     s_sorted, w_sorted, win_sorted = s_all[order], w_all[order], win_all[order]
 
     delta = np.where(win_sorted == OUTSIDE, w_sorted, 0.0)
+    scored_windows = 0
     for k in range(offset):
         at = np.flatnonzero(win_sorted == k)
         if at.size == 0:
-            continue
+            continue  # entirely in probation: not scored
+        scored_windows += 1
         best = np.maximum.accumulate(np.maximum(w_sorted[at], -costs.fn))
         delta[at] = np.diff(best, prepend=-costs.fn)
-    running = -costs.fn * offset + np.cumsum(delta)
+    start = -costs.fn * scored_windows
+    running = start + np.cumsum(delta)
 
     last_of_value = np.flatnonzero(np.append(s_sorted[1:] != s_sorted[:-1], True))
     top = max(1.1, float(s_sorted[0]) + 1.0) if s_sorted.size else 1.1
     thresholds = np.concatenate([[top], s_sorted[last_of_value]])
-    totals = np.concatenate([[-costs.fn * offset], running[last_of_value]])
+    totals = np.concatenate([[start], running[last_of_value]])
     return Sweep(thresholds=thresholds, scores=totals)
 
 
