@@ -55,5 +55,5 @@ def learn(cohorts: Cohorts, model: str, x: np.ndarray, ts: float) -> None:
     if ts - cohorts.fitted_at.get(model, -np.inf) >= cohorts.refit_s and n + 1 >= 2:
         mean = (s1 + x) / (n + 1)
         cov = (s2 + np.outer(x, x)) / (n + 1) - np.outer(mean, mean)
-        cohorts.baselines[model] = mv._baseline(mean, cov, float(n + 1), PARAMS)
+        cohorts.baselines[model] = mv.from_moments(mean, cov, float(n + 1), PARAMS)
         cohorts.fitted_at[model] = ts

@@ -150,6 +150,12 @@ def _baseline(mean: Vector, cov: Vector, weight: float, params: Params) -> Basel
     )
 
 
+def from_moments(mean: Vector, cov: Vector, weight: float, params: Params = DEFAULT) -> Baseline:
+    """A baseline from a mean and (population) covariance accumulated elsewhere, e.g. from
+    running sums over a cohort (twin.detect.cohort)."""
+    return _baseline(np.asarray(mean, dtype=np.float64), np.asarray(cov, dtype=np.float64), weight, params)
+
+
 def fit(rows: Vector, params: Params = DEFAULT) -> Baseline:
     """Baseline from a matrix of normal rows (n x p), n >= 1."""
     data = np.asarray(rows, dtype=np.float64)
