@@ -88,8 +88,9 @@ def build_app(settings: Settings, fleet: Fleet, detectors: DetectorConfig,
                 continue
             metrics.event_time_lag.observe(max(message.timestamp - event.ts, 0.0))
             stored = twins.get(event.robot_id)
+            cohorts = fleet_state.cohorts.setdefault(message.partition, Cohorts())
             twin, effects, found = pipeline.ingest(decode_twin(stored) if stored else None, event,
-                                                   message.timestamp, fleet, detectors, fleet_state.cohorts)
+                                                   message.timestamp, fleet, detectors, cohorts)
             twins[event.robot_id] = encode_twin(twin)
             metrics.processed(effects)
             metrics.processing_lag.observe(max(time.time() - message.timestamp, 0.0))
@@ -167,13 +168,15 @@ ANOMALY_DECODER = msgspec.json.Decoder(Anomaly)
 class FleetState:
     """What this worker knows beyond single robots: kept in memory, relearned after a restart.
 
-    Each worker learns cohort baselines and judges rollouts on the robots of its
-    own partitions (a random share of the fleet) and correlates the sites whose
-    anomalies it consumes.
+    Cohort baselines are learned per partition of telemetry: a baseline is then
+    a function of one partition's log alone, whatever order the worker happens
+    to interleave partitions in, so a replay (`twin.replay`) learns the same one.
+    Rollouts are judged on the robots of this worker's partitions, and sites are
+    correlated from the anomalies it consumes.
     """
 
     versions: rollout.RolloutState = field(default_factory=rollout.RolloutState)
-    cohorts: Cohorts = field(default_factory=Cohorts)
+    cohorts: dict[int, Cohorts] = field(default_factory=dict)
     sites: dict[str, incidents.SiteState] = field(default_factory=dict)
 
 

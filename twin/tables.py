@@ -13,7 +13,10 @@ from typing import Any
 import msgspec
 import polars as pl
 
+from twin.detect.findings import Anomaly
+from twin.replay import Seen
 from twin.schema import Event
+from twin.state import Twin, encode_twin, to_view
 
 HEAD = ("robot_id", "seq", "ts", "sector", "site", "model", "mode", "ai_model_version", "firmware")
 LABEL_SCHEMA: dict[str, pl.DataType] = {
@@ -49,3 +52,43 @@ def frame_to_events(frame: pl.DataFrame) -> Iterator[Event]:
 
 def labels_to_frame(labels: list[dict[str, Any]]) -> pl.DataFrame:
     return pl.DataFrame(labels, schema=LABEL_SCHEMA)
+
+
+def seen_to_frame(seen: list[Seen]) -> pl.DataFrame:
+    """Replayed events as `events_to_frame`, plus where each sat in the log and when the broker got it."""
+    frame = events_to_frame(s.event for s in seen)
+    return frame.with_columns(
+        pl.Series("received_ts", [s.received_ts for s in seen], dtype=pl.Float64),
+        pl.Series("partition", [s.partition for s in seen], dtype=pl.Int32),
+        pl.Series("offset", [s.offset for s in seen], dtype=pl.Int64),
+    )
+
+
+ANOMALY_SCHEMA: dict[str, pl.DataType] = {
+    "id": pl.String(), "status": pl.String(), "robot_id": pl.String(), "sector": pl.String(),
+    "site": pl.String(), "model": pl.String(), "detector": pl.String(), "signal": pl.String(),
+    "severity": pl.String(), "score": pl.Float64(), "start_ts": pl.Float64(), "ts": pl.Float64(),
+    "end_ts": pl.Float64(), "caused_by": pl.String(), "evidence": pl.String(),
+}
+
+
+def anomalies_to_frame(anomalies: Iterable[Anomaly]) -> pl.DataFrame:
+    """Anomaly messages in order; `evidence` as a JSON string (its keys vary by detector)."""
+    rows = [{**{k: getattr(a, k) for k in ANOMALY_SCHEMA if k != "evidence"},
+             "evidence": _json.encode(a.evidence).decode()} for a in anomalies]
+    return pl.DataFrame(rows, schema=ANOMALY_SCHEMA)
+
+
+SNAPSHOT_SCHEMA: dict[str, pl.DataType] = {
+    "at": pl.Float64(), "robot_id": pl.String(), "view": pl.String(), "twin": pl.Binary(),
+}
+
+
+def snapshots_to_frame(snapshots: dict[float, dict[str, Twin]]) -> pl.DataFrame:
+    """One row per (instant, robot): the API's JSON view and the stored bytes."""
+    rows = [{"at": at, "robot_id": rid, "view": _json.encode(to_view(t)).decode(), "twin": encode_twin(t)}
+            for at, twins in sorted(snapshots.items()) for rid, t in sorted(twins.items())]
+    return pl.DataFrame(rows, schema=SNAPSHOT_SCHEMA)
+
+
+_json = msgspec.json.Encoder()

@@ -6,8 +6,8 @@ model: sums accumulate per report and the baseline is refitted every
 `refit_s` of event time, so a fault on a few robots barely moves it. Each
 robot is then scored with the multivariate detector (`twin.detect.multivariate`:
 shrunk Mahalanobis distance, smoothed in event time, with hysteresis).
-Fleet-level state, like the rollout detector's: each worker learns from its
-own share of the fleet.
+The live worker keeps one `Cohorts` per Kafka partition (a random share of
+the fleet), so a replay of that partition's log learns the same baselines.
 """
 
 from __future__ import annotations

@@ -1,0 +1,258 @@
+"""Replay: the fleet as a pure fold over its log.
+
+A live worker turns each telemetry record into `twin.validate.parse` then
+`twin.pipeline.ingest`, and each silence check into `twin.detect.robot.silence`,
+with the record's broker timestamp as "now". `Fold.feed` does exactly that,
+record by record, so a replay of the same records in the same per-partition
+order ends in the same twin bytes and the same robot anomalies as the live
+worker did. What makes that hold:
+
+- state that spans robots (cohort baselines) is kept per Kafka partition, as
+  the worker keeps it, so the interleaving of partitions cannot matter;
+- the only clock is the record timestamp (`received_ts`), never the wall;
+- rejected records count on the twin their key names, as live.
+
+Fleet-level findings are recomputed, not replayed bit for bit: the live
+worker judges rollouts on a wall-clock timer, the fold every `judge_every_s`
+of record time, so a rollout anomaly carries the same id and verdict but may
+carry another `ts`; site incidents follow from the robot anomalies in fold
+order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from heapq import merge
+from typing import Literal
+
+import msgspec
+
+from twin.detect import incidents, rollout
+from twin.detect.cohort import Cohorts
+from twin.detect.findings import Anomaly
+from twin.detect.params import DetectorConfig
+from twin.detect.robot import silence
+from twin.exceptions import InvalidEvent
+from twin.fleet import Fleet
+from twin.pipeline import ingest
+from twin.reduce import note_rejected
+from twin.schema import Event
+from twin.state import Twin
+from twin.validate import DEFAULT_POLICY, Policy, parse
+
+Kind = Literal["telemetry", "check"]
+
+
+class Record(msgspec.Struct, frozen=True):
+    """One log record as the worker received it: telemetry or a silence check."""
+
+    kind: Kind
+    partition: int
+    offset: int
+    timestamp: float
+    """Broker record timestamp, seconds since the epoch: the replay's only clock."""
+    key: bytes | None
+    value: bytes
+
+
+class Rejection(msgspec.Struct, frozen=True):
+    partition: int
+    offset: int
+    timestamp: float
+    key: bytes | None
+    reason: str
+    detail: str
+
+
+class Selection(msgspec.Struct, frozen=True, kw_only=True):
+    """Which robots a replay reports on; the fold itself covers whole partitions."""
+
+    robot: str | None = None
+    site: str | None = None
+    sector: str | None = None
+    model: str | None = None
+
+    def matches(self, event: Event) -> bool:
+        return ((self.robot is None or event.robot_id == self.robot)
+                and (self.site is None or event.site == self.site)
+                and (self.sector is None or event.sector == self.sector)
+                and (self.model is None or event.model == self.model))
+
+    @property
+    def everything(self) -> bool:
+        return self.robot is self.site is self.sector is self.model is None
+
+
+class Seen(msgspec.Struct, frozen=True):
+    """A parsed event kept for the report and the data sets, with where it sat in the log."""
+
+    event: Event
+    received_ts: float
+    partition: int
+    offset: int
+
+
+@dataclass
+class Fold:
+    """The state of a replay; `feed` it records in log order (per partition)."""
+
+    fleet: Fleet
+    config: DetectorConfig
+    policy: Policy = DEFAULT_POLICY
+    judge_every_s: float = 30.0
+    twins: dict[str, Twin] = field(default_factory=dict)
+    cohorts: dict[int, Cohorts] = field(default_factory=dict)
+    versions: rollout.RolloutState = field(default_factory=rollout.RolloutState)
+    sites: dict[str, incidents.SiteState] = field(default_factory=dict)
+    anomalies: list[Anomaly] = field(default_factory=list)
+    rejected: list[Rejection] = field(default_factory=list)
+    records: int = 0
+    next_judge: float | None = None
+
+    def feed(self, record: Record) -> Event | None:
+        """Apply one record; returns the event it carried, if it was valid telemetry."""
+        self.records += 1
+        self._judge_until(record.timestamp)
+        if record.kind == "check":
+            self._check(record)
+            return None
+        try:
+            event = parse(record.value, self.fleet, key=record.key, received_ts=record.timestamp,
+                          policy=self.policy)
+        except InvalidEvent as err:
+            self._reject(record, err)
+            return None
+        cohorts = self.cohorts.setdefault(record.partition, Cohorts())
+        twin, effects, found = ingest(self.twins.get(event.robot_id), event, record.timestamp,
+                                      self.fleet, self.config, cohorts)
+        self.twins[event.robot_id] = twin
+        if effects.outcome == "applied":
+            self.versions = rollout.observe(self.versions, event)
+        self._publish(found)
+        return event
+
+    def _check(self, record: Record) -> None:
+        twin = self.twins.get((record.key or b"").decode(errors="replace"))
+        if twin is None:
+            return
+        twin, found = silence(twin, float(record.value), self.config.for_model(twin.model))
+        self.twins[twin.robot_id] = twin
+        self._publish(found)
+
+    def _reject(self, record: Record, err: InvalidEvent) -> None:
+        self.rejected.append(Rejection(record.partition, record.offset, record.timestamp, record.key,
+                                       err.reason, err.detail))
+        try:
+            robot_id = record.key.decode() if record.key else None
+        except UnicodeDecodeError:
+            return
+        twin = self.twins.get(robot_id) if robot_id else None
+        if twin is not None:
+            self.twins[twin.robot_id] = note_rejected(twin)
+
+    def _judge_until(self, now: float) -> None:
+        if self.next_judge is None:
+            self.next_judge = now + self.judge_every_s
+        while now >= self.next_judge:
+            self.versions, found = rollout.judge(self.versions, self.next_judge)
+            self._publish(found)
+            self.next_judge += self.judge_every_s
+
+    def _publish(self, found: list[Anomaly]) -> None:
+        for anomaly in found:
+            self.anomalies.append(anomaly)
+            if anomaly.site and anomaly.detector != "site_incident":
+                site = self.sites.get(anomaly.site, incidents.SiteState())
+                self.sites[anomaly.site], extra = incidents.correlate(site, anomaly)
+                self.anomalies.extend(extra)
+
+
+@dataclass
+class Result:
+    """What a replay saw and concluded, restricted to the selected robots where that applies."""
+
+    twins: dict[str, Twin]
+    anomalies: list[Anomaly]
+    snapshots: dict[float, dict[str, Twin]]
+    events: list[Seen]
+    rejected: list[Rejection]
+    records: int
+
+
+def replay(records: Iterable[Record], fleet: Fleet, config: DetectorConfig, *,
+           policy: Policy = DEFAULT_POLICY, selection: Selection = Selection(),
+           at: Iterable[float] = (), keep: Callable[[Event], bool] | None = None,
+           on_record: Callable[[Record], None] | None = None) -> Result:
+    """Fold `records` (already in log order) and report on the robots in `selection`.
+
+    `at` lists instants (record time) to snapshot the selected twins at: a
+    snapshot holds every record timed at or before it. `keep` chooses the
+    events returned for plots and data sets (default: the selected robots).
+    """
+    fold = Fold(fleet, config, policy)
+    instants = sorted(set(at))
+    snapshots: dict[float, dict[str, Twin]] = {}
+    events: list[Seen] = []
+    keep = keep or selection.matches
+    for record in records:
+        while instants and record.timestamp > instants[0]:
+            snapshots[instants.pop(0)] = _selected(fold.twins, selection)
+        event = fold.feed(record)
+        if event is not None and keep(event):
+            events.append(Seen(event, record.timestamp, record.partition, record.offset))
+        if on_record is not None:
+            on_record(record)
+    for instant in instants:
+        snapshots[instant] = _selected(fold.twins, selection)
+    return Result(
+        twins=_selected(fold.twins, selection),
+        anomalies=[a for a in fold.anomalies if _about(a, selection, fold.twins)],
+        snapshots=snapshots,
+        events=events,
+        rejected=fold.rejected if selection.everything else
+        [r for r in fold.rejected if r.key is not None and _key_selected(r.key, selection, fold.twins)],
+        records=fold.records,
+    )
+
+
+def in_log_order(partitions: Iterable[Iterable[Record]]) -> Iterator[Record]:
+    """Interleave per-partition streams (each in offset order) by record time.
+
+    The order within a partition, which is all the twins depend on, is kept
+    whatever the timestamps; across partitions, time order makes snapshots and
+    the rollout clock meaningful. Telemetry before a check at the same instant.
+    """
+    return merge(*partitions, key=lambda r: (r.timestamp, r.kind != "telemetry"))
+
+
+def _selected(twins: dict[str, Twin], selection: Selection) -> dict[str, Twin]:
+    if selection.everything:
+        return dict(twins)
+    return {rid: t for rid, t in twins.items() if _twin_selected(t, selection)}
+
+
+def _twin_selected(twin: Twin, s: Selection) -> bool:
+    return ((s.robot is None or twin.robot_id == s.robot) and (s.site is None or twin.site == s.site)
+            and (s.sector is None or twin.sector == s.sector) and (s.model is None or twin.model == s.model))
+
+
+def _about(anomaly: Anomaly, s: Selection, twins: dict[str, Twin]) -> bool:
+    """Robot anomalies of selected robots; fleet-level ones that touch the selection."""
+    if s.everything:
+        return True
+    if anomaly.robot_id:
+        twin = twins.get(anomaly.robot_id)
+        return twin is not None and _twin_selected(twin, s)
+    return ((s.site is None or anomaly.site in ("", s.site)) and (s.sector is None or anomaly.sector in ("", s.sector))
+            and (s.model is None or anomaly.model in ("", s.model))
+            and (s.robot is None or _robot_place_matches(anomaly, twins.get(s.robot))))
+
+
+def _robot_place_matches(anomaly: Anomaly, twin: Twin | None) -> bool:
+    return twin is not None and (anomaly.site == twin.site or anomaly.model == twin.model)
+
+
+def _key_selected(key: bytes, s: Selection, twins: dict[str, Twin]) -> bool:
+    twin = twins.get(key.decode(errors="replace"))
+    return twin is not None and _twin_selected(twin, s)
