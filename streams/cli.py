@@ -18,11 +18,13 @@ from rich.table import Table
 from streams.archive import archive_command
 from streams.dashboards_cli import dashboards_app
 from streams.procs import ProcessFailed
+from streams.report import report_command
 from streams.settings import Settings
 from streams.stack import Stack
 
 app = typer.Typer(help="Event-driven digital twin of a robot fleet.", no_args_is_help=True)
 app.add_typer(dashboards_app, name="dashboards", help="Grafana dashboards: generate, push, render.")
+app.command("report")(report_command)
 app.command("archive")(archive_command)
 console = Console()
 
