@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: up down status test unit install system clean-state
+.PHONY: up down status test unit install system test-system clean-state
 
 up: install
 	$(BIN)/fleet-twin up
@@ -16,7 +16,7 @@ down:
 status: install
 	$(BIN)/fleet-twin status
 
-test: install
+test: install test-system
 	$(BIN)/mypy
 	$(BIN)/pytest
 
@@ -28,6 +28,10 @@ install: system $(VENV)/.installed
 
 system:
 	@deploy/install-system.sh
+
+# What only the tests need on top (Chromium); `make up` does not install it.
+test-system:
+	@deploy/install-system.sh --test
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -1,8 +1,18 @@
 #!/usr/bin/env bash
 # Installs the system packages fleet-twin runs on, if any is missing:
 # Java 17 + Maven (the Kafka broker), Prometheus, Alertmanager, kcat.
-# As root it uses apt-get; otherwise it prints the exact command to run.
+# With --test, also what only the tests need: Chromium (headless, to open the
+# incident report offline). As root it uses apt-get; otherwise it prints the
+# exact command to run.
 set -euo pipefail
+
+tests=0
+for arg in "$@"; do
+  case "$arg" in
+    --test) tests=1 ;;
+    *) echo "usage: $0 [--test]" >&2; exit 2 ;;
+  esac
+done
 
 need=()
 command -v java >/dev/null || need+=(openjdk-17-jre-headless)
@@ -12,6 +22,9 @@ command -v promtool >/dev/null || need+=(prometheus)
 command -v prometheus-alertmanager >/dev/null || command -v alertmanager >/dev/null \
   || need+=(prometheus-alertmanager)
 command -v kcat >/dev/null || command -v kafkacat >/dev/null || need+=(kafkacat)
+if [ "$tests" -eq 1 ]; then
+  command -v chromium >/dev/null || need+=(chromium)
+fi
 [ ${#need[@]} -eq 0 ] && exit 0
 
 mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u)
