@@ -18,6 +18,7 @@ from rich.table import Table
 from streams.archive import archive_command
 from streams.dashboards_cli import dashboards_app
 from streams.procs import ProcessFailed
+from streams.replay_cli import export_dataset_command, replay_command, twin_at_command
 from streams.report import report_command
 from streams.settings import Settings
 from streams.stack import Stack
@@ -26,6 +27,9 @@ app = typer.Typer(help="Event-driven digital twin of a robot fleet.", no_args_is
 app.add_typer(dashboards_app, name="dashboards", help="Grafana dashboards: generate, push, render.")
 app.command("report")(report_command)
 app.command("archive")(archive_command)
+app.command("replay")(replay_command)
+app.command("twin-at")(twin_at_command)
+app.command("export-dataset")(export_dataset_command)
 console = Console()
 
 

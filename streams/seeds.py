@@ -18,10 +18,27 @@ def read_fleet(seeds_dir: Path) -> Fleet:
     return load_fleet(*docs, source=str(seeds_dir))
 
 
-def read_detectors(seeds_dir: Path) -> DetectorConfig:
-    """Detector parameters from `<seeds_dir>/detectors.yaml` (defaults plus per-model overrides)."""
+def read_detectors(seeds_dir: Path, override: Path | None = None) -> DetectorConfig:
+    """Detector parameters from `<seeds_dir>/detectors.yaml` (defaults plus per-model overrides).
+
+    `override` is a file of the same shape whose keys replace the seed's, key
+    by key: a what-if names only the knobs it turns.
+    """
     path = seeds_dir / "detectors.yaml"
-    return load_config(_read_yaml(path), str(path))
+    doc = _read_yaml(path)
+    if override is None:
+        return load_config(doc, str(path))
+    return load_config(_merge(doc, _read_yaml(override), str(override)), f"{path} + {override}")
+
+
+def _merge(base: object, over: object, source: str) -> dict[str, object]:
+    if not isinstance(over, dict) or not set(over) <= {"defaults", "models"}:
+        raise InvalidSeed(f"{source}: expected a mapping with 'defaults' and/or 'models'")
+    base = base if isinstance(base, dict) else {}
+    models = dict(base.get("models") or {})
+    for name, keys in (over.get("models") or {}).items():
+        models[name] = {**(models.get(name) or {}), **(keys or {})}
+    return {"defaults": {**(base.get("defaults") or {}), **(over.get("defaults") or {})}, "models": models}
 
 
 def read_scenario(seeds_dir: Path, name: str) -> Scenario:

@@ -178,19 +178,25 @@ class Result:
     events: list[Seen]
     rejected: list[Rejection]
     records: int
+    what_if: list[Anomaly] | None = None
+    """The anomalies the same records give under the alternative detector configuration."""
 
 
 def replay(records: Iterable[Record], fleet: Fleet, config: DetectorConfig, *,
            policy: Policy = DEFAULT_POLICY, selection: Selection = Selection(),
            at: Iterable[float] = (), keep: Callable[[Event], bool] | None = None,
+           what_if: DetectorConfig | None = None,
            on_record: Callable[[Record], None] | None = None) -> Result:
     """Fold `records` (already in log order) and report on the robots in `selection`.
 
     `at` lists instants (record time) to snapshot the selected twins at: a
     snapshot holds every record timed at or before it. `keep` chooses the
     events returned for plots and data sets (default: the selected robots).
+    `what_if` folds the same records a second time, side by side, under
+    another detector configuration (`twin.compare.compare_runs` says what changed).
     """
     fold = Fold(fleet, config, policy)
+    other = Fold(fleet, what_if, policy) if what_if is not None else None
     instants = sorted(set(at))
     snapshots: dict[float, dict[str, Twin]] = {}
     events: list[Seen] = []
@@ -199,6 +205,8 @@ def replay(records: Iterable[Record], fleet: Fleet, config: DetectorConfig, *,
         while instants and record.timestamp > instants[0]:
             snapshots[instants.pop(0)] = _selected(fold.twins, selection)
         event = fold.feed(record)
+        if other is not None:
+            other.feed(record)
         if event is not None and keep(event):
             events.append(Seen(event, record.timestamp, record.partition, record.offset))
         if on_record is not None:
@@ -213,6 +221,7 @@ def replay(records: Iterable[Record], fleet: Fleet, config: DetectorConfig, *,
         rejected=fold.rejected if selection.everything else
         [r for r in fold.rejected if r.key is not None and _key_selected(r.key, selection, fold.twins)],
         records=fold.records,
+        what_if=None if other is None else [a for a in other.anomalies if _about(a, selection, other.twins)],
     )
 
 

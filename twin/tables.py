@@ -13,6 +13,7 @@ from typing import Any
 import msgspec
 import polars as pl
 
+from twin.compare import AlertChange
 from twin.detect.findings import Anomaly
 from twin.replay import Seen
 from twin.schema import Event
@@ -56,6 +57,10 @@ def labels_to_frame(labels: list[dict[str, Any]]) -> pl.DataFrame:
 
 def seen_to_frame(seen: list[Seen]) -> pl.DataFrame:
     """Replayed events as `events_to_frame`, plus where each sat in the log and when the broker got it."""
+    if not seen:
+        return pl.DataFrame(schema={**dict.fromkeys(HEAD, pl.String()), "seq": pl.Int64(), "ts": pl.Float64(),
+                                    "codes": pl.List(pl.String()), "received_ts": pl.Float64(),
+                                    "partition": pl.Int32(), "offset": pl.Int64()})
     frame = events_to_frame(s.event for s in seen)
     return frame.with_columns(
         pl.Series("received_ts", [s.received_ts for s in seen], dtype=pl.Float64),
@@ -89,6 +94,18 @@ def snapshots_to_frame(snapshots: dict[float, dict[str, Twin]]) -> pl.DataFrame:
     rows = [{"at": at, "robot_id": rid, "view": _json.encode(to_view(t)).decode(), "twin": encode_twin(t)}
             for at, twins in sorted(snapshots.items()) for rid, t in sorted(twins.items())]
     return pl.DataFrame(rows, schema=SNAPSHOT_SCHEMA)
+
+
+CHANGE_SCHEMA: dict[str, pl.DataType] = {
+    "kind": pl.String(), "robot_id": pl.String(), "site": pl.String(), "model": pl.String(),
+    "detector": pl.String(), "signal": pl.String(), "base_opened": pl.Float64(),
+    "other_opened": pl.Float64(), "shift_s": pl.Float64(),
+}
+
+
+def changes_to_frame(changes: Iterable[AlertChange]) -> pl.DataFrame:
+    """What-if changes as `changes.parquet` holds them: one row per `twin.compare.AlertChange`."""
+    return pl.DataFrame([msgspec.structs.asdict(c) for c in changes], schema=CHANGE_SCHEMA)
 
 
 _json = msgspec.json.Encoder()

@@ -14,7 +14,8 @@ from typing import Annotated
 
 import typer
 
-from streams.report.data import CHANGE_SCHEMA, ReportError, changes_to_frame
+from streams.report.data import ReportError
+from twin.tables import CHANGE_SCHEMA, changes_to_frame
 
 __all__ = ["CHANGE_SCHEMA", "ReportError", "changes_to_frame", "report_command", "write_report"]
 

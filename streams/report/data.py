@@ -9,7 +9,6 @@ HTML here, so the selection logic can be checked on its own.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,11 +20,6 @@ from twin import compare
 from twin.detect.findings import Anomaly
 from twin.exceptions import FleetTwinError
 
-CHANGE_SCHEMA: dict[str, pl.DataType] = {
-    "kind": pl.String(), "robot_id": pl.String(), "site": pl.String(), "model": pl.String(),
-    "detector": pl.String(), "signal": pl.String(), "base_opened": pl.Float64(),
-    "other_opened": pl.Float64(), "shift_s": pl.Float64(),
-}
 KINDS: tuple[str, ...] = ("same", "gained", "lost", "earlier", "later")
 REQUIRED = ("events.parquet", "anomalies.parquet", "snapshots.parquet")
 
@@ -33,10 +27,6 @@ REQUIRED = ("events.parquet", "anomalies.parquet", "snapshots.parquet")
 class ReportError(FleetTwinError):
     """The directory is not a replay's output (a file is missing or unreadable)."""
 
-
-def changes_to_frame(changes: Iterable[compare.AlertChange]) -> pl.DataFrame:
-    """What-if changes as the table `changes.parquet` holds: one row per `AlertChange`."""
-    return pl.DataFrame([msgspec.structs.asdict(c) for c in changes], schema=CHANGE_SCHEMA)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,195 @@
+"""`fleet-twin replay`, `twin-at` and `export-dataset`: time travel over the event log."""
+
+from __future__ import annotations
+
+import shlex
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from streams import replaying
+from streams.replaying import Window, iso, parse_time
+from streams.settings import Settings
+from twin.compare import compare_runs, diff_twins, summarize
+from twin.replay import Record, Result, Selection
+from twin.state import to_view
+
+console = Console()
+
+From = Annotated[str, typer.Option("--from", help="Start: ISO 8601 (UTC), epoch seconds, or -15m/-2h/-1d.")]
+To = Annotated[str, typer.Option("--to", help="End: as --from; default now.")]
+Source = Annotated[str, typer.Option(help="kafka, archive (the configured archive), or an archive's path.")]
+Robot = Annotated[Optional[str], typer.Option(help="Only this robot (the fold still covers its partition).")]
+Site = Annotated[Optional[str], typer.Option(help="Only robots of this site.")]
+Sector = Annotated[Optional[str], typer.Option(help="Only robots of this sector.")]
+Model = Annotated[Optional[str], typer.Option(help="Only robots of this model.")]
+
+
+def replay_command(
+    start: From, end: To = "now", robot: Robot = None, site: Site = None, sector: Sector = None,
+    model: Model = None,
+    at: Annotated[list[str], typer.Option(help="Snapshot the twins at this instant (repeat).")] = [],  # noqa: B006
+    detectors: Annotated[Optional[Path], typer.Option(
+        help="What-if detector settings (keys of seeds/detectors.yaml) run side by side with the seeds'.")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Directory for Parquet files and report.html.")] = None,
+    source: Source = "kafka",
+    republish: Annotated[Optional[str], typer.Option(help="Re-emit the window's telemetry to this (non-live) topic.")] = None,
+    speed: Annotated[str, typer.Option(help="Pace of --republish: 10x = ten times real time.")] = "1x",
+    report: Annotated[bool, typer.Option(help="Write report.html.")] = True,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Replay a window of the log through the live code: twins, anomalies, snapshots, what-if, report."""
+    settings = Settings()
+    window = Window(parse_time(start), parse_time(end), source)
+    selection = Selection(robot=robot, site=site, sector=sector, model=model)
+    instants = [parse_time(t) for t in at]
+    if republish:
+        _republish(settings, window, selection, republish, speed, progress)
+        return
+    out = out or settings.state_dir / "replays" / time.strftime("%Y%m%dT%H%M%S", time.gmtime(window.start))
+    command = _command(window, selection, instants, detectors, out)
+    started = time.monotonic()
+    with _bar(window, progress) as on_record:
+        result = replaying.run(settings, window, selection, at=instants, what_if=detectors, on_record=on_record)
+    elapsed = time.monotonic() - started
+    meta = replaying.write(out, result, {
+        "command": command, "source": window.source, "from": window.start, "to": window.end,
+        "selection": {"robot": robot, "site": site, "sector": sector, "model": model},
+        "detectors": "seeds", "what_if": str(detectors) if detectors else None, "elapsed_s": round(elapsed, 3)})
+    _print_result(result, meta, elapsed)
+    if report:
+        from streams.report import write_report
+
+        console.print(f"report: {write_report(out)}")
+    console.print(f"files: {out}/\nreproduce: {command}")
+
+
+def twin_at_command(
+    robot: Annotated[str, typer.Argument(help="Robot id.")],
+    instant: Annotated[str, typer.Argument(help="When: ISO 8601 (UTC), epoch seconds, now, or -15m.")],
+    start: Annotated[str, typer.Option("--from", help="Fold from here (default: the start of the log).")] = "0",
+    source: Source = "kafka",
+) -> None:
+    """Print a robot's twin as it was at an instant (folded from the log, as the worker built it)."""
+    settings = Settings()
+    when = parse_time(instant)
+    result = replaying.run(settings, Window(parse_time(start), when, source), Selection(robot=robot), at=[when])
+    twin = result.snapshots[when].get(robot)
+    if twin is None:
+        console.print(f"[red]{robot}[/red] has no accepted event at or before {iso(when)}")
+        raise typer.Exit(1)
+    console.print_json(data=to_view(twin))
+
+
+def export_dataset_command(
+    start: From, end: To = "now", site: Site = None, sector: Sector = None, model: Model = None,
+    source: Source = "kafka",
+    labels: Annotated[Optional[Path], typer.Option(help="Ground truth (Parquet from `simulate --labels`).")] = None,
+    out: Annotated[Path, typer.Option(help="Directory for windows.parquet, samples.parquet, manifest.json.")] = Path("dataset"),
+    pre: Annotated[float, typer.Option(help="Seconds of context before an anomaly.")] = 60.0,
+    post: Annotated[float, typer.Option(help="Seconds of context after it.")] = 60.0,
+    normal_per_anomaly: Annotated[int, typer.Option(help="Matched normal windows per anomaly window.")] = 1,
+    seed: Annotated[int, typer.Option(help="Chooses the normal windows, reproducibly.")] = 0,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Labelled windows (anomalies and matched normal ones) for training the next model release."""
+    import polars as pl
+
+    from streams.dataset import write_dataset
+    from twin.tables import anomalies_to_frame, seen_to_frame
+
+    settings = Settings()
+    window = Window(parse_time(start), parse_time(end), source)
+    selection = Selection(site=site, sector=sector, model=model)
+    with _bar(window, progress) as on_record:
+        result = replaying.run(settings, window, selection, at=[], on_record=on_record)
+    truth = pl.read_parquet(labels) if labels else None
+    command = shlex.join(["fleet-twin", "export-dataset", "--from", iso(window.start), "--to", iso(window.end),
+                          "--source", window.source, *_flags(selection), "--out", str(out),
+                          *(["--labels", str(labels)] if labels else []), "--pre", f"{pre:g}", "--post",
+                          f"{post:g}", "--normal-per-anomaly", str(normal_per_anomaly), "--seed", str(seed)])
+    manifest = write_dataset(out, seen_to_frame(result.events), anomalies_to_frame(result.anomalies), truth,
+                             {"from": window.start, "to": window.end, "source": window.source, "command": command},
+                             pre_s=pre, post_s=post, normal_per_anomaly=normal_per_anomaly, seed=seed)
+    console.print_json(data=manifest.get("counts", manifest))
+    console.print(f"dataset: {out}/")
+
+
+class _bar:
+    """A progress bar over the window's time (records arrive in time order)."""
+
+    def __init__(self, window: Window, enabled: bool) -> None:
+        self.window = window
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
+                                 console=console, disable=not enabled)
+        self.task = self.progress.add_task("replay", total=max(window.end - window.start, 1e-9))
+        self.count = 0
+
+    def __enter__(self):  # type: ignore[no-untyped-def]
+        self.progress.__enter__()
+        return self.on_record
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.__exit__(None, None, None)
+
+    def on_record(self, record: Record) -> None:
+        self.count += 1
+        if self.count % 2000 == 0:
+            self.progress.update(self.task, completed=record.timestamp - self.window.start,
+                                 description=f"replay {self.count:,} records, at {iso(record.timestamp)}")
+
+
+def _republish(settings: Settings, window: Window, selection: Selection, topic: str, speed: str,
+               progress: bool) -> None:
+    factor = float(speed.rstrip("x"))
+    try:
+        with _bar(window, progress) as on_record:
+            sent = replaying.republish(settings, replaying.records(settings, window, selection), topic, factor,
+                                       on_record)
+    except ValueError as err:
+        console.print(f"[red]refused:[/red] {err}")
+        raise typer.Exit(2) from None
+    console.print(f"{sent:,} telemetry records republished to {topic} at {factor:g}x")
+
+
+def _command(window: Window, selection: Selection, at: list[float], detectors: Path | None, out: Path) -> str:
+    """The command that reproduces this replay, with every relative time made absolute."""
+    args = ["fleet-twin", "replay", "--from", iso(window.start), "--to", iso(window.end),
+            "--source", window.source, *_flags(selection)]
+    for instant in at:
+        args += ["--at", iso(instant)]
+    if detectors:
+        args += ["--detectors", str(detectors)]
+    return shlex.join([*args, "--out", str(out)])
+
+
+def _flags(selection: Selection) -> list[str]:
+    return [x for name in ("robot", "site", "sector", "model") if (v := getattr(selection, name))
+            for x in (f"--{name}", v)]
+
+
+def _print_result(result: Result, meta: dict[str, object], elapsed: float) -> None:
+    opened = Counter(a.detector for a in result.anomalies if a.status == "open")
+    console.print(f"{result.records:,} records in {elapsed:.1f}s ({result.records / max(elapsed, 1e-9):,.0f}/s): "
+                  f"{len(result.twins)} robots, {len(result.rejected)} rejected, "
+                  f"anomalies opened {dict(sorted(opened.items())) or 'none'}")
+    instants = sorted(result.snapshots)
+    for before, after in zip(instants, instants[1:]):
+        changed = sum(bool(diff_twins(result.snapshots[before].get(r), t))
+                      for r, t in result.snapshots[after].items())
+        console.print(f"{iso(before)} -> {iso(after)}: {changed} twins changed")
+    if result.what_if is not None:
+        changes = compare_runs(result.anomalies, result.what_if)
+        console.print(f"what-if ({meta['what_if']}): {summarize(changes)}")
+        table = Table("change", "robot", "detector", "signal", "seeds opened", "what-if opened", "shift s")
+        for c in [c for c in changes if c.kind != "same"][:30]:
+            table.add_row(c.kind, c.robot_id or c.site or c.model, c.detector, c.signal,
+                          iso(c.base_opened) if c.base_opened else "", iso(c.other_opened) if c.other_opened else "",
+                          "" if c.shift_s is None else f"{c.shift_s:+.1f}")
+        console.print(table)

@@ -1,0 +1,131 @@
+"""Where a replay reads the log from: Kafka (bounded by time) or the Parquet archive.
+
+Both yield `twin.replay.Record`s, one stream per (topic, partition) in offset
+order, restricted to record timestamps in [start, end]: the same records for
+the same window, whichever source holds them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import queue
+import threading
+from collections import deque
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.partitioner import DefaultPartitioner
+
+from streams.settings import Settings
+from twin.replay import Kind, Record, in_log_order
+
+
+def partition_of(robot_id: str, partitions: int) -> int:
+    """The partition the producers' default partitioner puts a robot's key in."""
+    key = robot_id.encode()
+    return DefaultPartitioner()(key, list(range(partitions)), list(range(partitions)))
+
+
+def kafka_source(settings: Settings, start: float, end: float,
+                 partitions: set[int] | None = None) -> Iterator[Record]:
+    """Telemetry and silence checks timed in [start, end], in log order, streamed.
+
+    The consumer runs on its own event loop in a thread and hands over merged
+    chunks through a bounded queue, so a long window never sits in memory.
+    """
+    chunks: queue.Queue[list[Record] | BaseException | None] = queue.Queue(maxsize=8)
+
+    def run() -> None:
+        async def pump() -> None:
+            async for chunk in _kafka_chunks(settings, start, end, partitions):
+                chunks.put(chunk)
+        try:
+            asyncio.run(pump())
+            chunks.put(None)
+        except BaseException as exc:  # handed to the reader, which raises it
+            chunks.put(exc)
+
+    thread = threading.Thread(target=run, name="kafka-source", daemon=True)
+    thread.start()
+    while (item := chunks.get()) is not None:
+        if isinstance(item, BaseException):
+            raise item
+        yield from item
+    thread.join()
+
+
+async def _kafka_chunks(settings: Settings, start: float, end: float,
+                        partitions: set[int] | None) -> AsyncIterator[list[Record]]:
+    """Seek with offsets_for_times to the first record at or after `start`; stop
+    at the first one after `end` (or the log end as it is now). Each chunk holds
+    every buffered record up to the time all partitions have reached, merged."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, enable_auto_commit=False,
+                                max_partition_fetch_bytes=8 * 1024 * 1024)
+    await consumer.start()
+    try:
+        topics: dict[str, Kind] = {settings.telemetry_topic: "telemetry", settings.checks_topic: "check"}
+        tps = [TopicPartition(topic, p) for topic in topics for p in sorted(await _partitions(consumer, topic))
+               if partitions is None or p in partitions]
+        consumer.assign(tps)
+        first = await _offsets_at(consumer, tps, math.ceil(start * 1000 - 1e-6))
+        stop = await _offsets_at(consumer, tps, math.floor(end * 1000 + 1e-6) + 1)
+        buffers: dict[TopicPartition, deque[Record]] = {tp: deque() for tp in tps}
+        pending = {tp for tp in tps if first[tp] < stop[tp]}
+        for tp in pending:
+            consumer.seek(tp, first[tp])
+        consumer.pause(*(set(tps) - pending))
+        reached: dict[TopicPartition, float] = {}
+        while pending:
+            batch = await consumer.getmany(*pending, timeout_ms=1000, max_records=20_000)
+            for tp, messages in batch.items():
+                for m in messages:
+                    if m.offset >= stop[tp]:
+                        break
+                    ts = m.timestamp / 1000.0  # exactly as Faust hands it to the worker
+                    reached[tp] = ts
+                    if start <= ts <= end:
+                        buffers[tp].append(Record(topics[tp.topic], tp.partition, m.offset, ts, m.key,
+                                                  m.value or b""))
+                if messages and messages[-1].offset + 1 >= stop[tp]:
+                    pending.discard(tp)
+                    consumer.pause(tp)
+            if all(tp in reached for tp in pending):
+                yield _drain(buffers, min((reached[tp] for tp in pending), default=math.inf))
+        yield _drain(buffers, math.inf)
+    finally:
+        await consumer.stop()
+
+
+def _drain(buffers: dict[TopicPartition, deque[Record]], until: float) -> list[Record]:
+    """Every buffered record up to `until`, each partition's prefix in offset order, merged."""
+    prefixes = []
+    for buffer in buffers.values():
+        prefix = []
+        while buffer and buffer[0].timestamp <= until:
+            prefix.append(buffer.popleft())
+        prefixes.append(prefix)
+    return list(in_log_order(prefixes))
+
+
+async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
+    found = consumer.partitions_for_topic(topic)
+    if not found:
+        await consumer._client.force_metadata_update()  # a fresh consumer may not have asked yet
+        found = consumer.partitions_for_topic(topic)
+    return set(found or ())
+
+
+async def _offsets_at(consumer: AIOKafkaConsumer, tps: list[TopicPartition], ms: int) -> dict[TopicPartition, int]:
+    """The first offset timed at or after `ms` per partition; the log end where there is none."""
+    found = await consumer.offsets_for_times({tp: max(ms, 0) for tp in tps})
+    ends = await consumer.end_offsets(tps)
+    return {tp: found[tp].offset if found.get(tp) is not None else ends[tp] for tp in tps}
+
+
+def archive_source(root: Path, start: float, end: float, partitions: set[int] | None = None) -> Iterator[Record]:
+    """The same records from the Parquet archive written by `fleet-twin archive`, in log order."""
+    from streams.archive import archive_records
+
+    return in_log_order(archive_records(root, start, end, partitions))
