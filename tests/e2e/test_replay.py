@@ -228,3 +228,30 @@ def test_the_replay_command_writes_parquet_a_report_and_the_command_to_reproduce
     changes = pl.read_parquet(out / "changes.parquet").filter(pl.col("detector") == "stuck")
     assert changes["kind"].to_list() and set(changes["kind"]) == {"earlier"}
     assert (out / "report.html").stat().st_size > 10_000
+
+
+def test_republish_re_emits_the_window_to_a_staging_topic_and_never_to_a_live_one(live: Live) -> None:
+    refused = cli(live.settings, "replay", "--from", repr(live.start), "--to", repr(live.end),
+                  "--republish", live.settings.telemetry_topic, "--no-progress")
+    assert refused.returncode == 2 and "live topic" in refused.stdout
+    staging = f"{live.settings.topic_prefix}staging.telemetry"
+    started = time.monotonic()
+    done = cli(live.settings, "replay", "--from", repr(live.start), "--to", repr(live.end),
+               "--republish", staging, "--speed", "40x", "--no-progress")
+    assert done.returncode == 0, done.stderr
+    took = time.monotonic() - started
+    original = read_topic(live.settings, live.settings.telemetry_topic)
+    copied = read_topic(live.settings, staging)
+    assert sorted(copied) == sorted(original)
+    assert took >= (live.end - live.start) / 40 * 0.8  # paced, not dumped
+
+
+def test_export_dataset_writes_labelled_windows_from_the_log(live: Live, tmp_path: Path) -> None:
+    done = cli(live.settings, "export-dataset", "--from", repr(live.start), "--to", repr(live.end),
+               "--out", str(tmp_path / "ds"), "--no-progress")
+    assert done.returncode == 0, done.stderr
+    manifest = json.loads((tmp_path / "ds" / "manifest.json").read_text())
+    windows = pl.read_parquet(tmp_path / "ds" / "windows.parquet")
+    assert manifest["counts"]["windows"]["anomaly"] == windows.filter(pl.col("kind") == "anomaly").height > 0
+    assert {"stuck", "delivery"} <= set(windows["detector"].drop_nulls())
+    assert manifest["command"].startswith("fleet-twin export-dataset --from ")

@@ -1,0 +1,118 @@
+"""How fast a replay runs: from Kafka, from the Parquet archive, and one robot-day.
+
+Baselines measured in the same run:
+  * fold: the same records already in memory folded by `twin.replay.replay`
+    (the core's own limit: parse, reduce, detect);
+  * read: the Kafka source alone (seek by time, fetch, merge partitions),
+    nothing folded.
+The replays are end to end as `fleet-twin replay` runs them (without writing
+files). Each figure is the median of --repeat runs. Needs a broker: uses the
+one on FLEET_TWIN_KAFKA_PORT, or starts the project's own for the run.
+
+    .venv/bin/python bench/replay_speed.py [--robots 360] [--ticks 300] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from streams import replaying  # noqa: E402
+from streams.archive import archive  # noqa: E402
+from streams.replaying import Window  # noqa: E402
+from streams.seeds import read_detectors, read_fleet  # noqa: E402
+from streams.settings import Settings  # noqa: E402
+from streams.simulate import KafkaSink  # noqa: E402
+from streams.sources import kafka_source  # noqa: E402
+from streams.stack import Stack  # noqa: E402
+from streams.topics import ensure_topics  # noqa: E402
+from twin.replay import Selection, replay  # noqa: E402
+from twin.sim import FleetSim, Scenario  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+FLEET = read_fleet(ROOT / "seeds")
+CONFIG = read_detectors(ROOT / "seeds")
+
+
+async def publish(settings: Settings, robots: int, ticks: int) -> tuple[float, float, int]:
+    """A scenario's events on the settings' topic; returns the window they span and their count."""
+    await ensure_topics(settings)
+    sim = FleetSim(FLEET, Scenario(name="bench", robots=robots, duration_s=ticks), seed=1, start_ts=time.time())
+    start, sent = time.time() - 1, 0
+    async with KafkaSink(settings) as sink:
+        for _ in range(sim.ticks):
+            events = sim.step()
+            await sink.send(events)
+            sent += len(events)
+    return start, time.time() + 1, sent
+
+
+def median_time(run: Callable[[], int], repeat: int) -> tuple[float, int]:
+    times, n = [], 0
+    for _ in range(repeat):
+        started = time.perf_counter()
+        n = run()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times), n
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--robots", type=int, default=360)
+    ap.add_argument("--ticks", type=int, default=300)
+    ap.add_argument("--day", type=int, default=86_400, help="reports in the one-robot day (1 Hz)")
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args()
+    run = uuid.uuid4().hex[:8]
+    settings = Settings(topic_prefix=f"bench-replay-{run}.", app_id=f"bench-replay-{run}")
+    stack = Stack(settings)
+    started_kafka = stack.start_kafka()
+    try:
+        fleet_figures(settings, args)
+        robot_day(Settings(topic_prefix=f"bench-day-{run}.", app_id=f"bench-day-{run}"), args)
+    finally:
+        if started_kafka:
+            stack.stop_kafka()
+
+
+def fleet_figures(settings: Settings, args: argparse.Namespace) -> None:
+    start, end, sent = asyncio.run(publish(settings, args.robots, args.ticks))
+    window = Window(start, end)
+    with tempfile.TemporaryDirectory() as tmp:
+        asyncio.run(archive(settings, Path(tmp), once=True))
+        records = list(kafka_source(settings, start, end))
+        fold_s, _ = median_time(lambda: replay(iter(records), FLEET, CONFIG).records, args.repeat)
+        read_s, n = median_time(lambda: sum(1 for _ in kafka_source(settings, start, end)), args.repeat)
+        kafka_s, _ = median_time(lambda: replaying.run(settings, window, Selection(), at=[]).records, args.repeat)
+        arch_s, n_arch = median_time(
+            lambda: replaying.run(settings, Window(start, end, tmp), Selection(), at=[]).records, args.repeat)
+    assert n == n_arch == sent, (n, n_arch, sent)
+    print(f"fleet window: {args.robots} robots x {args.ticks} reports = {sent:,} records, median of {args.repeat}")
+    print(f"  fold in memory (baseline) {sent / fold_s:>9,.0f} records/s")
+    print(f"  read Kafka only           {sent / read_s:>9,.0f} records/s")
+    print(f"  replay from Kafka         {sent / kafka_s:>9,.0f} records/s  ratio to fold {fold_s / kafka_s:.2f}")
+    print(f"  replay from archive       {sent / arch_s:>9,.0f} records/s  ratio to fold {fold_s / arch_s:.2f}")
+    print(f"  => one robot-day (86,400 reports) of fleet history replays in {86_400 * kafka_s / sent:.1f} s "
+          "from Kafka")
+
+
+def robot_day(settings: Settings, args: argparse.Namespace) -> None:
+    start, end, sent = asyncio.run(publish(settings, 1, args.day))
+    robot = next(iter(FleetSim(FLEET, Scenario(name="bench", robots=1, duration_s=1), seed=1).roster.robot_ids))
+    took, n = median_time(
+        lambda: replaying.run(settings, Window(start, end), Selection(robot=robot), at=[end]).records, args.repeat)
+    print(f"one robot-day: {robot}, {sent:,} reports, `replay --robot` from Kafka in {took:.1f} s "
+          f"({n / took:,.0f} records/s), median of {args.repeat}")
+
+
+if __name__ == "__main__":
+    main()
