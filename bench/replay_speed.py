@@ -36,6 +36,7 @@ from streams.sources import kafka_source  # noqa: E402
 from streams.stack import Stack  # noqa: E402
 from streams.topics import ensure_topics  # noqa: E402
 from twin.replay import Selection, replay  # noqa: E402
+from twin.schema import Event  # noqa: E402
 from twin.sim import FleetSim, Scenario  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,10 +50,13 @@ async def publish(settings: Settings, robots: int, ticks: int) -> tuple[float, f
     sim = FleetSim(FLEET, Scenario(name="bench", robots=robots, duration_s=ticks), seed=1, start_ts=time.time())
     start, sent = time.time() - 1, 0
     async with KafkaSink(settings) as sink:
-        for _ in range(sim.ticks):
-            events = sim.step()
-            await sink.send(events)
-            sent += len(events)
+        pending: list[Event] = []
+        for tick in range(sim.ticks):
+            pending += sim.step()
+            if len(pending) >= 5000 or tick == sim.ticks - 1:
+                await sink.send(pending)
+                sent += len(pending)
+                pending = []
     return start, time.time() + 1, sent
 
 
@@ -66,6 +70,7 @@ def median_time(run: Callable[[], int], repeat: int) -> tuple[float, int]:
 
 
 def main() -> None:
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[attr-defined]
     ap = argparse.ArgumentParser()
     ap.add_argument("--robots", type=int, default=360)
     ap.add_argument("--ticks", type=int, default=300)
