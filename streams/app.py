@@ -16,6 +16,7 @@ import faust
 import msgspec
 from prometheus_client import CollectorRegistry
 
+from streams.kafka_client import faust_broker
 from streams.metrics import FleetCollector, PipelineMetrics
 from streams.settings import Settings
 from streams import alerts
@@ -38,7 +39,7 @@ def build_app(settings: Settings, fleet: Fleet, detectors: DetectorConfig,
     """A Faust app for one worker process, configured from `settings`."""
     app = faust.App(
         settings.app_id,
-        broker=";".join(f"kafka://{h}" for h in settings.bootstrap.split(",")),
+        **faust_broker(settings),  # broker URL, and SASL_SSL credentials if configured
         store="memory://",
         datadir=str(settings.state_dir / f"worker-{settings.web_port}"),
         web_bind=settings.web_host,

@@ -41,6 +41,7 @@ from aiokafka.errors import CommitFailedError, KafkaConnectionError
 from aiokafka.structs import ConsumerRecord
 from rich.console import Console
 
+from streams.kafka_client import client_kwargs
 from streams.settings import Settings
 from twin.archive import DATASETS, FLEET, INVALID, Dataset, Raw, to_parts
 from twin.replay import Kind, Record
@@ -177,7 +178,7 @@ async def archive(settings: Settings, root: Path, *, once: bool = False, flush_r
     topics: dict[str, Dataset] = {settings.telemetry_topic: "telemetry", settings.checks_topic: "checks",
                                   settings.anomalies_topic: "anomalies"}
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap, group_id=f"{settings.app_id}-archive",
+        **client_kwargs(settings), group_id=f"{settings.app_id}-archive",
         auto_offset_reset="earliest", enable_auto_commit=False,
         max_partition_fetch_bytes=8 * 1024 * 1024,
     )

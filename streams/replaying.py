@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from streams.kafka_client import client_kwargs
 from streams.seeds import read_detectors, read_fleet
 from streams.settings import Settings
 from streams.sources import archive_source, kafka_source, partition_of
@@ -126,7 +127,7 @@ def republish(settings: Settings, source: Iterator[Record], topic: str, speed: f
 async def _republish(settings: Settings, source: Iterator[Record], topic: str, speed: float,
                      on_record: Callable[[Record], None] | None) -> int:
     await _ensure_topic(settings, topic)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, linger_ms=10, acks="all")
+    producer = AIOKafkaProducer(**client_kwargs(settings), linger_ms=10, acks="all")
     await producer.start()
     sent, first, started = 0, None, time.monotonic()
     try:
@@ -151,7 +152,7 @@ async def _republish(settings: Settings, source: Iterator[Record], topic: str, s
 
 
 async def _ensure_topic(settings: Settings, topic: str) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap)
+    admin = AIOKafkaAdminClient(**client_kwargs(settings))
     await admin.start()
     try:
         if topic not in set(await admin.list_topics()):

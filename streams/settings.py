@@ -7,8 +7,9 @@ environment at import time.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -23,6 +24,14 @@ class Settings(BaseSettings):
     kafka_controller_port: int = 9094
     kafka_bootstrap: str = ""
     """host:port list; empty means 127.0.0.1:<kafka_port>."""
+    kafka_security_protocol: Literal["PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    """SASL_SSL: every client authenticates with SCRAM over TLS; the local broker then serves only that."""
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    kafka_sasl_username: str = "fleet-twin"
+    kafka_sasl_password: SecretStr | None = None
+    """Unset: `<state_dir>/secrets/kafka-client.password`, which the local secure broker writes once."""
+    kafka_ssl_cafile: Path | None = None
+    """CA that signed the broker's certificate; unset: `<state_dir>/secrets/ca.pem` (the local broker's)."""
     web_host: str = "127.0.0.1"
     web_port: int = 6066
     prometheus_port: int = 9090

@@ -17,6 +17,7 @@ import polars as pl
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
+from streams.kafka_client import client_kwargs
 from streams.settings import Settings
 from twin.schema import Event
 from twin.sim import FleetSim
@@ -38,7 +39,7 @@ class KafkaSink:
     def __init__(self, settings: Settings) -> None:
         self.topic = settings.telemetry_topic
         self.producer = AIOKafkaProducer(
-            bootstrap_servers=settings.bootstrap, linger_ms=20, acks=1,
+            **client_kwargs(settings), linger_ms=20, acks=1,
             max_batch_size=1 << 20, compression_type=None,
         )
         self.partitioner = DefaultPartitioner()

@@ -18,6 +18,7 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 
+from streams.kafka_client import client_kwargs
 from streams.settings import Settings
 from twin.replay import Kind, Record, in_log_order
 
@@ -61,7 +62,7 @@ async def _kafka_chunks(settings: Settings, start: float, end: float,
     """Seek with offsets_for_times to the first record at or after `start`; stop
     at the first one after `end` (or the log end as it is now). Each chunk holds
     every buffered record up to the time all partitions have reached, merged."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, enable_auto_commit=False,
+    consumer = AIOKafkaConsumer(**client_kwargs(settings), enable_auto_commit=False,
                                 max_partition_fetch_bytes=8 * 1024 * 1024)
     await consumer.start()
     try:

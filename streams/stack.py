@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+from pydantic import SecretStr
 
 from streams.procs import Procs, ProcessFailed, http_ok, port_open
 from streams.settings import Settings
@@ -35,10 +36,11 @@ class ServiceStatus:
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
-    """The settings as FLEET_TWIN_* variables, so child processes see the same ones."""
+    """The settings as FLEET_TWIN_* variables, so child processes see the same ones (secrets too:
+    a child's environment is readable by its own user only); unset ones are left out."""
     return {
-        f"FLEET_TWIN_{name.upper()}": str(value)
-        for name, value in settings.model_dump().items()
+        f"FLEET_TWIN_{name.upper()}": value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+        for name, value in settings.model_dump().items() if value is not None
     }
 
 
@@ -52,8 +54,16 @@ class Stack:
 
     # -- kafka (its own script: it resolves jars and formats storage) --------
     def start_kafka(self) -> bool:
-        """Start our broker unless one already answers on the port; True if we started it."""
+        """Start our broker unless one already answers on the port; True if we started it.
+
+        With FLEET_TWIN_KAFKA_SECURITY_PROTOCOL=SASL_SSL, kafka.sh starts the
+        secure profile (and makes its certificates and passwords, once)."""
         if self.procs.pid("kafka") is not None:
+            marker = self.state_dir / "run" / "kafka.security"  # written by kafka.sh start
+            running = marker.read_text().strip() if marker.exists() else "PLAINTEXT"
+            if running != self.settings.kafka_security_protocol:
+                raise ProcessFailed(f"the broker of {self.state_dir} runs {running}, not "
+                                    f"{self.settings.kafka_security_protocol}: stop it first (make down)")
             return False
         if port_open(self.settings.kafka_port):
             return False

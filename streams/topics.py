@@ -10,12 +10,13 @@ from __future__ import annotations
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from streams.kafka_client import client_kwargs
 from streams.settings import Settings
 
 
 async def ensure_topics(settings: Settings) -> None:
     """Create telemetry, DLQ and anomalies topics if they are missing."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap)
+    admin = AIOKafkaAdminClient(**client_kwargs(settings))
     await admin.start()
     try:
         existing = set(await admin.list_topics())

@@ -1,0 +1,84 @@
+"""How every client of ours connects to Kafka: PLAINTEXT, or SASL/SCRAM over TLS.
+
+The worker (Faust), the simulator, topic creation, replays, republish and the
+archive all take their connection from here, so a deployment switches them
+together with `FLEET_TWIN_KAFKA_SECURITY_PROTOCOL`. Where the password and the
+CA are not set, the local secure broker's own files are used: `kafka.sh`
+writes them once into `<state_dir>/secrets/` (docs/SECURITY.md).
+"""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+from typing import Any
+
+from streams.settings import Settings
+from twin.exceptions import FleetTwinError
+
+CLIENT_PASSWORD_FILE = "kafka-client.password"
+CA_FILE = "ca.pem"
+
+
+class MissingKafkaSecret(FleetTwinError):
+    """SASL_SSL is asked for, but the password or the CA is neither set nor in the state folder."""
+
+
+def secrets_dir(settings: Settings) -> Path:
+    return settings.state_dir / "secrets"
+
+
+def sasl_password(settings: Settings) -> str:
+    """The setting, else the password the local secure broker generated for its client user."""
+    if settings.kafka_sasl_password and settings.kafka_sasl_password.get_secret_value():
+        return settings.kafka_sasl_password.get_secret_value()
+    path = secrets_dir(settings) / CLIENT_PASSWORD_FILE
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        raise MissingKafkaSecret(f"no Kafka SASL password: set FLEET_TWIN_KAFKA_SASL_PASSWORD, or start the "
+                                 f"local broker in the secure profile (it writes {path})") from None
+
+
+def ssl_context(settings: Settings) -> ssl.SSLContext:
+    """Verifies the broker's certificate and host name against the configured CA (TLS 1.2 at least)."""
+    cafile = settings.kafka_ssl_cafile or secrets_dir(settings) / CA_FILE
+    if not cafile.is_file():
+        raise MissingKafkaSecret(f"no CA file at {cafile}: set FLEET_TWIN_KAFKA_SSL_CAFILE, or start the "
+                                 "local broker in the secure profile (it makes one)")
+    context = ssl.create_default_context(cafile=str(cafile))
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+def client_kwargs(settings: Settings) -> dict[str, Any]:
+    """Keyword arguments for any aiokafka client (producer, consumer, admin): servers and security."""
+    kwargs: dict[str, Any] = {"bootstrap_servers": settings.bootstrap}
+    if settings.kafka_security_protocol == "SASL_SSL":
+        kwargs.update(
+            security_protocol="SASL_SSL",
+            sasl_mechanism=settings.kafka_sasl_mechanism,
+            sasl_plain_username=settings.kafka_sasl_username,
+            sasl_plain_password=sasl_password(settings),
+            ssl_context=ssl_context(settings),
+        )
+    return kwargs
+
+
+def faust_broker(settings: Settings) -> dict[str, Any]:
+    """`broker=` and `broker_credentials=` for `faust.App`.
+
+    Faust takes the security from the credentials, not from the URL: the
+    scheme stays `kafka://`, and `SASLCredentials` with an SSL context make
+    every client it builds (consumer, producer, topic admin) speak SASL_SSL.
+    """
+    broker = ";".join(f"kafka://{host}" for host in settings.bootstrap.split(","))
+    if settings.kafka_security_protocol != "SASL_SSL":
+        return {"broker": broker}
+    import faust  # here, not on top: only the worker needs it, and it is slow to import
+
+    credentials = faust.SASLCredentials(
+        username=settings.kafka_sasl_username, password=sasl_password(settings),
+        mechanism=settings.kafka_sasl_mechanism, ssl_context=ssl_context(settings),
+    )
+    return {"broker": broker, "broker_credentials": credentials}
