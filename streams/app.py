@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry
 from streams.kafka_client import faust_broker
 from streams.metrics import FleetCollector, PipelineMetrics
 from streams.settings import Settings
-from streams import alerts
+from streams import alerts, auth
 from streams.views import HttpClient, register_inbox, register_views
 from twin.exceptions import InvalidEvent
 from twin.fleet import Fleet
@@ -49,6 +49,12 @@ def build_app(settings: Settings, fleet: Fleet, detectors: DetectorConfig,
         topic_allow_declare=True,
         consumer_auto_offset_reset="earliest",
         autodiscover=False,
+        # Faust's own pages would bypass the token: /table reads table values (the twins),
+        # /router and the stats show the cluster. Table routing needs none of them.
+        web_tables_enabled=False,
+        web_router_enabled=False,
+        web_stats_enabled=False,
+        web_graph_enabled=False,
     )
     telemetry = app.topic(
         settings.telemetry_topic, key_serializer="raw", value_serializer="raw",
@@ -156,8 +162,9 @@ def build_app(settings: Settings, fleet: Fleet, detectors: DetectorConfig,
             fleet_state.sites[anomaly.site], found = incidents.correlate(site, anomaly)
             await publish(found)
 
-    register_views(app, twins, fleet, registry)
-    register_inbox(app)
+    token = auth.api_token(settings)  # NoApiToken: no worker serves fleet data openly
+    register_views(app, twins, telemetry, fleet, registry, token, settings.metrics_token or None)
+    register_inbox(app, token)
     return app
 
 

@@ -16,6 +16,7 @@ from rich.progress import (
 from rich.table import Table
 
 from streams.archive import archive_command
+from streams.auth import NoApiToken, api_token, ensure_api_token, token_file
 from streams.dashboards_cli import dashboards_app
 from streams.procs import ProcessFailed
 from streams.replay_cli import export_dataset_command, replay_command, twin_at_command
@@ -39,21 +40,27 @@ def up() -> None:
     settings = Settings()
     stack = Stack(settings)
     started = time.monotonic()
+    created = ensure_api_token(settings)
     try:
         with console.status("starting the local stack..."):
             stack.up()
-    except ProcessFailed as err:
+    except (ProcessFailed, NoApiToken) as err:
         console.print(f"[red]fleet-twin up failed:[/red] {err}")
         raise typer.Exit(1) from None
     _print_status(stack)
     robot = _example_robot(settings)
+    if created:
+        console.print(f"\nThe twin API wants a bearer token: a new one is in {created} (0600, kept "
+                      "across runs; FLEET_TWIN_API_TOKEN overrides it).", soft_wrap=True)
+    auth = ('-H "Authorization: Bearer $FLEET_TWIN_API_TOKEN"' if settings.api_token
+            else f'-H "Authorization: Bearer $(cat {token_file(settings)})"')
     console.print(
         f"\nUp in {time.monotonic() - started:.0f}s. Try:\n"
-        f"  curl {settings.web_url()}/twins/{robot}\n"
-        f"  curl '{settings.web_url()}/twins?sector=mining&limit=5'\n"
+        f"  curl {auth} {settings.web_url()}/twins/{robot}\n"
+        f"  curl {auth} '{settings.web_url()}/twins?sector=mining&limit=5'\n"
         f"  curl -s 'http://127.0.0.1:{settings.prometheus_port}/api/v1/query' "
         "--data-urlencode 'query=sum by (sector) (fleet_robots)'\n"
-        f"Logs: {stack.procs.log_dir}/   Stop: make down"
+        f"Logs: {stack.procs.log_dir}/   Stop: make down", soft_wrap=True, highlight=False,
     )
 
 
@@ -79,6 +86,11 @@ def worker() -> None:
     from streams.app import build_app
     from streams.seeds import read_detectors, read_fleet
     settings = Settings()
+    try:
+        api_token(settings)
+    except NoApiToken as err:
+        console.print(f"[red]{err}[/red]")
+        raise typer.Exit(2) from None
     fleet = read_fleet(settings.seeds_dir)
     detectors = read_detectors(settings.seeds_dir)
     _topics_or_exit(settings)

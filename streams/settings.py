@@ -34,6 +34,10 @@ class Settings(BaseSettings):
     """CA that signed the broker's certificate; unset: `<state_dir>/secrets/ca.pem` (the local broker's)."""
     web_host: str = "127.0.0.1"
     web_port: int = 6066
+    api_token: SecretStr | None = None
+    """Bearer token of the twin API; unset: `<state_dir>/secrets/api-token`, which `fleet-twin up` writes."""
+    metrics_token: SecretStr | None = None
+    """If set, /metrics wants this bearer token too (Prometheus sends it from its scrape config)."""
     prometheus_port: int = 9090
     alertmanager_port: int = 9093
     grafana_port: int = 3000
@@ -57,6 +61,8 @@ class Settings(BaseSettings):
     scrape_interval: str = "5s"
     maintenance_webhook: str = ""
     """Where Alertmanager sends maintenance's notifications; empty: the worker's demo inbox."""
+    maintenance_webhook_token: SecretStr | None = None
+    """Bearer token Alertmanager sends to that webhook; the worker's own inbox gets the API token."""
     alert_group_wait: str = "10s"
     alert_group_interval: str = "1m"
     silence_check_s: float = 5.0

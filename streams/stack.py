@@ -19,6 +19,7 @@ from pathlib import Path
 import yaml
 from pydantic import SecretStr
 
+from streams.auth import api_token, write_secret
 from streams.procs import Procs, ProcessFailed, http_ok, port_open
 from streams.settings import Settings
 from streams.topics import ensure_topics
@@ -106,6 +107,11 @@ class Stack:
         config = yaml.safe_load((src / "prometheus.yml").read_text())
         config["global"]["scrape_interval"] = self.settings.scrape_interval
         config["global"]["evaluation_interval"] = self.settings.scrape_interval
+        if self.settings.metrics_token:
+            token = write_secret(dst / "secrets" / "metrics-token", self.settings.metrics_token.get_secret_value())
+            for job in config["scrape_configs"]:
+                if job["job_name"] == "fleet-twin-workers":
+                    job["authorization"] = {"type": "Bearer", "credentials_file": str(token)}
         (dst / "prometheus.yml").write_text(yaml.safe_dump(config, sort_keys=False))
         targets = {
             "workers": [f"127.0.0.1:{p}" for p in worker_ports],
@@ -118,19 +124,33 @@ class Stack:
         return dst / "prometheus.yml"
 
     def render_alertmanager(self) -> Path:
-        """The project's Alertmanager config with this stack's webhook URL and group timings."""
+        """The project's Alertmanager config with this stack's webhook URL, its bearer token and
+        group timings. The token goes to a 0600 file beside it, named by `credentials_file`."""
         config = yaml.safe_load((self.settings.deploy_dir / "alertmanager" / "alertmanager.yml").read_text())
         route = config["route"]
         for r in [route, *route.get("routes", [])]:
             r["group_wait"] = self.settings.alert_group_wait
         route["group_interval"] = self.settings.alert_group_interval
+        out = self.state_dir / "alertmanager" / "alertmanager.yml"
+        token = self._webhook_token()
+        if token:
+            secret = write_secret(out.parent / "secrets" / "webhook-token", token.get_secret_value())
         for receiver in config["receivers"]:
             for hook in receiver.get("webhook_configs", []):
                 hook["url"] = self.settings.webhook_url
-        out = self.state_dir / "alertmanager" / "alertmanager.yml"
+                hook.pop("http_config", None)  # the committed one names compose's secret
+                if token:
+                    hook["http_config"] = {"authorization": {"type": "Bearer", "credentials_file": str(secret)}}
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(yaml.safe_dump(config, sort_keys=False))
         return out
+
+    def _webhook_token(self) -> SecretStr | None:
+        """The worker's own inbox wants the API token; an outside webhook gets its own token, if
+        one is set, and never the API's."""
+        if not self.settings.maintenance_webhook:
+            return api_token(self.settings)
+        return self.settings.maintenance_webhook_token or None
 
     def start_alertmanager(self) -> None:
         port = self.settings.alertmanager_port

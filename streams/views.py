@@ -1,16 +1,23 @@
-"""HTTP views of a worker: the twin API, fleet summary, metrics and health."""
+"""HTTP views of a worker: the twin API, fleet summary, metrics and health.
+
+Every view of fleet data wants the API's bearer token (`Private`); /healthz and
+/metrics stay open for probes and Prometheus (docs/SECURITY-api.md says what
+they show), unless a metrics token is set.
+"""
 
 from __future__ import annotations
 
 import collections
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 
 import faust
 from faust.web import Request, Response, View
 from prometheus_client import CollectorRegistry, generate_latest
+from pydantic import SecretStr
 
+from streams.auth import bearer_ok
 from twin.fleet import Fleet
 from twin.state import decode_twin, to_view
 from twin.summary import count_by_sector_mode
@@ -18,15 +25,37 @@ from twin.summary import count_by_sector_mode
 MAX_LIMIT = 10_000
 
 
-def register_views(app: faust.App, twins: Any, fleet: Fleet, registry: CollectorRegistry) -> None:
-    """Add the worker's pages to `app`."""
+def private(token: SecretStr) -> type[View]:
+    """A View base class whose every method answers 401 unless the request bears `token`."""
+
+    class Private(View):
+        bearer: ClassVar[SecretStr] = token
+
+        async def dispatch(self, request: Any) -> Any:
+            # before any handler: a request for another worker's robot is checked here, then
+            # forwarded with its Authorization header (Faust passes the headers on) and checked again
+            if not bearer_ok(request.headers.get("Authorization"), self.bearer):
+                return self.json({"error": "unauthorized"}, status=401,
+                                 headers={"WWW-Authenticate": 'Bearer realm="fleet-twin"'})
+            return await super().dispatch(request)
+
+    return Private
+
+
+def register_views(app: faust.App, twins: Any, telemetry: faust.TopicT, fleet: Fleet,
+                   registry: CollectorRegistry, token: SecretStr, metrics_token: SecretStr | None = None) -> None:
+    """Add the worker's pages to `app`; fleet data only for requests bearing `token`."""
     from streams.app import twin_values
 
+    Private = private(token)
+
     @app.page("/twins/{robot_id}")
-    class TwinView(View):
+    class TwinView(Private):  # type: ignore[misc,valid-type]  # a class made at run time
         """One robot's twin, from whichever worker owns its partition."""
 
-        @app.table_route(table=twins, match_info="robot_id")
+        # Routed by the telemetry topic, whose raw key is the robot id: `table_route` would hash
+        # the table's JSON-encoded key and often pick a worker that does not hold the twin.
+        @app.topic_route(topic=telemetry, match_info="robot_id")
         async def get(self, request: Request, robot_id: str) -> Response:
             raw = twins.get(robot_id)
             if raw is None:
@@ -34,7 +63,7 @@ def register_views(app: faust.App, twins: Any, fleet: Fleet, registry: Collector
             return self.json(to_view(decode_twin(raw)))
 
     @app.page("/twins")
-    class TwinList(View):
+    class TwinList(Private):  # type: ignore[misc,valid-type]
         """Robot ids held by this worker, optionally for one sector or site."""
 
         async def get(self, request: Request) -> Response:
@@ -51,7 +80,7 @@ def register_views(app: faust.App, twins: Any, fleet: Fleet, registry: Collector
             return self.json({"robots": ids[:limit], "total": len(ids)})
 
     @app.page("/fleet/summary")
-    class FleetSummary(View):
+    class FleetSummary(Private):  # type: ignore[misc,valid-type]
         """Robots per sector and mode held by this worker."""
 
         async def get(self, request: Request) -> Response:
@@ -62,8 +91,8 @@ def register_views(app: faust.App, twins: Any, fleet: Fleet, registry: Collector
             return self.json({"robots": sum(counts.values()), "sectors": by_sector})
 
     @app.page("/metrics")
-    class Metrics(View):
-        """Prometheus exposition of this worker's registry."""
+    class Metrics(private(metrics_token) if metrics_token else View):  # type: ignore[misc]
+        """Prometheus exposition of this worker's registry: aggregates, no robot ids."""
 
         async def get(self, request: Request) -> Response:
             return self.bytes(generate_latest(registry), content_type="text/plain")
@@ -95,12 +124,16 @@ class HttpClient:
         return self._client
 
 
-def register_inbox(app: faust.App, keep: int = 200) -> None:
-    """A demo webhook receiver for the local stack: Alertmanager's notifications, newest last."""
+def register_inbox(app: faust.App, token: SecretStr, keep: int = 200) -> None:
+    """A demo webhook receiver for the local stack: Alertmanager's notifications, newest last.
+
+    Reading and posting both want the API token: Alertmanager sends it from its
+    webhook's `http_config` (rendered by `Stack.render_alertmanager`).
+    """
     inbox: collections.deque[Any] = collections.deque(maxlen=keep)
 
     @app.page("/maintenance/inbox")
-    class Inbox(View):
+    class Inbox(private(token)):  # type: ignore[misc]
         async def get(self, request: Request) -> Response:
             return self.json({"notifications": list(inbox)})
 

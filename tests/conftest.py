@@ -11,13 +11,17 @@ running `make up` without either seeing the other's data.
 from __future__ import annotations
 
 import asyncio
+import secrets
 import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
+from pydantic import SecretStr
 
+from streams.auth import api_token
 from streams.seeds import read_fleet
 from streams.settings import Settings
 from streams.stack import Stack
@@ -31,6 +35,11 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def auth(settings: Settings) -> dict[str, str]:
+    """The header a client of the twin API sends (the setting's token, else the state folder's)."""
+    return {"Authorization": f"Bearer {api_token(settings).get_secret_value()}"}
 
 
 @pytest.fixture(scope="session")
@@ -52,6 +61,8 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
         silence_check_s=1.0,
         partitions=4,
         maintenance_webhook=f"http://127.0.0.1:{free_port()}/hook",
+        maintenance_webhook_token=SecretStr(secrets.token_urlsafe(16)),
+        api_token=SecretStr(secrets.token_urlsafe(32)),
         alert_group_wait="1s",
         alert_group_interval="2s",
     )
@@ -85,6 +96,13 @@ def worker(stack: Stack, broker: str, settings: Settings) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
+def api(worker: str, settings: Settings) -> Iterator[httpx.Client]:
+    """A client of the worker's twin API that sends the token."""
+    with httpx.Client(base_url=worker, headers=auth(settings)) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
 def prometheus(stack: Stack, worker: str, settings: Settings) -> Iterator[str]:
     """Prometheus from the system package, scraping the worker every second."""
     try:
@@ -103,11 +121,13 @@ class Webhook:
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
         received = self.received = []  # type: list[dict]
+        authorizations = self.authorizations = []  # type: list[str | None]
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 received.append(json.loads(body))
+                authorizations.append(self.headers.get("Authorization"))
                 self.send_response(200)
                 self.end_headers()
 

@@ -41,7 +41,7 @@ async def anomalies_for(settings: Settings, robot: str, want: set[str]) -> list[
     return found
 
 
-async def test_overcurrent_opens_an_anomaly_and_silence_follows(worker: str, settings: Settings) -> None:
+async def test_overcurrent_opens_an_anomaly_and_silence_follows(api: httpx.Client, settings: Settings) -> None:
     robot = f"anom-{uuid.uuid4().hex[:8]}"
     start = time.time() - 100
     producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap)
@@ -64,5 +64,5 @@ async def test_overcurrent_opens_an_anomaly_and_silence_follows(worker: str, set
     silent = [a for a in found if a["detector"] == "silence" and a["status"] == "open"]
     assert silent and silent[0]["evidence"]["silent_s"] > 15
 
-    twin = httpx.get(f"{worker}/twins/{robot}").json()
+    twin = api.get(f"/twins/{robot}").json()
     assert {"band", "silence"} <= {a["detector"] for a in twin["anomalies"]}

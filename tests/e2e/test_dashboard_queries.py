@@ -27,6 +27,7 @@ from dashboards.catalogue import metric_names, queries
 from dashboards.prom import Prometheus, QueryFailed, substitute
 from streams.settings import Settings
 from streams.stack import settings_env
+from tests.conftest import auth
 from twin.fleet import Fleet
 from twin.sim.roster import place
 
@@ -157,16 +158,17 @@ def test_variables_resolve_from_prometheus(run: Run, prometheus: str) -> None:
         assert chosen["sector"] == run.values["sector"] and chosen["site"]
 
 
-def test_robot_drill_down_links_open_the_twin(run: Run) -> None:
-    """The drill-down's links, with its variables filled in, answer from the worker's twin API."""
+def test_robot_drill_down_links_open_the_twin(run: Run, settings: Settings) -> None:
+    """The drill-down's links, with its variables filled in, answer from the worker's twin API
+    (to a client that sends the API token: a browser following the link gets 401)."""
     values = run.values
     links = [substitute(link["url"], values) for link in MODELS["robot"]["links"] if link["type"] == "link"]
     twin_url = next(u for u in links if "/twins/" in u)
     deadline = time.monotonic() + 30
-    while (r := httpx.get(twin_url)).status_code != 200 and time.monotonic() < deadline:
+    while (r := httpx.get(twin_url, headers=auth(settings))).status_code != 200 and time.monotonic() < deadline:
         time.sleep(1)
     assert r.status_code == 200 and r.json()["robot_id"] == run.robot
-    listing = httpx.get(next(u for u in links if "/twins?" in u)).json()
+    listing = httpx.get(next(u for u in links if "/twins?" in u), headers=auth(settings)).json()
     assert run.robot in listing["robots"]
 
 

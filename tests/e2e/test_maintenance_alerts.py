@@ -59,6 +59,9 @@ async def test_an_alert_arrives_with_context_groups_resolves_and_can_be_silenced
     assert fired["annotations"]["twin"].endswith(f"/twins/{first}")
     assert fired["annotations"]["replay"].startswith(f"fleet-twin replay --robot {first}")
     assert "30.0" in fired["annotations"]["evidence"]
+    # the webhook's own token from the settings, never the twin API's
+    assert settings.maintenance_webhook_token and settings.api_token
+    assert set(webhook.authorizations) == {f"Bearer {settings.maintenance_webhook_token.get_secret_value()}"}
 
     def grouped() -> bool | None:
         for note in webhook.received:

@@ -49,37 +49,39 @@ def telemetry(robot_id: str, seq: int = 1, **changes: Any) -> bytes:
     return json.dumps(body).encode()
 
 
-def get_twin(worker: str, robot_id: str) -> Callable[[], dict[str, Any] | None]:
+def get_twin(api: httpx.Client, robot_id: str) -> Callable[[], dict[str, Any] | None]:
     def fetch() -> dict[str, Any] | None:
-        r = httpx.get(f"{worker}/twins/{robot_id}")
+        r = api.get(f"/twins/{robot_id}")
         return r.json() if r.status_code == 200 else None
 
     return fetch
 
 
-def test_kcat_event_shows_up_in_the_twin_api(worker: str, settings: Settings) -> None:
+def test_kcat_event_shows_up_in_the_twin_api(api: httpx.Client, settings: Settings) -> None:
     robot = f"kcat-{uuid.uuid4().hex[:8]}"
     kcat_produce(settings, robot, telemetry(robot, seq=3))
-    twin = eventually(get_twin(worker, robot))
+    twin = eventually(get_twin(api, robot))
     assert twin["robot_id"] == robot and twin["seq"] == 3
     assert {k: s["value"] for k, s in twin["signals"].items()} == {"battery_soc_pct": 77.5, "speed_mps": 1.1}
     assert twin["sector"] == "logistics" and twin["counts"]["events"] == 1
     assert twin["counts"]["modes"]["working"] == 1 and twin["last_seen"] > 0
 
 
-def test_unknown_robot_is_404_and_listing_filters_by_sector(worker: str, settings: Settings) -> None:
+def test_unknown_robot_is_404_and_listing_filters_by_sector(
+    worker: str, api: httpx.Client, settings: Settings
+) -> None:
     robot = f"list-{uuid.uuid4().hex[:8]}"
     kcat_produce(settings, robot, telemetry(robot, sector="mining", site="mining-atacama-01"))
-    eventually(get_twin(worker, robot))
-    assert httpx.get(f"{worker}/twins/nobody-{uuid.uuid4().hex}").status_code == 404
-    mining = httpx.get(f"{worker}/twins", params={"sector": "mining", "limit": 1000}).json()
-    retail = httpx.get(f"{worker}/twins", params={"sector": "retail", "limit": 1000}).json()
+    eventually(get_twin(api, robot))
+    assert api.get(f"/twins/nobody-{uuid.uuid4().hex}").status_code == 404
+    mining = api.get("/twins", params={"sector": "mining", "limit": 1000}).json()
+    retail = api.get("/twins", params={"sector": "retail", "limit": 1000}).json()
     assert robot in mining["robots"] and robot not in retail["robots"]
     assert httpx.get(f"{worker}/healthz").json()["status"] == "ok"
 
 
 async def test_malformed_message_goes_to_dlq_and_the_next_event_is_processed(
-    worker: str, settings: Settings
+    api: httpx.Client, settings: Settings
 ) -> None:
     robot = f"dlq-{uuid.uuid4().hex[:8]}"
     bad = b'{"schema": 1, "robot_id": "' + robot.encode() + b'", seq: oops}'
@@ -87,7 +89,7 @@ async def test_malformed_message_goes_to_dlq_and_the_next_event_is_processed(
     kcat_produce(settings, robot, telemetry(robot, seq=1, signals={"battery_soc_pct": 140.0}))
     kcat_produce(settings, robot, telemetry(robot, seq=2))
 
-    twin = eventually(get_twin(worker, robot))
+    twin = eventually(get_twin(api, robot))
     assert twin["seq"] == 2
 
     dead = await read_dlq(settings, key=robot.encode(), want=2)
@@ -119,11 +121,11 @@ async def read_dlq(settings: Settings, key: bytes, want: int) -> list[Any]:
 
 
 def test_prometheus_scrapes_fleet_robots_from_the_worker(
-    prometheus: str, worker: str, settings: Settings
+    prometheus: str, api: httpx.Client, settings: Settings
 ) -> None:
     robot = f"prom-{uuid.uuid4().hex[:8]}"
     kcat_produce(settings, robot, telemetry(robot, sector="medical", site="med-boston-01", mode="charging"))
-    eventually(get_twin(worker, robot))
+    eventually(get_twin(api, robot))
 
     def query() -> list[dict[str, Any]] | None:
         r = httpx.get(f"{prometheus}/api/v1/query",

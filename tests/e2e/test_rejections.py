@@ -26,7 +26,9 @@ def scrape(worker: str) -> dict[str, float]:
     return samples
 
 
-async def test_each_reason_lands_in_the_dlq_and_the_metrics(worker: str, settings: Settings) -> None:
+async def test_each_reason_lands_in_the_dlq_and_the_metrics(
+    worker: str, api: httpx.Client, settings: Settings
+) -> None:
     robot = f"bad-{uuid.uuid4().hex[:8]}"
     before = scrape(worker)
     now = time.time()
@@ -43,7 +45,7 @@ async def test_each_reason_lands_in_the_dlq_and_the_metrics(worker: str, setting
         await producer.stop()
 
     def twin() -> dict | None:
-        r = httpx.get(f"{worker}/twins/{robot}")
+        r = api.get(f"/twins/{robot}")
         return r.json() if r.status_code == 200 and r.json()["seq"] == 2 else None
 
     counts = eventually(twin)["counts"]

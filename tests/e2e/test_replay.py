@@ -27,7 +27,7 @@ from streams.settings import Settings
 from streams.simulate import KafkaSink
 from streams.stack import Stack, settings_env
 from streams.topics import ensure_topics
-from tests.conftest import free_port
+from tests.conftest import auth, free_port
 from tests.e2e.test_pipeline import eventually
 from twin.fleet import Fleet
 from twin.replay import Result, Selection
@@ -90,23 +90,23 @@ async def _drive(settings: Settings, fleet: Fleet) -> Live:
     async with KafkaSink(settings) as sink:
         for tick in range(sim.ticks):
             if tick == sim.ticks // 2:
-                paused_at = await _caught_up(url, last)
-                views = {r: httpx.get(f"{url}/twins/{r}").json() for r in robots}
+                paused_at = await _caught_up(settings, last)
+                views = {r: httpx.get(f"{url}/twins/{r}", headers=auth(settings)).json() for r in robots}
             await asyncio.sleep(max(0.0, start + tick * sim.dt / SPEED - time.time()))
             events: list[Event] = sim.step()
             await sink.send(events)
             for e in events:
                 last[e.robot_id] = max(last.get(e.robot_id, -1), e.seq)
-    end = await _caught_up(url, last)
+    end = await _caught_up(settings, last)
     return Live(settings, url, start - 1, end, paused_at, views, robots)
 
 
-async def _caught_up(url: str, last: dict[str, int]) -> float:
+async def _caught_up(settings: Settings, last: dict[str, int]) -> float:
     """Wait until the worker's twins hold every robot's newest seq; returns the instant after."""
     deadline = time.monotonic() + 30
-    async with httpx.AsyncClient() as client:
+    async with httpx.AsyncClient(base_url=settings.web_url(), headers=auth(settings)) as client:
         while time.monotonic() < deadline:
-            seqs = [(await client.get(f"{url}/twins/{r}")).json().get("seq") for r in last]
+            seqs = [(await client.get(f"/twins/{r}")).json().get("seq") for r in last]
             if seqs == list(last.values()):
                 await asyncio.sleep(1.0)  # anomalies and table writes of the last records
                 return time.time()
@@ -208,7 +208,7 @@ def test_twin_at_shows_the_twin_the_api_showed_at_that_instant(live: Live) -> No
     shown = cli(live.settings, "twin-at", robot, repr(live.paused_at), "--from", repr(live.start))
     assert shown.returncode == 0, shown.stderr
     assert json.loads(shown.stdout) == live.views_at_pause[robot]
-    now = httpx.get(f"{live.url}/twins/{robot}").json()
+    now = httpx.get(f"{live.url}/twins/{robot}", headers=auth(live.settings)).json()
     assert now["seq"] > live.views_at_pause[robot]["seq"]  # the second half moved the live twin on
 
 

@@ -32,7 +32,7 @@ def simulate(settings: Settings, *args: str) -> str:
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_scenario_to_kafka_reaches_the_twins(
-    scenario: str, worker: str, settings: Settings, fleet: Fleet, tmp_path: Path
+    scenario: str, api: httpx.Client, settings: Settings, fleet: Fleet, tmp_path: Path
 ) -> None:
     labels = tmp_path / "labels.parquet"
     out = simulate(settings, "--scenario", scenario, "--robots", "40", "--duration", "20",
@@ -41,7 +41,7 @@ def test_scenario_to_kafka_reaches_the_twins(
     robot = place(fleet, 40, 3).robot_ids[-1]
 
     def twin() -> dict | None:
-        r = httpx.get(f"{worker}/twins/{robot}")
+        r = api.get(f"/twins/{robot}")
         return r.json() if r.status_code == 200 else None
 
     assert eventually(twin)["counts"]["events"] >= 1

@@ -15,7 +15,7 @@ import pytest
 
 from streams.settings import Settings
 from streams.stack import settings_env
-from tests.conftest import free_port
+from tests.conftest import auth, free_port
 from tests.e2e.test_pipeline import eventually
 
 pytestmark = pytest.mark.e2e
@@ -43,12 +43,18 @@ def test_up_serves_twins_and_18_sectors_then_down_stops_everything(
         assert up.returncode == 0, up.stdout + up.stderr
         assert f"{settings.web_url()}/twins/" in up.stdout
         robot = up.stdout.split(f"{settings.web_url()}/twins/")[1].split()[0]
+        # no token was configured: `up` made one, owner-only, and says how to send it
+        token_file = tmp_path / "secrets" / "api-token"
+        assert token_file.stat().st_mode & 0o777 == 0o600
+        assert f'curl -H "Authorization: Bearer $(cat {token_file})" {settings.web_url()}/twins/' in up.stdout
+        assert token_file.read_text().strip() not in up.stdout
 
         def twin() -> dict[str, Any] | None:
-            r = httpx.get(f"{settings.web_url()}/twins/{robot}")
+            r = httpx.get(f"{settings.web_url()}/twins/{robot}", headers=auth(settings))
             return r.json() if r.status_code == 200 else None
 
         assert eventually(twin)["robot_id"] == robot
+        assert httpx.get(f"{settings.web_url()}/twins/{robot}").status_code == 401
 
         def sectors() -> list[Any] | None:
             r = httpx.get(f"http://127.0.0.1:{settings.prometheus_port}/api/v1/query",
