@@ -7,7 +7,6 @@ they are imported inside each command, so the worker image, which ships only
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -41,17 +40,30 @@ def push(
     folder: Annotated[str, typer.Option(help="Folder uid to put the dashboards in (created if missing).")]
     = FOLDER_UID,
 ) -> None:
-    """Upload every dashboard to an existing Grafana (overwriting same-uid versions)."""
+    """Upload every dashboard to an existing Grafana (overwriting same-uid versions).
+
+    Credentials: --token, else FLEET_TWIN_GRAFANA_TOKEN, else basic auth with
+    FLEET_TWIN_GRAFANA_USER (default admin) and FLEET_TWIN_GRAFANA_PASSWORD.
+    """
     from grafana_client import GrafanaApi
     from grafana_client.client import GrafanaClientError, GrafanaException, TokenAuth
 
     from dashboards import render_all
+    from streams.settings import Settings
 
-    secret = token or os.environ.get(TOKEN_ENV, "")
-    if not secret:
-        console.print(f"[red]no token:[/red] give --token or set {TOKEN_ENV}")
+    settings = Settings()
+    secret = token or (settings.grafana_token.get_secret_value() if settings.grafana_token else "")
+    credential: TokenAuth | tuple[str, str]
+    if secret:
+        credential = TokenAuth(secret)
+    elif settings.grafana_password:
+        secret = settings.grafana_password.get_secret_value()
+        credential = (settings.grafana_user, secret)
+    else:
+        console.print(f"[red]no credentials:[/red] give --token, or set {TOKEN_ENV} "
+                      "(or FLEET_TWIN_GRAFANA_USER and FLEET_TWIN_GRAFANA_PASSWORD)")
         raise typer.Exit(2)
-    api = GrafanaApi.from_url(url, credential=TokenAuth(secret))
+    api = GrafanaApi.from_url(url, credential=credential)
     try:
         try:
             api.folder.get_folder(folder)

@@ -41,6 +41,11 @@ class Settings(BaseSettings):
     prometheus_port: int = 9090
     alertmanager_port: int = 9093
     grafana_port: int = 3000
+    grafana_token: SecretStr | None = None
+    """Service-account token that `fleet-twin dashboards push` sends to Grafana."""
+    grafana_user: str = "admin"
+    grafana_password: SecretStr | None = None
+    """Basic auth for `dashboards push` when no token is set (compose: GRAFANA_ADMIN_USER/PASSWORD)."""
 
     app_id: str = "fleet-twin"
     topic_prefix: str = ""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 from collections.abc import Iterator
@@ -156,9 +157,11 @@ def test_cli_generate_writes_every_dashboard(tmp_path: Path) -> None:
 
 
 class _FakeGrafana(BaseHTTPRequestHandler):
-    """Enough of Grafana's HTTP API for `push`: folders and dashboards/db, with a bearer token."""
+    """Enough of Grafana's HTTP API for `push`: folders and dashboards/db, with a bearer token
+    or the admin's basic auth."""
 
     token = "s3cret-token-value"
+    password = "s3cret-admin-password"
     requests: list[tuple[str, str, dict[str, Any] | None, str]] = []
     folders: set[str] = set()
 
@@ -176,9 +179,13 @@ class _FakeGrafana(BaseHTTPRequestHandler):
         self.requests.append((self.command, self.path, body, self.headers.get("Authorization", "")))
         return body
 
+    def _authorized(self) -> bool:
+        basic = base64.b64encode(f"admin:{self.password}".encode()).decode()
+        return self.headers.get("Authorization") in (f"Bearer {self.token}", f"Basic {basic}")
+
     def do_GET(self) -> None:  # noqa: N802
         self._record()
-        if self.headers.get("Authorization") != f"Bearer {self.token}":
+        if not self._authorized():
             return self._reply(401, {"message": "Unauthorized"})
         uid = self.path.rsplit("/", 1)[-1]
         if self.path.startswith("/api/folders/") and uid in self.folders:
@@ -187,7 +194,7 @@ class _FakeGrafana(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:  # noqa: N802
         body = self._record() or {}
-        if self.headers.get("Authorization") != f"Bearer {self.token}":
+        if not self._authorized():
             return self._reply(401, {"message": "Unauthorized"})
         if self.path == "/api/folders":
             self.folders.add(body["uid"])
@@ -236,6 +243,16 @@ def test_cli_push_takes_the_token_from_the_environment(grafana: str) -> None:
     assert sum(1 for _m, path, *_r in _FakeGrafana.requests if path == "/api/dashboards/db") == len(MODELS)
 
 
+def test_cli_push_takes_basic_auth_from_the_environment_without_printing_it(grafana: str) -> None:
+    password = _FakeGrafana.password
+    result = CliRunner().invoke(dashboards_app, ["push", "--url", grafana],
+                                env={"FLEET_TWIN_GRAFANA_TOKEN": "", "FLEET_TWIN_GRAFANA_PASSWORD": password})
+    assert result.exit_code == 0, result.output
+    assert password not in result.output
+    assert {auth.split()[0] for *_rest, auth in _FakeGrafana.requests} == {"Basic"}
+    assert sum(1 for _m, path, *_r in _FakeGrafana.requests if path == "/api/dashboards/db") == len(MODELS)
+
+
 def test_cli_push_fails_cleanly_on_a_wrong_token(grafana: str) -> None:
     wrong = "wrong-token-123"
     result = CliRunner().invoke(dashboards_app, ["push", "--url", grafana, "--token", wrong])
@@ -246,5 +263,5 @@ def test_cli_push_fails_cleanly_on_a_wrong_token(grafana: str) -> None:
 
 def test_cli_push_needs_a_token() -> None:
     result = CliRunner().invoke(dashboards_app, ["push", "--url", "http://127.0.0.1:9"],
-                                env={"FLEET_TWIN_GRAFANA_TOKEN": ""})
+                                env={"FLEET_TWIN_GRAFANA_TOKEN": "", "FLEET_TWIN_GRAFANA_PASSWORD": ""})
     assert result.exit_code == 2 and "FLEET_TWIN_GRAFANA_TOKEN" in result.output
