@@ -72,5 +72,21 @@ def test_mounted_configs_exist_in_the_repo(compose: dict[str, Any]) -> None:
 
 
 def test_no_credential_has_a_default(compose: dict[str, Any]) -> None:
-    password = compose["services"]["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"]
-    assert password.startswith("${") and ":?" in password
+    grafana = compose["services"]["grafana"]["environment"]
+    required = [grafana["GF_SECURITY_ADMIN_USER"], grafana["GF_SECURITY_ADMIN_PASSWORD"],
+                compose["services"]["worker"]["environment"]["FLEET_TWIN_API_TOKEN"]]
+    for value in required:
+        assert value.startswith("${") and ":?" in value and value.endswith("}"), value
+    assert grafana["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
+    assert "FLEET_TWIN_API_TOKEN" not in compose["services"]["simulator"]["environment"]
+
+
+def test_alertmanager_reads_the_inbox_token_from_compose_secret(compose: dict[str, Any]) -> None:
+    assert compose["secrets"]["api_token"] == {"environment": "FLEET_TWIN_API_TOKEN"}
+    assert compose["services"]["alertmanager"]["secrets"] == ["api_token"]
+    config = yaml.safe_load((ROOT / "deploy/alertmanager/alertmanager.yml").read_text())
+    for receiver in config["receivers"]:
+        for hook in receiver["webhook_configs"]:
+            assert hook["url"] == "http://worker:6066/maintenance/inbox"
+            assert hook["http_config"]["authorization"] == {
+                "type": "Bearer", "credentials_file": "/run/secrets/api_token"}
