@@ -5,6 +5,7 @@ notifications reach the worker's own inbox with the token from a credentials fil
 from __future__ import annotations
 
 import asyncio
+import secrets
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
+from pydantic import SecretStr
 
 from streams.settings import Settings
 from streams.stack import Stack
@@ -120,11 +122,13 @@ def test_alertmanager_notifies_the_workers_inbox_with_the_token(
 @pytest.fixture(scope="module")
 def two_workers(broker: str, settings: Settings, tmp_path_factory: pytest.TempPathFactory,
                 ) -> Iterator[tuple[Settings, list[str]]]:
-    """Two workers of an app of their own (own topics), sharing its partitions."""
+    """Two workers of an app of their own (own topics), sharing its partitions; their /metrics
+    wants a token too."""
     run = uuid.uuid4().hex[:8]
     own = settings.model_copy(update={
         "app_id": f"fleet-twin-auth-{run}", "topic_prefix": f"auth-{run}.", "partitions": 4,
-        "state_dir": tmp_path_factory.mktemp("auth-state")})
+        "state_dir": tmp_path_factory.mktemp("auth-state"), "prometheus_port": free_port(),
+        "metrics_token": SecretStr(secrets.token_urlsafe(24))})
     asyncio.run(ensure_topics(own))
     ports = [free_port(), free_port()]
     stacks = [Stack(own.model_copy(update={"web_port": p})) for p in ports]
@@ -173,3 +177,30 @@ async def test_a_request_routed_to_the_owning_worker_keeps_its_token(
     # others through routing
     held = [set(httpx.get(f"{w}/twins", headers=auth(own), params={"limit": 1000}).json()["robots"]) for w in workers]
     assert any(not set(robots) <= h for h in held), held
+
+
+def test_a_metrics_token_closes_metrics_and_prometheus_sends_it(two_workers: tuple[Settings, list[str]]) -> None:
+    own, workers = two_workers
+    assert own.metrics_token
+    bearer = {"Authorization": f"Bearer {own.metrics_token.get_secret_value()}"}
+    for w in workers:
+        assert httpx.get(f"{w}/metrics").status_code == 401
+        assert httpx.get(f"{w}/metrics", headers=auth(own)).status_code == 401  # the API token is not it
+        assert httpx.get(f"{w}/metrics", headers=bearer).status_code == 200
+        assert httpx.get(f"{w}/healthz").status_code == 200
+    stack = Stack(own)
+    ports = [int(w.rsplit(":", 1)[1]) for w in workers]
+    try:
+        stack.start_prometheus(ports)
+        rendered = (own.state_dir / "prometheus" / "prometheus.yml").read_text()
+        assert own.metrics_token.get_secret_value() not in rendered and "credentials_file" in rendered
+
+        def scraped() -> list[str] | None:
+            targets = httpx.get(f"http://127.0.0.1:{own.prometheus_port}/api/v1/targets").json()
+            health = [t["health"] for t in targets["data"]["activeTargets"]
+                      if t["labels"]["job"] == "fleet-twin-workers"]
+            return health if health == ["up", "up"] else None
+
+        eventually(scraped, timeout_s=60)
+    finally:
+        stack.procs.stop("prometheus")
