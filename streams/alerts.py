@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 ALERTNAMES = {"site_incident": "FleetSiteIncident", "rollout": "FleetRolloutRegression"}
 KEEPALIVE_S = 300.0
 """An open alert is re-posted well within this: Alertmanager resolves alerts it stops hearing about."""
+FORGET_RESOLVED_S = 86400.0
+"""A resolved anomaly is remembered this long (event time), far beyond any redelivery after a restart."""
 
 
 def to_alert(anomaly: Anomaly, twin_base_url: str, now: float) -> dict[str, Any]:

@@ -48,6 +48,9 @@ def build_app(settings: Settings, fleet: Fleet, detectors: DetectorConfig,
         topic_partitions=settings.partitions,
         topic_allow_declare=True,
         consumer_auto_offset_reset="earliest",
+        # A killed worker's partitions move to the others after this long without heartbeats.
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=settings.session_timeout_s / 3,
         autodiscover=False,
         # Faust's own pages would bypass the token: /table reads table values (the twins),
         # /router and the stats show the cluster. Table routing needs none of them.
@@ -89,36 +92,61 @@ def build_app(settings: Settings, fleet: Fleet, detectors: DetectorConfig,
                 event = parse(message.value, fleet, key=message.key,
                               received_ts=message.timestamp, policy=policy)
             except InvalidEvent as err:
-                await dlq.send(key=message.key, value=message.value, headers=dlq_headers(err, message))
-                _count_rejection(twins, message.key)
-                metrics.rejected(err.reason)
+                await _reject(message, err)
+                continue
+            stored = twins.get(event.robot_id)
+            before = decode_twin(stored) if stored else None
+            if pipeline.redelivered(before, message.partition, message.offset):
+                metrics.redelivered.inc()
                 continue
             metrics.event_time_lag.observe(max(message.timestamp - event.ts, 0.0))
-            stored = twins.get(event.robot_id)
+            fleet_state.read_ts = message.timestamp
             cohorts = fleet_state.cohorts.setdefault(message.partition, Cohorts())
-            twin, effects, found = pipeline.ingest(decode_twin(stored) if stored else None, event,
-                                                   message.timestamp, fleet, detectors, cohorts)
-            twins[event.robot_id] = encode_twin(twin)
+            twin, effects, found = pipeline.ingest(before, event, message.timestamp, fleet, detectors, cohorts)
+            # Anomalies go out before the twin is stored: a crash between the two
+            # re-sends them (same bytes, deduplicated downstream) rather than losing them.
+            await publish(found)
+            twins[event.robot_id] = encode_twin(pipeline.applied(twin, message.partition, message.offset))
             metrics.processed(effects)
             metrics.processing_lag.observe(max(time.time() - message.timestamp, 0.0))
             if effects.outcome == "applied":
                 fleet_state.versions = rollout.observe(fleet_state.versions, event)
-            await publish(found)
+
+    async def _reject(message: Any, err: InvalidEvent) -> None:
+        """Dead-letter a message and count it on the twin its key names (once, even if redelivered)."""
+        robot_id = _robot_key(message.key)
+        stored = twins.get(robot_id) if robot_id else None
+        twin = decode_twin(stored) if stored else None
+        if twin is not None and pipeline.redelivered(twin, message.partition, message.offset):
+            metrics.redelivered.inc()
+            return
+        await dlq.send(key=message.key, value=message.value, headers=dlq_headers(err, message))
+        metrics.rejected(err.reason)
+        if twin is not None:
+            twins[twin.robot_id] = encode_twin(pipeline.applied(note_rejected(twin), message.partition,
+                                                                message.offset))
 
     @app.agent(checks, name="silence")
     async def silence_checks(stream: faust.StreamT[bytes]) -> None:
         async for record in stream.events():
-            stored = twins.get(record.message.key.decode())
+            message = record.message
+            stored = twins.get(message.key.decode())
             if stored is None:
                 continue
             twin = decode_twin(stored)
-            twin, found = silence(twin, float(record.message.value), detectors.for_model(twin.model))
-            twins[twin.robot_id] = encode_twin(twin)
+            if pipeline.redelivered(twin, message.partition, message.offset, check=True):
+                continue
+            twin, found = silence(twin, float(message.value), detectors.for_model(twin.model))
             await publish(found)
+            twins[twin.robot_id] = encode_twin(pipeline.applied(twin, message.partition, message.offset,
+                                                                check=True))
 
     @app.timer(interval=settings.silence_check_s)
     async def look_for_silence() -> None:
         now = time.time()  # the shell owns the clock; the core only compares times
+        if sum(consumer_lag(app, settings.telemetry_topic).values()) and \
+                now - fleet_state.read_ts > settings.silence_check_s + 1:
+            return  # catching up (after a restart, say): the twins are behind, not the robots
         for twin in twin_values(twins):
             if now - twin.last_seen > detectors.for_model(twin.model).silence_min_s and not _silent(twin):
                 await checks.send(key=twin.robot_id.encode(), value=repr(now).encode())
@@ -133,26 +161,28 @@ def build_app(settings: Settings, fleet: Fleet, detectors: DetectorConfig,
 
     @app.agent(anomalies, name="alerts")
     async def to_alertmanager(stream: faust.StreamT[bytes]) -> None:
-        # `sent` holds the last message posted per open anomaly: a worker that
-        # restarts and reads the same messages again does not alert twice, and
-        # open alerts are kept alive from it. Resolved ones leave it (bounded).
+        # `sent` holds the last message posted per anomaly: a worker that restarts
+        # and reads the same messages again posts nothing twice, not even an
+        # opening whose resolution it already sent; open alerts are kept alive
+        # from it; resolved ones leave it after a day (bounded).
         async for value in stream:
             anomaly = ANOMALY_DECODER.decode(value)
-            if sent.get(anomaly.id) == value:
+            before = sent.get(anomaly.id)
+            if before == value or (before is not None and ANOMALY_DECODER.decode(before).status == "resolved"):
                 continue
             alert = alerts.to_alert(anomaly, settings.web_url(), time.time())
             await alerts.post(http.client, settings.alertmanager_url, [alert])
-            if anomaly.status == "resolved":
-                sent.pop(anomaly.id, None)
-            else:
-                sent[anomaly.id] = value
+            sent[anomaly.id] = value
 
     @app.timer(interval=alerts.KEEPALIVE_S / 5)
     async def keep_alerts_alive() -> None:
         now = time.time()
-        open_now = [ANOMALY_DECODER.decode(v) for v in list(sent.values())]
+        known = [ANOMALY_DECODER.decode(v) for v in list(sent.values())]
         await alerts.post(http.client, settings.alertmanager_url,
-                          [alerts.to_alert(a, settings.web_url(), now) for a in open_now])
+                          [alerts.to_alert(a, settings.web_url(), now) for a in known if a.status != "resolved"])
+        for a in known:
+            if a.status == "resolved" and now - a.ts > alerts.FORGET_RESOLVED_S:
+                sent.pop(a.id, None)
 
     @app.agent(anomalies, name="incidents")
     async def site_incidents(stream: faust.StreamT[bytes]) -> None:
@@ -186,6 +216,8 @@ class FleetState:
     versions: rollout.RolloutState = field(default_factory=rollout.RolloutState)
     cohorts: dict[int, Cohorts] = field(default_factory=dict)
     sites: dict[str, incidents.SiteState] = field(default_factory=dict)
+    read_ts: float = 0.0
+    """Broker time of the newest telemetry record processed: how far behind the worker is."""
 
 
 def consumer_lag(app: faust.App, topic: str) -> dict[int, int]:
@@ -211,15 +243,11 @@ def dlq_headers(err: InvalidEvent, message: Any) -> list[tuple[str, bytes]]:
     return ours + [(k, bytes(v)) for k, v in (message.headers or [])]
 
 
-def _count_rejection(twins: Any, key: bytes | None) -> None:
-    """Note a rejected message on the twin its key names, if that robot is known."""
+def _robot_key(key: bytes | None) -> str | None:
     try:
-        robot_id = key.decode() if key else None
+        return key.decode() if key else None
     except UnicodeDecodeError:
-        return
-    stored = twins.get(robot_id) if robot_id else None
-    if stored is not None:
-        twins[robot_id] = encode_twin(note_rejected(decode_twin(stored)))
+        return None
 
 
 def twin_values(table: Any) -> Iterable[Twin]:

@@ -69,6 +69,11 @@ class PipelineMetrics:
             "twin_event_time_lag_seconds", "From a robot's event time to the broker receiving it.",
             buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300), registry=registry,
         )
+        self.redelivered = Counter(
+            "twin_redelivered_total",
+            "Records skipped because the twin already held them (re-read after a worker restart).",
+            registry=registry,
+        )
         for kind in EFFECT_KINDS:
             self.changes.labels(kind=kind)
         # Born at zero: rate() and increase() cannot see a series' first count.

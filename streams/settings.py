@@ -72,6 +72,8 @@ class Settings(BaseSettings):
     alert_group_interval: str = "1m"
     silence_check_s: float = 5.0
     """How often a worker looks for robots that went quiet."""
+    session_timeout_s: float = Field(default=10.0, gt=0)
+    """Kafka consumer-group session: how long a dead worker keeps its partitions."""
 
     sim_scenario: str = "steady"
     sim_robots: int = 360

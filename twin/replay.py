@@ -10,7 +10,9 @@ worker did. What makes that hold:
 - state that spans robots (cohort baselines) is kept per Kafka partition, as
   the worker keeps it, so the interleaving of partitions cannot matter;
 - the only clock is the record timestamp (`received_ts`), never the wall;
-- rejected records count on the twin their key names, as live.
+- rejected records count on the twin their key names, as live;
+- each twin holds the offset of the newest record applied to it, as live,
+  where it lets a restarted worker skip what it had already applied.
 
 Fleet-level findings are recomputed, not replayed bit for bit: the live
 worker judges rollouts on a wall-clock timer, the fold every `judge_every_s`
@@ -35,7 +37,7 @@ from twin.detect.params import DetectorConfig
 from twin.detect.robot import silence
 from twin.exceptions import InvalidEvent
 from twin.fleet import Fleet
-from twin.pipeline import ingest
+from twin.pipeline import applied, ingest, redelivered
 from twin.reduce import note_rejected
 from twin.schema import Event
 from twin.state import Twin
@@ -111,7 +113,7 @@ class Fold:
     next_judge: float | None = None
 
     def feed(self, record: Record) -> Event | None:
-        """Apply one record; returns the event it carried, if it was valid telemetry."""
+        """Apply one record as the worker does; returns the event it carried, if it was valid telemetry."""
         self.records += 1
         self._judge_until(record.timestamp)
         if record.kind == "check":
@@ -123,10 +125,12 @@ class Fold:
         except InvalidEvent as err:
             self._reject(record, err)
             return None
+        before = self.twins.get(event.robot_id)
+        if redelivered(before, record.partition, record.offset):
+            return None
         cohorts = self.cohorts.setdefault(record.partition, Cohorts())
-        twin, effects, found = ingest(self.twins.get(event.robot_id), event, record.timestamp,
-                                      self.fleet, self.config, cohorts)
-        self.twins[event.robot_id] = twin
+        twin, effects, found = ingest(before, event, record.timestamp, self.fleet, self.config, cohorts)
+        self.twins[event.robot_id] = applied(twin, record.partition, record.offset)
         if effects.outcome == "applied":
             self.versions = rollout.observe(self.versions, event)
         self._publish(found)
@@ -134,10 +138,10 @@ class Fold:
 
     def _check(self, record: Record) -> None:
         twin = self.twins.get((record.key or b"").decode(errors="replace"))
-        if twin is None:
+        if twin is None or redelivered(twin, record.partition, record.offset, check=True):
             return
         twin, found = silence(twin, float(record.value), self.config.for_model(twin.model))
-        self.twins[twin.robot_id] = twin
+        self.twins[twin.robot_id] = applied(twin, record.partition, record.offset, check=True)
         self._publish(found)
 
     def _reject(self, record: Record, err: InvalidEvent) -> None:
@@ -148,8 +152,8 @@ class Fold:
         except UnicodeDecodeError:
             return
         twin = self.twins.get(robot_id) if robot_id else None
-        if twin is not None:
-            self.twins[twin.robot_id] = note_rejected(twin)
+        if twin is not None and not redelivered(twin, record.partition, record.offset):
+            self.twins[twin.robot_id] = applied(note_rejected(twin), record.partition, record.offset)
 
     def _judge_until(self, now: float) -> None:
         if self.next_judge is None:

@@ -104,6 +104,17 @@ class Twin(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
     """AI-model, firmware or robot-model changes seen on the newest event."""
     watch: Watch | None = None
     """Detector state and open anomalies (twin.detect); None until detectors have run."""
+    partition: int = -1
+    """Kafka partition the robot's records are in (the key puts them all in one)."""
+    offset: int = -1
+    """Offset of the newest telemetry record applied to this twin, valid or not.
+
+    After a crash the worker re-reads records from its last committed offset,
+    while the table (recovered from its changelog) may already hold them: a
+    record at or below this offset is skipped, so redelivery cannot count an
+    event twice (twin.pipeline.redelivered)."""
+    check_offset: int = -1
+    """The same for the robot's silence checks (a topic co-partitioned with telemetry)."""
 
     def signal_time(self, state: SignalState) -> tuple[float, int]:
         """The (event time, seq) of a signal's newest value."""
