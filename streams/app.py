@@ -7,6 +7,8 @@ comes back is stored, dead-lettered, published to `fleet.anomalies` or counted.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -32,6 +34,8 @@ from twin.detect.robot import silence
 from twin.reduce import note_rejected
 from twin.state import Twin, decode_twin, encode_twin
 from twin.validate import Policy, parse
+
+log = logging.getLogger(__name__)
 
 
 def build_app(settings: Settings, fleet: Fleet, detectors: DetectorConfig,
@@ -120,11 +124,27 @@ def build_app(settings: Settings, fleet: Fleet, detectors: DetectorConfig,
         if twin is not None and pipeline.redelivered(twin, message.partition, message.offset):
             metrics.redelivered.inc()
             return
-        await dlq.send(key=message.key, value=message.value, headers=dlq_headers(err, message))
+        await _dead_letter(message, err)
         metrics.rejected(err.reason)
         if twin is not None:
             twins[twin.robot_id] = encode_twin(pipeline.applied(note_rejected(twin), message.partition,
                                                                 message.offset))
+
+    async def _dead_letter(message: Any, err: InvalidEvent) -> None:
+        """Wait for the broker to take the rejected message: while the dead-letter topic
+        refuses it, retry with backoff and hold the partition (its lag and
+        twin_dlq_errors_total say so) rather than drop it or die."""
+        delay = 0.5
+        while True:
+            try:
+                await (await dlq.send(key=message.key, value=message.value, headers=dlq_headers(err, message)))
+                return
+            except Exception as exc:  # noqa: BLE001 - whatever the producer says, the message must not be lost
+                metrics.dlq_errors.inc()
+                log.warning("dead-letter topic refused %s[%s]@%s (%s); retrying in %.1fs",
+                            message.topic, message.partition, message.offset, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
 
     @app.agent(checks, name="silence")
     async def silence_checks(stream: faust.StreamT[bytes]) -> None:

@@ -69,6 +69,11 @@ class PipelineMetrics:
             "twin_event_time_lag_seconds", "From a robot's event time to the broker receiving it.",
             buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300), registry=registry,
         )
+        self.dlq_errors = Counter(
+            "twin_dlq_errors_total",
+            "Attempts to dead-letter a message that the broker refused (retried; the partition waits).",
+            registry=registry,
+        )
         self.redelivered = Counter(
             "twin_redelivered_total",
             "Records skipped because the twin already held them (re-read after a worker restart).",
