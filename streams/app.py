@@ -46,7 +46,7 @@ def build_app(settings: Settings, fleet: Fleet, detectors: DetectorConfig,
         **faust_broker(settings),  # broker URL, and SASL_SSL credentials if configured
         store="memory://",
         datadir=str(settings.state_dir / f"worker-{settings.web_port}"),
-        web_bind=settings.web_host,
+        web_bind=settings.web_bind or settings.web_host,
         web_host=settings.web_host,
         web_port=settings.web_port,
         topic_partitions=settings.partitions,

@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     kafka_ssl_cafile: Path | None = None
     """CA that signed the broker's certificate; unset: `<state_dir>/secrets/ca.pem` (the local broker's)."""
     web_host: str = "127.0.0.1"
+    """Where other workers and clients reach this worker's web server (a pod's IP in Kubernetes)."""
+    web_bind: str = ""
+    """Address the web server binds; empty means `web_host` (this machine: 127.0.0.1 only)."""
     web_port: int = 6066
     api_token: SecretStr | None = None
     """Bearer token of the twin API; unset: `<state_dir>/secrets/api-token`, which `fleet-twin up` writes."""
@@ -40,6 +43,8 @@ class Settings(BaseSettings):
     """If set, /metrics wants this bearer token too (Prometheus sends it from its scrape config)."""
     prometheus_port: int = 9090
     alertmanager_port: int = 9093
+    alertmanager_address: str = ""
+    """URL of an Alertmanager elsewhere (e.g. http://alertmanager:9093); empty: the local one on alertmanager_port."""
     grafana_port: int = 3000
     grafana_token: SecretStr | None = None
     """Service-account token that `fleet-twin dashboards push` sends to Grafana."""
@@ -106,7 +111,7 @@ class Settings(BaseSettings):
 
     @property
     def alertmanager_url(self) -> str:
-        return f"http://127.0.0.1:{self.alertmanager_port}"
+        return self.alertmanager_address or f"http://127.0.0.1:{self.alertmanager_port}"
 
     @property
     def webhook_url(self) -> str:
