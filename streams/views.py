@@ -1,7 +1,7 @@
 """HTTP views of a worker: the twin API, fleet summary, metrics and health.
 
 Every view of fleet data wants the API's bearer token (`Private`); /healthz and
-/metrics stay open for probes and Prometheus (docs/SECURITY-api.md says what
+/metrics stay open for probes and Prometheus (docs/SECURITY.md says what
 they show), unless a metrics token is set.
 """
 

@@ -49,7 +49,7 @@ def bearer(settings: Settings, name: str) -> dict[str, str]:
 
 def get(url: str, settings: Settings, token: str = "api_token") -> httpx.Response:
     r = httpx.get(url, timeout=5.0)
-    if r.status_code == 401:  # the API wants a bearer token (docs/SECURITY-api.md)
+    if r.status_code == 401:  # the API wants a bearer token (docs/SECURITY.md)
         r = httpx.get(url, timeout=5.0, headers=bearer(settings, token))
     return r
 
