@@ -104,7 +104,7 @@ def build_app(settings: Settings, fleet: Fleet, detectors: DetectorConfig,
                 metrics.redelivered.inc()
                 continue
             metrics.event_time_lag.observe(max(message.timestamp - event.ts, 0.0))
-            fleet_state.read_ts = message.timestamp
+            fleet_state.read_ts, fleet_state.read_at = message.timestamp, time.time()
             cohorts = fleet_state.cohorts.setdefault(message.partition, Cohorts())
             twin, effects, found = pipeline.ingest(before, event, message.timestamp, fleet, detectors, cohorts)
             # Anomalies go out before the twin is stored: a crash between the two
@@ -164,9 +164,8 @@ def build_app(settings: Settings, fleet: Fleet, detectors: DetectorConfig,
     @app.timer(interval=settings.silence_check_s)
     async def look_for_silence() -> None:
         now = time.time()  # the shell owns the clock; the core only compares times
-        if sum(consumer_lag(app, settings.telemetry_topic).values()) and \
-                now - fleet_state.read_ts > settings.silence_check_s + 1:
-            return  # catching up (after a restart, say): the twins are behind, not the robots
+        if fleet_state.catching_up(now, settings.silence_check_s + 1):
+            return  # the twins are behind (after a restart, say), not the robots
         for twin in twin_values(twins):
             if now - twin.last_seen > detectors.for_model(twin.model).silence_min_s and not _silent(twin):
                 await checks.send(key=twin.robot_id.encode(), value=repr(now).encode())
@@ -237,14 +236,24 @@ class FleetState:
     cohorts: dict[int, Cohorts] = field(default_factory=dict)
     sites: dict[str, incidents.SiteState] = field(default_factory=dict)
     read_ts: float = 0.0
-    """Broker time of the newest telemetry record processed: how far behind the worker is."""
+    """Broker time of the newest telemetry record processed ..."""
+    read_at: float = 0.0
+    """... and when it was processed."""
+
+    def catching_up(self, now: float, slack_s: float) -> bool:
+        """Processing records (lately) that are older than `slack_s`: working through a backlog.
+
+        A quiet fleet is not a backlog: then nothing was processed lately.
+        """
+        return now - self.read_at < slack_s and self.read_at - self.read_ts > slack_s
 
 
 def consumer_lag(app: faust.App, topic: str) -> dict[int, int]:
     """Messages not yet read, per partition of `topic` this worker holds (from Faust's monitor)."""
     monitor = app.monitor
     read, end = monitor.tp_read_offsets or {}, monitor.tp_end_offsets or {}
-    return {tp.partition: max(end[tp] - read.get(tp, 0), 0) for tp in end if tp.topic == topic}
+    # The end offset is the next one to be written; the read one the last message read.
+    return {tp.partition: max(end[tp] - read.get(tp, -1) - 1, 0) for tp in end if tp.topic == topic}
 
 
 def _silent(twin: Twin) -> bool:
