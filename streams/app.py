@@ -54,6 +54,10 @@ def build_app(settings: Settings, fleet: Fleet, detectors: DetectorConfig,
         consumer_auto_offset_reset="earliest",
         # A killed worker's partitions move to the others after this long without heartbeats.
         broker_session_timeout=settings.session_timeout_s,
+        # Memory store: standby changelog records would land in the same dict as this
+        # worker's own twins (faust stores/memory.py); a takeover rebuilds a partition
+        # from the changelog's start anyway.
+        table_standby_replicas=0,
         broker_heartbeat_interval=settings.session_timeout_s / 3,
         autodiscover=False,
         # Faust's own pages would bypass the token: /table reads table values (the twins),

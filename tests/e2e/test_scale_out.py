@@ -8,11 +8,11 @@ deadline on every wait; it stops what it started by pid. Silence detection is sw
 timer set to an hour): as the fleet goes quiet it would open anomalies on the twins and change
 them while they are compared across the kill.
 
-Faust keeps a standby replica of each table partition on the other worker, and with the memory
-store (ours) it applies standby changelog records to the same dict as the worker's own: once a
-worker has buffered 1000 of them (the table's standby buffer) its table holds the other's robots
-too, stale, and so do its /twins list, /fleet/summary, its fleet metrics and its silence checks.
-The failover test stays below that (960 changelog records in all); the last test goes beyond it.
+Faust would keep a standby replica of each table partition on the other worker, and with the
+memory store (ours) it applies standby changelog records to the same dict as the worker's own:
+once a worker had buffered 1000 of them its table held the other's robots too, stale, and so did
+its /twins list, /fleet/summary, fleet metrics and silence checks. Workers run without standbys
+(`table_standby_replicas=0`); the last test runs past 1000 records to keep it so.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ pytestmark = pytest.mark.e2e
 
 T = TypeVar("T")
 ROBOTS, REPORTS, MORE = 48, 20, 5
-"""48 x 20 changelog records: fewer than the 1000 a standby buffer flushes at (see above)."""
+"""48 x 20 changelog records."""
 SPEED = 10.0
 """Reports go out ten times faster than the scenario's 1 Hz (event time follows)."""
 BEYOND_STANDBY_BUFFER = 50
@@ -182,10 +182,6 @@ def test_two_workers_share_the_fleet_and_one_takes_over_when_the_other_is_killed
           f"all twins answered as before {took_over:.1f} s")
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "standby replicas leak into the memory store: after 1000 standby changelog records a worker's "
-    "table holds the other's robots too (stale). Fix: table_standby_replicas=0 in build_app "
-    "(streams/app.py), then drop this marker"))
 def test_each_worker_holds_only_its_own_robots_however_long_it_runs(workers: list[Worker], fleet: Fleet) -> None:
     sim = FleetSim(fleet, SCENARIO, seed=5, start_ts=round(time.time(), 3), time_scale=1 / SPEED)
     robots = set(sim.roster.robot_ids)
