@@ -73,8 +73,8 @@ def build_app(settings: Settings, fleet: Fleet, detectors: DetectorConfig,
     )
     dlq = app.topic(settings.dlq_topic, key_serializer="raw", value_serializer="raw")
     anomalies = app.topic(settings.anomalies_topic, key_serializer="raw", value_serializer="raw")
-    # Silence checks go through a topic co-partitioned with telemetry: only an
-    # agent may write the table, and the checks then sit in the log for replay.
+    # Silence checks go through a topic co-partitioned with telemetry: only the
+    # ingest agent writes the table, and the checks then sit in the log for replay.
     checks = app.topic(settings.checks_topic, key_serializer="raw",
                        value_serializer="raw", partitions=settings.partitions)
     # Twins are kept as their encoded bytes: a third of the memory of the
@@ -87,15 +87,26 @@ def build_app(settings: Settings, fleet: Fleet, detectors: DetectorConfig,
     fleet_state = FleetState()
 
     async def publish(found: list[Anomaly]) -> None:
+        """Send anomaly messages and wait for the broker's ack: the twin that caused them is
+        stored after, so a twin (and its offset marker) in the changelog means they were sent."""
         for anomaly in found:
             metrics.anomaly(anomaly)
             key = (anomaly.site or anomaly.model).encode()
-            await anomalies.send(key=key, value=ANOMALY_JSON.encode(anomaly))
+            await (await anomalies.send(key=key, value=ANOMALY_JSON.encode(anomaly)))
 
-    @app.agent(telemetry, name="ingest")
+    # One agent writes the twins, from telemetry and silence checks alike (one
+    # topic object, two co-partitioned topics): no other coroutine can change a
+    # twin between its read and its write.
+    twin_log = app.topic(settings.telemetry_topic, settings.checks_topic, key_serializer="raw",
+                         value_serializer="raw", partitions=settings.partitions)
+
+    @app.agent(twin_log, name="ingest")
     async def ingest(stream: faust.StreamT[bytes]) -> None:
         async for record in stream.events():
             message = record.message
+            if message.topic == settings.checks_topic:
+                await _silence_check(message)
+                continue
             try:
                 event = parse(message.value, fleet, key=message.key,
                               received_ts=message.timestamp, policy=policy)
@@ -150,20 +161,16 @@ def build_app(settings: Settings, fleet: Fleet, detectors: DetectorConfig,
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
 
-    @app.agent(checks, name="silence")
-    async def silence_checks(stream: faust.StreamT[bytes]) -> None:
-        async for record in stream.events():
-            message = record.message
-            stored = twins.get(message.key.decode())
-            if stored is None:
-                continue
-            twin = decode_twin(stored)
-            if pipeline.redelivered(twin, message.partition, message.offset, check=True):
-                continue
-            twin, found = silence(twin, float(message.value), detectors.for_model(twin.model))
-            await publish(found)
-            twins[twin.robot_id] = encode_twin(pipeline.applied(twin, message.partition, message.offset,
-                                                                check=True))
+    async def _silence_check(message: Any) -> None:
+        stored = twins.get(message.key.decode())
+        if stored is None:
+            return
+        twin = decode_twin(stored)
+        if pipeline.redelivered(twin, message.partition, message.offset, check=True):
+            return
+        twin, found = silence(twin, float(message.value), detectors.for_model(twin.model))
+        await publish(found)
+        twins[twin.robot_id] = encode_twin(pipeline.applied(twin, message.partition, message.offset, check=True))
 
     @app.timer(interval=settings.silence_check_s)
     async def look_for_silence() -> None:
