@@ -54,8 +54,17 @@ class KafkaSink:
         await self.producer.stop()
 
     async def send(self, events: list[Event]) -> None:
+        await asyncio.gather(*await self.enqueue(events))
+
+    async def enqueue(self, events: list[Event]) -> list[asyncio.Future[object]]:
+        """Hand the events to the producer without waiting for the broker; return the deliveries.
+
+        A paced sender that awaits each tick's acknowledgements waits out `linger_ms`
+        every tick; enqueueing in order and checking the deliveries later keeps each
+        partition's order and goes at the producer's own pace.
+        """
         batches: dict[int, object] = {}
-        pending = []
+        pending: list[asyncio.Future[object]] = []
         for event in events:
             key = event.robot_id.encode()
             part = self.partitioner(key, self.partitions, self.partitions)
@@ -66,7 +75,7 @@ class KafkaSink:
                 batch.append(key=key, value=_encoder.encode(event), timestamp=None)
         for part, batch in batches.items():
             pending.append(await self.producer.send_batch(batch, self.topic, partition=part))  # type: ignore[arg-type]
-        await asyncio.gather(*pending)
+        return pending
 
 
 async def to_kafka(settings: Settings, sim: FleetSim, *, speed: float, on_tick: OnTick | None) -> int:
