@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,10 +31,8 @@ from twin.detect import incidents, rollout
 from twin.detect.cohort import Cohorts
 from twin.detect.findings import Anomaly
 from twin.detect.params import DetectorConfig
-from twin.detect.robot import silence
-from twin.reduce import note_rejected
 from twin.state import Twin, decode_twin, encode_twin
-from twin.validate import Policy, parse
+from twin.validate import Policy
 
 log = logging.getLogger(__name__)
 
@@ -87,12 +86,14 @@ def build_app(settings: Settings, fleet: Fleet, detectors: DetectorConfig,
     fleet_state = FleetState()
 
     async def publish(found: list[Anomaly]) -> None:
-        """Send anomaly messages and wait for the broker's ack: the twin that caused them is
-        stored after, so a twin (and its offset marker) in the changelog means they were sent."""
+        """Send anomaly messages and wait for the broker's acks: the twins that caused them
+        are stored after, so a twin (and its offset marker) in the changelog means they were sent."""
+        acks = []
         for anomaly in found:
             metrics.anomaly(anomaly)
             key = (anomaly.site or anomaly.model).encode()
-            await (await anomalies.send(key=key, value=ANOMALY_JSON.encode(anomaly)))
+            acks.append(await anomalies.send(key=key, value=ANOMALY_JSON.encode(anomaly)))
+        await asyncio.gather(*acks)
 
     # One agent writes the twins, from telemetry and silence checks alike (one
     # topic object, two co-partitioned topics): no other coroutine can change a
@@ -102,48 +103,32 @@ def build_app(settings: Settings, fleet: Fleet, detectors: DetectorConfig,
 
     @app.agent(twin_log, name="ingest")
     async def ingest(stream: faust.StreamT[bytes]) -> None:
-        async for record in stream.events():
-            message = record.message
-            if message.topic == settings.checks_topic:
-                await _silence_check(message)
-                continue
-            try:
-                event = parse(message.value, fleet, key=message.key,
-                              received_ts=message.timestamp, policy=policy)
-            except InvalidEvent as err:
-                await _reject(message, err)
-                continue
-            stored = twins.get(event.robot_id)
-            before = decode_twin(stored) if stored else None
-            if pipeline.redelivered(before, message.partition, message.offset):
-                metrics.redelivered.inc()
-                continue
-            metrics.event_time_lag.observe(max(message.timestamp - event.ts, 0.0))
-            fleet_state.read_ts, fleet_state.read_at = message.timestamp, time.time()
-            cohorts = fleet_state.cohorts.setdefault(message.partition, Cohorts())
-            twin, effects, found = pipeline.ingest(before, event, message.timestamp, fleet, detectors, cohorts)
-            # Anomalies go out before the twin is stored: a crash between the two
-            # re-sends them (same bytes, deduplicated downstream) rather than losing them.
-            await publish(found)
-            twins[event.robot_id] = encode_twin(pipeline.applied(twin, message.partition, message.offset))
-            metrics.processed(effects)
-            metrics.processing_lag.observe(max(time.time() - message.timestamp, 0.0))
-            if effects.outcome == "applied":
-                fleet_state.versions = rollout.observe(fleet_state.versions, event)
+        async for events in stream.take_events(settings.batch_max, within=settings.batch_within_s):
+            await fold_batch(stream, events)
 
-    async def _reject(message: Any, err: InvalidEvent) -> None:
-        """Dead-letter a message and count it on the twin its key names (once, even if redelivered)."""
-        robot_id = _robot_key(message.key)
-        stored = twins.get(robot_id) if robot_id else None
-        twin = decode_twin(stored) if stored else None
-        if twin is not None and pipeline.redelivered(twin, message.partition, message.offset):
-            metrics.redelivered.inc()
-            return
-        await _dead_letter(message, err)
-        metrics.rejected(err.reason)
-        if twin is not None:
-            twins[twin.robot_id] = encode_twin(pipeline.applied(note_rejected(twin), message.partition,
-                                                                message.offset))
+    async def fold_batch(stream: faust.StreamT[bytes], events: list[Any]) -> None:
+        """Fold a micro-batch record by record (as replay does), then store each changed twin once.
+
+        Order of effects: anomaly messages and dead letters are acked by the broker
+        before the twins that caused them are stored; offsets are committed after.
+        """
+        batch = Batch(twins)
+        for event in events:
+            message = event.message
+            record = pipeline.Record("check" if message.topic == settings.checks_topic else "telemetry",
+                                     message.partition, message.offset, message.timestamp,
+                                     message.key, message.value)
+            step = pipeline.feed(batch.get, record, fleet, detectors, policy, fleet_state.cohorts)
+            batch.add(event, step, metrics)
+            if step.event is not None and step.effects is not None and step.effects.outcome == "applied":
+                fleet_state.versions = rollout.observe(fleet_state.versions, step.event)
+        await asyncio.gather(publish(batch.found), *(_dead_letter(m, err) for m, err in batch.rejected))
+        # telemetry and checks are co-partitioned: a robot's event names its twin's partition
+        store(stream, twins, {r: (e, encode_twin(t)) for r, (e, t) in batch.changed.items()})
+        batch.count(metrics)
+        metrics.batch.observe(len(events))
+        if batch.last is not None:
+            fleet_state.read_ts, fleet_state.read_at = batch.last.timestamp, time.time()
 
     async def _dead_letter(message: Any, err: InvalidEvent) -> None:
         """Wait for the broker to take the rejected message: while the dead-letter topic
@@ -160,17 +145,6 @@ def build_app(settings: Settings, fleet: Fleet, detectors: DetectorConfig,
                             message.topic, message.partition, message.offset, exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
-
-    async def _silence_check(message: Any) -> None:
-        stored = twins.get(message.key.decode())
-        if stored is None:
-            return
-        twin = decode_twin(stored)
-        if pipeline.redelivered(twin, message.partition, message.offset, check=True):
-            return
-        twin, found = silence(twin, float(message.value), detectors.for_model(twin.model))
-        await publish(found)
-        twins[twin.robot_id] = encode_twin(pipeline.applied(twin, message.partition, message.offset, check=True))
 
     @app.timer(interval=settings.silence_check_s)
     async def look_for_silence() -> None:
@@ -195,14 +169,20 @@ def build_app(settings: Settings, fleet: Fleet, detectors: DetectorConfig,
         # and reads the same messages again posts nothing twice, not even an
         # opening whose resolution it already sent; open alerts are kept alive
         # from it; resolved ones leave it after a day (bounded).
-        async for value in stream:
-            anomaly = ANOMALY_DECODER.decode(value)
-            before = sent.get(anomaly.id)
-            if before == value or (before is not None and ANOMALY_DECODER.decode(before).status == "resolved"):
-                continue
-            alert = alerts.to_alert(anomaly, settings.web_url(), time.time())
-            await alerts.post(http.client, settings.alertmanager_url, [alert])
-            sent[anomaly.id] = value
+        # Posted a batch at a time: one request per batch, not per anomaly.
+        async for events in stream.take_events(ALERT_BATCH, within=ALERT_WITHIN_S):
+            latest: dict[str, tuple[Any, bytes]] = {}
+            out = []
+            for event in events:
+                value = event.value
+                anomaly = ANOMALY_DECODER.decode(value)
+                before = latest[anomaly.id][1] if anomaly.id in latest else sent.get(anomaly.id)
+                if before == value or (before is not None and ANOMALY_DECODER.decode(before).status == "resolved"):
+                    continue
+                out.append(alerts.to_alert(anomaly, settings.web_url(), time.time()))
+                latest[anomaly.id] = (event, value)
+            await alerts.post(http.client, settings.alertmanager_url, out)
+            store(stream, sent, latest)
 
     @app.timer(interval=alerts.KEEPALIVE_S / 5)
     async def keep_alerts_alive() -> None:
@@ -228,6 +208,8 @@ def build_app(settings: Settings, fleet: Fleet, detectors: DetectorConfig,
     return app
 
 
+ALERT_BATCH, ALERT_WITHIN_S = 500, 0.1
+"""Anomaly messages posted to Alertmanager in one request, at most, and the longest one waits."""
 ANOMALY_JSON = msgspec.json.Encoder()
 ANOMALY_DECODER = msgspec.json.Decoder(Anomaly)
 
@@ -259,6 +241,77 @@ class FleetState:
         return now - self.read_at < slack_s and self.read_at - self.read_ts > slack_s
 
 
+class Batch:
+    """One micro-batch of the ingest agent: the twins it touched (read from the table once,
+    then kept decoded), what to send, and counts for the metrics (updated once per batch)."""
+
+    def __init__(self, table: Any) -> None:
+        self._table = table
+        self._twins: dict[str, Twin | None] = {}
+        self.changed: dict[str, tuple[Any, Twin]] = {}
+        """Robot -> (its last event in the batch, its newest twin)."""
+        self.found: list[Anomaly] = []
+        self.rejected: list[tuple[Any, InvalidEvent]] = []
+        self.outcomes: Counter[str] = Counter()
+        self.changes: Counter[str] = Counter()
+        self.redelivered = 0
+        self.received: list[float] = []
+        self.last: Any = None
+        """The newest telemetry message of the batch."""
+
+    def get(self, robot_id: str) -> Twin | None:
+        if robot_id not in self._twins:
+            raw = self._table.get(robot_id)
+            self._twins[robot_id] = decode_twin(raw) if raw else None
+        return self._twins[robot_id]
+
+    def add(self, event: Any, step: pipeline.Step, metrics: PipelineMetrics) -> None:
+        message = event.message
+        if step.twin is not None:
+            self._twins[step.twin.robot_id] = step.twin
+            self.changed[step.twin.robot_id] = (event, step.twin)
+        self.found.extend(step.found)
+        if step.redelivered:
+            self.redelivered += 1
+        elif step.error is not None:
+            self.rejected.append((message, step.error))
+            self.outcomes["rejected"] += 1
+            metrics.dlq.labels(reason=step.error.reason).inc()
+        if step.event is not None and step.effects is not None:
+            self.outcomes[step.effects.outcome] += 1
+            self.changes.update(type(c).__name__ for c in step.effects.changes)
+            metrics.event_time_lag.observe(max(message.timestamp - step.event.ts, 0.0))
+            self.received.append(message.timestamp)
+            self.last = message
+
+    def count(self, metrics: PipelineMetrics) -> None:
+        """Once the twins are stored: their processing lag, and the batch's counts."""
+        now = time.time()
+        for ts in self.received:
+            metrics.processing_lag.observe(max(now - ts, 0.0))
+        for outcome, n in self.outcomes.items():
+            metrics.events.labels(result=outcome).inc(n)
+        for kind, n in self.changes.items():
+            metrics.changes.labels(kind=kind).inc(n)
+        if self.redelivered:
+            metrics.redelivered.inc(self.redelivered)
+
+
+def store(stream: faust.StreamT[Any], table: Any, items: dict[str, tuple[Any, bytes]]) -> None:
+    """Write `table[key] = value` for a batch, each changelog record going to the partition
+    of the event given with it (a Faust table takes it from the stream's current event).
+
+    The stream's current event is put back afterwards: `take_events` reads it for the
+    next event it buffers, and would otherwise buffer one of ours again in its place."""
+    pending = stream.current_event
+    try:
+        for key, (event, value) in items.items():
+            stream._set_current_event(event)
+            table[key] = value
+    finally:
+        stream._set_current_event(pending)
+
+
 def consumer_lag(app: faust.App, topic: str) -> dict[int, int]:
     """Messages not yet read, per partition of `topic` this worker holds (from Faust's monitor)."""
     monitor = app.monitor
@@ -281,13 +334,6 @@ def dlq_headers(err: InvalidEvent, message: Any) -> list[tuple[str, bytes]]:
         ("source_offset", str(message.offset).encode()),
     ]
     return ours + [(k, bytes(v)) for k, v in (message.headers or [])]
-
-
-def _robot_key(key: bytes | None) -> str | None:
-    try:
-        return key.decode() if key else None
-    except UnicodeDecodeError:
-        return None
 
 
 def twin_values(table: Any) -> Iterable[Twin]:

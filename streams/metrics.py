@@ -21,7 +21,7 @@ from twin.detect.findings import DETECTORS, Anomaly
 from twin.detect.lifecycle import SEVERITIES
 from twin.exceptions import InvalidEvent
 from twin.fleet import Fleet
-from twin.effects import EFFECT_KINDS, OUTCOMES, Effects
+from twin.effects import EFFECT_KINDS, OUTCOMES
 from twin.schema import MODES
 from twin.state import decode_twin
 from twin.summary import (
@@ -74,6 +74,10 @@ class PipelineMetrics:
             "Attempts to dead-letter a message that the broker refused (retried; the partition waits).",
             registry=registry,
         )
+        self.batch = Histogram(
+            "twin_batch_records", "Records (telemetry and silence checks) per micro-batch of the ingest agent.",
+            buckets=(1, 5, 10, 25, 50, 100, 250, 500, 1000), registry=registry,
+        )
         self.redelivered = Counter(
             "twin_redelivered_total",
             "Records skipped because the twin already held them (re-read after a worker restart).",
@@ -90,15 +94,6 @@ class PipelineMetrics:
     def anomaly(self, anomaly: Anomaly) -> None:
         if anomaly.status == "open":
             self.anomalies.labels(anomaly.sector or "fleet", anomaly.detector, anomaly.severity).inc()
-
-    def processed(self, effects: Effects) -> None:
-        self.events.labels(result=effects.outcome).inc()
-        for change in effects.changes:
-            self.changes.labels(kind=type(change).__name__).inc()
-
-    def rejected(self, reason: str) -> None:
-        self.events.labels(result="rejected").inc()
-        self.dlq.labels(reason=reason).inc()
 
 
 class FleetCollector(Collector):

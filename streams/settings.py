@@ -79,6 +79,10 @@ class Settings(BaseSettings):
     """How often a worker looks for robots that went quiet."""
     session_timeout_s: float = Field(default=10.0, gt=0)
     """Kafka consumer-group session: how long a dead worker keeps its partitions."""
+    batch_max: int = Field(default=500, ge=1)
+    """Records the ingest agent folds at a time (each twin is stored once per batch) ..."""
+    batch_within_s: float = Field(default=0.02, gt=0)
+    """... or fewer, once the oldest has waited this long: bounds the latency it adds."""
 
     sim_scenario: str = "steady"
     sim_robots: int = 360

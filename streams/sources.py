@@ -20,7 +20,8 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from streams.kafka_client import client_kwargs
 from streams.settings import Settings
-from twin.replay import Kind, Record, in_log_order
+from twin.pipeline import Kind, Record
+from twin.replay import in_log_order
 
 
 def partition_of(robot_id: str, partitions: int) -> int:

@@ -26,7 +26,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from heapq import merge
-from typing import Literal
 
 import msgspec
 
@@ -34,28 +33,12 @@ from twin.detect import incidents, rollout
 from twin.detect.cohort import Cohorts
 from twin.detect.findings import Anomaly
 from twin.detect.params import DetectorConfig
-from twin.detect.robot import silence
-from twin.exceptions import InvalidEvent
 from twin.fleet import Fleet
-from twin.pipeline import applied, ingest, redelivered
-from twin.reduce import note_rejected
+from twin.pipeline import Record, feed
 from twin.schema import Event
 from twin.state import Twin
-from twin.validate import DEFAULT_POLICY, Policy, parse
+from twin.validate import DEFAULT_POLICY, Policy
 
-Kind = Literal["telemetry", "check"]
-
-
-class Record(msgspec.Struct, frozen=True):
-    """One log record as the worker received it: telemetry or a silence check."""
-
-    kind: Kind
-    partition: int
-    offset: int
-    timestamp: float
-    """Broker record timestamp, seconds since the epoch: the replay's only clock."""
-    key: bytes | None
-    value: bytes
 
 
 class Rejection(msgspec.Struct, frozen=True):
@@ -116,44 +99,16 @@ class Fold:
         """Apply one record as the worker does; returns the event it carried, if it was valid telemetry."""
         self.records += 1
         self._judge_until(record.timestamp)
-        if record.kind == "check":
-            self._check(record)
-            return None
-        try:
-            event = parse(record.value, self.fleet, key=record.key, received_ts=record.timestamp,
-                          policy=self.policy)
-        except InvalidEvent as err:
-            self._reject(record, err)
-            return None
-        before = self.twins.get(event.robot_id)
-        if redelivered(before, record.partition, record.offset):
-            return None
-        cohorts = self.cohorts.setdefault(record.partition, Cohorts())
-        twin, effects, found = ingest(before, event, record.timestamp, self.fleet, self.config, cohorts)
-        self.twins[event.robot_id] = applied(twin, record.partition, record.offset)
-        if effects.outcome == "applied":
-            self.versions = rollout.observe(self.versions, event)
-        self._publish(found)
-        return event
-
-    def _check(self, record: Record) -> None:
-        twin = self.twins.get((record.key or b"").decode(errors="replace"))
-        if twin is None or redelivered(twin, record.partition, record.offset, check=True):
-            return
-        twin, found = silence(twin, float(record.value), self.config.for_model(twin.model))
-        self.twins[twin.robot_id] = applied(twin, record.partition, record.offset, check=True)
-        self._publish(found)
-
-    def _reject(self, record: Record, err: InvalidEvent) -> None:
-        self.rejected.append(Rejection(record.partition, record.offset, record.timestamp, record.key,
-                                       err.reason, err.detail))
-        try:
-            robot_id = record.key.decode() if record.key else None
-        except UnicodeDecodeError:
-            return
-        twin = self.twins.get(robot_id) if robot_id else None
-        if twin is not None and not redelivered(twin, record.partition, record.offset):
-            self.twins[twin.robot_id] = applied(note_rejected(twin), record.partition, record.offset)
+        step = feed(self.twins.get, record, self.fleet, self.config, self.policy, self.cohorts)
+        if step.error is not None and not step.redelivered:
+            self.rejected.append(Rejection(record.partition, record.offset, record.timestamp, record.key,
+                                           step.error.reason, step.error.detail))
+        if step.twin is not None:
+            self.twins[step.twin.robot_id] = step.twin
+        if step.event is not None and step.effects is not None and step.effects.outcome == "applied":
+            self.versions = rollout.observe(self.versions, step.event)
+        self._publish(step.found)
+        return step.event
 
     def _judge_until(self, now: float) -> None:
         if self.next_judge is None:
