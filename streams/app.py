@@ -1,8 +1,9 @@
 """The composition root of a worker: topics, table, agent and views in one place.
 
-This module wires; it does not decide. Each message goes through
-`twin.validate.parse` and `twin.pipeline.ingest` (reduce, then detect); what
-comes back is stored, dead-lettered, published to `fleet.anomalies` or counted.
+This module wires; it does not decide. The ingest agent takes records in
+micro-batches and hands each to `twin.pipeline.feed` (validate, reduce, detect:
+the same step the replay fold takes); what comes back is published to
+`fleet.anomalies`, dead-lettered, stored (each twin once per batch) or counted.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ and replay all call this, so they cannot disagree."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Literal, NamedTuple
 
 import msgspec
@@ -42,7 +42,7 @@ class Step(NamedTuple):
     twin: Twin | None = None
     event: Event | None = None
     effects: Effects | None = None
-    found: list[Anomaly] = []
+    found: Sequence[Anomaly] = ()
     error: InvalidEvent | None = None
     redelivered: bool = False
 

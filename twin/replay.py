@@ -118,7 +118,7 @@ class Fold:
             self._publish(found)
             self.next_judge += self.judge_every_s
 
-    def _publish(self, found: list[Anomaly]) -> None:
+    def _publish(self, found: Iterable[Anomaly]) -> None:
         for anomaly in found:
             self.anomalies.append(anomaly)
             if anomaly.site and anomaly.detector != "site_incident":
