@@ -68,7 +68,7 @@ from pydantic import SecretStr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from streams.kafka_client import client_kwargs  # noqa: E402
+from streams.kafka_client import client_kwargs, read_topic  # noqa: E402
 from streams.seeds import read_fleet  # noqa: E402
 from streams.settings import Settings  # noqa: E402
 from streams.simulate import KafkaSink  # noqa: E402
@@ -769,22 +769,10 @@ async def _latency_windows(settings: Settings, worker: Worker, robots: int, seco
 
 async def read_changelog(settings: Settings) -> tuple[dict[str, bytes], dict[int, bytes]]:
     """(newest value per robot, newest record's value per partition) of the twins changelog."""
-    topic = f"{settings.app_id}-twins-changelog"
-    consumer = AIOKafkaConsumer(**client_kwargs(settings), enable_auto_commit=False)
-    await consumer.start()
     latest: dict[str, bytes] = {}
     last: dict[int, bytes] = {}
-    try:
-        tps = [TopicPartition(topic, p) for p in range(settings.partitions)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        for tp in tps:
-            while await consumer.position(tp) < ends[tp]:
-                for m in (await consumer.getmany(tp, timeout_ms=1000)).get(tp, []):
-                    latest[json.loads(m.key)] = last[tp.partition] = m.value
-    finally:
-        await consumer.stop()
+    for m in await read_topic(settings, f"{settings.app_id}-twins-changelog"):
+        latest[json.loads(m.key)] = last[m.partition] = m.value
     return latest, last
 
 

@@ -82,3 +82,24 @@ def faust_broker(settings: Settings) -> dict[str, Any]:
         mechanism=settings.kafka_sasl_mechanism, ssl_context=ssl_context(settings),
     )
     return {"broker": broker, "broker_credentials": credentials}
+
+
+async def read_topic(settings: Settings, topic: str) -> list[Any]:
+    """Every record of `topic` as it is now, partition by partition in offset order
+    (aiokafka `ConsumerRecord`s): for checks and tools that compare whole logs."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(**client_kwargs(settings), enable_auto_commit=False)
+    await consumer.start()
+    out: list[Any] = []
+    try:
+        tps = [TopicPartition(topic, p) for p in range(settings.partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        for tp in tps:
+            while await consumer.position(tp) < ends[tp]:
+                out += [m for m in (await consumer.getmany(tp, timeout_ms=1000)).get(tp, []) if m.offset < ends[tp]]
+    finally:
+        await consumer.stop()
+    return out

@@ -19,11 +19,11 @@ import httpx
 import msgspec
 import polars as pl
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streams import replaying
 from streams.replaying import Window
 from streams.settings import Settings
+from streams import kafka_client
 from streams.simulate import KafkaSink
 from streams.stack import Stack, settings_env
 from streams.topics import ensure_topics
@@ -130,21 +130,7 @@ def read_topic(settings: Settings, topic: str) -> list[tuple[bytes, bytes]]:
 
 
 async def _read_topic(settings: Settings, topic: str) -> list[tuple[bytes, bytes]]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    out: list[tuple[bytes, bytes]] = []
-    try:
-        tps = [TopicPartition(topic, p) for p in range(settings.partitions)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        for tp in tps:
-            while await consumer.position(tp) < ends[tp]:
-                for m in (await consumer.getmany(tp, timeout_ms=1000)).get(tp, []):
-                    out.append((m.key, m.value))
-    finally:
-        await consumer.stop()
-    return out
+    return [(m.key, m.value) for m in await kafka_client.read_topic(settings, topic)]
 
 
 def per_robot(values: list[bytes]) -> dict[str, list[bytes]]:
