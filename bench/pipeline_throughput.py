@@ -1028,7 +1028,8 @@ def main() -> None:
     ap.add_argument("--reports", type=int, default=3, help="reports per robot in (5)")
     ap.add_argument("--what-if", default="",
                     help="Faust settings (KEY=VALUE,...) for one more 1-worker drain; '' skips it")
-    ap.add_argument("--plot", type=Path, default=ROOT / "docs" / "img" / "throughput.png")
+    ap.add_argument("--plot", type=lambda v: Path(v) if v else None, default=ROOT / "docs" / "img" / "throughput.png",
+                    help="where to write the PNG; '' writes none")
     for part in ("throughput", "sweep", "batches", "workers", "profile", "latency", "memory"):
         ap.add_argument(f"--skip-{part}", action="store_true")
     args = ap.parse_args()

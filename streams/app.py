@@ -20,6 +20,7 @@ import faust
 import msgspec
 from prometheus_client import CollectorRegistry
 
+from streams.changelog import ChangelogWriter
 from streams.kafka_client import faust_broker
 from streams.metrics import FleetCollector, PipelineMetrics
 from streams.settings import Settings
@@ -102,16 +103,22 @@ def build_app(settings: Settings, fleet: Fleet, detectors: DetectorConfig,
     twin_log = app.topic(settings.telemetry_topic, settings.checks_topic, key_serializer="raw",
                          value_serializer="raw", partitions=settings.partitions)
 
+    changelog = ChangelogWriter(settings, twins)
+
     @app.agent(twin_log, name="ingest")
     async def ingest(stream: faust.StreamT[bytes]) -> None:
-        async for events in stream.take_events(settings.batch_max, within=settings.batch_within_s):
-            await fold_batch(stream, events)
+        try:
+            async for events in stream.take_events(settings.batch_max, within=settings.batch_within_s):
+                await fold_batch(events)
+        finally:
+            await changelog.stop()
 
-    async def fold_batch(stream: faust.StreamT[bytes], events: list[Any]) -> None:
+    async def fold_batch(events: list[Any]) -> None:
         """Fold a micro-batch record by record (as replay does), then store each changed twin once.
 
         Order of effects: anomaly messages and dead letters are acked by the broker
-        before the twins that caused them are stored; offsets are committed after.
+        before the twins that caused them are written; the twins are acked before
+        the table serves them; the batch's offsets are committed after.
         """
         batch = Batch(twins)
         for event in events:
@@ -125,7 +132,7 @@ def build_app(settings: Settings, fleet: Fleet, detectors: DetectorConfig,
                 fleet_state.versions = rollout.observe(fleet_state.versions, step.event)
         await asyncio.gather(publish(batch.found), *(_dead_letter(m, err) for m, err in batch.rejected))
         # telemetry and checks are co-partitioned: a robot's event names its twin's partition
-        store(stream, twins, {r: (e, encode_twin(t)) for r, (e, t) in batch.changed.items()})
+        await changelog.write({r: (e.message.partition, encode_twin(t)) for r, (e, t) in batch.changed.items()})
         batch.count(metrics)
         metrics.batch.observe(len(events))
         if batch.last is not None:

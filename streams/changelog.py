@@ -1,0 +1,69 @@
+"""Store a micro-batch of twins: one producer batch per changelog partition, then the table.
+
+Faust writes a table's changelog one record at a time (a future, a buffer entry
+and a callback per `table[key] = value`); at one twin per event that was a
+fifth of a worker's time. Here the batch's records go out as one Kafka record
+batch per partition on a producer of our own, the broker's acks are awaited,
+and only then is the table's in-memory store updated. The records are exactly
+what Faust would have written (its key and value serializers, the same topic
+and partition), so Faust's table recovery reads them back unchanged, and a
+twin is served only once it is durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+
+from streams.kafka_client import client_kwargs
+from streams.settings import Settings
+
+MAX_BATCH_BYTES = 512 * 1024
+"""Under the broker's default message.max.bytes (1 MiB)."""
+
+
+class ChangelogWriter:
+    """Writes `key -> value` into a Faust table and its changelog, a batch at a time."""
+
+    def __init__(self, settings: Settings, table: Any) -> None:
+        self._settings = settings
+        self._table = table
+        self._producer: AIOKafkaProducer | None = None
+
+    async def write(self, items: dict[str, tuple[int, bytes]]) -> None:
+        """`items`: key -> (partition, value). Returns once the broker holds every record."""
+        if not items:
+            return
+        producer = await self._started()
+        topic = self._table.changelog_topic
+        batches: dict[int, Any] = {}
+        acks = []
+        for key, (partition, value) in items.items():
+            raw_key, _ = topic.prepare_key(key, self._table.key_serializer)
+            raw_value, _ = topic.prepare_value(value, self._table.value_serializer)
+            batch = batches.get(partition)
+            if batch is None or batch.append(key=raw_key, value=raw_value, timestamp=None) is None:
+                if batch is not None:  # full: send it, start another
+                    acks.append(await producer.send_batch(batch, topic.get_topic_name(), partition=partition))
+                batch = batches[partition] = producer.create_batch()
+                batch.append(key=raw_key, value=raw_value, timestamp=None)
+        for partition, batch in batches.items():
+            acks.append(await producer.send_batch(batch, topic.get_topic_name(), partition=partition))
+        await asyncio.gather(*acks)
+        for key, (_, value) in items.items():
+            self._table.data[key] = value
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            producer, self._producer = self._producer, None
+            await producer.stop()
+
+    async def _started(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            producer = AIOKafkaProducer(**client_kwargs(self._settings), acks="all", linger_ms=0,
+                                        max_batch_size=MAX_BATCH_BYTES)
+            await producer.start()
+            self._producer = producer
+        return self._producer
