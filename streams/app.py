@@ -189,8 +189,16 @@ def build_app(settings: Settings, fleet: Fleet, detectors: DetectorConfig,
                     continue
                 out.append(alerts.to_alert(anomaly, settings.web_url(), time.time()))
                 latest[anomaly.id] = (event, value)
-            await alerts.post(http.client, settings.alertmanager_url, out)
+            await post_until_taken(out)
             store(stream, sent, latest)
+
+    async def post_until_taken(out: list[dict[str, Any]]) -> None:
+        """Hold the anomalies stream while Alertmanager is unreachable: an alert is marked
+        sent only once posted, and the messages behind it wait in Kafka (their lag shows)."""
+        delay = 0.5
+        while not await alerts.post(http.client, settings.alertmanager_url, out):
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
 
     @app.timer(interval=alerts.KEEPALIVE_S / 5)
     async def keep_alerts_alive() -> None:
