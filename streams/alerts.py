@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,6 +25,47 @@ KEEPALIVE_S = 300.0
 """An open alert is re-posted well within this: Alertmanager resolves alerts it stops hearing about."""
 FORGET_RESOLVED_S = 86400.0
 """A resolved anomaly is remembered this long (event time), far beyond any redelivery after a restart."""
+RETRY_S = 5.0
+"""How often alerts Alertmanager refused are posted again."""
+UNPOSTED_MAX = 50_000
+"""Refused alerts kept for the retry, at most: the oldest go first (open ones still come back
+with the keep-alive; only a resolution would then wait for Alertmanager's own `endsAt`)."""
+
+
+class Unposted:
+    """The newest message of each anomaly Alertmanager has refused, waiting to be posted again.
+
+    In memory and bounded: it bridges an outage of Alertmanager without holding
+    the anomalies stream (which would stall the worker's intake behind it).
+    """
+
+    def __init__(self, limit: int = UNPOSTED_MAX) -> None:
+        self._waiting: dict[str, Anomaly] = {}
+        self._limit = limit
+        self.dropped = 0
+
+    def __len__(self) -> int:
+        return len(self._waiting)
+
+    def add(self, found: Iterable[Anomaly]) -> None:
+        for anomaly in found:
+            self._waiting.pop(anomaly.id, None)  # newest last: the oldest are dropped first
+            self._waiting[anomaly.id] = anomaly
+        over = len(self._waiting) - self._limit
+        for _ in range(max(over, 0)):
+            del self._waiting[next(iter(self._waiting))]
+        if over > 0:
+            self.dropped += over
+            log.warning("%d refused alerts dropped (%d kept for the retry)", over, self._limit)
+
+    def snapshot(self) -> dict[str, Anomaly]:
+        return dict(self._waiting)
+
+    def posted(self, sent: dict[str, Anomaly]) -> None:
+        """Forget what was posted, unless a newer message of the same anomaly came meanwhile."""
+        for anomaly_id, anomaly in sent.items():
+            if self._waiting.get(anomaly_id) is anomaly:
+                del self._waiting[anomaly_id]
 
 
 def to_alert(anomaly: Anomaly, twin_base_url: str, now: float) -> dict[str, Any]:

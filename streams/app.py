@@ -164,41 +164,53 @@ def build_app(settings: Settings, fleet: Fleet, detectors: DetectorConfig,
                 await checks.send(key=twin.robot_id.encode(), value=repr(now).encode())
 
     @app.timer(interval=30.0)
-    async def judge_rollouts() -> None:
-        fleet_state.versions, found = rollout.judge(fleet_state.versions, time.time())
+    async def judge_rollouts_and_sites() -> None:
+        now = time.time()
+        fleet_state.versions, found = rollout.judge(fleet_state.versions, now)
+        for name, site in list(fleet_state.sites.items()):
+            fleet_state.sites[name], ended = incidents.expire(site, now)
+            found += ended
         await publish(found)
 
     sent = app.Table("alerts", key_type=str, value_type=bytes, partitions=settings.partitions)
     http = HttpClient()
+    unposted = alerts.Unposted()
+    metrics.alerts_unposted.set_function(lambda: len(unposted))
 
     @app.agent(anomalies, name="alerts")
     async def to_alertmanager(stream: faust.StreamT[bytes]) -> None:
-        # `sent` holds the last message posted per anomaly: a worker that restarts
+        # `sent` holds the last message taken per anomaly: a worker that restarts
         # and reads the same messages again posts nothing twice, not even an
         # opening whose resolution it already sent; open alerts are kept alive
         # from it; resolved ones leave it after a day (bounded).
-        # Posted a batch at a time: one request per batch, not per anomaly.
+        # Posted a batch at a time: one request per batch, not per anomaly. When
+        # Alertmanager refuses, the batch waits in `unposted` for the retry timer
+        # and the stream goes on: a blocked agent would stall the worker's intake.
         async for events in stream.take_events(ALERT_BATCH, within=ALERT_WITHIN_S):
             latest: dict[str, tuple[Any, bytes]] = {}
-            out = []
+            taken: dict[str, Anomaly] = {}
             for event in events:
                 value = event.value
                 anomaly = ANOMALY_DECODER.decode(value)
                 before = latest[anomaly.id][1] if anomaly.id in latest else sent.get(anomaly.id)
                 if before == value or (before is not None and ANOMALY_DECODER.decode(before).status == "resolved"):
                     continue
-                out.append(alerts.to_alert(anomaly, settings.web_url(), time.time()))
+                taken[anomaly.id] = anomaly
                 latest[anomaly.id] = (event, value)
-            await post_until_taken(out)
+            if taken and not await post([*taken.values()]):
+                unposted.add(taken.values())
             store(stream, sent, latest)
 
-    async def post_until_taken(out: list[dict[str, Any]]) -> None:
-        """Hold the anomalies stream while Alertmanager is unreachable: an alert is marked
-        sent only once posted, and the messages behind it wait in Kafka (their lag shows)."""
-        delay = 0.5
-        while not await alerts.post(http.client, settings.alertmanager_url, out):
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 30.0)
+    async def post(found: list[Anomaly]) -> bool:
+        now = time.time()
+        return await alerts.post(http.client, settings.alertmanager_url,
+                                 [alerts.to_alert(a, settings.web_url(), now) for a in found])
+
+    @app.timer(interval=alerts.RETRY_S)
+    async def retry_unposted() -> None:
+        waiting = unposted.snapshot()
+        if waiting and await post([*waiting.values()]):
+            unposted.posted(waiting)
 
     @app.timer(interval=alerts.KEEPALIVE_S / 5)
     async def keep_alerts_alive() -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from itertools import accumulate
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -77,6 +77,9 @@ class PipelineMetrics:
         self.batch = Histogram(
             "twin_batch_records", "Records (telemetry and silence checks) per micro-batch of the ingest agent.",
             buckets=(1, 5, 10, 25, 50, 100, 250, 500, 1000), registry=registry,
+        )
+        self.alerts_unposted = Gauge(
+            "twin_alerts_unposted", "Alerts Alertmanager refused, waiting to be posted again.", registry=registry,
         )
         self.redelivered = Counter(
             "twin_redelivered_total",

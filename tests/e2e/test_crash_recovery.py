@@ -33,6 +33,7 @@ from streams.simulate import KafkaSink
 from streams.stack import Stack
 from streams.topics import ensure_topics
 from tests.conftest import auth, free_port
+from tests.e2e.conftest import AlertRecorder
 from tests.e2e.test_replay import changelog, live_anomalies
 from twin.compare import diff_twins
 from twin.fleet import Fleet
@@ -55,32 +56,6 @@ SCENARIO = load_scenario({
 }, "test")
 
 
-class AlertRecorder:
-    """Stands between the worker and the real Alertmanager: records every alert posted, forwards it."""
-
-    def __init__(self, alertmanager: str) -> None:
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-        posted = self.posted = []  # type: list[dict]
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                now = time.time()
-                posted.extend(dict(a, posted_at=now) for a in json.loads(body))
-                headers = {k: v for k, v in self.headers.items() if k.lower() in ("content-type", "authorization")}
-                answer = httpx.post(f"{alertmanager}{self.path}", content=body, headers=headers, timeout=5)
-                self.send_response(answer.status_code)
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-
 class Run(msgspec.Struct):
     settings: Settings
     start: float
@@ -93,8 +68,8 @@ class Run(msgspec.Struct):
 
 
 @pytest.fixture
-def recorder(alertmanager: str) -> Iterator[AlertRecorder]:
-    proxy = AlertRecorder(alertmanager)
+def recorder(private_alertmanager: str) -> Iterator[AlertRecorder]:
+    proxy = AlertRecorder(private_alertmanager)
     yield proxy
     proxy.server.shutdown()
 
@@ -102,7 +77,7 @@ def recorder(alertmanager: str) -> Iterator[AlertRecorder]:
 @pytest.fixture
 def own(broker: str, settings: Settings, tmp_path: Path, recorder: AlertRecorder) -> Iterator[tuple[Settings, Stack]]:
     """A broker and a worker of this test's own (own ports, state, topics); it posts its alerts
-    to the session's Alertmanager through the recorder."""
+    to its own Alertmanager through the recorder."""
     run = uuid.uuid4().hex[:8]
     mine = settings.model_copy(update={
         "app_id": f"fleet-twin-crash-{run}", "topic_prefix": f"crash-{run}.", "web_port": free_port(),

@@ -5,7 +5,6 @@ out of order), and once the topic takes messages again everything arrives."""
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 import uuid
 

@@ -3,7 +3,11 @@
 When anomalies open on `min_robots` distinct robots of a site within
 `window_s`, one site incident opens; its id is then the `caused_by` of those
 robot anomalies and of the site's anomalies that open while it lasts. It
-resolves when no robot of the site has opened an anomaly for `quiet_s`.
+resolves when no robot of the site has opened an anomaly for `quiet_s`: the
+resolution is sent by `expire` (called on a clock: the worker's timer, record
+time in a replay) or, at the latest, by the next opening after the quiet spell.
+An incident that never resolved would keep inhibiting the site's robot alerts
+at Alertmanager.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ class SiteState(msgspec.Struct, frozen=True):
     incident: str | None = None
     start: float = 0.0
     last: float = 0.0
+    opened: Anomaly | None = None
+    """The incident's opening message, to resolve it with."""
 
 
 def correlate(state: SiteState, anomaly: Anomaly, p: Params = Params()) -> tuple[SiteState, list[Anomaly]]:
@@ -33,12 +39,13 @@ def correlate(state: SiteState, anomaly: Anomaly, p: Params = Params()) -> tuple
     if anomaly.status != "open" or not anomaly.robot_id:
         return state, []
     ts = anomaly.ts
+    state, ended = expire(state, ts, p)
     recent = [r for r in state.recent if ts - r[0] <= p.window_s] + [(ts, anomaly.robot_id, anomaly.id)]
-    if state.incident is not None and ts - state.last <= p.quiet_s:
+    if state.incident is not None:
         return replace(state, recent=recent, last=ts), [replace(anomaly, status="update", caused_by=state.incident)]
     robots = {r[1] for r in recent}
     if len(robots) < p.min_robots:
-        return replace(state, recent=recent, incident=None), []
+        return replace(state, recent=recent), ended
     start = min(r[0] for r in recent)
     incident = anomaly_id("site", anomaly.site, start)
     opened = Anomaly(
@@ -48,4 +55,13 @@ def correlate(state: SiteState, anomaly: Anomaly, p: Params = Params()) -> tuple
     )
     causes = [replace(anomaly, id=aid, robot_id=robot, status="update", caused_by=incident)
               for _, robot, aid in recent]
-    return SiteState(recent, incident, start, ts), [opened, *causes]
+    return SiteState(recent, incident, start, ts, opened), [*ended, opened, *causes]
+
+
+def expire(state: SiteState, now: float, p: Params = Params()) -> tuple[SiteState, list[Anomaly]]:
+    """Resolve the site's incident once no robot has opened an anomaly for `quiet_s` before `now`."""
+    if state.incident is None or state.opened is None or now - state.last <= p.quiet_s:
+        return state, []
+    end = state.last + p.quiet_s
+    resolved = replace(state.opened, status="resolved", ts=now, end_ts=end)
+    return replace(state, incident=None, opened=None), [resolved]

@@ -1,0 +1,57 @@
+"""Site incidents: open on many robots of one site, update while they last, resolve when quiet."""
+
+from __future__ import annotations
+
+from twin.detect.findings import Anomaly
+from twin.detect.incidents import Params, SiteState, correlate, expire
+
+P = Params(min_robots=3, window_s=60.0, quiet_s=300.0)
+
+
+def opening(robot: str, ts: float, site: str = "retail-london-01") -> Anomaly:
+    return Anomaly(id=f"a-{robot}-{ts}", status="open", robot_id=robot, sector="retail", site=site, model="amr",
+                   detector="band", signal="joint1_current_a", severity="critical", score=5.0, start_ts=ts, ts=ts)
+
+
+def feed(state: SiteState, *anomalies: Anomaly) -> tuple[SiteState, list[Anomaly]]:
+    out: list[Anomaly] = []
+    for anomaly in anomalies:
+        state, found = correlate(state, anomaly, P)
+        out += found
+    return state, out
+
+
+def test_an_incident_opens_on_the_third_robot_within_the_window() -> None:
+    state, out = feed(SiteState(), opening("r1", 0), opening("r2", 10))
+    assert out == [] and state.incident is None
+    state, out = feed(state, opening("r3", 20))
+    incident = out[0]
+    assert incident.detector == "site_incident" and incident.status == "open" and incident.start_ts == 0
+    assert incident.evidence == {"robots": ["r1", "r2", "r3"]}
+    assert {(a.robot_id, a.caused_by) for a in out[1:]} == {(r, incident.id) for r in ("r1", "r2", "r3")}
+
+
+def test_robots_spread_wider_than_the_window_open_nothing() -> None:
+    _, out = feed(SiteState(), opening("r1", 0), opening("r2", 40), opening("r3", 80))
+    assert out == []
+
+
+def test_it_resolves_once_quiet_and_only_once() -> None:
+    state, out = feed(SiteState(), opening("r1", 0), opening("r2", 1), opening("r3", 2), opening("r4", 100))
+    incident = out[0]
+    assert out[-1].caused_by == incident.id and out[-1].status == "update"
+    assert expire(state, 100 + 300, P) == (state, [])  # not quiet long enough yet
+    state, ended = expire(state, 450, P)
+    assert [(a.id, a.status, a.end_ts, a.ts) for a in ended] == [(incident.id, "resolved", 400.0, 450)]
+    assert ended[0].evidence == incident.evidence and ended[0].site == incident.site
+    assert state.incident is None and expire(state, 1000, P) == (state, [])
+
+
+def test_an_opening_after_the_quiet_spell_resolves_the_old_incident_first() -> None:
+    state, out = feed(SiteState(), opening("r1", 0), opening("r2", 1), opening("r3", 2))
+    old = out[0].id
+    state, out = feed(state, opening("r5", 1000))
+    assert [(a.id, a.status) for a in out] == [(old, "resolved")]
+    assert state.incident is None
+    _, out = feed(state, opening("r6", 1001), opening("r7", 1002))
+    assert out[0].detector == "site_incident" and out[0].status == "open" and out[0].id != old
