@@ -42,7 +42,6 @@ class Unposted:
     def __init__(self, limit: int = UNPOSTED_MAX) -> None:
         self._waiting: dict[str, Anomaly] = {}
         self._limit = limit
-        self.dropped = 0
 
     def __len__(self) -> int:
         return len(self._waiting)
@@ -55,7 +54,6 @@ class Unposted:
         for _ in range(max(over, 0)):
             del self._waiting[next(iter(self._waiting))]
         if over > 0:
-            self.dropped += over
             log.warning("%d refused alerts dropped (%d kept for the retry)", over, self._limit)
 
     def snapshot(self) -> dict[str, Anomaly]:
