@@ -127,7 +127,7 @@ def build_app(settings: Settings, fleet: Fleet, detectors: DetectorConfig,
                                      message.partition, message.offset, message.timestamp,
                                      message.key, message.value)
             step = pipeline.feed(batch.get, record, fleet, detectors, policy, fleet_state.cohorts)
-            batch.add(event, step, metrics)
+            batch.add(event, step)
             if step.event is not None and step.effects is not None and step.effects.outcome == "applied":
                 fleet_state.versions = rollout.observe(fleet_state.versions, step.event)
         await asyncio.gather(publish(batch.found), *(_dead_letter(m, err) for m, err in batch.rejected))
@@ -167,10 +167,8 @@ def build_app(settings: Settings, fleet: Fleet, detectors: DetectorConfig,
     async def judge_rollouts_and_sites() -> None:
         now = time.time()
         fleet_state.versions, found = rollout.judge(fleet_state.versions, now)
-        for name, site in list(fleet_state.sites.items()):
-            fleet_state.sites[name], ended = incidents.expire(site, now)
-            found += ended
-        await publish(found)
+        fleet_state.sites, ended = incidents.expire_all(fleet_state.sites, now)
+        await publish([*found, *ended])
 
     sent = app.Table("alerts", key_type=str, value_type=bytes, partitions=settings.partitions)
     http = HttpClient()
@@ -283,7 +281,8 @@ class Batch:
         self.outcomes: Counter[str] = Counter()
         self.changes: Counter[str] = Counter()
         self.redelivered = 0
-        self.received: list[float] = []
+        self.received: list[tuple[float, float]] = []
+        """(broker time, event time) of each telemetry event applied or judged."""
         self.last: Any = None
         """The newest telemetry message of the batch."""
 
@@ -293,7 +292,7 @@ class Batch:
             self._twins[robot_id] = decode_twin(raw) if raw else None
         return self._twins[robot_id]
 
-    def add(self, event: Any, step: pipeline.Step, metrics: PipelineMetrics) -> None:
+    def add(self, event: Any, step: pipeline.Step) -> None:
         message = event.message
         if step.twin is not None:
             self._twins[step.twin.robot_id] = step.twin
@@ -304,19 +303,20 @@ class Batch:
         elif step.error is not None:
             self.rejected.append((message, step.error))
             self.outcomes["rejected"] += 1
-            metrics.dlq.labels(reason=step.error.reason).inc()
         if step.event is not None and step.effects is not None:
             self.outcomes[step.effects.outcome] += 1
             self.changes.update(type(c).__name__ for c in step.effects.changes)
-            metrics.event_time_lag.observe(max(message.timestamp - step.event.ts, 0.0))
-            self.received.append(message.timestamp)
+            self.received.append((message.timestamp, step.event.ts))
             self.last = message
 
     def count(self, metrics: PipelineMetrics) -> None:
         """Once the twins are stored: their processing lag, and the batch's counts."""
         now = time.time()
-        for ts in self.received:
-            metrics.processing_lag.observe(max(now - ts, 0.0))
+        for received, ts in self.received:
+            metrics.processing_lag.observe(max(now - received, 0.0))
+            metrics.event_time_lag.observe(max(received - ts, 0.0))
+        for reason, n in Counter(err.reason for _, err in self.rejected).items():
+            metrics.dlq.labels(reason=reason).inc(n)
         for outcome, n in self.outcomes.items():
             metrics.events.labels(result=outcome).inc(n)
         for kind, n in self.changes.items():

@@ -116,9 +116,8 @@ class Fold:
         while now >= self.next_judge:
             self.versions, found = rollout.judge(self.versions, self.next_judge)
             self._publish(found)
-            for name, site in list(self.sites.items()):
-                self.sites[name], ended = incidents.expire(site, self.next_judge)
-                self._publish(ended)
+            self.sites, ended = incidents.expire_all(self.sites, self.next_judge)
+            self._publish(ended)
             self.next_judge += self.judge_every_s
 
     def _publish(self, found: Iterable[Anomaly]) -> None:

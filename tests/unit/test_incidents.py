@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from twin.detect.findings import Anomaly
-from twin.detect.incidents import Params, SiteState, correlate, expire
+from twin.detect.incidents import Params, SiteState, correlate, expire, expire_all
 
 P = Params(min_robots=3, window_s=60.0, quiet_s=300.0)
 
@@ -55,3 +55,11 @@ def test_an_opening_after_the_quiet_spell_resolves_the_old_incident_first() -> N
     assert state.incident is None
     _, out = feed(state, opening("r6", 1001), opening("r7", 1002))
     assert out[0].detector == "site_incident" and out[0].status == "open" and out[0].id != old
+
+
+def test_expire_all_resolves_only_the_quiet_sites() -> None:
+    quiet, _ = feed(SiteState(), opening("r1", 0), opening("r2", 1), opening("r3", 2))
+    busy, _ = feed(SiteState(), *(opening(r, 300, site="retail-paris-01") for r in ("p1", "p2", "p3")))
+    sites, ended = expire_all({"retail-london-01": quiet, "retail-paris-01": busy}, 400, P)
+    assert [(a.site, a.status) for a in ended] == [("retail-london-01", "resolved")]
+    assert sites["retail-london-01"].incident is None and sites["retail-paris-01"] == busy

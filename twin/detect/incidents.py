@@ -12,6 +12,8 @@ at Alertmanager.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import msgspec
 from msgspec.structs import replace
 
@@ -65,3 +67,14 @@ def expire(state: SiteState, now: float, p: Params = Params()) -> tuple[SiteStat
     end = state.last + p.quiet_s
     resolved = replace(state.opened, status="resolved", ts=now, end_ts=end)
     return replace(state, incident=None, opened=None), [resolved]
+
+
+def expire_all(sites: Mapping[str, SiteState], now: float,
+               p: Params = Params()) -> tuple[dict[str, SiteState], list[Anomaly]]:
+    """`expire` for every site: the worker's timer and the replay fold's beat both call this."""
+    states: dict[str, SiteState] = {}
+    ended: list[Anomaly] = []
+    for name, state in sites.items():
+        states[name], found = expire(state, now, p)
+        ended += found
+    return states, ended
