@@ -58,6 +58,7 @@ class AlertRecorder:
 def private_alertmanager(settings: Settings, tmp_path: Path) -> Iterator[str]:
     """A real Alertmanager of the test's own: the site incidents its robots open (they all fall
     silent at the end) would otherwise inhibit the robot alerts of other tests at those sites."""
+    # no maintenance webhook: it notifies a worker inbox, on a port nobody listens on
     mine = settings.model_copy(update={
         "alertmanager_port": free_port(), "web_port": free_port(), "maintenance_webhook": "",
         "state_dir": tmp_path / "alertmanager"})
