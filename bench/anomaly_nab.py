@@ -23,7 +23,7 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from streams.eval import nab as ev  # noqa: E402
+from streams.analysis.eval import nab as ev  # noqa: E402
 from twin.detect import univariate  # noqa: E402
 
 

@@ -22,7 +22,7 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from streams.eval.skab import crossfold, data_dir, markdown, skab_table  # noqa: E402
+from streams.analysis.eval.skab import crossfold, data_dir, markdown, skab_table  # noqa: E402
 
 
 def main() -> None:

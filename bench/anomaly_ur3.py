@@ -21,8 +21,8 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from streams.eval.skab import markdown  # noqa: E402
-from streams.eval.ur3 import JOINT, TOOL, data_dir, tune, ur3_table  # noqa: E402
+from streams.analysis.eval.skab import markdown  # noqa: E402
+from streams.analysis.eval.ur3 import JOINT, TOOL, data_dir, tune, ur3_table  # noqa: E402
 
 
 def show_tuning(root: Path) -> None:

@@ -71,8 +71,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from streams.kafka_client import client_kwargs, read_topic  # noqa: E402
 from streams.seeds import read_fleet  # noqa: E402
 from streams.settings import Settings  # noqa: E402
-from streams.simulate import KafkaSink  # noqa: E402
-from streams.stack import Stack  # noqa: E402
+from streams.local.simulator import KafkaSink  # noqa: E402
+from streams.local.stack import Stack  # noqa: E402
 from streams.topics import ensure_topics  # noqa: E402
 from twin.schema import Event  # noqa: E402
 from twin.sim import FleetSim, Scenario  # noqa: E402
@@ -509,7 +509,7 @@ INGEST_CALLS = (
     ("mode/utils/collections.py", "ingest: table get/set (+ changelog send_soon)"),
     ("_collections_abc.py", "ingest: table get/set (+ changelog send_soon)"),
     ("prometheus_client/", "ingest: metrics per event"),
-    ("streams/metrics.py", "ingest: metrics per event"),
+    ("streams/worker/metrics.py", "ingest: metrics per event"),
     ("faust/", "ingest: Faust stream (next event, ack)"),
 )
 AGENTS = {"to_alertmanager": "alerts agent (anomalies -> Alertmanager)", "site_incidents": "incidents agent",
@@ -517,7 +517,7 @@ AGENTS = {"to_alertmanager": "alerts agent (anomalies -> Alertmanager)", "site_i
           "keep_alerts_alive": "timers"}
 OUTSIDE = (
     # samples outside the agents, by the first of these found anywhere in the stack
-    (("streams/views.py", "streams/metrics.py", "prometheus_client/"), "/metrics and other web views"),
+    (("streams/worker/views.py", "streams/worker/metrics.py", "prometheus_client/"), "/metrics and other web views"),
     (("aiokafka/producer", "faust/transport/producer.py"), "Kafka producer (changelog records, anomalies)"),
     (("faust/transport/consumer.py", "aiokafka/consumer", "faust/transport/drivers/aiokafka.py"),
      "Kafka consumer (fetch, commit, Faust's consumer thread)"),
@@ -529,7 +529,7 @@ OUTSIDE = (
     (("faust/", "mode/"), "Faust other (monitor, timers, services)"),
 )
 GENERIC = ("asyncio/", "selectors.py", "threading.py", "mode/worker.py", "mode/threads.py", "mode/services.py",
-           "streams/cli.py", "typer/", "click/", "streams/__main__.py", "<frozen", "runpy.py")
+           "streams/cli/main.py", "typer/", "click/", "streams/__main__.py", "<frozen", "runpy.py")
 
 
 def frames_of(line: str) -> tuple[str, list[str], int]:
@@ -546,16 +546,16 @@ def function(frame: str) -> str:
 
 def classify(frames: list[str]) -> str:
     """Where a sample's time goes: in the ingest agent by what it called, else by agent or component."""
-    inside = [i for i, f in enumerate(frames) if "streams/app.py" in f]
+    inside = [i for i, f in enumerate(frames) if "streams/worker/app.py" in f]
     if inside:
         agent = function(frames[inside[0]])
         if agent != "ingest":
             return AGENTS.get(agent, f"app: {agent}")
         own, below = frames[inside[-1]], frames[inside[-1] + 1:]
         if function(own) != "ingest":
-            return f"ingest: {function(own)} (streams/app.py)"
+            return f"ingest: {function(own)} (streams/worker/app.py)"
         if not below:
-            return "ingest: its own lines (streams/app.py)"
+            return "ingest: its own lines (streams/worker/app.py)"
         if "twin/pipeline.py" in below[0]:
             return next((n for p, n in INGEST_CALLS if p in " ".join(below[1:2])), "ingest: twin.pipeline glue")
         return next((n for p, n in INGEST_CALLS if p in below[0]), f"ingest: {function(below[0])}")

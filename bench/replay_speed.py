@@ -26,14 +26,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from streams import replaying  # noqa: E402
-from streams.archive import archive  # noqa: E402
-from streams.replaying import Window  # noqa: E402
+from streams.analysis import replay_window as replaying  # noqa: E402
+from streams.analysis.archive import archive  # noqa: E402
+from streams.analysis.replay_window import Window  # noqa: E402
 from streams.seeds import read_detectors, read_fleet  # noqa: E402
 from streams.settings import Settings  # noqa: E402
-from streams.simulate import KafkaSink  # noqa: E402
-from streams.sources import kafka_source  # noqa: E402
-from streams.stack import Stack  # noqa: E402
+from streams.local.simulator import KafkaSink  # noqa: E402
+from streams.analysis.sources import kafka_source  # noqa: E402
+from streams.local.stack import Stack  # noqa: E402
 from streams.topics import ensure_topics  # noqa: E402
 from twin.replay import Selection, replay  # noqa: E402
 from twin.schema import Event  # noqa: E402

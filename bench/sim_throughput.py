@@ -30,8 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from streams.seeds import read_fleet  # noqa: E402
 from streams.settings import Settings  # noqa: E402
-from streams.simulate import KafkaSink, to_file, to_kafka  # noqa: E402
-from streams.stack import Stack  # noqa: E402
+from streams.local.simulator import KafkaSink, to_file, to_kafka  # noqa: E402
+from streams.local.stack import Stack  # noqa: E402
 from streams.topics import ensure_topics  # noqa: E402
 from twin.sim import FleetSim, Scenario  # noqa: E402
 

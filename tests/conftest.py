@@ -24,7 +24,7 @@ from pydantic import SecretStr
 from streams.auth import api_token
 from streams.seeds import read_fleet
 from streams.settings import Settings
-from streams.stack import Stack
+from streams.local.stack import Stack
 from streams.topics import ensure_topics
 from twin.fleet import Fleet
 

@@ -32,7 +32,7 @@ import polars as pl
 
 from twin.detect.findings import Anomaly
 from twin.exceptions import InvalidEvent
-from twin.tables import ANOMALY_SCHEMA
+from twin.frames import ANOMALY_SCHEMA
 from twin.validate import DEFAULT_POLICY, decode
 
 Dataset = Literal["telemetry", "checks", "anomalies"]

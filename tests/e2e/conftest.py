@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from streams.settings import Settings
-from streams.stack import Stack
+from streams.local.stack import Stack
 from tests.conftest import free_port
 
 

@@ -16,9 +16,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from streams.alerts import RETRY_S
+from streams.worker.alerting import RETRY_S
 from streams.settings import Settings
-from streams.stack import Stack
+from streams.local.stack import Stack
 from streams.topics import ensure_topics
 from tests.conftest import free_port
 from tests.e2e.conftest import AlertRecorder

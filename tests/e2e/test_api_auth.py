@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaProducer
 from pydantic import SecretStr
 
 from streams.settings import Settings
-from streams.stack import Stack
+from streams.local.stack import Stack
 from streams.topics import ensure_topics
 from tests.conftest import auth, free_port
 from tests.e2e.test_pipeline import eventually, kcat_produce, telemetry

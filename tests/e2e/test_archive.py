@@ -24,9 +24,9 @@ import msgspec
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from streams.archive import ArchiveStats, archive, archive_anomalies, archive_records
+from streams.analysis.archive import ArchiveStats, archive, archive_anomalies, archive_records
 from streams.settings import Settings
-from streams.stack import settings_env
+from streams.local.stack import settings_env
 from streams.topics import ensure_topics
 from twin.archive import INVALID
 from twin.detect.findings import Anomaly

@@ -29,8 +29,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from dashboards.prom import Prometheus
 from streams.settings import Settings
-from streams.simulate import KafkaSink
-from streams.stack import Stack
+from streams.local.simulator import KafkaSink
+from streams.local.stack import Stack
 from twin.fleet import Fleet
 from twin.sim import FleetSim, Scenario
 

@@ -26,11 +26,11 @@ import msgspec
 import pytest
 from aiokafka.errors import KafkaError
 
-from streams import replaying
-from streams.replaying import Window
+from streams.analysis import replay_window as replaying
+from streams.analysis.replay_window import Window
 from streams.settings import Settings
-from streams.simulate import KafkaSink
-from streams.stack import Stack
+from streams.local.simulator import KafkaSink
+from streams.local.stack import Stack
 from streams.topics import ensure_topics
 from tests.conftest import auth, free_port
 from tests.e2e.conftest import AlertRecorder

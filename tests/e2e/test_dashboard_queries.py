@@ -26,7 +26,7 @@ import dashboards
 from dashboards.catalogue import metric_names, queries
 from dashboards.prom import Prometheus, QueryFailed, substitute
 from streams.settings import Settings
-from streams.stack import settings_env
+from streams.local.stack import settings_env
 from tests.conftest import auth
 from twin.fleet import Fleet
 from twin.sim.roster import place
@@ -179,7 +179,7 @@ def test_robot_drill_down_links_open_the_twin(run: Run, settings: Settings) -> N
 
 def test_render_draws_pngs_from_this_prometheus(run: Run, prometheus: str, tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-c", "from streams.dashboards_cli import dashboards_app; dashboards_app()", "render",
+        [sys.executable, "-c", "from streams.cli.dashboards import dashboards_app; dashboards_app()", "render",
          "--prometheus", prometheus, "--out", str(tmp_path), "--dashboard", "fleet-overview",
          "--dashboard", "anomalies", "--window", "5", "--var", f"sector={run.values['sector']}"],
         capture_output=True, text=True, timeout=120,

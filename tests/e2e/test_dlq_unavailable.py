@@ -16,7 +16,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from streams.kafka_client import client_kwargs
 from streams.settings import Settings
-from streams.stack import Stack
+from streams.local.stack import Stack
 from tests.e2e.test_anomalies import report
 from tests.e2e.test_pipeline import eventually
 

@@ -21,7 +21,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import MessageSizeTooLargeError
 
 from streams.settings import Settings
-from streams.stack import Stack
+from streams.local.stack import Stack
 from tests.hostile import Hostile, corpus, dumps
 from twin.exceptions import InvalidEvent
 

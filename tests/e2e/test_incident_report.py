@@ -16,7 +16,7 @@ import polars as pl
 import pytest
 import yaml
 
-from streams.report import changes_to_frame, write_report
+from streams.analysis.report import changes_to_frame, write_report
 from streams.seeds import read_detectors
 from twin.compare import compare_runs
 from twin.detect.params import load_config
@@ -25,7 +25,7 @@ from twin.replay import Record, Result, replay
 from twin.schema import encode
 from twin.sim import FleetSim
 from twin.sim.scenario import load_scenario
-from twin.tables import HEAD, anomalies_to_frame, seen_to_frame, snapshots_to_frame
+from twin.frames import HEAD, anomalies_to_frame, seen_to_frame, snapshots_to_frame
 
 ROOT = Path(__file__).resolve().parents[2]
 SEEDS = ROOT / "seeds"

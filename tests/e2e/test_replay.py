@@ -20,12 +20,12 @@ import msgspec
 import polars as pl
 import pytest
 
-from streams import replaying
-from streams.replaying import Window
+from streams.analysis import replay_window as replaying
+from streams.analysis.replay_window import Window
 from streams.settings import Settings
 from streams import kafka_client
-from streams.simulate import KafkaSink
-from streams.stack import Stack, settings_env
+from streams.local.simulator import KafkaSink
+from streams.local.stack import Stack, settings_env
 from streams.topics import ensure_topics
 from tests.conftest import auth, free_port
 from tests.e2e.test_pipeline import eventually

@@ -32,8 +32,8 @@ import httpx
 import pytest
 
 from streams.settings import Settings
-from streams.simulate import KafkaSink
-from streams.stack import Stack
+from streams.local.simulator import KafkaSink
+from streams.local.stack import Stack
 from streams.topics import ensure_topics
 from tests.conftest import auth, free_port
 from twin.fleet import Fleet

@@ -33,12 +33,12 @@ from aiokafka.conn import create_conn
 from aiokafka.errors import KafkaConnectionError, SaslAuthenticationFailed
 from pydantic import SecretStr
 
-from streams import replaying
-from streams.archive import archive
+from streams.analysis import replay_window as replaying
+from streams.analysis.archive import archive
 from streams.kafka_client import client_kwargs, ssl_context
-from streams.replaying import Window
+from streams.analysis.replay_window import Window
 from streams.settings import Settings
-from streams.stack import Stack, settings_env
+from streams.local.stack import Stack, settings_env
 from streams.topics import ensure_topics
 from tests.conftest import free_port
 from tests.e2e.test_pipeline import eventually

@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 
 from streams.settings import Settings
-from streams.stack import settings_env
+from streams.local.stack import settings_env
 from tests.e2e.test_pipeline import eventually
 from twin.fleet import Fleet
 from twin.sim.roster import place

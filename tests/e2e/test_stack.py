@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from streams.settings import Settings
-from streams.stack import settings_env
+from streams.local.stack import settings_env
 from tests.conftest import auth, free_port
 from tests.e2e.test_pipeline import eventually
 

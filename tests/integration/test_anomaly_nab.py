@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from streams.eval import nab as ev
+from streams.analysis.eval import nab as ev
 from twin.detect import univariate
 from twin.score import nab
 

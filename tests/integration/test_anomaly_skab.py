@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from streams.eval.skab import (
+from streams.analysis.eval.skab import (
     FOLDERS,
     TRAIN_ROWS,
     Run,

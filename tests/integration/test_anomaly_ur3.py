@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from streams.eval.ur3 import (
+from streams.analysis.eval.ur3 import (
     DETECTORS,
     Recording,
     data_dir,

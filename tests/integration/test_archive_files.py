@@ -7,8 +7,8 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from streams import archive as archive_module
-from streams.archive import archive_anomalies, archive_records, write_parts
+from streams.analysis import archive as archive_module
+from streams.analysis.archive import archive_anomalies, archive_records, write_parts
 from tests.cases import raw
 from twin.archive import Raw, to_parts
 from twin.detect.findings import Anomaly

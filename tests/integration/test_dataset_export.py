@@ -11,13 +11,13 @@ import msgspec
 import polars as pl
 import pytest
 
-from streams.dataset import write_dataset
+from streams.analysis.dataset_files import write_dataset
 from streams.seeds import read_detectors, read_fleet, read_scenario
 from twin.dataset import FORMAT_VERSION, WINDOW_SCHEMA
 from twin.replay import Record, Result, replay
 from twin.schema import SCHEMA_VERSION, encode
 from twin.sim import FleetSim
-from twin.tables import anomalies_to_frame, labels_to_frame, seen_to_frame
+from twin.frames import anomalies_to_frame, labels_to_frame, seen_to_frame
 
 SEEDS = Path(__file__).resolve().parents[2] / "seeds"
 META = {"source": "kafka://localhost:9092/fleet.telemetry", "from": 1767600000.0, "to": 1767600900.0,

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from streams.settings import Settings
-from streams.stack import Stack
+from streams.local.stack import Stack
 
 ROOT = Path(__file__).resolve().parents[2]
 

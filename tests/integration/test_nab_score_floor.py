@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from streams.eval.nab import nab_table
+from streams.analysis.eval.nab import nab_table
 from streams.settings import Settings
 
 

@@ -6,7 +6,7 @@ from datetime import datetime
 
 from msgspec.structs import replace
 
-from streams.alerts import KEEPALIVE_S, Unposted, to_alert
+from streams.worker.alerting import KEEPALIVE_S, Unposted, to_alert
 from twin.detect.findings import Anomaly
 
 OPEN = Anomaly(id="a1", status="open", robot_id="r1", sector="retail", site="retail-london-01", model="amr",

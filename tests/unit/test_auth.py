@@ -9,7 +9,7 @@ from pydantic import SecretStr
 
 from streams.auth import NoApiToken, api_token, bearer_ok, ensure_api_token, token_file
 from streams.settings import Settings
-from streams.stack import settings_env
+from streams.local.stack import settings_env
 
 TOKEN = "s3cret-token-0123456789abcdef"
 

@@ -17,7 +17,7 @@ import dashboards
 from dashboards.catalogue import ALLOWED, metric_names, panels, queries, variable_selector, variables
 from dashboards.prom import substitute
 from dashboards.snapshot import fmt, legend
-from streams.dashboards_cli import dashboards_app
+from streams.cli.dashboards import dashboards_app
 
 MODELS = dashboards.render_all()
 NAMES = sorted(MODELS)

@@ -11,7 +11,7 @@ from twin.dataset import WINDOW_SCHEMA, samples, tally, windows
 from twin.detect.findings import Anomaly
 from twin.replay import Seen
 from twin.schema import Event
-from twin.tables import anomalies_to_frame, labels_to_frame, seen_to_frame
+from twin.frames import anomalies_to_frame, labels_to_frame, seen_to_frame
 
 T0 = 1_700_000_000.0
 Robot = tuple[str, str, str]

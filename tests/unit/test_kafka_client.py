@@ -13,9 +13,9 @@ from pydantic import SecretStr
 
 from streams import kafka_client
 from streams.kafka_client import MissingKafkaSecret, client_kwargs, faust_broker, sasl_password
-from streams.procs import ProcessFailed, Procs
+from streams.local.procs import ProcessFailed, Procs
 from streams.settings import Settings
-from streams.stack import Stack, settings_env
+from streams.local.stack import Stack, settings_env
 
 PASSWORD = "correct-horse-battery-staple-42"
 
@@ -47,7 +47,7 @@ def test_the_stack_passes_the_password_by_environment_never_by_command_line(
 
     monkeypatch.setattr(Procs, "spawn", spawn)
     monkeypatch.setattr(Procs, "wait_ready", lambda *_: None)
-    monkeypatch.setattr("streams.stack.subprocess.run", run)
+    monkeypatch.setattr("streams.local.stack.subprocess.run", run)
     stack = Stack(secure(tmp_path))
     assert stack.start_kafka()
     stack.start_worker()

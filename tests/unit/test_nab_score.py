@@ -32,7 +32,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.typing import NDArray
 
-from streams.eval import nab as ev
+from streams.analysis.eval import nab as ev
 from twin.score import nab
 
 Floats = NDArray[np.float64]

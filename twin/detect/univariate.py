@@ -5,7 +5,7 @@ reading, 8 floats of state. Time enters only as the reading's event time
 `ts` (never the wall clock). The score is in [0, 1], an anomaly likelihood:
 1 means surely anomalous; an alert is `score >= params.alarm`.
 
-How it scores a reading, and why (tuned on NAB, see streams/eval/nab.py):
+How it scores a reading, and why (tuned on NAB, see streams/analysis/eval/nab.py):
 
 1. Daily rhythm. Many signals follow the clock (shifts, duty cycles, traffic).
    Two daily harmonics of the value, fitted online from the event time of day,

@@ -36,8 +36,9 @@ import numpy.typing as npt
 import polars as pl
 
 from twin.detect.multivariate import DEFAULT, Params, State, fit, step
+from streams.settings import PROJECT_ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = PROJECT_ROOT
 TRAIN_ROWS = 400
 FOLDERS = ("valve1", "valve2", "other")
 CHANNELS = (

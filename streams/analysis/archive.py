@@ -45,7 +45,7 @@ from streams.kafka_client import client_kwargs
 from streams.settings import Settings
 from twin.archive import DATASETS, FLEET, INVALID, Dataset, Raw, to_parts
 from twin.pipeline import Kind, Record
-from twin.tables import ANOMALY_SCHEMA
+from twin.frames import ANOMALY_SCHEMA
 
 _HIVE = {"date": pl.Date(), "sector": pl.String()}
 _NAME = re.compile(r"^part-(\d+)-(\d+)-(\d+)\.parquet$")
@@ -274,7 +274,7 @@ def archive_records(root: Path, start: float, end: float,
 def archive_anomalies(root: Path, start: float, end: float) -> pl.DataFrame:
     """Anomaly messages whose Kafka timestamp is in [start, end], deduplicated, in offset order per partition.
 
-    Columns: `twin.tables.ANOMALY_SCHEMA` (sector "" for fleet-wide findings,
+    Columns: `twin.frames.ANOMALY_SCHEMA` (sector "" for fleet-wide findings,
     null for messages that did not decode), then partition, offset, timestamp.
     """
     columns = [*ANOMALY_SCHEMA, "partition", "offset", "timestamp"]

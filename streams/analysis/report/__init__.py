@@ -14,8 +14,8 @@ from typing import Annotated
 
 import typer
 
-from streams.report.data import ReportError
-from twin.tables import CHANGE_SCHEMA, changes_to_frame
+from streams.analysis.report.data import ReportError
+from twin.frames import CHANGE_SCHEMA, changes_to_frame
 
 __all__ = ["CHANGE_SCHEMA", "ReportError", "changes_to_frame", "report_command", "write_report"]
 
@@ -26,7 +26,7 @@ def write_report(out_dir: Path, *, max_robots: int = 8) -> Path:
     At most `max_robots` robots get their own plots (the most severe first);
     every episode is in the timeline table whatever the limit.
     """
-    from streams.report.page import write_report as write
+    from streams.analysis.report.page import write_report as write
 
     return write(out_dir, max_robots=max_robots)
 

@@ -20,7 +20,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from streams.report.data import RobotView, mode_segments, peer_band
+from streams.analysis.report.data import RobotView, mode_segments, peer_band
 
 DPI = 100
 WIDTH_IN = 12.0

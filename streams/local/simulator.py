@@ -21,7 +21,7 @@ from streams.kafka_client import client_kwargs
 from streams.settings import Settings
 from twin.schema import Event
 from twin.sim import FleetSim
-from twin.tables import events_to_frame, labels_to_frame
+from twin.frames import events_to_frame, labels_to_frame
 
 OnTick = Callable[[int, int], None]
 """Called after each tick with (ticks done, events sent so far)."""

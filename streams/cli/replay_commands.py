@@ -13,8 +13,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from streams import replaying
-from streams.replaying import Window, iso, parse_time
+from streams.analysis import replay_window as replaying
+from streams.analysis.replay_window import Window, iso, parse_time
 from streams.settings import Settings
 from twin.compare import compare_runs, diff_twins, summarize
 from twin.replay import Record, Result, Selection
@@ -64,7 +64,7 @@ def replay_command(
         "detectors": "seeds", "what_if": str(detectors) if detectors else None, "elapsed_s": round(elapsed, 3)})
     _print_result(result, meta, elapsed)
     if report:
-        from streams.report import write_report
+        from streams.analysis.report import write_report
 
         console.print(f"report: {write_report(out)}")
     console.print(f"files: {out}/\nreproduce: {command}")
@@ -101,8 +101,8 @@ def export_dataset_command(
     """Labelled windows (anomalies and matched normal ones) for training the next model release."""
     import polars as pl
 
-    from streams.dataset import write_dataset
-    from twin.tables import anomalies_to_frame, seen_to_frame
+    from streams.analysis.dataset_files import write_dataset
+    from twin.frames import anomalies_to_frame, seen_to_frame
 
     settings = Settings()
     window = Window(parse_time(start), parse_time(end), source)

@@ -1,6 +1,6 @@
 """A replay's output directory read back as the tables an investigation asks for.
 
-The replay writes Parquet files in the shapes of `twin.tables` plus
+The replay writes Parquet files in the shapes of `twin.frames` plus
 `replay.json`; this module answers "which alert episodes, on which robots,
 compared with which peers" with polars over those files. No drawing and no
 HTML here, so the selection logic can be checked on its own.

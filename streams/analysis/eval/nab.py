@@ -24,6 +24,7 @@ from numpy.typing import NDArray
 
 from twin.detect import univariate
 from twin.score import nab
+from streams.settings import PROJECT_ROOT
 
 DATA_ENV = "FLEET_TWIN_DATA_DIR"
 """Environment variable that overrides where the shared data sets live."""
@@ -46,7 +47,7 @@ def default_data_dir() -> Path:
     env = os.environ.get(DATA_ENV)
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+    return PROJECT_ROOT.parent / "shared" / "data"
 
 
 def nab_root(data_dir: Path) -> Path:

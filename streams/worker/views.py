@@ -45,7 +45,7 @@ def private(token: SecretStr) -> type[View]:
 def register_views(app: faust.App, twins: Any, telemetry: faust.TopicT, fleet: Fleet,
                    registry: CollectorRegistry, token: SecretStr, metrics_token: SecretStr | None = None) -> None:
     """Add the worker's pages to `app`; fleet data only for requests bearing `token`."""
-    from streams.app import twin_values
+    from streams.worker.app import twin_values
 
     Private = private(token)
 

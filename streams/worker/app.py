@@ -20,12 +20,13 @@ import faust
 import msgspec
 from prometheus_client import CollectorRegistry
 
-from streams.changelog import ChangelogWriter
+from streams.worker.table import ChangelogWriter
 from streams.kafka_client import faust_broker
-from streams.metrics import FleetCollector, PipelineMetrics
+from streams.worker.metrics import FleetCollector, PipelineMetrics
 from streams.settings import Settings
-from streams import alerts, auth
-from streams.views import HttpClient, register_inbox, register_views
+from streams import auth
+from streams.worker import alerting as alerts
+from streams.worker.views import HttpClient, register_inbox, register_views
 from twin.exceptions import InvalidEvent
 from twin.fleet import Fleet
 from twin import pipeline

@@ -29,7 +29,7 @@ def write_dataset(out: Path, events: pl.DataFrame, anomalies: pl.DataFrame, labe
                   normal_per_anomaly: int = 1, seed: int = 0) -> dict[str, Any]:
     """Write the windows, their samples and the manifest into `out`; return the manifest as written.
 
-    `events` is a `twin.tables.seen_to_frame` table, `anomalies` an
+    `events` is a `twin.frames.seen_to_frame` table, `anomalies` an
     `anomalies_to_frame` one, `labels` the simulator's ground truth or None.
     `meta` names the source and its window (`source`, `from`, `to`) and the
     `command` that made the set; missing keys are written as null.

@@ -48,7 +48,7 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
-from streams.eval.skab import data_dir as data_dir  # noqa: F401 (re-exported)
+from streams.analysis.eval.skab import data_dir as data_dir  # noqa: F401 (re-exported)
 from twin.detect.multivariate import Baseline, Params, State, fit, step
 
 Floats = npt.NDArray[np.float64]

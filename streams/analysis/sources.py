@@ -128,6 +128,6 @@ async def _offsets_at(consumer: AIOKafkaConsumer, tps: list[TopicPartition], ms:
 
 def archive_source(root: Path, start: float, end: float, partitions: set[int] | None = None) -> Iterator[Record]:
     """The same records from the Parquet archive written by `fleet-twin archive`, in log order."""
-    from streams.archive import archive_records
+    from streams.analysis.archive import archive_records
 
     return in_log_order(archive_records(root, start, end, partitions))

@@ -20,7 +20,7 @@ import yaml
 from pydantic import SecretStr
 
 from streams.auth import api_token, write_secret
-from streams.procs import Procs, ProcessFailed, http_ok, port_open
+from streams.local.procs import Procs, ProcessFailed, http_ok, port_open
 from streams.settings import Settings
 from streams.topics import ensure_topics
 

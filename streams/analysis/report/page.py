@@ -17,8 +17,8 @@ from typing import Any
 
 import polars as pl
 
-from streams.report import plots
-from streams.report.data import (
+from streams.analysis.report import plots
+from streams.analysis.report.data import (
     KINDS, ReplayDir, RobotView, change_counts, episode_frame, load, ranked_robots, robot_view, snapshot_rows,
 )
 

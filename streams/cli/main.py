@@ -15,14 +15,14 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from streams.archive import archive_command
+from streams.analysis.archive import archive_command
 from streams.auth import NoApiToken, api_token, ensure_api_token, token_file
-from streams.dashboards_cli import dashboards_app
-from streams.procs import ProcessFailed
-from streams.replay_cli import export_dataset_command, replay_command, twin_at_command
-from streams.report import report_command
+from streams.cli.dashboards import dashboards_app
+from streams.local.procs import ProcessFailed
+from streams.cli.replay_commands import export_dataset_command, replay_command, twin_at_command
+from streams.analysis.report import report_command
 from streams.settings import Settings
-from streams.stack import Stack
+from streams.local.stack import Stack
 
 app = typer.Typer(help="Event-driven digital twin of a robot fleet.", no_args_is_help=True)
 app.add_typer(dashboards_app, name="dashboards", help="Grafana dashboards: generate, push, render.")
@@ -83,7 +83,7 @@ def worker() -> None:
     import faust
     from prometheus_client import CollectorRegistry
 
-    from streams.app import build_app
+    from streams.worker.app import build_app
     from streams.seeds import read_detectors, read_fleet
     settings = Settings()
     try:
@@ -114,7 +114,7 @@ def simulate(
 ) -> None:
     """Run a fleet scenario: to Kafka at a controlled rate, or to a file with its ground truth."""
     from streams.seeds import read_fleet, read_scenario
-    from streams.simulate import labels_path, to_file as write_file, to_kafka, write_labels
+    from streams.local.simulator import labels_path, to_file as write_file, to_kafka, write_labels
     from twin.sim import FleetSim
 
     settings = Settings()
@@ -160,7 +160,7 @@ def evaluate(
     data: Annotated[list[str], typer.Option(help="Public data sets to score: nab, skab, ur3.")] = [],  # noqa: B006
 ) -> None:
     """Score the detectors offline, with the same code as the live workers."""
-    from streams.eval.sim import sim_table
+    from streams.analysis.eval.sim import sim_table
 
     settings = Settings()
     for name in scenario:
@@ -180,7 +180,7 @@ def evaluate(
 def _data_table(name: str, settings: Settings) -> Any:
     import importlib
 
-    module = importlib.import_module(f"streams.eval.{name}")
+    module = importlib.import_module(f"streams.analysis.eval.{name}")
     return getattr(module, f"{name}_table")(settings.data_dir)
 
 
