@@ -4,9 +4,8 @@ and replay all call this, so they cannot disagree."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Literal, NamedTuple
+from typing import NamedTuple
 
-import msgspec
 from msgspec.structs import replace
 
 from twin.detect.cohort import Cohorts, features, learn
@@ -16,25 +15,11 @@ from twin.detect.robot import observe, settled_at_work, silence
 from twin.effects import Effects
 from twin.exceptions import InvalidEvent
 from twin.fleet import Fleet
+from twin.record import Record
 from twin.reduce import apply, note_rejected
 from twin.schema import Event
 from twin.state import Twin
 from twin.validate import Policy, parse
-
-Kind = Literal["telemetry", "check"]
-
-
-class Record(msgspec.Struct, frozen=True):
-    """One log record as the worker received it: telemetry or a silence check."""
-
-    kind: Kind
-    partition: int
-    offset: int
-    timestamp: float
-    """Broker record timestamp, seconds since the epoch: the worker's and the replay's only clock."""
-    key: bytes | None
-    value: bytes
-
 
 class Step(NamedTuple):
     """What one record did. `twin` is the robot's new state to keep (None: nothing changed)."""

@@ -34,7 +34,8 @@ from twin.detect.cohort import Cohorts
 from twin.detect.findings import Anomaly
 from twin.detect.params import DetectorConfig
 from twin.fleet import Fleet
-from twin.pipeline import Record, feed
+from twin.pipeline import feed
+from twin.record import Record
 from twin.schema import Event
 from twin.state import Twin
 from twin.validate import DEFAULT_POLICY, Policy

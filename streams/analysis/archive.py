@@ -44,7 +44,7 @@ from rich.console import Console
 from streams.kafka_client import client_kwargs
 from streams.settings import Settings
 from twin.archive import DATASETS, FLEET, INVALID, Dataset, Raw, to_parts
-from twin.pipeline import Kind, Record
+from twin.record import Kind, Record
 from twin.frames import ANOMALY_SCHEMA
 
 _HIVE = {"date": pl.Date(), "sector": pl.String()}

@@ -25,7 +25,8 @@ from streams.seeds import read_detectors, read_fleet
 from streams.settings import Settings
 from streams.analysis.sources import archive_source, kafka_source, partition_of
 from twin.compare import compare_runs
-from twin.replay import Record, Result, Selection, replay
+from twin.record import Record
+from twin.replay import Result, Selection, replay
 from twin.schema import Event
 from twin.frames import anomalies_to_frame, changes_to_frame, seen_to_frame, snapshots_to_frame
 from twin.validate import Policy

@@ -20,7 +20,7 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from streams.kafka_client import client_kwargs
 from streams.settings import Settings
-from twin.pipeline import Kind, Record
+from twin.record import Kind, Record
 from twin.replay import in_log_order
 
 

@@ -17,7 +17,8 @@ from streams.analysis import replay_window as replaying
 from streams.analysis.replay_window import Window, iso, parse_time
 from streams.settings import Settings
 from twin.compare import compare_runs, diff_twins, summarize
-from twin.replay import Record, Result, Selection
+from twin.record import Record
+from twin.replay import Result, Selection
 from twin.state import to_view
 
 console = Console()

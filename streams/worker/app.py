@@ -30,6 +30,7 @@ from streams.worker.views import HttpClient, register_inbox, register_views
 from twin.exceptions import InvalidEvent
 from twin.fleet import Fleet
 from twin import pipeline
+from twin.record import Record
 from twin.detect import incidents, rollout
 from twin.detect.cohort import Cohorts
 from twin.detect.findings import Anomaly
@@ -124,7 +125,7 @@ def build_app(settings: Settings, fleet: Fleet, detectors: DetectorConfig,
         batch = Batch(twins)
         for event in events:
             message = event.message
-            record = pipeline.Record("check" if message.topic == settings.checks_topic else "telemetry",
+            record = Record("check" if message.topic == settings.checks_topic else "telemetry",
                                      message.partition, message.offset, message.timestamp,
                                      message.key, message.value)
             step = pipeline.feed(batch.get, record, fleet, detectors, policy, fleet_state.cohorts)

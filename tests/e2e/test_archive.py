@@ -32,7 +32,7 @@ from twin.archive import INVALID
 from twin.detect.findings import Anomaly
 from twin.exceptions import InvalidEvent
 from twin.fleet import Fleet
-from twin.replay import Record
+from twin.record import Record
 from twin.schema import encode
 from twin.sim import FleetSim, Scenario
 from twin.validate import decode

@@ -21,7 +21,8 @@ from streams.seeds import read_detectors
 from twin.compare import compare_runs
 from twin.detect.params import load_config
 from twin.fleet import Fleet
-from twin.replay import Record, Result, replay
+from twin.record import Record
+from twin.replay import Result, replay
 from twin.schema import encode
 from twin.sim import FleetSim
 from twin.sim.scenario import load_scenario

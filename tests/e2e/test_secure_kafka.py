@@ -42,7 +42,8 @@ from streams.local.stack import Stack, settings_env
 from streams.topics import ensure_topics
 from tests.conftest import free_port
 from tests.e2e.test_pipeline import eventually
-from twin.replay import Record, Selection
+from twin.record import Record
+from twin.replay import Selection
 
 pytestmark = pytest.mark.e2e
 

@@ -12,7 +12,7 @@ from streams.analysis.archive import archive_anomalies, archive_records, write_p
 from tests.cases import raw
 from twin.archive import Raw, to_parts
 from twin.detect.findings import Anomaly
-from twin.replay import Record
+from twin.record import Record
 
 DAY = 86_400_000
 T0 = 1_790_035_200_000 - 5_000  # five seconds before midnight UTC

@@ -14,7 +14,8 @@ import pytest
 from streams.analysis.dataset_files import write_dataset
 from streams.seeds import read_detectors, read_fleet, read_scenario
 from twin.dataset import FORMAT_VERSION, WINDOW_SCHEMA
-from twin.replay import Record, Result, replay
+from twin.record import Record
+from twin.replay import Result, replay
 from twin.schema import SCHEMA_VERSION, encode
 from twin.sim import FleetSim
 from twin.frames import anomalies_to_frame, labels_to_frame, seen_to_frame

@@ -9,7 +9,8 @@ from streams.settings import Settings
 from twin.detect.cohort import Cohorts
 from twin.detect.params import DetectorConfig
 from twin.fleet import Fleet
-from twin.pipeline import Record, Step, feed
+from twin.pipeline import Step, feed
+from twin.record import Record
 from twin.schema import encode
 from twin.sim import FleetSim, Scenario
 from twin.state import Twin

@@ -14,7 +14,8 @@ from streams.settings import Settings
 from twin.compare import compare_runs, diff_twins, episodes, summarize
 from twin.detect.findings import Anomaly
 from twin.detect.params import DetectorConfig, Params
-from twin.replay import Record, Selection, in_log_order, replay
+from twin.record import Record
+from twin.replay import Selection, in_log_order, replay
 from twin.schema import encode
 from twin.sim import FleetSim
 from twin.sim.scenario import load_scenario
