@@ -45,7 +45,8 @@ def substitute(expr: str, values: dict[str, str], *, range_s: float = 3600, rate
             .replace("$__interval", duration(interval_s)))
     for name in sorted(values, key=len, reverse=True):
         text = text.replace(f"${{{name}}}", values[name])
-        text = re.sub(rf"\${re.escape(name)}\b", lambda _m, v=values[name]: v, text)
+        value = values[name]  # a function, so re.sub does not read backslashes in the value as escapes
+        text = re.sub(rf"\${re.escape(name)}\b", lambda _m: value, text)
     return text
 
 

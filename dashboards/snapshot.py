@@ -24,6 +24,7 @@ import matplotlib.dates as mdates  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.transforms import Bbox  # noqa: E402
 
 from dashboards.prom import Prometheus, QueryFailed, Series, duration, resolve, substitute  # noqa: E402
 
@@ -219,7 +220,8 @@ class Renderer:
         import numpy as np
 
         grid_t = np.arange(self.start, self.end + self.step / 2, self.step)
-        dates = [mdates.date2num(np.datetime64(int(t), "s").astype(object)) for t in grid_t]
+        dates = [mdates.date2num(np.datetime64(int(t), "s").astype(object))  # type: ignore[no-untyped-call]  # matplotlib.dates ships no annotations
+                 for t in grid_t]
         matrix = np.full((len(series), len(grid_t)), np.nan)
         for i, (_name, s) in enumerate(series):
             index = {round(t): v for t, v in zip(s.times, s.values)}
@@ -236,7 +238,7 @@ class Renderer:
             else:
                 ax.plot(dates, matrix[i], color=colour, linewidth=1.2, label=name)
         highest = np.nanmax(floor if stacked else matrix) if np.any(present) else 0.0
-        ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M"))
+        ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M"))  # type: ignore[no-untyped-call]  # matplotlib.dates ships no annotations
         ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _p: fmt(v, unit)))
         low = defaults.get("min")
         if low is not None:
@@ -356,8 +358,8 @@ class Renderer:
                  [fmt(row.get(c, math.nan), *styles.get(c, ("short", decimals))) for c in columns]
                  for labels, row in body[:max_rows]]
         table = ax.table(cellText=cells, colLabels=label_names + columns, loc="upper center", cellLoc="left",
-                         colLoc="left", bbox=(0, 1 - min(1.0, (len(cells) + 1) / (max_rows + 1)), 1,
-                                              min(1.0, (len(cells) + 1) / (max_rows + 1))))
+                         colLoc="left", bbox=Bbox.from_bounds(0, 1 - min(1.0, (len(cells) + 1) / (max_rows + 1)), 1,
+                                                              min(1.0, (len(cells) + 1) / (max_rows + 1))))
         table.auto_set_font_size(False)
         table.set_fontsize(7.5)
         for (r, _c), cell in table.get_celld().items():
