@@ -5,7 +5,7 @@ fires) computed by `twin.score.nab`, which reproduces NAB's published per-file
 scores (tests/unit/test_nab_score.py). Published rows: NAB's per-file raw
 scores, summed over the subset, at NAB's threshold (optimised on all 58
 files). Ours: the in-sample optimised threshold (NAB's procedure on these 13
-files) and `Params.alarm`, fixed in advance. The detector's parameters were
+files) and `UnivariateParams.alarm`, fixed in advance. The detector's parameters were
 tuned on these same 13 files: both of our figures are in-sample.
 
     .venv/bin/python bench/anomaly_nab.py [--data-dir DIR] [--per-file]

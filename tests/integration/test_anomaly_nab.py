@@ -44,7 +44,7 @@ def scores(corpus: list[ev.NabFile]) -> list[NDArray[np.float64]]:
 
 
 def test_standard_score_at_the_fixed_threshold(corpus: list[ev.NabFile], scores: list[NDArray[np.float64]]) -> None:
-    """`score >= Params.alarm` (0.5, fixed before any result was seen) as the alert rule."""
+    """`score >= UnivariateParams.alarm` (0.5, fixed before any result was seen) as the alert rule."""
     res = ev.score_at(corpus, scores, univariate.DEFAULT.alarm, nab.PROFILES["standard"])
     assert res.score >= FLOORS["fixed"], res.per_file
 
@@ -110,4 +110,4 @@ def test_table_has_ours_beside_the_published() -> None:
         (r["detector"], r["threshold_kind"]): r["score"] for r in table.filter(table["profile"] == "standard").iter_rows(named=True)
     }
     assert standard[("ARTime", "NAB-optimised (58 files)")] == pytest.approx(ARTIME, abs=0.05)
-    assert standard[(ev.OURS, "fixed (Params.alarm)")] >= FLOORS["fixed"]
+    assert standard[(ev.OURS, "fixed (UnivariateParams.alarm)")] >= FLOORS["fixed"]

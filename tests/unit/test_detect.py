@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from twin.detect.params import Params
+from twin.detect.params import RobotDetectorParams
 from twin.detect.robot import observe
 from twin.fleet import Fleet
 from twin.reduce import apply
@@ -22,7 +22,7 @@ def run(fleet: Fleet, plan: list[tuple[float, str]]) -> tuple[Twin, list[str]]:
     for seq, (current, mode) in enumerate(plan, start=1):
         e = report(seq, current, mode)
         new, effects = apply(twin, e, received_ts=e.ts)
-        twin, found = observe(twin, new, e, effects, e.ts, fleet.models["amr"], Params())
+        twin, found = observe(twin, new, e, effects, e.ts, fleet.models["amr"], RobotDetectorParams())
         log += [f"{a.status}:{a.detector}" for a in found]
     assert twin is not None
     return twin, log

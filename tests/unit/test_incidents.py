@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from twin.detect.findings import Anomaly
-from twin.detect.incidents import Params, SiteState, correlate, expire, expire_all
+from twin.detect.incidents import IncidentParams, SiteState, correlate, expire, expire_all
 
-P = Params(min_robots=3, window_s=60.0, quiet_s=300.0)
+P = IncidentParams(min_robots=3, window_s=60.0, quiet_s=300.0)
 
 
 def opening(robot: str, ts: float, site: str = "retail-london-01") -> Anomaly:

@@ -9,7 +9,7 @@ import pytest
 from twin.detect.multivariate import (
     DEFAULT,
     Baseline,
-    Params,
+    MultivariateParams,
     State,
     distance,
     fit,
@@ -22,7 +22,7 @@ from twin.detect.multivariate import (
 # direction (x0 up, x1 down) is normal per signal but impossible jointly.
 COV = np.array([[1.0, 0.9, 0.0], [0.9, 1.0, 0.0], [0.0, 0.0, 4.0]])
 MEAN = np.array([10.0, -5.0, 100.0])
-EXACT = Params(shrinkage=0.0)
+EXACT = MultivariateParams(shrinkage=0.0)
 
 
 def normal_rows(n: int, seed: int = 0) -> np.ndarray:
@@ -33,7 +33,7 @@ def matrix(values: tuple[float, ...], p: int) -> np.ndarray:
     return np.asarray(values).reshape(p, p)
 
 
-def stream(baseline: Baseline, rows: np.ndarray, params: Params = DEFAULT) -> list[float]:
+def stream(baseline: Baseline, rows: np.ndarray, params: MultivariateParams = DEFAULT) -> list[float]:
     state: State | None = None
     scores = []
     for i, row in enumerate(rows):
@@ -72,7 +72,7 @@ def test_off_manifold_point_scores_high_a_normal_one_low() -> None:
 
 
 def test_shrinkage_pulls_correlations_towards_zero_and_keeps_variances() -> None:
-    half = shrunk(COV, Params(shrinkage=0.5, ridge=0.0, min_var=0.0))
+    half = shrunk(COV, MultivariateParams(shrinkage=0.5, ridge=0.0, min_var=0.0))
     assert np.allclose(np.diag(half), np.diag(COV))
     assert half[0, 1] == pytest.approx(0.45)
 
@@ -117,7 +117,7 @@ def test_incremental_baseline_converges_to_the_fitted_one() -> None:
 
 
 def test_forgetting_follows_a_moved_cohort() -> None:
-    params = Params(forget=0.01)
+    params = MultivariateParams(forget=0.01)
     live: Baseline | None = None
     for row in normal_rows(2_000, seed=6):
         live = update(live, row, params)

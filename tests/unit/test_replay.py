@@ -13,7 +13,7 @@ from streams.seeds import read_detectors, read_fleet
 from streams.settings import Settings
 from twin.compare import compare_runs, diff_twins, episodes, summarize
 from twin.detect.findings import Anomaly
-from twin.detect.params import DetectorConfig, Params
+from twin.detect.params import DetectorConfig, RobotDetectorParams
 from twin.record import Record
 from twin.replay import Selection, in_log_order, replay
 from twin.schema import encode
@@ -184,4 +184,4 @@ def test_episodes_take_the_first_opening_and_the_resolution() -> None:
 
 
 def test_params_override_is_known() -> None:
-    assert Params().stuck_reports == 30  # the what-if test above relies on the seed's 30
+    assert RobotDetectorParams().stuck_reports == 30  # the what-if test above relies on the seed's 30

@@ -12,7 +12,8 @@ the fleet), so a replay of that partition's log learns the same baselines.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -20,7 +21,7 @@ from twin.detect import multivariate as mv
 from twin.fleet import RobotModel
 from twin.schema import Event
 
-PARAMS = mv.Params(min_weight=2000.0, threshold=20.0, rise_s=30.0, fall_s=60.0)
+PARAMS = mv.MultivariateParams(min_weight=2000.0, threshold=20.0, rise_s=30.0, fall_s=60.0)
 """Fleet settings: judge no robot before its model's baseline has 2000 reports behind
 it; robots of one model differ legitimately (wear-in, duty cycle, site climate), so
 the threshold on the smoothed d^2/p is 20. A first setting of 8, twice the highest a
@@ -28,12 +29,14 @@ healthy robot reached in 40 minutes, gave 27 false alarms over a 360-robot day
 (healthy robots reached 13.9): rare excursions need a day to show."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class Cohorts:
+    """Baselines of one partition's robot models; `learn` returns a new one, never changes this."""
+
     refit_s: float = 60.0
-    sums: dict[str, tuple[int, np.ndarray, np.ndarray]] = field(default_factory=dict)
-    baselines: dict[str, mv.Baseline] = field(default_factory=dict)
-    fitted_at: dict[str, float] = field(default_factory=dict)
+    sums: Mapping[str, tuple[int, np.ndarray, np.ndarray]] = field(default_factory=dict)
+    baselines: Mapping[str, mv.Baseline] = field(default_factory=dict)
+    fitted_at: Mapping[str, float] = field(default_factory=dict)
 
 
 def features(event: Event, model: RobotModel) -> np.ndarray | None:
@@ -48,12 +51,14 @@ def features(event: Event, model: RobotModel) -> np.ndarray | None:
     return out
 
 
-def learn(cohorts: Cohorts, model: str, x: np.ndarray, ts: float) -> None:
-    """Add one normal report of `model`; refit its baseline when due."""
+def learn(cohorts: Cohorts, model: str, x: np.ndarray, ts: float) -> Cohorts:
+    """The cohorts after one more normal report of `model`, its baseline refitted when due."""
     n, s1, s2 = cohorts.sums.get(model) or (0, np.zeros(len(x)), np.zeros((len(x), len(x))))
-    cohorts.sums[model] = (n + 1, s1 + x, s2 + np.outer(x, x))
-    if ts - cohorts.fitted_at.get(model, -np.inf) >= cohorts.refit_s and n + 1 >= 2:
-        mean = (s1 + x) / (n + 1)
-        cov = (s2 + np.outer(x, x)) / (n + 1) - np.outer(mean, mean)
-        cohorts.baselines[model] = mv.from_moments(mean, cov, float(n + 1), PARAMS)
-        cohorts.fitted_at[model] = ts
+    n, s1, s2 = n + 1, s1 + x, s2 + np.outer(x, x)
+    sums = {**cohorts.sums, model: (n, s1, s2)}
+    if ts - cohorts.fitted_at.get(model, -np.inf) < cohorts.refit_s or n < 2:
+        return replace(cohorts, sums=sums)
+    mean = s1 / n
+    cov = s2 / n - np.outer(mean, mean)
+    return replace(cohorts, sums=sums, baselines={**cohorts.baselines, model: mv.from_moments(mean, cov, float(n), PARAMS)},
+                   fitted_at={**cohorts.fitted_at, model: ts})

@@ -20,7 +20,7 @@ from msgspec.structs import replace
 from twin.detect.findings import Anomaly, anomaly_id
 
 
-class Params(msgspec.Struct, frozen=True, kw_only=True):
+class IncidentParams(msgspec.Struct, frozen=True, kw_only=True):
     min_robots: int = 4
     window_s: float = 60.0
     quiet_s: float = 300.0
@@ -36,7 +36,7 @@ class SiteState(msgspec.Struct, frozen=True):
     """The incident's opening message, to resolve it with."""
 
 
-def correlate(state: SiteState, anomaly: Anomaly, p: Params = Params()) -> tuple[SiteState, list[Anomaly]]:
+def correlate(state: SiteState, anomaly: Anomaly, p: IncidentParams = IncidentParams()) -> tuple[SiteState, list[Anomaly]]:
     """Feed one robot anomaly message; returns the site's state and incident/cause messages."""
     if anomaly.status != "open" or not anomaly.robot_id:
         return state, []
@@ -60,7 +60,7 @@ def correlate(state: SiteState, anomaly: Anomaly, p: Params = Params()) -> tuple
     return SiteState(recent, incident, start, ts, opened), [*ended, opened, *causes]
 
 
-def expire(state: SiteState, now: float, p: Params = Params()) -> tuple[SiteState, list[Anomaly]]:
+def expire(state: SiteState, now: float, p: IncidentParams = IncidentParams()) -> tuple[SiteState, list[Anomaly]]:
     """Resolve the site's incident once no robot has opened an anomaly for `quiet_s` before `now`."""
     if state.incident is None or state.opened is None or now - state.last <= p.quiet_s:
         return state, []
@@ -70,7 +70,7 @@ def expire(state: SiteState, now: float, p: Params = Params()) -> tuple[SiteStat
 
 
 def expire_all(sites: Mapping[str, SiteState], now: float,
-               p: Params = Params()) -> tuple[dict[str, SiteState], list[Anomaly]]:
+               p: IncidentParams = IncidentParams()) -> tuple[dict[str, SiteState], list[Anomaly]]:
     """`expire` for every site: the worker's timer and the replay fold's beat both call this."""
     states: dict[str, SiteState] = {}
     ended: list[Anomaly] = []

@@ -11,7 +11,7 @@ from __future__ import annotations
 from msgspec.structs import replace
 
 from twin.detect.findings import Anomaly, Finding, anomaly_id
-from twin.detect.params import Params
+from twin.detect.params import RobotDetectorParams
 from twin.detect.watch import Open
 from twin.state import Twin
 
@@ -19,7 +19,7 @@ SEVERITIES: tuple[str, ...] = ("warning", "critical")
 
 
 def track(opened: list[Open], findings: list[Finding], evaluated: frozenset[str], twin: Twin,
-          ts: float, p: Params) -> tuple[list[Open], list[Anomaly]]:
+          ts: float, p: RobotDetectorParams) -> tuple[list[Open], list[Anomaly]]:
     """The open anomalies after this reading, and the lifecycle messages it caused."""
     by_key = {(f.detector, f.signal): f for f in findings}
     still: list[Open] = []
@@ -48,7 +48,7 @@ def track(opened: list[Open], findings: list[Finding], evaluated: frozenset[str]
     return still, out
 
 
-def severity(o: Open, ts: float, p: Params) -> str:
+def severity(o: Open, ts: float, p: RobotDetectorParams) -> str:
     if o.peak >= p.critical_score or ts - o.start >= p.critical_after_s:
         return "critical"
     return "warning"

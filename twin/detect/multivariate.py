@@ -48,7 +48,7 @@ import numpy.typing as npt
 Vector = npt.NDArray[np.float64]
 
 
-class Params(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class MultivariateParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Tuning of the detector; the defaults are the frozen SKAB parameter set."""
 
     shrinkage: float = 0.2
@@ -78,7 +78,7 @@ class Params(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     """Time constant (s) of the smoothing while the raw value is below the level."""
 
 
-DEFAULT = Params()
+DEFAULT = MultivariateParams()
 
 
 class Baseline(msgspec.Struct, frozen=True, array_like=True):
@@ -126,7 +126,7 @@ def _pack(matrix: Vector) -> tuple[float, ...]:
     return tuple(float(v) for v in matrix.ravel())
 
 
-def shrunk(cov: Vector, params: Params = DEFAULT) -> Vector:
+def shrunk(cov: Vector, params: MultivariateParams = DEFAULT) -> Vector:
     """Covariance with its correlations pulled towards 0, ridged to be invertible.
 
     The target keeps the variances and drops the correlations, with a fixed
@@ -140,7 +140,7 @@ def shrunk(cov: Vector, params: Params = DEFAULT) -> Vector:
     return mixed + ridge * np.eye(len(var))
 
 
-def _baseline(mean: Vector, cov: Vector, weight: float, params: Params) -> Baseline:
+def _baseline(mean: Vector, cov: Vector, weight: float, params: MultivariateParams) -> Baseline:
     precision = np.linalg.inv(shrunk(cov, params))
     return Baseline(
         mean=tuple(float(v) for v in mean),
@@ -150,13 +150,13 @@ def _baseline(mean: Vector, cov: Vector, weight: float, params: Params) -> Basel
     )
 
 
-def from_moments(mean: Vector, cov: Vector, weight: float, params: Params = DEFAULT) -> Baseline:
+def from_moments(mean: Vector, cov: Vector, weight: float, params: MultivariateParams = DEFAULT) -> Baseline:
     """A baseline from a mean and (population) covariance accumulated elsewhere, e.g. from
     running sums over a cohort (twin.detect.cohort)."""
     return _baseline(np.asarray(mean, dtype=np.float64), np.asarray(cov, dtype=np.float64), weight, params)
 
 
-def fit(rows: Vector, params: Params = DEFAULT) -> Baseline:
+def fit(rows: Vector, params: MultivariateParams = DEFAULT) -> Baseline:
     """Baseline from a matrix of normal rows (n x p), n >= 1."""
     data = np.asarray(rows, dtype=np.float64)
     if data.ndim != 2 or data.shape[0] < 1:
@@ -170,7 +170,7 @@ def fit(rows: Vector, params: Params = DEFAULT) -> Baseline:
 def update(
     baseline: Baseline | None,
     x: Vector,
-    params: Params = DEFAULT,
+    params: MultivariateParams = DEFAULT,
 ) -> Baseline:
     """The baseline after one more normal row: exponentially weighted mean/cov.
 
@@ -203,7 +203,7 @@ def distance(baseline: Baseline, x: Vector) -> float:
     return float(delta @ precision @ delta) / baseline.dim
 
 
-def smooth(level: float, raw: float, dt: float, params: Params = DEFAULT) -> float:
+def smooth(level: float, raw: float, dt: float, params: MultivariateParams = DEFAULT) -> float:
     """Exponential smoothing in event time, faster up than down.
 
     Weight 1 - exp(-dt / tau): a row at the same instant as the previous one
@@ -214,7 +214,7 @@ def smooth(level: float, raw: float, dt: float, params: Params = DEFAULT) -> flo
     return level + alpha * (raw - level)
 
 
-def _score(state: State, params: Params) -> float:
+def _score(state: State, params: MultivariateParams) -> float:
     reference = params.threshold * (params.release if state.alarm else 1.0)
     return state.level / reference
 
@@ -224,7 +224,7 @@ def step(
     baseline: Baseline,
     x: Vector,
     ts: float,
-    params: Params = DEFAULT,
+    params: MultivariateParams = DEFAULT,
 ) -> tuple[State, float]:
     """Score one row of a stream; returns the new state and the normalised score.
 

@@ -13,7 +13,7 @@ import msgspec
 from twin.exceptions import InvalidSeed
 
 
-class Params(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class RobotDetectorParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Every knob of the robot-level detectors, with the defaults in force."""
 
     band_margin: float = 0.15
@@ -61,16 +61,16 @@ class Params(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     """An anomaly open this long is critical whatever its score."""
 
 
-DEFAULT = Params()
+DEFAULT = RobotDetectorParams()
 
 
 class DetectorConfig(msgspec.Struct, frozen=True):
     """Defaults plus per-model overrides, as in seeds/detectors.yaml."""
 
-    defaults: Params = DEFAULT
-    models: dict[str, Params] = {}
+    defaults: RobotDetectorParams = DEFAULT
+    models: dict[str, RobotDetectorParams] = {}
 
-    def for_model(self, model: str) -> Params:
+    def for_model(self, model: str) -> RobotDetectorParams:
         return self.models.get(model, self.defaults)
 
 
@@ -79,10 +79,10 @@ def load_config(doc: Any, source: str) -> DetectorConfig:
     if not isinstance(doc, dict):
         raise InvalidSeed(f"{source}: expected a mapping with 'defaults' and 'models'")
     try:
-        defaults = msgspec.convert(doc.get("defaults") or {}, Params)
+        defaults = msgspec.convert(doc.get("defaults") or {}, RobotDetectorParams)
         base = msgspec.to_builtins(defaults)
         models = {
-            name: msgspec.convert({**base, **(over or {})}, Params)
+            name: msgspec.convert({**base, **(over or {})}, RobotDetectorParams)
             for name, over in (doc.get("models") or {}).items()
         }
     except msgspec.ValidationError as exc:

@@ -16,7 +16,7 @@ from twin.detect.cohort import PARAMS as COHORT_PARAMS
 from twin.detect.cohort import features
 from twin.detect.findings import Anomaly, Finding
 from twin.detect.lifecycle import track
-from twin.detect.params import Params
+from twin.detect.params import RobotDetectorParams
 from twin.detect.watch import Drift, SignalWatch, Watch
 from twin.effects import Effects, SeqGap
 from twin.fleet import RobotModel
@@ -31,7 +31,7 @@ _NOT_OPERATING = ("fault", "estop", "maintenance")
 
 
 def observe(before: Twin | None, twin: Twin, event: Event, effects: Effects, received_ts: float,
-            model: RobotModel, p: Params, cohort: mv.Baseline | None = None) -> tuple[Twin, list[Anomaly]]:
+            model: RobotModel, p: RobotDetectorParams, cohort: mv.Baseline | None = None) -> tuple[Twin, list[Anomaly]]:
     """Run the detectors on one event; return the twin with detector state and the messages.
 
     `cohort` is the learned baseline of the robot's model (twin.detect.cohort), if any yet.
@@ -56,7 +56,7 @@ def observe(before: Twin | None, twin: Twin, event: Event, effects: Effects, rec
     return _close(twin, watch, findings, evaluated, at, p)
 
 
-def settled_at_work(twin: Twin, event: Event, p: Params) -> bool:
+def settled_at_work(twin: Twin, event: Event, p: RobotDetectorParams) -> bool:
     """Working, warmed up and past the settling time: reports comparable across the cohort."""
     return (event.mode == "working" and twin.counts.events > p.warmup_reports
             and event.ts - twin.mode_since >= p.settle_s)
@@ -71,7 +71,7 @@ def _cohort(watch: Watch, baseline: mv.Baseline, event: Event, model: RobotModel
     return replace(watch, cohort=state), found
 
 
-def silence(twin: Twin, now: float, p: Params) -> tuple[Twin, list[Anomaly]]:
+def silence(twin: Twin, now: float, p: RobotDetectorParams) -> tuple[Twin, list[Anomaly]]:
     """Check, at broker time `now`, whether the robot has gone quiet against its own cadence."""
     watch = twin.watch or Watch()
     if twin.mode == "maintenance" or watch.interval <= 0:
@@ -85,7 +85,7 @@ def silence(twin: Twin, now: float, p: Params) -> tuple[Twin, list[Anomaly]]:
     return _close(twin, watch, findings, frozenset({"silence"}) if findings else frozenset(), now, p)
 
 
-def _judged(twin: Twin, event: Event, p: Params) -> frozenset[str]:
+def _judged(twin: Twin, event: Event, p: RobotDetectorParams) -> frozenset[str]:
     """The value detectors that judged this reading (only they may count it as normal)."""
     if twin.counts.events <= p.warmup_reports:
         return frozenset()
@@ -95,13 +95,13 @@ def _judged(twin: Twin, event: Event, p: Params) -> frozenset[str]:
 
 
 def _close(twin: Twin, watch: Watch, findings: list[Finding], evaluated: frozenset[str], ts: float,
-           p: Params) -> tuple[Twin, list[Anomaly]]:
+           p: RobotDetectorParams) -> tuple[Twin, list[Anomaly]]:
     opened, messages = track(watch.open, findings, evaluated, twin, ts, p)
     return replace(twin, watch=replace(watch, open=opened)), messages
 
 
 def _signals(watch: Watch, before: Twin | None, twin: Twin, event: Event, model: RobotModel,
-             p: Params) -> tuple[Watch, list[Finding]]:
+             p: RobotDetectorParams) -> tuple[Watch, list[Finding]]:
     old = _aligned(watch, before, twin)
     warm = twin.counts.events > p.warmup_reports
     operating = warm and event.mode not in _NOT_OPERATING and event.ts - twin.mode_since >= p.settle_s
@@ -134,7 +134,7 @@ def _aligned(watch: Watch, before: Twin | None, twin: Twin) -> list[SignalWatch]
 
 
 def _robot(watch: Watch, before: Twin | None, twin: Twin, event: Event, effects: Effects,
-           received_ts: float, p: Params) -> tuple[Watch, list[Finding]]:
+           received_ts: float, p: RobotDetectorParams) -> tuple[Watch, list[Finding]]:
     findings: list[Finding] = []
     interval = watch.interval
     if before is not None and received_ts > before.last_seen:
@@ -155,7 +155,7 @@ def _robot(watch: Watch, before: Twin | None, twin: Twin, event: Event, effects:
     return replace(watch, interval=interval, skew=skew, delivery=delivery, codes=codes), findings
 
 
-def _delivery(count: int, p: Params) -> tuple[int, list[Finding]]:
+def _delivery(count: int, p: RobotDetectorParams) -> tuple[int, list[Finding]]:
     if count < p.delivery_hits * 100:
         return count, []
     return count, [Finding("delivery", "", count / (p.delivery_hits * 100))]

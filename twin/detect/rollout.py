@@ -19,7 +19,7 @@ from twin.detect.findings import Anomaly, anomaly_id
 from twin.schema import Event
 
 
-class Params(msgspec.Struct, frozen=True, kw_only=True):
+class RolloutParams(msgspec.Struct, frozen=True, kw_only=True):
     signal: str = "inference_ms"
     min_reports: int = 300
     """Reports of each version before judging."""
@@ -43,7 +43,7 @@ class RolloutState(msgspec.Struct, frozen=True):
     """`model|version` -> event time it was flagged."""
 
 
-def observe(state: RolloutState, event: Event, p: Params = Params()) -> RolloutState:
+def observe(state: RolloutState, event: Event, p: RolloutParams = RolloutParams()) -> RolloutState:
     value = event.signals.get(p.signal)
     if value is None or value <= 0 or not event.ai_model_version:
         return state
@@ -57,7 +57,7 @@ def observe(state: RolloutState, event: Event, p: Params = Params()) -> RolloutS
     return replace(state, stats={**state.stats, key: s})
 
 
-def judge(state: RolloutState, ts: float, p: Params = Params()) -> tuple[RolloutState, list[Anomaly]]:
+def judge(state: RolloutState, ts: float, p: RolloutParams = RolloutParams()) -> tuple[RolloutState, list[Anomaly]]:
     """Compare each version with its predecessor; open an anomaly for each new regression."""
     flagged = dict(state.flagged)
     out = []

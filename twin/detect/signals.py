@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 
 from twin.detect.findings import Finding
-from twin.detect.params import Params
+from twin.detect.params import RobotDetectorParams
 from twin.detect.watch import Drift, SignalWatch
 from twin.fleet import Signal
 from twin.state import SignalState
@@ -19,7 +19,7 @@ Step = tuple[SignalWatch, list[Finding]]
 
 
 def watch_signal(w: SignalWatch, name: str, value: float, before: SignalState | None, spec: Signal,
-                 operating: bool, p: Params) -> Step:
+                 operating: bool, p: RobotDetectorParams) -> Step:
     """Band, spike and stuck-sensor checks of one value (operating: settled in a normal mode)."""
     findings: list[Finding] = []
     out, f = _band(w.out, name, value, spec, operating, p)
@@ -31,7 +31,7 @@ def watch_signal(w: SignalWatch, name: str, value: float, before: SignalState | 
     return SignalWatch(out, same, hits), findings
 
 
-def _band(out: int, name: str, value: float, spec: Signal, operating: bool, p: Params) -> tuple[int, list[Finding]]:
+def _band(out: int, name: str, value: float, spec: Signal, operating: bool, p: RobotDetectorParams) -> tuple[int, list[Finding]]:
     if not operating or name in p.band_skip:
         return 0, []
     lo, hi = spec.nominal
@@ -47,7 +47,7 @@ def _band(out: int, name: str, value: float, spec: Signal, operating: bool, p: P
 
 
 def _spike(hits: int, name: str, value: float, before: SignalState | None, spec: Signal,
-           operating: bool, p: Params) -> tuple[int, list[Finding]]:
+           operating: bool, p: RobotDetectorParams) -> tuple[int, list[Finding]]:
     hits = hits * 4 // 5
     if before is None or not operating or name in p.spike_skip:
         return hits, []
@@ -62,7 +62,7 @@ def _spike(hits: int, name: str, value: float, before: SignalState | None, spec:
 
 
 def _stuck(same: int, name: str, value: float, before: SignalState | None, spec: Signal,
-           p: Params) -> tuple[int, list[Finding]]:
+           p: RobotDetectorParams) -> tuple[int, list[Finding]]:
     # Real sensors are noisy: many identical values in a row mean a frozen reading,
     # unless the value sits on a physical limit (an empty battery, a stopped wheel).
     at_limit = value in spec.limits
@@ -74,7 +74,7 @@ def _stuck(same: int, name: str, value: float, before: SignalState | None, spec:
     return same, [Finding("stuck", name, same / p.stuck_reports, {"value": value, "reports": same})]
 
 
-def dropout(name: str, latest_seq: int, seq: int, p: Params) -> list[Finding]:
+def dropout(name: str, latest_seq: int, seq: int, p: RobotDetectorParams) -> list[Finding]:
     """A signal the robot used to send has been missing from its last reports (`seq`: its last)."""
     missing = latest_seq - seq
     if missing < p.dropout_reports:
@@ -82,7 +82,7 @@ def dropout(name: str, latest_seq: int, seq: int, p: Params) -> list[Finding]:
     return [Finding("dropout", name, missing / p.dropout_reports, {"last_seen_seq": seq})]
 
 
-def drift(d: Drift, name: str, value: float, spec: Signal, p: Params, reference: int = 300) -> tuple[Drift, list[Finding]]:
+def drift(d: Drift, name: str, value: float, spec: Signal, p: RobotDetectorParams, reference: int = 300) -> tuple[Drift, list[Finding]]:
     """Page-Hinkley test for an upward creep against the signal's own reference period."""
     width = max(spec.nominal[1] - spec.nominal[0], 1e-9)
     if d.n < reference:

@@ -45,7 +45,7 @@ _LOG_EPS = math.log(1e-10)
 _SQRT2 = math.sqrt(2.0)
 
 
-class Params(msgspec.Struct, frozen=True):
+class UnivariateParams(msgspec.Struct, frozen=True):
     """Tuning of the detector, frozen after tuning on NAB's 13-file subset.
 
     Rates are per reading, not per second: 1/rate is a memory length in
@@ -93,7 +93,7 @@ class Params(msgspec.Struct, frozen=True):
     """Alert level, fixed before evaluation: `score >= alarm` is an anomaly."""
 
 
-DEFAULT = Params()
+DEFAULT = UnivariateParams()
 
 
 class State(msgspec.Struct, frozen=True, array_like=True):
@@ -140,7 +140,7 @@ def _log_likelihood(z: float) -> float:
     return min(1.0, max(0.0, math.log(1.0000000001 - (1.0 - tail)) / _LOG_EPS))
 
 
-def step(state: State | None, value: float, ts: float, params: Params = DEFAULT) -> tuple[State, float]:
+def step(state: State | None, value: float, ts: float, params: UnivariateParams = DEFAULT) -> tuple[State, float]:
     """Fold one reading into the state; return the new state and the reading's anomaly score.
 
     Readings must come in time order (the twin's reducer sees to that).

@@ -121,7 +121,7 @@ def published_score(data_dir: Path, detector: str, profile: str, n_windows: int,
 
 
 def run_detector(
-    values: Sequence[float] | NDArray[np.float64], ts: Sequence[float] | NDArray[np.float64], params: univariate.Params
+    values: Sequence[float] | NDArray[np.float64], ts: Sequence[float] | NDArray[np.float64], params: univariate.UnivariateParams
 ) -> NDArray[np.float64]:
     """Our detector's score for every row, fed one reading at a time in time order."""
     out = np.empty(len(values))
@@ -131,7 +131,7 @@ def run_detector(
     return out
 
 
-def run_corpus(corpus: Sequence[NabFile], params: univariate.Params = univariate.DEFAULT) -> list[NDArray[np.float64]]:
+def run_corpus(corpus: Sequence[NabFile], params: univariate.UnivariateParams = univariate.DEFAULT) -> list[NDArray[np.float64]]:
     """Our detector's per-row scores for each file (a fresh state per file)."""
     return [run_detector(f.values, f.ts, params) for f in corpus]
 
@@ -164,7 +164,7 @@ def n_windows(corpus: Sequence[NabFile]) -> int:
     return sum(f.layout.n_windows for f in corpus)
 
 
-def nab_table(data_dir: Path, params: univariate.Params = univariate.DEFAULT) -> pl.DataFrame:
+def nab_table(data_dir: Path, params: univariate.UnivariateParams = univariate.DEFAULT) -> pl.DataFrame:
     """Our detector beside the published ones, every profile, on the 13-file subset.
 
     Rows: detector, profile, threshold kind, threshold, score (normalised, 100 =
@@ -182,7 +182,7 @@ def nab_table(data_dir: Path, params: univariate.Params = univariate.DEFAULT) ->
         costs = profiles[profile]
         for kind, res in (
             ("optimised (in-sample)", score_optimised(corpus, scores, costs)),
-            ("fixed (Params.alarm)", score_at(corpus, scores, params.alarm, costs)),
+            ("fixed (UnivariateParams.alarm)", score_at(corpus, scores, params.alarm, costs)),
         ):
             rows.append(_row(OURS, profile, kind, res.threshold, res.score, "ours"))
         for folder, label in PUBLISHED.items():

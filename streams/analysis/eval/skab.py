@@ -35,7 +35,7 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
-from twin.detect.multivariate import DEFAULT, Params, State, fit, step
+from twin.detect.multivariate import DEFAULT, MultivariateParams, State, fit, step
 from streams.settings import PROJECT_ROOT
 
 ROOT = PROJECT_ROOT
@@ -123,7 +123,7 @@ def _number(path: Path) -> int:
     return int(path.stem)
 
 
-def alarms(run: Run, params: Params = DEFAULT) -> npt.NDArray[np.bool_]:
+def alarms(run: Run, params: MultivariateParams = DEFAULT) -> npt.NDArray[np.bool_]:
     """Fit on the first 400 rows, stream the rest through `step`: alarm per test row."""
     baseline = fit(run.rows[:TRAIN_ROWS], params)
     state: State | None = None
@@ -143,7 +143,7 @@ def count(predicted: npt.NDArray[np.bool_], truth: npt.NDArray[np.bool_]) -> Cou
     )
 
 
-def score_runs(runs: list[Run], params: Params = DEFAULT) -> Counts:
+def score_runs(runs: list[Run], params: MultivariateParams = DEFAULT) -> Counts:
     """Pooled point-wise counts over the test rows of every run."""
     total = Counts()
     for run in runs:
@@ -151,7 +151,7 @@ def score_runs(runs: list[Run], params: Params = DEFAULT) -> Counts:
     return total
 
 
-def skab_table(data_dir: Path, params: Params = DEFAULT) -> pl.DataFrame:
+def skab_table(data_dir: Path, params: MultivariateParams = DEFAULT) -> pl.DataFrame:
     """Ours (pooled, then per folder) beside the published leaderboard figures."""
     runs = read_runs(data_dir)
     per_run = {run.name: count(alarms(run, params), run.anomaly[TRAIN_ROWS:]) for run in runs}
@@ -177,7 +177,7 @@ def crossfold(data_dir: Path) -> pl.DataFrame:
     runs = read_runs(data_dir)
     folds = (runs[0::2], runs[1::2])
     grid = [
-        Params(threshold=round(th, 1), release=rel, fall_s=fall)
+        MultivariateParams(threshold=round(th, 1), release=rel, fall_s=fall)
         for th in np.arange(2.3, 3.55, 0.1) for rel in (0.5, 0.6, 0.7) for fall in (10.0, 20.0, 30.0)
     ]
     held = Counts()

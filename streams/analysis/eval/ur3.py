@@ -49,7 +49,7 @@ import numpy.typing as npt
 import polars as pl
 
 from streams.analysis.eval.skab import data_dir as data_dir  # noqa: F401 (re-exported)
-from twin.detect.multivariate import Baseline, Params, State, fit, step
+from twin.detect.multivariate import Baseline, MultivariateParams, State, fit, step
 
 Floats = npt.NDArray[np.float64]
 Bools = npt.NDArray[np.bool_]
@@ -68,17 +68,17 @@ PRE_S, POST_S = 5.0, 10.0
 MAX_STEP_S = 5.0
 """Row gaps longer than this are not counted as observed time."""
 
-JOINT_PARAMS = Params(
+JOINT_PARAMS = MultivariateParams(
     shrinkage=0.2, ridge=0.05, min_weight=5.0,
     threshold=6.0, release=0.5, cap=1e9, rise_s=1.0, fall_s=5.0,
 )
 """Frozen after tuning on block 1 (see `tune`): most stops at <= 20 false alarms/h."""
-ONE_PARAMS = Params(
+ONE_PARAMS = MultivariateParams(
     shrinkage=0.2, ridge=0.05, min_weight=5.0,
     threshold=2.0, release=0.3, cap=1e9, rise_s=1.0, fall_s=10.0,
 )
 """The single-baseline detector's own best on block 1 (the same grid)."""
-TOOL_PARAMS = Params(
+TOOL_PARAMS = MultivariateParams(
     shrinkage=0.2, ridge=0.05, min_weight=5.0,
     threshold=24.0, release=1.0, cap=1e9, rise_s=0.0, fall_s=0.0,
 )
@@ -155,7 +155,7 @@ class PhaseModel:
 
 
 def train(
-    rec: Recording, columns: tuple[str, ...], block: tuple[int, int], params: Params,
+    rec: Recording, columns: tuple[str, ...], block: tuple[int, int], params: MultivariateParams,
     per_phase: bool = True,
 ) -> PhaseModel:
     """Fit on the clean, complete rows of one block."""
@@ -171,7 +171,7 @@ def train(
     return PhaseModel(columns, centre, scale, phases, fit(z[rows], params))
 
 
-def scores(rec: Recording, model: PhaseModel, block: tuple[int, int], params: Params) -> Floats:
+def scores(rec: Recording, model: PhaseModel, block: tuple[int, int], params: MultivariateParams) -> Floats:
     """Stream one block through `step`, in time order; normalised score per row."""
     z = (rec.matrix(model.columns) - model.centre) / model.scale
     state: State | None = None
@@ -284,7 +284,7 @@ def _chance(
 class Detector:
     name: str
     columns: tuple[str, ...]
-    params: Params
+    params: MultivariateParams
     per_phase: bool
 
 
@@ -324,7 +324,7 @@ def ur3_table(data_dir: Path) -> pl.DataFrame:
 def tune(
     data_dir: Path, columns: tuple[str, ...], event: str, budget: float = 20.0,
     per_phase: bool = True,
-) -> list[tuple[float, float, Params]]:
+) -> list[tuple[float, float, MultivariateParams]]:
     """The grid the frozen parameters came from: block 1 only.
 
     Returns (recall, false alarms/h, params) for every setting within
@@ -336,7 +336,7 @@ def tune(
     found = []
     for rise, fall, release in ((0.0, 0.0, 1.0), (1.0, 5.0, 0.5), (1.0, 10.0, 0.3), (2.0, 10.0, 0.5)):
         for threshold in (2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0):
-            params = Params(shrinkage=0.2, ridge=0.05, min_weight=5.0, cap=1e9, rise_s=rise,
+            params = MultivariateParams(shrinkage=0.2, ridge=0.05, min_weight=5.0, cap=1e9, rise_s=rise,
                             fall_s=fall, release=release, threshold=threshold)
             model = train(rec, columns, block, params, per_phase)
             fired = alerts(rec, scores(rec, model, block, params), block)
