@@ -1002,8 +1002,9 @@ def latency(base: Settings, args: argparse.Namespace, tmp: Path) -> None:
         print(f"\n(4) latency at {rate:,.0f} events/s offered for {seconds:.0f} s, {len(runs)} windows "
               f"(median over windows): offered {median([r.offered for r in runs]):,.0f}/s, "
               f"twins seen {sum(r.seen for r in runs):,} of {sum(r.sent for r in runs):,}")
-        for label, get in (("produce -> twin updated", lambda r: r.updated),
-                           ("produce -> visible to a reader", lambda r: r.visible)):
+        delays: tuple[tuple[str, Callable[[Latency], list[float]]], ...] = (
+            ("produce -> twin updated", lambda r: r.updated), ("produce -> visible to a reader", lambda r: r.visible))
+        for label, get in delays:
             qs = [median([pct(get(r), q) * 1000 for r in runs]) for q in (0.5, 0.95, 0.99)]
             top = max(max(get(r), default=float("nan")) for r in runs) * 1000
             print(f"  {label:<32} p50 {qs[0]:8.1f} ms  p95 {qs[1]:8.1f} ms  p99 {qs[2]:8.1f} ms  max {top:8.1f} ms")
@@ -1015,7 +1016,7 @@ def latency(base: Settings, args: argparse.Namespace, tmp: Path) -> None:
 
 
 def main() -> None:
-    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # a TextIOWrapper; typeshed says TextIO
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--events", type=int, default=200_000)
     ap.add_argument("--robots", type=int, default=2_000)

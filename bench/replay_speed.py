@@ -70,7 +70,7 @@ def median_time(run: Callable[[], int], repeat: int) -> tuple[float, int]:
 
 
 def main() -> None:
-    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[attr-defined]
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # a TextIOWrapper; typeshed says TextIO
     ap = argparse.ArgumentParser()
     ap.add_argument("--robots", type=int, default=360)
     ap.add_argument("--ticks", type=int, default=300)

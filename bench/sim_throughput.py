@@ -33,6 +33,7 @@ from streams.settings import Settings  # noqa: E402
 from streams.local.simulator import KafkaSink, to_file, to_kafka  # noqa: E402
 from streams.local.stack import Stack  # noqa: E402
 from streams.topics import ensure_topics  # noqa: E402
+from twin.schema import Event  # noqa: E402
 from twin.sim import FleetSim, Scenario  # noqa: E402
 
 T = TypeVar("T")
@@ -87,7 +88,7 @@ def main() -> None:
         print(f"  {name:<28} {value:>12,.0f} events/s   ratio to baseline {value / base:5.2f}")
 
 
-def kafka_figures(robots: int, ticks: int, repeat: int, events: list) -> dict[str, float]:
+def kafka_figures(robots: int, ticks: int, repeat: int, events: list[Event]) -> dict[str, float]:
     settings = Settings(topic_prefix=f"bench-{uuid.uuid4().hex[:6]}.", state_dir=Path(tempfile.mkdtemp()))
     stack = Stack(settings)
     started = stack.start_kafka()
