@@ -70,11 +70,11 @@ class KafkaSink:
             part = self.partitioner(key, self.partitions, self.partitions)
             batch = batches.get(part) or batches.setdefault(part, self.producer.create_batch())
             if batch.append(key=key, value=_encoder.encode(event), timestamp=None) is None:  # type: ignore[attr-defined]
-                pending.append(await self.producer.send_batch(batch, self.topic, partition=part))  # type: ignore[arg-type]
+                pending.append(await self.producer.send_batch(batch, self.topic, partition=part))
                 batches[part] = batch = self.producer.create_batch()
                 batch.append(key=key, value=_encoder.encode(event), timestamp=None)
         for part, batch in batches.items():
-            pending.append(await self.producer.send_batch(batch, self.topic, partition=part))  # type: ignore[arg-type]
+            pending.append(await self.producer.send_batch(batch, self.topic, partition=part))
         return pending
 
 
