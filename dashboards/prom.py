@@ -15,10 +15,20 @@ from typing import Any
 import httpx
 
 from dashboards.catalogue import variable_selector, variables
+from twin.exceptions import FleetTwinError
+
+RETRIABLE_ERROR_TYPES = frozenset({"timeout", "unavailable"})
+"""Prometheus API `errorType`s that mean "not now" rather than "not this query"."""
 
 
-class QueryFailed(RuntimeError):
-    """Prometheus answered with an error (bad PromQL, timeout) or not at all."""
+class QueryFailed(FleetTwinError):
+    """Prometheus refused the query (bad PromQL, say): the same query gets the same answer."""
+
+
+class PrometheusUnavailable(QueryFailed):
+    """Prometheus did not answer, not with its API's JSON, or timed out: it may later."""
+
+    retriable = True
 
 
 @dataclass(frozen=True)
@@ -70,13 +80,15 @@ class Prometheus:
         try:
             r = self._http.get(f"{self.url}{path}", params=params)
         except httpx.HTTPError as err:
-            raise QueryFailed(f"{self.url}{path}: {err}") from None
+            raise PrometheusUnavailable(f"{self.url}{path}: {err}") from None
         try:
             body = r.json()
         except ValueError:
-            raise QueryFailed(f"{self.url}{path}: HTTP {r.status_code}, not JSON") from None
+            raise PrometheusUnavailable(f"{self.url}{path}: HTTP {r.status_code}, not JSON") from None
         if body.get("status") != "success":
-            raise QueryFailed(f"{body.get('errorType', r.status_code)}: {body.get('error', r.text[:200])}")
+            kind = body.get("errorType", r.status_code)
+            error = PrometheusUnavailable if kind in RETRIABLE_ERROR_TYPES else QueryFailed
+            raise error(f"{kind}: {body.get('error', r.text[:200])}")
         return body["data"]
 
     def instant(self, expr: str, at: float | None = None) -> list[Series]:

@@ -15,13 +15,10 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
+from streams.exceptions import NoApiToken
 from streams.settings import Settings
 
 MIN_TOKEN_CHARS = 16
-
-
-class NoApiToken(RuntimeError):
-    """No usable API token: the worker refuses to serve fleet data without one."""
 
 
 def token_file(settings: Settings) -> Path:

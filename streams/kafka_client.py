@@ -13,15 +13,11 @@ import ssl
 from pathlib import Path
 from typing import Any
 
+from streams.exceptions import MissingKafkaSecret
 from streams.settings import Settings
-from twin.exceptions import FleetTwinError
 
 CLIENT_PASSWORD_FILE = "kafka-client.password"
 CA_FILE = "ca.pem"
-
-
-class MissingKafkaSecret(FleetTwinError):
-    """SASL_SSL is asked for, but the password or the CA is neither set nor in the state folder."""
 
 
 def secrets_dir(settings: Settings) -> Path:

@@ -3,13 +3,24 @@
 `InvalidEvent` means the other side sent bad data: the shell dead-letters the
 message with `reason` and carries on. `InvariantViolated` means we broke our own
 rules: it must crash loudly (in tests above all), never be swallowed.
+
+Every class says whether trying the same thing again may succeed (`retriable`,
+as aiokafka's errors do), so the shell decides a retry from the error's class,
+not from a list of names. The core's errors never are: the same bytes stay
+invalid, the same seeds stay wrong, a broken invariant stays broken. The
+shell's own errors are in `streams.exceptions`.
 """
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 
 class FleetTwinError(Exception):
     """Root of every error this project raises on purpose."""
+
+    retriable: ClassVar[bool] = False
+    """True where the same call may succeed later without anyone changing anything."""
 
 
 class InvalidEvent(FleetTwinError):

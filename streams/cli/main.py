@@ -16,9 +16,9 @@ from rich.progress import (
 from rich.table import Table
 
 from streams.analysis.archive import archive_command
-from streams.auth import NoApiToken, api_token, ensure_api_token, token_file
+from streams.auth import api_token, ensure_api_token, token_file
 from streams.cli.dashboards import dashboards_app
-from streams.local.procs import ProcessFailed
+from streams.exceptions import NoApiToken, ProcessFailed
 from streams.cli.replay_commands import export_dataset_command, replay_command, twin_at_command
 from streams.analysis.report import report_command
 from streams.settings import Settings

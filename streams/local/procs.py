@@ -17,9 +17,7 @@ from pathlib import Path
 
 import httpx
 
-
-class ProcessFailed(RuntimeError):
-    """A service did not start or did not become ready; the message says where to look."""
+from streams.exceptions import ProcessFailed
 
 
 class Procs:

@@ -20,7 +20,8 @@ import yaml
 from pydantic import SecretStr
 
 from streams.auth import api_token, write_secret
-from streams.local.procs import Procs, ProcessFailed, http_ok, port_open
+from streams.exceptions import ProcessFailed
+from streams.local.procs import Procs, http_ok, port_open
 from streams.settings import Settings
 from streams.topics import ensure_topics
 

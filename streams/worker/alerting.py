@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 
+from streams import links
 from twin.detect.findings import Anomaly
 
 log = logging.getLogger(__name__)
@@ -80,8 +81,8 @@ def to_alert(anomaly: Anomaly, twin_base_url: str, now: float) -> dict[str, Any]
                    + f": score {anomaly.score:g}",
         "since": _iso(anomaly.start_ts),
         "evidence": json.dumps(anomaly.evidence, sort_keys=True, default=str),
-        "twin": f"{twin_base_url}/twins/{anomaly.robot_id}" if anomaly.robot_id else "",
-        "replay": anomaly.links.get("replay", ""),
+        "twin": links.twin_url(twin_base_url, anomaly.robot_id),
+        "replay": links.replay_command(anomaly),
     }
     if anomaly.caused_by:
         annotations["caused_by"] = anomaly.caused_by

@@ -11,7 +11,7 @@ from twin.detect.findings import Anomaly
 
 OPEN = Anomaly(id="a1", status="open", robot_id="r1", sector="retail", site="retail-london-01", model="amr",
                detector="band", signal="joint1_current_a", severity="critical", score=5.0, start_ts=1000.0, ts=1005.0,
-               evidence={"value": 30.0}, links={"replay": "fleet-twin replay --robot r1"})
+               evidence={"value": 30.0})
 
 
 def at(iso: str) -> float:
@@ -22,6 +22,7 @@ def test_an_open_anomaly_is_an_alert_kept_alive_past_now() -> None:
     alert = to_alert(OPEN, "http://worker", now=2000.0)
     assert alert["labels"]["alertname"] == "FleetRobotAnomaly" and alert["labels"]["robot_id"] == "r1"
     assert alert["annotations"]["twin"] == "http://worker/twins/r1"
+    assert alert["annotations"]["replay"] == "fleet-twin replay --robot r1 --from 400 --to 1065"
     assert at(alert["startsAt"]) == 1000.0 and at(alert["endsAt"]) == 2000.0 + KEEPALIVE_S
 
 
@@ -29,7 +30,8 @@ def test_a_resolved_site_incident_ends_when_it_ended() -> None:
     incident = replace(OPEN, id="s1", robot_id="", model="", detector="site_incident", status="resolved", end_ts=1400.0)
     alert = to_alert(incident, "http://worker", now=2000.0)
     assert alert["labels"]["alertname"] == "FleetSiteIncident" and "robot_id" not in alert["labels"]
-    assert "twin" not in alert["annotations"] and at(alert["endsAt"]) == 1400.0
+    assert "twin" not in alert["annotations"] and "replay" not in alert["annotations"]
+    assert at(alert["endsAt"]) == 1400.0
 
 
 def test_unposted_keeps_the_newest_message_per_anomaly_and_drops_the_oldest_beyond_its_limit() -> None:

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from streams.auth import NoApiToken, api_token, bearer_ok, ensure_api_token, token_file
+from streams.auth import api_token, bearer_ok, ensure_api_token, token_file
+from streams.exceptions import NoApiToken
 from streams.settings import Settings
 from streams.local.stack import settings_env
 

@@ -12,8 +12,9 @@ import pytest
 from pydantic import SecretStr
 
 from streams import kafka_client
-from streams.kafka_client import MissingKafkaSecret, client_kwargs, faust_broker, sasl_password
-from streams.local.procs import ProcessFailed, Procs
+from streams.exceptions import MissingKafkaSecret, ProcessFailed
+from streams.kafka_client import client_kwargs, faust_broker, sasl_password
+from streams.local.procs import Procs
 from streams.settings import Settings
 from streams.local.stack import Stack, settings_env
 

@@ -27,7 +27,11 @@ Status = Literal["open", "update", "resolved"]
 
 
 class Anomaly(msgspec.Struct, frozen=True, kw_only=True):
-    """One lifecycle message of an anomaly, as published to `fleet.anomalies`."""
+    """One lifecycle message of an anomaly, as published to `fleet.anomalies`.
+
+    Facts only: the links people follow (the twin's URL, the replay command)
+    are rendered from them where the anomaly is presented (`streams/links.py`).
+    """
 
     id: str
     """Deterministic: the same robot, detector, signal and start give the same id."""
@@ -47,7 +51,6 @@ class Anomaly(msgspec.Struct, frozen=True, kw_only=True):
     evidence: dict[str, Any] = {}
     caused_by: str | None = None
     """Id of a site incident this anomaly is part of."""
-    links: dict[str, str] = {}
 
 
 def anomaly_id(*parts: object) -> str:

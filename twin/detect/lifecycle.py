@@ -62,8 +62,4 @@ def _message(twin: Twin, o: Open, status: str, ts: float, f: Finding | None) -> 
         detector=o.detector, signal=o.signal, severity=o.severity, score=round(o.peak, 4),
         start_ts=o.start, ts=ts, end_ts=ts if status == "resolved" else None,
         evidence=f.evidence if f else {},
-        links={
-            "twin": f"/twins/{twin.robot_id}",
-            "replay": f"fleet-twin replay --robot {twin.robot_id} --from {o.start - 600:.0f} --to {ts + 60:.0f}",
-        },
     )

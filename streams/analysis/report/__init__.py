@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from streams.analysis.report.data import ReportError
+from streams.exceptions import ReportError
 from twin.frames import CHANGE_SCHEMA, changes_to_frame
 
 __all__ = ["CHANGE_SCHEMA", "ReportError", "changes_to_frame", "report_command", "write_report"]

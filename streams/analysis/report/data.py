@@ -16,17 +16,12 @@ from typing import Any
 import msgspec
 import polars as pl
 
+from streams.exceptions import ReportError
 from twin import compare
 from twin.detect.findings import Anomaly
-from twin.exceptions import FleetTwinError
 
 KINDS: tuple[str, ...] = ("same", "gained", "lost", "earlier", "later")
 REQUIRED = ("events.parquet", "anomalies.parquet", "snapshots.parquet")
-
-
-class ReportError(FleetTwinError):
-    """The directory is not a replay's output (a file is missing or unreadable)."""
-
 
 
 @dataclass(frozen=True)
