@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,25 +20,28 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from streams.auth import api_token
 from streams.seeds import read_fleet
 from streams.settings import Settings
 from streams.local.stack import Stack
 from streams.topics import ensure_topics
+from tests.support.alerts import Webhook
+from tests.support.net import auth, free_port
 from twin.fleet import Fleet
 
 ROOT = Path(__file__).resolve().parent.parent
+TIERS = ("unit", "integration", "e2e")
+"""The folders under tests/, each a marker of the same name (registered in pyproject.toml)."""
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def auth(settings: Settings) -> dict[str, str]:
-    """The header a client of the twin API sends (the setting's token, else the state folder's)."""
-    return {"Authorization": f"Bearer {api_token(settings).get_secret_value()}"}
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test with its tier, the folder it lives in: `pytest -m unit` runs tests/unit only."""
+    tests = ROOT / "tests"
+    for item in items:
+        tier = item.path.relative_to(tests).parts[0] if item.path.is_relative_to(tests) else None
+        if tier not in TIERS:
+            raise pytest.UsageError(f"{item.nodeid}: a test belongs in tests/unit, tests/integration or tests/e2e")
+        item.add_marker(tier)
 
 
 @pytest.fixture(scope="session")
@@ -110,35 +112,6 @@ def prometheus(stack: Stack, worker: str, settings: Settings) -> Iterator[str]:
         yield f"http://127.0.0.1:{settings.prometheus_port}"
     finally:
         stack.procs.stop("prometheus")
-
-
-class Webhook:
-    """A real HTTP receiver for Alertmanager's notifications (maintenance's side)."""
-
-    def __init__(self, port: int) -> None:
-        import json
-        import threading
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-        received = self.received = []  # type: list[dict]
-        authorizations = self.authorizations = []  # type: list[str | None]
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                received.append(json.loads(body))
-                authorizations.append(self.headers.get("Authorization"))
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def alerts(self) -> list[dict]:
-        return [dict(a, status_of_group=n["status"]) for n in self.received for a in n["alerts"]]
 
 
 @pytest.fixture(scope="session")

@@ -20,12 +20,10 @@ from streams.worker.alerting import RETRY_S
 from streams.settings import Settings
 from streams.local.stack import Stack
 from streams.topics import ensure_topics
-from tests.conftest import free_port
-from tests.e2e.conftest import AlertRecorder
-from tests.e2e.test_maintenance_alerts import FAULT, NORMAL, drive
-from tests.e2e.test_pipeline import eventually
-
-pytestmark = pytest.mark.e2e
+from tests.support.alerts import AlertRecorder
+from tests.support.net import free_port
+from tests.support.telemetry import FAULT, NORMAL, drive
+from tests.support.waiting import eventually
 
 BACK_WITHIN_S = 20.0
 """After Alertmanager answers again, the alert must be there within this (the keep-alive would take up to 60 s)."""

@@ -8,22 +8,11 @@ import uuid
 from typing import Any
 
 import httpx
-import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from streams.settings import Settings
-from tests.e2e.test_pipeline import eventually
-
-pytestmark = pytest.mark.e2e
-
-
-def report(robot: str, seq: int, ts: float, current: float) -> bytes:
-    return json.dumps({
-        "schema": 1, "robot_id": robot, "seq": seq, "ts": ts, "sector": "retail",
-        "site": "retail-london-01", "model": "amr", "mode": "working",
-        "signals": {"joint1_current_a": current, "battery_soc_pct": 70.0 + seq % 5 * 0.1,
-                    "speed_mps": 1.0 + seq % 4 * 0.01},  # real sensors are never exactly constant
-    }).encode()
+from tests.support.telemetry import report
+from tests.support.waiting import eventually
 
 
 async def anomalies_for(settings: Settings, robot: str, want: set[str]) -> list[dict[str, Any]]:

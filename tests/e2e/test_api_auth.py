@@ -19,10 +19,9 @@ from pydantic import SecretStr
 from streams.settings import Settings
 from streams.local.stack import Stack
 from streams.topics import ensure_topics
-from tests.conftest import auth, free_port
-from tests.e2e.test_pipeline import eventually, kcat_produce, telemetry
-
-pytestmark = pytest.mark.e2e
+from tests.support.net import auth, free_port
+from tests.support.telemetry import kcat_produce, telemetry
+from tests.support.waiting import eventually
 
 PRIVATE = ["/twins", "/twins/{robot}", "/fleet/summary", "/maintenance/inbox"]
 

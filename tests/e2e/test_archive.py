@@ -37,8 +37,6 @@ from twin.schema import encode
 from twin.sim import FleetSim, Scenario
 from twin.validate import decode
 
-pytestmark = pytest.mark.e2e
-
 MIDNIGHT = math.floor(time.time() / 86400) * 86400.0
 Stream = tuple[str, int]
 

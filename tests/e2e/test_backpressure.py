@@ -24,7 +24,6 @@ import uuid
 from dataclasses import dataclass
 
 import httpx
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from dashboards.prom import Prometheus
@@ -33,8 +32,6 @@ from streams.local.simulator import KafkaSink
 from streams.local.stack import Stack
 from twin.fleet import Fleet
 from twin.sim import FleetSim, Scenario
-
-pytestmark = pytest.mark.e2e
 
 ROBOTS, RATE_HZ, SEED = 400, 50.0, 7
 """The test's fleet: 400 robots stamped 50 reports a second apart (the pace on the wire is the test's;

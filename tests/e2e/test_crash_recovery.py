@@ -32,17 +32,15 @@ from streams.settings import Settings
 from streams.local.simulator import KafkaSink
 from streams.local.stack import Stack
 from streams.topics import ensure_topics
-from tests.conftest import auth, free_port
-from tests.e2e.conftest import AlertRecorder
-from tests.e2e.test_replay import changelog, live_anomalies
+from tests.support.alerts import AlertRecorder
+from tests.support.net import auth, free_port
+from tests.support.topics import changelog, live_anomalies
 from twin.compare import diff_twins
 from twin.fleet import Fleet
 from twin.replay import Selection
 from twin.sim import FleetSim
 from twin.sim.scenario import load_scenario
 from twin.state import decode_twin, encode_twin
-
-pytestmark = pytest.mark.e2e
 
 SPEED = 2.0
 SCENARIO = load_scenario({

@@ -27,11 +27,9 @@ from dashboards.catalogue import metric_names, queries
 from dashboards.prom import Prometheus, QueryFailed, substitute
 from streams.settings import Settings
 from streams.local.stack import settings_env
-from tests.conftest import auth
+from tests.support.net import auth
 from twin.fleet import Fleet
 from twin.sim.roster import place
-
-pytestmark = pytest.mark.e2e
 
 ROBOTS, DURATION_S, WAIT_S = 60, 150, 120
 """Simulated fleet, how long it runs, and how long every query gets to show data."""

@@ -9,7 +9,6 @@ import time
 import uuid
 
 import httpx
-import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
@@ -17,10 +16,8 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from streams.kafka_client import client_kwargs
 from streams.settings import Settings
 from streams.local.stack import Stack
-from tests.e2e.test_anomalies import report
-from tests.e2e.test_pipeline import eventually
-
-pytestmark = pytest.mark.e2e
+from tests.support.telemetry import report
+from tests.support.waiting import eventually
 
 
 async def set_max_message_bytes(settings: Settings, topic: str, value: str | None) -> None:

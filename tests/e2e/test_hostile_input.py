@@ -2,7 +2,7 @@
 with its specific reason, the valid events between them applied, the worker alive and its
 memory bounded.
 
-The messages are `tests/hostile.py`'s corpus, whose reasons the unit tier has already
+The messages are `tests/support/hostile.py`'s corpus, whose reasons the unit tier has already
 checked against `twin.validate`; here the question is what the running system does with them.
 """
 
@@ -22,10 +22,8 @@ from aiokafka.errors import MessageSizeTooLargeError
 
 from streams.settings import Settings
 from streams.local.stack import Stack
-from tests.hostile import Hostile, corpus, dumps
+from tests.support.hostile import Hostile, corpus, dumps
 from twin.exceptions import InvalidEvent
-
-pytestmark = pytest.mark.e2e
 
 BUDGET_S = 120.0
 """The whole test, warm-up included; every wait below takes what is left of it."""

@@ -9,33 +9,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-import pytest
-from aiokafka import AIOKafkaProducer
 
 from streams.settings import Settings
-from tests.conftest import Webhook
-from tests.e2e.test_anomalies import report
-from tests.e2e.test_pipeline import eventually
-
-pytestmark = pytest.mark.e2e
-
-
-async def drive(settings: Settings, robot: str, start: float, currents: list[float], first_seq: int = 1) -> None:
-    """Reports one second apart from `start`, stamped with their event time at the broker too
-    (as a robot's own producer would), so no clock looks skewed."""
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap)
-    await producer.start()
-    try:
-        for seq, current in enumerate(currents, start=first_seq):
-            ts = start + seq
-            await producer.send(settings.telemetry_topic, report(robot, seq, ts, current + seq % 3 * 0.1),
-                                key=robot.encode(), timestamp_ms=int(ts * 1000))
-        await producer.flush()
-    finally:
-        await producer.stop()
-
-
-NORMAL, FAULT = [4.0] * 90, [30.0] * 5
+from tests.support.alerts import Webhook
+from tests.support.telemetry import FAULT, NORMAL, drive
+from tests.support.waiting import eventually
 
 
 def received(webhook: Webhook, robot: str, status: str) -> list[dict[str, Any]] | None:

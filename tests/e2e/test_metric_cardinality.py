@@ -5,13 +5,10 @@ from __future__ import annotations
 import time
 
 import httpx
-import pytest
 
 from streams.settings import Settings
-from tests.e2e.test_pipeline import eventually
-from tests.e2e.test_simulate_cli import simulate
-
-pytestmark = pytest.mark.e2e
+from tests.support.cli import simulate
+from tests.support.waiting import eventually
 
 
 def series(worker: str) -> set[str]:

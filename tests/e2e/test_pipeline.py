@@ -2,51 +2,16 @@
 
 from __future__ import annotations
 
-import json
-import shutil
-import subprocess
-import time
 import uuid
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
-import pytest
-from aiokafka import AIOKafkaConsumer
 
 from streams.settings import Settings
-
-T = TypeVar("T")
-pytestmark = pytest.mark.e2e
-
-
-def eventually(fetch: Callable[[], T | None], timeout_s: float = 45.0) -> T:
-    """Poll until `fetch` returns something, or fail with the time waited."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if (value := fetch()) is not None:
-            return value
-        time.sleep(0.25)
-    raise AssertionError(f"nothing after {timeout_s}s")
-
-
-def kcat_produce(settings: Settings, key: str, value: bytes) -> None:
-    kcat = shutil.which("kcat") or shutil.which("kafkacat")
-    assert kcat, "kcat is installed by `make test` (Debian package kafkacat)"
-    subprocess.run(
-        [kcat, "-b", settings.bootstrap, "-t", settings.telemetry_topic, "-P", "-K", "\t"],
-        input=key.encode() + b"\t" + value + b"\n", check=True, timeout=30,
-    )
-
-
-def telemetry(robot_id: str, seq: int = 1, **changes: Any) -> bytes:
-    body = {
-        "schema": 1, "robot_id": robot_id, "seq": seq, "ts": time.time(),
-        "sector": "logistics", "site": "log-rotterdam-01", "model": "amr", "mode": "working",
-        "signals": {"battery_soc_pct": 77.5, "speed_mps": 1.1},
-    }
-    body.update(changes)
-    return json.dumps(body).encode()
+from tests.support.telemetry import kcat_produce, telemetry
+from tests.support.topics import read_dlq
+from tests.support.waiting import eventually
 
 
 def get_twin(api: httpx.Client, robot_id: str) -> Callable[[], dict[str, Any] | None]:
@@ -100,24 +65,6 @@ async def test_malformed_message_goes_to_dlq_and_the_next_event_is_processed(
     assert b"140.0" in headers["detail"]
     assert headers["source_topic"] == settings.telemetry_topic.encode()
     assert int(headers["source_offset"]) >= 0
-
-
-async def read_dlq(settings: Settings, key: bytes, want: int) -> list[Any]:
-    consumer = AIOKafkaConsumer(
-        settings.dlq_topic, bootstrap_servers=settings.bootstrap, auto_offset_reset="earliest",
-        group_id=None, enable_auto_commit=False,
-    )
-    await consumer.start()
-    found: list[Any] = []
-    try:
-        deadline = time.monotonic() + 45
-        while len(found) < want and time.monotonic() < deadline:
-            batches = await consumer.getmany(timeout_ms=500)
-            found += [m for msgs in batches.values() for m in msgs if m.key == key]
-    finally:
-        await consumer.stop()
-    found.sort(key=lambda m: int(dict(m.headers)["source_offset"]))
-    return found
 
 
 def test_prometheus_scrapes_fleet_robots_from_the_worker(

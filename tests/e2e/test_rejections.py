@@ -6,15 +6,13 @@ import time
 import uuid
 
 import httpx
-import pytest
 from aiokafka import AIOKafkaProducer
 
 from streams.settings import Settings
-from tests.cases import bad_cases, raw
-from tests.e2e.test_pipeline import eventually, read_dlq
+from tests.support.cases import bad_cases, raw
+from tests.support.topics import read_dlq
+from tests.support.waiting import eventually
 from twin.exceptions import InvalidEvent
-
-pytestmark = pytest.mark.e2e
 
 
 def scrape(worker: str) -> dict[str, float]:

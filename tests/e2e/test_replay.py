@@ -23,12 +23,12 @@ import pytest
 from streams.analysis import replay_window as replaying
 from streams.analysis.replay_window import Window
 from streams.settings import Settings
-from streams import kafka_client
 from streams.local.simulator import KafkaSink
 from streams.local.stack import Stack, settings_env
 from streams.topics import ensure_topics
-from tests.conftest import auth, free_port
-from tests.e2e.test_pipeline import eventually
+from tests.support.net import auth, free_port
+from tests.support.topics import changelog, live_anomalies
+from tests.support.waiting import eventually
 from twin.fleet import Fleet
 from twin.replay import Result, Selection
 from twin.schema import Event
@@ -36,8 +36,6 @@ from twin.sim import FleetSim
 from twin.sim.scenario import load_scenario
 from twin.compare import diff_twins
 from twin.state import decode_twin, encode_twin
-
-pytestmark = pytest.mark.e2e
 
 SPEED = 2.0
 SCENARIO = load_scenario({
@@ -112,25 +110,6 @@ async def _caught_up(settings: Settings, last: dict[str, int]) -> float:
                 return time.time()
             await asyncio.sleep(0.1)
     raise AssertionError("the worker did not catch up within 30 s")
-
-
-def changelog(settings: Settings) -> dict[str, bytes]:
-    """The live worker's twins as stored: the latest value per key of the table's changelog
-    (Faust writes the keys as JSON, the values as the table's raw bytes)."""
-    return {json.loads(k): v for k, v in read_topic(settings, f"{settings.app_id}-twins-changelog")}
-
-
-def live_anomalies(settings: Settings) -> list[bytes]:
-    return [v for _, v in read_topic(settings, settings.anomalies_topic)]
-
-
-def read_topic(settings: Settings, topic: str) -> list[tuple[bytes, bytes]]:
-    """Every (key, value) of a topic as it is now, per partition in offset order."""
-    return asyncio.run(_read_topic(settings, topic))
-
-
-async def _read_topic(settings: Settings, topic: str) -> list[tuple[bytes, bytes]]:
-    return [(m.key, m.value) for m in await kafka_client.read_topic(settings, topic)]
 
 
 def per_robot(values: list[bytes]) -> dict[str, list[bytes]]:

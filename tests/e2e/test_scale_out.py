@@ -35,12 +35,10 @@ from streams.settings import Settings
 from streams.local.simulator import KafkaSink
 from streams.local.stack import Stack
 from streams.topics import ensure_topics
-from tests.conftest import auth, free_port
+from tests.support.net import auth, free_port
 from twin.fleet import Fleet
 from twin.schema import Event
 from twin.sim import FleetSim, load_scenario
-
-pytestmark = pytest.mark.e2e
 
 T = TypeVar("T")
 ROBOTS, REPORTS, MORE = 48, 20, 5

@@ -40,12 +40,10 @@ from streams.analysis.replay_window import Window
 from streams.settings import Settings
 from streams.local.stack import Stack, settings_env
 from streams.topics import ensure_topics
-from tests.conftest import free_port
-from tests.e2e.test_pipeline import eventually
+from tests.support.net import free_port
+from tests.support.waiting import eventually
 from twin.record import Record
 from twin.replay import Selection
-
-pytestmark = pytest.mark.e2e
 
 ROBOTS = 12
 BAD_PASSWORD = "invalid credentials with SASL mechanism SCRAM-SHA-512"  # in the broker log

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -12,22 +9,12 @@ import polars as pl
 import pytest
 
 from streams.settings import Settings
-from streams.local.stack import settings_env
-from tests.e2e.test_pipeline import eventually
+from tests.support.cli import simulate
+from tests.support.waiting import eventually
 from twin.fleet import Fleet
 from twin.sim.roster import place
 
-pytestmark = pytest.mark.e2e
 SCENARIOS = ["steady", "wear", "rollout", "chaos", "national"]
-
-
-def simulate(settings: Settings, *args: str) -> str:
-    result = subprocess.run(
-        [sys.executable, "-m", "streams", "simulate", "--no-progress", *args],
-        env={**os.environ, **settings_env(settings)}, capture_output=True, text=True, timeout=300,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result.stdout
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)

@@ -11,14 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from streams.settings import Settings
 from streams.local.stack import settings_env
-from tests.conftest import auth, free_port
-from tests.e2e.test_pipeline import eventually
-
-pytestmark = pytest.mark.e2e
+from tests.support.net import auth, free_port
+from tests.support.waiting import eventually
 
 
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

@@ -9,7 +9,7 @@ import pytest
 
 from streams.analysis import archive as archive_module
 from streams.analysis.archive import archive_anomalies, archive_records, write_parts
-from tests.cases import raw
+from tests.support.cases import raw
 from twin.archive import Raw, to_parts
 from twin.detect.findings import Anomaly
 from twin.record import Record

@@ -8,7 +8,7 @@ import msgspec
 import polars as pl
 from hypothesis import given, settings, strategies as st
 
-from tests.cases import NOW, raw
+from tests.support.cases import NOW, raw
 from twin.archive import (
     CHECKS, FLEET, INVALID, KAFKA_SCHEMA, SCHEMAS, TELEMETRY_SCHEMA, Raw, path_sector, to_parts,
     utc_date,

@@ -3,7 +3,7 @@
 Each class of hostile input has the one reason it must be rejected for; any
 other exception fails the test (the ingest agent catches only `InvalidEvent`,
 so anything else would stop a worker). The deterministic corpus that the e2e
-tier sends (`tests/hostile.py`) is checked here first, then hypothesis draws
+tier sends (`tests/support/hostile.py`) is checked here first, then hypothesis draws
 fresh inputs of each class. `TALLY` counts the inputs tried per class and
 outcome; the last test prints it (`pytest -s`, or see docs/RELIABILITY-hostile.md).
 """
@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, assume, given, settings, strategies as st
 
-from tests.cases import NOW, event, raw
-from tests.hostile import (FIELD_TYPES, HUGE_INT, INVALID_UTF8, NON_FINITE, corpus, dumps, json_type, not_utf8,
-                           numbers_at, wrong_type_reason)
+from tests.support.cases import NOW, event, raw
+from tests.support.hostile import (FIELD_TYPES, HUGE_INT, INVALID_UTF8, NON_FINITE, corpus, dumps, json_type, not_utf8,
+                                   numbers_at, wrong_type_reason)
 from twin.exceptions import InvalidEvent
 from twin.fleet import Fleet
 from twin.schema import Event

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.cases import NOW, Bad, bad_cases, raw
+from tests.support.cases import NOW, Bad, bad_cases, raw
 from twin.exceptions import InvalidEvent
 from twin.fleet import Fleet
 from twin.schema import Event, encode
