@@ -151,7 +151,7 @@ class _Archiver:
         return {d: len(rows) for d, rows in buffer.records.items()}
 
 
-class _FlushOnRevoke(ConsumerRebalanceListener):
+class _FlushOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka ships no types: its base class is Any
     """Write and commit what was read from partitions before another member takes them."""
 
     def __init__(self, archiver: _Archiver) -> None:

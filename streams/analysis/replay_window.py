@@ -132,7 +132,7 @@ async def _republish(settings: Settings, source: Iterator[Record], topic: str, s
     await producer.start()
     sent, first, started = 0, None, time.monotonic()
     try:
-        pending = []
+        pending: list[asyncio.Future[object]] = []
         for record in source:
             if record.kind != "telemetry":
                 continue

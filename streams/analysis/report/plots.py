@@ -29,7 +29,7 @@ MODE_COLOURS = {"idle": "#c9c9c9", "working": "#74c476", "charging": "#6baed6", 
                 "estop": "#000000", "maintenance": "#9e9ac8", "offline": "#636363"}
 """Pale for the ordinary modes, dark for fault and e-stop; none shares a severity's colour."""
 ROBOT_COLOUR, PEER_COLOUR = "#1f4e9c", "#8c8c8c"
-_EPOCH = mdates.date2num(datetime(1970, 1, 1, tzinfo=UTC))
+_EPOCH = mdates.date2num(datetime(1970, 1, 1, tzinfo=UTC))  # type: ignore[no-untyped-call]  # matplotlib.dates ships no annotations
 
 
 def png(fig: Figure) -> bytes:
@@ -46,9 +46,9 @@ def num(ts: Any) -> Any:
 
 
 def _utc_axis(ax: Axes, start: float, end: float) -> None:
-    locator = mdates.AutoDateLocator(tz=UTC, minticks=4, maxticks=10)
+    locator = mdates.AutoDateLocator(tz=UTC, minticks=4, maxticks=10)  # type: ignore[no-untyped-call]  # matplotlib.dates ships no annotations
     ax.xaxis.set_major_locator(locator)
-    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator, tz=UTC))
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator, tz=UTC))  # type: ignore[no-untyped-call]  # matplotlib.dates ships no annotations
     ax.set_xlim(num(start), num(end))
     ax.tick_params(labelsize=8)
     ax.grid(axis="x", color="#e5e5e5", linewidth=0.6)
