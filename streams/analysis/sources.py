@@ -27,7 +27,7 @@ from twin.replay import in_log_order
 def partition_of(robot_id: str, partitions: int) -> int:
     """The partition the producers' default partitioner puts a robot's key in."""
     key = robot_id.encode()
-    return DefaultPartitioner()(key, list(range(partitions)), list(range(partitions)))
+    return int(DefaultPartitioner()(key, list(range(partitions)), list(range(partitions))))
 
 
 def kafka_source(settings: Settings, start: float, end: float,
