@@ -45,7 +45,7 @@ def push(
     Credentials: --token, else FLEET_TWIN_GRAFANA_TOKEN, else basic auth with
     FLEET_TWIN_GRAFANA_USER (default admin) and FLEET_TWIN_GRAFANA_PASSWORD.
     """
-    from grafana_client import GrafanaApi
+    from grafana_client.api import GrafanaApi  # its own module: the package re-exports it implicitly (no __all__)
     from grafana_client.client import GrafanaClientError, GrafanaException, TokenAuth
 
     from dashboards import render_all
@@ -55,7 +55,7 @@ def push(
     secret = token or (settings.grafana_token.get_secret_value() if settings.grafana_token else "")
     credential: TokenAuth | tuple[str, str]
     if secret:
-        credential = TokenAuth(secret)
+        credential = TokenAuth(secret)  # type: ignore[no-untyped-call]  # grafana_client leaves TokenAuth unannotated
     elif settings.grafana_password:
         secret = settings.grafana_password.get_secret_value()
         credential = (settings.grafana_user, secret)
