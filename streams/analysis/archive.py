@@ -41,6 +41,7 @@ from aiokafka.errors import CommitFailedError, KafkaConnectionError
 from aiokafka.structs import ConsumerRecord
 from rich.console import Console
 
+from streams.cli.context import settings_of
 from streams.kafka_client import client_kwargs
 from streams.settings import Settings
 from twin.archive import DATASETS, FLEET, INVALID, Dataset, Raw, to_parts
@@ -341,6 +342,7 @@ def _day(t: float) -> date:
 
 
 def archive_command(
+    ctx: typer.Context,
     out: Annotated[Optional[Path], typer.Option(
         help="Archive root (default: FLEET_TWIN_ARCHIVE_DIR, else .fleet-twin/archive).")] = None,
     once: Annotated[bool, typer.Option(help="Drain every partition to its current end, then stop.")] = False,
@@ -352,7 +354,7 @@ def archive_command(
     from streams.topics import ensure_topics
 
     console = Console()
-    settings = Settings()
+    settings = settings_of(ctx)
     root = out or settings.archive_dir
     try:
         asyncio.run(ensure_topics(settings))

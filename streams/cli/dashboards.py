@@ -13,8 +13,10 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
+from streams.cli.context import load_settings, settings_of
+
 dashboards_app = typer.Typer(help="Grafana dashboards: generate JSON, push to Grafana, render PNGs.",
-                             no_args_is_help=True, pretty_exceptions_show_locals=False)
+                             no_args_is_help=True, pretty_exceptions_show_locals=False, callback=load_settings)
 console = Console()
 
 TOKEN_ENV = "FLEET_TWIN_GRAFANA_TOKEN"
@@ -34,6 +36,7 @@ def generate(
 
 @dashboards_app.command()
 def push(
+    ctx: typer.Context,
     url: Annotated[str, typer.Option(help="Grafana base URL, e.g. http://127.0.0.1:3000")],
     token: Annotated[Optional[str], typer.Option(
         help=f"Service account token (default: ${TOKEN_ENV}). Never printed.", show_default=False)] = None,
@@ -49,9 +52,8 @@ def push(
     from grafana_client.client import GrafanaClientError, GrafanaException, TokenAuth
 
     from dashboards import render_all
-    from streams.settings import Settings
 
-    settings = Settings()
+    settings = settings_of(ctx)
     secret = token or (settings.grafana_token.get_secret_value() if settings.grafana_token else "")
     credential: TokenAuth | tuple[str, str]
     if secret:

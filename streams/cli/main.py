@@ -17,6 +17,7 @@ from rich.table import Table
 
 from streams.analysis.archive import archive_command
 from streams.auth import api_token, ensure_api_token, token_file
+from streams.cli.context import load_settings, settings_of
 from streams.cli.dashboards import dashboards_app
 from streams.exceptions import NoApiToken, ProcessFailed
 from streams.cli.replay_commands import export_dataset_command, replay_command, twin_at_command
@@ -24,7 +25,8 @@ from streams.analysis.report import report_command
 from streams.settings import Settings
 from streams.local.stack import Stack
 
-app = typer.Typer(help="Event-driven digital twin of a robot fleet.", no_args_is_help=True)
+app = typer.Typer(help="Event-driven digital twin of a robot fleet.", no_args_is_help=True,
+                  callback=load_settings)
 app.add_typer(dashboards_app, name="dashboards", help="Grafana dashboards: generate, push, render.")
 app.command("report")(report_command)
 app.command("archive")(archive_command)
@@ -35,9 +37,9 @@ console = Console()
 
 
 @app.command()
-def up() -> None:
+def up(ctx: typer.Context) -> None:
     """Start broker, Prometheus, Alertmanager, a worker and the simulator; print where to look."""
-    settings = Settings()
+    settings = settings_of(ctx)
     stack = Stack(settings)
     started = time.monotonic()
     created = ensure_api_token(settings)
@@ -65,27 +67,27 @@ def up() -> None:
 
 
 @app.command()
-def down() -> None:
+def down(ctx: typer.Context) -> None:
     """Stop everything `up` started (by pid file)."""
-    stopped = Stack(Settings()).down()
+    stopped = Stack(settings_of(ctx)).down()
     console.print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
 
 
 @app.command()
-def status() -> None:
+def status(ctx: typer.Context) -> None:
     """Show which services of the local stack run."""
-    _print_status(Stack(Settings()))
+    _print_status(Stack(settings_of(ctx)))
 
 
 @app.command()
-def worker() -> None:
+def worker(ctx: typer.Context) -> None:
     """Run one stream worker in the foreground (twin table, DLQ, web API, /metrics)."""
     import faust
     from prometheus_client import CollectorRegistry
 
     from streams.worker.app import build_app
     from streams.seeds import read_detectors, read_fleet
-    settings = Settings()
+    settings = settings_of(ctx)
     try:
         api_token(settings)
     except NoApiToken as err:
@@ -101,6 +103,7 @@ def worker() -> None:
 
 @app.command()
 def simulate(
+    ctx: typer.Context,
     scenario: Annotated[str, typer.Option(help="Name in seeds/scenarios/, or a YAML path.")] = "steady",
     robots: Annotated[Optional[int], typer.Option(help="Fleet size (default: the scenario's).")] = None,
     rate: Annotated[Optional[float], typer.Option(help="Reports per robot per second.")] = None,
@@ -117,7 +120,7 @@ def simulate(
     from streams.local.simulator import labels_path, to_file as write_file, to_kafka, write_labels
     from twin.sim import FleetSim
 
-    settings = Settings()
+    settings = settings_of(ctx)
     fleet = read_fleet(settings.seeds_dir)
     spec = read_scenario(settings.seeds_dir, scenario)
     overrides = {k: v for k, v in (("robots", robots), ("rate_hz", rate), ("duration_s", duration)) if v}
@@ -153,6 +156,7 @@ def simulate(
 
 @app.command(name="eval")
 def evaluate(
+    ctx: typer.Context,
     scenario: Annotated[list[str], typer.Option(help="Simulator scenario(s) to score against their ground truth.")] = [],  # noqa: B006
     robots: Annotated[Optional[int], typer.Option(help="Fleet size (default: the scenario's).")] = None,
     duration: Annotated[Optional[float], typer.Option(help="Scenario seconds (default: the scenario's).")] = None,
@@ -162,7 +166,7 @@ def evaluate(
     """Score the detectors offline, with the same code as the live workers."""
     from streams.analysis.eval.sim import sim_table
 
-    settings = Settings()
+    settings = settings_of(ctx)
     for name in scenario:
         with console.status(f"running {name}..."):
             about, table, by_detector = sim_table(settings.seeds_dir, name, robots=robots,

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from streams.analysis import replay_window as replaying
 from streams.analysis.replay_window import Window, iso, parse_time
+from streams.cli.context import settings_of
 from streams.settings import Settings
 from twin.compare import compare_runs, diff_twins, summarize
 from twin.record import Record
@@ -33,6 +34,7 @@ Model = Annotated[Optional[str], typer.Option(help="Only robots of this model.")
 
 
 def replay_command(
+    ctx: typer.Context,
     start: From, end: To = "now", robot: Robot = None, site: Site = None, sector: Sector = None,
     model: Model = None,
     at: Annotated[list[str], typer.Option(help="Snapshot the twins at this instant (repeat).")] = [],  # noqa: B006
@@ -46,7 +48,7 @@ def replay_command(
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Replay a window of the log through the live code: twins, anomalies, snapshots, what-if, report."""
-    settings = Settings()
+    settings = settings_of(ctx)
     window = Window(parse_time(start), parse_time(end), source)
     selection = Selection(robot=robot, site=site, sector=sector, model=model)
     instants = [parse_time(t) for t in at]
@@ -72,13 +74,14 @@ def replay_command(
 
 
 def twin_at_command(
+    ctx: typer.Context,
     robot: Annotated[str, typer.Argument(help="Robot id.")],
     instant: Annotated[str, typer.Argument(help="When: ISO 8601 (UTC), epoch seconds, now, or -15m.")],
     start: Annotated[str, typer.Option("--from", help="Fold from here (default: the start of the log).")] = "0",
     source: Source = "kafka",
 ) -> None:
     """Print a robot's twin as it was at an instant (folded from the log, as the worker built it)."""
-    settings = Settings()
+    settings = settings_of(ctx)
     when = parse_time(instant)
     result = replaying.run(settings, Window(parse_time(start), when, source), Selection(robot=robot), at=[when])
     twin = result.snapshots[when].get(robot)
@@ -89,6 +92,7 @@ def twin_at_command(
 
 
 def export_dataset_command(
+    ctx: typer.Context,
     start: From, end: To = "now", site: Site = None, sector: Sector = None, model: Model = None,
     source: Source = "kafka",
     labels: Annotated[Optional[Path], typer.Option(help="Ground truth (Parquet from `simulate --labels`).")] = None,
@@ -105,7 +109,7 @@ def export_dataset_command(
     from streams.analysis.dataset_files import write_dataset
     from twin.frames import anomalies_to_frame, seen_to_frame
 
-    settings = Settings()
+    settings = settings_of(ctx)
     window = Window(parse_time(start), parse_time(end), source)
     selection = Selection(site=site, sector=sector, model=model)
     with _bar(window, progress) as on_record:
