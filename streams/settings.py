@@ -114,6 +114,11 @@ class Settings(BaseSettings):
         return self.topic("fleet.twin.checks")
 
     @property
+    def live_topics(self) -> tuple[str, ...]:
+        """The topics this deployment's workers read and write (Faust's changelogs aside)."""
+        return (self.telemetry_topic, self.dlq_topic, self.anomalies_topic, self.checks_topic)
+
+    @property
     def alertmanager_url(self) -> str:
         return self.alertmanager_address or f"http://127.0.0.1:{self.alertmanager_port}"
 

@@ -7,6 +7,8 @@ co-partitioned with `fleet.telemetry`, so both must have the same count.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
@@ -14,13 +16,17 @@ from streams.kafka_client import client_kwargs
 from streams.settings import Settings
 
 
-async def ensure_topics(settings: Settings) -> None:
-    """Create telemetry, DLQ and anomalies topics if they are missing."""
+async def ensure_topics(settings: Settings, names: Iterable[str] | None = None) -> None:
+    """Create the topics that are missing, each with `settings.partitions` partitions.
+
+    `names`: the deployment's live topics (telemetry, DLQ, anomalies, checks)
+    unless given, as the replay's staging topic for `--republish` is.
+    """
     admin = AIOKafkaAdminClient(**client_kwargs(settings))
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        wanted = [settings.telemetry_topic, settings.dlq_topic, settings.anomalies_topic, settings.checks_topic]
+        wanted = settings.live_topics if names is None else tuple(names)
         new = [
             NewTopic(name=t, num_partitions=settings.partitions, replication_factor=1)
             for t in wanted

@@ -17,18 +17,18 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
 
 from streams.kafka_client import client_kwargs
 from streams.seeds import read_detectors, read_fleet
 from streams.settings import Settings
+from streams.topics import ensure_topics
 from streams.analysis.sources import archive_source, kafka_source, partition_of
 from twin.compare import compare_runs
 from twin.record import Record
 from twin.replay import Result, Selection, replay
 from twin.schema import Event
-from twin.frames import anomalies_to_frame, changes_to_frame, seen_to_frame, snapshots_to_frame
+from streams.twin_view import snapshots_to_frame
+from twin.frames import anomalies_to_frame, changes_to_frame, seen_to_frame
 from twin.validate import Policy
 
 
@@ -117,8 +117,7 @@ def write(out: Path, result: Result, meta: dict[str, object]) -> dict[str, objec
 def republish(settings: Settings, source: Iterator[Record], topic: str, speed: float,
               on_record: Callable[[Record], None] | None = None) -> int:
     """Re-emit the window's telemetry to `topic`, paced by record time / `speed`; never to a live topic."""
-    live = {settings.telemetry_topic, settings.dlq_topic, settings.anomalies_topic, settings.checks_topic}
-    if topic in live:
+    if topic in settings.live_topics:
         raise ValueError(f"{topic!r} is a live topic of this deployment: republish to a staging topic")
     if speed <= 0:
         raise ValueError("speed must be positive")
@@ -127,7 +126,7 @@ def republish(settings: Settings, source: Iterator[Record], topic: str, speed: f
 
 async def _republish(settings: Settings, source: Iterator[Record], topic: str, speed: float,
                      on_record: Callable[[Record], None] | None) -> int:
-    await _ensure_topic(settings, topic)
+    await ensure_topics(settings, [topic])
     producer = AIOKafkaProducer(**client_kwargs(settings), linger_ms=10, acks="all")
     await producer.start()
     sent, first, started = 0, None, time.monotonic()
@@ -150,17 +149,3 @@ async def _republish(settings: Settings, source: Iterator[Record], topic: str, s
     finally:
         await producer.stop()
     return sent
-
-
-async def _ensure_topic(settings: Settings, topic: str) -> None:
-    admin = AIOKafkaAdminClient(**client_kwargs(settings))
-    await admin.start()
-    try:
-        if topic not in set(await admin.list_topics()):
-            try:
-                await admin.create_topics([NewTopic(name=topic, num_partitions=settings.partitions,
-                                                    replication_factor=1)])
-            except TopicAlreadyExistsError:
-                pass
-    finally:
-        await admin.close()
