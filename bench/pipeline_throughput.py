@@ -546,16 +546,16 @@ def function(frame: str) -> str:
 
 def classify(frames: list[str]) -> str:
     """Where a sample's time goes: in the ingest agent by what it called, else by agent or component."""
-    inside = [i for i, f in enumerate(frames) if "streams/worker/app.py" in f]
+    inside = [i for i, f in enumerate(frames) if "streams/worker/ingest.py" in f]
     if inside:
         agent = function(frames[inside[0]])
         if agent != "ingest":
             return AGENTS.get(agent, f"app: {agent}")
         own, below = frames[inside[-1]], frames[inside[-1] + 1:]
         if function(own) != "ingest":
-            return f"ingest: {function(own)} (streams/worker/app.py)"
+            return f"ingest: {function(own)} (streams/worker/ingest.py)"
         if not below:
-            return "ingest: its own lines (streams/worker/app.py)"
+            return "ingest: its own lines (streams/worker/ingest.py)"
         if "twin/pipeline.py" in below[0]:
             return next((n for p, n in INGEST_CALLS if p in " ".join(below[1:2])), "ingest: twin.pipeline glue")
         return next((n for p, n in INGEST_CALLS if p in below[0]), f"ingest: {function(below[0])}")

@@ -19,9 +19,11 @@ import msgspec
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from streams.seeds import read_detectors, read_fleet  # noqa: E402
+from twin.detect.cohort import Cohorts  # noqa: E402
 from twin.pipeline import ingest  # noqa: E402
 from twin.sim import FleetSim, Scenario  # noqa: E402
-from twin.state import Twin, encode_twin, to_view  # noqa: E402
+from streams.twin_view import to_view  # noqa: E402
+from twin.state import Twin, encode_twin  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -30,10 +32,11 @@ def twins_after(robots: int, ticks: int) -> dict[str, Twin]:
     fleet, config = read_fleet(ROOT / "seeds"), read_detectors(ROOT / "seeds")
     sim = FleetSim(fleet, Scenario(name="size", robots=robots, duration_s=ticks), seed=1)
     twins: dict[str, Twin] = {}
+    cohorts = Cohorts()
     for tick in range(ticks):
         for event in sim.step():
-            twins[event.robot_id], _, _ = ingest(twins.get(event.robot_id), event,
-                                                 sim.start_ts + tick + 0.05, fleet, config)
+            twins[event.robot_id], _, _, cohorts = ingest(twins.get(event.robot_id), event,
+                                                          sim.start_ts + tick + 0.05, fleet, config, cohorts)
     return twins
 
 

@@ -30,15 +30,18 @@ class Step(NamedTuple):
     found: Sequence[Anomaly] = ()
     error: InvalidEvent | None = None
     redelivered: bool = False
+    cohorts: Cohorts | None = None
+    """The partition's cohorts after this record (None: unchanged)."""
 
 
 def feed(lookup: Callable[[str], Twin | None], record: Record, fleet: Fleet, config: DetectorConfig,
-         policy: Policy, cohorts: dict[int, Cohorts]) -> Step:
-    """Apply one record to the twin `lookup` returns for its robot.
+         policy: Policy, cohorts: Cohorts) -> Step:
+    """Apply one record to the twin `lookup` returns for its robot, judged against `cohorts`
+    (the baselines of the record's partition).
 
-    The worker (a micro-batch at a time, over its table) and the replay fold
-    (over a dict) both call this, record by record in offset order: that is
-    why they agree bit for bit. Cohort baselines are kept per partition.
+    `twin.fleet_fold.on_record` calls this for the worker, the replay and
+    `eval`, record by record in offset order: that is why they agree bit for
+    bit. Nothing passed in is changed; the new twin and cohorts come back in the step.
     """
     if record.kind == "check":
         return _check(lookup, record, config)
@@ -49,9 +52,9 @@ def feed(lookup: Callable[[str], Twin | None], record: Record, fleet: Fleet, con
     before = lookup(event.robot_id)
     if redelivered(before, record.partition, record.offset):
         return Step(redelivered=True)
-    twin, effects, found = ingest(before, event, record.timestamp, fleet, config,
-                                  cohorts.setdefault(record.partition, Cohorts()))
-    return Step(applied(twin, record.partition, record.offset), event, effects, found)
+    twin, effects, found, learned = ingest(before, event, record.timestamp, fleet, config, cohorts)
+    return Step(applied(twin, record.partition, record.offset), event, effects, found,
+                cohorts=None if learned is cohorts else learned)
 
 
 def _check(lookup: Callable[[str], Twin | None], record: Record, config: DetectorConfig) -> Step:
@@ -82,24 +85,23 @@ def _reject(lookup: Callable[[str], Twin | None], record: Record, err: InvalidEv
     return Step(applied(note_rejected(twin), record.partition, record.offset), error=err)
 
 
-def ingest(twin: Twin | None, event: Event, received_ts: float, fleet: Fleet,
-           config: DetectorConfig, cohorts: Cohorts | None = None) -> tuple[Twin, Effects, list[Anomaly]]:
-    """The twin after `event`, what the reducer did, and the anomaly messages it caused.
+def ingest(twin: Twin | None, event: Event, received_ts: float, fleet: Fleet, config: DetectorConfig,
+           cohorts: Cohorts) -> tuple[Twin, Effects, list[Anomaly], Cohorts]:
+    """The twin after `event`, what the reducer did, the anomaly messages it caused, and the cohorts.
 
-    With `cohorts`, the robot is also judged against its model's cohort, and a
-    settled working report of a robot with no open anomaly teaches the cohort.
+    The robot is judged against its model's cohort, and a settled working
+    report of a robot with no open anomaly teaches the cohort (a new `Cohorts`).
     """
     new, effects = apply(twin, event, received_ts=received_ts)
     model = fleet.models[event.model]
     params = config.for_model(event.model)
-    baseline = cohorts.baselines.get(event.model) if cohorts else None
-    new, anomalies = observe(twin, new, event, effects, received_ts, model, params, baseline)
-    if cohorts is not None and effects.outcome == "applied" and settled_at_work(new, event, params) \
-            and not (new.watch and new.watch.open):
+    new, anomalies = observe(twin, new, event, effects, received_ts, model, params,
+                             cohorts.baselines.get(event.model))
+    if effects.outcome == "applied" and settled_at_work(new, event, params) and not (new.watch and new.watch.open):
         x = features(event, model)
         if x is not None:
-            learn(cohorts, event.model, x, event.ts)
-    return new, effects, anomalies
+            cohorts = learn(cohorts, event.model, x, event.ts)
+    return new, effects, anomalies, cohorts
 
 
 def redelivered(twin: Twin | None, partition: int, offset: int, *, check: bool = False) -> bool:

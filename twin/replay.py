@@ -1,11 +1,9 @@
 """Replay: the fleet as a pure fold over its log.
 
-A live worker turns each telemetry record into `twin.validate.parse` then
-`twin.pipeline.ingest`, and each silence check into `twin.detect.robot.silence`,
-with the record's broker timestamp as "now". `Fold.feed` does exactly that,
-record by record, so a replay of the same records in the same per-partition
-order ends in the same twin bytes and the same robot anomalies as the live
-worker did. What makes that hold:
+`Fold` is a driver of `twin.fleet_fold`, as the live worker and `fleet-twin
+eval` are, with the record's broker timestamp as its only clock; a replay of
+the same records in the same per-partition order ends in the same twin bytes
+and the same robot anomalies as the live worker did. What makes that hold:
 
 - state that spans robots (cohort baselines) is kept per Kafka partition, as
   the worker keeps it, so the interleaving of partitions cannot matter;
@@ -14,11 +12,12 @@ worker did. What makes that hold:
 - each twin holds the offset of the newest record applied to it, as live,
   where it lets a restarted worker skip what it had already applied.
 
-Fleet-level findings are recomputed, not replayed bit for bit: the live
-worker judges rollouts on a wall-clock timer, the fold every `judge_every_s`
-of record time, so a rollout anomaly carries the same id and verdict but may
-carry another `ts`; site incidents follow from the robot anomalies in fold
-order.
+Fleet-level findings come from the same functions at the same log-defined
+ticks (`fleet_fold.TICK_S` of record time), but they span partitions: rollouts
+agree with a worker that read its partitions in the replay's time order, and
+site incidents follow from the robot anomalies in fold order (the worker
+correlates them in the order it reads `fleet.anomalies`, and expires them on
+its own timer, since that topic's records carry no tick).
 """
 
 from __future__ import annotations
@@ -29,12 +28,10 @@ from heapq import merge
 
 import msgspec
 
-from twin.detect import incidents, rollout
-from twin.detect.cohort import Cohorts
 from twin.detect.findings import Anomaly
 from twin.detect.params import DetectorConfig
 from twin.fleet import Fleet
-from twin.pipeline import feed
+from twin.fleet_fold import FleetState, Rules, on_anomaly, on_record
 from twin.record import Record
 from twin.schema import Event
 from twin.state import Twin
@@ -81,53 +78,37 @@ class Seen(msgspec.Struct, frozen=True):
 
 @dataclass
 class Fold:
-    """The state of a replay; `feed` it records in log order (per partition)."""
+    """The state of a replay; `feed` it records in log order (per partition).
 
-    fleet: Fleet
-    config: DetectorConfig
-    policy: Policy = DEFAULT_POLICY
-    judge_every_s: float = 30.0
+    A driver of `twin.fleet_fold`, as the worker is: the twins live in a dict,
+    and every anomaly published is correlated with its site at once (the
+    worker does that when it reads the message back from `fleet.anomalies`).
+    """
+
+    rules: Rules
     twins: dict[str, Twin] = field(default_factory=dict)
-    cohorts: dict[int, Cohorts] = field(default_factory=dict)
-    versions: rollout.RolloutState = field(default_factory=rollout.RolloutState)
-    sites: dict[str, incidents.SiteState] = field(default_factory=dict)
+    state: FleetState = field(default_factory=FleetState)
     anomalies: list[Anomaly] = field(default_factory=list)
     rejected: list[Rejection] = field(default_factory=list)
     records: int = 0
-    next_judge: float | None = None
 
     def feed(self, record: Record) -> Event | None:
         """Apply one record as the worker does; returns the event it carried, if it was valid telemetry."""
         self.records += 1
-        self._judge_until(record.timestamp)
-        step = feed(self.twins.get, record, self.fleet, self.config, self.policy, self.cohorts)
+        self.state, (step, publish) = on_record(self.state, self.twins.get, record, self.rules)
         if step.error is not None and not step.redelivered:
             self.rejected.append(Rejection(record.partition, record.offset, record.timestamp, record.key,
                                            step.error.reason, step.error.detail))
         if step.twin is not None:
             self.twins[step.twin.robot_id] = step.twin
-        if step.event is not None and step.effects is not None and step.effects.outcome == "applied":
-            self.versions = rollout.observe(self.versions, step.event)
-        self._publish(step.found)
+        self.publish(publish)
         return step.event
 
-    def _judge_until(self, now: float) -> None:
-        if self.next_judge is None:
-            self.next_judge = now + self.judge_every_s
-        while now >= self.next_judge:
-            self.versions, found = rollout.judge(self.versions, self.next_judge)
-            self._publish(found)
-            self.sites, ended = incidents.expire_all(self.sites, self.next_judge)
-            self._publish(ended)
-            self.next_judge += self.judge_every_s
-
-    def _publish(self, found: Iterable[Anomaly]) -> None:
+    def publish(self, found: Iterable[Anomaly]) -> None:
         for anomaly in found:
             self.anomalies.append(anomaly)
-            if anomaly.site and anomaly.detector != "site_incident":
-                site = self.sites.get(anomaly.site, incidents.SiteState())
-                self.sites[anomaly.site], extra = incidents.correlate(site, anomaly)
-                self.anomalies.extend(extra)
+            self.state, caused = on_anomaly(self.state, anomaly)
+            self.anomalies.extend(caused)
 
 
 @dataclass
@@ -157,8 +138,8 @@ def replay(records: Iterable[Record], fleet: Fleet, config: DetectorConfig, *,
     `what_if` folds the same records a second time, side by side, under
     another detector configuration (`twin.compare.compare_runs` says what changed).
     """
-    fold = Fold(fleet, config, policy)
-    other = Fold(fleet, what_if, policy) if what_if is not None else None
+    fold = Fold(Rules(fleet, config, policy))
+    other = Fold(Rules(fleet, what_if, policy)) if what_if is not None else None
     instants = sorted(set(at))
     snapshots: dict[float, dict[str, Twin]] = {}
     events: list[Seen] = []

@@ -12,7 +12,7 @@ import math
 import queue
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -26,8 +26,14 @@ from twin.replay import in_log_order
 
 def partition_of(robot_id: str, partitions: int) -> int:
     """The partition the producers' default partitioner puts a robot's key in."""
-    key = robot_id.encode()
-    return int(DefaultPartitioner()(key, list(range(partitions)), list(range(partitions))))
+    return partitioner(partitions)(robot_id.encode())
+
+
+def partitioner(partitions: int) -> Callable[[bytes], int]:
+    """Kafka's default (murmur2) partitioner over `partitions` partitions, as a function of the key."""
+    every = list(range(partitions))
+    choose = DefaultPartitioner()
+    return lambda key: int(choose(key, every, every))
 
 
 def kafka_source(settings: Settings, start: float, end: float,

@@ -10,27 +10,87 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import msgspec
 
+from streams.settings import Settings
+from streams.worker.table import ChangelogWriter
 from streams import links
 from twin.detect.findings import Anomaly
+from twin.fleet_fold import alert_forgotten, alert_is_news
 
 log = logging.getLogger(__name__)
 
 ALERTNAMES = {"site_incident": "FleetSiteIncident", "rollout": "FleetRolloutRegression"}
 KEEPALIVE_S = 300.0
 """An open alert is re-posted well within this: Alertmanager resolves alerts it stops hearing about."""
-FORGET_RESOLVED_S = 86400.0
-"""A resolved anomaly is remembered this long (event time), far beyond any redelivery after a restart."""
 RETRY_S = 5.0
 """How often alerts Alertmanager refused are posted again."""
 UNPOSTED_MAX = 50_000
 """Refused alerts kept for the retry, at most: the oldest go first (open ones still come back
 with the keep-alive; only a resolution would then wait for Alertmanager's own `endsAt`)."""
+
+
+ANOMALY_DECODER = msgspec.json.Decoder(Anomaly)
+
+
+class AlertSink:
+    """The alerts agent's work: post each anomaly message that is news to Alertmanager.
+
+    `sent` (a table, so it survives restarts) holds the last message taken per
+    anomaly: a worker that restarts and reads the same messages again posts
+    nothing twice, not even an opening whose resolution it already sent; open
+    alerts are kept alive from it; resolved ones leave it after a day
+    (`twin.fleet_fold` has the rules). A batch of messages is one request. When
+    Alertmanager refuses, the batch waits in `unposted` for the retry timer and
+    the stream goes on: a blocked agent would stall the worker's intake.
+    """
+
+    def __init__(self, settings: Settings, sent: Any, changelog: ChangelogWriter, client: Any) -> None:
+        self._settings = settings
+        self._sent = sent
+        self._changelog = changelog
+        self._client = client
+        self.unposted = Unposted()
+
+    async def take(self, events: list[Any]) -> None:
+        latest: dict[str, tuple[int, bytes]] = {}
+        news: dict[str, Anomaly] = {}
+        for event in events:
+            value: bytes = event.value
+            anomaly = ANOMALY_DECODER.decode(value)
+            before = latest[anomaly.id][1] if anomaly.id in latest else self._sent.get(anomaly.id)
+            if not alert_is_news(ANOMALY_DECODER.decode(before) if before is not None else None, anomaly):
+                continue
+            news[anomaly.id] = anomaly
+            latest[anomaly.id] = (event.message.partition, value)
+        if news and not await self.post([*news.values()]):
+            self.unposted.add(news.values())
+        await self._changelog.write(self._sent, latest)
+
+    async def post(self, found: list[Anomaly]) -> bool:
+        now = time.time()
+        return await post(self._client.client, self._settings.alertmanager_url,
+                          [to_alert(a, self._settings.web_url(), now) for a in found])
+
+    async def retry_unposted(self) -> None:
+        waiting = self.unposted.snapshot()
+        if waiting and await self.post([*waiting.values()]):
+            self.unposted.posted(waiting)
+
+    async def keep_alive(self) -> None:
+        """Re-post every open alert (Alertmanager resolves alerts it stops hearing of); forget old resolutions."""
+        now = time.time()
+        known = [ANOMALY_DECODER.decode(v) for v in list(self._sent.values())]
+        await self.post([a for a in known if a.status != "resolved"])
+        for a in known:
+            if alert_forgotten(a, now):
+                self._sent.pop(a.id, None)
 
 
 class Unposted:

@@ -13,36 +13,38 @@ twin is served only once it is durable.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
 from streams.kafka_client import client_kwargs
 from streams.settings import Settings
+from twin.state import Twin, decode_twin
 
 MAX_BATCH_BYTES = 512 * 1024
 """Under the broker's default message.max.bytes (1 MiB)."""
 
 
 class ChangelogWriter:
-    """Writes `key -> value` into a Faust table and its changelog, a batch at a time."""
+    """Writes `key -> value` into the worker's Faust tables and their changelogs, a batch at a
+    time, on one producer of its own."""
 
-    def __init__(self, settings: Settings, table: Any) -> None:
+    def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._table = table
         self._producer: AIOKafkaProducer | None = None
 
-    async def write(self, items: dict[str, tuple[int, bytes]]) -> None:
+    async def write(self, table: Any, items: dict[str, tuple[int, bytes]]) -> None:
         """`items`: key -> (partition, value). Returns once the broker holds every record."""
         if not items:
             return
         producer = await self._started()
-        topic = self._table.changelog_topic
+        topic = table.changelog_topic
         batches: dict[int, Any] = {}
         acks = []
         for key, (partition, value) in items.items():
-            raw_key, _ = topic.prepare_key(key, self._table.key_serializer)
-            raw_value, _ = topic.prepare_value(value, self._table.value_serializer)
+            raw_key, _ = topic.prepare_key(key, table.key_serializer)
+            raw_value, _ = topic.prepare_value(value, table.value_serializer)
             batch = batches.get(partition)
             if batch is None or batch.append(key=raw_key, value=raw_value, timestamp=None) is None:
                 if batch is not None:  # full: send it, start another
@@ -53,7 +55,7 @@ class ChangelogWriter:
             acks.append(await producer.send_batch(batch, topic.get_topic_name(), partition=partition))
         await asyncio.gather(*acks)
         for key, (_, value) in items.items():
-            self._table.data[key] = value
+            put_local(table, key, value)
 
     async def stop(self) -> None:
         if self._producer is not None:
@@ -67,3 +69,19 @@ class ChangelogWriter:
             await producer.start()
             self._producer = producer
         return self._producer
+
+
+def put_local(table: Any, key: str, value: bytes) -> None:
+    """Set a table's value in this worker's store only, without a changelog record of Faust's.
+
+    Faust has no public call for it: `Collection.data` is its store (faust
+    tables/base.py), which `table[key] = value` writes after sending the
+    changelog record itself. The one place this project reaches into Faust's
+    tables; tests/unit/test_faust_pins.py pins the behaviour for the version in use.
+    """
+    table.data[key] = value
+
+
+def twin_values(table: Any) -> Iterable[Twin]:
+    """Every twin of this worker, decoded; a copy, since the agent may be writing."""
+    return [decode_twin(raw) for raw in list(table.values())]

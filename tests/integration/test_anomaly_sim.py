@@ -13,14 +13,15 @@ import msgspec
 import pytest
 
 from streams.seeds import read_detectors, read_fleet, read_scenario
-from twin.score.ground_truth import Run, false_alarms_by_detector, run, score
+from streams.analysis.sources import partitioner
+from twin.score.ground_truth import Run, false_alarms_by_detector, fold_scenario, score
 
 SEEDS = Path(__file__).resolve().parents[2] / "seeds"
 
 
 def scenario_run(name: str, robots: int, duration_s: float) -> Run:
     spec = msgspec.structs.replace(read_scenario(SEEDS, name), robots=robots, duration_s=duration_s)
-    return run(read_fleet(SEEDS), spec, 1, read_detectors(SEEDS))
+    return fold_scenario(read_fleet(SEEDS), spec, 1, read_detectors(SEEDS), partition_of=partitioner(8))
 
 
 @pytest.fixture(scope="module")

@@ -36,12 +36,13 @@ def telemetry(ticks: int = 3) -> list[Record]:
 
 
 def fold(records: list[Record], twins: dict[str, Twin]) -> list[Step]:
-    cohorts: dict[int, Cohorts] = {}
+    cohorts = Cohorts()
     steps = []
     for record in records:
         step = feed(twins.get, record, fleet(), config(), DEFAULT_POLICY, cohorts)
         if step.twin is not None:
             twins[step.twin.robot_id] = step.twin
+        cohorts = step.cohorts or cohorts
         steps.append(step)
     return steps
 

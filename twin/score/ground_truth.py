@@ -1,9 +1,12 @@
 """Score detectors on a simulated scenario against its ground truth.
 
-`run` folds the scenario through exactly the live code path (`twin.pipeline`
-per event, silence checks and the rollout detector on a clock, site
-correlation on every opening) with the broker's clock played by the
-simulator's true time. `score` matches anomaly openings to labels: an opening
+`fold_scenario` turns the scenario into the log a worker would read (each
+event a telemetry record timed at the simulator's true time, in the
+partition its key hashes to; a silence check every `check_every_s` for the
+robots `fleet_fold.silence_check_due` picks, as the worker's timer does) and
+folds that log with `twin.replay.Fold`: the same driver of `twin.fleet_fold`
+as a replay, so eval, replay and the worker apply the same rules at the same
+log-defined ticks. `score` matches anomaly openings to labels: an opening
 detects a label when it is about the labelled robot (or its site's incident,
 or its robot model's rollout) and starts between `early_s` before the fault
 and `late_s` after it ends.
@@ -11,20 +14,26 @@ and `late_s` after it ends.
 
 from __future__ import annotations
 
+import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import numpy as np
 
-from twin.detect import incidents, rollout
-from twin.detect.cohort import Cohorts
 from twin.detect.findings import Anomaly
 from twin.detect.params import DetectorConfig
-from twin.detect.robot import silence
 from twin.fleet import Fleet
-from twin.pipeline import ingest
+from twin.fleet_fold import Rules, silence_check_due
+from twin.record import Record
+from twin.replay import Fold
+from twin.schema import Event
 from twin.sim import FleetSim, Scenario
 from twin.state import Twin
+
+PartitionOf = Callable[[bytes], int]
+"""The partition a key goes to (the shell passes Kafka's own partitioner)."""
 
 
 @dataclass
@@ -37,37 +46,56 @@ class Run:
     twins: dict[str, Twin] = field(default_factory=dict)
 
 
-def run(fleet: Fleet, scenario: Scenario, seed: int, config: DetectorConfig, check_every_s: float = 5.0) -> Run:
+def crc_partitions(partitions: int) -> PartitionOf:
+    """A stable stand-in for Kafka's partitioner where the shell gives none (pure tests)."""
+    return lambda key: zlib.crc32(key) % partitions
+
+
+def fold_scenario(fleet: Fleet, scenario: Scenario, seed: int, config: DetectorConfig, *,
+                  partition_of: PartitionOf = crc_partitions(8), check_every_s: float = 5.0,
+                  on_tick: Callable[[int, int], None] | None = None,
+                  on_record: Callable[[Record], None] | None = None) -> Run:
+    """Fold the scenario's log through `twin.replay.Fold`; `on_tick(done, total)` reports progress,
+    `on_record` sees each record of the log."""
     sim = FleetSim(fleet, scenario, seed=seed)
-    twins: dict[str, Twin] = {}
-    sites: dict[str, incidents.SiteState] = {}
-    versions = rollout.RolloutState()
-    cohorts = Cohorts()
-    out: list[Anomaly] = []
+    fold = Fold(Rules(fleet, config))
     events = 0
+    for tick, records in scenario_log(sim, fold, config, partition_of, check_every_s):
+        for record in records:
+            fold.feed(record)
+            events += record.kind == "telemetry"
+            if on_record is not None:
+                on_record(record)
+        if on_tick is not None:
+            on_tick(tick + 1, sim.ticks)
+    return Run(fold.anomalies, sim.labels(), len(sim.roster), scenario.duration_s, events, fold.twins)
+
+
+def scenario_log(sim: FleetSim, fold: Fold, config: DetectorConfig, partition_of: PartitionOf,
+                 check_every_s: float) -> Iterator[tuple[int, list[Record]]]:
+    """(tick, records) of each simulator tick, as a worker would read them: its telemetry,
+    then, when due, the silence checks.
+
+    The checks are picked from `fold.twins` once the tick's telemetry is folded,
+    so the caller must fold each list before taking the next.
+    """
+    encode = msgspec.json.Encoder().encode
+    offsets: dict[int, int] = {}
+
+    def record(kind: str, key: bytes, value: bytes, now: float) -> Record:
+        partition = partition_of(key)
+        offsets[partition] = offset = offsets.get(partition, -1) + 1
+        return Record("check" if kind == "check" else "telemetry", partition, offset, now, key, value)
+
     next_check = sim.start_ts + check_every_s
     for tick in range(sim.ticks):
         now = sim.start_ts + tick * sim.dt
-        batch = sim.step()
-        events += len(batch)
-        opened: list[Anomaly] = []
-        for event in batch:
-            twin, effects, found = ingest(twins.get(event.robot_id), event, now, fleet, config, cohorts)
-            twins[event.robot_id] = twin
-            if effects.outcome == "applied":
-                versions = rollout.observe(versions, event)
-            opened += found
+        batch: list[Event] = sim.step()
+        yield tick, [record("telemetry", e.robot_id.encode(), encode(e), now) for e in batch]
         if now >= next_check:
             next_check += check_every_s
-            for robot_id, twin in twins.items():
-                twins[robot_id], found = silence(twin, now, config.for_model(twin.model))
-                opened += found
-            versions, found = rollout.judge(versions, now)
-            opened += found
-        for a in opened:
-            sites[a.site], extra = incidents.correlate(sites.get(a.site, incidents.SiteState()), a)
-            out += [a, *extra]
-    return Run(out, sim.labels(), len(sim.roster), scenario.duration_s, events, twins)
+            yield tick, [record("check", rid.encode(), repr(now).encode(), now)
+                         for rid, twin in fold.twins.items() if silence_check_due(twin, now, config)]
 
 
 def score(result: Run, early_s: float = 5.0, late_s: float = 120.0) -> list[dict[str, Any]]:

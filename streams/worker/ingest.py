@@ -1,0 +1,215 @@
+"""Telemetry and silence checks in, twins and anomaly messages out: the ingest agent's work.
+
+A micro-batch of records is folded one record at a time, in offset order,
+with `twin.fleet_fold.on_record`, the step a replay and `fleet-twin eval`
+take too. Then, in this order: anomaly messages and dead letters are acked by
+the broker, the changed twins are written (one changelog record each per
+batch, acked before the table serves them), counters move once, and the
+batch's offsets are committed by Faust after the agent returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Iterable
+from typing import Any
+
+import faust
+import msgspec
+
+from streams.settings import Settings
+from streams.worker.metrics import PipelineMetrics
+from streams.worker.table import ChangelogWriter, twin_values
+from twin.detect.findings import Anomaly
+from twin.exceptions import InvalidEvent
+from twin.fleet_fold import FleetState, RecordOut, Rules, catching_up, on_record, silence_check_due
+from twin.record import Kind, Record
+from twin.state import Twin, decode_twin, encode_twin
+
+log = logging.getLogger(__name__)
+
+ANOMALY_JSON = msgspec.json.Encoder()
+DLQ_VALUE_KEPT = 64 * 1024
+"""Bytes of a message kept in its dead letter when the whole would not fit the dead-letter topic."""
+
+
+class Outbox:
+    """Sends anomaly messages and dead letters, and waits for the broker to take them."""
+
+    def __init__(self, anomalies: faust.TopicT, dlq: faust.TopicT, metrics: PipelineMetrics) -> None:
+        self._anomalies = anomalies
+        self._dlq = dlq
+        self._metrics = metrics
+
+    async def publish(self, found: Iterable[Anomaly]) -> None:
+        """Keyed by site (or robot model, for fleet-level findings), so one worker sees a site's messages."""
+        acks = []
+        for anomaly in found:
+            self._metrics.anomaly(anomaly)
+            key = (anomaly.site or anomaly.model).encode()
+            acks.append(await self._anomalies.send(key=key, value=ANOMALY_JSON.encode(anomaly)))
+        await asyncio.gather(*acks)
+
+    async def dead_letter(self, message: Any, err: InvalidEvent) -> None:
+        """Wait for the broker to take the rejected message.
+
+        While the dead-letter topic refuses it for a reason that may pass (the
+        error is `retriable`), retry with backoff and hold the partition (its lag
+        and twin_dlq_errors_total say so) rather than drop it or die. An error
+        that will not pass (the message too large for the topic, say) gets a
+        dead letter holding the reason, the error and the message's first bytes.
+        """
+        delay, cut = 0.5, False
+        headers, value = dlq_headers(err, message), message.value
+        while True:
+            try:
+                await (await self._dlq.send(key=message.key, value=value, headers=headers))
+                return
+            except Exception as exc:  # noqa: BLE001 - whatever the producer says, the message must not be lost
+                self._metrics.dlq_errors.inc()
+                if not cut and not getattr(exc, "retriable", False):
+                    cut = True
+                    log.error("dead-letter topic refused %s[%s]@%s for good (%r); sending it cut to %d bytes",
+                              message.topic, message.partition, message.offset, exc, DLQ_VALUE_KEPT)
+                    headers = [*headers, ("dlq_error", repr(exc)[:500].encode()),
+                               ("value_bytes", str(len(message.value or b"")).encode())]
+                    value = (message.value or b"")[:DLQ_VALUE_KEPT]
+                    continue
+                log.warning("dead-letter topic refused %s[%s]@%s (%s); retrying in %.1fs",
+                            message.topic, message.partition, message.offset, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+
+class Ingest:
+    """The ingest agent's state: the fleet fold beside the twins table, and what it sends."""
+
+    def __init__(self, settings: Settings, rules: Rules, twins: Any, changelog: ChangelogWriter,
+                 outbox: Outbox, checks: faust.TopicT, metrics: PipelineMetrics) -> None:
+        self._settings = settings
+        self._rules = rules
+        self._twins = twins
+        self._changelog = changelog
+        self._outbox = outbox
+        self._checks = checks
+        self._metrics = metrics
+        self.state = FleetState()
+        self.read_ts = 0.0
+        """Broker time of the newest telemetry record processed ..."""
+        self.read_at = 0.0
+        """... and when it was processed."""
+
+    async def fold_batch(self, events: list[Any]) -> None:
+        """Fold a micro-batch, then send, store and count (see the module's order of effects)."""
+        self.state, batch = fold(self.state, self._rules, self._twins, events, self._settings.checks_topic)
+        await asyncio.gather(self._outbox.publish(batch.found),
+                             *(self._outbox.dead_letter(m, err) for m, err in batch.rejected))
+        # telemetry and checks are co-partitioned: a robot's event names its twin's partition
+        await self._changelog.write(
+            self._twins, {r: (e.message.partition, encode_twin(t)) for r, (e, t) in batch.changed.items()})
+        batch.count(self._metrics)
+        self._metrics.batch.observe(len(events))
+        if batch.last is not None:
+            self.read_ts, self.read_at = batch.last.timestamp, time.time()
+
+    async def check_silence(self) -> None:
+        """Send a silence check for each quiet robot; the ingest agent applies it when it comes back.
+
+        The check goes through the log (a topic co-partitioned with telemetry), so
+        only the ingest agent writes twins and a replay sees the same checks.
+        """
+        now = time.time()  # the shell owns the clock; the core only compares times
+        if catching_up(self.read_ts, self.read_at, now, self._settings.silence_check_s + 1):
+            return  # the twins are behind (after a restart, say), not the robots
+        for twin in twin_values(self._twins):
+            if silence_check_due(twin, now, self._rules.config):
+                await self._checks.send(key=twin.robot_id.encode(), value=repr(now).encode())
+
+
+def fold(state: FleetState, rules: Rules, table: Any, events: Iterable[Any],
+         checks_topic: str) -> tuple[FleetState, Batch]:
+    """Fold Faust events (telemetry or silence checks) in order over the twins in `table`.
+
+    No I/O: what to send and store comes back in the batch.
+    """
+    batch = Batch(table)
+    for event in events:
+        message = event.message
+        kind: Kind = "check" if message.topic == checks_topic else "telemetry"
+        record = Record(kind, message.partition, message.offset, message.timestamp, message.key, message.value)
+        state, out = on_record(state, batch.get, record, rules)
+        batch.add(event, out)
+    return state, batch
+
+
+class Batch:
+    """One micro-batch of the ingest agent: the twins it touched (read from the table once,
+    then kept decoded), what to send, and counts for the metrics (updated once per batch)."""
+
+    def __init__(self, table: Any) -> None:
+        self._table = table
+        self._twins: dict[str, Twin | None] = {}
+        self.changed: dict[str, tuple[Any, Twin]] = {}
+        """Robot -> (its last event in the batch, its newest twin)."""
+        self.found: list[Anomaly] = []
+        self.rejected: list[tuple[Any, InvalidEvent]] = []
+        self.outcomes: Counter[str] = Counter()
+        self.changes: Counter[str] = Counter()
+        self.redelivered = 0
+        self.received: list[tuple[float, float]] = []
+        """(broker time, event time) of each telemetry event applied or judged."""
+        self.last: Any = None
+        """The newest telemetry message of the batch."""
+
+    def get(self, robot_id: str) -> Twin | None:
+        if robot_id not in self._twins:
+            raw = self._table.get(robot_id)
+            self._twins[robot_id] = decode_twin(raw) if raw else None
+        return self._twins[robot_id]
+
+    def add(self, event: Any, out: RecordOut) -> None:
+        message, step = event.message, out.step
+        if step.twin is not None:
+            self._twins[step.twin.robot_id] = step.twin
+            self.changed[step.twin.robot_id] = (event, step.twin)
+        self.found.extend(out.publish)
+        if step.redelivered:
+            self.redelivered += 1
+        elif step.error is not None:
+            self.rejected.append((message, step.error))
+            self.outcomes["rejected"] += 1
+        if step.event is not None and step.effects is not None:
+            self.outcomes[step.effects.outcome] += 1
+            self.changes.update(type(c).__name__ for c in step.effects.changes)
+            self.received.append((message.timestamp, step.event.ts))
+            self.last = message
+
+    def count(self, metrics: PipelineMetrics) -> None:
+        """Once the twins are stored: their processing lag, and the batch's counts."""
+        now = time.time()
+        for received, ts in self.received:
+            metrics.processing_lag.observe(max(now - received, 0.0))
+            metrics.event_time_lag.observe(max(received - ts, 0.0))
+        for reason, n in Counter(err.reason for _, err in self.rejected).items():
+            metrics.dlq.labels(reason=reason).inc(n)
+        for outcome, n in self.outcomes.items():
+            metrics.events.labels(result=outcome).inc(n)
+        for kind, n in self.changes.items():
+            metrics.changes.labels(kind=kind).inc(n)
+        if self.redelivered:
+            metrics.redelivered.inc(self.redelivered)
+
+
+def dlq_headers(err: InvalidEvent, message: Any) -> list[tuple[str, bytes]]:
+    """Why a message was rejected and where it came from, plus its own headers."""
+    ours = [
+        ("reason", err.reason.encode()),
+        ("detail", err.detail[:1000].encode()),
+        ("source_topic", str(message.topic).encode()),
+        ("source_partition", str(message.partition).encode()),
+        ("source_offset", str(message.offset).encode()),
+    ]
+    return ours + [(k, bytes(v)) for k, v in (message.headers or [])]
