@@ -1,0 +1,35 @@
+"""What this project relies on in Faust without a public API for it, pinned for the version in use.
+
+`streams.worker.table` writes a batch of twins to a table's changelog on its
+own producer and then puts the values into the table's local store
+(`put_local`, through `Collection.data`). If a Faust upgrade changes where a
+table keeps its values or how it serializes a changelog key, these fail first.
+"""
+
+from __future__ import annotations
+
+import faust
+
+from streams.worker.table import put_local
+
+
+def table() -> faust.Table:
+    app = faust.App("pin-test", broker="kafka://127.0.0.1:1", store="memory://", autodiscover=False)
+    return app.Table("twins", key_type=str, value_type=bytes, partitions=4)
+
+
+def test_a_value_put_in_the_local_store_is_what_the_table_serves() -> None:
+    twins = table()
+    put_local(twins, "r-1", b"twin bytes")
+    assert twins.get("r-1") == b"twin bytes"
+    assert list(twins.values()) == [b"twin bytes"]
+
+
+def test_the_changelog_record_is_the_one_faust_writes_and_recovers() -> None:
+    twins = table()
+    topic = twins.changelog_topic
+    key, _ = topic.prepare_key("r-1", twins.key_serializer)
+    value, _ = topic.prepare_value(b"twin bytes", twins.value_serializer)
+    assert topic.get_topic_name() == "pin-test-twins-changelog"
+    assert key == b'"r-1"'  # Faust's json key serializer: what its recovery decodes
+    assert value == b"twin bytes"
