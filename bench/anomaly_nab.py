@@ -24,12 +24,14 @@ import polars as pl
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from streams.analysis.eval import nab as ev  # noqa: E402
+from streams.settings import Settings  # noqa: E402
 from twin.detect import univariate  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", type=Path, default=ev.default_data_dir(), help="shared data folder (holds nab-dev/)")
+    parser.add_argument("--data-dir", type=Path, default=Settings().data_dir,
+                        help="shared data folder (holds nab-dev/); default: FLEET_TWIN_DATA_DIR or ../shared/data")
     parser.add_argument("--per-file", action="store_true", help="also print our per-file raw scores (standard profile)")
     args = parser.parse_args()
 

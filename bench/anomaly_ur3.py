@@ -5,7 +5,8 @@ Block 1 (first session) fits the baselines and tuned the parameters; block 2
 an alert fires from 5 s before to 10 s after its onset; false alarms are per
 hour outside every episode window; chance = recall of the same alerts
 shifted in time. `--tune` reruns the block-1 grid the frozen parameters came
-from. Data from $FLEET_TWIN_DATA_DIR or <repo>/../shared/data.
+from. Data from --data-dir, else the setting data_dir:
+$FLEET_TWIN_DATA_DIR or <repo>/../shared/data.
 
     .venv/bin/python bench/anomaly_ur3.py [--markdown] [--tune] [--data-dir DIR]
 """
@@ -22,7 +23,8 @@ import polars as pl
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from streams.analysis.eval.skab import markdown  # noqa: E402
-from streams.analysis.eval.ur3 import JOINT, TOOL, data_dir, tune, ur3_table  # noqa: E402
+from streams.analysis.eval.ur3 import JOINT, TOOL, tune, ur3_table  # noqa: E402
+from streams.settings import Settings  # noqa: E402
 
 
 def show_tuning(root: Path) -> None:
@@ -39,11 +41,11 @@ def show_tuning(root: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--data-dir", type=Path, default=None)
+    ap.add_argument("--data-dir", type=Path, default=None, help="shared data folder (holds ur3-cobotops/)")
     ap.add_argument("--markdown", action="store_true", help="print a pipe table for the docs")
     ap.add_argument("--tune", action="store_true", help="also rerun the block-1 tuning grid")
     args = ap.parse_args()
-    root = args.data_dir or data_dir()
+    root = args.data_dir or Settings().data_dir
     start = time.perf_counter()
     table = ur3_table(root)
     if args.markdown:

@@ -19,6 +19,7 @@ import pytest
 from numpy.typing import NDArray
 
 from streams.analysis.eval import nab as ev
+from streams.settings import Settings
 from twin.detect import univariate
 from twin.score import nab
 
@@ -33,7 +34,7 @@ ARTIME = 65.4
 
 @pytest.fixture(scope="module")
 def corpus() -> list[ev.NabFile]:
-    data = ev.default_data_dir()
+    data = Settings().data_dir
     assert (ev.nab_root(data) / "labels" / "combined_windows.json").is_file(), f"NAB data not found under {data}"
     return ev.load_corpus(data)
 
@@ -104,7 +105,7 @@ def test_state_round_trips_through_msgpack(corpus: list[ev.NabFile]) -> None:
 
 
 def test_table_has_ours_beside_the_published() -> None:
-    table = ev.nab_table(ev.default_data_dir())
+    table = ev.nab_table(Settings().data_dir)
     assert table.height == 3 * (2 + len(ev.PUBLISHED))
     standard = {
         (r["detector"], r["threshold_kind"]): r["score"] for r in table.filter(table["profile"] == "standard").iter_rows(named=True)

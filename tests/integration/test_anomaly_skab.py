@@ -8,22 +8,29 @@ Reads the shared data in place (no copy); runs in well under a second.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from streams.analysis.eval.skab import (
     FOLDERS,
     TRAIN_ROWS,
     Run,
-    data_dir,
     read_runs,
     score_runs,
     skab_table,
 )
+from streams.settings import Settings
 
 
 @pytest.fixture(scope="module")
-def runs() -> list[Run]:
-    return read_runs(data_dir())
+def data_dir() -> Path:
+    return Settings().data_dir
+
+
+@pytest.fixture(scope="module")
+def runs(data_dir: Path) -> list[Run]:
+    return read_runs(data_dir)
 
 
 def test_every_labelled_file_is_read(runs: list[Run]) -> None:
@@ -42,8 +49,8 @@ def test_pooled_figures_hold_their_floor(runs: list[Run]) -> None:
     assert counts.mar <= 0.289
 
 
-def test_table_puts_ours_beside_the_published() -> None:
-    table = skab_table(data_dir())
+def test_table_puts_ours_beside_the_published(data_dir: Path) -> None:
+    table = skab_table(data_dir)
     methods = table["method"].to_list()
     assert methods[0].startswith("ours")
     assert len([m for m in methods if m.startswith("ours: ") and "only" in m]) == len(FOLDERS)

@@ -9,24 +9,31 @@ loss is not detected above chance by any detector here, so it has no floor.)
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from streams.analysis.eval.ur3 import (
     DETECTORS,
     Recording,
-    data_dir,
     episodes,
     read,
     run,
     score_events,
     ur3_table,
 )
+from streams.settings import Settings
 
 
 @pytest.fixture(scope="module")
-def rec() -> Recording:
-    return read(data_dir())
+def data_dir() -> Path:
+    return Settings().data_dir
+
+
+@pytest.fixture(scope="module")
+def rec(data_dir: Path) -> Recording:
+    return read(data_dir)
 
 
 def test_quirks_are_parsed(rec: Recording) -> None:
@@ -60,8 +67,8 @@ def test_phase_baselines_detect_stops_above_their_floor(rec: Recording) -> None:
     assert s.median_delay <= 3.0
 
 
-def test_table_covers_every_detector_block_and_event_and_phases_pay(rec: Recording) -> None:
-    table = ur3_table(data_dir())
+def test_table_covers_every_detector_block_and_event_and_phases_pay(rec: Recording, data_dir: Path) -> None:
+    table = ur3_table(data_dir)
     assert table.height == len(DETECTORS) * 2 * 2
     stops = table.filter((table["block"] == "2 (report)") & (table["event"] == "protective stop"))
     recall = dict(zip(stops["detector"].to_list(), stops["recall"].to_list()))

@@ -33,6 +33,7 @@ from hypothesis import strategies as st
 from numpy.typing import NDArray
 
 from streams.analysis.eval import nab as ev
+from streams.settings import Settings
 from twin.score import nab
 
 Floats = NDArray[np.float64]
@@ -42,7 +43,7 @@ TOL = 1e-9
 
 @pytest.fixture(scope="module")
 def data_dir() -> Path:
-    path = ev.default_data_dir()
+    path = Settings().data_dir
     assert (ev.nab_root(path) / "labels" / "combined_windows.json").is_file(), f"NAB data not found under {path}"
     return path
 

@@ -4,15 +4,13 @@ The I/O half of the NAB work: `twin.score.nab` is the pure scoring rule and
 `twin.detect.univariate` the pure detector; this module reads the files under
 `<data>/nab-dev/` (never copied into the repo), feeds each series to the
 detector strictly in time order, and builds the comparison with the published
-scoreboard. Importing it reads nothing.
-
-Data folder: `$FLEET_TWIN_DATA_DIR` if set, else `<repo>/../shared/data`.
+scoreboard. Importing it reads nothing; every reader takes the data folder
+(the CLI passes `Settings.data_dir`, FLEET_TWIN_DATA_DIR).
 """
 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,10 +22,6 @@ from numpy.typing import NDArray
 
 from twin.detect import univariate
 from twin.score import nab
-from streams.settings import PROJECT_ROOT
-
-DATA_ENV = "FLEET_TWIN_DATA_DIR"
-"""Environment variable that overrides where the shared data sets live."""
 
 PROFILE_NAMES = ("standard", "reward_low_FP_rate", "reward_low_FN_rate")
 
@@ -40,14 +34,6 @@ PUBLISHED = {
 """Published detectors shown beside ours (folder name -> scoreboard name)."""
 
 OURS = "fleet-twin univariate"
-
-
-def default_data_dir() -> Path:
-    """`$FLEET_TWIN_DATA_DIR`, else the `shared/data` folder next to the repository."""
-    env = os.environ.get(DATA_ENV)
-    if env:
-        return Path(env)
-    return PROJECT_ROOT.parent / "shared" / "data"
 
 
 def nab_root(data_dir: Path) -> Path:

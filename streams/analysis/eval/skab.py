@@ -21,13 +21,13 @@ threshold, release and fall time picked on half the files (FAR < 13.6 %),
 scored on the other half, both ways, pooled: F1 0.783, FAR 14.2 %, MAR 27.8 %,
 so out of sample we land level with Conv-AE, not above it.
 
-Data: `<repo root>/../shared/data/skab`, or `$FLEET_TWIN_DATA_DIR/skab`
-(GPL-3.0, github.com/waico/SKAB; read in place, never copied).
+Data: `<data_dir>/skab`, the folder the caller passes (the CLI:
+`Settings.data_dir`, FLEET_TWIN_DATA_DIR). GPL-3.0, github.com/waico/SKAB;
+read in place, never copied.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,9 +36,7 @@ import numpy.typing as npt
 import polars as pl
 
 from twin.detect.multivariate import DEFAULT, MultivariateParams, State, fit, step
-from streams.settings import PROJECT_ROOT
 
-ROOT = PROJECT_ROOT
 TRAIN_ROWS = 400
 FOLDERS = ("valve1", "valve2", "other")
 CHANNELS = (
@@ -56,12 +54,6 @@ PUBLISHED = (
     ("PCA T2+Q (published)", 0.76, 0.266, None),
     ("Isolation Forest (published)", 0.29, None, None),
 )
-
-
-def data_dir() -> Path:
-    """Where the shared data sets live: $FLEET_TWIN_DATA_DIR or <repo>/../shared/data."""
-    override = os.environ.get("FLEET_TWIN_DATA_DIR")
-    return Path(override) if override else ROOT.parent / "shared" / "data"
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,8 @@
 """UR3 CobotOps: protective stops and grip losses of one UR3 arm, scored as events.
 
 Data: UCI ML Repository 963 (Tyrovolas, Aliev, Antonelli, Stylios, 2024,
-DOI 10.24432/C5J891, CC BY 4.0), read in place from
-`<repo root>/../shared/data/ur3-cobotops` or `$FLEET_TWIN_DATA_DIR/ur3-cobotops`.
+DOI 10.24432/C5J891, CC BY 4.0), read in place from `<data_dir>/ur3-cobotops`
+(the CLI passes `Settings.data_dir`, FLEET_TWIN_DATA_DIR).
 One arm at ~1 Hz, 7,409 rows; quirks handled here: a UTF-8 BOM, timestamps
 sometimes wrapped in quotes, the column `cycle ` (trailing space), 54 rows
 with every signal blank (skipped by the detector; a blank
@@ -48,7 +48,6 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
-from streams.analysis.eval.skab import data_dir as data_dir  # noqa: F401 (re-exported)
 from twin.detect.multivariate import Baseline, MultivariateParams, State, fit, step
 
 Floats = npt.NDArray[np.float64]
