@@ -63,7 +63,6 @@ class Settings(BaseSettings):
     state_dir: Path = Path(".fleet-twin")
     archive_dir: Path = Path(".fleet-twin/archive")
     """Root of the Parquet archive of the topics that `fleet-twin archive` writes and replays read."""
-    cache_dir: Path = Path.home() / ".cache" / "fleet-twin"
     seeds_dir: Path = PROJECT_ROOT / "seeds"
     deploy_dir: Path = PROJECT_ROOT / "deploy"
     data_dir: Path = PROJECT_ROOT.parent / "shared" / "data"
