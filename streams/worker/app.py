@@ -92,12 +92,12 @@ def build_app(settings: Settings, fleet: Fleet, detectors: DetectorConfig,
     @app.agent(twin_log, name="ingest")
     async def ingest_agent(stream: faust.StreamT[bytes]) -> None:
         try:
-            async for events in stream.take_events(settings.batch_max, within=settings.batch_within_s):
+            async for events in stream.take_events(settings.batch_max, within=settings.batch_within_s):  # type: ignore[attr-defined]  # faust: StreamT leaves out Stream.take_events
                 await ingest.fold_batch(events)
         finally:
             await changelog.stop()
 
-    @app.timer(interval=settings.silence_check_s)
+    @app.timer(interval=settings.silence_check_s)  # type: ignore[untyped-decorator]  # faust: App.timer returns a bare Callable
     async def look_for_silence() -> None:
         await ingest.check_silence()
 
@@ -106,20 +106,20 @@ def build_app(settings: Settings, fleet: Fleet, detectors: DetectorConfig,
         async for value in stream:
             await sites.take(value)
 
-    @app.timer(interval=TICK_S)
+    @app.timer(interval=TICK_S)  # type: ignore[untyped-decorator]  # faust: App.timer returns a bare Callable
     async def expire_site_incidents() -> None:
         await sites.tick()
 
     @app.agent(anomalies, name="alerts")
     async def alerts_agent(stream: faust.StreamT[bytes]) -> None:
-        async for events in stream.take_events(ALERT_BATCH, within=ALERT_WITHIN_S):
+        async for events in stream.take_events(ALERT_BATCH, within=ALERT_WITHIN_S):  # type: ignore[attr-defined]  # faust: StreamT leaves out Stream.take_events
             await alert_sink.take(events)
 
-    @app.timer(interval=RETRY_S)
+    @app.timer(interval=RETRY_S)  # type: ignore[untyped-decorator]  # faust: App.timer returns a bare Callable
     async def retry_unposted() -> None:
         await alert_sink.retry_unposted()
 
-    @app.timer(interval=KEEPALIVE_S / 5)
+    @app.timer(interval=KEEPALIVE_S / 5)  # type: ignore[untyped-decorator]  # faust: App.timer returns a bare Callable
     async def keep_alerts_alive() -> None:
         await alert_sink.keep_alive()
 
