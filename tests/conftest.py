@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from hypothesis import settings as hypothesis_settings
 from pydantic import SecretStr
 
 from streams.seeds import read_fleet
@@ -25,12 +26,17 @@ from streams.settings import Settings
 from streams.local.stack import Stack
 from streams.topics import ensure_topics
 from tests.support.alerts import Webhook
+from tests.support.budget import THOROUGH
 from tests.support.net import auth, free_port
 from twin.fleet import Fleet
 
 ROOT = Path(__file__).resolve().parent.parent
 TIERS = ("unit", "integration", "e2e")
 """The folders under tests/, each a marker of the same name (registered in pyproject.toml)."""
+
+# `pytest --hypothesis-profile=thorough`: every property test with 10x hypothesis's default
+# examples, and the costly ones (tests/support/budget.py) with their full budget.
+hypothesis_settings.register_profile(THOROUGH, max_examples=1000)
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker

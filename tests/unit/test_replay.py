@@ -7,10 +7,11 @@ from functools import cache
 
 import msgspec
 import pytest
-from hypothesis import given, settings as hsettings, strategies as st
+from hypothesis import given, strategies as st
 
 from streams.seeds import read_detectors, read_fleet
 from streams.settings import Settings
+from tests.support.budget import examples
 from twin.compare import compare_runs, diff_twins, episodes, summarize
 from twin.detect.findings import Anomaly
 from twin.detect.params import DetectorConfig, RobotDetectorParams
@@ -69,7 +70,7 @@ def test_the_scenario_has_anomalies_to_replay() -> None:
     assert {"stuck", "band", "delivery"} <= found
 
 
-@hsettings(max_examples=8, deadline=None)
+@examples(everyday=3, thorough=8)  # each example folds the whole scenario (~3 s)
 @given(st.integers(min_value=0, max_value=2**32))
 def test_any_interleaving_of_partitions_gives_the_same_twins_and_robot_anomalies(seed: int) -> None:
     """What a live worker's scheduling decides (which partition goes next) cannot change the result."""
