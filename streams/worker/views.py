@@ -48,6 +48,7 @@ def register_views(app: faust.App, twins: Any, telemetry: faust.TopicT, fleet: F
     from streams.worker.app import twin_values
 
     Private = private(token)
+    # The handlers below say `self: View`: mypy cannot see a base made at run time and would take self as Any.
 
     @app.page("/twins/{robot_id}")
     class TwinView(Private):  # type: ignore[misc,valid-type]  # a class made at run time
@@ -56,7 +57,7 @@ def register_views(app: faust.App, twins: Any, telemetry: faust.TopicT, fleet: F
         # Routed by the telemetry topic, whose raw key is the robot id: `table_route` would hash
         # the table's JSON-encoded key and often pick a worker that does not hold the twin.
         @app.topic_route(topic=telemetry, match_info="robot_id")
-        async def get(self, request: Request, robot_id: str) -> Response:
+        async def get(self: View, request: Request, robot_id: str) -> Response:
             raw = twins.get(robot_id)
             if raw is None:
                 return self.notfound(f"no twin for robot {robot_id!r}")
@@ -66,7 +67,7 @@ def register_views(app: faust.App, twins: Any, telemetry: faust.TopicT, fleet: F
     class TwinList(Private):  # type: ignore[misc,valid-type]
         """Robot ids held by this worker, optionally for one sector or site."""
 
-        async def get(self, request: Request) -> Response:
+        async def get(self: View, request: Request) -> Response:
             sector = request.query.get("sector")
             site = request.query.get("site")
             try:
@@ -83,7 +84,7 @@ def register_views(app: faust.App, twins: Any, telemetry: faust.TopicT, fleet: F
     class FleetSummary(Private):  # type: ignore[misc,valid-type]
         """Robots per sector and mode held by this worker."""
 
-        async def get(self, request: Request) -> Response:
+        async def get(self: View, request: Request) -> Response:
             counts = count_by_sector_mode(twin_values(twins))
             by_sector: dict[str, dict[str, int]] = {s: {} for s in sorted(fleet.sectors)}
             for (sector, mode), n in sorted(counts.items()):
@@ -94,7 +95,7 @@ def register_views(app: faust.App, twins: Any, telemetry: faust.TopicT, fleet: F
     class Metrics(private(metrics_token) if metrics_token else View):  # type: ignore[misc]
         """Prometheus exposition of this worker's registry: aggregates, no robot ids."""
 
-        async def get(self, request: Request) -> Response:
+        async def get(self: View, request: Request) -> Response:
             return self.bytes(generate_latest(registry), content_type="text/plain")
 
     @app.page("/healthz")
@@ -132,11 +133,11 @@ def register_inbox(app: faust.App, token: SecretStr, keep: int = 200) -> None:
     """
     inbox: collections.deque[Any] = collections.deque(maxlen=keep)
 
-    @app.page("/maintenance/inbox")
+    @app.page("/maintenance/inbox")  # `self: View` in its handlers, as in register_views
     class Inbox(private(token)):  # type: ignore[misc]
-        async def get(self, request: Request) -> Response:
+        async def get(self: View, request: Request) -> Response:
             return self.json({"notifications": list(inbox)})
 
-        async def post(self, request: Request) -> Response:
+        async def post(self: View, request: Request) -> Response:
             inbox.append(await request.json())
             return self.json({"ok": True})
