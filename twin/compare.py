@@ -1,6 +1,7 @@
-"""Differences: between two snapshots of a twin, and between two runs of the detectors.
+"""Differences between two runs of the detectors (those between two snapshots
+of a twin are in the views people read: `streams.twin_view.diff_twins`).
 
-The second answers "what if the detectors had been tuned differently?": the
+It answers "what if the detectors had been tuned differently?": the
 same records folded with two configurations give two anomaly lists, and an
 alert of one run is matched to the alert of the other about the same robot,
 detector and signal whose open period overlaps it. Unmatched ones were gained
@@ -9,37 +10,11 @@ or lost; matched ones opened earlier, later or at the same time.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 import msgspec
 
 from twin.detect.findings import Anomaly
-from twin.state import Twin, to_view
-
-
-class FieldChange(msgspec.Struct, frozen=True):
-    path: str
-    """Dotted path in the twin's view (docs/TWIN.md), e.g. `signals.motor_temp_c.value`."""
-    before: Any
-    after: Any
-
-
-def diff_twins(before: Twin | None, after: Twin | None) -> list[FieldChange]:
-    """Every field of the view whose value differs, in path order."""
-    a = _flatten(to_view(before)) if before else {}
-    b = _flatten(to_view(after)) if after else {}
-    return [FieldChange(k, a.get(k), b.get(k)) for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)]
-
-
-def _flatten(view: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in view.items():
-        path = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            out.update(_flatten(value, path + "."))
-        else:
-            out[path] = value
-    return out
 
 
 Kind = Literal["gained", "lost", "earlier", "later", "same"]

@@ -17,7 +17,6 @@ from twin.compare import AlertChange
 from twin.detect.findings import Anomaly
 from twin.replay import Seen
 from twin.schema import Event
-from twin.state import Twin, encode_twin, to_view
 
 HEAD = ("robot_id", "seq", "ts", "sector", "site", "model", "mode", "ai_model_version", "firmware")
 LABEL_SCHEMA: dict[str, pl.DataType] = {
@@ -82,18 +81,6 @@ def anomalies_to_frame(anomalies: Iterable[Anomaly]) -> pl.DataFrame:
     rows = [{**{k: getattr(a, k) for k in ANOMALY_SCHEMA if k != "evidence"},
              "evidence": _json.encode(a.evidence).decode()} for a in anomalies]
     return pl.DataFrame(rows, schema=ANOMALY_SCHEMA)
-
-
-SNAPSHOT_SCHEMA: dict[str, pl.DataType] = {
-    "at": pl.Float64(), "robot_id": pl.String(), "view": pl.String(), "twin": pl.Binary(),
-}
-
-
-def snapshots_to_frame(snapshots: dict[float, dict[str, Twin]]) -> pl.DataFrame:
-    """One row per (instant, robot): the API's JSON view and the stored bytes."""
-    rows = [{"at": at, "robot_id": rid, "view": _json.encode(to_view(t)).decode(), "twin": encode_twin(t)}
-            for at, twins in sorted(snapshots.items()) for rid, t in sorted(twins.items())]
-    return pl.DataFrame(rows, schema=SNAPSHOT_SCHEMA)
 
 
 CHANGE_SCHEMA: dict[str, pl.DataType] = {

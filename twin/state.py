@@ -10,13 +10,11 @@ Fields fall in two groups, and the difference matters for replay:
   own order reproduces them bit for bit.
 
 Stored form (Faust table, changelog): msgpack with structs as arrays, so field
-names are not repeated per robot. HTTP form: `to_view`, a stable JSON shape
-with names (documented in docs/TWIN.md).
+names are not repeated per robot. HTTP form: `streams.twin_view.to_view`, a
+stable JSON shape with names (documented in docs/TWIN.md).
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import msgspec
 
@@ -138,44 +136,3 @@ def encode_twin(twin: Twin) -> bytes:
 def decode_twin(raw: bytes) -> Twin:
     return _decoder.decode(raw)
 
-
-def to_view(twin: Twin) -> dict[str, Any]:
-    """The twin as the HTTP API shows it: named fields, a stable shape (docs/TWIN.md)."""
-    counts = twin.counts
-    return {
-        "robot_id": twin.robot_id,
-        "sector": twin.sector,
-        "site": twin.site,
-        "model": twin.model,
-        "mode": twin.mode,
-        "mode_since": twin.mode_since,
-        "ai_model_version": twin.ai_model_version,
-        "ai_model_since": twin.ai_model_since,
-        "firmware": twin.firmware,
-        "firmware_since": twin.firmware_since,
-        "codes": list(twin.codes),
-        "location": msgspec.to_builtins(twin.location),
-        "ts": twin.ts,
-        "seq": twin.seq,
-        "first_seen": twin.first_seen,
-        "last_seen": twin.last_seen,
-        "signals": {
-            name: {"value": s.value, "ts": twin.signal_time(s)[0], "n": s.n, "mean": s.mean, "std": s.var**0.5}
-            for name, s in sorted(twin.signals.items())
-        },
-        "anomalies": [
-            {"detector": o.detector, "signal": o.signal, "since": o.start, "severity": o.severity,
-             "score": round(o.peak, 4)}
-            for o in (twin.watch.open if twin.watch else [])
-        ],
-        "counts": {
-            "events": counts.events,
-            "duplicates": counts.duplicates,
-            "stale": counts.stale,
-            "late": twin.late,
-            "rejected": counts.rejected,
-            "missing": twin.missing(),
-            "version_changes": twin.version_changes,
-            "modes": dict(zip(MODES, counts.modes)),
-        },
-    }

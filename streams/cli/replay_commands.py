@@ -17,10 +17,10 @@ from streams.analysis import replay_window as replaying
 from streams.analysis.replay_window import Window, iso, parse_time
 from streams.cli.context import settings_of
 from streams.settings import Settings
-from twin.compare import compare_runs, diff_twins, summarize
+from streams.twin_view import diff_twins, to_view
+from twin.compare import compare_runs, summarize
 from twin.record import Record
 from twin.replay import Result, Selection
-from twin.state import to_view
 
 console = Console()
 

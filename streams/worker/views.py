@@ -19,7 +19,8 @@ from pydantic import SecretStr
 
 from streams.auth import bearer_ok
 from twin.fleet import Fleet
-from twin.state import decode_twin, to_view
+from streams.twin_view import to_view
+from twin.state import decode_twin
 from twin.summary import count_by_sector_mode
 
 MAX_LIMIT = 10_000

@@ -35,7 +35,7 @@ from streams.topics import ensure_topics
 from tests.support.alerts import AlertRecorder
 from tests.support.net import auth, free_port
 from tests.support.topics import changelog, live_anomalies
-from twin.compare import diff_twins
+from streams.twin_view import diff_twins
 from twin.fleet import Fleet
 from twin.replay import Selection
 from twin.sim import FleetSim

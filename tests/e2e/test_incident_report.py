@@ -26,7 +26,8 @@ from twin.replay import Result, replay
 from twin.schema import encode
 from twin.sim import FleetSim
 from twin.sim.scenario import load_scenario
-from twin.frames import HEAD, anomalies_to_frame, seen_to_frame, snapshots_to_frame
+from streams.twin_view import snapshots_to_frame
+from twin.frames import HEAD, anomalies_to_frame, seen_to_frame
 
 ROOT = Path(__file__).resolve().parents[2]
 SEEDS = ROOT / "seeds"

@@ -34,7 +34,7 @@ from twin.replay import Result, Selection
 from twin.schema import Event
 from twin.sim import FleetSim
 from twin.sim.scenario import load_scenario
-from twin.compare import diff_twins
+from streams.twin_view import diff_twins
 from twin.state import decode_twin, encode_twin
 
 SPEED = 2.0

@@ -5,10 +5,11 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from streams.twin_view import to_view
 from twin.effects import Effects, ModeChanged, SeqGap, VersionChanged
 from twin.reduce import apply, note_rejected
 from twin.schema import MODES, Event
-from twin.state import ARRIVAL_ORDER_FIELDS, WINDOW, Twin, decode_twin, encode_twin, to_view
+from twin.state import ARRIVAL_ORDER_FIELDS, WINDOW, Twin, decode_twin, encode_twin
 
 AMR_SIGNALS = ("battery_soc_pct", "battery_temp_c", "speed_mps", "joint1_current_a")
 

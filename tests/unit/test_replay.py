@@ -12,7 +12,8 @@ from hypothesis import given, strategies as st
 from streams.seeds import read_detectors, read_fleet
 from streams.settings import Settings
 from tests.support.budget import examples
-from twin.compare import compare_runs, diff_twins, episodes, summarize
+from streams.twin_view import diff_twins
+from twin.compare import compare_runs, episodes, summarize
 from twin.detect.findings import Anomaly
 from twin.detect.params import DetectorConfig, RobotDetectorParams
 from twin.record import Record
