@@ -6,16 +6,22 @@ from typing import Literal
 
 import msgspec
 
-Kind = Literal["telemetry", "check"]
+Kind = Literal["telemetry", "check", "anomaly"]
+"""Which topic a record comes from: telemetry, silence checks (the two the worker and a
+replay fold), or anomaly messages (which the archive keeps too)."""
 
 
 class Record(msgspec.Struct, frozen=True):
-    """One log record as the worker received it: telemetry or a silence check."""
+    """One log record as the worker received it, or the archive stored it."""
 
     kind: Kind
     partition: int
     offset: int
     timestamp: float
-    """Broker record timestamp, seconds since the epoch: the worker's and the replay's only clock."""
+    """Broker record timestamp, seconds since the epoch: the worker's and the replay's only clock.
+
+    Kafka's integer milliseconds / 1000.0, as Faust hands it to the worker; the
+    milliseconds come back exactly as `round(timestamp * 1000)` (the archive's
+    date folders are cut on them)."""
     key: bytes | None
     value: bytes

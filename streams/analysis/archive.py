@@ -2,7 +2,7 @@
 
 Kafka keeps a bounded history; the archive keeps the rest. A consumer group
 (`{app_id}-archive`) reads three topics and writes them as hive-partitioned
-Parquet under one root (layout and columns: `twin.archive`):
+Parquet under one root (layout and columns: `streams.analysis.archive_layout`):
 
     telemetry/date=YYYY-MM-DD/sector=S/part-{partition}-{first}-{last}.parquet
     checks/date=YYYY-MM-DD/sector=__checks__/part-...   (silence checks: no place, one sector)
@@ -15,7 +15,7 @@ committed only once every file of the flush is durable (and again before a
 rebalance takes partitions away). A crash between the two writes some rows
 twice; the reader keeps one row per (partition, offset).
 
-`archive_records` reads telemetry and checks back as `twin.replay.Record`s,
+`archive_records` reads telemetry and checks back as `twin.record.Record`s,
 the same records a Kafka source gives for the same window, so a replay runs
 from the archive as it would from the log.
 """
@@ -44,7 +44,7 @@ from rich.console import Console
 from streams.cli.context import settings_of
 from streams.kafka_client import client_kwargs
 from streams.settings import Settings
-from twin.archive import DATASETS, FLEET, INVALID, Dataset, Raw, to_parts
+from streams.analysis.archive_layout import DATASETS, FLEET, INVALID, KINDS, Dataset, to_parts
 from twin.record import Kind, Record
 from twin.frames import ANOMALY_SCHEMA
 
@@ -80,15 +80,15 @@ class _Buffer:
     """Records consumed but not yet written, and the offsets to commit once they are."""
 
     def __init__(self) -> None:
-        self.records: dict[Dataset, list[Raw]] = {d: [] for d in DATASETS}
+        self.records: dict[Dataset, list[Record]] = {d: [] for d in DATASETS}
         self.commit: dict[TopicPartition, int] = {}
         self.size = 0
         self.since: float | None = None
 
     def add(self, dataset: Dataset, tp: TopicPartition, messages: list[ConsumerRecord[bytes, bytes]]) -> None:
-        rows = self.records[dataset]
-        for m in messages:
-            rows.append(Raw(tp.partition, m.offset, m.timestamp, m.key, m.value or b""))
+        rows, kind = self.records[dataset], KINDS[dataset]
+        for m in messages:  # Kafka's milliseconds in seconds, exactly as Faust hands them to the worker
+            rows.append(Record(kind, tp.partition, m.offset, m.timestamp / 1000.0, m.key, m.value or b""))
         if messages:
             self.commit[tp] = messages[-1].offset + 1
             self.size += len(messages)
@@ -261,8 +261,9 @@ def archive_records(root: Path, start: float, end: float,
     Merge them with `twin.replay.in_log_order`.
     """
     streams: list[Iterator[Record]] = []
-    sources: tuple[tuple[Dataset, Kind], ...] = (("telemetry", "telemetry"), ("checks", "check"))
-    for dataset, kind in sources:
+    folded: tuple[Dataset, ...] = ("telemetry", "checks")
+    for dataset in folded:
+        kind = KINDS[dataset]
         files = [f for f in _files(root, dataset, start, end) if partitions is None or f.partition in partitions]
         by_partition: dict[int, list[_File]] = {}
         for f in files:

@@ -28,7 +28,7 @@ from streams.analysis.archive import ArchiveStats, archive, archive_anomalies, a
 from streams.settings import Settings
 from streams.local.stack import settings_env
 from streams.topics import ensure_topics
-from twin.archive import INVALID
+from streams.analysis.archive_layout import INVALID
 from twin.detect.findings import Anomaly
 from twin.exceptions import InvalidEvent
 from twin.fleet import Fleet

@@ -9,23 +9,28 @@ import pytest
 
 from streams.analysis import archive as archive_module
 from streams.analysis.archive import archive_anomalies, archive_records, write_parts
+from streams.analysis.archive_layout import to_parts
 from tests.support.cases import raw
-from twin.archive import Raw, to_parts
 from twin.detect.findings import Anomaly
-from twin.record import Record
+from twin.record import Kind, Record
 
 DAY = 86_400_000
 T0 = 1_790_035_200_000 - 5_000  # five seconds before midnight UTC
 
 
-def telemetry(partition: int, offsets: range) -> list[Raw]:
+def rec(partition: int, offset: int, ms: int, key: bytes, value: bytes, kind: Kind = "telemetry") -> Record:
+    """A record as the archiver makes one of a Kafka record: its milliseconds in seconds."""
+    return Record(kind, partition, offset, ms / 1000.0, key, value)
+
+
+def telemetry(partition: int, offsets: range) -> list[Record]:
     """One record a second from T0; odd offsets in retail, every fifth undecodable."""
-    return [Raw(partition, o, T0 + 1000 * o, f"r-{o}".encode(),
+    return [rec(partition, o, T0 + 1000 * o, f"r-{o}".encode(),
                 b"oops" if o % 5 == 0 else raw(f"r-{o}", sector="retail" if o % 2 else "mining"))
             for o in offsets]
 
 
-def write(root: Path, dataset: str, records: list[Raw]) -> None:
+def write(root: Path, dataset: str, records: list[Record]) -> None:
     write_parts(root, to_parts(dataset, records))  # type: ignore[arg-type]
 
 
@@ -37,7 +42,7 @@ def test_a_crash_rewrite_reads_back_once_in_offset_order(tmp_path: Path) -> None
     write(tmp_path, "telemetry", telemetry(0, range(0, 10)))
     write(tmp_path, "telemetry", telemetry(0, range(5, 15)))  # re-read after a crash before the commit
     write(tmp_path, "telemetry", telemetry(1, range(0, 3)))
-    write(tmp_path, "checks", [Raw(1, 0, T0, b"r-1", b"1790035195.0")])
+    write(tmp_path, "checks", [rec(1, 0, T0, b"r-1", b"1790035195.0", "check")])
     streams = read(tmp_path)
     assert [[(r.kind, r.partition) for r in s][:1] for s in streams] == [[("telemetry", 0)], [("telemetry", 1)],
                                                                           [("check", 1)]]
@@ -63,12 +68,12 @@ def test_windows_partitions_and_small_chunks(tmp_path: Path, monkeypatch: pytest
 
 
 def test_anomalies_read_back_with_their_sector(tmp_path: Path) -> None:
-    def message(offset: int, sector: str) -> Raw:
+    def message(offset: int, sector: str) -> Record:
         a = Anomaly(id=f"a{offset}", status="open", robot_id="", sector=sector, site="", model="amr",
                     detector="rollout", signal="", severity="warning", score=1.5, start_ts=1.0, ts=1.0)
-        return Raw(0, offset, T0 + offset, b"amr", msgspec.json.encode(a))
+        return rec(0, offset, T0 + offset, b"amr", msgspec.json.encode(a), "anomaly")
 
-    write(tmp_path, "anomalies", [message(0, ""), message(1, "mining"), Raw(0, 2, T0, b"x", b"nope")])
+    write(tmp_path, "anomalies", [message(0, ""), message(1, "mining"), rec(0, 2, T0, b"x", b"nope", "anomaly")])
     write(tmp_path, "anomalies", [message(1, "mining")])
     frame = archive_anomalies(tmp_path, 0.0, float("inf"))
     assert frame["offset"].to_list() == [0, 1, 2]

@@ -1,32 +1,44 @@
-"""The archive's rows and layout (`twin.archive`): no files, no broker."""
+"""The archive's rows and layout (`streams.analysis.archive_layout`): no files, no broker."""
 
 from __future__ import annotations
 
 import json
+from datetime import date, timedelta
 
 import msgspec
 import polars as pl
 from hypothesis import given, settings, strategies as st
 
-from tests.support.cases import NOW, raw
-from twin.archive import (
-    CHECKS, FLEET, INVALID, KAFKA_SCHEMA, SCHEMAS, TELEMETRY_SCHEMA, Raw, path_sector, to_parts,
-    utc_date,
+from streams.analysis.archive_layout import (
+    CHECKS, FLEET, INVALID, KAFKA_SCHEMA, SCHEMAS, TELEMETRY_SCHEMA, path_sector, to_parts, utc_date,
 )
+from tests.support.cases import NOW, raw
 from twin.detect.findings import Anomaly
+from twin.record import Kind, Record
 
 MS = int(NOW * 1000)
 
 
+def rec(partition: int, offset: int, ms: int, key: bytes | None, value: bytes, kind: Kind = "telemetry") -> Record:
+    """A record as the archiver makes one of a Kafka record: its milliseconds in seconds."""
+    return Record(kind, partition, offset, ms / 1000.0, key, value)
+
+
 def test_the_date_is_the_utc_day_of_the_kafka_timestamp() -> None:
-    assert utc_date(0) == "1970-01-01"
-    assert utc_date(86_399_999) == "1970-01-01" and utc_date(86_400_000) == "1970-01-02"
-    assert utc_date(MS) == "2026-09-21"
+    assert utc_date(0.0) == "1970-01-01"
+    assert utc_date(86_399.999) == "1970-01-01" and utc_date(86_400.0) == "1970-01-02"
+    assert utc_date(MS / 1000) == "2026-09-21"
+
+
+@given(st.integers(0, 253_402_300_799_999))  # to the end of year 9999
+def test_the_date_is_cut_on_the_kafka_milliseconds_the_seconds_came_from(ms: int) -> None:
+    assert round(ms / 1000.0 * 1000) == ms
+    assert utc_date(ms / 1000.0) == (date(1970, 1, 1) + timedelta(days=ms // 86_400_000)).isoformat()
 
 
 def test_telemetry_rows_keep_the_bytes_and_decode_the_rest() -> None:
     good = raw("r-1", codes=["E-1"], signals={"speed_mps": 1.5, "battery_soc_pct": 70.0})
-    parts = to_parts("telemetry", [Raw(3, 10, MS + 7, b"r-1", good)])
+    parts = to_parts("telemetry", [rec(3, 10, MS + 7, b"r-1", good)])
     [(path, frame)] = parts.items()
     assert path == "telemetry/date=2026-09-21/sector=mining/part-3-10-10.parquet"
     assert frame.schema == pl.Schema(TELEMETRY_SCHEMA)
@@ -37,8 +49,8 @@ def test_telemetry_rows_keep_the_bytes_and_decode_the_rest() -> None:
 
 
 def test_undecodable_telemetry_goes_to_invalid_with_null_columns_and_a_wrong_key_does_not() -> None:
-    records = [Raw(0, 1, MS, b"r-1", b"not json"), Raw(0, 2, MS, b"other", raw("r-1")),
-               Raw(0, 3, MS, None, raw("r-1", signals={})), Raw(0, 4, MS, b"r-1", raw("r-1", sector="../etc"))]
+    records = [rec(0, 1, MS, b"r-1", b"not json"), rec(0, 2, MS, b"other", raw("r-1")),
+               rec(0, 3, MS, None, raw("r-1", signals={})), rec(0, 4, MS, b"r-1", raw("r-1", sector="../etc"))]
     parts = to_parts("telemetry", records)
     assert sorted(parts) == ["telemetry/date=2026-09-21/sector=__invalid__/part-0-1-4.parquet",
                              "telemetry/date=2026-09-21/sector=mining/part-0-2-3.parquet"]
@@ -53,9 +65,9 @@ def test_undecodable_telemetry_goes_to_invalid_with_null_columns_and_a_wrong_key
 
 def test_one_file_per_date_sector_and_partition_named_by_its_offsets() -> None:
     midnight = 1_790_035_200_000  # 2026-09-22T00:00:00Z
-    records = [Raw(1, 5, midnight - 1, b"r-1", raw("r-1")), Raw(1, 6, midnight, b"r-1", raw("r-1")),
-               Raw(2, 5, midnight, b"r-2", raw("r-2", sector="retail", site="ret-x")),
-               Raw(1, 9, midnight + 1, b"r-1", raw("r-1"))]
+    records = [rec(1, 5, midnight - 1, b"r-1", raw("r-1")), rec(1, 6, midnight, b"r-1", raw("r-1")),
+               rec(2, 5, midnight, b"r-2", raw("r-2", sector="retail", site="ret-x")),
+               rec(1, 9, midnight + 1, b"r-1", raw("r-1"))]
     assert sorted(to_parts("telemetry", records)) == [
         "telemetry/date=2026-09-21/sector=mining/part-1-5-5.parquet",
         "telemetry/date=2026-09-22/sector=mining/part-1-6-9.parquet",
@@ -71,8 +83,9 @@ def anomaly(**changes: object) -> bytes:
 
 
 def test_anomalies_keep_their_fields_but_the_sector_lives_in_the_path() -> None:
-    parts = to_parts("anomalies", [Raw(0, 0, MS, b"site", anomaly()), Raw(0, 1, MS, b"m", anomaly(sector="", robot_id="")),
-                                   Raw(0, 2, MS, b"x", b"{}")])
+    parts = to_parts("anomalies", [rec(0, 0, MS, b"site", anomaly(), "anomaly"),
+                                   rec(0, 1, MS, b"m", anomaly(sector="", robot_id=""), "anomaly"),
+                                   rec(0, 2, MS, b"x", b"{}", "anomaly")])
     paths = sorted(parts)
     assert [p.split("/")[2] for p in paths] == [f"sector={s}" for s in (FLEET, INVALID, "mining")]
     frame = parts[paths[2]]
@@ -83,7 +96,7 @@ def test_anomalies_keep_their_fields_but_the_sector_lives_in_the_path() -> None:
 
 
 def test_checks_are_kafka_columns_under_one_sector() -> None:
-    [(path, frame)] = to_parts("checks", [Raw(4, 0, MS, b"r-1", repr(NOW).encode())]).items()
+    [(path, frame)] = to_parts("checks", [rec(4, 0, MS, b"r-1", repr(NOW).encode(), "check")]).items()
     assert path == f"checks/date=2026-09-21/sector={CHECKS}/part-4-0-0.parquet"
     assert frame.schema == pl.Schema(KAFKA_SCHEMA)
 
@@ -104,7 +117,7 @@ def test_parts_hold_every_record_once_in_offset_order(specs: list[tuple[int, int
     batch = []
     for partition, ms, sector in specs:
         value = b"junk" if sector == "?" else raw("r", sector=sector)
-        batch.append(Raw(partition, next_offset[partition], ms, b"r", value))
+        batch.append(rec(partition, next_offset[partition], ms, b"r", value))
         next_offset[partition] += 1
     parts = to_parts("telemetry", batch)
     seen = []

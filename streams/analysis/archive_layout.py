@@ -1,6 +1,6 @@
 """The Parquet archive of the topics: its layout and its rows, without I/O.
 
-A batch of Kafka records becomes files laid out hive style:
+A batch of log records (`twin.record.Record`) becomes files laid out hive style:
 
     {dataset}/date=YYYY-MM-DD/sector=S/part-{partition}-{first_offset}-{last_offset}.parquet
 
@@ -25,7 +25,7 @@ import re
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
 import msgspec
 import polars as pl
@@ -33,10 +33,13 @@ import polars as pl
 from twin.detect.findings import Anomaly
 from twin.exceptions import InvalidEvent
 from twin.frames import ANOMALY_SCHEMA
+from twin.record import Kind, Record
 from twin.validate import DEFAULT_POLICY, decode
 
 Dataset = Literal["telemetry", "checks", "anomalies"]
 DATASETS: tuple[Dataset, ...] = ("telemetry", "checks", "anomalies")
+KINDS: dict[Dataset, Kind] = {"telemetry": "telemetry", "checks": "check", "anomalies": "anomaly"}
+"""The kind of the records each dataset holds."""
 
 INVALID = "__invalid__"
 """Sector of telemetry or anomalies whose value does not decode."""
@@ -71,20 +74,14 @@ _anomaly = msgspec.json.Decoder(Anomaly)
 _json = msgspec.json.Encoder()
 
 
-class Raw(NamedTuple):
-    """One Kafka record as consumed, before any decoding."""
+def utc_date(timestamp: float) -> str:
+    """The UTC date of a record's timestamp, as the `date=` directory spells it.
 
-    partition: int
-    offset: int
-    timestamp_ms: int
-    """Kafka record timestamp, milliseconds since the epoch."""
-    key: bytes | None
-    value: bytes
-
-
-def utc_date(timestamp_ms: int) -> str:
-    """The UTC date of a Kafka timestamp, as the `date=` directory spells it."""
-    return _day_name(timestamp_ms // 86_400_000)
+    Cut on Kafka's integer milliseconds, which `round(timestamp * 1000)` gives
+    back exactly (`twin.record.Record.timestamp`): a record stamped a
+    millisecond before midnight is filed under its own day.
+    """
+    return _day_name(round(timestamp * 1000) // 86_400_000)
 
 
 @lru_cache(maxsize=64)
@@ -102,7 +99,7 @@ def path_sector(sector: str) -> str:
     return sector if _SAFE.match(sector) else INVALID
 
 
-def to_parts(dataset: Dataset, records: Iterable[Raw],
+def to_parts(dataset: Dataset, records: Iterable[Record],
              max_bytes: int = DEFAULT_POLICY.max_bytes) -> dict[str, pl.DataFrame]:
     """A batch of one dataset's records as files: relative path -> rows in offset order.
 
@@ -118,7 +115,7 @@ def to_parts(dataset: Dataset, records: Iterable[Raw],
     return parts
 
 
-def to_frame(dataset: Dataset, records: Iterable[Raw], max_bytes: int = DEFAULT_POLICY.max_bytes) -> pl.DataFrame:
+def to_frame(dataset: Dataset, records: Iterable[Record], max_bytes: int = DEFAULT_POLICY.max_bytes) -> pl.DataFrame:
     """One row per record: the hive `date` and `sector`, then the dataset's columns."""
     rows: list[tuple[Any, ...]] = []
     signals = _Signals()
@@ -129,7 +126,7 @@ def to_frame(dataset: Dataset, records: Iterable[Raw], max_bytes: int = DEFAULT_
             sector, decoded = _anomaly_columns(r.value)
         else:
             sector, decoded = CHECKS, ()
-        rows.append((utc_date(r.timestamp_ms), sector, r.partition, r.offset, r.timestamp_ms / 1000.0,
+        rows.append((utc_date(r.timestamp), sector, r.partition, r.offset, r.timestamp,
                      r.key, r.value, *decoded))
     schema = {"date": pl.String(), "sector": pl.String()} | SCHEMAS[dataset]
     if dataset != "telemetry":
