@@ -10,8 +10,11 @@ writes them once into `<state_dir>/secrets/` (docs/SECURITY.md).
 from __future__ import annotations
 
 import ssl
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from aiokafka.partitioner import DefaultPartitioner
 
 from streams.exceptions import MissingKafkaSecret
 from streams.settings import Settings
@@ -99,3 +102,11 @@ async def read_topic(settings: Settings, topic: str) -> list[Any]:
     finally:
         await consumer.stop()
     return out
+
+
+def partitioner(partitions: int) -> Callable[[bytes], int]:
+    """Kafka's default (murmur2) partitioner over `partitions` partitions, as a function of the key:
+    where a keyed send puts a record."""
+    every = list(range(partitions))
+    choose = DefaultPartitioner()
+    return lambda key: int(choose(key, every, every))

@@ -12,13 +12,12 @@ import math
 import queue
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.partitioner import DefaultPartitioner
 
-from streams.kafka_client import client_kwargs
+from streams.kafka_client import client_kwargs, partitioner
 from streams.settings import Settings
 from twin.record import Kind, Record
 from twin.replay import in_log_order
@@ -27,13 +26,6 @@ from twin.replay import in_log_order
 def partition_of(robot_id: str, partitions: int) -> int:
     """The partition the producers' default partitioner puts a robot's key in."""
     return partitioner(partitions)(robot_id.encode())
-
-
-def partitioner(partitions: int) -> Callable[[bytes], int]:
-    """Kafka's default (murmur2) partitioner over `partitions` partitions, as a function of the key."""
-    every = list(range(partitions))
-    choose = DefaultPartitioner()
-    return lambda key: int(choose(key, every, every))
 
 
 def kafka_source(settings: Settings, start: float, end: float,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -51,15 +51,17 @@ class AlertSink:
     the stream goes on: a blocked agent would stall the worker's intake.
     """
 
-    def __init__(self, settings: Settings, sent: Any, changelog: ChangelogWriter, client: Any) -> None:
+    def __init__(self, settings: Settings, sent: Any, changelog: ChangelogWriter, client: Any,
+                 partition_of: Callable[[bytes], int]) -> None:
         self._settings = settings
+        self._partition_of = partition_of
         self._sent = sent
         self._changelog = changelog
         self._client = client
         self.unposted = Unposted()
 
     async def take(self, events: list[Any]) -> None:
-        latest: dict[str, tuple[int, bytes]] = {}
+        latest: dict[str, tuple[int, bytes | None]] = {}
         news: dict[str, Anomaly] = {}
         for event in events:
             value: bytes = event.value
@@ -84,13 +86,17 @@ class AlertSink:
             self.unposted.posted(waiting)
 
     async def keep_alive(self) -> None:
-        """Re-post every open alert (Alertmanager resolves alerts it stops hearing of); forget old resolutions."""
+        """Re-post every open alert (Alertmanager resolves alerts it stops hearing of); forget old resolutions.
+
+        A forgotten one is deleted by a tombstone in the partition its messages came
+        from (the anomalies topic is keyed by site, or robot model): a timer has no
+        current event for Faust to take the partition from.
+        """
         now = time.time()
         known = [ANOMALY_DECODER.decode(v) for v in list(self._sent.values())]
         await self.post([a for a in known if a.status != "resolved"])
-        for a in known:
-            if alert_forgotten(a, now):
-                self._sent.pop(a.id, None)
+        await self._changelog.write(self._sent, {a.id: (self._partition_of((a.site or a.model).encode()), None)
+                                                 for a in known if alert_forgotten(a, now)})
 
 
 class Unposted:

@@ -13,7 +13,7 @@ import faust
 from prometheus_client import CollectorRegistry
 
 from streams import auth
-from streams.kafka_client import faust_broker
+from streams.kafka_client import faust_broker, partitioner
 from streams.settings import Settings
 from streams.worker.alerting import KEEPALIVE_S, RETRY_S, AlertSink
 from streams.worker.ingest import Ingest, Outbox
@@ -86,7 +86,7 @@ def build_app(settings: Settings, fleet: Fleet, detectors: DetectorConfig,
     ingest = Ingest(settings, Rules(fleet, detectors, policy), twins, changelog, outbox, checks, metrics)
     sites = Sites(outbox)
     http = HttpClient()
-    alert_sink = AlertSink(settings, sent, changelog, http)
+    alert_sink = AlertSink(settings, sent, changelog, http, partitioner(settings.partitions))
     metrics.alerts_unposted.set_function(lambda: len(alert_sink.unposted))
 
     @app.agent(twin_log, name="ingest")

@@ -34,8 +34,9 @@ class ChangelogWriter:
         self._settings = settings
         self._producer: AIOKafkaProducer | None = None
 
-    async def write(self, table: Any, items: dict[str, tuple[int, bytes]]) -> None:
-        """`items`: key -> (partition, value). Returns once the broker holds every record."""
+    async def write(self, table: Any, items: dict[str, tuple[int, bytes | None]]) -> None:
+        """`items`: key -> (partition, value), a value of None deleting the key (a tombstone).
+        Returns once the broker holds every record."""
         if not items:
             return
         producer = await self._started()
@@ -44,7 +45,7 @@ class ChangelogWriter:
         acks = []
         for key, (partition, value) in items.items():
             raw_key, _ = topic.prepare_key(key, table.key_serializer)
-            raw_value, _ = topic.prepare_value(value, table.value_serializer)
+            raw_value = None if value is None else topic.prepare_value(value, table.value_serializer)[0]
             batch = batches.get(partition)
             if batch is None or batch.append(key=raw_key, value=raw_value, timestamp=None) is None:
                 if batch is not None:  # full: send it, start another
@@ -71,15 +72,18 @@ class ChangelogWriter:
         return self._producer
 
 
-def put_local(table: Any, key: str, value: bytes) -> None:
-    """Set a table's value in this worker's store only, without a changelog record of Faust's.
+def put_local(table: Any, key: str, value: bytes | None) -> None:
+    """Set (None: delete) a table's value in this worker's store only, without a changelog record of Faust's.
 
     Faust has no public call for it: `Collection.data` is its store (faust
     tables/base.py), which `table[key] = value` writes after sending the
     changelog record itself. The one place this project reaches into Faust's
     tables; tests/unit/test_faust_pins.py pins the behaviour for the version in use.
     """
-    table.data[key] = value
+    if value is None:
+        table.data.pop(key, None)
+    else:
+        table.data[key] = value
 
 
 def twin_values(table: Any) -> Iterable[Twin]:

@@ -13,7 +13,7 @@ import msgspec
 import pytest
 
 from streams.seeds import read_detectors, read_fleet, read_scenario
-from streams.analysis.sources import partitioner
+from streams.kafka_client import partitioner
 from twin.score.ground_truth import Run, false_alarms_by_detector, fold_scenario, score
 
 SEEDS = Path(__file__).resolve().parents[2] / "seeds"

@@ -16,11 +16,13 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from streams.analysis.sources import partitioner
+from streams.kafka_client import partitioner
 from streams.seeds import read_detectors, read_fleet
 from streams.worker.ingest import fold as worker_fold
 from twin.detect.findings import Anomaly
-from twin.fleet_fold import FleetState, Rules, TICK_S, on_anomaly, on_record, on_tick
+from twin.fleet_fold import (
+    FORGET_RESOLVED_S, TICK_S, FleetState, Rules, alert_forgotten, alert_is_news, on_anomaly, on_record, on_tick,
+)
 from twin.record import Record
 from twin.replay import replay
 from twin.score.ground_truth import Run, fold_scenario
@@ -132,3 +134,21 @@ def test_on_tick_changes_nothing_it_is_given() -> None:
     state = FleetState()
     after, found = on_tick(state, 1e9)
     assert found == [] and state == FleetState() and after.next_tick is None
+
+
+def anomaly(status: str = "open", ts: float = 1e9, score: float = 1.0) -> Anomaly:
+    return Anomaly(id="a-1", status=status, robot_id="r-1", sector="mining", site="s-1", model="amr",
+                   detector="band", signal="x", severity="warning", score=score, start_ts=1e9, ts=ts)
+
+
+def test_an_alert_is_news_once_and_never_after_its_resolution() -> None:
+    assert alert_is_news(None, anomaly())
+    assert not alert_is_news(anomaly(), anomaly())  # read again after a restart
+    assert alert_is_news(anomaly(), anomaly(status="update", score=2.0))
+    assert not alert_is_news(anomaly(status="resolved"), anomaly())  # a re-read opening stays closed
+
+
+def test_only_a_resolution_older_than_a_day_is_forgotten() -> None:
+    assert not alert_forgotten(anomaly(ts=1e9), 1e9 + FORGET_RESOLVED_S + 1)
+    assert not alert_forgotten(anomaly(status="resolved", ts=1e9), 1e9 + FORGET_RESOLVED_S)
+    assert alert_forgotten(anomaly(status="resolved", ts=1e9), 1e9 + FORGET_RESOLVED_S + 1)

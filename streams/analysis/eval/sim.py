@@ -9,7 +9,7 @@ import msgspec
 import polars as pl
 
 from streams.seeds import read_detectors, read_fleet, read_scenario
-from streams.analysis.sources import partitioner
+from streams.kafka_client import partitioner
 from twin.score.ground_truth import false_alarms_by_detector, fold_scenario, score
 
 
