@@ -168,9 +168,12 @@ def evaluate(
 
     settings = settings_of(ctx)
     for name in scenario:
-        with console.status(f"running {name}..."):
-            about, table, by_detector = sim_table(settings.seeds_dir, name, robots=robots,
-                                                  duration_s=duration, seed=seed)
+        with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=console) as bar:
+            task = bar.add_task(f"folding {name} (simulated seconds)", total=None)
+            about, table, by_detector = sim_table(
+                settings.seeds_dir, name, robots=robots, duration_s=duration, seed=seed,
+                partitions=settings.partitions, on_tick=lambda done, total: bar.update(task, completed=done, total=total))
         _print_frame(about, table)
         console.print(f"anomalies opened, by detector: {by_detector}")
     for name in data:
