@@ -47,7 +47,7 @@ class AlertChange(msgspec.Struct, frozen=True):
     """other - base opening time; negative means the other configuration alerts earlier."""
 
 
-def episodes(anomalies: list[Anomaly]) -> list[Alert]:
+def alert_episodes(anomalies: list[Anomaly]) -> list[Alert]:
     """The alerts an anomaly stream would raise, in the order they opened."""
     opened: dict[str, Anomaly] = {}
     resolved: dict[str, float] = {}
@@ -63,9 +63,9 @@ def episodes(anomalies: list[Anomaly]) -> list[Alert]:
 def compare_runs(base: list[Anomaly], other: list[Anomaly], tolerance_s: float = 1.0) -> list[AlertChange]:
     """How the alerts of `other` differ from those of `base`; openings within
     `tolerance_s` of each other count as the same time."""
-    pending = episodes(other)
+    pending = alert_episodes(other)
     changes = []
-    for alert in episodes(base):
+    for alert in alert_episodes(base):
         match = next((o for o in pending if _same_alert(alert, o)), None)
         if match is None:
             changes.append(_change("lost", alert, None))
@@ -95,7 +95,7 @@ def _change(kind: Kind, base: Alert | None, other: Alert | None) -> AlertChange:
                        None if b is None or o is None else round(o - b, 3))
 
 
-def summarize(changes: list[AlertChange]) -> dict[str, int]:
+def count_changes(changes: list[AlertChange]) -> dict[str, int]:
     """Counts per kind, every kind present."""
     counts = dict.fromkeys(("same", "gained", "lost", "earlier", "later"), 0)
     for c in changes:

@@ -89,7 +89,7 @@ def windows(events: pl.DataFrame, anomalies: pl.DataFrame, labels: pl.DataFrame 
     """Anomaly windows in the order their episodes started, then their normal matches."""
     robots = _robots(events)
     label_rows = [] if labels is None else labels.to_dicts()
-    found = [w for ep in episodes(anomalies).iter_rows(named=True)
+    found = [w for ep in episode_rows(anomalies).iter_rows(named=True)
              if (w := _anomaly_window(ep, robots.get(ep["robot_id"]), pre_s, post_s)) is not None]
     if labels is not None:
         found = [_with_truth(w, label_rows) for w in found]
@@ -99,10 +99,10 @@ def windows(events: pl.DataFrame, anomalies: pl.DataFrame, labels: pl.DataFrame 
     return pl.DataFrame([asdict(w) for w in found + matches], schema=WINDOW_SCHEMA)
 
 
-def episodes(anomalies: pl.DataFrame) -> pl.DataFrame:
+def episode_rows(anomalies: pl.DataFrame) -> pl.DataFrame:
     """Robot anomaly episodes, one row per id, in the order they started.
 
-    Unlike `twin.compare.episodes` this reads every message, not only the
+    Unlike `twin.compare.alert_episodes` this reads every message, not only the
     opening: a replay that begins mid-episode sees only its updates and
     resolution, and that time is still not normal. Severity only rises, so an
     episode is critical if any of its messages is.
@@ -146,7 +146,7 @@ def tally(windows: pl.DataFrame, anomalies: pl.DataFrame, normal_per_anomaly: in
         "detector": _count(anomaly, "detector"),
         "truth": {"anomaly": _count(anomaly, "truth"), "normal": _count(normal, "truth")},
         "skipped_matches": anomaly.height * normal_per_anomaly - normal.height,
-        "episodes_outside_events": episodes(anomalies).height - anomaly.height,
+        "episodes_outside_events": episode_rows(anomalies).height - anomaly.height,
     }
 
 

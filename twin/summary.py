@@ -54,7 +54,9 @@ class Distribution:
 
 
 @dataclass
-class VersionStats:
+class VersionSummary:
+    """The robots of one (model, AI-model version) now: how many, how many anomalous, their latency."""
+
     robots: int = 0
     anomalous: int = 0
     latency_sum: float = 0.0
@@ -69,13 +71,13 @@ class FleetSummary:
     """(sector, site, model) -> robots with an open silence anomaly."""
     signals: dict[tuple[str, str, str], Distribution] = field(default_factory=dict)
     """(sector, model, signal kind) -> distribution of the robots' latest values."""
-    versions: dict[tuple[str, str], VersionStats] = field(default_factory=dict)
+    versions: dict[tuple[str, str], VersionSummary] = field(default_factory=dict)
     """(model, AI-model version or 'other') -> the rollout view."""
     anomalies: Counter[tuple[str, str]] = field(default_factory=Counter)
     """(sector, detector) -> open anomalies."""
 
 
-def summarize(twins: Iterable[Twin], fleet: Fleet) -> FleetSummary:
+def summarize_fleet(twins: Iterable[Twin], fleet: Fleet) -> FleetSummary:
     """One pass over the twins."""
     out = FleetSummary()
     for twin in twins:
@@ -131,7 +133,7 @@ def version_space(fleet: Fleet) -> list[tuple[str, str]]:
 def _version(out: FleetSummary, twin: Twin, anomalous: bool, fleet: Fleet) -> None:
     known = fleet.models[twin.model].ai_model_versions if twin.model in fleet.models else ()
     version = twin.ai_model_version if twin.ai_model_version in known else "other"
-    stats = out.versions.setdefault((twin.model, version), VersionStats())
+    stats = out.versions.setdefault((twin.model, version), VersionSummary())
     stats.robots += 1
     stats.anomalous += anomalous
     latency = twin.signals.get("inference_ms")

@@ -18,7 +18,7 @@ from streams.analysis.replay_window import Window, iso, parse_time
 from streams.cli.context import settings_of
 from streams.settings import Settings
 from streams.twin_view import diff_twins, to_view
-from twin.compare import compare_runs, summarize
+from twin.compare import compare_runs, count_changes
 from twin.record import Record
 from twin.replay import Result, Selection
 
@@ -191,7 +191,7 @@ def _print_result(result: Result, meta: dict[str, object], elapsed: float) -> No
         console.print(f"{iso(before)} -> {iso(after)}: {changed} twins changed")
     if result.what_if is not None:
         changes = compare_runs(result.anomalies, result.what_if)
-        console.print(f"what-if ({meta['what_if']}): {summarize(changes)}")
+        console.print(f"what-if ({meta['what_if']}): {count_changes(changes)}")
         table = Table("change", "robot", "detector", "signal", "seeds opened", "what-if opened", "shift s")
         for c in [c for c in changes if c.kind != "same"][:30]:
             table.add_row(c.kind, c.robot_id or c.site or c.model, c.detector, c.signal,

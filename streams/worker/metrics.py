@@ -25,7 +25,7 @@ from twin.effects import EFFECT_KINDS, OUTCOMES
 from twin.schema import MODES
 from twin.state import decode_twin
 from twin.summary import (
-    BAND_BUCKETS, Distribution, FleetSummary, VersionStats, label_space, signal_space, summarize, version_space,
+    BAND_BUCKETS, Distribution, FleetSummary, VersionSummary, label_space, signal_space, summarize_fleet, version_space,
 )
 
 
@@ -116,7 +116,7 @@ class FleetCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         raw = self._raw()
-        summary = summarize((decode_twin(r) for r in raw), self._fleet)
+        summary = summarize_fleet((decode_twin(r) for r in raw), self._fleet)
         yield from self._robots(summary)
         yield from self._signals(summary)
         yield from self._versions(summary)
@@ -171,7 +171,7 @@ class FleetCollector(Collector):
         anomalous = GaugeMetricFamily("fleet_version_anomalous_robots",
                                       "Robots with an open anomaly, per version.", labels=["model", "version"])
         for key in sorted(set(version_space(self._fleet)) | set(s.versions)):
-            v = s.versions.get(key) or VersionStats()
+            v = s.versions.get(key) or VersionSummary()
             model, version = key
             robots.add_metric([model, version], v.robots)
             latency.add_metric([model, version], v.latency_sum / v.latency_n if v.latency_n else 0.0)

@@ -17,7 +17,7 @@ import pytest
 from streams.analysis.eval.ur3 import (
     DETECTORS,
     Recording,
-    episodes,
+    true_runs,
     read,
     run,
     score_events,
@@ -39,7 +39,7 @@ def rec(data_dir: Path) -> Recording:
 def test_quirks_are_parsed(rec: Recording) -> None:
     assert len(rec.ts) == 7_409
     assert np.all(np.diff(rec.ts) > 0)  # quoted timestamps parsed, in order
-    assert len(episodes(rec.stop)) == 108 and len(episodes(rec.grip)) == 77
+    assert len(true_runs(rec.stop)) == 108 and len(true_runs(rec.grip)) == 77
     assert [b - a for a, b in rec.blocks] == [2_869, 4_540]
     blank = ~np.isfinite(rec.matrix(("Speed_J0",))[:, 0])
     assert blank.sum() == 54
@@ -48,7 +48,7 @@ def test_quirks_are_parsed(rec: Recording) -> None:
 
 def test_scorer_counts_hits_false_alarms_and_delays(rec: Recording) -> None:
     block = rec.blocks[1]
-    onsets = np.array([rec.ts[a] for a, _ in episodes(rec.stop) if block[0] <= a < block[1]])
+    onsets = np.array([rec.ts[a] for a, _ in true_runs(rec.stop) if block[0] <= a < block[1]])
     perfect = score_events(rec, onsets + 1.0, rec.stop, block)
     assert perfect.recall == 1.0 and perfect.false_alarms == 0
     assert perfect.median_delay == pytest.approx(1.0)

@@ -13,7 +13,7 @@ from streams.seeds import read_detectors, read_fleet
 from streams.settings import Settings
 from tests.support.budget import examples
 from streams.twin_view import diff_twins
-from twin.compare import compare_runs, episodes, summarize
+from twin.compare import alert_episodes, compare_runs, count_changes
 from twin.detect.findings import Anomaly
 from twin.detect.params import DetectorConfig, RobotDetectorParams
 from twin.record import Record
@@ -150,7 +150,7 @@ def test_what_if_a_stuck_sensor_is_called_sooner_and_overcurrent_is_tolerated() 
     assert stuck and all(c.kind == "earlier" for c in stuck)
     assert all(c.shift_s is not None and -16 <= c.shift_s <= -14 for c in stuck)  # 15 reports at 1 Hz
     assert band and all(c.kind == "lost" for c in band)
-    assert summarize(changes)["gained"] == 0
+    assert count_changes(changes)["gained"] == 0
 
 
 def _anomaly(id_: str, ts: float, status: str = "open", robot: str = "r1", detector: str = "band") -> Anomaly:
@@ -171,7 +171,7 @@ def test_compare_runs_matches_alerts_of_one_robot_detector_and_signal_that_overl
     base = [_anomaly("a", 100.0), _anomaly("a", 150.0, "resolved")]
     changes = compare_runs(base, other)
     assert changes[0].kind == kind and changes[0].shift_s == shift
-    assert summarize(changes)["gained"] == (1 if other and other[0].ts == 300.0 else 0)
+    assert count_changes(changes)["gained"] == (1 if other and other[0].ts == 300.0 else 0)
 
 
 def test_compare_runs_does_not_match_another_robot_or_detector() -> None:
@@ -181,7 +181,7 @@ def test_compare_runs_does_not_match_another_robot_or_detector() -> None:
 
 
 def test_episodes_take_the_first_opening_and_the_resolution() -> None:
-    alerts = episodes([_anomaly("a", 1.0), _anomaly("a", 2.0, "update"), _anomaly("a", 9.0, "resolved")])
+    alerts = alert_episodes([_anomaly("a", 1.0), _anomaly("a", 2.0, "update"), _anomaly("a", 9.0, "resolved")])
     assert [(a.opened, a.resolved) for a in alerts] == [(1.0, 9.0)]
 
 

@@ -29,7 +29,9 @@ class RolloutParams(msgspec.Struct, frozen=True, kw_only=True):
     """Welch statistic needed: far beyond chance with thousands of reports."""
 
 
-class VersionStats(msgspec.Struct, frozen=True, array_like=True):
+class LatencyStats(msgspec.Struct, frozen=True, array_like=True):
+    """Welford statistics of the log latency of one AI-model version on one robot model."""
+
     first_ts: float
     n: int = 0
     mean: float = 0.0
@@ -37,7 +39,7 @@ class VersionStats(msgspec.Struct, frozen=True, array_like=True):
 
 
 class RolloutState(msgspec.Struct, frozen=True):
-    stats: dict[str, VersionStats] = {}
+    stats: dict[str, LatencyStats] = {}
     """Keyed `model|version`."""
     flagged: dict[str, float] = {}
     """`model|version` -> event time it was flagged."""
@@ -48,12 +50,12 @@ def observe(state: RolloutState, event: Event, p: RolloutParams = RolloutParams(
     if value is None or value <= 0 or not event.ai_model_version:
         return state
     key = f"{event.model}|{event.ai_model_version}"
-    s = state.stats.get(key) or VersionStats(event.ts)
+    s = state.stats.get(key) or LatencyStats(event.ts)
     x = math.log(value)
     n = s.n + 1
     delta = x - s.mean
     mean = s.mean + delta / n
-    s = VersionStats(min(s.first_ts, event.ts), n, mean, s.m2 + delta * (x - mean))
+    s = LatencyStats(min(s.first_ts, event.ts), n, mean, s.m2 + delta * (x - mean))
     return replace(state, stats={**state.stats, key: s})
 
 
@@ -84,11 +86,11 @@ def _predecessor(state: RolloutState, model: str, key: str) -> str | None:
     return max(earlier)[1] if earlier else None
 
 
-def _var(s: VersionStats) -> float:
+def _var(s: LatencyStats) -> float:
     return s.m2 / (s.n - 1) if s.n > 1 else 0.0
 
 
-def _anomaly(model: str, version: str, previous: str, ratio: float, z: float, s: VersionStats,
+def _anomaly(model: str, version: str, previous: str, ratio: float, z: float, s: LatencyStats,
              ts: float) -> Anomaly:
     return Anomaly(
         id=anomaly_id("rollout", model, version), status="open", robot_id="", sector="", site="",

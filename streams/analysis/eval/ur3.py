@@ -192,7 +192,7 @@ def alerts(rec: Recording, score: Floats, block: tuple[int, int]) -> Floats:
 # -- event scoring ---------------------------------------------------------------
 
 
-def episodes(flags: Bools) -> list[tuple[int, int]]:
+def true_runs(flags: Bools) -> list[tuple[int, int]]:
     """Contiguous runs of True as [start, end) row ranges."""
     edges = np.diff(np.r_[0, flags.astype(np.int8), 0])
     return list(zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist()))
@@ -246,8 +246,8 @@ def score_events(
 ) -> EventScore:
     """Recall, false alarms and delays of alerts `fired` for one event type in one block."""
     lo, hi = block
-    eps = [(a, b) for a, b in episodes(target) if lo <= a < hi]
-    every = _windows(rec, episodes(rec.stop) + episodes(rec.grip))
+    eps = [(a, b) for a, b in true_runs(target) if lo <= a < hi]
+    every = _windows(rec, true_runs(rec.stop) + true_runs(rec.grip))
     delays = _detections(rec, fired, eps)
     ts = rec.ts[lo:hi]
     steps = np.diff(ts)

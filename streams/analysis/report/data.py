@@ -79,13 +79,13 @@ def messages(anomalies: pl.DataFrame) -> list[Anomaly]:
 
 
 def episode_frame(run: ReplayDir) -> pl.DataFrame:
-    """One row per alert episode (`twin.compare.episodes`), with its peak severity and score.
+    """One row per alert episode (`twin.compare.alert_episodes`), with its peak severity and score.
 
     The core's episode keeps the severity it opened with; an investigation
     wants the worst it reached. Site-incident `update`s copy another
     anomaly's fields, so only a message's own rows count towards its peak.
     """
-    alerts = [msgspec.structs.asdict(a) for a in compare.episodes(messages(run.anomalies))]
+    alerts = [msgspec.structs.asdict(a) for a in compare.alert_episodes(messages(run.anomalies))]
     frame = pl.DataFrame(alerts, schema={**{k: pl.String() for k in ("id", "robot_id", "site", "model", "detector",
                                                                       "signal", "severity")},
                                          "opened": pl.Float64(), "resolved": pl.Float64()})
@@ -219,7 +219,7 @@ def _snapshot_fields(at: float, view: dict[str, Any]) -> dict[str, Any]:
 
 
 def change_counts(changes: pl.DataFrame) -> dict[str, int]:
-    """Changes per kind, every kind present (as `twin.compare.summarize`)."""
+    """Changes per kind, every kind present (as `twin.compare.count_changes`)."""
     counts = dict.fromkeys(KINDS, 0)
     for kind, n in changes.group_by("kind").len().iter_rows():
         counts[kind] = n
