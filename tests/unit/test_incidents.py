@@ -63,3 +63,14 @@ def test_expire_all_resolves_only_the_quiet_sites() -> None:
     sites, ended = expire_all({"retail-london-01": quiet, "retail-paris-01": busy}, 400, P)
     assert [(a.site, a.status) for a in ended] == [("retail-london-01", "resolved")]
     assert sites["retail-london-01"].incident is None and sites["retail-paris-01"] == busy
+
+
+def test_the_anomalies_tagged_with_the_incident_keep_their_own_start_and_detector() -> None:
+    # An alert's identity is its id and start: a tag carrying another robot's start would
+    # post the same alert twice with two starts (seen at Alertmanager after a broker bounce).
+    first = Anomaly(id="a-r1", status="open", robot_id="r1", sector="retail", site="retail-london-01", model="amr",
+                    detector="silence", signal="", severity="warning", score=2.0, start_ts=-30.0, ts=0.0)
+    _, out = feed(SiteState(), first, opening("r2", 10), opening("r3", 20))
+    tags = {a.id: a for a in out if a.caused_by}
+    assert tags["a-r1"].start_ts == -30.0 and tags["a-r1"].detector == "silence" and tags["a-r1"].ts == 20
+    assert tags["a-r2-10"].start_ts == 10 and tags["a-r2-10"].robot_id == "r2"

@@ -27,8 +27,8 @@ class IncidentParams(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class SiteState(msgspec.Struct, frozen=True):
-    recent: list[tuple[float, str, str]] = []
-    """(event time, robot, anomaly id) of recent robot anomaly openings."""
+    recent: list[Anomaly] = []
+    """Recent robot anomaly openings (within `window_s` of the newest)."""
     incident: str | None = None
     start: float = 0.0
     last: float = 0.0
@@ -42,21 +42,21 @@ def correlate(state: SiteState, anomaly: Anomaly, p: IncidentParams = IncidentPa
         return state, []
     ts = anomaly.ts
     state, ended = expire(state, ts, p)
-    recent = [r for r in state.recent if ts - r[0] <= p.window_s] + [(ts, anomaly.robot_id, anomaly.id)]
+    recent = [r for r in state.recent if ts - r.ts <= p.window_s] + [anomaly]
     if state.incident is not None:
         return replace(state, recent=recent, last=ts), [replace(anomaly, status="update", caused_by=state.incident)]
-    robots = {r[1] for r in recent}
+    robots = {r.robot_id for r in recent}
     if len(robots) < p.min_robots:
         return replace(state, recent=recent), ended
-    start = min(r[0] for r in recent)
+    start = min(r.ts for r in recent)
     incident = anomaly_id("site", anomaly.site, start)
     opened = Anomaly(
         id=incident, status="open", robot_id="", sector=anomaly.sector, site=anomaly.site, model="",
         detector="site_incident", signal="", severity="critical", score=float(len(robots)),
         start_ts=start, ts=ts, evidence={"robots": sorted(robots)},
     )
-    causes = [replace(anomaly, id=aid, robot_id=robot, status="update", caused_by=incident)
-              for _, robot, aid in recent]
+    # Each robot anomaly is tagged as it was opened (its own start, detector, evidence), at this instant.
+    causes = [replace(r, status="update", ts=ts, caused_by=incident) for r in recent]
     return SiteState(recent, incident, start, ts, opened), [*ended, opened, *causes]
 
 
