@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from pydantic import SecretStr
 
 from streams.auth import bearer_ok
+from streams.worker.table import twin_values
 from twin.fleet import Fleet
 from streams.twin_view import to_view
 from twin.state import decode_twin
@@ -46,8 +47,6 @@ def private(token: SecretStr) -> type[View]:
 def register_views(app: faust.App, twins: Any, telemetry: faust.TopicT, fleet: Fleet,
                    registry: CollectorRegistry, token: SecretStr, metrics_token: SecretStr | None = None) -> None:
     """Add the worker's pages to `app`; fleet data only for requests bearing `token`."""
-    from streams.worker.app import twin_values
-
     Private = private(token)
     # The handlers below say `self: View`: mypy cannot see a base made at run time and would take self as Any.
 
