@@ -110,3 +110,24 @@ def partitioner(partitions: int) -> Callable[[bytes], int]:
     every = list(range(partitions))
     choose = DefaultPartitioner()
     return lambda key: int(choose(key, every, every))
+
+
+async def read_range(settings: Settings, topic: str, partition: int, start: int, end: int) -> list[Any]:
+    """The records of one partition with offsets in [start, end), as aiokafka `ConsumerRecord`s
+    (fewer where offsets hold no record: transaction markers, compaction)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    tp = TopicPartition(topic, partition)
+    consumer = AIOKafkaConsumer(**client_kwargs(settings), enable_auto_commit=False)
+    await consumer.start()
+    out: list[Any] = []
+    try:
+        consumer.assign([tp])
+        consumer.seek(tp, start)
+        last = min(end, (await consumer.end_offsets([tp]))[tp])
+        while await consumer.position(tp) < last:
+            for records in (await consumer.getmany(tp, timeout_ms=1000)).values():
+                out += [r for r in records if start <= r.offset < end]
+    finally:
+        await consumer.stop()
+    return out

@@ -9,6 +9,8 @@ news to Alertmanager; `views` serves the twins; `metrics` exports aggregates.
 
 from __future__ import annotations
 
+from typing import Any
+
 import faust
 from prometheus_client import CollectorRegistry
 
@@ -96,6 +98,11 @@ def build_app(settings: Settings, fleet: Fleet, detectors: DetectorConfig,
                 await ingest.fold_batch(events)
         finally:
             await changelog.stop()
+
+    @app.on_partitions_assigned.connect
+    async def on_assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        (assigned,) = args  # faust: `on_partitions_assigned.send(assigned)`
+        ingest.assigned((tp.topic, tp.partition) for tp in assigned)
 
     @app.timer(interval=settings.silence_check_s)  # type: ignore[untyped-decorator]  # faust: App.timer returns a bare Callable
     async def look_for_silence() -> None:

@@ -14,12 +14,14 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import faust
 import msgspec
 
+from streams.kafka_client import read_range
 from streams.settings import Settings
 from streams.worker.metrics import PipelineMetrics
 from streams.worker.table import ChangelogWriter, twin_values
@@ -101,9 +103,12 @@ class Ingest:
         """Broker time of the newest telemetry record processed ..."""
         self.read_at = 0.0
         """... and when it was processed."""
+        self._next: dict[tuple[str, int], int] = {}
+        """Per partition of the log this worker holds: the offset after the newest one folded."""
 
     async def fold_batch(self, events: list[Any]) -> None:
         """Fold a micro-batch, then send, store and count (see the module's order of effects)."""
+        events = await self._with_gaps_filled(events)
         self.state, batch = fold(self.state, self._rules, self._twins, events, self._settings.checks_topic)
         await asyncio.gather(self._outbox.publish(batch.found),
                              *(self._outbox.dead_letter(m, err) for m, err in batch.rejected))
@@ -114,6 +119,40 @@ class Ingest:
         self._metrics.batch.observe(len(events))
         if batch.last is not None:
             self.read_ts, self.read_at = batch.last.timestamp, time.time()
+
+    def assigned(self, partitions: Iterable[tuple[str, int]]) -> None:
+        """After a rebalance: forget where partitions this worker no longer holds had got to.
+
+        Partitions it keeps keep their place, so a record the consumer passes over
+        across the rebalance shows as a gap (see `_with_gaps_filled`)."""
+        held = set(partitions)
+        self._next = {tp: n for tp, n in self._next.items() if tp in held}
+
+    async def _with_gaps_filled(self, events: list[Any]) -> list[Any]:
+        """The batch with any records the consumer passed over put back in their place.
+
+        Faust acks, without handing it on, a record fetched before a rebalance
+        that lands after it (faust `Stream._py_aiter`: "skipping message ...
+        generation_id"); when the worker keeps the partition, its offset is then
+        committed and the record is never read again: a lost event (seen after
+        back-to-back restarts, docs/RELIABILITY.md). Offsets of telemetry and
+        checks are contiguous, so a record past the next expected offset shows the
+        loss: the records in between are read from Kafka and folded first.
+        """
+        out: list[Any] = []
+        for event in events:
+            message = event.message
+            tp = (message.topic, message.partition)
+            expected = self._next.get(tp)
+            if expected is not None and message.offset > expected:
+                missed = await read_range(self._settings, message.topic, message.partition, expected, message.offset)
+                log.warning("%s[%s]: offsets %d..%d were passed over by the consumer; %d records read back",
+                            message.topic, message.partition, expected, message.offset - 1, len(missed))
+                self._metrics.offset_gaps.inc(len(missed))
+                out += [ReadBack(LogMessage.of(r)) for r in missed]
+            self._next[tp] = message.offset + 1
+            out.append(event)
+        return out
 
     async def check_silence(self) -> None:
         """Send a silence check for each quiet robot; the ingest agent applies it when it comes back.
@@ -127,6 +166,32 @@ class Ingest:
         for twin in twin_values(self._twins):
             if silence_check_due(twin, now, self._rules.config):
                 await self._checks.send(key=twin.robot_id.encode(), value=repr(now).encode())
+
+
+@dataclass(frozen=True)
+class LogMessage:
+    """A record read from Kafka by the worker itself, with the fields of a Faust message that ingest reads."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: float
+    """Seconds, as Faust gives them (the record's milliseconds / 1000.0)."""
+    key: bytes | None
+    value: bytes
+    headers: Sequence[tuple[str, bytes]] = ()
+
+    @classmethod
+    def of(cls, record: Any) -> LogMessage:
+        return cls(record.topic, record.partition, record.offset, record.timestamp / 1000.0, record.key,
+                   record.value or b"", tuple(record.headers or ()))
+
+
+@dataclass(frozen=True)
+class ReadBack:
+    """A `LogMessage` where the fold expects a Faust event (nothing to ack: a later record's ack covers it)."""
+
+    message: LogMessage
 
 
 def fold(state: FleetState, rules: Rules, table: Any, events: Iterable[Any],

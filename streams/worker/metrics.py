@@ -86,6 +86,11 @@ class PipelineMetrics:
             "Records skipped because the twin already held them (re-read after a worker restart).",
             registry=registry,
         )
+        self.offset_gaps = Counter(
+            "twin_offset_gaps_total",
+            "Records the consumer passed over without handing them to ingest, read back from Kafka and folded.",
+            registry=registry,
+        )
         for kind in EFFECT_KINDS:
             self.changes.labels(kind=kind)
         # Born at zero: rate() and increase() cannot see a series' first count.
