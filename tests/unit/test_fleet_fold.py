@@ -10,7 +10,6 @@ incidents' resolutions may differ: the worker times them on its wall clock.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
@@ -18,6 +17,7 @@ import pytest
 
 from streams.kafka_client import partitioner
 from streams.seeds import read_detectors, read_fleet
+from streams.worker.ingest import LogMessage, ReadBack
 from streams.worker.ingest import fold as worker_fold
 from twin.detect.findings import Anomaly
 from twin.fleet_fold import (
@@ -31,24 +31,6 @@ from twin.state import Twin, decode_twin
 
 SEEDS = Path(__file__).resolve().parents[2] / "seeds"
 CHECKS = "checks"
-
-
-@dataclass(frozen=True)
-class Message:
-    """The fields of a Faust message the worker's fold reads."""
-
-    topic: str
-    partition: int
-    offset: int
-    timestamp: float
-    key: bytes | None
-    value: bytes
-    headers: tuple[()] = ()
-
-
-@dataclass(frozen=True)
-class Event:
-    message: Message
 
 
 SCENARIO = load_scenario({
@@ -82,8 +64,8 @@ def worker(records: list[Record], seed: int) -> tuple[list[Anomaly], list[Anomal
     rng, at = random.Random(seed), 0
     while at < len(records):
         size = rng.choice([1, 7, 333, 997])
-        events = [Event(Message(CHECKS if r.kind == "check" else "telemetry", r.partition, r.offset,
-                                r.timestamp, r.key, r.value)) for r in records[at:at + size]]
+        events = [ReadBack(LogMessage(CHECKS if r.kind == "check" else "telemetry", r.partition, r.offset,
+                                      r.timestamp, r.key, r.value)) for r in records[at:at + size]]
         at += size
         state, batch = worker_fold(state, rules, table, events, CHECKS)
         table.update({rid: msgspec.msgpack.encode(t) for rid, (_, t) in batch.changed.items()})
