@@ -51,12 +51,6 @@ RECORDING_RULES: frozenset[str] = frozenset({
 
 ALLOWED: frozenset[str] = METRICS | RECORDING_RULES
 
-SIGNALS: tuple[str, ...] = (
-    "joint_temp_c", "joint_current_a", "battery_soc_pct", "battery_temp_c", "cpu_temp_c", "gpu_temp_c",
-    "inference_ms",
-)
-"""Values of the `signal` label of fleet_signal_band and fleet_signal_mean."""
-
 _VARIABLE = re.compile(r"\$\{?\w+(?::\w+)?\}?")
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`')
 _MATCHERS = re.compile(r"\{[^{}]*\}")

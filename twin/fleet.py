@@ -72,10 +72,6 @@ class Fleet(msgspec.Struct, frozen=True):
     sectors: dict[str, Sector]
     models: dict[str, RobotModel]
 
-    def site_sector(self) -> dict[str, str]:
-        """Map each site to its sector (sites are unique across sectors)."""
-        return {site: name for name, sector in self.sectors.items() for site in sector.sites}
-
 
 def load_fleet(sectors_doc: Any, models_doc: Any, *, source: str = "seeds") -> Fleet:
     """Build and check the fleet model from the parsed `sectors` and `models` documents."""

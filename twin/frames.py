@@ -2,12 +2,12 @@
 
 One row per event, one column per signal (null where a robot's model has no
 such signal or the report lacked it), so the files read naturally in polars,
-DuckDB or Spark. `frame_to_events` is the inverse: a file replays exactly.
+DuckDB or Spark.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any
 
 import msgspec
@@ -37,17 +37,6 @@ def events_to_frame(events: Iterable[Event]) -> pl.DataFrame:
     signals = pl.from_dicts([e.signals for e in rows], infer_schema_length=None)
     signals = signals.select(pl.col(c).cast(pl.Float64) for c in sorted(signals.columns))
     return pl.concat([head, signals], how="horizontal") if signals.width else head
-
-
-def frame_to_events(frame: pl.DataFrame) -> Iterator[Event]:
-    """The events of a table written by `events_to_frame`, in row order."""
-    signal_cols = [c for c in frame.columns if c not in (*HEAD, "codes")]
-    for row in frame.iter_rows(named=True):
-        yield msgspec.convert(
-            {**{k: row[k] for k in HEAD}, "schema": 1, "codes": tuple(row["codes"] or ()),
-             "signals": {k: row[k] for k in signal_cols if row[k] is not None}},
-            Event,
-        )
 
 
 def labels_to_frame(labels: list[dict[str, Any]]) -> pl.DataFrame:

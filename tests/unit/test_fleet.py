@@ -26,10 +26,11 @@ def test_the_fleet_has_18_sectors_each_with_sites_and_models(fleet: Fleet) -> No
         assert all(m in fleet.models for m in sector.models), name
 
 
-def test_sites_map_back_to_one_sector(fleet: Fleet) -> None:
-    site_sector = fleet.site_sector()
-    assert site_sector["mining-pilbara-01"] == "mining"
-    assert len(site_sector) == sum(len(s.sites) for s in fleet.sectors.values())
+def test_a_site_in_two_sectors_is_refused_naming_both() -> None:
+    sectors, models = docs()
+    sectors["sectors"]["retail"]["sites"].append("mining-pilbara-01")
+    with pytest.raises(InvalidSeed, match=r"site 'mining-pilbara-01' is in both 'retail' and 'mining'"):
+        load_fleet(sectors, models)
 
 
 def test_a_model_referenced_but_not_defined_names_file_and_field() -> None:

@@ -95,11 +95,6 @@ def read_published(data_dir: Path, detector: str, profile: str) -> pl.DataFrame:
     return pl.read_csv(path).sort("File")
 
 
-def published_detectors(data_dir: Path) -> list[str]:
-    """Names of the detectors whose per-file results are in the data folder."""
-    return sorted(p.name for p in (nab_root(data_dir) / "results").iterdir() if p.is_dir())
-
-
 def published_score(data_dir: Path, detector: str, profile: str, n_windows: int, costs: nab.Costs) -> float:
     """A published detector's normalised subset score, from its per-file raw scores."""
     raw = float(read_published(data_dir, detector, profile)["Score"].sum())
