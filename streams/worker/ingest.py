@@ -21,6 +21,7 @@ from typing import Any
 import faust
 import msgspec
 
+from streams.exceptions import is_retriable
 from streams.kafka_client import read_range
 from streams.settings import Settings
 from streams.worker.metrics import PipelineMetrics
@@ -72,7 +73,7 @@ class Outbox:
                 return
             except Exception as exc:  # noqa: BLE001 - whatever the producer says, the message must not be lost
                 self._metrics.dlq_errors.inc()
-                if not cut and not getattr(exc, "retriable", False):
+                if not cut and not is_retriable(exc):
                     cut = True
                     log.error("dead-letter topic refused %s[%s]@%s for good (%r); sending it cut to %d bytes",
                               message.topic, message.partition, message.offset, exc, DLQ_VALUE_KEPT)
