@@ -27,7 +27,7 @@ from streams.local.simulator import KafkaSink
 from streams.local.stack import Stack, settings_env
 from streams.topics import ensure_topics
 from tests.support.net import auth, free_port
-from tests.support.topics import changelog, live_anomalies
+from tests.support.topics import changelog, live_anomalies, read_topic
 from tests.support.waiting import eventually
 from twin.fleet import Fleet
 from twin.replay import Result, Selection
