@@ -11,8 +11,8 @@ from hypothesis import given, strategies as st
 
 from streams.seeds import read_detectors, read_fleet
 from streams.settings import Settings
-from tests.support.budget import examples
 from streams.twin_view import diff_twins
+from tests.support.budget import examples
 from twin.compare import alert_episodes, compare_runs, count_changes
 from twin.detect.findings import Anomaly
 from twin.detect.params import DetectorConfig, RobotDetectorParams
