@@ -131,3 +131,16 @@ async def read_range(settings: Settings, topic: str, partition: int, start: int,
     finally:
         await consumer.stop()
     return out
+
+
+async def partition_ids(settings: Settings, topic: str) -> set[int]:
+    """The partitions `topic` has now, asked of the cluster (empty if it does not exist)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(**client_kwargs(settings))
+    await admin.start()
+    try:
+        described = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    return {p["partition"] for t in described if t["topic"] == topic and not t["error_code"] for p in t["partitions"]}

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from streams.kafka_client import client_kwargs, partitioner
+from streams.kafka_client import client_kwargs, partition_ids, partitioner
 from streams.settings import Settings
 from twin.record import Kind, Record
 from twin.replay import in_log_order
@@ -66,7 +66,7 @@ async def _kafka_chunks(settings: Settings, start: float, end: float,
     await consumer.start()
     try:
         topics: dict[str, Kind] = {settings.telemetry_topic: "telemetry", settings.checks_topic: "check"}
-        tps = [TopicPartition(topic, p) for topic in topics for p in sorted(await _partitions(consumer, topic))
+        tps = [TopicPartition(topic, p) for topic in topics for p in sorted(await partition_ids(settings, topic))
                if partitions is None or p in partitions]
         consumer.assign(tps)
         first = await _offsets_at(consumer, tps, math.ceil(start * 1000 - 1e-6))
@@ -107,14 +107,6 @@ def _drain(buffers: dict[TopicPartition, deque[Record]], until: float) -> list[R
             prefix.append(buffer.popleft())
         prefixes.append(prefix)
     return list(in_log_order(prefixes))
-
-
-async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
-    found = consumer.partitions_for_topic(topic)
-    if not found:
-        await consumer._client.force_metadata_update()  # a fresh consumer may not have asked yet
-        found = consumer.partitions_for_topic(topic)
-    return set(found or ())
 
 
 async def _offsets_at(consumer: AIOKafkaConsumer, tps: list[TopicPartition], ms: int) -> dict[TopicPartition, int]:
