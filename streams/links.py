@@ -1,13 +1,15 @@
 """Where an anomaly points people: its robot's twin and the command that replays it.
 
-The anomaly message carries the facts (robot, start, the message's event
-time); the links are rendered from them here, in the shell, where anomalies
-are presented (the Alertmanager alert: `streams.worker.alerting.to_alert`).
-The worker and a replay publish the same message bytes because neither adds
-anything to what the core decided.
+The core decides the facts (robot, start, the message's event time); the
+links are rendered from them here, in the shell: into every message the worker
+publishes to `fleet.anomalies` (`with_links`, the anomaly contract), into the
+Alertmanager alert (`streams.worker.alerting.to_alert`), and into a replay's
+results, so a replay still gives the worker's message bytes.
 """
 
 from __future__ import annotations
+
+from msgspec.structs import replace
 
 from twin.detect.findings import Anomaly
 
@@ -28,3 +30,10 @@ def replay_command(anomaly: Anomaly) -> str:
         return ""
     return (f"fleet-twin replay --robot {anomaly.robot_id} --from {anomaly.start_ts - REPLAY_BEFORE_S:.0f}"
             f" --to {anomaly.ts + REPLAY_AFTER_S:.0f}")
+
+
+def with_links(anomaly: Anomaly) -> Anomaly:
+    """The message as published: with the twin's path and the replay command for a robot's anomaly."""
+    if not anomaly.robot_id:
+        return anomaly
+    return replace(anomaly, links={"twin": f"/twins/{anomaly.robot_id}", "replay": replay_command(anomaly)})

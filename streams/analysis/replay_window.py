@@ -9,6 +9,7 @@ command) and `report.html`.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -20,6 +21,7 @@ from aiokafka import AIOKafkaProducer
 
 from streams.kafka_client import client_kwargs
 from streams.seeds import read_detectors, read_fleet
+from streams.links import with_links
 from streams.settings import Settings
 from streams.topics import ensure_topics
 from streams.analysis.sources import archive_source, kafka_source, partition_of
@@ -84,12 +86,16 @@ def peers_of(selection: Selection) -> Callable[[Event], bool]:
 
 def run(settings: Settings, window: Window, selection: Selection, *, at: list[float],
         what_if: Path | None = None, on_record: Callable[[Record], None] | None = None) -> Result:
-    """Fold the window with the seeds' detectors (and, side by side, the what-if ones)."""
+    """Fold the window with the seeds' detectors (and, side by side, the what-if ones); the anomalies
+    come out as the worker publishes them (with their links)."""
     fleet = read_fleet(settings.seeds_dir)
-    return replay(
+    result = replay(
         records(settings, window, selection), fleet, read_detectors(settings.seeds_dir),
         policy=policy(settings), selection=selection, at=at, keep=peers_of(selection),
         what_if=read_detectors(settings.seeds_dir, what_if) if what_if else None, on_record=on_record)
+    return dataclasses.replace(
+        result, anomalies=[with_links(a) for a in result.anomalies],
+        what_if=None if result.what_if is None else [with_links(a) for a in result.what_if])
 
 
 def policy(settings: Settings) -> Policy:

@@ -23,6 +23,7 @@ import msgspec
 
 from streams.exceptions import is_retriable
 from streams.kafka_client import read_range
+from streams.links import with_links
 from streams.settings import Settings
 from streams.worker.metrics import PipelineMetrics
 from streams.worker.table import ChangelogWriter, twin_values
@@ -53,7 +54,7 @@ class Outbox:
         for anomaly in found:
             self._metrics.anomaly(anomaly)
             key = (anomaly.site or anomaly.model).encode()
-            acks.append(await self._anomalies.send(key=key, value=ANOMALY_JSON.encode(anomaly)))
+            acks.append(await self._anomalies.send(key=key, value=ANOMALY_JSON.encode(with_links(anomaly))))
         await asyncio.gather(*acks)
 
     async def dead_letter(self, message: Any, err: InvalidEvent) -> None:

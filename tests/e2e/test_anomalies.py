@@ -49,7 +49,8 @@ async def test_overcurrent_opens_an_anomaly_and_silence_follows(api: httpx.Clien
     found = await anomalies_for(settings, robot, {"band", "silence"})
     band = [a for a in found if a["detector"] == "band" and a["status"] == "open"]
     assert band and band[0]["signal"] == "joint1_current_a" and band[0]["severity"] == "critical"
-    assert band[0]["robot_id"] == robot and "links" not in band[0]  # facts only: the alert renders links
+    assert band[0]["robot_id"] == robot and band[0]["links"]["twin"] == f"/twins/{robot}"
+    assert band[0]["links"]["replay"].startswith(f"fleet-twin replay --robot {robot} --from ")
     silent = [a for a in found if a["detector"] == "silence" and a["status"] == "open"]
     assert silent and silent[0]["evidence"]["silent_s"] > 15
 

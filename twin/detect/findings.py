@@ -27,11 +27,7 @@ Status = Literal["open", "update", "resolved"]
 
 
 class Anomaly(msgspec.Struct, frozen=True, kw_only=True):
-    """One lifecycle message of an anomaly, as published to `fleet.anomalies`.
-
-    Facts only: the links people follow (the twin's URL, the replay command)
-    are rendered from them where the anomaly is presented (`streams/links.py`).
-    """
+    """One lifecycle message of an anomaly, as published to `fleet.anomalies`."""
 
     id: str
     """Deterministic: the same robot, detector, signal and start give the same id."""
@@ -51,6 +47,9 @@ class Anomaly(msgspec.Struct, frozen=True, kw_only=True):
     evidence: dict[str, Any] = {}
     caused_by: str | None = None
     """Id of a site incident this anomaly is part of."""
+    links: dict[str, str] = {}
+    """Where people go from here (the twin's path, the replay command): empty in the core,
+    rendered from the facts above by the shell as it publishes (`streams.links.with_links`)."""
 
 
 def anomaly_id(*parts: object) -> str:
