@@ -34,7 +34,7 @@ CHECKS = "checks"
 
 
 SCENARIO = load_scenario({
-    "name": "fleet-fold", "robots": 40, "duration_s": 1200, "sectors": ["manufacturing", "logistics"],
+    "name": "fleet-fold", "robots": 40, "duration_s": 900, "sectors": ["manufacturing", "logistics"],
     "faults": [  # a finding of every fleet-level kind, and robot ones beside them
         {"type": "rollout", "where": {"model": "humanoid"}, "version": "policy-2.5.0", "share": 0.5,
          "start": "20%", "spread": 120, "latency_factor": 1.8},
@@ -90,7 +90,7 @@ def test_eval_and_replay_give_the_same_anomalies_and_twins(scenario: tuple[Run, 
     assert result.twins == run.twins
 
 
-@pytest.mark.parametrize("seed", [1, 2])
+@pytest.mark.parametrize("seed", [1])
 def test_the_worker_publishes_what_replay_finds_whatever_its_batches(
         scenario: tuple[Run, list[Record]], seed: int) -> None:
     run, records = scenario
