@@ -32,16 +32,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Annotated, Optional
 
 import polars as pl
-import typer
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import CommitFailedError, KafkaConnectionError
+from aiokafka.errors import CommitFailedError
 from aiokafka.structs import ConsumerRecord
-from rich.console import Console
 
-from streams.cli.context import settings_of
 from streams.kafka_client import client_kwargs
 from streams.settings import Settings
 from streams.analysis.archive_layout import DATASETS, FLEET, INVALID, KINDS, Dataset, to_parts
@@ -337,42 +333,3 @@ def _day(t: float) -> date:
     if days >= (date.max - epoch).days:
         return date.max
     return epoch + timedelta(days=int(days))
-
-
-# ---------------------------------------------------------------- command
-
-
-def archive_command(
-    ctx: typer.Context,
-    out: Annotated[Optional[Path], typer.Option(
-        help="Archive root (default: FLEET_TWIN_ARCHIVE_DIR, else .fleet-twin/archive).")] = None,
-    once: Annotated[bool, typer.Option(help="Drain every partition to its current end, then stop.")] = False,
-    flush_rows: Annotated[int, typer.Option(help="Write once this many records are buffered.")] = 100_000,
-    flush_s: Annotated[float, typer.Option(
-        help="Write once the oldest buffered record is this old (seconds).")] = 300.0,
-) -> None:
-    """Archive telemetry, silence checks and anomalies to Parquet, partitioned by date and sector."""
-    from streams.topics import ensure_topics
-
-    console = Console()
-    settings = settings_of(ctx)
-    root = out or settings.archive_dir
-    try:
-        asyncio.run(ensure_topics(settings))
-    except KafkaConnectionError:
-        console.print(f"[red]no Kafka broker at {settings.bootstrap}[/red]: start the local stack with "
-                      "`make up`, or point FLEET_TWIN_KAFKA_BOOTSTRAP at yours")
-        raise typer.Exit(2) from None
-    with console.status(f"archiving to {root} ...") as status:
-        def show(stats: ArchiveStats, buffered: int) -> None:
-            status.update(f"archiving to {root}: {_describe(stats)}; {buffered:,} buffered")
-
-        stats = asyncio.run(archive(settings, root, once=once, flush_rows=flush_rows, flush_s=flush_s,
-                                    on_progress=show))
-    console.print(f"archived to {root}: {_describe(stats)}")
-
-
-def _describe(stats: ArchiveStats) -> str:
-    rate = stats.total / max(time.monotonic() - stats.started, 1e-9)
-    counts = ", ".join(f"{n:,} {d}" for d, n in stats.records.items())
-    return f"{counts} ({rate:,.0f}/s); {stats.files:,} files, {stats.bytes / 1e6:,.1f} MB"

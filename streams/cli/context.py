@@ -9,8 +9,11 @@ settings fail the first command that asks for them, as before, not `--help`.
 
 from __future__ import annotations
 
+import asyncio
+
 import typer
 from pydantic import ValidationError
+from rich.console import Console
 
 from streams.settings import Settings
 from twin.exceptions import InvariantViolated
@@ -33,3 +36,17 @@ def settings_of(ctx: typer.Context) -> Settings:
     if not isinstance(ctx.obj, Settings):
         raise InvariantViolated("no settings on the typer context: the command ran without load_settings")
     return ctx.obj
+
+
+def topics_or_exit(settings: Settings, console: Console) -> None:
+    """Create the topics, or say plainly that there is no broker to talk to (exit 2)."""
+    from aiokafka.errors import KafkaConnectionError
+
+    from streams.topics import ensure_topics
+
+    try:
+        asyncio.run(ensure_topics(settings))
+    except KafkaConnectionError:
+        console.print(f"[red]no Kafka broker at {settings.bootstrap}[/red]: start the local stack with "
+                      "`make up`, or point FLEET_TWIN_KAFKA_BOOTSTRAP at yours")
+        raise typer.Exit(2) from None

@@ -15,13 +15,12 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from streams.analysis.archive import archive_command
 from streams.auth import api_token, ensure_api_token, token_file
-from streams.cli.context import load_settings, settings_of
+from streams.cli.archive_commands import archive_command, report_command
+from streams.cli.context import load_settings, settings_of, topics_or_exit
 from streams.cli.dashboards import dashboards_app
 from streams.exceptions import NoApiToken, ProcessFailed
 from streams.cli.replay_commands import export_dataset_command, replay_command, twin_at_command
-from streams.analysis.report import report_command
 from streams.settings import Settings
 from streams.local.stack import Stack
 
@@ -95,7 +94,7 @@ def worker(ctx: typer.Context) -> None:
         raise typer.Exit(2) from None
     fleet = read_fleet(settings.seeds_dir)
     detectors = read_detectors(settings.seeds_dir)
-    _topics_or_exit(settings)
+    topics_or_exit(settings, console)
     asyncio.set_event_loop(asyncio.new_event_loop())
     faust_app = build_app(settings, fleet, detectors, CollectorRegistry())
     faust.Worker(faust_app, loglevel="INFO").execute_from_commandline()
@@ -143,7 +142,7 @@ def simulate(
 
     with bar:
         if live:
-            _topics_or_exit(settings)
+            topics_or_exit(settings, console)
             sent = asyncio.run(to_kafka(settings, sim, speed=speed, on_tick=show))
         else:
             assert out is not None
@@ -198,20 +197,6 @@ def _print_frame(title: str, frame: Any) -> None:
     for row in frame.iter_rows():
         table.add_row(*("" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v) for v in row))
     console.print(table)
-
-
-def _topics_or_exit(settings: Settings) -> None:
-    """Create the topics, or say plainly that there is no broker to talk to."""
-    from aiokafka.errors import KafkaConnectionError
-
-    from streams.topics import ensure_topics
-
-    try:
-        asyncio.run(ensure_topics(settings))
-    except KafkaConnectionError:
-        console.print(f"[red]no Kafka broker at {settings.bootstrap}[/red]: start the local stack with "
-                      "`make up`, or point FLEET_TWIN_KAFKA_BOOTSTRAP at yours")
-        raise typer.Exit(2) from None
 
 
 def _print_status(stack: Stack) -> None:
