@@ -12,7 +12,7 @@ import yaml
 from streams.settings import Settings
 
 K8S = Path(__file__).resolve().parents[2] / "deploy" / "k8s"
-SOURCES = Path(__file__).resolve().parents[2] / "streams"
+SOURCES = Path(__file__).resolve().parents[2] / "streams" / "worker"
 
 
 def docs() -> list[dict[str, Any]]:
