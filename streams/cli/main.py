@@ -115,13 +115,14 @@ def simulate(
     progress: Annotated[bool, typer.Option(help="Show a live progress bar.")] = True,
 ) -> None:
     """Run a fleet scenario: to Kafka at a controlled rate, or to a file with its ground truth."""
-    from streams.seeds import read_fleet, read_scenario
+    from streams.cli.params import scenario_spec
+    from streams.seeds import read_fleet
     from streams.local.simulator import labels_path, to_file as write_file, to_kafka, write_labels
     from twin.sim import FleetSim
 
     settings = settings_of(ctx)
     fleet = read_fleet(settings.seeds_dir)
-    spec = read_scenario(settings.seeds_dir, scenario)
+    spec = scenario_spec(settings.seeds_dir, scenario)
     overrides = {k: v for k, v in (("robots", robots), ("rate_hz", rate), ("duration_s", duration)) if v}
     spec = msgspec.structs.replace(spec, **overrides)
     out = to_file or to_jsonl
@@ -164,8 +165,13 @@ def evaluate(
 ) -> None:
     """Score the detectors offline, with the same code as the live workers."""
     from streams.analysis.eval.sim import sim_table
+    from streams.cli.params import check_choice, check_scenario
 
     settings = settings_of(ctx)
+    for name in scenario:
+        check_scenario(settings.seeds_dir, name)
+    for name in data:
+        check_choice("--data", name, DATA_SETS)
     for name in scenario:
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), console=console) as bar:
@@ -181,6 +187,10 @@ def evaluate(
         _print_frame(name, table)
     if not scenario and not data:
         console.print("nothing to do: give --scenario NAME and/or --data nab|skab|ur3")
+
+
+DATA_SETS = ("nab", "skab", "ur3")
+"""Public data sets `eval --data` scores (a module `streams.analysis.eval.<name>` each)."""
 
 
 def _data_table(name: str, settings: Settings) -> Any:

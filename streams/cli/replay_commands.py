@@ -16,6 +16,7 @@ from rich.table import Table
 from streams.analysis import replay_window as replaying
 from streams.analysis.replay_window import Window, iso, parse_time
 from streams.cli.context import settings_of
+from streams.cli.params import time_callback, window as window_of
 from streams.settings import Settings
 from streams.twin_view import diff_twins, to_view
 from twin.compare import compare_runs, count_changes
@@ -24,8 +25,9 @@ from twin.replay import Result, Selection
 
 console = Console()
 
-From = Annotated[str, typer.Option("--from", help="Start: ISO 8601 (UTC), epoch seconds, or -15m/-2h/-1d.")]
-To = Annotated[str, typer.Option("--to", help="End: as --from; default now.")]
+From = Annotated[str, typer.Option("--from", help="Start: ISO 8601 (UTC), epoch seconds, or -15m/-2h/-1d.",
+                                   callback=time_callback)]
+To = Annotated[str, typer.Option("--to", help="End: as --from; default now.", callback=time_callback)]
 Source = Annotated[str, typer.Option(help="kafka, archive (the configured archive), or an archive's path.")]
 Robot = Annotated[Optional[str], typer.Option(help="Only this robot (the fold still covers its partition).")]
 Site = Annotated[Optional[str], typer.Option(help="Only robots of this site.")]
@@ -37,7 +39,8 @@ def replay_command(
     ctx: typer.Context,
     start: From, end: To = "now", robot: Robot = None, site: Site = None, sector: Sector = None,
     model: Model = None,
-    at: Annotated[list[str], typer.Option(help="Snapshot the twins at this instant (repeat).")] = [],  # noqa: B006
+    at: Annotated[list[str], typer.Option(help="Snapshot the twins at this instant (repeat).",
+                                          callback=time_callback)] = [],  # noqa: B006
     detectors: Annotated[Optional[Path], typer.Option(
         help="What-if detector settings (keys of seeds/detectors.yaml) run side by side with the seeds'.")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Directory for Parquet files and report.html.")] = None,
@@ -49,7 +52,7 @@ def replay_command(
 ) -> None:
     """Replay a window of the log through the live code: twins, anomalies, snapshots, what-if, report."""
     settings = settings_of(ctx)
-    window = Window(parse_time(start), parse_time(end), source)
+    window = window_of(start, end, source)
     selection = Selection(robot=robot, site=site, sector=sector, model=model)
     instants = [parse_time(t) for t in at]
     if republish:
@@ -76,14 +79,17 @@ def replay_command(
 def twin_at_command(
     ctx: typer.Context,
     robot: Annotated[str, typer.Argument(help="Robot id.")],
-    instant: Annotated[str, typer.Argument(help="When: ISO 8601 (UTC), epoch seconds, now, or -15m.")],
-    start: Annotated[str, typer.Option("--from", help="Fold from here (default: the start of the log).")] = "0",
+    instant: Annotated[str, typer.Argument(help="When: ISO 8601 (UTC), epoch seconds, now, or -15m.",
+                                           callback=time_callback)],
+    start: Annotated[str, typer.Option("--from", help="Fold from here (default: the start of the log).",
+                                       callback=time_callback)] = "0",
     source: Source = "kafka",
 ) -> None:
     """Print a robot's twin as it was at an instant (folded from the log, as the worker built it)."""
     settings = settings_of(ctx)
-    when = parse_time(instant)
-    result = replaying.run(settings, Window(parse_time(start), when, source), Selection(robot=robot), at=[when])
+    window = window_of(start, instant, source, end_name="instant")
+    when = window.end
+    result = replaying.run(settings, window, Selection(robot=robot), at=[when])
     twin = result.snapshots[when].get(robot)
     if twin is None:
         console.print(f"[red]{robot}[/red] has no accepted event at or before {iso(when)}")
@@ -110,7 +116,7 @@ def export_dataset_command(
     from twin.frames import anomalies_to_frame, seen_to_frame
 
     settings = settings_of(ctx)
-    window = Window(parse_time(start), parse_time(end), source)
+    window = window_of(start, end, source)
     selection = Selection(site=site, sector=sector, model=model)
     with _bar(window, progress) as on_record:
         result = replaying.run(settings, window, selection, at=[], on_record=on_record)
