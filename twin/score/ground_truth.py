@@ -54,10 +54,12 @@ def crc_partitions(partitions: int) -> PartitionOf:
 def fold_scenario(fleet: Fleet, scenario: Scenario, seed: int, config: DetectorConfig, *,
                   partition_of: PartitionOf = crc_partitions(8), check_every_s: float = 5.0,
                   on_tick: Callable[[int, int], None] | None = None,
-                  on_record: Callable[[Record], None] | None = None) -> Run:
+                  on_record: Callable[[Record], None] | None = None,
+                  start_ts: float | None = None, time_scale: float = 1.0) -> Run:
     """Fold the scenario's log through `twin.replay.Fold`; `on_tick(done, total)` reports progress,
-    `on_record` sees each record of the log."""
-    sim = FleetSim(fleet, scenario, seed=seed)
+    `on_record` sees each record of the log. `start_ts` and `time_scale` are the simulator's: a
+    live run at `--speed S` is the same scenario with `time_scale` 1/S."""
+    sim = FleetSim(fleet, scenario, seed=seed, start_ts=start_ts, time_scale=time_scale)
     fold = Fold(Rules(fleet, config))
     events = 0
     for tick, records in scenario_log(sim, fold, config, partition_of, check_every_s):
@@ -89,7 +91,7 @@ def scenario_log(sim: FleetSim, fold: Fold, config: DetectorConfig, partition_of
 
     next_check = sim.start_ts + check_every_s
     for tick in range(sim.ticks):
-        now = sim.start_ts + tick * sim.dt
+        now = sim.start_ts + tick * sim.dt * sim.time_scale
         batch: list[Event] = sim.step()
         yield tick, [record("telemetry", e.robot_id.encode(), encode(e), now) for e in batch]
         if now >= next_check:
