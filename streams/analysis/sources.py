@@ -12,7 +12,7 @@ import math
 import queue
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -34,30 +34,51 @@ def kafka_source(settings: Settings, start: float, end: float,
 
     The consumer runs on its own event loop in a thread and hands over merged
     chunks through a bounded queue, so a long window never sits in memory.
+    Closing the iterator early stops the consumer and ends the thread.
     """
     chunks: queue.Queue[list[Record] | BaseException | None] = queue.Queue(maxsize=8)
+    closed = threading.Event()
+
+    def hand_over(item: list[Record] | BaseException | None) -> bool:
+        # A reader that stopped early (a bounded scan) takes nothing more: the
+        # consumer must then stop, not wait on a full queue for good.
+        while not closed.is_set():
+            try:
+                chunks.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
 
     def run() -> None:
         async def pump() -> None:
-            async for chunk in _kafka_chunks(settings, start, end, partitions):
-                chunks.put(chunk)
+            chunks_in = _kafka_chunks(settings, start, end, partitions)
+            try:
+                async for chunk in chunks_in:
+                    if not hand_over(chunk):
+                        return
+            finally:
+                await chunks_in.aclose()  # stops the consumer
         try:
             asyncio.run(pump())
-            chunks.put(None)
+            hand_over(None)
         except BaseException as exc:  # handed to the reader, which raises it
-            chunks.put(exc)
+            hand_over(exc)
 
     thread = threading.Thread(target=run, name="kafka-source", daemon=True)
     thread.start()
-    while (item := chunks.get()) is not None:
-        if isinstance(item, BaseException):
-            raise item
-        yield from item
-    thread.join()
+    try:
+        while (item := chunks.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield from item
+    finally:
+        closed.set()
+        thread.join()
 
 
 async def _kafka_chunks(settings: Settings, start: float, end: float,
-                        partitions: set[int] | None) -> AsyncIterator[list[Record]]:
+                        partitions: set[int] | None) -> AsyncGenerator[list[Record], None]:
     """Seek with offsets_for_times to the first record at or after `start`; stop
     at the first one after `end` (or the log end as it is now). Each chunk holds
     every buffered record up to the time all partitions have reached, merged."""

@@ -18,6 +18,7 @@ from streams import auth
 from streams.kafka_client import faust_broker, partitioner
 from streams.settings import Settings
 from streams.worker.alerting import KEEPALIVE_S, RETRY_S, AlertSink
+from streams.worker.history import register_history
 from streams.worker.ingest import Ingest, Outbox
 from streams.worker.metrics import FleetCollector, PipelineMetrics
 from streams.worker.sites import Sites
@@ -133,6 +134,7 @@ def build_app(settings: Settings, fleet: Fleet, detectors: DetectorConfig,
     token = auth.api_token(settings)  # NoApiToken: no worker serves fleet data openly
     register_views(app, twins, telemetry, fleet, registry, token, settings.metrics_token or None)
     register_inbox(app, token)
+    register_history(app, twins, telemetry, fleet, settings, token)
     return app
 
 

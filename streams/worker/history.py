@@ -1,0 +1,188 @@
+"""`GET /twins/{robot_id}/history`: a robot's own signals over a time window, read from the log.
+
+The twins table holds only each robot's latest state, and Prometheus has no
+robot id (by design), so a robot's history comes from where it is kept: the
+robot's Kafka partition for the window (the replay's source), or the Parquet
+archive with `source=archive`. The request is bounded three ways: the window
+(`MAX_WINDOW_S`), the points per signal (`MAX_POINTS`, thinned by
+`twin.history`) and the records a request may read (`MAX_SCAN`, the
+partition holds other robots too); an answer cut by the last says so
+(`complete: false`, `read_until`). Only `HISTORY_READERS` requests read at once.
+
+Query parameters (all optional):
+
+- `signal`: signals of the robot's model, separated by commas; default all of them;
+- `from`, `to`: epoch seconds, ISO 8601, `now` or `-15m`/`-2h`/`-1d`; default the last hour;
+- `max_points`: per signal, 1 to `MAX_POINTS` (default `DEFAULT_POINTS`);
+- `source`: `kafka` (default) or `archive`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+from faust.web import Request, Response, View
+from pydantic import SecretStr
+
+from streams.analysis.replay_window import Window, iso, parse_time, policy, records
+from streams.settings import Settings
+from streams.worker.views import private
+from twin.exceptions import FleetTwinError, InvalidEvent
+from twin.fleet import Fleet
+from twin.history import History, shape
+from twin.record import Record
+from twin.replay import Selection
+from twin.schema import Event
+from twin.state import decode_twin
+from twin.validate import Policy, parse
+
+MAX_WINDOW_S = 24 * 3600.0
+DEFAULT_WINDOW_S = 3600.0
+MAX_POINTS, DEFAULT_POINTS = 5000, 1000
+MAX_SCAN = 2_000_000
+"""Records one request may read: about 12 h of the demo fleet's busiest partition."""
+HISTORY_READERS = 2
+SOURCES = ("kafka", "archive")
+
+
+class BadHistoryQuery(FleetTwinError):
+    """The request's parameters cannot be answered (400); the message says which and why."""
+
+
+@dataclass(frozen=True)
+class HistoryQuery:
+    start: float
+    end: float
+    signals: tuple[str, ...]
+    max_points: int
+    source: str
+
+
+def parse_query(params: Mapping[str, str], known: Iterable[str], now: float) -> HistoryQuery:
+    """The request's parameters, checked; `known` lists the robot's model's signals, in order."""
+    catalogue = list(known)
+    asked = [s.strip() for s in params.get("signal", "").split(",") if s.strip()]
+    unknown = [s for s in asked if s not in catalogue]
+    if unknown:
+        raise BadHistoryQuery(f"unknown signal {unknown[0][:64]!r} for this robot's model; "
+                              f"known: {', '.join(catalogue)}")
+    end = _time(params, "to", "now", now)
+    start = _time(params, "from", f"{end - DEFAULT_WINDOW_S!r}", now)
+    if end <= start:
+        raise BadHistoryQuery(f"'to' ({iso(end)}) must be after 'from' ({iso(start)})")
+    if end - start > MAX_WINDOW_S:
+        raise BadHistoryQuery(f"the window is {end - start:.0f} s; at most {MAX_WINDOW_S:.0f} s")
+    source = params.get("source", "kafka")
+    if source not in SOURCES:
+        raise BadHistoryQuery(f"source must be one of {', '.join(SOURCES)}")
+    return HistoryQuery(start, end, tuple(dict.fromkeys(asked)) or tuple(catalogue),
+                        _max_points(params.get("max_points")), source)
+
+
+def _time(params: Mapping[str, str], name: str, default: str, now: float) -> float:
+    text = params.get(name, default)
+    try:
+        value = parse_time(text, now)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise BadHistoryQuery(f"{name!r} must be epoch seconds, ISO 8601, 'now' or like '-2h'; got {text[:64]!r}")
+    return value
+
+
+def _max_points(text: str | None) -> int:
+    if text is None:
+        return DEFAULT_POINTS
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= MAX_POINTS:
+        raise BadHistoryQuery(f"max_points must be an integer from 1 to {MAX_POINTS}; got {text[:32]!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Read:
+    """The robot's valid events of the window, and how far the read got."""
+
+    events: list[tuple[float, Event]]
+    complete: bool
+    read_until: float
+
+
+def read_events(source: Iterator[Record], robot_id: str, fleet: Fleet, rules: Policy,
+                max_scan: int = MAX_SCAN) -> Read:
+    """The robot's events among `source`'s records, judged as the worker judged them; stops after `max_scan`."""
+    key, until = robot_id.encode(), math.nan
+    found: list[tuple[float, Event]] = []
+    try:
+        for scanned, record in enumerate(source, start=1):
+            if scanned > max_scan:
+                return Read(found, False, until)
+            until = record.timestamp
+            if record.kind != "telemetry" or record.key != key:
+                continue
+            try:
+                found.append((record.timestamp, parse(record.value, fleet, key=record.key,
+                                                      received_ts=record.timestamp, policy=rules)))
+            except InvalidEvent:
+                continue  # rejected live too: not part of the robot's history
+    finally:
+        close = getattr(source, "close", None)
+        if close is not None:
+            close()  # a Kafka source then stops its consumer at once
+    return Read(found, True, until)
+
+
+def history(settings: Settings, fleet: Fleet, robot_id: str, query: HistoryQuery) -> tuple[History, Read]:
+    """Read the window from its source and shape it (blocking: run it off the event loop)."""
+    window = Window(query.start, query.end, query.source)
+    read = read_events(records(settings, window, Selection(robot=robot_id)), robot_id, fleet, policy(settings))
+    end = query.end if read.complete else read.read_until
+    return shape(robot_id, read.events, query.signals, query.start, max(end, query.start),
+                 query.max_points), read
+
+
+def to_json(found: History, read: Read, source: str) -> dict[str, Any]:
+    """The answer: the window and counts, then one row per point (epoch seconds and ISO 8601 UTC)."""
+    return {
+        "robot_id": found.robot_id, "source": source,
+        "from": found.start, "from_iso": iso(found.start), "to": found.end, "to_iso": iso(found.end),
+        "signals": list(found.signals), "events": found.events, "thinned": found.thinned,
+        "complete": read.complete,
+        "read_until": None if read.complete or math.isnan(read.read_until) else read.read_until,
+        "points": [{"ts": p.ts, "time": iso(p.ts), "signal": p.signal, "value": p.value, "n": p.n}
+                   for p in found.points],
+    }
+
+
+def register_history(app: faust.App, twins: Any, telemetry: faust.TopicT, fleet: Fleet, settings: Settings,
+                     token: SecretStr) -> None:
+    """Add `/twins/{robot_id}/history` to `app`, for requests bearing `token`."""
+    readers = asyncio.Semaphore(HISTORY_READERS)
+
+    @app.page("/twins/{robot_id}/history")
+    class TwinHistory(private(token)):  # type: ignore[misc]  # a class made at run time
+        """One robot's signals over a window, from whichever worker owns its partition."""
+
+        # Routed as GET /twins/{robot_id} is: by the telemetry topic, whose raw key is the robot id.
+        @app.topic_route(topic=telemetry, match_info="robot_id")
+        async def get(self: View, request: Request, robot_id: str) -> Response:
+            raw = twins.get(robot_id)
+            if raw is None:
+                return self.notfound(f"no twin for robot {robot_id!r}")
+            model = fleet.models.get(decode_twin(raw).model)
+            try:
+                query = parse_query(request.query, model.signals if model else (), time.time())
+            except BadHistoryQuery as err:
+                return self.error(400, str(err))
+            async with readers:
+                found, read = await asyncio.to_thread(history, settings, fleet, robot_id, query)
+            return self.json(to_json(found, read, query.source))

@@ -1,0 +1,131 @@
+"""`GET /twins/{id}/history` on the real worker: a robot's own signals, read back from its partition."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Callable
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from streams.analysis.sources import partition_of
+from streams.settings import Settings
+from tests.support.waiting import eventually
+from twin.fleet import Fleet
+
+REPORTS = 120
+
+
+def current(robot_index: int, seq: int) -> float:
+    """A value that says whose report it is and which: robot 0 runs 1.0..1.119, robot 1 runs 7.0.."""
+    return round(1.0 + 6 * robot_index + seq / 1000, 3)
+
+
+def body(robot: str, seq: int, ts: float, value: float) -> bytes:
+    return json.dumps({
+        "schema": 1, "robot_id": robot, "seq": seq, "ts": ts, "sector": "retail", "site": "retail-london-01",
+        "model": "amr", "mode": "working",
+        "signals": {"joint1_current_a": value, "battery_soc_pct": 70.0},
+    }).encode()
+
+
+async def produce(settings: Settings, robots: list[str], start: float) -> None:
+    """`REPORTS` reports per robot, a second apart, stamped at the broker with their event time."""
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap)
+    await producer.start()
+    try:
+        for seq in range(1, REPORTS + 1):
+            for i, robot in enumerate(robots):
+                ts = start + seq
+                await producer.send(settings.telemetry_topic, body(robot, seq, ts, current(i, seq)),
+                                    key=robot.encode(), timestamp_ms=int(ts * 1000))
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+@pytest.fixture(scope="module")
+def neighbours(api: httpx.Client, settings: Settings) -> tuple[str, str, float]:
+    """Two robots in one partition, each with two minutes of reports ending a few minutes ago."""
+    first = f"hist-{uuid.uuid4().hex[:8]}"
+    second = next(r for r in (f"hist-{uuid.uuid4().hex[:8]}" for _ in range(1000))
+                  if partition_of(r, settings.partitions) == partition_of(first, settings.partitions))
+    start = float(int(time.time()) - 600)
+    asyncio.run(produce(settings, [first, second], start))
+    for robot in (first, second):
+        eventually(caught_up(api, robot))
+    return first, second, start
+
+
+def caught_up(api: httpx.Client, robot: str) -> Callable[[], bool | None]:
+    """The worker has folded the robot's last report."""
+    def fetch() -> bool | None:
+        r = api.get(f"/twins/{robot}")
+        return r.status_code == 200 and r.json()["seq"] == REPORTS or None
+    return fetch
+
+
+def test_a_robots_history_is_its_own_reports_in_order(api: httpx.Client,
+                                                       neighbours: tuple[str, str, float]) -> None:
+    robot, _, start = neighbours
+    r = api.get(f"/twins/{robot}/history",
+                params={"signal": "joint1_current_a", "from": f"{start}", "to": f"{start + REPORTS + 1}"})
+    assert r.status_code == 200, r.text
+    answer = r.json()
+    assert answer["complete"] is True and answer["thinned"] is False and answer["events"] == REPORTS
+    assert answer["signals"] == ["joint1_current_a"] and answer["source"] == "kafka"
+    points = answer["points"]
+    assert [p["value"] for p in points] == [current(0, seq) for seq in range(1, REPORTS + 1)]  # not its neighbour's
+    assert [p["ts"] for p in points] == [start + seq for seq in range(1, REPORTS + 1)]
+    assert points[0]["time"].endswith("Z") and all(p["n"] == 1 for p in points)
+
+
+def test_a_part_of_the_window_thinned_to_the_points_asked(api: httpx.Client,
+                                                           neighbours: tuple[str, str, float]) -> None:
+    _, robot, start = neighbours
+    r = api.get(f"/twins/{robot}/history", params={
+        "signal": "joint1_current_a,battery_soc_pct", "from": f"{start + 61}", "to": f"{start + REPORTS}",
+        "max_points": "6"})
+    answer = r.json()
+    assert r.status_code == 200 and answer["thinned"] is True and answer["events"] == 60
+    by_signal = {s: [p for p in answer["points"] if p["signal"] == s] for s in answer["signals"]}
+    assert [len(v) for v in by_signal.values()] == [6, 6]
+    currents = by_signal["joint1_current_a"]
+    assert sum(p["n"] for p in currents) == 60
+    mean = sum(p["value"] * p["n"] for p in currents) / 60
+    assert mean == pytest.approx(sum(current(1, seq) for seq in range(61, 121)) / 60)
+    assert {p["value"] for p in by_signal["battery_soc_pct"]} == {70.0}
+
+
+def test_every_signal_of_the_model_by_default(api: httpx.Client, fleet: Fleet,
+                                              neighbours: tuple[str, str, float]) -> None:
+    robot, _, start = neighbours
+    answer = api.get(f"/twins/{robot}/history", params={"from": f"{start}", "to": "now"}).json()
+    assert answer["signals"] == list(fleet.models["amr"].signals)
+    assert {p["signal"] for p in answer["points"]} == {"joint1_current_a", "battery_soc_pct"}
+
+
+@pytest.mark.parametrize(("params", "says"), [
+    ({"from": "yesterday"}, "'from' must be"),
+    ({"to": "+1h"}, "'to' must be"),
+    ({"from": "-1h", "to": "-2h"}, "must be after"),
+    ({"from": "-2d"}, "at most"),
+    ({"signal": "warp_drive_temp"}, "unknown signal"),
+    ({"max_points": "0"}, "max_points"),
+    ({"max_points": "lots"}, "max_points"),
+    ({"source": "/etc"}, "source must be"),
+])
+def test_bad_parameters_are_400_with_the_reason(api: httpx.Client, neighbours: tuple[str, str, float],
+                                                 params: dict[str, str], says: str) -> None:
+    r = api.get(f"/twins/{neighbours[0]}/history", params=params)
+    assert r.status_code == 400 and says in r.text, r.text
+
+
+def test_unknown_robot_is_404_and_no_token_is_401(worker: str, api: httpx.Client,
+                                                  neighbours: tuple[str, str, float]) -> None:
+    assert api.get(f"/twins/nobody-{uuid.uuid4().hex}/history").status_code == 404
+    assert httpx.get(f"{worker}/twins/{neighbours[0]}/history").status_code == 401
