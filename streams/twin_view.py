@@ -4,10 +4,15 @@
 documented in docs/TWIN.md); the worker's views, `fleet-twin twin-at` and a
 replay's `snapshots.parquet` all show it, so an instant replayed shows what the
 API showed then. The stored form of a twin is the core's (`twin.state`).
+
+Times: every field that holds epoch seconds (`ts`, `since`, `first_seen`, ...)
+has a sibling with the same name plus `_iso`, the same instant as ISO 8601 in
+UTC: programs keep the float, people and log searches read the string.
 """
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import Any
 
 import msgspec
@@ -15,6 +20,20 @@ import polars as pl
 
 from twin.schema import MODES
 from twin.state import Twin, encode_twin
+
+
+ISO_SUFFIX = "_iso"
+"""Appended to the name of an epoch-seconds field for its ISO 8601 sibling."""
+
+
+def iso(ts: float) -> str:
+    """Epoch seconds as ISO 8601 in UTC, to the millisecond, with a `Z`."""
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def with_iso(**times: float) -> dict[str, float | str]:
+    """Each epoch-seconds field, followed by its `_iso` sibling."""
+    return {k: v for name, ts in times.items() for k, v in ((name, ts), (name + ISO_SUFFIX, iso(ts)))}
 
 
 def to_view(twin: Twin) -> dict[str, Any]:
@@ -26,23 +45,23 @@ def to_view(twin: Twin) -> dict[str, Any]:
         "site": twin.site,
         "model": twin.model,
         "mode": twin.mode,
-        "mode_since": twin.mode_since,
+        **with_iso(mode_since=twin.mode_since),
         "ai_model_version": twin.ai_model_version,
-        "ai_model_since": twin.ai_model_since,
+        **with_iso(ai_model_since=twin.ai_model_since),
         "firmware": twin.firmware,
-        "firmware_since": twin.firmware_since,
+        **with_iso(firmware_since=twin.firmware_since),
         "codes": list(twin.codes),
         "location": msgspec.to_builtins(twin.location),
-        "ts": twin.ts,
+        **with_iso(ts=twin.ts),
         "seq": twin.seq,
-        "first_seen": twin.first_seen,
-        "last_seen": twin.last_seen,
+        **with_iso(first_seen=twin.first_seen, last_seen=twin.last_seen),
         "signals": {
-            name: {"value": s.value, "ts": twin.signal_time(s)[0], "n": s.n, "mean": s.mean, "std": s.var**0.5}
+            name: {"value": s.value, **with_iso(ts=twin.signal_time(s)[0]), "n": s.n, "mean": s.mean,
+                   "std": s.var**0.5}
             for name, s in sorted(twin.signals.items())
         },
         "anomalies": [
-            {"detector": o.detector, "signal": o.signal, "since": o.start, "severity": o.severity,
+            {"detector": o.detector, "signal": o.signal, **with_iso(since=o.start), "severity": o.severity,
              "score": round(o.peak, 4)}
             for o in (twin.watch.open if twin.watch else [])
         ],
@@ -67,9 +86,11 @@ class FieldChange(msgspec.Struct, frozen=True):
 
 
 def diff_twins(before: Twin | None, after: Twin | None) -> list[FieldChange]:
-    """Every field of the view whose value differs, in path order."""
+    """Every field of the view whose value differs, in path order; each time once (as epoch
+    seconds: its `_iso` sibling says nothing new)."""
     a = _flatten(to_view(before)) if before else {}
     b = _flatten(to_view(after)) if after else {}
+    a, b = ({k: v for k, v in view.items() if not k.endswith(ISO_SUFFIX)} for view in (a, b))
     return [FieldChange(k, a.get(k), b.get(k)) for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)]
 
 

@@ -29,6 +29,7 @@ from twin.compare import compare_runs
 from twin.record import Record
 from twin.replay import Result, Selection, replay
 from twin.schema import Event
+from streams.twin_view import iso as iso  # re-exported: one spelling of a time for the API and the CLI
 from streams.twin_view import snapshots_to_frame
 from twin.frames import anomalies_to_frame, changes_to_frame, seen_to_frame
 from twin.validate import Policy
@@ -57,10 +58,6 @@ def parse_time(text: str, now: float | None = None) -> float:
         pass
     moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
-
-
-def iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def records(settings: Settings, window: Window, selection: Selection) -> Iterator[Record]:

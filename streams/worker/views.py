@@ -8,6 +8,8 @@ they show), unless a metrics token is set.
 from __future__ import annotations
 
 import collections
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import httpx
@@ -25,6 +27,41 @@ from twin.state import decode_twin
 from twin.summary import count_by_sector_mode
 
 MAX_LIMIT = 10_000
+
+
+@dataclass(frozen=True)
+class ListQuery:
+    """The filters of `GET /twins`, checked."""
+
+    sector: str | None
+    site: str | None
+    limit: int
+
+
+LIST_PARAMS = ("sector", "site", "limit")
+
+
+def list_query(query: Mapping[str, str], fleet: Fleet) -> ListQuery | str:
+    """The `GET /twins` query, or why it is a bad request.
+
+    A filter that can match nothing (a sector or site the seeds do not have, a
+    site of another sector, a misspelt parameter) would answer 200 with an
+    empty list, which reads as "no robots there": it is a 400 that says why.
+    """
+    if unknown := sorted(set(query) - set(LIST_PARAMS)):
+        return f"unknown query parameter(s) {', '.join(unknown)}; known: {', '.join(LIST_PARAMS)}"
+    sector, site = query.get("sector"), query.get("site")
+    if sector is not None and sector not in fleet.sectors:
+        return f"unknown sector {sector!r}; known: {', '.join(sorted(fleet.sectors))}"
+    owner = next((name for name, s in fleet.sectors.items() if site in s.sites), None)
+    if site is not None and owner is None:
+        return f"unknown site {site!r} (the sites are in seeds/sectors.yaml)"
+    if site is not None and sector is not None and owner != sector:
+        return f"site {site!r} is in sector {owner!r}, not {sector!r}"
+    text = query.get("limit", "100")
+    if not text.isdecimal() or int(text) < 1:
+        return f"limit must be a positive whole number (at most {MAX_LIMIT:,} are listed), not {text!r}"
+    return ListQuery(sector, site, min(int(text), MAX_LIMIT))
 
 
 def private(token: SecretStr) -> type[View]:
@@ -68,17 +105,14 @@ def register_views(app: faust.App, twins: Any, telemetry: faust.TopicT, fleet: F
         """Robot ids held by this worker, optionally for one sector or site."""
 
         async def get(self: View, request: Request) -> Response:
-            sector = request.query.get("sector")
-            site = request.query.get("site")
-            try:
-                limit = min(int(request.query.get("limit", "100")), MAX_LIMIT)
-            except ValueError:
-                return self.error(400, "limit must be an integer")
+            query = list_query(request.query, fleet)
+            if isinstance(query, str):
+                return self.error(400, query)
             ids = sorted(
                 t.robot_id for t in twin_values(twins)
-                if (sector is None or t.sector == sector) and (site is None or t.site == site)
+                if (query.sector is None or t.sector == query.sector) and (query.site is None or t.site == query.site)
             )
-            return self.json({"robots": ids[:limit], "total": len(ids)})
+            return self.json({"robots": ids[:query.limit], "total": len(ids)})
 
     @app.page("/fleet/summary")
     class FleetSummary(Private):  # type: ignore[misc,valid-type]

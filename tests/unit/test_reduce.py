@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
+
+import pytest
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -116,7 +119,15 @@ def test_the_view_is_a_stable_named_shape() -> None:
     view = to_view(fold([ev(1, 10.0), ev(3, 12.0)]))
     assert set(view) >= {"robot_id", "mode", "signals", "counts", "ts", "seq", "last_seen"}
     assert view["counts"]["missing"] == 1
-    assert set(view["signals"]["battery_soc_pct"]) == {"value", "ts", "n", "mean", "std"}
+    assert set(view["signals"]["battery_soc_pct"]) == {"value", "ts", "ts_iso", "n", "mean", "std"}
+
+
+def test_every_time_in_the_view_has_an_iso_8601_sibling() -> None:
+    view = to_view(fold([ev(1, 1790000041.25), ev(2, 1790000042.5)]))
+    assert view["ts"] == 1790000042.5 and view["ts_iso"] == "2026-09-21T14:14:02.500Z"
+    assert view["signals"]["battery_soc_pct"]["ts_iso"] == view["ts_iso"]
+    for name in ("mode_since", "ai_model_since", "firmware_since", "first_seen", "last_seen"):
+        assert datetime.fromisoformat(view[name + "_iso"]).timestamp() == pytest.approx(view[name], abs=1e-3)
 
 
 # -- properties ---------------------------------------------------------------
