@@ -16,13 +16,14 @@ import polars as pl
 import pytest
 import yaml
 
+from streams.analysis.replay_window import peers_of
 from streams.analysis.report import changes_to_frame, write_report
 from streams.seeds import read_detectors
 from twin.compare import compare_runs
 from twin.detect.params import load_config
 from twin.fleet import Fleet
 from twin.record import Record
-from twin.replay import Result, replay
+from twin.replay import Result, Selection, replay
 from twin.schema import encode
 from twin.sim import FleetSim
 from twin.sim.scenario import load_scenario
@@ -119,6 +120,48 @@ def test_the_report_names_the_faulty_robots_and_their_detectors(
         assert f"<td>{detector}</td>" in page, detector
     assert "<h2>What if</h2>" in page and "<h2>Twin snapshots</h2>" in page
     assert "fleet-twin replay --source archive:/tmp/archive" in page
+
+
+def test_the_top_faults_come_first_and_incidents_keep_their_robots_together(
+        report: tuple[Path, Result, list[dict[str, object]]]) -> None:
+    page = report[0].read_text()
+    top, timeline = page.index("<h2>Top faults</h2>"), page.index("<h2>Alert timeline</h2>")
+    assert top < timeline
+    first = re.search(r"<tbody>\s*<tr>(.*?)</tr>", page[top:timeline], re.S)
+    assert first and "sev-critical" in first[1], "a warning leads the top faults"
+    rows = re.findall(r"<tr><td class=\"num\">(\d+)</td>(.*?)</tr>", page[timeline:page.index("</table>", timeline)])
+    ranks = [int(rank) for rank, _ in rows]
+    assert ranks == sorted(ranks) and len(set(ranks)) < len(ranks)  # grouped: an incident and its robots share one
+    worst = {rank: max(("sev-critical" in cells) * 2 + ("sev-warning" in cells) for r, cells in rows if int(r) == rank)
+             for rank in ranks}
+    assert [worst[r] for r in sorted(worst)] == sorted(worst.values(), reverse=True)  # critical groups first
+    incident = next(rank for rank, cells in rows if "site mfg-osaka-01" in cells and "site_incident" in cells)
+    members = [cells for rank, cells in rows if rank == incident]
+    assert "site_incident" in members[0] and len(members) > 3  # the incident leads, its robots follow at once
+
+
+def test_a_single_robot_report_plots_its_signals(fleet: Fleet, tmp_path: Path) -> None:
+    """A replay of one robot shows its signals, alerted or not: here a robot whose only alerts
+    (silence, gaps) name no signal, which used to get a mode band and nothing else."""
+    sim = FleetSim(fleet, SCENARIO, seed=1)
+    log = records(sim)
+    robot = next(str(label["robot_id"]) for label in sim.labels() if label["fault"] == "comm_loss")
+    selection = Selection(robot=robot)
+    start, end = sim.start_ts, sim.start_ts + SCENARIO.duration_s
+    result = replay(log, fleet, read_detectors(SEEDS), selection=selection, keep=peers_of(selection))
+    seen_to_frame(result.events).write_parquet(tmp_path / "events.parquet")
+    anomalies_to_frame(result.anomalies).write_parquet(tmp_path / "anomalies.parquet")
+    snapshots_to_frame(result.snapshots).write_parquet(tmp_path / "snapshots.parquet")
+    (tmp_path / "replay.json").write_text(json.dumps({
+        "from": start, "to": end, "selection": {"robot": robot, "site": None, "sector": None, "model": None}}))
+    assert {a.signal for a in result.anomalies if a.robot_id == robot} == {""}
+    page = write_report(tmp_path).read_text()
+    assert f'id="robot-{robot}"' in page
+    alt = re.search(rf'alt="signals of {robot}: ([^"]*)"', page)
+    assert alt, "no signal plot for the selected robot"
+    model = fleet.models[next(a.model for a in result.anomalies if a.robot_id == robot)]
+    plotted = alt[1].split(", ")
+    assert len(plotted) == 6 and set(plotted) <= set(model.signals), plotted
 
 
 def test_chromium_renders_it_offline(report: tuple[Path, Result, list[dict[str, object]]], tmp_path: Path) -> None:

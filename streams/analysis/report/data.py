@@ -19,9 +19,14 @@ import polars as pl
 from streams.exceptions import ReportError
 from twin import compare
 from twin.detect.findings import Anomaly
+from twin.frames import HEAD
 
 KINDS: tuple[str, ...] = ("same", "gained", "lost", "earlier", "later")
 REQUIRED = ("events.parquet", "anomalies.parquet", "snapshots.parquet")
+SEVERITY_RANK: dict[str, int] = {"critical": 2, "warning": 1}
+"""Worse is higher; a severity not listed ranks below warning."""
+NOT_SIGNALS = frozenset({*HEAD, "codes", "received_ts", "partition", "offset"})
+"""The columns of events.parquet that are not signals."""
 
 
 @dataclass(frozen=True)
@@ -110,6 +115,54 @@ def _subject() -> pl.Expr:
             .otherwise(pl.lit("model ") + pl.col("model")))
 
 
+def by_importance(episodes: pl.DataFrame) -> pl.DataFrame:
+    """`episodes` grouped by site incident, the worst group first; adds `group` and `rank` (1 = top).
+
+    A fleet window holds hundreds of episodes, most of them short warnings;
+    in time or name order they bury the few that matter. A group is a site
+    incident with the robot episodes it took in, or one episode on its own.
+    Groups rank by their worst severity, then their longest episode (a
+    fault that lasts beats a blip), then how many episodes they hold, then
+    who opened first. Within a group the incident leads, then its members in
+    the same order.
+    """
+    rows = episodes.with_columns(
+        group=pl.coalesce("caused_by", "id"),
+        sev=pl.col("severity").replace_strict(SEVERITY_RANK, default=0, return_dtype=pl.Int8),
+        length=pl.col("end") - pl.col("opened"))
+    groups = (rows.group_by("group").agg(g_sev=pl.col("sev").max(), g_len=pl.col("length").max(),
+                                         g_size=pl.len(), g_opened=pl.col("opened").min())
+              .sort(["g_sev", "g_len", "g_size", "g_opened", "group"], descending=[True, True, True, False, False])
+              .with_row_index("rank", offset=1)
+              .select("group", pl.col("rank").cast(pl.Int64)))
+    return (rows.join(groups, on="group", how="left")
+            .with_columns(lead=pl.col("id") == pl.col("group"))
+            .sort(["rank", "lead", "sev", "length", "opened", "subject", "detector"],
+                  descending=[False, True, True, True, False, False, False])
+            .drop("sev", "length", "lead"))
+
+
+def top_faults(ranked: pl.DataFrame, n: int = 10) -> pl.DataFrame:
+    """The first `n` groups of `by_importance`, one row each: what leads it and what it spans."""
+    return (ranked.filter(pl.col("rank") <= n)
+            .group_by("rank", maintain_order=True)
+            .agg(subject=pl.col("subject").first(), detector=pl.col("detector").first(),
+                 signal=pl.col("signal").first(), site=pl.col("site").first(), model=pl.col("model").first(),
+                 severity=pl.col("severity").sort_by(pl.col("severity").replace_strict(
+                     SEVERITY_RANK, default=0, return_dtype=pl.Int8)).last(),
+                 opened=pl.col("opened").min(), end=pl.col("end").max(),
+                 still_open=pl.col("resolved").is_null().any(), episodes=pl.len(),
+                 robots=pl.col("robot_id").filter(pl.col("robot_id") != "").n_unique(),
+                 detectors=pl.col("detector").unique().sort().str.join(", ")))
+
+
+def selected_robot(run: ReplayDir) -> str | None:
+    """The robot a replay was asked about (`--robot`), if any."""
+    selection = run.meta.get("selection")
+    robot = selection.get("robot") if isinstance(selection, dict) else None
+    return robot if isinstance(robot, str) and robot else None
+
+
 def ranked_robots(episodes: pl.DataFrame) -> list[str]:
     """Robots with episodes, the most severe first.
 
@@ -144,19 +197,30 @@ class RobotView:
     """Site incidents any of the robot's episodes was part of."""
 
 
-def robot_view(run: ReplayDir, episodes: pl.DataFrame, robot_id: str, max_signals: int = 6) -> RobotView:
-    """Select a robot's events, its peers' and its episodes."""
+def robot_view(run: ReplayDir, episodes: pl.DataFrame, robot_id: str, max_signals: int = 6,
+               every_signal: bool = False) -> RobotView:
+    """Select a robot's events, its peers' and its episodes.
+
+    The signals plotted are the alerted ones; with `every_signal` (the robot a
+    replay was asked about) the robot's other signals follow, up to
+    `max_signals` in all: its history is the point of such a report, alerts or not.
+    """
     own = run.events.filter(pl.col("robot_id") == robot_id).sort("received_ts")
     mine = episodes.filter(pl.col("robot_id") == robot_id)
     model = own["model"][0] if own.height else mine["model"][0]
     site = own["site"][0] if own.height else mine["site"][0]
     peers = run.events.filter((pl.col("model") == model) & (pl.col("site") == site)
                               & (pl.col("robot_id") != robot_id))
-    plotted = [s for s in dict.fromkeys(mine["signal"].to_list())
+    candidates = [*mine["signal"].to_list(), *(_signal_columns(run.events) if every_signal else [])]
+    plotted = [s for s in dict.fromkeys(candidates)
                if s and s in run.events.columns and own[s].drop_nulls().len() > 0]
     linked = set(mine["caused_by"].drop_nulls().to_list())
     incidents = episodes.filter(pl.col("id").is_in(linked))
     return RobotView(robot_id, model, site, own, peers, mine, plotted[:max_signals], incidents)
+
+
+def _signal_columns(events: pl.DataFrame) -> list[str]:
+    return [c for c in events.columns if c not in NOT_SIGNALS and events.schema[c].is_numeric()]
 
 
 def peer_band(peers: pl.DataFrame, signal: str, start: float, end: float, buckets: int = 240) -> pl.DataFrame:

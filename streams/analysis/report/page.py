@@ -19,7 +19,8 @@ import polars as pl
 
 from streams.analysis.report import plots
 from streams.analysis.report.data import (
-    KINDS, ReplayDir, RobotView, change_counts, episode_frame, load, ranked_robots, robot_view, snapshot_rows,
+    KINDS, ReplayDir, RobotView, by_importance, change_counts, episode_frame, load, ranked_robots, robot_view,
+    selected_robot, snapshot_rows, top_faults,
 )
 
 CSS = """
@@ -97,13 +98,22 @@ def write_report(out_dir: Path, *, max_robots: int = 8) -> Path:
     """Read a replay's directory and write `report.html` into it; returns its path."""
     run = load(out_dir)
     episodes = episode_frame(run)
+    ranked = by_importance(episodes)
     robots = ranked_robots(episodes)
-    shown = robots[:max_robots]
-    sections = [_header(run, episodes, robots), _timeline(run, episodes, shown), _robots(run, episodes, shown, robots),
-                _snapshots(run, shown), _what_if(run)]
+    chosen = selected_robot(run)
+    shown = _shown(run, robots, chosen, max_robots)
+    sections = [_header(run, episodes, robots), _top_faults(ranked, shown), _timeline(run, ranked, shown),
+                _robots(run, episodes, shown, robots, chosen), _snapshots(run, shown), _what_if(run)]
     path = out_dir / "report.html"
     path.write_text(_page(f"Replay report {utc(run.start)} – {utc(run.end)}", sections), encoding="utf-8")
     return path
+
+
+def _shown(run: ReplayDir, robots: list[str], chosen: str | None, max_robots: int) -> list[str]:
+    """Robots that get plots: the one the replay selected (with or without alerts), then the most severe."""
+    has_events = chosen is not None and run.events.filter(pl.col("robot_id") == chosen).height > 0
+    first = [chosen] if chosen is not None and has_events else []
+    return [*first, *(r for r in robots if r not in first)][:max_robots]
 
 
 def _page(title: str, sections: list[str]) -> str:
@@ -132,22 +142,43 @@ def _header(run: ReplayDir, episodes: pl.DataFrame, robots: list[str]) -> str:
             f'<p class="muted">Regenerate this page: <code>fleet-twin report {esc(run.path)}</code></p></section>')
 
 
+def _top_faults(ranked: pl.DataFrame, shown: list[str], n: int = 10) -> str:
+    """The few groups to read first: a site incident with its robots, or a fault on its own."""
+    if ranked.height == 0:
+        return ""
+    top = top_faults(ranked, n)
+    rows = [(r["rank"], _about(r["subject"], r["subject"] in shown),
+             " / ".join(p for p in (r["site"], r["model"]) if p), ":".join(p for p in (r["detector"], r["signal"]) if p),
+             severity(r["severity"]), when(r["opened"]),
+             duration(r["end"] - r["opened"]) + (" (still open)" if r["still_open"] else ""),
+             r["robots"], r["episodes"], r["detectors"])
+            for r in top.iter_rows(named=True)]
+    groups = ranked["rank"].n_unique()
+    return ("<section><h2>Top faults</h2>\n<p class=\"muted\">The " + f"{top.height} of {groups} "
+            "fault groups to read first (a site incident with the robot episodes it took in, or one episode on "
+            f"its own; {ranked.height} episodes in all), worst severity first, then the longest.</p>\n"
+            + table(["#", "about", "site / model", "what", "severity", "opened", "for", "robots", "episodes",
+                     "detectors"], rows) + "</section>")
+
+
 def _timeline(run: ReplayDir, episodes: pl.DataFrame, shown: list[str], max_rows: int = 60,
               limit: int = 500) -> str:
-    """Every alert episode as a bar, then as a table, fleet-level ones included."""
+    """Every alert episode as a bar, then as a table, in the order of `by_importance` (fault groups, worst first)."""
     if episodes.height == 0:
         return "<section><h2>Alert timeline</h2><p>No anomaly opened in this window.</p></section>"
-    note = (f'<p class="muted">The picture shows the first {max_rows} of {episodes.height} episodes.</p>'
-            if episodes.height > max_rows else "")
+    note = ('<p class="muted">Grouped by site incident (# is the group\'s place among the top faults), '
+            "worst severity first, then the longest.</p>")
+    note += (f'<p class="muted">The picture shows the first {max_rows} of {episodes.height} episodes.</p>'
+             if episodes.height > max_rows else "")
     if episodes.height > limit:
         note += f'<p class="muted">The table shows the first {limit} of {episodes.height} episodes.</p>'
     incidents = dict(zip(episodes["id"].to_list(), episodes["subject"].to_list()))
-    rows = [(when(r["opened"]), when(r["resolved"], "open"), duration(r["end"] - r["opened"]),
+    rows = [(r["rank"], when(r["opened"]), when(r["resolved"], "open"), duration(r["end"] - r["opened"]),
              _about(r["subject"], r["robot_id"] in shown), " / ".join(p for p in (r["site"], r["model"]) if p),
              r["detector"], r["signal"], severity(r["severity"]), r["score"],
              incidents.get(r["caused_by"], r["caused_by"]), r["id"])
             for r in episodes.head(limit).iter_rows(named=True)]
-    headers = ["opened", "resolved", "for", "about", "site / model", "detector", "signal", "severity",
+    headers = ["#", "opened", "resolved", "for", "about", "site / model", "detector", "signal", "severity",
                "peak score", "part of incident", "id"]
     return ("<section><h2>Alert timeline</h2>\n"
             + img(plots.timeline(episodes, run.start, run.end, max_rows), "alert timeline")
@@ -160,15 +191,19 @@ def _about(subject: str, has_section: bool) -> Markup:
     return Markup(f'<a href="#robot-{esc(subject)}">{text}</a>' if has_section else text)
 
 
-def _robots(run: ReplayDir, episodes: pl.DataFrame, shown: list[str], robots: list[str]) -> str:
-    """A panel per affected robot, the most severe first: modes, alerts and signals against peers."""
+def _robots(run: ReplayDir, episodes: pl.DataFrame, shown: list[str], robots: list[str],
+            chosen: str | None = None) -> str:
+    """A panel per robot shown (the selected one first, then the most severe): modes, alerts and signals
+    against peers; the selected robot's every signal, alerted or not."""
     if not shown:
         return ""
-    more = (f'<p class="muted">{len(robots) - len(shown)} more robots with anomalies are in the table above: '
-            f"{esc(', '.join(robots[len(shown):]))}</p>" if len(robots) > len(shown) else "")
-    parts = [_robot(run, robot_view(run, episodes, rid)) for rid in shown]
+    rest = [r for r in robots if r not in shown]
+    more = (f'<p class="muted">{len(rest)} more robots with anomalies are in the table above: '
+            f"{esc(', '.join(rest))}</p>" if rest else "")
+    parts = [_robot(run, robot_view(run, episodes, rid, every_signal=rid == chosen)) for rid in shown]
+    also = " (for the robot the replay selected, every signal it reported)" if chosen in shown else ""
     return ("<section><h2>Affected robots</h2>\n<p class=\"muted\">Top band: the robot's mode over time (gaps: no "
-            "reports) and its alerts that have no single signal; below, each alerted signal (blue) against the "
+            f"reports) and its alerts that have no single signal; below, each alerted signal{also} (blue) against the "
             "other robots of the same model and site (grey median and min–max band); shaded: the alert's "
             "open period.</p>\n" + "\n".join(parts) + more + "</section>")
 
@@ -180,7 +215,8 @@ def _robot(run: ReplayDir, view: RobotView) -> str:
     return (f'<h3 id="robot-{esc(view.robot_id)}">{esc(view.robot_id)} '
             f'<span class="muted">{esc(view.model)} at {esc(view.site)}, '
             f'{peers} {"peer" if peers == 1 else "peers"} in the data</span></h3>\n'
-            + img(plots.robot(view, run.start, run.end), f"signals of {view.robot_id}")
+            + img(plots.robot(view, run.start, run.end),
+                  f"signals of {view.robot_id}: {', '.join(view.signals) or 'none plotted'}")
             + table(["opened", "resolved", "detector", "signal", "severity", "peak score"], rows))
 
 
