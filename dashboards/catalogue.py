@@ -101,10 +101,15 @@ def panels(model: dict[str, Any]) -> Iterator[dict[str, Any]]:
 
 
 def queries(model: dict[str, Any]) -> Iterator[tuple[str, str, str]]:
-    """(panel title, refId, PromQL) of every target of every panel."""
+    """(panel title, refId, PromQL) of every Prometheus target of every panel (not the twin API's)."""
     for panel in panels(model):
         for target in panel.get("targets", []):
-            yield panel.get("title", ""), target.get("refId", ""), target["expr"]
+            if is_prometheus(target):
+                yield panel.get("title", ""), target.get("refId", ""), target["expr"]
+
+
+def is_prometheus(target: dict[str, Any]) -> bool:
+    return bool(target.get("datasource", {}).get("type") == "prometheus")
 
 
 def variables(model: dict[str, Any]) -> list[dict[str, Any]]:

@@ -1,4 +1,4 @@
-"""The fleet views: overview by sector, one sector, one site, one robot's peers."""
+"""The fleet views: overview by sector, one sector, one site, one robot beside its peers."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from dashboards.panels import (
     BLUE, GREEN, ORANGE, RED, YELLOW, above_band, band_quantile, bars, below_band, big, dashboard, grid,
     label_variable, link, opened_in_range, or_zero, query, signal_mean, textbox, ts,
 )
+from dashboards.twin_api import MAX_POINTS as HISTORY_POINTS
+from dashboards.twin_api import own_signals
 
 FAULTED = 'mode=~"fault|estop"'
 OFFLINE_STEPS = ((None, GREEN), (0.02, YELLOW), (0.1, RED))
@@ -175,15 +177,24 @@ def robot() -> Dashboard:
     return (
         dashboard("fleet-twin-robot", "Robot drill-down",
                   "One robot against its peers. A robot's own values are not Prometheus series (no robot_id "
-                  "label, by design): open its twin from the links (worker twin API, "
-                  "http://<worker>:6066/twins/{robot_id}) and compare with its site and model peers here.")
+                  "label, by design): its signals come from the worker's twin API "
+                  "(GET /twins/{robot_id}/history, read back from the log, through the Twin API data source), "
+                  "its peers' from Prometheus.")
         .with_variable(label_variable("sector", "Sector", "fleet_robots"))
         .with_variable(label_variable("site", "Site", 'fleet_robots{sector="$sector"}'))
         .with_variable(textbox("robot", "Robot id", "agri-fresno-01-0000000",
-                               "The robot to open in the twin API (used in links only, never in a query)."))
+                               "The robot whose own signals the twin API shows (never in a Prometheus query)."))
+        .with_variable(textbox("signals", "Signals", "",
+                               "The robot's signals to plot, separated by commas; empty: all of its model's."))
         .with_variable(textbox("worker", "Worker", "127.0.0.1:6066",
                                "host:port of a worker's web API; any worker answers for any robot."))
         .links(list(ROBOT_LINKS))
+        .with_row(Row("$robot's own signals"))
+        .with_panel(own_signals("Signals of $robot",
+                                "The robot's own reports over the dashboard's time range, from the twin API "
+                                "(GET /twins/$robot/history: its Kafka partition, read back; at most "
+                                f"{HISTORY_POINTS} points per signal, averaged when the range holds more). "
+                                "Its peers are below.", links=list(ROBOT_LINKS)))
         .with_row(Row("Peers at $site"))
         .with_panel(big("Robots at the site", "Robots known at the site.",
                         query(f"sum(fleet_robots{{{s}}})"), links=ROBOT_LINKS))

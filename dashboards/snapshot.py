@@ -26,6 +26,7 @@ from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.transforms import Bbox  # noqa: E402
 
+from dashboards.catalogue import is_prometheus  # noqa: E402
 from dashboards.prom import Prometheus, QueryFailed, Series, duration, resolve, substitute  # noqa: E402
 
 BG, PANEL, BORDER, TEXT, MUTED = "#111217", "#181b1f", "#2c3235", "#ccccdc", "#8e8e8e"
@@ -104,9 +105,13 @@ class Renderer:
         return substitute(target["expr"], values, range_s=self.window_s, rate_s=self.rate_s, interval_s=self.step)
 
     def _range(self, target: dict[str, Any], values: dict[str, str]) -> list[Series]:
+        if not is_prometheus(target):  # a twin API panel: one robot's history, not drawn from Prometheus
+            return []
         return self.prom.range(self._expr(target, values), self.start, self.end, self.step)
 
     def _instant(self, target: dict[str, Any], values: dict[str, str]) -> list[Series]:
+        if not is_prometheus(target):
+            return []
         return self.prom.instant(self._expr(target, values), self.end)
 
     def render(self, model: dict[str, Any], out: Path, given: dict[str, str] | None = None) -> Path:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 import dashboards
@@ -21,6 +22,8 @@ from streams.cli.dashboards import dashboards_app
 
 MODELS = dashboards.render_all()
 NAMES = sorted(MODELS)
+ROOT = Path(__file__).resolve().parents[2]
+TWIN_API = {"type": "yesoreyeram-infinity-datasource", "uid": "twin-api"}
 
 
 def test_the_seven_views_exist() -> None:
@@ -60,6 +63,8 @@ def test_every_panel_queries_prometheus_within_the_catalogue(name: str) -> None:
     for panel in found:
         targets = panel.get("targets", [])
         assert targets, f"{name}: panel {panel.get('title')!r} has no query"
+        if panel["datasource"] == TWIN_API:  # one robot's own history: the robot dashboard's only
+            continue
         assert panel["datasource"] == {"type": "prometheus", "uid": "prometheus"}
         for target in targets:
             assert target["datasource"] == {"type": "prometheus", "uid": "prometheus"}
@@ -120,6 +125,33 @@ def test_robot_drill_down_links_to_the_twin_api() -> None:
     assert "http://${worker}/twins?sector=${sector}&site=${site}&limit=100" in urls
     for panel in panels(model):
         assert any("/twins" in link["url"] for link in panel.get("links", [])), panel["title"]
+
+
+def test_robot_drill_down_shows_the_robots_own_signals_from_the_twin_api() -> None:
+    """The robot's history comes from GET /twins/{id}/history through the provisioned JSON data source;
+    no other dashboard reads the twin API, and no Prometheus query names a robot."""
+    own = [(name, p) for name in NAMES for p in panels(MODELS[name]) if p["datasource"] == TWIN_API]
+    assert [name for name, _ in own] == ["robot"]
+    panel = own[0][1]
+    (target,) = panel["targets"]
+    assert target["datasource"] == TWIN_API and target["url"] == "/twins/${robot}/history"
+    params = {p["key"]: p["value"] for p in target["url_options"]["params"]}
+    assert params == {"from": "${__from:date:seconds}", "to": "${__to:date:seconds}", "signal": "${signals}",
+                      "max_points": "500"}
+    assert target["root_selector"] == "points"
+    assert [(c["selector"], c["type"]) for c in target["columns"]] == [
+        ("ts", "timestamp_epoch_s"), ("signal", "string"), ("value", "number")]
+    assert panel["transformations"] == [{"id": "partitionByValues",
+                                         "options": {"fields": ["signal"], "keepFields": False}}]
+    assert MODELS["robot"]["panels"][1] is panel  # first, above its peers
+    provisioned = yaml.safe_load((ROOT / "deploy/grafana/provisioning/datasources/twin-api.yml").read_text())
+    (source,) = provisioned["datasources"]
+    assert {"type": source["type"], "uid": source["uid"]} == TWIN_API
+    assert source["jsonData"]["auth_method"] == "bearerToken" and source["url"] in source["jsonData"]["allowedHosts"]
+    assert source["secureJsonData"]["bearerToken"] == "$__file{/run/secrets/api_token}"
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["grafana"]
+    assert compose["environment"]["GF_INSTALL_PLUGINS"].split()[0] == TWIN_API["type"]
+    assert "api_token" in compose["secrets"]
 
 
 def test_metric_names_extracts_what_a_query_reads() -> None:
