@@ -30,8 +30,9 @@ import faust
 from faust.web import Request, Response, View
 from pydantic import SecretStr
 
-from streams.analysis.replay_window import Window, iso, parse_time, policy, records
+from streams.analysis.replay_window import Window, parse_time, policy, records
 from streams.settings import Settings
+from streams.twin_view import iso
 from streams.worker.views import private
 from twin.exceptions import FleetTwinError, InvalidEvent
 from twin.fleet import Fleet
@@ -151,14 +152,14 @@ def history(settings: Settings, fleet: Fleet, robot_id: str, query: HistoryQuery
 
 
 def to_json(found: History, read: Read, source: str) -> dict[str, Any]:
-    """The answer: the window and counts, then one row per point (epoch seconds and ISO 8601 UTC)."""
+    """The answer: the window and counts, then one row per point; every time also as ISO 8601 (`_iso`)."""
+    until = None if read.complete or math.isnan(read.read_until) else read.read_until
     return {
         "robot_id": found.robot_id, "source": source,
         "from": found.start, "from_iso": iso(found.start), "to": found.end, "to_iso": iso(found.end),
         "signals": list(found.signals), "events": found.events, "thinned": found.thinned,
-        "complete": read.complete,
-        "read_until": None if read.complete or math.isnan(read.read_until) else read.read_until,
-        "points": [{"ts": p.ts, "time": iso(p.ts), "signal": p.signal, "value": p.value, "n": p.n}
+        "complete": read.complete, "read_until": until, "read_until_iso": None if until is None else iso(until),
+        "points": [{"ts": p.ts, "ts_iso": iso(p.ts), "signal": p.signal, "value": p.value, "n": p.n}
                    for p in found.points],
     }
 
