@@ -21,6 +21,7 @@ from streams.worker.alerting import KEEPALIVE_S, RETRY_S, AlertSink
 from streams.worker.history import register_history
 from streams.worker.ingest import Ingest, Outbox
 from streams.worker.metrics import FleetCollector, PipelineMetrics
+from streams.worker.routing import TwinRouter
 from streams.worker.sites import Sites
 from streams.worker.table import ChangelogWriter
 from streams.worker.views import HttpClient, register_inbox, register_views
@@ -132,7 +133,8 @@ def build_app(settings: Settings, fleet: Fleet, detectors: DetectorConfig,
         await alert_sink.keep_alive()
 
     token = auth.api_token(settings)  # NoApiToken: no worker serves fleet data openly
-    register_views(app, twins, telemetry, fleet, registry, token, settings.metrics_token or None)
+    router = TwinRouter(app, settings.telemetry_topic, settings.partitions)
+    register_views(app, twins, router, fleet, registry, token, settings.metrics_token or None)
     register_inbox(app, token)
     register_history(app, twins, telemetry, fleet, settings, token)
     return app

@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from pydantic import SecretStr
 
 from streams.auth import bearer_ok
+from streams.worker.routing import RETRY_AFTER_S, Here, TwinRouter, routed, unavailable
 from streams.worker.table import twin_values
 from twin.fleet import Fleet
 from streams.twin_view import to_view
@@ -81,7 +82,7 @@ def private(token: SecretStr) -> type[View]:
     return Private
 
 
-def register_views(app: faust.App, twins: Any, telemetry: faust.TopicT, fleet: Fleet,
+def register_views(app: faust.App, twins: Any, router: TwinRouter, fleet: Fleet,
                    registry: CollectorRegistry, token: SecretStr, metrics_token: SecretStr | None = None) -> None:
     """Add the worker's pages to `app`; fleet data only for requests bearing `token`."""
     Private = private(token)
@@ -91,11 +92,13 @@ def register_views(app: faust.App, twins: Any, telemetry: faust.TopicT, fleet: F
     class TwinView(Private):  # type: ignore[misc,valid-type]  # a class made at run time
         """One robot's twin, from whichever worker owns its partition."""
 
-        # Routed by the telemetry topic, whose raw key is the robot id: `table_route` would hash
-        # the table's JSON-encoded key and often pick a worker that does not hold the twin.
-        @app.topic_route(topic=telemetry, match_info="robot_id")
+        # Routed by the telemetry partition of the robot id (routing.py says why not Faust's routes).
+        @routed(router)
         async def get(self: View, request: Request, robot_id: str) -> Response:
             raw = twins.get(robot_id)
+            if raw is None and (app.rebalancing or not isinstance(router.route(robot_id), Here)):
+                # the partition is recovering here, or moved while the request was forwarded
+                return unavailable(self, f"the partition of {robot_id!r} is moving between workers")
             if raw is None:
                 return self.notfound(f"no twin for robot {robot_id!r}")
             return self.json(to_view(decode_twin(raw)))
@@ -134,15 +137,16 @@ def register_views(app: faust.App, twins: Any, telemetry: faust.TopicT, fleet: F
 
     @app.page("/healthz")
     class Health(View):
-        """Liveness plus the partitions this worker holds (exposes no fleet data)."""
+        """Whether this worker can serve twins, and the partitions it holds (exposes no fleet data)."""
 
         async def get(self, request: Request) -> Response:
             assigned = app.consumer.assignment() if app.consumer else set()
-            body = {
-                "status": "rebalancing" if app.rebalancing else "ok",
-                "app_id": app.conf.id,
-                "partitions": len(assigned),
-            }
+            body: dict[str, Any] = {"status": "ok", "app_id": app.conf.id, "partitions": len(assigned)}
+            if app.rebalancing:  # expected and brief: a probe must not restart a worker for it
+                body["status"] = "rebalancing"
+            elif problem := router.problem():  # the twin API would answer 503: say why
+                body.update(status="unavailable", reason=problem)
+                return self.json(body, status=503, headers={"Retry-After": str(RETRY_AFTER_S)})
             return self.json(body, status=200)
 
 
