@@ -29,6 +29,11 @@ from twin.summary import (
 )
 
 
+PROCESSING_LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
+"""Up to 30 minutes: a backlog shows lags of minutes, and a quantile above the last finite
+bucket reads as that bucket (a 168 s lag showed as 60 s when it ended at 60)."""
+
+
 class PipelineMetrics:
     """Counters of what the ingest agent did with each message."""
 
@@ -63,7 +68,7 @@ class PipelineMetrics:
         )
         self.processing_lag = Histogram(
             "twin_processing_lag_seconds", "From the broker receiving a message to the worker processing it.",
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60), registry=registry,
+            buckets=PROCESSING_LAG_BUCKETS, registry=registry,
         )
         self.event_time_lag = Histogram(
             "twin_event_time_lag_seconds", "From a robot's event time to the broker receiving it.",

@@ -44,7 +44,7 @@ FIELD_TYPES = {
 @dataclass(frozen=True)
 class Hostile:
     kind: str
-    """Class of input (a row of the figures in docs/RELIABILITY-hostile.md)."""
+    """Class of input (a row of the figures in docs/RELIABILITY.md, "Hostile input")."""
     value: bytes
     key: bytes | None
     reason: str

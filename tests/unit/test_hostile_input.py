@@ -5,7 +5,7 @@ other exception fails the test (the ingest agent catches only `InvalidEvent`,
 so anything else would stop a worker). The deterministic corpus that the e2e
 tier sends (`tests/support/hostile.py`) is checked here first, then hypothesis draws
 fresh inputs of each class. `TALLY` counts the inputs tried per class and
-outcome; the last test prints it (`pytest -s`, or see docs/RELIABILITY-hostile.md).
+outcome; the last test prints it (`pytest -s`, or see docs/RELIABILITY.md, "Hostile input").
 """
 
 from __future__ import annotations
