@@ -83,7 +83,8 @@ class Settings(BaseSettings):
     batch_within_s: float = Field(default=0.02, gt=0)
     """... or fewer, once the oldest has waited this long: bounds the latency it adds."""
 
-    sim_scenario: str = "steady"
+    sim_scenario: str = "demo"
+    """What `fleet-twin up` simulates: `demo` loops every fault type, each within minutes."""
     sim_robots: int = 360
     sim_rate_hz: float = 1.0
     sim_seed: int = 1

@@ -107,34 +107,47 @@ def simulate(
     robots: Annotated[Optional[int], typer.Option(help="Fleet size (default: the scenario's).")] = None,
     rate: Annotated[Optional[float], typer.Option(help="Reports per robot per second.")] = None,
     speed: Annotated[float, typer.Option(help="Run X times faster than real time (Kafka only).")] = 1.0,
-    duration: Annotated[Optional[float], typer.Option(help="Scenario seconds to run.")] = None,
+    duration: Annotated[Optional[float], typer.Option(
+        help="Scenario seconds to run (a repeating scenario such as demo: how long to loop; default: until stopped).")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Same seed, same events, byte for byte.")] = None,
     to_file: Annotated[Optional[Path], typer.Option("--to-file", help="Write Parquet here instead of Kafka.")] = None,
     to_jsonl: Annotated[Optional[Path], typer.Option("--to-jsonl", help="Write JSON lines here instead of Kafka.")] = None,
     labels: Annotated[Optional[Path], typer.Option(help="Ground-truth Parquet (default: beside the events).")] = None,
     progress: Annotated[bool, typer.Option(help="Show a live progress bar.")] = True,
+    fleet_id: Annotated[Optional[str], typer.Option(
+        callback=lambda v: _fleet_id(v),
+        help="Prefix of this run's robot ids, so that two runs never report for the same robot. "
+             "Default: a new one per run to Kafka, none for files; '' gives the ids `make up`'s simulator uses.")] = None,
 ) -> None:
     """Run a fleet scenario: to Kafka at a controlled rate, or to a file with its ground truth."""
     from streams.cli.params import scenario_spec
     from streams.seeds import read_fleet
-    from streams.local.simulator import labels_path, to_file as write_file, to_kafka, write_labels
+    from streams.local.simulator import LabelLog, labels_path, new_fleet_id, to_file as write_file, to_kafka
     from twin.sim import FleetSim
+    from twin.sim.engine import ENDLESS
 
     settings = settings_of(ctx)
     fleet = read_fleet(settings.seeds_dir)
     spec = scenario_spec(settings.seeds_dir, scenario)
-    overrides = {k: v for k, v in (("robots", robots), ("rate_hz", rate), ("duration_s", duration)) if v}
+    # A repeating scenario keeps its cycle: --duration is how long it loops, not how long a cycle lasts.
+    cycle = None if spec.repeat else duration
+    overrides = {k: v for k, v in (("robots", robots), ("rate_hz", rate), ("duration_s", cycle)) if v}
     spec = msgspec.structs.replace(spec, **overrides)
     out = to_file or to_jsonl
     live = out is None
+    fleet_id = fleet_id if fleet_id is not None else new_fleet_id() if live else ""
     sim = FleetSim(fleet, spec, seed=settings.sim_seed if seed is None else seed,
-                   start_ts=round(time.time(), 3) if live else None, time_scale=1.0 / speed if live else 1.0)
+                   start_ts=round(time.time(), 3) if live else None, time_scale=1.0 / speed if live else 1.0,
+                   fleet_id=fleet_id, run_s=duration if spec.repeat else None)
     label_file = labels or (labels_path(out) if out else
                             settings.state_dir / "labels" / f"{spec.name}-{int(sim.start_ts)}.parquet")
-    truth = write_labels(sim, label_file)
+    truth = LabelLog(sim, label_file)
     bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TimeElapsedColumn(), console=console, disable=not progress)
-    task = bar.add_task(f"{spec.name}: {len(sim.roster)} robots", total=sim.ticks)
+    task = bar.add_task(f"{spec.name}: {len(sim.roster)} robots", total=None if sim.ticks == ENDLESS else sim.ticks)
+    if fleet_id:
+        console.print(f"robot ids: {sim.roster.robot_ids[0]} ... ({len(sim.roster)} robots, fleet id {fleet_id})",
+                      highlight=False)
     started = time.monotonic()
 
     def show(ticks: int, sent: int) -> None:
@@ -144,14 +157,23 @@ def simulate(
     with bar:
         if live:
             topics_or_exit(settings, console)
-            sent = asyncio.run(to_kafka(settings, sim, speed=speed, on_tick=show))
+            sent = asyncio.run(to_kafka(settings, sim, speed=speed, on_tick=show, labels=truth, sign_off=True))
         else:
             assert out is not None
-            sent = write_file(sim, out, on_tick=show)
+            sent = write_file(sim, out, on_tick=show, labels=truth)
     elapsed = time.monotonic() - started
     where = settings.telemetry_topic if live else str(out)
     console.print(f"{sent:,} events to {where} in {elapsed:.1f}s ({sent / max(elapsed, 1e-9):,.0f}/s); "
-                  f"{truth.height} ground-truth labels in {label_file}")
+                  f"{truth.frame.height} ground-truth labels in {label_file}")
+
+
+def _fleet_id(value: str | None) -> str | None:
+    """A fleet id must fit into robot ids; a bad one is a usage error, not a traceback."""
+    from twin.sim.roster import FLEET_ID
+
+    if value and not FLEET_ID.match(value):
+        raise typer.BadParameter(f"{value!r}: 1 to 32 of A-Z a-z 0-9 . _ : (no '-')")
+    return value
 
 
 @app.command(name="eval")

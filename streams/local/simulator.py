@@ -8,6 +8,8 @@ truth labels always land beside the events, as Parquet.
 from __future__ import annotations
 
 import asyncio
+import os
+import secrets
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -78,42 +80,90 @@ class KafkaSink:
         return pending
 
 
-async def to_kafka(settings: Settings, sim: FleetSim, *, speed: float, on_tick: OnTick | None) -> int:
-    """Publish every tick of `sim`, one tick per 1/(rate*speed) wall seconds; return events sent."""
+async def to_kafka(settings: Settings, sim: FleetSim, *, speed: float, on_tick: OnTick | None,
+                   labels: LabelLog | None = None, sign_off: bool = False) -> int:
+    """Publish every tick of `sim`, one tick per 1/(rate*speed) wall seconds; return events sent.
+
+    With `sign_off`, the run ends (or is interrupted) with `FleetSim.sign_off`:
+    its robots then rest in maintenance instead of falling silent, which would
+    keep a worker raising offline anomalies and site incidents for a finished run.
+    """
     sent, wall_start = 0, time.monotonic()
     async with KafkaSink(settings) as sink:
-        for tick in range(sim.ticks):
-            await _sleep_until(wall_start + tick * sim.dt / speed)
-            events = sim.step()
-            await sink.send(events)
-            sent += len(events)
-            if on_tick:
-                on_tick(tick + 1, sent)
+        try:
+            for tick in range(sim.ticks):
+                await _sleep_until(wall_start + tick * sim.dt / speed)
+                events = sim.step()
+                if labels:
+                    labels.update()
+                await sink.send(events)
+                sent += len(events)
+                if on_tick:
+                    on_tick(tick + 1, sent)
+        finally:
+            if sign_off:
+                await sink.send(sim.sign_off())
     return sent
 
 
-def to_file(sim: FleetSim, path: Path, on_tick: OnTick | None) -> int:
+def to_file(sim: FleetSim, path: Path, on_tick: OnTick | None, labels: LabelLog | None = None) -> int:
     """Write every tick of `sim` to Parquet (`.parquet`) or JSON lines (any other suffix)."""
     if path.suffix == ".parquet":
-        events = [e for batch in _ticks(sim, on_tick) for e in batch]
+        events = [e for batch in _ticks(sim, on_tick, labels) for e in batch]
         events_to_frame(events).write_parquet(path)
         return len(events)
     written = 0
     with open(path, "wb") as out:
-        for batch in _ticks(sim, on_tick):
+        for batch in _ticks(sim, on_tick, labels):
             out.write(b"".join(_encoder.encode(e) + b"\n" for e in batch))
             written += len(batch)
     return written
 
 
-def _ticks(sim: FleetSim, on_tick: OnTick | None) -> Iterator[list[Event]]:
+def _ticks(sim: FleetSim, on_tick: OnTick | None, labels: LabelLog | None) -> Iterator[list[Event]]:
     done = 0
     for tick in range(sim.ticks):
         batch = sim.step()
+        if labels:
+            labels.update()
         done += len(batch)
         yield batch
         if on_tick:
             on_tick(tick + 1, done)
+
+
+class LabelLog:
+    """A run's ground truth in one Parquet file, written before the faults it names happen.
+
+    A repeating scenario draws its faults cycle by cycle: the file is rewritten
+    (whole, then renamed over the old one, so a reader never sees half of it)
+    as each cycle begins, with every cycle so far. A few dozen rows per cycle.
+    """
+
+    def __init__(self, sim: FleetSim, path: Path) -> None:
+        self.sim = sim
+        self.path = path
+        self.cycle = -1
+        self.frame = labels_to_frame([])
+        self.update()
+
+    def update(self) -> pl.DataFrame:
+        """Add the cycles begun since the last call (nothing to do most ticks)."""
+        if self.sim.cycle == self.cycle:
+            return self.frame
+        new = [lab for k in range(self.cycle + 1, self.sim.cycle + 1) for lab in self.sim.labels(k)]
+        self.frame = pl.concat([self.frame, labels_to_frame(new)])
+        self.cycle = self.sim.cycle
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        part = self.path.with_name(self.path.name + ".part")
+        self.frame.write_parquet(part)
+        os.replace(part, self.path)
+        return self.frame
+
+
+def new_fleet_id() -> str:
+    """A fleet id for one run to Kafka: its robots are not those of any other run."""
+    return f"sim{secrets.token_hex(3)}"
 
 
 def write_labels(sim: FleetSim, path: Path) -> pl.DataFrame:

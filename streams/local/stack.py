@@ -178,6 +178,7 @@ class Stack:
             sys.executable, "-m", "streams", "simulate", "--no-progress",
             "--scenario", s.sim_scenario, "--robots", str(s.sim_robots), "--rate", str(s.sim_rate_hz),
             "--duration", str(30 * 86400),  # the local stack's fleet runs until `down`
+            "--fleet-id", "",  # stable robot ids (the README's); `simulate` runs get ids of their own
         ]
         self.procs.spawn("simulator", argv, settings_env(self.settings))
 

@@ -82,7 +82,7 @@ def run(settings: Settings, worker: str, prometheus: str, fleet: Fleet, tmp_path
     log = tmp_path_factory.mktemp("dash-sim") / "simulate.log"
     with open(log, "wb") as out:
         sim = subprocess.Popen(
-            [sys.executable, "-m", "streams", "simulate", "--no-progress", "--scenario", "chaos",
+            [sys.executable, "-m", "streams", "simulate", "--no-progress", "--scenario", "chaos", "--fleet-id", "",
              "--robots", str(ROBOTS), "--duration", str(DURATION_S), "--speed", "1"],
             env={**os.environ, **settings_env(settings)}, stdout=out, stderr=subprocess.STDOUT,
         )

@@ -148,7 +148,7 @@ def test_topics_simulator_and_worker_over_sasl_ssl(secure: Settings) -> None:
 
         def caught_up() -> dict[str, Any] | None:
             twin: dict[str, Any] = api.get(f"/twins/{robot}").raise_for_status().json()
-            return twin if twin["counts"]["events"] == 20 else None
+            return twin if twin["counts"]["events"] == 21 else None  # 20 reports, then the sign-off
 
         assert eventually(caught_up, 30)["robot_id"] == robot
     worker = Stack(secure).procs

@@ -10,8 +10,10 @@ reordered).
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
+import msgspec
 import numpy as np
 
 from twin.fleet import Fleet
@@ -25,17 +27,28 @@ VERSIONS = ("policy-2.3.1", "policy-2.4.0")
 FIRMWARE = "fw-1.8.2"
 
 
+ENDLESS = sys.maxsize
+"""`FleetSim.ticks` of a repeating scenario run without an end."""
+
+
 class FleetSim:
     """A scenario in motion."""
 
     def __init__(self, fleet: Fleet, scenario: Scenario, seed: int, start_ts: float | None = None,
-                 robots: int | None = None, time_scale: float = 1.0) -> None:
-        """`time_scale` < 1 fast-forwards: event time advances `time_scale` seconds per simulated second."""
+                 robots: int | None = None, time_scale: float = 1.0, fleet_id: str = "",
+                 run_s: float | None = None) -> None:
+        """`time_scale` < 1 fast-forwards: event time advances `time_scale` seconds per simulated second.
+
+        `fleet_id` prefixes the robot ids (`twin.sim.roster.place`). `run_s`: scenario
+        seconds to run; by default one pass of the scenario, or, if it repeats, no end.
+        """
         self.scenario = scenario
         self.start_ts = scenario.start_ts if start_ts is None else start_ts
         self.dt = 1.0 / scenario.rate_hz
         self.time_scale = time_scale
-        self.roster: Roster = place(fleet, robots or scenario.robots, seed, scenario.sectors or None)
+        self.seed = seed
+        self.run_s = run_s
+        self.roster: Roster = place(fleet, robots or scenario.robots, seed, scenario.sectors or None, fleet_id)
         self.physics = {m: ModelPhysics(fleet.models[m], self.roster.rows(m))
                         for m in sorted(set(self.roster.models))}
         self.rng = np.random.default_rng([seed, 0])
@@ -47,21 +60,53 @@ class FleetSim:
         self.site_base = site_base[self.roster.site_index]
         self.seq = np.zeros(len(self.roster), dtype=np.int64)
         self.versions = [VERSIONS[v] for v in self.roster.traits["version"]]
-        self.injections = inject(scenario, self.roster, self.physics, seed, self.start_ts, time_scale)
+        self.cycle = 0
+        """Which pass of the scenario the next tick belongs to (always 0 unless it repeats)."""
+        self.injections = self._draw(0)
         self.held: dict[int, Event] = {}
         self.tick = 0
 
     @property
-    def ticks(self) -> int:
-        """Reports per robot over the scenario's duration."""
-        return int(round(self.scenario.duration_s * self.scenario.rate_hz))
+    def cycle_ticks(self) -> int:
+        """Reports per robot in one pass of the scenario."""
+        return max(1, int(round(self.scenario.duration_s * self.scenario.rate_hz)))
 
-    def labels(self) -> list[dict[str, Any]]:
-        """Ground truth: one row per injected fault per robot."""
-        return [i.label(self.roster) for i in self.injections if i.labelled]
+    @property
+    def ticks(self) -> int:
+        """Reports per robot over the run (`ENDLESS` for a repeating scenario run without an end)."""
+        if self.run_s is not None:
+            return int(round(self.run_s * self.scenario.rate_hz))
+        return ENDLESS if self.scenario.repeat else self.cycle_ticks
+
+    def cycle_start(self, cycle: int) -> float:
+        """Event time at which a pass of the scenario begins."""
+        return self.start_ts + cycle * self.cycle_ticks * self.dt * self.time_scale
+
+    def labels(self, cycle: int | None = None) -> list[dict[str, Any]]:
+        """Ground truth: one row per injected fault per robot, of one cycle or of every cycle so far.
+
+        Past cycles are drawn again rather than kept: an endless run holds one cycle.
+        """
+        cycles = range(self.cycle + 1) if cycle is None else (cycle,)
+        return [i.label(self.roster) for k in cycles
+                for i in (self.injections if k == self.cycle else self._draw(k)) if i.labelled]
+
+    def _draw(self, cycle: int) -> list[Injection]:
+        drawn = inject(self.scenario, self.roster, self.physics, self.seed, self.cycle_start(cycle),
+                       self.time_scale, cycle)
+        if not self.scenario.repeat or self.ticks == ENDLESS:
+            return drawn
+        # A run that stops inside a cycle stops its faults too: the labels claim only what happened.
+        end = self.start_ts + self.ticks * self.dt * self.time_scale
+        for inj in drawn:
+            inj.end = min(inj.end, end)
+        return [i for i in drawn if i.start < i.end]
 
     def step(self) -> list[Event]:
         """Every robot's report for the next tick, as delivered (after delivery faults)."""
+        if self.scenario.repeat and self.tick and self.tick % self.cycle_ticks == 0:
+            self.cycle += 1
+            self.injections = self._draw(self.cycle)
         sim_ts = self.start_ts + self.tick * self.dt
         ts = round(self.start_ts + self.tick * self.dt * self.time_scale, 3)
         self.tick += 1
@@ -85,6 +130,15 @@ class FleetSim:
                     overlay_signals(inj, phys, by_row[inj.robot], values, present, ts)
             self._events(phys, values, present, ts, mode, codes, versions, events)
         return self._deliver([e for e in events if e is not None], active, ts)
+
+    def sign_off(self) -> list[Event]:
+        """A last report from every robot, in maintenance and without codes: the end of a run.
+
+        Silence is not judged in maintenance, so the twins of a run that has
+        finished do not take its fleet for lost (offline anomalies, site
+        incidents) long after it stopped. Not part of the scenario's ground truth.
+        """
+        return [msgspec.structs.replace(e, mode="maintenance", codes=()) for e in self.step()]
 
     def _versions(self, active: list[Injection]) -> list[str]:
         # A rollout changes the version from each robot's update time on, for good.
@@ -149,6 +203,4 @@ class FleetSim:
 
 
 def _skew(event: Event, offset: float) -> Event:
-    import msgspec
-
     return msgspec.structs.replace(event, ts=round(event.ts + offset, 3))

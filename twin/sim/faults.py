@@ -58,11 +58,16 @@ class Injection:
 
 
 def inject(scenario: Scenario, roster: Roster, physics: dict[str, ModelPhysics], seed: int,
-           start_ts: float, time_scale: float = 1.0) -> list[Injection]:
-    """Resolve the scenario's fault entries to concrete robots and windows (in event time)."""
+           start_ts: float, time_scale: float = 1.0, cycle: int = 0) -> list[Injection]:
+    """Resolve the scenario's fault entries to concrete robots and windows (in event time).
+
+    `start_ts` is the start of this pass of the scenario; a repeating scenario's
+    later passes (`cycle` > 0) draw from streams of their own, so each cycle hits
+    other robots while the first stays what a single pass gives.
+    """
     out: list[Injection] = []
     for group, spec in enumerate(scenario.faults):
-        rng = np.random.default_rng([seed, 100 + group])
+        rng = _rng(seed, group, cycle)
         start = start_ts + scenario.at(spec.start) * time_scale
         end = min(start + scenario.at(spec.duration) * time_scale,
                   start_ts + scenario.duration_s * time_scale)
@@ -74,10 +79,22 @@ def inject(scenario: Scenario, roster: Roster, physics: dict[str, ModelPhysics],
             begin = start + (rng.uniform(0, spread) if spread else 0.0)
             out.append(Injection(
                 kind=_kind(spec), robot=int(robot), start=begin, end=end, signals=signals, spec=spec,
-                group=group, rng=np.random.default_rng([seed, 100 + group, int(robot)]),
+                group=group, rng=_rng(seed, group, cycle, int(robot)),
                 labelled=not (isinstance(spec, Rollout) and spec.latency_factor == 1.0),
             ))
     return out
+
+
+def _rng(seed: int, group: int, cycle: int, robot: int | None = None) -> np.random.Generator:
+    """The stream of one fault entry (or of one robot under it) in one cycle.
+
+    Cycle 0 keeps the streams a scenario has always had; later cycles are
+    spawned children (a spawn key never ends in 0, so no two of them coincide).
+    """
+    if cycle == 0:
+        return np.random.default_rng([seed, 100 + group] + ([] if robot is None else [robot]))
+    key = (cycle,) if robot is None else (cycle, robot + 1)
+    return np.random.default_rng(np.random.SeedSequence([seed, 100 + group], spawn_key=key))
 
 
 def _kind(spec: Fault) -> str:

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
 
+from twin.exceptions import InvalidSeed
 from twin.fleet import Fleet
+
+FLEET_ID = re.compile(r"^[A-Za-z0-9._:]{1,32}$")
+"""What a fleet id may hold: robot-id characters without '-', which separates it from the site."""
 
 
 @dataclass(frozen=True)
@@ -30,13 +35,18 @@ class Roster:
         return np.flatnonzero(np.asarray(self.models) == model)
 
 
-def place(fleet: Fleet, robots: int, seed: int, sectors: list[str] | None = None) -> Roster:
+def place(fleet: Fleet, robots: int, seed: int, sectors: list[str] | None = None,
+          fleet_id: str = "") -> Roster:
     """Spread robots round-robin over sectors, then over each sector's sites and models.
 
     Round-robin rather than random, so that any 18 robots cover all 18 sectors
     and a scenario's fleet is the same whatever the seed; the seed only sets
-    each robot's traits.
+    each robot's traits. A `fleet_id` prefixes every robot id (`<fleet_id>-<site>-<n>`):
+    two simulators with different ones never report for the same robot.
     """
+    if fleet_id and not FLEET_ID.match(fleet_id):
+        raise InvalidSeed(f"fleet id {fleet_id!r}: 1 to 32 of A-Z a-z 0-9 . _ : (no '-')")
+    prefix = f"{fleet_id}-" if fleet_id else ""
     names = sorted(sectors or fleet.sectors)
     ids, sec, site, model = [], [], [], []
     for i in range(robots):
@@ -44,7 +54,7 @@ def place(fleet: Fleet, robots: int, seed: int, sectors: list[str] | None = None
         rank = i // len(names)
         s = sector.sites[rank % len(sector.sites)]
         m = sector.models[(rank // len(sector.sites)) % len(sector.models)]
-        ids.append(f"{s}-{i:07d}")
+        ids.append(f"{prefix}{s}-{i:07d}")
         sec.append(names[i % len(names)])
         site.append(s)
         model.append(m)

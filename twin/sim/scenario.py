@@ -155,6 +155,9 @@ class Scenario(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     sectors: list[str] = []
     """Sectors to populate; empty means all 18."""
     faults: list[Fault] = []
+    repeat: bool = False
+    """Loop: every `duration_s` the faults are drawn again (other robots, fresh windows) for as
+    long as the run goes; the fleet itself (physics, modes, seq numbers) carries on."""
 
     def at(self, value: Time) -> float:
         """Seconds from the start for a `Time` ("30%" of the duration, or seconds)."""
