@@ -74,7 +74,7 @@ def down(ctx: typer.Context) -> None:
 
 @app.command()
 def status(ctx: typer.Context) -> None:
-    """Show which services of the local stack run."""
+    """Show the local stack's services: pid, address, health (the worker's partitions and lag)."""
     _print_status(Stack(settings_of(ctx)))
 
 
@@ -232,10 +232,19 @@ def _print_frame(title: str, frame: Any) -> None:
 
 
 def _print_status(stack: Stack) -> None:
-    table = Table("service", "pid", "address")
+    """Each service's pid, address and what it says about itself: a pid alone does not say a
+    worker serves twins (streams/local/health.py)."""
+    from rich.markup import escape
+
+    from streams.local.health import service_health
+
+    table = Table("service", "pid", "address", "health")
     for s in stack.status():
         pid = str(s.pid) if s.pid else "external" if s.external else "[dim]not running[/dim]"
-        table.add_row(s.name, pid, s.url)
+        health = service_health(s.name, stack.settings) if s.pid or s.external else None
+        shown = "" if health is None or health.ok is None else \
+            f"[{'green' if health.ok else 'red'}]{escape(health.text)}[/]"
+        table.add_row(s.name, pid, s.url, shown)
     console.print(table)
 
 

@@ -60,8 +60,11 @@ def test_up_serves_twins_and_18_sectors_then_down_stops_everything(
             return result if len(result) == 18 else None
 
         assert len(eventually(sectors, timeout_s=60)) == 18
-        status = cli(env, "status")
+        status = cli({**env, "COLUMNS": "250"}, "status")  # wide: no cell wraps
         assert status.stdout.count("not running") == 0, status.stdout
+        rows = {line.split()[1]: line for line in status.stdout.splitlines() if line.startswith("│")}
+        assert "ok, " in rows["worker"] and " partitions, lag " in rows["worker"], status.stdout
+        assert "ready" in rows["prometheus"] and "ready" in rows["alertmanager"], status.stdout
     finally:
         down = cli(env, "down")
     assert down.returncode == 0
