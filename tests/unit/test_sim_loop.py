@@ -162,3 +162,14 @@ def test_make_up_and_compose_run_the_same_simulator(monkeypatch: pytest.MonkeyPa
     for name in ("--scenario", "--fleet-id", "--duration"):
         assert option(stack, name) == option(compose, name), name
     assert option(stack, "--scenario") == "demo" and option(stack, "--fleet-id") == ""
+
+
+def test_the_brokers_keep_bounded_disk_and_the_same_bound() -> None:
+    """The demo runs until `make down`: its telemetry must not fill the disk."""
+    props = dict(line.split("=", 1) for line in (ROOT / "deploy" / "kafka" / "server.properties").read_text().splitlines()
+                 if "=" in line and not line.startswith("#"))
+    kafka = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["kafka"]["environment"]
+    per_partition = int(props["log.retention.bytes"]) + int(props["log.segment.bytes"])
+    assert Settings().partitions * per_partition <= 10 * 2**30
+    assert int(kafka["KAFKA_LOG_RETENTION_BYTES"]) == int(props["log.retention.bytes"])
+    assert int(kafka["KAFKA_LOG_SEGMENT_BYTES"]) == int(props["log.segment.bytes"])
