@@ -12,7 +12,7 @@ import math
 import queue
 import threading
 from collections import deque
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import AsyncGenerator, Generator, Iterator
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -29,12 +29,14 @@ def partition_of(robot_id: str, partitions: int) -> int:
 
 
 def kafka_source(settings: Settings, start: float, end: float,
-                 partitions: set[int] | None = None) -> Iterator[Record]:
+                 partitions: set[int] | None = None, newest: int | None = None) -> Generator[Record, None, None]:
     """Telemetry and silence checks timed in [start, end], in log order, streamed.
 
     The consumer runs on its own event loop in a thread and hands over merged
     chunks through a bounded queue, so a long window never sits in memory.
     Closing the iterator early stops the consumer and ends the thread.
+    `newest` reads at most that many records of each partition, the window's
+    last ones: a bounded read that keeps the present rather than the past.
     """
     chunks: queue.Queue[list[Record] | BaseException | None] = queue.Queue(maxsize=8)
     closed = threading.Event()
@@ -52,7 +54,7 @@ def kafka_source(settings: Settings, start: float, end: float,
 
     def run() -> None:
         async def pump() -> None:
-            chunks_in = _kafka_chunks(settings, start, end, partitions)
+            chunks_in = _kafka_chunks(settings, start, end, partitions, newest)
             try:
                 async for chunk in chunks_in:
                     if not hand_over(chunk):
@@ -77,8 +79,8 @@ def kafka_source(settings: Settings, start: float, end: float,
         thread.join()
 
 
-async def _kafka_chunks(settings: Settings, start: float, end: float,
-                        partitions: set[int] | None) -> AsyncGenerator[list[Record], None]:
+async def _kafka_chunks(settings: Settings, start: float, end: float, partitions: set[int] | None,
+                        newest: int | None = None) -> AsyncGenerator[list[Record], None]:
     """Seek with offsets_for_times to the first record at or after `start`; stop
     at the first one after `end` (or the log end as it is now). Each chunk holds
     every buffered record up to the time all partitions have reached, merged."""
@@ -92,6 +94,8 @@ async def _kafka_chunks(settings: Settings, start: float, end: float,
         consumer.assign(tps)
         first = await _offsets_at(consumer, tps, math.ceil(start * 1000 - 1e-6))
         stop = await _offsets_at(consumer, tps, math.floor(end * 1000 + 1e-6) + 1)
+        if newest is not None:
+            first = {tp: max(first[tp], stop[tp] - newest) for tp in tps}
         buffers: dict[TopicPartition, deque[Record]] = {tp: deque() for tp in tps}
         pending = {tp for tp in tps if first[tp] < stop[tp]}
         for tp in pending:

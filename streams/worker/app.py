@@ -136,7 +136,7 @@ def build_app(settings: Settings, fleet: Fleet, detectors: DetectorConfig,
     router = TwinRouter(app, settings.telemetry_topic, settings.partitions)
     register_views(app, twins, router, fleet, registry, token, settings.metrics_token or None)
     register_inbox(app, token)
-    register_history(app, twins, telemetry, fleet, settings, token)
+    register_history(app, twins, router, fleet, settings, token)
     return app
 
 

@@ -5,9 +5,10 @@ robot id (by design), so a robot's history comes from where it is kept: the
 robot's Kafka partition for the window (the replay's source), or the Parquet
 archive with `source=archive`. The request is bounded three ways: the window
 (`MAX_WINDOW_S`), the points per signal (`MAX_POINTS`, thinned by
-`twin.history`) and the records a request may read (`MAX_SCAN`, the
-partition holds other robots too); an answer cut by the last says so
-(`complete: false`, `read_until`). Only `HISTORY_READERS` requests read at once.
+`twin.history`) and the telemetry records a request may read (`MAX_SCAN`:
+the partition holds other robots too); an answer cut by the last says so
+(`complete: false`, and `covered_from`/`covered_to` say what it covers).
+Only `HISTORY_READERS` requests read at once.
 
 Query parameters (all optional):
 
@@ -30,15 +31,16 @@ import faust
 from faust.web import Request, Response, View
 from pydantic import SecretStr
 
-from streams.analysis.replay_window import Window, parse_time, policy, records
+from streams.analysis.replay_window import parse_time, policy
+from streams.analysis.sources import archive_source, kafka_source, partition_of
 from streams.settings import Settings
 from streams.twin_view import iso
+from streams.worker.routing import Here, TwinRouter, routed, unavailable
 from streams.worker.views import private
 from twin.exceptions import FleetTwinError, InvalidEvent
 from twin.fleet import Fleet
 from twin.history import History, shape
 from twin.record import Record
-from twin.replay import Selection
 from twin.schema import Event
 from twin.state import decode_twin
 from twin.validate import Policy, parse
@@ -111,24 +113,33 @@ def _max_points(text: str | None) -> int:
 
 @dataclass(frozen=True)
 class Read:
-    """The robot's valid events of the window, and how far the read got."""
+    """The robot's valid events among the telemetry records read, and what those records spanned."""
 
     events: list[tuple[float, Event]]
-    complete: bool
-    read_until: float
+    scanned: int
+    """Telemetry records read, every robot of the partition."""
+    first: float
+    last: float
+    """Broker times of the first and last of them (nan if none)."""
+    stopped: bool
+    """The read stopped at `max_scan` before the source ended."""
 
 
 def read_events(source: Iterator[Record], robot_id: str, fleet: Fleet, rules: Policy,
                 max_scan: int = MAX_SCAN) -> Read:
-    """The robot's events among `source`'s records, judged as the worker judged them; stops after `max_scan`."""
-    key, until = robot_id.encode(), math.nan
+    """The robot's events among `source`'s telemetry, judged as the worker judged them; stops after
+    `max_scan` telemetry records, and closes the source (a Kafka source then stops its consumer)."""
+    key, first, last, scanned = robot_id.encode(), math.nan, math.nan, 0
     found: list[tuple[float, Event]] = []
     try:
-        for scanned, record in enumerate(source, start=1):
-            if scanned > max_scan:
-                return Read(found, False, until)
-            until = record.timestamp
-            if record.kind != "telemetry" or record.key != key:
+        for record in source:
+            if record.kind != "telemetry":
+                continue
+            if scanned == max_scan:
+                return Read(found, scanned, first, last, True)
+            scanned += 1
+            first, last = (record.timestamp if scanned == 1 else first), record.timestamp
+            if record.key != key:
                 continue
             try:
                 found.append((record.timestamp, parse(record.value, fleet, key=record.key,
@@ -138,33 +149,46 @@ def read_events(source: Iterator[Record], robot_id: str, fleet: Fleet, rules: Po
     finally:
         close = getattr(source, "close", None)
         if close is not None:
-            close()  # a Kafka source then stops its consumer at once
-    return Read(found, True, until)
+            close()
+    return Read(found, scanned, first, last, False)
 
 
-def history(settings: Settings, fleet: Fleet, robot_id: str, query: HistoryQuery) -> tuple[History, Read]:
-    """Read the window from its source and shape it (blocking: run it off the event loop)."""
-    window = Window(query.start, query.end, query.source)
-    read = read_events(records(settings, window, Selection(robot=robot_id)), robot_id, fleet, policy(settings))
-    end = query.end if read.complete else read.read_until
-    return shape(robot_id, read.events, query.signals, query.start, max(end, query.start),
-                 query.max_points), read
+def history(settings: Settings, fleet: Fleet, robot_id: str, query: HistoryQuery) -> tuple[History, bool]:
+    """Read the window from its source and shape it; also whether it covers all the window asked.
+
+    Blocking: run it off the event loop. From Kafka, the window's newest
+    `MAX_SCAN` records of the partition are read (the present matters most);
+    from the archive, the oldest (it reads forward). A cut answer covers less.
+    """
+    partition = {partition_of(robot_id, settings.partitions)}
+    rules = policy(settings)
+    start, end = query.start, query.end
+    if query.source == "kafka":
+        source = kafka_source(settings, start, end, partition, newest=MAX_SCAN)
+        read = read_events(source, robot_id, fleet, rules, MAX_SCAN)
+        cut = read.scanned >= MAX_SCAN
+        start = read.first if cut else start
+    else:
+        read = read_events(archive_source(settings.archive_dir, start, end, partition), robot_id, fleet, rules)
+        cut = read.stopped
+        end = read.last if cut else end
+    return shape(robot_id, read.events, query.signals, start, end, query.max_points), not cut
 
 
-def to_json(found: History, read: Read, source: str) -> dict[str, Any]:
-    """The answer: the window and counts, then one row per point; every time also as ISO 8601 (`_iso`)."""
-    until = None if read.complete or math.isnan(read.read_until) else read.read_until
+def to_json(found: History, complete: bool, query: HistoryQuery) -> dict[str, Any]:
+    """The answer: the window asked and the one covered, counts, then one row per point;
+    every time also as ISO 8601 (`_iso`)."""
+    times = {"from": query.start, "to": query.end, "covered_from": found.start, "covered_to": found.end}
     return {
-        "robot_id": found.robot_id, "source": source,
-        "from": found.start, "from_iso": iso(found.start), "to": found.end, "to_iso": iso(found.end),
-        "signals": list(found.signals), "events": found.events, "thinned": found.thinned,
-        "complete": read.complete, "read_until": until, "read_until_iso": None if until is None else iso(until),
+        "robot_id": found.robot_id, "source": query.source,
+        **{k: v for name, t in times.items() for k, v in ((name, t), (f"{name}_iso", iso(t)))},
+        "complete": complete, "signals": list(found.signals), "events": found.events, "thinned": found.thinned,
         "points": [{"ts": p.ts, "ts_iso": iso(p.ts), "signal": p.signal, "value": p.value, "n": p.n}
                    for p in found.points],
     }
 
 
-def register_history(app: faust.App, twins: Any, telemetry: faust.TopicT, fleet: Fleet, settings: Settings,
+def register_history(app: faust.App, twins: Any, router: TwinRouter, fleet: Fleet, settings: Settings,
                      token: SecretStr) -> None:
     """Add `/twins/{robot_id}/history` to `app`, for requests bearing `token`."""
     readers = asyncio.Semaphore(HISTORY_READERS)
@@ -173,10 +197,12 @@ def register_history(app: faust.App, twins: Any, telemetry: faust.TopicT, fleet:
     class TwinHistory(private(token)):  # type: ignore[misc]  # a class made at run time
         """One robot's signals over a window, from whichever worker owns its partition."""
 
-        # Routed as GET /twins/{robot_id} is: by the telemetry topic, whose raw key is the robot id.
-        @app.topic_route(topic=telemetry, match_info="robot_id")
+        # Routed as GET /twins/{robot_id} is: to the worker holding the robot's telemetry partition.
+        @routed(router)
         async def get(self: View, request: Request, robot_id: str) -> Response:
             raw = twins.get(robot_id)
+            if raw is None and (app.rebalancing or not isinstance(router.route(robot_id), Here)):
+                return unavailable(self, f"the partition of {robot_id!r} is moving between workers")
             if raw is None:
                 return self.notfound(f"no twin for robot {robot_id!r}")
             model = fleet.models.get(decode_twin(raw).model)
@@ -185,5 +211,5 @@ def register_history(app: faust.App, twins: Any, telemetry: faust.TopicT, fleet:
             except BadHistoryQuery as err:
                 return self.error(400, str(err))
             async with readers:
-                found, read = await asyncio.to_thread(history, settings, fleet, robot_id, query)
-            return self.json(to_json(found, read, query.source))
+                found, complete = await asyncio.to_thread(history, settings, fleet, robot_id, query)
+            return self.json(to_json(found, complete, query))

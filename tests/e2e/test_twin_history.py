@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -12,7 +13,7 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from streams.analysis.sources import partition_of
+from streams.analysis.sources import kafka_source, partition_of
 from streams.settings import Settings
 from tests.support.waiting import eventually
 from twin.fleet import Fleet
@@ -77,6 +78,7 @@ def test_a_robots_history_is_its_own_reports_in_order(api: httpx.Client,
     assert r.status_code == 200, r.text
     answer = r.json()
     assert answer["complete"] is True and answer["thinned"] is False and answer["events"] == REPORTS
+    assert (answer["covered_from"], answer["covered_to"]) == (answer["from"], answer["to"]) == (start, start + 121)
     assert answer["signals"] == ["joint1_current_a"] and answer["source"] == "kafka"
     points = answer["points"]
     assert [p["value"] for p in points] == [current(0, seq) for seq in range(1, REPORTS + 1)]  # not its neighbour's
@@ -108,6 +110,23 @@ def test_every_signal_of_the_model_by_default(api: httpx.Client, fleet: Fleet,
     answer = api.get(f"/twins/{robot}/history", params={"from": f"{start}", "to": "now"}).json()
     assert answer["signals"] == list(fleet.models["amr"].signals)
     assert {p["signal"] for p in answer["points"]} == {"joint1_current_a", "battery_soc_pct"}
+
+
+def test_a_bounded_kafka_read_keeps_the_newest_records_and_stops_when_closed(
+        settings: Settings, neighbours: tuple[str, str, float]) -> None:
+    """What bounds a history request on a busy partition: the window's last records, not its first."""
+    robot, _, start = neighbours
+    partition = {partition_of(robot, settings.partitions)}
+    window = (settings, start, start + REPORTS + 1, partition)
+    every = [r for r in kafka_source(*window) if r.kind == "telemetry"]
+    newest = [r for r in kafka_source(*window, newest=50) if r.kind == "telemetry"]
+    assert len(every) >= 2 * REPORTS and newest == every[-50:]
+    assert newest[-1].timestamp == start + REPORTS
+    before = threading.active_count()
+    source = kafka_source(settings, start, start + REPORTS + 1, partition)
+    assert next(source).timestamp == start + 1
+    source.close()  # a reader that stops early: the consumer thread must end, not block on a full queue
+    assert threading.active_count() <= before
 
 
 @pytest.mark.parametrize(("params", "says"), [

@@ -85,12 +85,12 @@ def test_read_events_takes_the_robots_valid_telemetry_only(fleet: Fleet) -> None
     source = records("r-1", 10)
     bad = Record("telemetry", 0, 99, T0 + 11, b"r-1", b'{"schema": 1, oops}')
     read = read_events(iter([*source, bad]), "r-1", fleet, DEFAULT_POLICY)
-    assert read.complete and [e.seq for _, e in read.events] == list(range(1, 11))
-    assert read.read_until == T0 + 11
+    assert [e.seq for _, e in read.events] == list(range(1, 11))
+    assert (read.scanned, read.first, read.last, read.stopped) == (21, T0 + 1, T0 + 11, False)  # checks not counted
 
 
 def test_read_events_stops_at_its_budget_and_closes_the_source(fleet: Fleet) -> None:
     source = records("r-1", 100)
-    read = read_events(source, "r-1", fleet, DEFAULT_POLICY, max_scan=30)
-    assert not read.complete and len(read.events) == 10 and read.read_until == T0 + 10
+    read = read_events(source, "r-1", fleet, DEFAULT_POLICY, max_scan=20)
+    assert read.stopped and read.scanned == 20 and len(read.events) == 10 and read.last == T0 + 10
     assert next(source, None) is None  # closed: a Kafka source's consumer stops with it
