@@ -138,7 +138,7 @@ def simulate(
     fleet_id = fleet_id if fleet_id is not None else new_fleet_id() if live else ""
     sim = FleetSim(fleet, spec, seed=settings.sim_seed if seed is None else seed,
                    start_ts=round(time.time(), 3) if live else None, time_scale=1.0 / speed if live else 1.0,
-                   fleet_id=fleet_id, run_s=duration if spec.repeat else None)
+                   fleet_id=fleet_id, run_s=(duration or float("inf")) if spec.repeat else None)
     label_file = labels or (labels_path(out) if out else
                             settings.state_dir / "labels" / f"{spec.name}-{int(sim.start_ts)}.parquet")
     truth = LabelLog(sim, label_file)

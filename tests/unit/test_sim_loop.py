@@ -3,6 +3,7 @@ hold across cycles, runs that never share a robot, and `make up` and compose run
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -44,13 +45,13 @@ def events(sim: FleetSim) -> list[Event]:
 def test_the_demo_repeats_without_end_and_is_what_make_up_runs(fleet: Fleet) -> None:
     scenario = demo()
     assert scenario.repeat and Settings().sim_scenario == "demo"
-    sim = FleetSim(fleet, scenario, seed=1)
-    assert sim.ticks == ENDLESS and sim.cycle_ticks == int(scenario.duration_s * scenario.rate_hz)
+    endless, once = FleetSim(fleet, scenario, seed=1, run_s=math.inf), FleetSim(fleet, scenario, seed=1)
+    assert endless.ticks == ENDLESS and once.ticks == once.cycle_ticks == int(scenario.duration_s * scenario.rate_hz)
 
 
 @pytest.mark.parametrize("cycle", [0, 1, 2, 47])
 def test_every_fault_type_starts_in_the_first_minutes_of_each_cycle(cycle: int, fleet: Fleet) -> None:
-    sim = FleetSim(fleet, demo(), seed=1, start_ts=1.8e9)
+    sim = FleetSim(fleet, demo(), seed=1, start_ts=1.8e9, run_s=math.inf)
     begin = sim.cycle_start(cycle)
     labels = sim.labels(cycle)
     first = {kind: min(lab["start_ts"] for lab in labels if lab["fault"] == kind) - begin for kind in LABELLED}
@@ -61,13 +62,13 @@ def test_every_fault_type_starts_in_the_first_minutes_of_each_cycle(cycle: int, 
 
 
 def test_each_cycle_draws_other_robots_and_the_same_cycle_the_same_ones(fleet: Fleet) -> None:
-    sim = FleetSim(fleet, demo(), seed=1)
+    sim = FleetSim(fleet, demo(), seed=1, run_s=math.inf)
 
     def targets(cycle: int) -> set[tuple[str, str]]:
         return {(lab["fault"], lab["robot_id"]) for lab in sim.labels(cycle) if lab["fault"] != "latency_regression"}
 
     assert targets(1) != targets(0) and targets(2) != targets(1)
-    assert sim.labels(3) == FleetSim(fleet, demo(), seed=1).labels(3)
+    assert sim.labels(3) == FleetSim(fleet, demo(), seed=1, run_s=math.inf).labels(3)
 
 
 def test_a_single_pass_is_unchanged_by_the_loop(fleet: Fleet) -> None:

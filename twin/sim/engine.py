@@ -10,6 +10,7 @@ reordered).
 
 from __future__ import annotations
 
+import math
 import sys
 from typing import Any
 
@@ -40,7 +41,8 @@ class FleetSim:
         """`time_scale` < 1 fast-forwards: event time advances `time_scale` seconds per simulated second.
 
         `fleet_id` prefixes the robot ids (`twin.sim.roster.place`). `run_s`: scenario
-        seconds to run; by default one pass of the scenario, or, if it repeats, no end.
+        seconds to run; by default one pass of the scenario; `math.inf` for no end (a
+        repeating scenario loops for as long as it runs).
         """
         self.scenario = scenario
         self.start_ts = scenario.start_ts if start_ts is None else start_ts
@@ -73,10 +75,10 @@ class FleetSim:
 
     @property
     def ticks(self) -> int:
-        """Reports per robot over the run (`ENDLESS` for a repeating scenario run without an end)."""
-        if self.run_s is not None:
-            return int(round(self.run_s * self.scenario.rate_hz))
-        return ENDLESS if self.scenario.repeat else self.cycle_ticks
+        """Reports per robot over the run (`ENDLESS` for a run without an end)."""
+        if self.run_s is None:
+            return self.cycle_ticks
+        return ENDLESS if math.isinf(self.run_s) else int(round(self.run_s * self.scenario.rate_hz))
 
     def cycle_start(self, cycle: int) -> float:
         """Event time at which a pass of the scenario begins."""
