@@ -26,15 +26,18 @@ Measured in one run against the real local broker (each figure the median of --r
   6. recovery: SIGTERM that worker, start it again with the same app id and state folder, and
      time until the newest changelog record of every partition is served by `GET /twins/{id}`.
 Also (1) and (2) against `getmany(max_records=...)` and the full worker against its micro-batch
-size (FLEET_TWIN_BATCH_MAX), plotted with the 1- and 2-worker figures to docs/img/throughput.png,
-and a py-spy profile of one more worker while it drains.
+size (FLEET_TWIN_BATCH_MAX), plotted with the 1- and 2-worker figures (--plot), and, with
+--profile, a py-spy profile of one more worker while it drains.
 
 Silence checks are off in (4) to (6) (`silence_check_s` = 1 h): a finished benchmark fleet
 goes quiet, and its offline anomalies would otherwise land in the latency and memory figures.
 
-    .venv/bin/python bench/pipeline_throughput.py [--events 200000] [--robots 2000] [--repeat 3]
-        [--rates 1000,2000,4000] [--seconds 30] [--high-rate 20000] [--high-seconds 10]
-        [--skip-sweep] [--skip-batches] [--skip-workers] [--skip-profile] [--skip-latency] [--skip-memory]
+    .venv/bin/python bench/pipeline_throughput.py [--quick] [--events 200000] [--robots 2000] [--repeat 3]
+        [--rates 1000,2000,4000] [--seconds 30] [--high-rate 20000] [--high-seconds 10] [--plot PNG]
+        [--profile] [--skip-sweep] [--skip-batches] [--skip-workers] [--skip-latency] [--skip-memory]
+
+Everything it writes goes to a temporary folder, removed at the end, also after an error
+(--keep-temp keeps it); on a broker it did not start, it deletes the topics it created.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ import json
 import os
 import platform
 import secrets
+import shutil
 import socket
 import statistics
 import subprocess
@@ -484,7 +488,8 @@ class Profiler:
     proc: subprocess.Popen[bytes] | None = None
 
     def attach(self, worker: Worker) -> None:
-        spy = Path(sys.executable).parent / "py-spy"
+        spy = py_spy()
+        assert spy is not None, "arguments() checks for py-spy when --profile is given"
         self.proc = subprocess.Popen(
             [str(spy), "record", "--pid", str(worker.pid), "-d", str(int(self.seconds)), "-r", "100",
              "--threads", "--format", "raw", "-o", str(self.out)],
@@ -949,7 +954,7 @@ def profile(base: Settings, load: Load, n: int, tmp: Path, rate: float) -> None:
     spy.wait()
     prof = summarise_profile(spy.out, seconds)
     print(f"\nprofile: py-spy record --threads -r 100 -f raw, {seconds:.0f} s of one worker "
-          f"draining (that run: {d.rate:,.0f} events/s; raw stacks in {spy.out})")
+          f"draining (that run: {d.rate:,.0f} events/s; raw stacks in {spy.out}, kept with --keep-temp)")
     print("  samples per wall second, by thread: " + ", ".join(f"{t} {b:.2f}" for t, b in prof.busy.items()))
     for name, share in prof.parts:
         print(f"  {share:6.1%}  {name}")
@@ -1015,27 +1020,95 @@ def latency(base: Settings, args: argparse.Namespace, tmp: Path) -> None:
     print(f"(latency part took {time.monotonic() - started:.0f} s)")
 
 
-def main() -> None:
-    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # a TextIOWrapper; typeshed says TextIO
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--events", type=int, default=200_000)
-    ap.add_argument("--robots", type=int, default=2_000)
-    ap.add_argument("--repeat", type=int, default=3)
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """--help: the module's description as written, and each option's default where it has one
+    (as argparse.ArgumentDefaultsHelpFormatter does, without "default: None" and "False")."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default not in (None, False, "", argparse.SUPPRESS) and "%(default)" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
+QUICK = {"events": 40_000, "robots": 1_000, "repeat": 1, "rates": "1000,4000", "seconds": 10.0,
+         "high_rate": 0.0, "skip_sweep": True, "skip_batches": True, "skip_workers": True, "skip_memory": True}
+"""--quick: (1) to (4) once, with less of everything: minutes, where the full run takes the better part of an hour."""
+
+
+def arguments() -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    ap.add_argument("--events", type=int, default=200_000, help="events pre-filled for (1) to (3)")
+    ap.add_argument("--robots", type=int, default=2_000, help="robots those events come from")
+    ap.add_argument("--repeat", type=int, default=3, help="repetitions of each figure; the median is reported")
     ap.add_argument("--rates", default="1000,2000,4000", help="offered loads (events/s) for (4), each --seconds")
-    ap.add_argument("--seconds", type=float, default=30)
-    ap.add_argument("--high-rate", type=float, default=20_000, help="0: skip")
-    ap.add_argument("--high-seconds", type=float, default=10)
-    ap.add_argument("--memory-robots", default="10000,100000")
+    ap.add_argument("--seconds", type=float, default=30, help="seconds of sending at each of --rates")
+    ap.add_argument("--high-rate", type=float, default=20_000, help="one more load in (4), events/s; 0 skips it")
+    ap.add_argument("--high-seconds", type=float, default=10, help="seconds of sending at --high-rate")
+    ap.add_argument("--memory-robots", default="10000,100000", help="fleet sizes for (5)")
     ap.add_argument("--reports", type=int, default=3, help="reports per robot in (5)")
     ap.add_argument("--what-if", default="",
                     help="Faust settings (KEY=VALUE,...) for one more 1-worker drain; '' skips it")
-    ap.add_argument("--plot", type=lambda v: Path(v) if v else None, default=ROOT / "docs" / "img" / "throughput.png",
-                    help="where to write the PNG; '' writes none")
-    for part in ("throughput", "sweep", "batches", "workers", "profile", "latency", "memory"):
-        ap.add_argument(f"--skip-{part}", action="store_true")
+    ap.add_argument("--plot", type=lambda v: Path(v) if v else None, default=None,
+                    help="where to write the PNG (docs/img/throughput.png to update the docs' figure); "
+                         "default: throughput-<run>.png in the system's temporary folder")
+    ap.add_argument("--profile", action="store_true",
+                    help="profile one more worker while it drains (needs py-spy: pip install py-spy)")
+    ap.add_argument("--keep-temp", action="store_true",
+                    help="keep the temporary folder (worker state, a broker started here, raw profile)")
+    ap.add_argument("--quick", action="store_true",
+                    help="a short run: " + " ".join(f"--{k.replace('_', '-')}" + ("" if v is True else f" {v:g}"
+                                                    if isinstance(v, float) else f" {v}") for k, v in QUICK.items()))
+    for part in ("throughput", "sweep", "batches", "workers", "latency", "memory"):
+        ap.add_argument(f"--skip-{part}", action="store_true", help=f"leave out the {part} part")
     args = ap.parse_args()
+    if args.quick:
+        vars(args).update(QUICK)
+    args.skip_profile = not args.profile
+    if args.profile and py_spy() is None:  # say so now, not after the throughput part's ten minutes
+        ap.error("--profile needs py-spy (pip install py-spy) beside this Python or on PATH")
+    return args
+
+
+def py_spy() -> Path | None:
+    """py-spy beside this interpreter (a venv's bin/), else on PATH."""
+    beside = Path(sys.executable).parent / "py-spy"
+    on_path = shutil.which("py-spy")
+    return beside if beside.exists() else Path(on_path) if on_path else None
+
+
+async def delete_topics(settings: Settings, prefix: str) -> int:
+    """Delete the run's topics from a broker this benchmark did not start (theirs stay otherwise)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(**client_kwargs(settings))
+    await admin.start()
+    try:
+        mine = [t for t in await admin.list_topics() if t.startswith(prefix)]
+        if mine:
+            await admin.delete_topics(mine)
+        return len(mine)
+    finally:
+        await admin.close()
+
+
+def main() -> None:
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # a TextIOWrapper; typeshed says TextIO
+    args = arguments()
     run = uuid.uuid4().hex[:8]
+    if args.plot is None:
+        args.plot = Path(tempfile.gettempdir()) / f"throughput-{run}.png"
     tmp = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
+    try:
+        bench(args, run, tmp)
+    finally:  # gigabytes when the broker was started here: never left behind, not even on an error
+        if args.keep_temp:
+            print(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def bench(args: argparse.Namespace, run: str, tmp: Path) -> None:
     sink = AlertSink()
     base = Settings(topic_prefix=f"bench-pipe-{run}.", app_id=f"bench-pipe-{run}", state_dir=tmp / "stack",
                     api_token=SecretStr(secrets.token_urlsafe(32)), alertmanager_address=sink.url)
@@ -1053,7 +1126,9 @@ def main() -> None:
     finally:
         if started_kafka:
             stack.stop_kafka()
-    sink.server.shutdown()
+        else:
+            print(f"deleted the run's {asyncio.run(delete_topics(base, f'bench-pipe-{run}'))} topics")
+        sink.server.shutdown()
     print(f"load average at the end {os.getloadavg()[0]:.2f}; alerts posted to the stand-in Alertmanager: "
           f"{sink.alerts:,}")
 
