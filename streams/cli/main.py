@@ -61,7 +61,9 @@ def up(ctx: typer.Context) -> None:
         f"  curl {auth} '{settings.web_url()}/twins?sector=mining&limit=5'\n"
         f"  curl -s 'http://127.0.0.1:{settings.prometheus_port}/api/v1/query' "
         "--data-urlencode 'query=sum by (sector) (fleet_robots)'\n"
-        f"Logs: {stack.procs.log_dir}/   Stop: make down", soft_wrap=True, highlight=False,
+        f"Alerts: {settings.alertmanager_url}/#/alerts"
+        + (" (the demo fleet's first faults show within 5 minutes)\n" if settings.sim_scenario == "demo" else "\n")
+        + f"Logs: {stack.procs.log_dir}/   Stop: make down", soft_wrap=True, highlight=False,
     )
 
 
