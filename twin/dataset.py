@@ -83,10 +83,13 @@ class Window:
     """For a normal window, the anomaly window it is the control of."""
 
 
-def windows(events: pl.DataFrame, anomalies: pl.DataFrame, labels: pl.DataFrame | None, *,
+def windows(events: pl.DataFrame | pl.LazyFrame, anomalies: pl.DataFrame, labels: pl.DataFrame | None, *,
             pre_s: float = 60.0, post_s: float = 60.0, normal_per_anomaly: int = 1,
             seed: int = 0) -> pl.DataFrame:
-    """Anomaly windows in the order their episodes started, then their normal matches."""
+    """Anomaly windows in the order their episodes started, then their normal matches.
+
+    Of the events only each robot's place and first and last report are read,
+    so `events` may be a lazy scan of files too large to load."""
     robots = _robots(events)
     label_rows = [] if labels is None else labels.to_dicts()
     found = [w for ep in episode_rows(anomalies).iter_rows(named=True)
@@ -124,13 +127,24 @@ def samples(events: pl.DataFrame, windows: pl.DataFrame) -> pl.DataFrame:
     A range join on (robot, start <= ts <= end); rows come window by window,
     in log order within each, and an event in two windows appears twice.
     """
+    return in_order(tagged(events, windows), events.columns)
+
+
+def tagged(events: pl.DataFrame, windows: pl.DataFrame, first_row: int = 0) -> pl.DataFrame:
+    """`samples` before sorting, with the keys that order them: `_window` (the window's row) and
+    `_row` (the event's place in the log, counted from `first_row`), so the samples of a log
+    read in chunks can be cut chunk by chunk and put in order at the end (`in_order`)."""
     bounds = windows.select("window_id", "kind", pl.col("robot_id").alias("_robot"),
                             pl.col("start_ts").alias("_start"), pl.col("end_ts").alias("_end")
                             ).with_row_index("_window")
-    rows = events.with_row_index("_row").join_where(
+    return events.with_row_index("_row", offset=first_row).join_where(
         bounds, pl.col("robot_id") == pl.col("_robot"), pl.col("ts") >= pl.col("_start"),
         pl.col("ts") <= pl.col("_end"))
-    return rows.sort("_window", "_row").select("window_id", "kind", *events.columns)
+
+
+def in_order(rows: pl.DataFrame, columns: list[str]) -> pl.DataFrame:
+    """`tagged` rows as `samples` returns them: window by window, in log order, the event `columns`."""
+    return rows.sort("_window", "_row").select("window_id", "kind", *columns)
 
 
 def tally(windows: pl.DataFrame, anomalies: pl.DataFrame, normal_per_anomaly: int) -> dict[str, Any]:
@@ -155,11 +169,11 @@ def _count(frame: pl.DataFrame, column: str) -> dict[str, int]:
     return {("unlabelled" if k is None else str(k)): int(n) for k, n in counts.iter_rows()}
 
 
-def _robots(events: pl.DataFrame) -> dict[str, Robot]:
-    spans = (events.group_by("robot_id")
+def _robots(events: pl.DataFrame | pl.LazyFrame) -> dict[str, Robot]:
+    spans = (events.lazy().group_by("robot_id")
              .agg(pl.col("sector", "site", "model").first(),
                   pl.col("ts").min().alias("first"), pl.col("ts").max().alias("last"))
-             .sort("robot_id"))
+             .sort("robot_id").collect(engine="streaming"))  # a lazy scan of a long log: in bounded memory
     return {row["robot_id"]: Robot(**row) for row in spans.iter_rows(named=True)}
 
 

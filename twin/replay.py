@@ -129,7 +129,8 @@ def replay(records: Iterable[Record], fleet: Fleet, config: DetectorConfig, *,
            policy: Policy = DEFAULT_POLICY, selection: Selection = Selection(),
            at: Iterable[float] = (), keep: Callable[[Event], bool] | None = None,
            what_if: DetectorConfig | None = None,
-           on_record: Callable[[Record], None] | None = None) -> Result:
+           on_record: Callable[[Record], None] | None = None,
+           on_event: Callable[[Seen], None] | None = None) -> Result:
     """Fold `records` (already in log order) and report on the robots in `selection`.
 
     `at` lists instants (record time) to snapshot the selected twins at: a
@@ -137,6 +138,8 @@ def replay(records: Iterable[Record], fleet: Fleet, config: DetectorConfig, *,
     events returned for plots and data sets (default: the selected robots).
     `what_if` folds the same records a second time, side by side, under
     another detector configuration (`twin.compare.compare_runs` says what changed).
+    `on_event` takes the kept events as they come instead of `Result.events`:
+    a day of a fleet's events does not fit in memory, a caller can write them out.
     """
     fold = Fold(Rules(fleet, config, policy))
     other = Fold(Rules(fleet, what_if, policy)) if what_if is not None else None
@@ -151,7 +154,7 @@ def replay(records: Iterable[Record], fleet: Fleet, config: DetectorConfig, *,
         if other is not None:
             other.feed(record)
         if event is not None and keep(event):
-            events.append(Seen(event, record.timestamp, record.partition, record.offset))
+            (on_event or events.append)(Seen(event, record.timestamp, record.partition, record.offset))
         if on_record is not None:
             on_record(record)
     for instant in instants:

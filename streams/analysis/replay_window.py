@@ -27,7 +27,7 @@ from streams.topics import ensure_topics
 from streams.analysis.sources import archive_source, kafka_source, partition_of
 from twin.compare import compare_runs
 from twin.record import Record
-from twin.replay import Result, Selection, replay
+from twin.replay import Result, Seen, Selection, replay
 from twin.schema import Event
 from streams.twin_view import iso as iso  # re-exported: one spelling of a time for the API and the CLI
 from streams.twin_view import snapshots_to_frame
@@ -82,14 +82,19 @@ def peers_of(selection: Selection) -> Callable[[Event], bool]:
 
 
 def run(settings: Settings, window: Window, selection: Selection, *, at: list[float],
-        what_if: Path | None = None, on_record: Callable[[Record], None] | None = None) -> Result:
+        what_if: Path | None = None, on_record: Callable[[Record], None] | None = None,
+        on_event: Callable[[Seen], None] | None = None, source: Iterator[Record] | None = None) -> Result:
     """Fold the window with the seeds' detectors (and, side by side, the what-if ones); the anomalies
-    come out as the worker publishes them (with their links)."""
+    come out as the worker publishes them (with their links).
+
+    `on_event` takes the kept events instead of `Result.events` (`twin.replay.replay`); `source`
+    replaces the window's records (`records`), e.g. by a wrapper that can stop them early."""
     fleet = read_fleet(settings.seeds_dir)
     result = replay(
-        records(settings, window, selection), fleet, read_detectors(settings.seeds_dir),
-        policy=policy(settings), selection=selection, at=at, keep=peers_of(selection),
-        what_if=read_detectors(settings.seeds_dir, what_if) if what_if else None, on_record=on_record)
+        records(settings, window, selection) if source is None else source, fleet,
+        read_detectors(settings.seeds_dir), policy=policy(settings), selection=selection, at=at,
+        keep=peers_of(selection), what_if=read_detectors(settings.seeds_dir, what_if) if what_if else None,
+        on_record=on_record, on_event=on_event)
     return dataclasses.replace(
         result, anomalies=[with_links(a) for a in result.anomalies],
         what_if=None if result.what_if is None else [with_links(a) for a in result.what_if])

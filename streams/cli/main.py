@@ -190,6 +190,8 @@ def evaluate(
     """Score the detectors offline, with the same code as the live workers."""
     from streams.analysis.eval.sim import sim_table
     from streams.cli.params import check_choice, check_scenario
+    from streams.cli.replay_commands import by_name
+    from streams.cli.tables import print_frame
 
     settings = settings_of(ctx)
     for name in scenario:
@@ -203,12 +205,12 @@ def evaluate(
             about, table, by_detector = sim_table(
                 settings.seeds_dir, name, robots=robots, duration_s=duration, seed=seed,
                 partitions=settings.partitions, on_tick=lambda done, total: bar.update(task, completed=done, total=total))
-        _print_frame(about, table)
-        console.print(f"anomalies opened, by detector: {by_detector}")
+        print_frame(console, about, table)
+        console.print(f"anomalies opened, by detector: {by_name(by_detector)}", highlight=False)
     for name in data:
         with console.status(f"scoring {name}..."):
             table = _data_table(name, settings)
-        _print_frame(name, table)
+        print_frame(console, name, table)
     if not scenario and not data:
         console.print("nothing to do: give --scenario NAME and/or --data nab|skab|ur3")
 
@@ -222,15 +224,6 @@ def _data_table(name: str, settings: Settings) -> Any:
 
     module = importlib.import_module(f"streams.analysis.eval.{name}")
     return getattr(module, f"{name}_table")(settings.data_dir)
-
-
-def _print_frame(title: str, frame: Any) -> None:
-    table = Table(title=title)
-    for column in frame.columns:
-        table.add_column(column)
-    for row in frame.iter_rows():
-        table.add_row(*("" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v) for v in row))
-    console.print(table)
 
 
 def _print_status(stack: Stack) -> None:

@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import shlex
+import signal
 import time
 from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from streams.analysis import replay_window as replaying
 from streams.analysis.replay_window import Window, iso, parse_time
 from streams.cli.context import settings_of
 from streams.cli.params import time_callback, window as window_of
+from streams.cli.tables import print_rows
 from streams.settings import Settings
 from streams.twin_view import diff_twins, to_view
 from twin.compare import compare_runs, count_changes
@@ -72,8 +74,9 @@ def replay_command(
     if report:
         from streams.analysis.report import write_report
 
-        console.print(f"report: {write_report(out)}")
-    console.print(f"files: {out}/\nreproduce: {command}")
+        print_command("report", str(write_report(out)))
+    print_command("files", f"{out}/")
+    print_command("reproduce", command)
 
 
 def twin_at_command(
@@ -102,41 +105,127 @@ def export_dataset_command(
     start: From, end: To = "now", site: Site = None, sector: Sector = None, model: Model = None,
     source: Source = "kafka",
     labels: Annotated[Optional[Path], typer.Option(help="Ground truth (Parquet from `simulate --labels`).")] = None,
-    out: Annotated[Path, typer.Option(help="Directory for windows.parquet, samples.parquet, manifest.json.")] = Path("dataset"),
+    out: Annotated[Path, typer.Option(
+        help="Directory for windows.parquet, samples.parquet, manifest.json and events/.")] = Path("dataset"),
     pre: Annotated[float, typer.Option(help="Seconds of context before an anomaly.")] = 60.0,
     post: Annotated[float, typer.Option(help="Seconds of context after it.")] = 60.0,
     normal_per_anomaly: Annotated[int, typer.Option(help="Matched normal windows per anomaly window.")] = 1,
     seed: Annotated[int, typer.Option(help="Chooses the normal windows, reproducibly.")] = 0,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    chunk_rows: Annotated[int, typer.Option(help="Events per Parquet file under OUT/events/.", min=1)] = 200_000,
 ) -> None:
-    """Labelled windows (anomalies and matched normal ones) for training the next model release."""
+    """Labelled windows (anomalies and matched normal ones) for training the next model release.
+
+    The replayed events go to OUT/events/ in Parquet chunks as they are read, so memory stays flat;
+    Ctrl-C stops the reading and still cuts a (partial) set from what was read."""
     import polars as pl
 
-    from streams.analysis.dataset_files import write_dataset
-    from twin.frames import anomalies_to_frame, seen_to_frame
+    from streams.analysis.dataset_files import EventChunks, Params, write_chunked_dataset
+    from twin.frames import anomalies_to_frame
 
     settings = settings_of(ctx)
     window = window_of(start, end, source)
     selection = Selection(site=site, sector=sector, model=model)
-    with _bar(window, progress) as on_record:
-        result = replaying.run(settings, window, selection, at=[], on_record=on_record)
     truth = pl.read_parquet(labels) if labels else None
-    command = shlex.join(["fleet-twin", "export-dataset", "--from", iso(window.start), "--to", iso(window.end),
+    chunks = EventChunks(out / "events", rows=chunk_rows)
+    stop = StopOnInterrupt()
+    with stop, _bar(window, progress, lambda: f"{chunks.written:,} events in {len(chunks.parts)} files") as on_record:
+        result = replaying.run(settings, window, selection, at=[], on_record=on_record, on_event=chunks.add,
+                               source=stop.around(replaying.records(settings, window, selection)))
+    read_to = window.end if not stop.stopped else (chunks.last_ts or window.start)
+    command = shlex.join(["fleet-twin", "export-dataset", "--from", iso(window.start), "--to", iso(read_to),
                           "--source", window.source, *_flags(selection), "--out", str(out),
                           *(["--labels", str(labels)] if labels else []), "--pre", f"{pre:g}", "--post",
                           f"{post:g}", "--normal-per-anomaly", str(normal_per_anomaly), "--seed", str(seed)])
-    manifest = write_dataset(out, seen_to_frame(result.events), anomalies_to_frame(result.anomalies), truth,
-                             {"from": window.start, "to": window.end, "source": window.source, "command": command},
-                             pre_s=pre, post_s=post, normal_per_anomaly=normal_per_anomaly, seed=seed)
-    console.print_json(data=manifest.get("counts", manifest))
-    console.print(f"dataset: {out}/")
+    with _steps(progress) as on_step:
+        manifest = write_chunked_dataset(
+            out, chunks, anomalies_to_frame(result.anomalies), truth,
+            {"from": window.start, "to": read_to, "source": window.source, "command": command},
+            Params(pre, post, normal_per_anomaly, seed), complete=not stop.stopped, on_step=on_step)
+    if stop.stopped:
+        console.print(f"[yellow]interrupted:[/yellow] a partial set, the window read up to {iso(read_to)}")
+    console.print(describe_dataset(manifest, result.records), highlight=False)
+    print_command("dataset", f"{out}/")
+    print_command("reproduce", command)
+
+
+def by_name(counts: Mapping[str, int]) -> str:
+    """`band 3, stuck 1` (by name), or `none`: counts as people read them, not a Python dict."""
+    return ", ".join(f"{name} {n:,}" for name, n in sorted(counts.items())) or "none"
+
+
+def describe_dataset(manifest: dict[str, Any], records: int) -> str:
+    """A data set's counts as a sentence (its manifest has them all)."""
+    counts = manifest["counts"]
+    kinds = ", ".join(f"{n:,} {kind}" for kind, n in counts["windows"].items()) or "none"
+    detectors = by_name(counts["detector"])
+    skipped = f"; {counts['skipped_matches']:,} normal matches found no room" if counts["skipped_matches"] else ""
+    return (f"{records:,} records read: windows {kinds} (by detector: {detectors}); "
+            f"{counts['samples']:,} samples{skipped}")
+
+
+def print_command(label: str, text: str) -> None:
+    """A command or path on one line, whatever the width: a wrapped shell command cannot be pasted."""
+    console.print(f"{label}: {text}", soft_wrap=True, highlight=False, markup=False)
+
+
+class StopOnInterrupt:
+    """The first Ctrl-C ends the records early (the fold then finishes as if the window ended there);
+    a second one interrupts as usual. A flag rather than KeyboardInterrupt, which could strike in the
+    middle of a fold step and lose the anomalies found so far."""
+
+    def __init__(self) -> None:
+        self.stopped = False
+        self._before: Any = None
+
+    def __enter__(self) -> StopOnInterrupt:
+        self._before = signal.signal(signal.SIGINT, self._on_signal)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        signal.signal(signal.SIGINT, self._before)
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        self.stopped = True
+        signal.signal(signal.SIGINT, self._before)
+
+    def around(self, records: Iterator[Record]) -> Iterator[Record]:
+        """`records` until the first Ctrl-C."""
+        try:
+            for record in records:
+                yield record
+                if self.stopped:
+                    return
+        finally:
+            close = getattr(records, "close", None)
+            if close is not None:
+                close()  # stops a Kafka source's consumer
+
+
+class _steps:
+    """A progress bar over the steps after the replay (windows, then samples chunk by chunk)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), console=console, disable=not enabled)
+        self.task = self.progress.add_task("data set", total=None)
+
+    def __enter__(self) -> Callable[[str, int, int], None]:
+        self.progress.__enter__()
+        return self.on_step
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.__exit__(None, None, None)
+
+    def on_step(self, what: str, done: int, total: int) -> None:
+        self.progress.update(self.task, description=what, completed=done, total=total)
 
 
 class _bar:
-    """A progress bar over the window's time (records arrive in time order)."""
+    """A progress bar over the window's time (records arrive in time order); `note` adds to its text."""
 
-    def __init__(self, window: Window, enabled: bool) -> None:
-        self.window = window
+    def __init__(self, window: Window, enabled: bool, note: Callable[[], str] | None = None) -> None:
+        self.window, self.note = window, note
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
                                  console=console, disable=not enabled)
         self.task = self.progress.add_task("replay", total=max(window.end - window.start, 1e-9))
@@ -153,7 +242,8 @@ class _bar:
         self.count += 1
         if self.count % 2000 == 0:
             self.progress.update(self.task, completed=record.timestamp - self.window.start,
-                                 description=f"replay {self.count:,} records, at {iso(record.timestamp)}")
+                                 description=f"replay {self.count:,} records, at {iso(record.timestamp)}"
+                                 + (f"; {self.note()}" if self.note else ""))
 
 
 def _republish(settings: Settings, window: Window, selection: Selection, topic: str, speed: str,
@@ -189,7 +279,7 @@ def _print_result(result: Result, meta: dict[str, object], elapsed: float) -> No
     opened = Counter(a.detector for a in result.anomalies if a.status == "open")
     console.print(f"{result.records:,} records in {elapsed:.1f}s ({result.records / max(elapsed, 1e-9):,.0f}/s): "
                   f"{len(result.twins)} robots, {len(result.rejected)} rejected, "
-                  f"anomalies opened {dict(sorted(opened.items())) or 'none'}")
+                  f"anomalies opened: {by_name(opened)}", highlight=False)
     instants = sorted(result.snapshots)
     for before, after in zip(instants, instants[1:]):
         changed = sum(bool(diff_twins(result.snapshots[before].get(r), t))
@@ -197,10 +287,11 @@ def _print_result(result: Result, meta: dict[str, object], elapsed: float) -> No
         console.print(f"{iso(before)} -> {iso(after)}: {changed} twins changed")
     if result.what_if is not None:
         changes = compare_runs(result.anomalies, result.what_if)
-        console.print(f"what-if ({meta['what_if']}): {count_changes(changes)}")
-        table = Table("change", "robot", "detector", "signal", "seeds opened", "what-if opened", "shift s")
-        for c in [c for c in changes if c.kind != "same"][:30]:
-            table.add_row(c.kind, c.robot_id or c.site or c.model, c.detector, c.signal,
-                          iso(c.base_opened) if c.base_opened else "", iso(c.other_opened) if c.other_opened else "",
-                          "" if c.shift_s is None else f"{c.shift_s:+.1f}")
-        console.print(table)
+        kinds = ", ".join(f"{n:,} {kind}" for kind, n in count_changes(changes).items())  # in their order
+        console.print(f"what-if ({meta['what_if']}): anomalies {kinds}", highlight=False, markup=False)
+        rows = [[c.robot_id or c.site or c.model, c.kind, c.detector, c.signal,
+                 iso(c.base_opened) if c.base_opened else "", iso(c.other_opened) if c.other_opened else "",
+                 "" if c.shift_s is None else f"{c.shift_s:+.1f}"]
+                for c in [c for c in changes if c.kind != "same"][:30]]
+        print_rows(console, "", ["robot", "change", "detector", "signal", "seeds opened", "what-if opened",
+                                 "shift s"], rows)

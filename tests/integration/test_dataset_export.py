@@ -11,7 +11,7 @@ import msgspec
 import polars as pl
 import pytest
 
-from streams.analysis.dataset_files import write_dataset
+from streams.analysis.dataset_files import EventChunks, write_chunked_dataset, write_dataset
 from streams.seeds import read_detectors, read_fleet, read_scenario
 from twin.dataset import FORMAT_VERSION, WINDOW_SCHEMA
 from twin.record import Record
@@ -97,3 +97,33 @@ def test_the_same_inputs_write_the_same_bytes_and_no_labels_leave_truth_empty(
 
 def _counts(frame: pl.DataFrame, column: str) -> dict[str, int]:
     return {str(k): n for k, n in frame.group_by(column).len().iter_rows()}
+
+
+def export_in_chunks(run: tuple[Result, FleetSim], out: Path, rows: int, upto: int | None = None) -> dict[str, Any]:
+    """As `export`, with the events written `rows` at a time as a long export writes them."""
+    result, sim = run
+    chunks = EventChunks(out / "events", rows=rows)
+    for seen in result.events[:upto]:
+        chunks.add(seen)
+    return write_chunked_dataset(out, chunks, anomalies_to_frame(result.anomalies), labels_to_frame(sim.labels()),
+                                 META, complete=upto is None)
+
+
+def test_events_written_in_chunks_give_the_same_set(run: tuple[Result, FleetSim], tmp_path: Path) -> None:
+    whole = export(run, tmp_path / "whole")
+    chunked = export_in_chunks(run, tmp_path / "chunked", rows=7_000)
+    parts = sorted((tmp_path / "chunked" / "events").glob("part-*.parquet"))
+    assert len(parts) == -(-len(run[0].events) // 7_000) > 3
+    for name in ("windows.parquet", "samples.parquet"):
+        assert pl.read_parquet(tmp_path / "chunked" / name).equals(pl.read_parquet(tmp_path / "whole" / name)), name
+        assert chunked["files"][name] == whole["files"][name]
+    assert chunked["counts"] == whole["counts"] and chunked["complete"] is True
+    assert sum(chunked["files"][f"events/{p.name}"]["rows"] for p in parts) == len(run[0].events)
+
+
+def test_an_interrupted_export_keeps_a_partial_set_that_says_so(run: tuple[Result, FleetSim], tmp_path: Path) -> None:
+    half = len(run[0].events) // 2
+    manifest = export_in_chunks(run, tmp_path, rows=5_000, upto=half)
+    assert manifest["complete"] is False
+    events = pl.read_parquet(tmp_path / "events" / "*.parquet")
+    assert events.height == half and pl.read_parquet(tmp_path / "samples.parquet")["ts"].max() <= events["ts"].max()
