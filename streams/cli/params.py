@@ -43,6 +43,14 @@ def time_callback(value: T) -> T:
     return value
 
 
+def source_callback(value: str) -> str:
+    """Parameter callback: `kafka`, `archive` or an archive's folder; a mistyped path would read
+    nothing and report an empty window as if the log were empty."""
+    if value not in ("kafka", "archive") and not Path(value).is_dir():
+        raise typer.BadParameter(f"{value!r}: not kafka, archive or an archive's folder")
+    return value
+
+
 def window(start: str, end: str, source: str, end_name: str = "--to") -> Window:
     """The window `--from`..`--to`; one that ends before it starts is a usage error (an empty
     report with exit 0 would hide the typo)."""

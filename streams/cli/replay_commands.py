@@ -17,7 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from streams.analysis import replay_window as replaying
 from streams.analysis.replay_window import Window, iso, parse_time
 from streams.cli.context import settings_of
-from streams.cli.params import time_callback, window as window_of
+from streams.cli.params import source_callback, time_callback, window as window_of
 from streams.cli.tables import print_rows
 from streams.settings import Settings
 from streams.twin_view import diff_twins, to_view
@@ -30,7 +30,8 @@ console = Console()
 From = Annotated[str, typer.Option("--from", help="Start: ISO 8601 (UTC), epoch seconds, or -15m/-2h/-1d.",
                                    callback=time_callback)]
 To = Annotated[str, typer.Option("--to", help="End: as --from; default now.", callback=time_callback)]
-Source = Annotated[str, typer.Option(help="kafka, archive (the configured archive), or an archive's path.")]
+Source = Annotated[str, typer.Option(help="kafka, archive (the configured archive), or an archive's path.",
+                                      callback=source_callback)]
 Robot = Annotated[Optional[str], typer.Option(help="Only this robot (the fold still covers its partition).")]
 Site = Annotated[Optional[str], typer.Option(help="Only robots of this site.")]
 Sector = Annotated[Optional[str], typer.Option(help="Only robots of this sector.")]
@@ -104,7 +105,8 @@ def export_dataset_command(
     ctx: typer.Context,
     start: From, end: To = "now", site: Site = None, sector: Sector = None, model: Model = None,
     source: Source = "kafka",
-    labels: Annotated[Optional[Path], typer.Option(help="Ground truth (Parquet from `simulate --labels`).")] = None,
+    labels: Annotated[Optional[Path], typer.Option(help="Ground truth (Parquet from `simulate --labels`).",
+                                                   exists=True, dir_okay=False)] = None,
     out: Annotated[Path, typer.Option(
         help="Directory for windows.parquet, samples.parquet, manifest.json and events/.")] = Path("dataset"),
     pre: Annotated[float, typer.Option(help="Seconds of context before an anomaly.")] = 60.0,
@@ -132,7 +134,7 @@ def export_dataset_command(
     with stop, _bar(window, progress, lambda: f"{chunks.written:,} events in {len(chunks.parts)} files") as on_record:
         result = replaying.run(settings, window, selection, at=[], on_record=on_record, on_event=chunks.add,
                                source=stop.around(replaying.records(settings, window, selection)))
-    read_to = window.end if not stop.stopped else (chunks.last_ts or window.start)
+    read_to = window.end if not stop.stopped else (stop.last_ts or window.start)
     command = shlex.join(["fleet-twin", "export-dataset", "--from", iso(window.start), "--to", iso(read_to),
                           "--source", window.source, *_flags(selection), "--out", str(out),
                           *(["--labels", str(labels)] if labels else []), "--pre", f"{pre:g}", "--post",
@@ -176,6 +178,8 @@ class StopOnInterrupt:
 
     def __init__(self) -> None:
         self.stopped = False
+        self.last_ts: float | None = None
+        """The time of the last record handed on: where a stopped window ends."""
         self._before: Any = None
 
     def __enter__(self) -> StopOnInterrupt:
@@ -193,6 +197,7 @@ class StopOnInterrupt:
         """`records` until the first Ctrl-C."""
         try:
             for record in records:
+                self.last_ts = record.timestamp
                 yield record
                 if self.stopped:
                     return
