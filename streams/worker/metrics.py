@@ -10,7 +10,9 @@ fleet model, never by the number of robots.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from itertools import accumulate
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -109,24 +111,58 @@ class PipelineMetrics:
             self.anomalies.labels(anomaly.sector or "fleet", anomaly.detector, anomaly.severity).inc()
 
 
+SUMMARY_MIN_AGE_S = 5.0
+"""A fleet summary is reused for at least this long (and for ten times what it took to compute)."""
+
+
+@dataclass(frozen=True)
+class _Summary:
+    summary: FleetSummary
+    robots: int
+    nbytes: int
+    done_at: float
+    took_s: float
+
+
 class FleetCollector(Collector):
     """Fleet state and table size, computed from this worker's twins at scrape time.
 
     Every label set the fleet model allows is exported from the first scrape
     (zeros included), so the number of series does not grow with the fleet.
+
+    Summarising decodes every twin on the worker's event loop: at tens of
+    thousands of twins one pass takes seconds, and scrapes every second (or
+    several scrapers) would then leave the ingest agent no time at all (a
+    worker stalled for minutes behind its own /metrics). So a summary is
+    reused until it is `SUMMARY_MIN_AGE_S` old and ten times as old as it took
+    to make: fleet gauges lag by that much, and summarising never takes more
+    than a tenth of the loop. The consumer lag is read fresh on every scrape.
     """
 
     def __init__(self, fleet: Fleet, raw_twins: Callable[[], list[bytes]],
-                 consumer_lag: Callable[[], dict[int, int]] = dict) -> None:
+                 consumer_lag: Callable[[], dict[int, int]] = dict,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._fleet = fleet
         self._places = label_space(fleet)
         self._kinds = signal_space(fleet)
         self._raw = raw_twins
         self._lag = consumer_lag
+        self._clock = clock
+        self._last: _Summary | None = None
 
-    def collect(self) -> Iterator[Metric]:
+    def _summary(self) -> _Summary:
+        now, last = self._clock(), self._last
+        if last is not None and now - last.done_at < max(SUMMARY_MIN_AGE_S, 10 * last.took_s):
+            return last
         raw = self._raw()
         summary = summarize_fleet((decode_twin(r) for r in raw), self._fleet)
+        done = self._clock()
+        self._last = _Summary(summary, len(raw), sum(len(r) for r in raw), done, done - now)
+        return self._last
+
+    def collect(self) -> Iterator[Metric]:
+        held = self._summary()
+        summary = held.summary
         yield from self._robots(summary)
         yield from self._signals(summary)
         yield from self._versions(summary)
@@ -136,9 +172,12 @@ class FleetCollector(Collector):
             for detector in DETECTORS:
                 active.add_metric([sector, detector], summary.anomalies.get((sector, detector), 0))
         yield active
-        yield GaugeMetricFamily("twin_table_robots", "Twins held by this worker.", value=len(raw))
+        yield GaugeMetricFamily("twin_table_robots", "Twins held by this worker.", value=held.robots)
         yield GaugeMetricFamily("twin_table_bytes", "Stored bytes of the twins held by this worker.",
-                                value=sum(len(r) for r in raw))
+                                value=held.nbytes)
+        yield GaugeMetricFamily("twin_fleet_summary_age_seconds",
+                                "Age of the fleet summary behind the fleet gauges (it is reused between scrapes).",
+                                value=round(self._clock() - held.done_at, 3))
         lag = GaugeMetricFamily("twin_consumer_lag", "Telemetry messages not yet read, per partition.",
                                 labels=["partition"])
         for partition, behind in sorted(self._lag().items()):

@@ -35,6 +35,7 @@ import httpx
 import pytest
 
 from streams.settings import Settings
+from streams.worker.metrics import SUMMARY_MIN_AGE_S
 from streams.local.simulator import KafkaSink
 from streams.local.stack import Stack
 from streams.topics import ensure_topics
@@ -297,7 +298,12 @@ def test_each_worker_holds_only_its_own_robots_however_long_it_runs(workers: lis
           f"twin at seq {BEYOND_STANDBY_BUFFER} from both workers for every robot")
     time.sleep(2.0)  # the last standby records reach the other worker a moment after the table write
     held = [w.held() for w in workers]
-    metric = [sum(float(v) for v in re.findall(r"^twin_table_robots (\S+)$", w.api.get("/metrics").text, re.M))
-              for w in workers]
     assert held[0].isdisjoint(held[1]) and held[0] | held[1] == robots, [len(h) for h in held]
-    assert sum(metric) == ROBOTS, metric
+
+    def table_robots() -> list[float] | None:
+        """twin_table_robots of each worker, once they add up (the fleet summary is reused for a few seconds)."""
+        metric = [sum(float(v) for v in re.findall(r"^twin_table_robots (\S+)$", w.api.get("/metrics").text, re.M))
+                  for w in workers]
+        return metric if sum(metric) == ROBOTS else None
+
+    until(table_robots, 3 * SUMMARY_MIN_AGE_S, f"twin_table_robots of the two workers adding up to {ROBOTS}")
