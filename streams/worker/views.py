@@ -48,7 +48,9 @@ def list_query(query: Mapping[str, str], fleet: Fleet) -> ListQuery | str:
     A filter that can match nothing (a sector or site the seeds do not have, a
     site of another sector, a misspelt parameter) would answer 200 with an
     empty list, which reads as "no robots there": it is a 400 that says why.
+    A parameter given empty counts as not given (a link template whose variable is empty).
     """
+    query = {k: v for k, v in query.items() if v != ""}
     if unknown := sorted(set(query) - set(LIST_PARAMS)):
         return f"unknown query parameter(s) {', '.join(unknown)}; known: {', '.join(LIST_PARAMS)}"
     sector, site = query.get("sector"), query.get("site")
