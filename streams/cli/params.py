@@ -51,6 +51,17 @@ def source_callback(value: str) -> str:
     return value
 
 
+def pace_callback(value: str) -> str:
+    """Parameter callback: a pace such as `10x` (or `10`), above zero."""
+    try:
+        factor = float(value.removesuffix("x"))
+    except ValueError:
+        raise typer.BadParameter(f"{value!r}: not a pace; try 10x") from None
+    if not factor > 0:
+        raise typer.BadParameter(f"{value!r}: the pace must be above 0x")
+    return value
+
+
 def window(start: str, end: str, source: str, end_name: str = "--to") -> Window:
     """The window `--from`..`--to`; one that ends before it starts is a usage error (an empty
     report with exit 0 would hide the typo)."""

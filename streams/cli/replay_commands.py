@@ -17,7 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from streams.analysis import replay_window as replaying
 from streams.analysis.replay_window import Window, iso, parse_time
 from streams.cli.context import settings_of
-from streams.cli.params import source_callback, time_callback, window as window_of
+from streams.cli.params import pace_callback, source_callback, time_callback, window as window_of
 from streams.cli.tables import print_rows
 from streams.settings import Settings
 from streams.twin_view import diff_twins, to_view
@@ -49,7 +49,8 @@ def replay_command(
     out: Annotated[Optional[Path], typer.Option(help="Directory for Parquet files and report.html.")] = None,
     source: Source = "kafka",
     republish: Annotated[Optional[str], typer.Option(help="Re-emit the window's telemetry to this (non-live) topic.")] = None,
-    speed: Annotated[str, typer.Option(help="Pace of --republish: 10x = ten times real time.")] = "1x",
+    speed: Annotated[str, typer.Option(help="Pace of --republish: 10x = ten times real time.",
+                                       callback=pace_callback)] = "1x",
     report: Annotated[bool, typer.Option(help="Write report.html.")] = True,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
@@ -253,7 +254,7 @@ class _bar:
 
 def _republish(settings: Settings, window: Window, selection: Selection, topic: str, speed: str,
                progress: bool) -> None:
-    factor = float(speed.rstrip("x"))
+    factor = float(speed.removesuffix("x"))
     try:
         with _bar(window, progress) as on_record:
             sent = replaying.republish(settings, replaying.records(settings, window, selection), topic, factor,

@@ -27,6 +27,8 @@ BAD = [
     (["export-dataset", "--from=-1h", "--labels", "/nope.parquet"], "Invalid value for '--labels': file '/nope.parquet'"),
     (["replay", "--from=-1h", "--source", "/no/archive"], "Invalid value for '--source': '/no/archive': not kafka"),
     (["twin-at", "r-1", "now", "--source", "archiv"], "Invalid value for '--source': 'archiv': not kafka"),
+    (["replay", "--from=-1m", "--republish", "x.staging", "--speed", "fast"], "'--speed': 'fast': not a pace"),
+    (["replay", "--from=-1m", "--republish", "x.staging", "--speed", "0x"], "'--speed': '0x': the pace must be above"),
     (["simulate", "--scenario", "unknown", "--no-progress"], "Invalid value for '--scenario': 'unknown'; known: chaos"),
     (["simulate", "--scenario", "missing.yaml", "--no-progress"], "Invalid value for '--scenario': missing.yaml: no such"),
     (["eval", "--scenario", "unknown"], "Invalid value for '--scenario': 'unknown'; known: chaos"),
