@@ -23,7 +23,7 @@ from tests.support.net import auth, free_port
 from tests.support.telemetry import kcat_produce, telemetry
 from tests.support.waiting import eventually
 
-PRIVATE = ["/twins", "/twins/{robot}", "/fleet/summary", "/maintenance/inbox"]
+PRIVATE = ["/twins", "/twins/{robot}", "/twins/{robot}/history", "/fleet/summary", "/maintenance/inbox"]
 
 
 @pytest.fixture(scope="module")
