@@ -110,7 +110,8 @@ def simulate(
     rate: Annotated[Optional[float], typer.Option(help="Reports per robot per second.")] = None,
     speed: Annotated[float, typer.Option(help="Run X times faster than real time (Kafka only).")] = 1.0,
     duration: Annotated[Optional[float], typer.Option(
-        help="Scenario seconds to run (a repeating scenario such as demo: how long to loop; default: until stopped).")] = None,
+        help="Scenario seconds to run (a repeating scenario such as demo: how long to loop; "
+             "default: to Kafka until stopped, to a file one cycle).")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Same seed, same events, byte for byte.")] = None,
     to_file: Annotated[Optional[Path], typer.Option("--to-file", help="Write Parquet here instead of Kafka.")] = None,
     to_jsonl: Annotated[Optional[Path], typer.Option("--to-jsonl", help="Write JSON lines here instead of Kafka.")] = None,
@@ -140,7 +141,7 @@ def simulate(
     fleet_id = fleet_id if fleet_id is not None else new_fleet_id() if live else ""
     sim = FleetSim(fleet, spec, seed=settings.sim_seed if seed is None else seed,
                    start_ts=round(time.time(), 3) if live else None, time_scale=1.0 / speed if live else 1.0,
-                   fleet_id=fleet_id, run_s=(duration or float("inf")) if spec.repeat else None)
+                   fleet_id=fleet_id, run_s=(duration or (float("inf") if live else None)) if spec.repeat else None)
     label_file = labels or (labels_path(out) if out else
                             settings.state_dir / "labels" / f"{spec.name}-{int(sim.start_ts)}.parquet")
     truth = LabelLog(sim, label_file)
