@@ -33,6 +33,7 @@ from pydantic import SecretStr
 
 from streams.analysis.replay_window import parse_time, policy
 from streams.analysis.sources import archive_source, kafka_source, partition_of
+from streams.exceptions import is_retriable
 from streams.settings import Settings
 from streams.twin_view import iso
 from streams.worker.routing import Here, TwinRouter, routed, unavailable
@@ -212,5 +213,11 @@ def register_history(app: faust.App, twins: Any, router: TwinRouter, fleet: Flee
             except BadHistoryQuery as err:
                 return self.error(400, str(err))
             async with readers:
-                found, complete = await asyncio.to_thread(history, settings, fleet, robot_id, query)
+                try:
+                    found, complete = await asyncio.to_thread(history, settings, fleet, robot_id, query)
+                except Exception as err:
+                    if not is_retriable(err):
+                        raise
+                    # the broker is away or busy: a lookup that may work soon is a 503, never a 500
+                    return unavailable(self, f"the log could not be read now: {type(err).__name__}")
             return self.json(to_json(found, complete, query))
