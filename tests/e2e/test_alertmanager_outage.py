@@ -18,10 +18,8 @@ import pytest
 
 from streams.worker.alerting import RETRY_S
 from streams.settings import Settings
-from streams.local.stack import Stack
-from streams.topics import ensure_topics
 from tests.support.alerts import AlertRecorder
-from tests.support.net import free_port
+from tests.support.own import own_worker
 from tests.support.telemetry import FAULT, NORMAL, drive
 from tests.support.waiting import eventually
 
@@ -38,19 +36,10 @@ def refusing(private_alertmanager: str) -> Iterator[AlertRecorder]:
 
 
 @pytest.fixture
-def own_worker(broker: str, settings: Settings, tmp_path: Path, refusing: AlertRecorder) -> Iterator[Settings]:
+def worker_of_its_own(broker: str, settings: Settings, tmp_path: Path, refusing: AlertRecorder) -> Iterator[Settings]:
     """A worker of this test's own on the session broker (own topics), posting through `refusing`."""
-    run = uuid.uuid4().hex[:8]
-    mine = settings.model_copy(update={
-        "app_id": f"fleet-twin-amdown-{run}", "topic_prefix": f"amdown-{run}.", "web_port": free_port(),
-        "state_dir": tmp_path / "state", "alertmanager_port": refusing.port})
-    asyncio.run(ensure_topics(mine))
-    stack = Stack(mine)
-    try:
-        stack.start_worker()
+    with own_worker(settings, tmp_path / "state", "amdown", alertmanager_port=refusing.port) as mine:
         yield mine
-    finally:
-        stack.procs.stop("worker")
 
 
 def band_alerts(alerts: list[dict], robot: str) -> list[dict] | None:
@@ -58,9 +47,9 @@ def band_alerts(alerts: list[dict], robot: str) -> list[dict] | None:
 
 
 def test_an_alert_refused_by_alertmanager_is_posted_once_it_is_back(
-        own_worker: Settings, refusing: AlertRecorder, private_alertmanager: str) -> None:
+        worker_of_its_own: Settings, refusing: AlertRecorder, private_alertmanager: str) -> None:
     robot = f"amdown-{uuid.uuid4().hex[:8]}"
-    asyncio.run(drive(own_worker, robot, time.time() - 140, NORMAL + FAULT))
+    asyncio.run(drive(worker_of_its_own, robot, time.time() - 140, NORMAL + FAULT))
 
     eventually(lambda: band_alerts(refusing.refused, robot), timeout_s=60)
 

@@ -7,7 +7,6 @@ inhibits this test's robot alerts: what reaches maintenance would depend on test
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,11 +17,10 @@ from typing import Any
 import httpx
 import pytest
 
-from streams.local.stack import Stack
 from streams.settings import Settings
-from streams.topics import ensure_topics
 from tests.support.alerts import Webhook
 from tests.support.net import free_port
+from tests.support.own import own_worker
 from tests.support.telemetry import FAULT, NORMAL, drive
 from tests.support.waiting import eventually
 
@@ -36,21 +34,12 @@ def received(webhook: Webhook, robot: str, status: str) -> list[dict[str, Any]] 
 @pytest.fixture
 def own(broker: str, settings: Settings, tmp_path: Path) -> Iterator[tuple[Settings, Webhook]]:
     """A worker on topics of its own, posting to an Alertmanager of its own that notifies a webhook."""
-    run = uuid.uuid4().hex[:8]
     hook = Webhook(free_port())
-    mine = settings.model_copy(update={
-        "app_id": f"fleet-twin-alerts-{run}", "topic_prefix": f"alerts-{run}.", "web_port": free_port(),
-        "alertmanager_port": free_port(), "state_dir": tmp_path / "state",
-        "maintenance_webhook": f"http://127.0.0.1:{hook.server.server_port}/hook"})
-    asyncio.run(ensure_topics(mine))
-    stack = Stack(mine)
     try:
-        stack.start_alertmanager()
-        stack.start_worker()
-        yield mine, hook
+        with own_worker(settings, tmp_path / "state", "alerts", alertmanager=True, alertmanager_port=free_port(),
+                        maintenance_webhook=f"http://127.0.0.1:{hook.server.server_port}/hook") as mine:
+            yield mine, hook
     finally:
-        stack.procs.stop("worker")
-        stack.procs.stop("alertmanager")
         hook.server.shutdown()
 
 
