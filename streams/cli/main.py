@@ -19,6 +19,7 @@ from streams.auth import api_token, ensure_api_token, token_file
 from streams.cli.archive_commands import archive_command, report_command
 from streams.cli.context import load_settings, settings_of, topics_or_exit
 from streams.cli.dashboards import dashboards_app
+from streams.cli.params import positive
 from streams.exceptions import NoApiToken, ProcessFailed
 from streams.cli.replay_commands import export_dataset_command, replay_command, twin_at_command
 from streams.settings import Settings
@@ -106,11 +107,11 @@ def worker(ctx: typer.Context) -> None:
 def simulate(
     ctx: typer.Context,
     scenario: Annotated[str, typer.Option(help="Name in seeds/scenarios/, or a YAML path.")] = "steady",
-    robots: Annotated[Optional[int], typer.Option(help="Fleet size (default: the scenario's).")] = None,
-    rate: Annotated[Optional[float], typer.Option(help="Reports per robot per second.")] = None,
-    speed: Annotated[float, typer.Option(help="Run X times faster than real time (Kafka only).")] = 1.0,
+    robots: Annotated[Optional[int], typer.Option(callback=lambda v: positive(v), help="Fleet size (default: the scenario's).")] = None,
+    rate: Annotated[Optional[float], typer.Option(callback=lambda v: positive(v), help="Reports per robot per second.")] = None,
+    speed: Annotated[float, typer.Option(callback=lambda v: positive(v), help="Run X times faster than real time (Kafka only).")] = 1.0,
     duration: Annotated[Optional[float], typer.Option(
-        help="Scenario seconds to run (a repeating scenario such as demo: how long to loop; "
+        callback=lambda v: positive(v), help="Scenario seconds to run (a repeating scenario such as demo: how long to loop; "
              "default: to Kafka until stopped, to a file one cycle).")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Same seed, same events, byte for byte.")] = None,
     to_file: Annotated[Optional[Path], typer.Option("--to-file", help="Write Parquet here instead of Kafka.")] = None,
@@ -183,7 +184,7 @@ def _fleet_id(value: str | None) -> str | None:
 def evaluate(
     ctx: typer.Context,
     scenario: Annotated[list[str], typer.Option(help="Simulator scenario(s) to score against their ground truth.")] = [],  # noqa: B006
-    robots: Annotated[Optional[int], typer.Option(help="Fleet size (default: the scenario's).")] = None,
+    robots: Annotated[Optional[int], typer.Option(callback=lambda v: positive(v), help="Fleet size (default: the scenario's).")] = None,
     duration: Annotated[Optional[float], typer.Option(help="Scenario seconds (default: the scenario's).")] = None,
     seed: Annotated[int, typer.Option(help="Simulator seed.")] = 1,
     data: Annotated[list[str], typer.Option(help="Public data sets to score: nab, skab, ur3.")] = [],  # noqa: B006

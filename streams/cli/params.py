@@ -22,6 +22,7 @@ from twin.exceptions import InvalidSeed
 from twin.sim.scenario import Scenario
 
 T = TypeVar("T", str, Sequence[str], None)
+N = TypeVar("N", int, float, None)
 SCENARIO = "'--scenario'"
 
 
@@ -101,4 +102,11 @@ def check_choice(option: str, value: str, known: Sequence[str]) -> str:
     """`value` if it is one of `known`; else a usage error that lists them."""
     if value not in known:
         raise typer.BadParameter(f"{value!r}; known: {', '.join(known)}", param_hint=f"'{option}'")
+    return value
+
+
+def positive(value: N) -> N:
+    """Parameter callback: a count, rate, speed or duration must be above zero (0x speed divides by zero)."""
+    if value is not None and value <= 0:
+        raise typer.BadParameter(f"{value!r}: must be above 0")
     return value

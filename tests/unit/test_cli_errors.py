@@ -33,6 +33,10 @@ BAD = [
     (["simulate", "--scenario", "missing.yaml", "--no-progress"], "Invalid value for '--scenario': missing.yaml: no such"),
     (["eval", "--scenario", "unknown"], "Invalid value for '--scenario': 'unknown'; known: chaos"),
     (["eval", "--data", "kaggle"], "Invalid value for '--data': 'kaggle'; known: nab, skab, ur3"),
+    (["simulate", "--speed", "0", "--no-progress"], "Invalid value for '--speed': 0.0: must be above 0"),
+    (["simulate", "--robots", "-3", "--no-progress"], "Invalid value for '--robots': -3: must be above 0"),
+    (["simulate", "--rate", "0", "--no-progress"], "Invalid value for '--rate': 0.0: must be above 0"),
+    (["simulate", "--duration", "-1", "--no-progress"], "Invalid value for '--duration': -1.0: must be above 0"),
 ]
 
 
