@@ -36,8 +36,8 @@ from streams.analysis.sources import archive_source, kafka_source, partition_of
 from streams.exceptions import is_retriable
 from streams.settings import Settings
 from streams.twin_view import iso
-from streams.worker.routing import Here, TwinRouter, routed, unavailable
-from streams.worker.views import private
+from streams.worker.routing import TwinRouter, routed, unavailable
+from streams.worker.views import held_twin, private
 from twin.exceptions import FleetTwinError, InvalidEvent
 from twin.fleet import Fleet
 from twin.history import History, shape
@@ -202,11 +202,9 @@ def register_history(app: faust.App, twins: Any, router: TwinRouter, fleet: Flee
         # Routed as GET /twins/{robot_id} is: to the worker holding the robot's telemetry partition.
         @routed(router)
         async def get(self: View, request: Request, robot_id: str) -> Response:
-            raw = twins.get(robot_id)
-            if raw is None and (app.rebalancing or not isinstance(router.route(robot_id), Here)):
-                return unavailable(self, f"the partition of {robot_id!r} is moving between workers")
-            if raw is None:
-                return self.notfound(f"no twin for robot {robot_id!r}")
+            raw = held_twin(self, app, twins, router, robot_id)
+            if not isinstance(raw, bytes):
+                return raw
             model = fleet.models.get(decode_twin(raw).model)
             try:
                 query = parse_query(request.query, model.signals if model else (), time.time())

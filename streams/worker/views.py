@@ -84,6 +84,22 @@ def private(token: SecretStr) -> type[View]:
     return Private
 
 
+def held_twin(view: View, app: faust.App, twins: Any, router: TwinRouter, robot_id: str) -> bytes | Response:
+    """The robot's stored twin on the worker its request was routed to, or the answer saying why not.
+
+    A missing twin is only "unknown robot" (404) when this worker holds the
+    robot's partition and is not recovering it; otherwise the partition is
+    moving (or moved while the request was forwarded) and the client should ask
+    again (503).
+    """
+    raw: bytes | None = twins.get(robot_id)
+    if raw is None and (app.rebalancing or not isinstance(router.route(robot_id), Here)):
+        return unavailable(view, f"the partition of {robot_id!r} is moving between workers")
+    if raw is None:
+        return view.notfound(f"no twin for robot {robot_id!r}")
+    return raw
+
+
 def register_views(app: faust.App, twins: Any, router: TwinRouter, fleet: Fleet,
                    registry: CollectorRegistry, token: SecretStr, metrics_token: SecretStr | None = None) -> None:
     """Add the worker's pages to `app`; fleet data only for requests bearing `token`."""
@@ -97,13 +113,8 @@ def register_views(app: faust.App, twins: Any, router: TwinRouter, fleet: Fleet,
         # Routed by the telemetry partition of the robot id (routing.py says why not Faust's routes).
         @routed(router)
         async def get(self: View, request: Request, robot_id: str) -> Response:
-            raw = twins.get(robot_id)
-            if raw is None and (app.rebalancing or not isinstance(router.route(robot_id), Here)):
-                # the partition is recovering here, or moved while the request was forwarded
-                return unavailable(self, f"the partition of {robot_id!r} is moving between workers")
-            if raw is None:
-                return self.notfound(f"no twin for robot {robot_id!r}")
-            return self.json(to_view(decode_twin(raw)))
+            raw = held_twin(self, app, twins, router, robot_id)
+            return self.json(to_view(decode_twin(raw))) if isinstance(raw, bytes) else raw
 
     @app.page("/twins")
     class TwinList(Private):  # type: ignore[misc,valid-type]
