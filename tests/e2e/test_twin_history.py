@@ -1,4 +1,8 @@
-"""`GET /twins/{id}/history` on the real worker: a robot's own signals, read back from its partition."""
+"""`GET /twins/{id}/history` on the real worker: a robot's own signals, read back from its partition.
+
+The worker is one of the module's own (own topics): the reports here are stamped at the broker with
+their event time, minutes in the past, and on the session's busy partitions, behind records stamped
+now, a window read by broker time would not be what these tests pin down."""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
@@ -15,6 +19,8 @@ from aiokafka import AIOKafkaProducer
 
 from streams.analysis.sources import kafka_source, partition_of
 from streams.settings import Settings
+from tests.support.net import auth, free_port
+from tests.support.own import own_worker
 from tests.support.waiting import eventually
 from twin.fleet import Fleet
 
@@ -50,13 +56,27 @@ async def produce(settings: Settings, robots: list[str], start: float) -> None:
 
 
 @pytest.fixture(scope="module")
-def neighbours(api: httpx.Client, settings: Settings) -> tuple[str, str, float]:
+def own(broker: str, settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    with own_worker(settings, tmp_path_factory.mktemp("history"), "history", alertmanager_port=free_port(),
+                    maintenance_webhook="") as mine:
+        yield mine
+
+
+@pytest.fixture(scope="module")
+def api(own: Settings) -> Iterator[httpx.Client]:
+    """A client of the module's worker that sends the token."""
+    with httpx.Client(base_url=own.web_url(), headers=auth(own)) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def neighbours(api: httpx.Client, own: Settings) -> tuple[str, str, float]:
     """Two robots in one partition, each with two minutes of reports ending a few minutes ago."""
     first = f"hist-{uuid.uuid4().hex[:8]}"
     second = next(r for r in (f"hist-{uuid.uuid4().hex[:8]}" for _ in range(1000))
-                  if partition_of(r, settings.partitions) == partition_of(first, settings.partitions))
+                  if partition_of(r, own.partitions) == partition_of(first, own.partitions))
     start = float(int(time.time()) - 600)
-    asyncio.run(produce(settings, [first, second], start))
+    asyncio.run(produce(own, [first, second], start))
     for robot in (first, second):
         eventually(caught_up(api, robot))
     return first, second, start
@@ -113,17 +133,17 @@ def test_every_signal_of_the_model_by_default(api: httpx.Client, fleet: Fleet,
 
 
 def test_a_bounded_kafka_read_keeps_the_newest_records_and_stops_when_closed(
-        settings: Settings, neighbours: tuple[str, str, float]) -> None:
+        own: Settings, neighbours: tuple[str, str, float]) -> None:
     """What bounds a history request on a busy partition: the window's last records, not its first."""
     robot, _, start = neighbours
-    partition = {partition_of(robot, settings.partitions)}
-    window = (settings, start, start + REPORTS + 1, partition)
+    partition = {partition_of(robot, own.partitions)}
+    window = (own, start, start + REPORTS + 1, partition)
     every = [r for r in kafka_source(*window) if r.kind == "telemetry"]
     newest = [r for r in kafka_source(*window, newest=50) if r.kind == "telemetry"]
     assert len(every) >= 2 * REPORTS and newest == every[-50:]
     assert newest[-1].timestamp == start + REPORTS
     before = threading.active_count()
-    source = kafka_source(settings, start, start + REPORTS + 1, partition)
+    source = kafka_source(own, start, start + REPORTS + 1, partition)
     assert next(source).timestamp == start + 1
     source.close()  # a reader that stops early: the consumer thread must end, not block on a full queue
     assert threading.active_count() <= before
@@ -145,7 +165,7 @@ def test_bad_parameters_are_400_with_the_reason(api: httpx.Client, neighbours: t
     assert r.status_code == 400 and says in r.json()["error"], r.text
 
 
-def test_unknown_robot_is_404_and_no_token_is_401(worker: str, api: httpx.Client,
+def test_unknown_robot_is_404_and_no_token_is_401(own: Settings, api: httpx.Client,
                                                   neighbours: tuple[str, str, float]) -> None:
     assert api.get(f"/twins/nobody-{uuid.uuid4().hex}/history").status_code == 404
-    assert httpx.get(f"{worker}/twins/{neighbours[0]}/history").status_code == 401
+    assert httpx.get(f"{own.web_url()}/twins/{neighbours[0]}/history").status_code == 401
