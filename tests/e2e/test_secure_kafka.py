@@ -168,7 +168,7 @@ def test_replay_republish_and_archive_over_sasl_ssl(secure: Settings, tmp_path: 
             telemetry.append(record)
 
     result = replaying.run(secure, Window(0.0, time.time() + 60), Selection(), at=[], on_record=keep)
-    assert len(result.twins) == ROBOTS and len(telemetry) == ROBOTS * 20
+    assert len(result.twins) == ROBOTS and len(telemetry) == ROBOTS * 21  # 20 reports, then the sign-off
 
     sent = replaying.republish(secure, iter(telemetry), secure.topic("staging"), speed=1e6)
     assert sent == len(telemetry)
