@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import msgspec
 import numpy as np
 import polars as pl
 from numpy.typing import NDArray
@@ -44,8 +45,11 @@ PUBLISHED = {
 
 OURS = "fleet-twin univariate"
 
-SEARCH_GRID: tuple[univariate.UnivariateParams, ...] = (univariate.DEFAULT,)
-"""Detector parameter sets the out-of-fold search may choose from (with the threshold)."""
+SEARCH_GRID: tuple[univariate.UnivariateParams, ...] = tuple(
+    msgspec.structs.replace(univariate.DEFAULT, quiet=q) for q in (univariate.DEFAULT.quiet, 72.0, 288.0)
+)
+"""Detector parameter sets the out-of-fold search chooses among, with the threshold: the quiet horizon
+(half, once and twice the committed one). The committed set comes first, so a tie keeps it."""
 
 LOFO = "out-of-fold, leave one file out"
 LOCO = "out-of-fold, leave one category out"
