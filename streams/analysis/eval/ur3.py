@@ -16,10 +16,13 @@ not false) and the rate is per hour of observed time outside those windows.
 `chance` is the recall of the same alerts shifted in time (circularly, by 30
 fixed offsets): windows cover about 30 % of the time, so chance is far from 0.
 
-Split in contiguous blocks, never by rows: the recording has two sessions
-separated by a 5.2 h gap. Block 1 (08:17-09:05, 0.80 h observed, 21 stops, 34
-grip losses) fits the baselines and tuned the parameters; block 2
-(14:19-15:36, 1.27 h, 87 stops, 43 grip losses) is the report.
+Out-of-fold by contiguous time blocks, never by rows: the recording (two
+sessions, 08:17-09:05 and 14:19-15:36, 5.2 h apart) is cut into `K` blocks of
+consecutive rows (`twin.score.folds.contiguous_blocks`); for each block the
+parameter grid (`GRID`) is searched, and the baselines fitted, on the other
+blocks only (`restrict` hands the search a recording that holds no row of the
+scored block), then the block is scored; the table pools the `K` held-out
+blocks. `twin.score.folds.out_of_fold` refuses a fold that would leak.
 
 Detectors, all `twin.detect.multivariate`:
 
@@ -41,6 +44,7 @@ anything block 1 saw.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +53,7 @@ import numpy.typing as npt
 import polars as pl
 
 from twin.detect.multivariate import Baseline, MultivariateParams, State, fit, step
+from twin.score.folds import Fold, contiguous_blocks, out_of_fold
 
 Floats = npt.NDArray[np.float64]
 Bools = npt.NDArray[np.bool_]
@@ -58,6 +63,8 @@ CURRENTS = tuple(f"Current_J{j}" for j in range(6))
 SPEEDS = tuple(f"Speed_J{j}" for j in range(6))
 TOOL = ("Tool_current",)
 JOINT = CURRENTS + SPEEDS + TOOL
+TEMPERATURES = ("Temperature_T0", *(f"Temperature_J{j}" for j in range(1, 6)))
+"""`Temperature_T0` is J0's temperature (the data set's own spelling)."""
 PHASES = 25
 """Seconds of a normal work cycle; later phases use the pooled baseline."""
 SESSION_GAP_S = 3600.0
@@ -67,11 +74,16 @@ PRE_S, POST_S = 5.0, 10.0
 MAX_STEP_S = 5.0
 """Row gaps longer than this are not counted as observed time."""
 
+K = 4
+"""Time blocks of the out-of-fold table: each held-out block has 18-38 protective stops."""
+BUDGET = 20.0
+"""The search keeps settings within this many false alarms per hour on the training blocks."""
+
 JOINT_PARAMS = MultivariateParams(
     shrinkage=0.2, ridge=0.05, min_weight=5.0,
     threshold=6.0, release=0.5, cap=1e9, rise_s=1.0, fall_s=5.0,
 )
-"""Frozen after tuning on block 1 (see `tune`): most stops at <= 20 false alarms/h."""
+"""The setting block 1 (the first session) chose; the out-of-fold table searches its own per fold."""
 ONE_PARAMS = MultivariateParams(
     shrinkage=0.2, ridge=0.05, min_weight=5.0,
     threshold=2.0, release=0.3, cap=1e9, rise_s=1.0, fall_s=10.0,
@@ -81,7 +93,7 @@ TOOL_PARAMS = MultivariateParams(
     shrinkage=0.2, ridge=0.05, min_weight=5.0,
     threshold=24.0, release=1.0, cap=1e9, rise_s=0.0, fall_s=0.0,
 )
-"""Frozen after tuning on block 1: most grip losses at <= 20 false alarms/h."""
+"""The setting block 1 chose for grip losses."""
 
 
 @dataclass(frozen=True)
@@ -90,7 +102,7 @@ class Recording:
 
     ts: Floats
     values: pl.DataFrame
-    """The signal columns, float, null where blank."""
+    """The signal columns (`JOINT` and `TEMPERATURES`), float, null where blank."""
     stop: Bools
     grip: Bools
     phase: npt.NDArray[np.int64]
@@ -110,7 +122,7 @@ def read(root: Path) -> Recording:
     raw = raw.rename({c: c.lstrip("\ufeff").strip() for c in raw.columns})
     stamps = raw["Timestamp"].str.strip_chars('"').str.to_datetime("%Y-%m-%dT%H:%M:%S%.3fZ")
     ts = stamps.dt.epoch("ms").to_numpy() / 1000.0
-    values = raw.select([pl.col(c).cast(pl.Float64) for c in JOINT])
+    values = raw.select([pl.col(c).cast(pl.Float64) for c in JOINT + TEMPERATURES])
     stop = (raw["Robot_ProtectiveStop"] == "TRUE").fill_null(False).to_numpy()
     grip = (raw["grip_lost"] == "TRUE").fill_null(False).to_numpy()
     cycle = raw["cycle"].cast(pl.Int64).to_numpy()
@@ -154,13 +166,14 @@ class PhaseModel:
 
 
 def train(
-    rec: Recording, columns: tuple[str, ...], block: tuple[int, int], params: MultivariateParams,
+    rec: Recording, columns: tuple[str, ...], block: tuple[int, int] | None, params: MultivariateParams,
     per_phase: bool = True,
 ) -> PhaseModel:
-    """Fit on the clean, complete rows of one block."""
+    """Fit on the clean, complete rows of one block (None: of the whole recording given)."""
     data = rec.matrix(columns)
     rows = np.zeros(len(rec.ts), dtype=bool)
-    rows[block[0]:block[1]] = True
+    lo, hi = block or (0, len(rec.ts))
+    rows[lo:hi] = True
     rows &= rec.clean & np.isfinite(data).all(axis=1)
     centre, scale = data[rows].mean(axis=0), data[rows].std(axis=0)
     z = (data - centre) / scale
@@ -295,51 +308,122 @@ DETECTORS = (
 
 
 def run(rec: Recording, det: Detector, block: tuple[int, int]) -> Floats:
-    """Alert times of one detector on one block, trained on block 1."""
+    """Alert times of one detector on one block, trained on block 1 (the first session)."""
     model = train(rec, det.columns, rec.blocks[0], det.params, det.per_phase)
     return alerts(rec, scores(rec, model, block, det.params), block)
 
 
-def ur3_table(data_dir: Path) -> pl.DataFrame:
-    """Per detector, event type and block: recall (and chance), false alarms/h, delay."""
+# -- out-of-fold by time blocks --------------------------------------------------------
+
+
+def restrict(rec: Recording, blocks: tuple[tuple[int, int], ...]) -> Recording:
+    """The recording cut down to the rows of `blocks` (each its own block): what a search may see."""
+    keep = np.zeros(len(rec.ts), dtype=bool)
+    for lo, hi in blocks:
+        keep[lo:hi] = True
+    lengths = [hi - lo for lo, hi in blocks]
+    edges = np.r_[0, np.cumsum(lengths)].tolist()
+    return Recording(rec.ts[keep], rec.values.filter(pl.Series(keep)), rec.stop[keep], rec.grip[keep],
+                     rec.phase[keep], rec.clean[keep], tuple(zip(edges[:-1], edges[1:])))
+
+
+GRID = tuple(
+    MultivariateParams(shrinkage=0.2, ridge=0.05, min_weight=5.0, cap=1e9, rise_s=rise, fall_s=fall,
+                       release=release, threshold=threshold)
+    for rise, fall, release in ((0.0, 0.0, 1.0), (1.0, 5.0, 0.5), (1.0, 10.0, 0.3), (2.0, 10.0, 0.5))
+    for threshold in (2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0)
+)
+"""The settings a search tries (the grid the block-1 parameters came from)."""
+
+
+def search(seen: Recording, det: Detector, event: str, budget: float = BUDGET,
+           grid: tuple[MultivariateParams, ...] = GRID) -> list[tuple[float, float, MultivariateParams]]:
+    """(recall, false alarms/h, params) of every setting within `budget` on `seen`, best first.
+
+    Baselines are fitted on all clean rows of `seen`, each of its blocks is
+    streamed on its own, and the counts are pooled over its blocks.
+    """
+    target = seen.stop if event == "stop" else seen.grip
+    found = []
+    for params in grid:
+        model = train(seen, det.columns, None, params, det.per_phase)
+        parts = [score_events(seen, alerts(seen, scores(seen, model, b, params), b), target, b) for b in seen.blocks]
+        s = pooled(parts)
+        if s.per_hour <= budget:
+            found.append((s.recall, s.per_hour, params))
+    return sorted(found, key=lambda r: (-r[0], r[1]))
+
+
+def pooled(parts: list[EventScore]) -> EventScore:
+    """Several blocks' scores as one (chance weighted by episodes)."""
+    episodes = sum(p.episodes for p in parts)
+    chance = sum(p.chance * p.episodes for p in parts if p.episodes) / episodes if episodes else float("nan")
+    return EventScore(episodes, sum(p.detected for p in parts), sum(p.false_alarms for p in parts),
+                      sum(p.hours for p in parts), tuple(d for p in parts for d in p.delays), chance)
+
+
+Block = tuple[int, int]
+
+
+def block_folds(rec: Recording, k: int = K) -> list[Fold[Block]]:
+    """One fold per contiguous block of rows: searched on the other `k - 1`, scored on it."""
+    blocks = contiguous_blocks(len(rec.ts), k)
+    return [Fold(f"block {i + 1}/{k}", tuple(b for b in blocks if b != held), (held,))
+            for i, held in enumerate(blocks)]
+
+
+@dataclass(frozen=True)
+class Choice:
+    """What a fold's search chose: the setting, and the baseline fitted on the training rows."""
+
+    params: MultivariateParams
+    model: PhaseModel
+
+
+def oof(rec: Recording, det: Detector, event: str, k: int = K, budget: float = BUDGET,
+        searcher: Callable[[Recording, Detector, str, float], list[tuple[float, float, MultivariateParams]]] = search,
+        ) -> tuple[EventScore, list[MultivariateParams]]:
+    """Out-of-fold score of one detector on one event type, pooled over `k` held-out blocks,
+    and the setting each fold chose. `searcher` only ever receives `restrict(rec, training blocks)`."""
+    target = rec.stop if event == "stop" else rec.grip
+
+    def choose(train_blocks: Sequence[Block]) -> Choice:
+        seen = restrict(rec, tuple(train_blocks))
+        found = searcher(seen, det, event, budget)
+        params = found[0][2] if found else max(GRID, key=lambda p: p.threshold)  # nothing within budget: the quietest
+        return Choice(params, train(seen, det.columns, None, params, det.per_phase))
+
+    def held_out(choice: Choice, test: Sequence[Block]) -> EventScore:
+        return pooled([score_events(rec, alerts(rec, scores(rec, choice.model, b, choice.params), b), target, b)
+                       for b in test])
+
+    results = out_of_fold(block_folds(rec, k), choose, held_out, key=lambda b: b)
+    return pooled([r.result for r in results]), [r.params.params for r in results]
+
+
+def ur3_table(data_dir: Path, k: int = K, budget: float = BUDGET) -> pl.DataFrame:
+    """Per detector and event type, out-of-fold over `k` time blocks: recall (and chance),
+    false alarms/h, median delay, and the thresholds the folds chose."""
     rec = read(data_dir)
     rows = []
     for det in DETECTORS:
-        for name, block in zip(("1 (fit+tune)", "2 (report)"), rec.blocks):
-            fired = run(rec, det, block)
-            for event, target in (("protective stop", rec.stop), ("grip lost", rec.grip)):
-                s = score_events(rec, fired, target, block)
-                rows.append((
-                    det.name, event, name, s.episodes, round(s.recall, 3),
-                    round(s.chance, 3), round(s.per_hour, 1), round(s.median_delay, 1),
-                    round(s.hours, 2),
-                ))
+        for event, label in (("stop", "protective stop"), ("grip", "grip lost")):
+            s, chosen = oof(rec, det, event, k, budget)
+            rows.append((
+                det.name, label, f"out-of-fold, {k} blocks", s.episodes, round(s.recall, 3),
+                round(s.chance, 3), round(s.per_hour, 1), round(s.median_delay, 1), round(s.hours, 2),
+                "/".join(f"{p.threshold:g}" for p in chosen),
+            ))
     return pl.DataFrame(rows, orient="row", schema=[
         "detector", "event", "block", "episodes", "recall", "chance_recall",
-        "false_alarms_per_h", "median_delay_s", "hours_outside",
+        "false_alarms_per_h", "median_delay_s", "hours_outside", "thresholds",
     ])
 
 
 def tune(
-    data_dir: Path, columns: tuple[str, ...], event: str, budget: float = 20.0,
+    data_dir: Path, columns: tuple[str, ...], event: str, budget: float = BUDGET,
     per_phase: bool = True,
 ) -> list[tuple[float, float, MultivariateParams]]:
-    """The grid the frozen parameters came from: block 1 only.
-
-    Returns (recall, false alarms/h, params) for every setting within
-    `budget` false alarms per hour on block 1, best recall first.
-    """
+    """The grid on block 1 (the first session) alone: where `JOINT_PARAMS` and `TOOL_PARAMS` came from."""
     rec = read(data_dir)
-    block = rec.blocks[0]
-    target = rec.stop if event == "stop" else rec.grip
-    found = []
-    for rise, fall, release in ((0.0, 0.0, 1.0), (1.0, 5.0, 0.5), (1.0, 10.0, 0.3), (2.0, 10.0, 0.5)):
-        for threshold in (2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0):
-            params = MultivariateParams(shrinkage=0.2, ridge=0.05, min_weight=5.0, cap=1e9, rise_s=rise,
-                            fall_s=fall, release=release, threshold=threshold)
-            model = train(rec, columns, block, params, per_phase)
-            fired = alerts(rec, scores(rec, model, block, params), block)
-            s = score_events(rec, fired, target, block)
-            if s.per_hour <= budget:
-                found.append((s.recall, s.per_hour, params))
-    return sorted(found, key=lambda r: (-r[0], r[1]))
+    return search(restrict(rec, (rec.blocks[0],)), Detector("tune", columns, JOINT_PARAMS, per_phase), event, budget)
