@@ -19,6 +19,7 @@ from streams.auth import api_token, ensure_api_token, token_file
 from streams.cli.archive_commands import archive_command, report_command
 from streams.cli.context import load_settings, settings_of, topics_or_exit
 from streams.cli.dashboards import dashboards_app
+from streams.cli.import_commands import import_command
 from streams.cli.params import positive
 from streams.exceptions import NoApiToken, ProcessFailed
 from streams.cli.replay_commands import export_dataset_command, replay_command, twin_at_command
@@ -33,6 +34,7 @@ app.command("archive")(archive_command)
 app.command("replay")(replay_command)
 app.command("twin-at")(twin_at_command)
 app.command("export-dataset")(export_dataset_command)
+app.command("import")(import_command)
 console = Console()
 
 
