@@ -12,7 +12,12 @@ first session alone (where the frozen JOINT/TOOL parameters came from). Data
 from --data-dir, else the setting data_dir: $FLEET_TWIN_DATA_DIR or
 <repo>/../shared/data. The benchmark table takes about a minute of CPU.
 
+`--write DIR` writes UR3 CobotOps and SKAB as format-(b) folders (DIR/ur3,
+DIR/skab) for `fleet-twin import` and `fleet-twin eval --data` (outside the
+repository: the data sets stay in the shared folder).
+
     .venv/bin/python bench/anomaly_ur3.py [--markdown] [--tune] [--production] [--blocks K] [--data-dir DIR]
+    .venv/bin/python bench/anomaly_ur3.py --write /tmp/recordings
 """
 
 from __future__ import annotations
@@ -51,10 +56,18 @@ def main() -> None:
     ap.add_argument("--production", action="store_true",
                     help="score the worker's detectors (import + twin.pipeline) instead of the benchmark ones")
     ap.add_argument("--blocks", type=int, default=K, help="contiguous time blocks (folds)")
+    ap.add_argument("--write", type=Path, default=None, help="write UR3 and SKAB as format-(b) folders here, then stop")
     args = ap.parse_args()
     settings = Settings()
     root = args.data_dir or settings.data_dir
     start = time.perf_counter()
+    if args.write:
+        from streams.analysis.eval.production import write_skab
+        from streams.analysis.eval.ur3_production import write_ur3
+
+        for written in (write_ur3(root, args.write / "ur3", args.blocks), write_skab(root, args.write / "skab")):
+            print(f"{written}/ ({sum(1 for _ in written.rglob('*.csv'))} runs)")
+        return
     if args.production:
         from streams.analysis.eval.ur3_production import production_oof_table
 
