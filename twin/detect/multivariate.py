@@ -33,13 +33,33 @@ else 1)), so **score >= 1 exactly when the alarm is on**; it jumps by
 1 / release when the alarm opens. The per-stream `State` is three floats and a
 bool (29 bytes as msgpack).
 
+Offline (eval, benchmarks) a whole stream is scored by `stream`: the same
+`_advance` rule as `step`, with the distances batched (`distances_at`) and
+followed by `follow`, so a threshold search reuses one batch of distances.
+
+Optionally (`smooth_s` > 0) the input rows are averaged in event time before
+the distance (`smooth_input`, a multivariate EWMA chart): a small sustained
+shift stands out of the noise that way, where averaging d^2 adds the noise's
+variance to it. That stage keeps its own p + 1 numbers per stream (`Inputs`).
+
+Operating points (`Operating`, `fit_operating`): one baseline per mode or
+speed set-point seen in normal data; a numeric point between two seen ones
+gets a baseline interpolated between them, and a point never seen answers
+None, "unknown operating point": the row is not scored and never alarms,
+rather than every row of a new regime being called anomalous.
+
+Robust fit: `trim` drops the farthest share of the normal rows after a
+first fit and refits (the reweighting step of robust covariance estimators).
+
 Pure and deterministic: numpy only, no I/O, no clock; the same inputs give
 the same bits.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
+from collections.abc import Sequence
 
 import msgspec
 import numpy as np
@@ -76,6 +96,15 @@ class MultivariateParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unkno
     """Time constant (s) of the smoothing while the raw value is above the level."""
     fall_s: float = 20.0
     """Time constant (s) of the smoothing while the raw value is below the level."""
+    smooth_s: float = 0.0
+    """Time constant (s) of an exponential average of the input rows taken before the
+    distance (`Inputs`, the multivariate EWMA chart of Lowry et al., 1992). Averaging
+    the readings lets a small sustained shift stand out of the noise; averaging the
+    distance (`rise_s`, `fall_s`) adds the noise's own variance to it. The baseline
+    is then fitted on rows averaged the same way. 0: off (the cohort detector)."""
+    trim: float = 0.0
+    """Share of the normal rows farthest from a first fit that `fit` drops before
+    refitting (robust reweighting); 0 fits every row."""
 
 
 DEFAULT = MultivariateParams()
@@ -99,6 +128,45 @@ class Baseline(msgspec.Struct, frozen=True, array_like=True):
     @property
     def dim(self) -> int:
         return len(self.mean)
+
+
+class Inputs(msgspec.Struct, frozen=True, array_like=True):
+    """Per-stream average of the input rows when `smooth_s` > 0: p + 1 numbers."""
+
+    values: tuple[float, ...]
+    ts: float
+    """Event time of the newest complete row averaged in."""
+
+
+def smooth_input(prev: Inputs | None, x: Vector, ts: float, params: MultivariateParams = DEFAULT) -> Inputs | None:
+    """The input average after one more row: weight 1 - exp(-dt / smooth_s), as `smooth`.
+
+    A row with a missing value is not averaged in (the average stays, None
+    before the first complete row); with `smooth_s` 0 the average is the row.
+    """
+    row = np.asarray(x, dtype=np.float64)
+    if not bool(np.isfinite(row).all()):
+        return prev
+    if prev is None or params.smooth_s <= 0:
+        return Inputs(values=tuple(float(v) for v in row), ts=ts)
+    alpha = 1.0 - math.exp(-max(ts - prev.ts, 0.0) / params.smooth_s)
+    old = _as_vector(prev.values)
+    return Inputs(values=tuple(float(v) for v in old + alpha * (row - old)), ts=max(ts, prev.ts))
+
+
+def smooth_rows(rows: Vector, ts: Vector, params: MultivariateParams = DEFAULT) -> Vector:
+    """`smooth_input` over a stream's rows in time order: the averaged row at each row
+    (NaN before the first complete one); the rows themselves when `smooth_s` is 0."""
+    data = np.asarray(rows, dtype=np.float64)
+    if params.smooth_s <= 0:
+        return data
+    out = np.full(data.shape, np.nan)
+    state: Inputs | None = None
+    for i in range(len(data)):
+        state = smooth_input(state, data[i], float(ts[i]), params)
+        if state is not None:
+            out[i] = state.values
+    return out
 
 
 class State(msgspec.Struct, frozen=True, array_like=True):
@@ -157,10 +225,26 @@ def from_moments(mean: Vector, cov: Vector, weight: float, params: MultivariateP
 
 
 def fit(rows: Vector, params: MultivariateParams = DEFAULT) -> Baseline:
-    """Baseline from a matrix of normal rows (n x p), n >= 1."""
+    """Baseline from a matrix of normal rows (n x p), n >= 1.
+
+    With `trim` > 0 the fit is reweighted once, as robust covariance
+    estimators (MCD) do: the `trim` share of rows farthest from a first fit
+    is dropped and the rest refitted, so a few glitches in rows labelled
+    normal (a sensor dropout, a bump) do not widen the baseline.
+    """
     data = np.asarray(rows, dtype=np.float64)
     if data.ndim != 2 or data.shape[0] < 1:
         raise ValueError(f"fit needs an n x p matrix with n >= 1, got shape {data.shape}")
+    first = _moments(data, params)
+    keep = int(round(data.shape[0] * (1.0 - params.trim)))
+    if params.trim <= 0 or keep < 2 or keep >= data.shape[0]:
+        return first
+    near = np.argsort(distances(first, data), kind="stable")[:keep]
+    refit = _moments(data[np.sort(near)], params)
+    return Baseline(mean=refit.mean, cov=refit.cov, weight=float(data.shape[0]), precision=refit.precision)
+
+
+def _moments(data: Vector, params: MultivariateParams) -> Baseline:
     mean = data.mean(axis=0)
     centred = data - mean
     cov = centred.T @ centred / data.shape[0]
@@ -215,8 +299,12 @@ def smooth(level: float, raw: float, dt: float, params: MultivariateParams = DEF
 
 
 def _score(state: State, params: MultivariateParams) -> float:
-    reference = params.threshold * (params.release if state.alarm else 1.0)
-    return state.level / reference
+    return _normalised(state.level, state.alarm, params)
+
+
+def _normalised(level: float, alarm: bool, params: MultivariateParams) -> float:
+    """level / the level the alarm flips at from here: >= 1 exactly while the alarm is open."""
+    return level / (params.threshold * (params.release if alarm else 1.0))
 
 
 def step(
@@ -234,20 +322,180 @@ def step(
     """
     row = np.asarray(x, dtype=np.float64)
     if baseline.weight < params.min_weight or not bool(np.isfinite(row).all()):
-        return (state, _score(state, params)) if state is not None else (_idle(ts), 0.0)
-    raw = min(distance(baseline, row), params.cap * params.threshold)
-    if state is None:
-        level = raw
-        prev_alarm, since = False, ts
-    else:
-        level = smooth(state.level, raw, ts - state.ts, params)
-        prev_alarm, since = state.alarm, state.since
-    alarm = level >= params.threshold * (params.release if prev_alarm else 1.0)
-    if alarm != prev_alarm:
-        since = ts
-    new = State(level=level, ts=max(ts, state.ts) if state else ts, alarm=alarm, since=since)
+        return _hold(state, ts, params)
+    return advance(state, distance(baseline, row), ts, params)
+
+
+def advance(state: State | None, raw: float, ts: float, params: MultivariateParams = DEFAULT) -> tuple[State, float]:
+    """The state after one scored row whose d^2/p is `raw`: cap, smooth in event time, hysteresis.
+
+    `step` is `distance` then this; `follow` (offline, many rows) runs the
+    same `_advance` on plain numbers, so both apply one rule.
+    """
+    prev = (state.level, state.ts, state.alarm, state.since) if state is not None else None
+    new = State(*_advance(prev, raw, ts, params))
     return new, _score(new, params)
+
+
+def _advance(
+    prev: tuple[float, float, bool, float] | None, raw: float, ts: float, params: MultivariateParams
+) -> tuple[float, float, bool, float]:
+    """(level, ts, alarm, since) after one row; `State`'s fields as a tuple (fast in a loop)."""
+    raw = min(raw, params.cap * params.threshold)
+    if prev is None:
+        level, last, prev_alarm, since = raw, ts, False, ts
+    else:
+        level, last, prev_alarm, since = prev
+        level = smooth(level, raw, ts - last, params)
+        last = max(ts, last)
+    alarm = level >= params.threshold * (params.release if prev_alarm else 1.0)
+    return level, last, alarm, ts if alarm != prev_alarm else since
+
+
+def _hold(state: State | None, ts: float, params: MultivariateParams) -> tuple[State, float]:
+    """A row that is not scored: the state as it was (an idle one if there is none yet)."""
+    return (state, _score(state, params)) if state is not None else (_idle(ts), 0.0)
 
 
 def _idle(ts: float) -> State:
     return State(level=0.0, ts=ts, alarm=False, since=ts)
+
+
+def distances(baseline: Baseline, rows: Vector) -> Vector:
+    """`distance` of every row of an n x p matrix at once (NaN where a value is missing)."""
+    delta = np.asarray(rows, dtype=np.float64) - _as_vector(baseline.mean)
+    precision = _matrix(baseline.precision, baseline.dim)
+    return np.asarray(np.einsum("ij,jk,ik->i", delta, precision, delta) / baseline.dim, dtype=np.float64)
+
+
+def stream(
+    baselines: Sequence[Baseline | None],
+    rows: Vector,
+    ts: Vector,
+    params: MultivariateParams = DEFAULT,
+    state: State | None = None,
+) -> tuple[State | None, Vector]:
+    """Score a whole stream in time order, as `step` row after row would, with the
+    distances computed in one batch; for offline scoring (eval, benchmarks).
+
+    `baselines[i]` is the baseline in force at row i (the same object for every
+    row of one operating point), None where the operating point is unknown
+    (`Operating.at`). Returns the final state and the scores (see `follow`).
+    """
+    raw, known = distances_at(baselines, rows, params)
+    return follow(raw, ts, params, known, state)
+
+
+def distances_at(
+    baselines: Sequence[Baseline | None],
+    rows: Vector,
+    params: MultivariateParams = DEFAULT,
+) -> tuple[Vector, npt.NDArray[np.bool_]]:
+    """d^2/p of each row to the baseline in force at it, batched per baseline, and
+    whether its operating point is known. NaN where `step` would not score the
+    row (a missing value, a baseline under `min_weight` rows, an unknown point)."""
+    data = np.asarray(rows, dtype=np.float64)
+    raw = np.full(len(data), np.nan)
+    known = np.array([b is not None for b in baselines], dtype=bool)
+    groups: dict[int, list[int]] = {}
+    for i, base in enumerate(baselines):
+        if base is not None and base.weight >= params.min_weight:
+            groups.setdefault(id(base), []).append(i)
+    for index in groups.values():
+        base = baselines[index[0]]
+        assert base is not None
+        raw[index] = distances(base, data[index])
+    return raw, known
+
+
+def follow(
+    raw: Vector,
+    ts: Vector,
+    params: MultivariateParams = DEFAULT,
+    known: npt.NDArray[np.bool_] | None = None,
+    state: State | None = None,
+) -> tuple[State | None, Vector]:
+    """`advance` over precomputed d^2/p values in time order: what a stream of `step` calls gives.
+
+    A NaN in `raw` (a missing value, an untrained baseline) holds the state,
+    as `step` does. A row with `known` False is at an unknown operating point:
+    not scored, state untouched, score NaN, never an alarm. Kept apart from
+    the distances so a threshold search reuses one batch of them.
+    """
+    values = np.asarray(raw, dtype=np.float64).tolist()
+    times = np.asarray(ts, dtype=np.float64).tolist()
+    usable = [True] * len(values) if known is None else np.asarray(known, dtype=bool).tolist()
+    scores = np.full(len(values), np.nan)
+    fields = (state.level, state.ts, state.alarm, state.since) if state is not None else None
+    for i, (value, t) in enumerate(zip(values, times, strict=True)):
+        if not usable[i]:
+            continue
+        if math.isfinite(value):
+            fields = _advance(fields, value, t, params)
+        elif fields is None:
+            fields = (0.0, t, False, t)
+        scores[i] = _normalised(fields[0], fields[2], params)
+    return (State(*fields) if fields is not None else None), scores
+
+
+class Operating(msgspec.Struct, frozen=True, array_like=True):
+    """Normal baselines per operating point (a mode, a speed set-point), learned from normal rows.
+
+    A robot at a speed set-point between two it was seen at in normal runs
+    behaves in between: the baseline there is interpolated (mean and
+    covariance linearly between the two nearest set-points). Outside the
+    range seen, or at a mode never seen, nothing says what normal is, so
+    `at` answers None: "unknown operating point", no alarm, instead of
+    calling every row of a new regime anomalous.
+    """
+
+    points: tuple[float | str, ...]
+    """Operating points with a baseline; numbers ascending, or labels in first-seen order."""
+    baselines: tuple[Baseline, ...]
+
+    @property
+    def numeric(self) -> bool:
+        return bool(self.points) and all(isinstance(p, float) for p in self.points)
+
+    def at(self, point: float | str, params: MultivariateParams = DEFAULT) -> Baseline | None:
+        """The baseline in force at `point`, or None for an operating point never seen in normal data."""
+        if point in self.points:
+            return self.baselines[self.points.index(point)]
+        if not self.numeric or isinstance(point, str) or not math.isfinite(point):
+            return None
+        values = [float(p) for p in self.points]
+        hi = bisect.bisect_left(values, point)
+        if hi == 0 or hi == len(values):
+            return None
+        lo = hi - 1
+        w = (point - values[lo]) / (values[hi] - values[lo])
+        a, b = self.baselines[lo], self.baselines[hi]
+        mean = (1 - w) * _as_vector(a.mean) + w * _as_vector(b.mean)
+        cov = (1 - w) * _matrix(a.cov, a.dim) + w * _matrix(b.cov, b.dim)
+        return _baseline(mean, cov, min(a.weight, b.weight), params)
+
+
+def fit_operating(
+    rows: Vector,
+    points: Sequence[float | str],
+    params: MultivariateParams = DEFAULT,
+) -> Operating:
+    """One baseline per operating point from normal rows (n x p) and their points (n).
+
+    A point with fewer than `min_weight` complete rows gets no baseline: too
+    few rows to say what normal is there, so it stays unknown.
+    """
+    data = np.asarray(rows, dtype=np.float64)
+    labels = [p if isinstance(p, str) else float(p) for p in points]
+    if len(labels) != len(data):
+        raise ValueError(f"{len(data)} rows but {len(labels)} operating points")
+    order: list[float | str] = list(dict.fromkeys(labels))
+    if order and all(isinstance(p, float) for p in order):
+        order = sorted(order, key=float)
+    keep: list[tuple[float | str, Baseline]] = []
+    for point in order:
+        chosen = data[[i for i, p in enumerate(labels) if p == point]]
+        chosen = chosen[np.isfinite(chosen).all(axis=1)]
+        if len(chosen) >= max(params.min_weight, 2):
+            keep.append((point, fit(chosen, params)))
+    return Operating(points=tuple(p for p, _ in keep), baselines=tuple(b for _, b in keep))
