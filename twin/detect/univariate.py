@@ -30,9 +30,10 @@ earlier detector failed on series it had not been tuned on):
    level shift |running mean of z| and variance change (running mean of |z|),
    the means over ~1/`views_rate` readings; each on a log scale.
 5. Calibration. Each view has a running tail model: its `tail_q` quantile
-   (stochastic approximation) and the mean excess above it (exponential tail
-   of the log statistic, i.e. a power-law tail, as in peaks-over-threshold /
-   SPOT). The view's surprise is -ln P(statistic >= this), so a signal with
+   (stochastic approximation, with steps as large as the distance to it, so a
+   stale start is left within a few dozen readings) and the mean excess above
+   it (exponential tail of the log statistic, i.e. a power-law tail, as in
+   peaks-over-threshold / SPOT). The view's surprise is -ln P(statistic >= this), so a signal with
    routine spikes learns that such spikes are common, and only what is rarer
    than its own history scores. An alarming reading teaches the tail only as
    much as one at the alarm level (an anomaly must not become the norm while
@@ -43,13 +44,19 @@ earlier detector failed on series it had not been tuned on):
    runs at rate 1/n until its floor, so the normalisers are learned, never
    frozen at start-up values. When z changes meaning (the periodic baseline
    switched on or off) the views and their tails start again.
-7. One episode, one alert. After an alert, for `quiet` cadences, a new alert
-   needs more surprise than the one that fired (the extra falls linearly to
-   nothing at the horizon). Why: an anomaly is an episode that lasts; repeating
-   its alert is noise for whoever acts on it, while a worse development still
-   gets through (ARTime masks its detections the same way, with a similarity
-   bar raised after each one). 144 cadences: half a day at 5 minutes, 2.4
-   minutes at 1 s.
+7. One episode, one alert. After an alert the bar is raised: a new alert
+   needs `quiet_bar` times the surprise that fired on top of the alarm level,
+   the extra falling linearly to nothing over `quiet` cadences, counted from
+   the episode's last alarming reading (a long anomaly is one episode however
+   long it lasts). Why: an anomaly is an episode; repeating its alert is noise
+   for whoever acts on it, while a much worse development still gets through
+   (ARTime masks its detections the same way, with a similarity bar raised
+   after each one). 144 cadences: half a day at 5 minutes, 2.4 minutes at 1 s.
+
+On white noise, Gaussian or heavy-tailed alike, the default alarm fires about
+once in 1,000-2,000 readings (tests/unit/test_univariate.py) and 0.6 about
+never: pick `alarm` as the false-alarm rate the signal can afford (NAB's cost
+of a false positive suits 0.5; a 1 Hz robot signal wants 0.6 or more).
 
 Read, not copied: how ARTime (probation, masking with a raised bar), NAB's
 HTM anomaly likelihood (tail probability of a running statistic) and SPOT
@@ -101,7 +108,9 @@ class UnivariateParams(msgspec.Struct, frozen=True):
     alarm_surprise: float = 6.0
     """-ln of the tail probability at which the score is 0.5 (6.0: a reading rarer than 1 in 400 after the views' Bonferroni factor 3)."""
     quiet: float = 144.0
-    """Cadences after an alert during which a new alert must be more surprising than the last."""
+    """Cadences after an alert (or after the last alarming reading of its episode) during which the bar is raised."""
+    quiet_bar: float = 2.0
+    """Right after an alert a new one needs `quiet_bar` times its surprise on top of the alarm level (falling to 0 at `quiet`)."""
     alarm: float = 0.5
     """Alert level: `score >= alarm` is an anomaly."""
 
@@ -268,7 +277,8 @@ def step(state: State | None, value: float, ts: float, params: UnivariateParams 
                 x = min(x, q + e * (p.alarm_surprise + math.log(1.0 - p.tail_q)))
             over = x > q
             g = max(vrate, p.tail_rate)
-            q = q + g * e * ((1.0 if over else 0.0) - (1.0 - p.tail_q)) / (1.0 - p.tail_q)
+            # quantile by stochastic approximation, steps as large as the distance to it: a stale start is left fast
+            q = q + g * max(e, abs(x - q)) * ((1.0 if over else 0.0) - (1.0 - p.tail_q)) / (1.0 - p.tail_q)
             if over:
                 m = min(m + 1, _CAP)
                 e = e + max(1.0 / m, p.tail_rate) * (min(x - q, 10.0 * e) - e)
@@ -281,12 +291,14 @@ def step(state: State | None, value: float, ts: float, params: UnivariateParams 
     last_ts, last_s = state.last_alert_ts, state.last_alert_surprise
     horizon = p.quiet * cadence
     if horizon > 0.0 and ts - last_ts < horizon:
-        effective = surprise - last_s * (1.0 - (ts - last_ts) / horizon)
+        effective = surprise - p.quiet_bar * last_s * (1.0 - (ts - last_ts) / horizon)
     else:
         effective = surprise
     score = effective / (effective + p.alarm_surprise) if ready and effective > 0.0 else 0.0
     if score >= p.alarm:
         last_ts, last_s = ts, surprise
+    elif ready and surprise >= p.alarm_surprise and ts - last_ts < horizon:
+        last_ts = ts  # the episode goes on: its horizon starts again from here
 
     # 2-3. update the baselines (clipped: an anomaly does not drag them along)
     g = max(rate, p.level_rate)
