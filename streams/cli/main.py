@@ -190,6 +190,9 @@ def evaluate(
     duration: Annotated[Optional[float], typer.Option(help="Scenario seconds (default: the scenario's).")] = None,
     seed: Annotated[int, typer.Option(help="Simulator seed.")] = 1,
     data: Annotated[list[str], typer.Option(help="Public data sets to score: nab, skab, ur3.")] = [],  # noqa: B006
+    model: Annotated[Optional[str], typer.Option(
+        help="With --data FOLDER of recordings: import its runs as robots of this seeds/models.yaml model and "
+             "score the worker's own detectors on them (fleet-twin import, docs/ANOMALY.md).")] = None,
 ) -> None:
     """Score the detectors offline, with the same code as the live workers."""
     from streams.analysis.eval.sim import sim_table
@@ -213,7 +216,7 @@ def evaluate(
         console.print(f"anomalies opened, by detector: {by_name(by_detector)}", highlight=False)
     for name in data:
         with console.status(f"scoring {name}..."):
-            table = _data_table(name, settings)
+            table = _data_table(name, settings, model)
         print_frame(console, name, table)
     if not scenario and not data:
         console.print("nothing to do: give --scenario NAME and/or --data nab|skab|ur3")
@@ -223,11 +226,27 @@ DATA_SETS = ("nab", "skab", "ur3")
 """Public data sets `eval --data` scores (a module `streams.analysis.eval.<name>` each)."""
 
 
-def _data_table(name: str, settings: Settings) -> Any:
+def _data_table(name: str, settings: Settings, model: str | None = None) -> Any:
+    if model is not None and name not in DATA_SETS:
+        return _production_table(Path(name), model, settings)
     import importlib
 
     module = importlib.import_module(f"streams.analysis.eval.{name}")
     return getattr(module, f"{name}_table")(settings.data_dir)
+
+
+def _production_table(folder: Path, model: str, settings: Settings) -> Any:
+    """The worker's detectors on a recordings folder imported as robots of `model`; a folder or model
+    that cannot be imported is one line and exit 2."""
+    from streams.analysis.eval.production import production_table
+    from streams.analysis.importing import ImportProblem
+    from streams.analysis.recordings import RecordingError
+
+    try:
+        return production_table(folder, model, settings.seeds_dir)
+    except (ImportProblem, RecordingError) as err:
+        console.print(f"[red]fleet-twin eval:[/red] {err}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
 
 
 def _print_status(stack: Stack) -> None:

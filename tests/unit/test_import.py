@@ -121,3 +121,11 @@ def test_bad_input_is_one_line_and_exit_2(folder: Path, args: list[str], message
     result = CliRunner().invoke(app, ["import", str(folder), *args])
     assert result.exit_code == 2, result.output
     assert message in result.output.replace("\n", " ") and "Traceback" not in result.output
+
+
+def test_eval_scores_the_workers_detectors_on_a_folder_imported_as_a_model(folder: Path) -> None:
+    result = CliRunner().invoke(app, ["eval", "--data", str(folder), "--model", "toaster"])
+    assert result.exit_code == 2 and "unknown robot model 'toaster'" in result.output
+    (folder / "manifest.yaml").write_text("normal: [runs/healthy.csv]\nsignals: [pressure_bar, voltage_v, Current]\n")
+    result = CliRunner().invoke(app, ["eval", "--data", str(folder), "--model", MODEL])
+    assert result.exit_code == 2 and "signal 'Current' maps to nothing" in result.output.replace("\n", " ")
