@@ -33,7 +33,7 @@ import numpy as np
 import polars as pl
 import yaml
 
-from streams.analysis.importing import Imported, import_set
+from streams.analysis.importing import MAX_STEP_S, Imported, import_set
 from streams.analysis.recordings import ANOMALY, RecordingSet, load_recordings
 from streams.seeds import read_detectors, read_fleet
 from twin.detect.findings import Anomaly
@@ -86,7 +86,7 @@ def outside_hours(imp: Imported) -> float:
     total = 0.0
     for rid, ts in imp.timestamps.items():
         steps = np.diff(ts)
-        keep = (steps <= 5.0) & _outside(ts[:-1], windows.get(rid, []))
+        keep = (steps <= MAX_STEP_S) & _outside(ts[:-1], windows.get(rid, []))
         total += float(steps[keep].sum())
     return total / 3600.0
 
