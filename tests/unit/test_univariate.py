@@ -127,3 +127,16 @@ def test_state_is_a_fixed_set_of_numbers(n: int) -> None:
     assert len(state.bin_mean) == len(state.bin_spread) == len(state.bin_n) == P.bins
     assert len(state.quantile) == len(state.excess) == len(state.exceed) == uv.VIEWS
     assert msgspec.msgpack.decode(msgspec.msgpack.encode(state), type=uv.State) == state
+
+
+def test_a_constant_signal_that_steps_is_one_alert_then_a_new_normal() -> None:
+    """A spread of 0 must not freeze the baseline: after a step the level follows and the episode ends."""
+    state: uv.State | None = None
+    fired = []
+    for i, v in enumerate([5.0] * 2000 + [6.0] * 4000):
+        state, s = uv.step(state, v, 1e9 + i)
+        if s >= P.alarm:
+            fired.append(i)
+    assert state is not None
+    assert fired == [2000]
+    assert abs(state.level - 6.0) < 0.01

@@ -204,6 +204,15 @@ def _bin(ts: float, bins: int) -> int:
     return min(bins - 1, int((ts % DAY) / DAY * bins))
 
 
+def _bound(limit: float, count: int) -> float:
+    """The Huber clip of an update: none for the first readings, nor while the spread is still 0.
+
+    A spread of 0 (a constant signal so far) would clip every later change to
+    nothing and the baseline could never follow a new level.
+    """
+    return limit if count > 2 and limit > 0.0 else math.inf
+
+
 def _tail(stat: float, q: float, e: float, tail_q: float) -> float:
     """Surprise -ln P(statistic >= stat) under the view's exponential tail above its quantile."""
     if stat <= q or e <= 0.0:
@@ -302,7 +311,7 @@ def step(state: State | None, value: float, ts: float, params: UnivariateParams 
 
     # 2-3. update the baselines (clipped: an anomaly does not drag them along)
     g = max(rate, p.level_rate)
-    bound = p.clip * state.spread if n > 2 else math.inf
+    bound = _bound(p.clip * state.spread, n)
     pc = min(max(plain, -bound), bound)
     level = state.level + g * pc
     spread = state.spread + g * (abs(pc) - state.spread)
@@ -312,15 +321,15 @@ def step(state: State | None, value: float, ts: float, params: UnivariateParams 
         kn = min(bin_n[k] + 1, _CAP)
         gb = max(1.0 / kn, 1.0 / (p.season_days * per_day))
         sb = bin_spread[k]
-        bbound = p.clip * max(sb, 0.1 * state.season_spread) if kn > 2 else math.inf
+        bbound = _bound(p.clip * max(sb, 0.1 * state.season_spread), kn)
         sc = min(max(season, -bbound), bbound)
         new_mean = bin_mean[k] + gb * sc
         new_spread = sb + gb * (abs(sc) - sb)
-        sbound = p.clip * state.season_spread if n > 2 else math.inf
+        sbound = _bound(p.clip * state.season_spread, n)
         season_spread = state.season_spread + g * (min(abs(season), sbound) - state.season_spread)
     else:
         kn, new_mean, new_spread = 1, value, spread
-        season_spread = state.season_spread + g * (min(abs(plain), p.clip * state.spread if n > 2 else math.inf) - state.season_spread)
+        season_spread = state.season_spread + g * (min(abs(plain), bound) - state.season_spread)
     bin_mean = bin_mean[:k] + (new_mean,) + bin_mean[k + 1 :]
     bin_spread = bin_spread[:k] + (new_spread,) + bin_spread[k + 1 :]
     bin_n = bin_n[:k] + (kn,) + bin_n[k + 1 :]

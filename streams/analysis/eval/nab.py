@@ -215,18 +215,34 @@ class Choice:
 Search = Callable[[Sequence[Scored], nab.Costs], Choice]
 
 
+THRESHOLDS: tuple[float, ...] = tuple(round(0.30 + 0.02 * i, 2) for i in range(26))
+"""Alert thresholds the out-of-fold search chooses among: 0.30 to 0.80 in steps of 0.02.
+
+The score is a calibrated tail probability (`s / (s + 6)`, s = -ln p), so these
+are false-alarm rates from about e^-2.6 to e^-24. A coarse grid, not every
+distinct score as NAB's in-sample optimiser uses: a threshold that lands
+between two training rows' scores fits those 12 files, not the next one.
+"""
+
+
 def search(train: Sequence[Scored], costs: nab.Costs) -> Choice:
-    """The parameter set and threshold with the best summed raw score over `train` (NAB's optimiser per set).
+    """The parameter set and threshold with the best summed raw score over `train`.
 
     Sees only the files it is given: `out_of_fold` hands it a fold's training
-    files. Ties go to the earlier parameter set and (NAB's rule) the higher threshold.
+    files. Thresholds from `THRESHOLDS`; ties go to the earlier parameter set
+    and (NAB's rule) the higher threshold.
     """
     best: Choice | None = None
     layouts = [u.file.layout for u in train]
+    grid = np.array(THRESHOLDS[::-1])  # descending, as the sweep
     for k in range(len(train[0].scores)):
-        threshold, raw = nab.best_threshold(nab.sweep([u.scores[k] for u in train], layouts, costs))
-        if best is None or raw > best.train_raw:
-            best = Choice(k, threshold, raw)
+        sw = nab.sweep([u.scores[k] for u in train], layouts, costs)
+        # rows >= t fire: the sweep entry of the smallest distinct score >= t (entry 0: nothing fires)
+        at = np.searchsorted(-sw.thresholds, -grid, side="right") - 1
+        raws = sw.scores[at]
+        i = int(np.argmax(raws))
+        if best is None or raws[i] > best.train_raw:
+            best = Choice(k, float(grid[i]), float(raws[i]))
     assert best is not None
     return best
 
