@@ -76,3 +76,10 @@ def test_pooling_counts_runs_and_rates() -> None:
     # 3 false episodes over 2 hours of all-normal runs + 2 x 3501 s of normal rows in the others
     assert p.false_per_hour == pytest.approx(3 / ((2 * 3601 + 2 * 3501) / 3600))
     assert p.counts.tp == 70 and p.counts.fn == 130
+
+
+def test_a_run_with_no_scored_row_is_neither_normal_nor_anomalous() -> None:
+    empty = score_run(np.zeros(0, bool), np.zeros(0, bool), np.zeros(0))
+    quiet = score_run(np.zeros(5, bool), np.zeros(5, bool), np.arange(5.0))
+    assert empty.rows == 0 and quiet.rows == 5
+    assert pool([empty, quiet]).runs_normal == 1

@@ -7,7 +7,8 @@ anomalies and say nothing about when a maintainer is told, so the run-level
 and time figures go with them:
 
 * run detection: a run with anomalous rows is detected if an alarm fires on
-  any of its scored rows; a run without any is a false run if one fires;
+  any of its scored rows; a run without any is a false run if one fires (a
+  run with no scored row is neither);
 * false alarms per hour: alarm episodes (maximal stretches of alarmed rows)
   that open on a row not labelled anomalous, per hour of non-anomalous time;
 * delay: for each anomaly segment (maximal stretch of anomalous rows), the
@@ -115,6 +116,12 @@ class RunScore:
     delays: tuple[float | None, ...]
     """Per anomaly segment: seconds from its onset to the first alarm in it, None if missed."""
 
+    @property
+    def rows(self) -> int:
+        """Rows scored; a run with none counts as neither a normal nor an anomalous run."""
+        c = self.counts
+        return c.tp + c.fp + c.fn + c.tn
+
 
 def score_run(alarm: Flags, truth: Flags, ts: Times) -> RunScore:
     """Every figure of one run from its alarm flags, labels and event times (seconds)."""
@@ -161,7 +168,7 @@ def pool(scores: list[RunScore]) -> Pooled:
         counts=counts,
         runs_anomalous=sum(s.anomalous for s in scores),
         runs_detected=sum(s.anomalous and s.alarmed for s in scores),
-        runs_normal=sum(not s.anomalous for s in scores),
+        runs_normal=sum(not s.anomalous and s.rows > 0 for s in scores),
         runs_false=sum(not s.anomalous and s.alarmed for s in scores),
         false_per_hour=_ratio(sum(s.false_episodes for s in scores), normal_h),
         median_delay_s=float(np.median(delays)) if delays else float("nan"),

@@ -182,11 +182,12 @@ def alarms(scored: Scored, params: mv.MultivariateParams) -> Flags:
 
 def run_scores(source: Source, names: Iterable[str], choice: Choice,
                excluded: frozenset[str] = frozenset()) -> list[RunScore]:
-    """Every figure of each named run under one choice."""
+    """Every figure of each named run under one choice, over its rows at known operating points."""
     out = []
     for name in names:
         s = source.scored(name, excluded, choice)
-        out.append(score_run(alarms(s, choice.params), s.truth, s.ts))
+        known = s.known  # rows at an unknown operating point are not scored: neither TN nor normal time
+        out.append(score_run(alarms(s, choice.params)[known], s.truth[known], s.ts[known]))
     return out
 
 
