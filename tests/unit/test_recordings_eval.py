@@ -62,7 +62,7 @@ def test_table_without_condition_csv_parquet_iso_and_epoch(tmp_path: Path) -> No
     assert isinstance(fixed["FAR"], float) and fixed["FAR"] < 0.1
     assert isinstance(fixed["median delay s"], float) and 0 <= fixed["median delay s"] < 10
     assert fixed["unknown rows"] == 0
-    searched = row(table, "threshold out-of-fold (5 folds")
+    searched = row(table, "threshold, averaging out-of-fold (5 folds")
     assert searched["runs detected"] == "2/2" and searched["false runs"] == "0/3"
     assert isinstance(searched["F1"], float) and searched["F1"] > 0.8
 

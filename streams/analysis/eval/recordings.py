@@ -12,11 +12,12 @@ seen in normal data is "unknown": not scored, never an alarm, counted in the
 Two rows of figures:
 
 * committed defaults: `multivariate.DEFAULT`, nothing searched;
-* threshold chosen out-of-fold: runs are cut into at most `MAX_FOLDS` groups
-  (`twin.score.folds.leave_one_group_out`); for each group the threshold is
-  searched on the other runs only (their baselines fitted without the held-out
-  runs too) and the held-out runs are scored with it; pooled. The search
-  keeps the best F1 whose FAR on the training runs is at most `MAX_FAR`.
+* threshold and input averaging chosen out-of-fold: runs are cut into at
+  most `MAX_FOLDS` groups (`twin.score.folds.leave_one_group_out`); for each
+  group they are searched on the other runs only (their baselines fitted
+  without the held-out runs too) and the held-out runs are scored with the
+  choice; pooled. The search keeps the best F1 whose FAR on the training
+  runs is at most `MAX_FAR`.
 
 Figures (`twin.score.outliers`): point-wise precision, recall, F1, FAR and
 MAR as SKAB defines them, pooled over rows; runs detected (anomalous runs
@@ -51,6 +52,10 @@ MAX_FAR = 0.05
 THRESHOLDS = (1.5, 2.0, 2.5, 2.9, 3.5, 4.5, 6.0, 8.0, 12.0, 20.0)
 """Thresholds the format-(b) search tries, around the committed 2.9 and up to what a
 noisy fleet needs (twin.detect.cohort uses 20)."""
+AVERAGE_CADENCES = (0.0, 5.0)
+"""Input averaging the search tries, in readings of the folder's own cadence (off, or 5
+readings: what every SKAB fold chose at 1 Hz). A horizon in seconds would mean nothing
+across a 1 Hz rig and a 10-minute log."""
 
 Flags = npt.NDArray[np.bool_]
 Vector = npt.NDArray[np.float64]
@@ -250,6 +255,12 @@ def _r(value: float, digits: int = 4) -> float | None:
     return None if np.isnan(value) else round(float(value), digits)
 
 
+def cadence(recordings: RecordingSet) -> float:
+    """The folder's reading interval (s): the median over runs of each run's median gap."""
+    gaps = [float(np.median(np.diff(r.frame[TIMESTAMP].to_numpy()))) for r in recordings.runs if r.frame.height > 1]
+    return float(np.median(gaps)) if gaps else 0.0
+
+
 def recordings_table(root: Path) -> pl.DataFrame:
     """The report of `fleet-twin eval --data PATH` for a folder with a manifest.yaml."""
     recordings = load_recordings(root)
@@ -259,9 +270,12 @@ def recordings_table(root: Path) -> pl.DataFrame:
     unknown = sum(int((~source.scored(n, frozenset(), base).known).sum()) for n in source.names)
     rows = [figures("committed defaults (out-of-fold baselines)", fixed, unknown)]
     if len(source.names) >= 2:
-        grid = [Choice(recordings.signals, msgspec.structs.replace(mv.DEFAULT, threshold=t)) for t in THRESHOLDS]
+        step = cadence(recordings)
+        grid = [Choice(recordings.signals, msgspec.structs.replace(mv.DEFAULT, threshold=t, smooth_s=k * step))
+                for k in AVERAGE_CADENCES for t in THRESHOLDS]
         folds = out_of_fold_scores(source, run_groups(source.names), grid, MAX_FAR)
-        chosen = sorted({f.params.params.threshold for f in folds})
-        rows.append(figures(f"threshold out-of-fold ({len(folds)} folds; chose {', '.join(map(str, chosen))})",
+        chosen = ", ".join(sorted({f"thr {f.params.params.threshold:g} avg {f.params.params.smooth_s:g}s"
+                                   for f in folds}))
+        rows.append(figures(f"threshold, averaging out-of-fold ({len(folds)} folds; chose {chosen})",
                             [s for f in folds for s in f.result], unknown))
     return pl.DataFrame(rows).select(COLUMNS)
