@@ -189,14 +189,16 @@ def evaluate(
     robots: Annotated[Optional[int], typer.Option(callback=lambda v: positive(v), help="Fleet size (default: the scenario's).")] = None,
     duration: Annotated[Optional[float], typer.Option(help="Scenario seconds (default: the scenario's).")] = None,
     seed: Annotated[int, typer.Option(help="Simulator seed.")] = 1,
-    data: Annotated[list[str], typer.Option(help="Public data sets to score: nab, skab, ur3.")] = [],  # noqa: B006
+    data: Annotated[list[str], typer.Option(
+        help="Data to score: nab, skab, ur3 (the shipped public sets) or a folder in NAB's layout or of "
+             "labelled recordings with a manifest.yaml (docs/ANOMALY.md).")] = [],  # noqa: B006
     model: Annotated[Optional[str], typer.Option(
         help="With --data FOLDER of recordings: import its runs as robots of this seeds/models.yaml model and "
              "score the worker's own detectors on them (fleet-twin import, docs/ANOMALY.md).")] = None,
 ) -> None:
     """Score the detectors offline, with the same code as the live workers."""
     from streams.analysis.eval.sim import sim_table
-    from streams.cli.params import check_choice, check_scenario
+    from streams.cli.params import check_data, check_scenario
     from streams.cli.replay_commands import by_name
     from streams.cli.tables import print_frame
 
@@ -204,7 +206,7 @@ def evaluate(
     for name in scenario:
         check_scenario(settings.seeds_dir, name)
     for name in data:
-        check_choice("--data", name, DATA_SETS)
+        check_data(name, DATA_SETS)
     for name in scenario:
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), console=console) as bar:
@@ -219,7 +221,7 @@ def evaluate(
             table = _data_table(name, settings, model)
         print_frame(console, name, table)
     if not scenario and not data:
-        console.print("nothing to do: give --scenario NAME and/or --data nab|skab|ur3")
+        console.print("nothing to do: give --scenario NAME and/or --data nab|skab|ur3|FOLDER")
 
 
 DATA_SETS = ("nab", "skab", "ur3")
@@ -227,12 +229,24 @@ DATA_SETS = ("nab", "skab", "ur3")
 
 
 def _data_table(name: str, settings: Settings, model: str | None = None) -> Any:
+    """A shipped data set by name, or a folder by its layout (the checks in `check_data` let only these through)."""
     if model is not None and name not in DATA_SETS:
         return _production_table(Path(name), model, settings)
     import importlib
 
-    module = importlib.import_module(f"streams.analysis.eval.{name}")
-    return getattr(module, f"{name}_table")(settings.data_dir)
+    from streams.cli.params import data_layout
+
+    if name in DATA_SETS:
+        module = importlib.import_module(f"streams.analysis.eval.{name}")
+        return getattr(module, f"{name}_table")(settings.data_dir)
+    folder = Path(name)
+    if data_layout(folder) == "nab":
+        from streams.analysis.eval.nab import nab_folder_table
+
+        return nab_folder_table(folder)
+    from streams.analysis.eval.recordings import recordings_table
+
+    return recordings_table(folder)
 
 
 def _production_table(folder: Path, model: str, settings: Settings) -> Any:

@@ -105,6 +105,33 @@ def check_choice(option: str, value: str, known: Sequence[str]) -> str:
     return value
 
 
+def check_data(value: str, known: Sequence[str]) -> str:
+    """`value` if it names a shipped data set or a folder `eval --data` can score; else a usage error.
+
+    A folder is scored by what it holds: NAB's layout (labels/combined_windows.json)
+    or labelled recordings (manifest.yaml), docs/ANOMALY.md.
+    """
+    if value in known:
+        return value
+    folder = Path(value)
+    if not folder.is_dir():
+        raise typer.BadParameter(f"{value!r}: not {', '.join(known)} nor a folder", param_hint="'--data'")
+    if data_layout(folder) is None:
+        raise typer.BadParameter(
+            f"{value!r}: a folder needs labels/combined_windows.json (NAB layout) or manifest.yaml (recordings)",
+            param_hint="'--data'")
+    return value
+
+
+def data_layout(folder: Path) -> str | None:
+    """Which scorer a data folder is for: 'nab', 'recordings' or None."""
+    if (folder / "labels" / "combined_windows.json").is_file():
+        return "nab"
+    if (folder / "manifest.yaml").is_file():
+        return "recordings"
+    return None
+
+
 def positive(value: N) -> N:
     """Parameter callback: a count, rate, speed or duration must be above zero (0x speed divides by zero)."""
     if value is not None and value <= 0:
