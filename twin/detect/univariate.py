@@ -93,6 +93,12 @@ class UnivariateParams(msgspec.Struct, frozen=True):
     """Memory of each seasonal bin, in days (its rate adapts to how many readings a bin gets per day)."""
     clip: float = 4.0
     """Residuals beyond `clip` spreads update the baselines as if at that distance."""
+    bin_floor: float = 0.3
+    """A bin's spread counts as at least this share of the pooled seasonal spread.
+
+    A bin sees a few readings a day, and on a spiky series most of them are
+    calm: its own spread can be far below the truth. Pooling bounds it.
+    """
     periodic_gain: float = 0.6
     """The seasonal baseline is used while its residual spread is below this share of the plain one."""
     views_rate: float = 0.005
@@ -256,7 +262,7 @@ def step(state: State | None, value: float, ts: float, params: UnivariateParams 
     flipped = periodic != state.periodic
     tiny = 1e-9 * (abs(state.level) + 1.0)
     if periodic:
-        scale = max(state.bin_spread[k], 0.1 * state.season_spread, tiny)
+        scale = max(state.bin_spread[k], p.bin_floor * state.season_spread, tiny)
         z = season / scale
     else:
         z = plain / max(state.spread, tiny)

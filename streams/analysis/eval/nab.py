@@ -45,11 +45,15 @@ PUBLISHED = {
 
 OURS = "fleet-twin univariate"
 
-SEARCH_GRID: tuple[univariate.UnivariateParams, ...] = tuple(
-    msgspec.structs.replace(univariate.DEFAULT, quiet=q) for q in (univariate.DEFAULT.quiet, 72.0, 288.0)
+SEARCH_GRID: tuple[univariate.UnivariateParams, ...] = (
+    univariate.DEFAULT,
+    msgspec.structs.replace(univariate.DEFAULT, quiet=univariate.DEFAULT.quiet / 2),
+    msgspec.structs.replace(univariate.DEFAULT, quiet=univariate.DEFAULT.quiet * 2),
+    msgspec.structs.replace(univariate.DEFAULT, bin_floor=0.1),
 )
-"""Detector parameter sets the out-of-fold search chooses among, with the threshold: the quiet horizon
-(half, once and twice the committed one). The committed set comes first, so a tie keeps it."""
+"""Detector parameter sets the out-of-fold search chooses among, with the threshold: the quiet
+horizon (half, once and twice the committed one) and the seasonal bins' spread floor (0.3 or
+0.1). The committed set comes first, so a tie keeps it."""
 
 LOFO = "out-of-fold, leave one file out"
 LOCO = "out-of-fold, leave one category out"
