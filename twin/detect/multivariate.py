@@ -60,6 +60,7 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import msgspec
 import numpy as np
@@ -293,9 +294,31 @@ def smooth(level: float, raw: float, dt: float, params: MultivariateParams = DEF
     Weight 1 - exp(-dt / tau): a row at the same instant as the previous one
     adds nothing, a row after a long gap replaces the level.
     """
-    tau = params.rise_s if raw > level else params.fall_s
-    alpha = 1.0 - math.exp(-max(dt, 0.0) / tau) if tau > 0 else 1.0
+    return _smooth(level, raw, dt, params.rise_s, params.fall_s)
+
+
+def _smooth(level: float, raw: float, dt: float, rise_s: float, fall_s: float) -> float:
+    tau = rise_s if raw > level else fall_s
+    alpha = 1.0 - math.exp(-(dt if dt > 0.0 else 0.0) / tau) if tau > 0 else 1.0
     return level + alpha * (raw - level)
+
+
+class _Rule(NamedTuple):
+    """The numbers `_advance` needs, worked out once per parameter set (it runs per row)."""
+
+    cap: float
+    """cap * threshold."""
+    on: float
+    """The level an alarm opens at: threshold."""
+    off: float
+    """The level under which an open alarm closes: threshold * release."""
+    rise_s: float
+    fall_s: float
+
+
+def _rule(params: MultivariateParams) -> _Rule:
+    return _Rule(params.cap * params.threshold, params.threshold * 1.0, params.threshold * params.release,
+                 params.rise_s, params.fall_s)
 
 
 def _score(state: State, params: MultivariateParams) -> float:
@@ -304,7 +327,8 @@ def _score(state: State, params: MultivariateParams) -> float:
 
 def _normalised(level: float, alarm: bool, params: MultivariateParams) -> float:
     """level / the level the alarm flips at from here: >= 1 exactly while the alarm is open."""
-    return level / (params.threshold * (params.release if alarm else 1.0))
+    rule = _rule(params)
+    return level / (rule.off if alarm else rule.on)
 
 
 def step(
@@ -333,22 +357,25 @@ def advance(state: State | None, raw: float, ts: float, params: MultivariatePara
     same `_advance` on plain numbers, so both apply one rule.
     """
     prev = (state.level, state.ts, state.alarm, state.since) if state is not None else None
-    new = State(*_advance(prev, raw, ts, params))
+    new = State(*_advance(prev, raw, ts, _rule(params)))
     return new, _score(new, params)
 
 
 def _advance(
-    prev: tuple[float, float, bool, float] | None, raw: float, ts: float, params: MultivariateParams
+    prev: tuple[float, float, bool, float] | None, raw: float, ts: float, rule: _Rule
 ) -> tuple[float, float, bool, float]:
     """(level, ts, alarm, since) after one row; `State`'s fields as a tuple (fast in a loop)."""
-    raw = min(raw, params.cap * params.threshold)
+    cap, on, off, rise_s, fall_s = rule
+    if raw > cap:
+        raw = cap
     if prev is None:
         level, last, prev_alarm, since = raw, ts, False, ts
     else:
         level, last, prev_alarm, since = prev
-        level = smooth(level, raw, ts - last, params)
-        last = max(ts, last)
-    alarm = level >= params.threshold * (params.release if prev_alarm else 1.0)
+        level = _smooth(level, raw, ts - last, rise_s, fall_s)
+        if ts > last:
+            last = ts
+    alarm = level >= (off if prev_alarm else on)
     return level, last, alarm, ts if alarm != prev_alarm else since
 
 
@@ -425,17 +452,19 @@ def follow(
     values = np.asarray(raw, dtype=np.float64).tolist()
     times = np.asarray(ts, dtype=np.float64).tolist()
     usable = [True] * len(values) if known is None else np.asarray(known, dtype=bool).tolist()
-    scores = np.full(len(values), np.nan)
+    scores = [math.nan] * len(values)
     fields = (state.level, state.ts, state.alarm, state.since) if state is not None else None
+    rule = _rule(params)
+    isfinite = math.isfinite
     for i, (value, t) in enumerate(zip(values, times, strict=True)):
         if not usable[i]:
             continue
-        if math.isfinite(value):
-            fields = _advance(fields, value, t, params)
+        if isfinite(value):
+            fields = _advance(fields, value, t, rule)
         elif fields is None:
             fields = (0.0, t, False, t)
-        scores[i] = _normalised(fields[0], fields[2], params)
-    return (State(*fields) if fields is not None else None), scores
+        scores[i] = fields[0] / (rule.off if fields[2] else rule.on)
+    return (State(*fields) if fields is not None else None), np.asarray(scores, dtype=np.float64)
 
 
 class Operating(msgspec.Struct, frozen=True, array_like=True):

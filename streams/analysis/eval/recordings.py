@@ -105,6 +105,7 @@ class RecordingSource:
     names: tuple[str, ...] = field(init=False)
     _fits: dict[tuple[Hashable, ...], mv.Operating] = field(default_factory=dict, init=False)
     _scored: dict[tuple[Hashable, ...], Scored] = field(default_factory=dict, init=False)
+    _inputs: dict[tuple[Hashable, ...], Vector] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         self.names = tuple(r.name for r in self.recordings.runs)
@@ -117,12 +118,12 @@ class RecordingSource:
             fitted = (used, choice.shape())
             if fitted not in self._fits:
                 normal = [self._runs[n] for n in sorted(used)]
-                rows = np.vstack([_matrix(r, choice) for r in normal]) if normal \
+                rows = np.vstack([_matrix(r, choice, self._inputs) for r in normal]) if normal \
                     else np.empty((0, len(choice.channels)))
                 points = [p for r in normal for p in _points(r, self.recordings.condition)]
                 self._fits[fitted] = mv.fit_operating(rows, points, choice.params)
             self._scored[key] = _score_rows(self._runs[name], self._fits[fitted], self.recordings.condition,
-                                            choice, slice(None))
+                                            choice, slice(None), self._inputs)
         return self._scored[key]
 
 
@@ -134,6 +135,7 @@ class HeadSource:
     head: int
     names: tuple[str, ...] = field(init=False)
     _scored: dict[tuple[Hashable, ...], Scored] = field(default_factory=dict, init=False)
+    _inputs: dict[tuple[Hashable, ...], Vector] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         self.names = tuple(r.name for r in self.recordings.runs)
@@ -143,18 +145,23 @@ class HeadSource:
         key = (name, choice.shape())
         if key not in self._scored:
             run = self._runs[name]
-            fit_rows = _matrix(run, choice)[: self.head]
+            fit_rows = _matrix(run, choice, self._inputs)[: self.head]
             fit_points = _points(run, self.recordings.condition)[: self.head]
             operating = mv.fit_operating(fit_rows, fit_points, choice.params)
             self._scored[key] = _score_rows(run, operating, self.recordings.condition, choice,
-                                            slice(self.head, None))
+                                            slice(self.head, None), self._inputs)
         return self._scored[key]
 
 
-def _matrix(run: Recording, choice: Choice) -> Vector:
-    """The run's chosen signals, averaged as the detector averages its inputs (`smooth_s`)."""
-    rows = run.frame.select(choice.channels).to_numpy().astype(np.float64)
-    return mv.smooth_rows(rows, run.frame[TIMESTAMP].to_numpy(), choice.params)
+def _matrix(run: Recording, choice: Choice, cache: dict[tuple[Hashable, ...], Vector]) -> Vector:
+    """The run's chosen signals, averaged as the detector averages its inputs (`smooth_s`);
+    kept in the source's `cache`, since a search fits on and scores a run many times and
+    averaging is a loop over its rows."""
+    key = (run.name, choice.channels, choice.params.smooth_s)
+    if key not in cache:
+        rows = run.frame.select(choice.channels).to_numpy().astype(np.float64)
+        cache[key] = mv.smooth_rows(rows, run.frame[TIMESTAMP].to_numpy(), choice.params)
+    return cache[key]
 
 
 def _points(run: Recording, condition: str | None) -> list[float | str]:
@@ -165,11 +172,11 @@ def _points(run: Recording, condition: str | None) -> list[float | str]:
 
 
 def _score_rows(run: Recording, operating: mv.Operating, condition: str | None, choice: Choice,
-                rows: slice) -> Scored:
+                rows: slice, inputs: dict[tuple[Hashable, ...], Vector]) -> Scored:
     points = _points(run, condition)[rows]
     cache: dict[float | str, mv.Baseline | None] = {}
     baselines = [cache[p] if p in cache else cache.setdefault(p, operating.at(p, choice.params)) for p in points]
-    raw, known = mv.distances_at(baselines, _matrix(run, choice)[rows], choice.params)
+    raw, known = mv.distances_at(baselines, _matrix(run, choice, inputs)[rows], choice.params)
     return Scored(
         name=run.name,
         ts=run.frame[TIMESTAMP].to_numpy()[rows].astype(np.float64),
