@@ -17,8 +17,9 @@ run may leave it out: it is all 0). `manifest.yaml`:
     condition: mode          # optional: the column naming the operating condition
     signals: [a, b, c]       # optional: default every numeric column but timestamp/anomaly/condition
 
-Every `*.csv` and `*.parquet` file under the folder is a run; a CSV may be
-separated by `,` or `;`. Anything the scorer cannot use is refused here with
+Every `*.csv` and `*.parquet` file under the folder is a run (hidden files
+and folders aside); a CSV may be separated by `,` or `;`. In Parquet the
+timestamp may also be a datetime column (naive = UTC). Anything the scorer cannot use is refused here with
 one line naming the file and the problem (`RecordingError`), before any
 scoring starts: a figure from a half-read folder would mislead.
 
@@ -84,7 +85,8 @@ def load_recordings(root: Path) -> RecordingSet:
     """Read and check every run of the folder `root`; raise `RecordingError` on the first problem."""
     manifest = _manifest(root)
     paths = sorted(
-        (p for p in root.rglob("*") if p.suffix.lower() in SUFFIXES and p.is_file()),
+        (p for p in root.rglob("*") if p.suffix.lower() in SUFFIXES and p.is_file()
+         and not any(part.startswith(".") for part in p.relative_to(root).parts)),
         key=lambda p: p.relative_to(root).as_posix(),
     )
     names = [p.relative_to(root).as_posix() for p in paths]

@@ -109,3 +109,18 @@ def test_refusals_name_the_file_and_the_problem(tmp_path: Path, manifest: str | 
     assert problem in message and "\n" not in message
     assert message.startswith(str(tmp_path))
     assert isinstance(err.value, ValueError)
+
+
+def test_parquet_datetime_timestamps_boolean_labels_and_hidden_files(tmp_path: Path) -> None:
+    stamps = pl.Series([1_700_000_000_000_000, 1_700_000_001_000_000], dtype=pl.Datetime("us"))
+    pl.DataFrame({"timestamp": stamps, "a": [1.0, 2.0], "anomaly": [False, False]}).write_parquet(tmp_path / "n.parquet")
+    pl.DataFrame({"timestamp": stamps.dt.replace_time_zone("Europe/Paris"), "a": [1.0, 2.0],
+                  "anomaly": [False, True]}).write_parquet(tmp_path / "f.parquet")
+    (tmp_path / ".cache").mkdir()
+    pl.DataFrame({"junk": ["x"]}).write_csv(tmp_path / ".cache" / "junk.csv")
+    (tmp_path / "manifest.yaml").write_text("normal: [n.parquet]\n")
+    rec = load_recordings(tmp_path)
+    assert [r.name for r in rec.runs] == ["f.parquet", "n.parquet"]
+    assert rec.runs[1].frame["timestamp"].to_list() == [1_700_000_000.0, 1_700_000_001.0]
+    assert rec.runs[0].frame["timestamp"][0] == 1_700_000_000.0 - 3600  # 22:13 in Paris is 21:13 UTC
+    assert rec.runs[0].frame["anomaly"].to_list() == [0, 1]
