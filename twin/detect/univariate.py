@@ -23,17 +23,19 @@ earlier detector failed on series it had not been tuned on):
    frozen from the first, spread-less readings.
 3. Periodic baseline. A robust running mean and spread per time-of-day bin
    (`bins` bins of the UTC day, event time); each bin's memory is
-   `season_days` days whatever the cadence. It is used only while it explains
+   `season_days` days whatever the cadence, and its spread is floored at
+   `bin_floor` of the pooled seasonal spread (a bin's few readings a day
+   understate it on spiky series). It is used only while it explains
    the series (its residual spread below `periodic_gain` times the plain one:
    a daily square wave yes, a random walk no), decided at most once a day.
 4. Views. The standardised residual z feeds three statistics: spike |z|,
    level shift |running mean of z| and variance change (running mean of |z|),
    the means over ~1/`views_rate` readings; each on a log scale.
-5. Calibration. Each view has a running tail model: its `tail_q` quantile
-   (stochastic approximation, with steps as large as the distance to it, so a
-   stale start is left within a few dozen readings) and the mean excess above
-   it (exponential tail of the log statistic, i.e. a power-law tail, as in
-   peaks-over-threshold / SPOT). The view's surprise is -ln P(statistic >= this), so a signal with
+5. Calibration. Each view has a running tail model: an upper-tail location
+   (the running `tail_q` expectile, which an online update tracks from a
+   stale start within a few dozen readings, where a quantile update takes
+   thousands) and the mean excess above it (exponential tail of the log
+   statistic, i.e. a power-law tail, as in peaks-over-threshold / SPOT). The view's surprise is -ln P(statistic >= this), so a signal with
    routine spikes learns that such spikes are common, and only what is rarer
    than its own history scores. An alarming reading teaches the tail only as
    much as one at the alarm level (an anomaly must not become the norm while
@@ -104,7 +106,7 @@ class UnivariateParams(msgspec.Struct, frozen=True):
     views_rate: float = 0.005
     """Rate of the running means of z and |z| (level-shift and variance views): ~200 readings."""
     tail_q: float = 0.95
-    """Quantile above which each view's tail is modelled as exponential."""
+    """Expectile above which each view's tail is modelled as exponential (with mass 1 - tail_q above it: cautious)."""
     tail_rate: float = 0.0005
     """Floor of the rate of the tail models (per reading for the quantile, per exceedance for the excess)."""
     warmup: int = 150
@@ -153,7 +155,7 @@ class State(msgspec.Struct, frozen=True, array_like=True):
     mean_abs: float
     """Running mean of |z| over the same span (variance view)."""
     quantile: tuple[float, ...]
-    """Per view: the running `tail_q` quantile of its statistic."""
+    """Per view: the running `tail_q` expectile of its statistic (the tail model's threshold)."""
     excess: tuple[float, ...]
     """Per view: the running mean excess above `quantile`."""
     exceed: tuple[int, ...]
@@ -292,7 +294,10 @@ def step(state: State | None, value: float, ts: float, params: UnivariateParams 
                 x = min(x, q + e * (p.alarm_surprise + math.log(1.0 - p.tail_q)))
             over = x > q
             g = max(vrate, p.tail_rate)
-            # quantile by stochastic approximation, steps as large as the distance to it: a stale start is left fast
+            # Steps as large as the distance to it make this the running 0.95 *expectile* (Newey-Powell)
+            # rather than the quantile: unlike the quantile update it leaves a stale start within a few
+            # dozen readings (the level and variance views were stuck at their start-up value). It sits
+            # a little higher than the quantile, so tail probabilities from it err on the cautious side.
             q = q + g * max(e, abs(x - q)) * ((1.0 if over else 0.0) - (1.0 - p.tail_q)) / (1.0 - p.tail_q)
             if over:
                 m = min(m + 1, _CAP)
