@@ -11,7 +11,7 @@ outcome; the last test prints it (`pytest -s`, or see docs/RELIABILITY.md, "Host
 from __future__ import annotations
 
 import json
-import time
+import timeit
 from collections import Counter
 from typing import Any
 
@@ -126,10 +126,8 @@ BIG = Policy(max_bytes=20 * 2**20)
 def test_100k_levels_are_refused_by_depth_when_the_size_allows_and_by_size_otherwise(
     fleet: Fleet, value: bytes
 ) -> None:
-    started = time.perf_counter()
     assert outcome("deep nesting", value, fleet, policy=BIG) == "undecodable"
     assert outcome("deep nesting", value, fleet) == "oversize"
-    assert time.perf_counter() - started < 1.0
 
 
 def test_regression_deep_nesting_was_a_recursion_error(fleet: Fleet) -> None:
@@ -157,12 +155,19 @@ def test_depth_is_judged_exactly_ignoring_brackets_in_strings(fleet: Fleet, dept
     assert outcome("deep nesting", value, fleet) == expected
 
 
-def test_the_depth_scan_is_fast_on_its_worst_inputs(fleet: Fleet) -> None:
-    worst = [b"[" * (MAX - 1), b'"\\"' * (MAX // 3), b'"[' * (MAX // 2), b"[" + b'"' * (MAX - 1)]
-    for value in worst:
-        started = time.perf_counter()
-        outcome("depth scan worst case", value, fleet)
-        assert time.perf_counter() - started < 0.05, value[:20]
+def test_the_depth_scan_stays_linear_on_its_worst_inputs(fleet: Fleet) -> None:
+    """A quadratic scan would take 16x as long on 4x the bytes; a linear one about 4x.
+
+    Compared within the run (best of 5 each, so a busy machine slows both
+    sides alike), never against a wall-clock limit.
+    """
+    shapes = [lambda n: b"[" * (n - 1), lambda n: b'"\\"' * (n // 3), lambda n: b'"[' * (n // 2),
+              lambda n: b"[" + b'"' * (n - 1)]
+    for shape in shapes:
+        small, large = shape(MAX // 4), shape(MAX)
+        took = [min(timeit.repeat(lambda v=v: outcome("depth scan worst case", v, fleet), number=1, repeat=5))  # type: ignore[misc]
+                for v in (small, large)]
+        assert took[1] / took[0] < 8.0, (large[:20], took)
 
 
 # --- numbers ----------------------------------------------------------------------------------
@@ -323,10 +328,9 @@ def test_a_duplicated_robot_id_is_judged_by_its_last_value_against_the_key(fleet
 # --- size -------------------------------------------------------------------------------------
 
 def test_a_10mb_message_is_refused_by_size_before_parsing(fleet: Fleet) -> None:
+    # parsed first, these would be undecodable (blank, unclosed, not UTF-8) or accepted (a valid event padded)
     for value in (b" " * 10_000_000, b"[" * 10_000_000, b"\xff" * 10_000_000, raw() + b" " * 10_000_000):
-        started = time.perf_counter()
         assert outcome("oversize", value, fleet) == "oversize"
-        assert time.perf_counter() - started < 0.005
 
 
 @HYPOTHESIS
