@@ -7,7 +7,8 @@ scores (tests/unit/test_nab_score.py). Rows, through
 runs):
 
 * out-of-fold, leave one file out (the headline) and leave one category out:
-  the alert threshold and the quiet horizon (`SEARCH_GRID`) are searched on
+  the alert threshold, the quiet horizon and the bins' spread floor
+  (`THRESHOLDS`, `SEARCH_GRID`) are searched on
   the other files only and the held-out file is scored at that choice; the
   held-out raw scores add up and are normalised over all windows;
 * fixed in advance: the committed parameters at `UnivariateParams.alarm`;
@@ -68,8 +69,8 @@ def _per_file(root: Path) -> None:
     print(f"\nstandard, out-of-fold (leave one file out): {oof.score:.2f}")
     for r in oof.folds:
         for name, fs in r.result.items():
-            quiet = ev.SEARCH_GRID[r.params.grid_index].quiet
-            print(f"  {name:60s} {fs.score:8.3f}  threshold {r.params.threshold:.4f} quiet {quiet:g}  "
+            chosen = ev.SEARCH_GRID[r.params.grid_index]
+            print(f"  {name:60s} {fs.score:8.3f}  threshold {r.params.threshold:.2f} quiet {chosen.quiet:g} bin_floor {chosen.bin_floor:g}  "
                   f"rows fired: {fs.tp} in windows, {fs.fp} outside")
     fixed = ev.score_at(corpus, [u.scores[0] for u in units], univariate.DEFAULT.alarm, costs)
     print(f"\nstandard, fixed threshold {fixed.threshold:g}: {fixed.score:.2f}")

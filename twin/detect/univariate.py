@@ -65,8 +65,8 @@ HTM anomaly likelihood (tail probability of a running statistic) and SPOT
 (peaks over threshold) warm up, calibrate and suppress.
 
 Where the parameters come from: chosen by hand while looking at NAB's 13 dev
-files (see docs/ANOMALY.md); only the threshold and `quiet` are searched
-out-of-fold by `streams.analysis.eval.nab`.
+files (see docs/ANOMALY.md); only the threshold, `quiet` and `bin_floor`
+are searched out-of-fold by `streams.analysis.eval.nab`.
 
 State per signal: `State`, 13 numbers plus 3 per view and 3 per bin: 94
 numbers at 24 bins, at most 737 bytes as msgpack (bench/anomaly_nab.py
