@@ -35,9 +35,10 @@ earlier detector failed on series it had not been tuned on):
    (the running `tail_q` expectile, which an online update tracks from a
    stale start within a few dozen readings, where a quantile update takes
    thousands) and the mean excess above it (exponential tail of the log
-   statistic, i.e. a power-law tail, as in peaks-over-threshold / SPOT). The view's surprise is -ln P(statistic >= this), so a signal with
-   routine spikes learns that such spikes are common, and only what is rarer
-   than its own history scores. An alarming reading teaches the tail only as
+   statistic, i.e. a power-law tail, as in peaks-over-threshold / SPOT).
+   The view's surprise is -ln P(statistic >= this), so a signal with routine
+   spikes learns that such spikes are common, and only what is rarer than its
+   own history scores. An alarming reading teaches the tail only as
    much as one at the alarm level (an anomaly must not become the norm while
    it lasts). Views combine by the smallest tail probability times the
    number of views (Bonferroni).
@@ -120,7 +121,7 @@ class UnivariateParams(msgspec.Struct, frozen=True):
     quiet_bar: float = 2.0
     """Right after an alert a new one needs `quiet_bar` times its surprise on top of the alarm level (falling to 0 at `quiet`)."""
     alarm: float = 0.5
-    """Alert level: `score >= alarm` is an anomaly."""
+    """Alert level: `score >= alarm` is an anomaly; also what opens an episode for the raised bar."""
 
 
 DEFAULT = UnivariateParams()
