@@ -11,6 +11,7 @@ import pytest
 
 from streams.analysis.eval import recordings as ev
 from streams.analysis.recordings import load_recordings
+from twin.detect.multivariate import DEFAULT
 
 COV = np.array([[1.0, 0.9, 0.0], [0.9, 1.0, 0.0], [0.0, 0.0, 1.0]])
 FAULT = np.array([3.0, -3.0, 0.0])  # each signal within 3 sd, against the correlation
@@ -137,3 +138,13 @@ def test_threshold_search_never_sees_the_runs_it_scores(tmp_path: Path, monkeypa
     for train, touched in seen:
         held_out = names - train
         assert held_out and not touched & held_out  # neither scored nor fitted on in the search
+
+
+def test_committed_time_constants_are_in_readings_of_the_cadence(tmp_path: Path) -> None:
+    assert ev.committed(1.0) == DEFAULT
+    slow = ev.committed(600.0)
+    assert (slow.rise_s, slow.fall_s) == (1800.0, 12000.0) and slow.threshold == DEFAULT.threshold
+    frames = {f"r{i}.csv": run(50, seed=i).with_columns(pl.col("timestamp") * 1.0 + pl.int_range(50) * 599.0)
+              for i in range(2)}
+    rec = load_recordings(write(tmp_path, "normal: [r0.csv]\n", frames))
+    assert ev.cadence(rec) == 600.0

@@ -11,7 +11,8 @@ seen in normal data is "unknown": not scored, never an alarm, counted in the
 
 Two rows of figures:
 
-* committed defaults: `multivariate.DEFAULT`, nothing searched;
+* committed defaults: `multivariate.DEFAULT`, nothing searched, its smoothing
+  time constants taken in readings of the folder's cadence (`committed`);
 * threshold and input averaging chosen out-of-fold: runs are cut into at
   most `MAX_FOLDS` groups (`twin.score.folds.leave_one_group_out`); for each
   group they are searched on the other runs only (their baselines fitted
@@ -262,6 +263,22 @@ def _r(value: float, digits: int = 4) -> float | None:
     return None if np.isnan(value) else round(float(value), digits)
 
 
+REFERENCE_CADENCE_S = 1.0
+"""The reading interval the committed time constants were chosen at (SKAB, 1 Hz)."""
+
+
+def committed(step: float) -> mv.MultivariateParams:
+    """`multivariate.DEFAULT` with its smoothing time constants in readings, not seconds.
+
+    `rise_s` 3 s and `fall_s` 20 s were chosen on SKAB at one reading a second:
+    they mean "3 and 20 readings". On a 10-minute log, 3 s would not smooth at
+    all (every lone outlier an alarm); on a 100 Hz one, 20 s would hold an
+    alarm for 2,000 readings. So they are scaled by the folder's cadence.
+    """
+    scale = step / REFERENCE_CADENCE_S if step > 0 else 1.0
+    return msgspec.structs.replace(mv.DEFAULT, rise_s=mv.DEFAULT.rise_s * scale, fall_s=mv.DEFAULT.fall_s * scale)
+
+
 def cadence(recordings: RecordingSet) -> float:
     """The folder's reading interval (s): the median over runs of each run's median gap."""
     gaps = [float(np.median(np.diff(r.frame[TIMESTAMP].to_numpy()))) for r in recordings.runs if r.frame.height > 1]
@@ -272,13 +289,13 @@ def recordings_table(root: Path) -> pl.DataFrame:
     """The report of `fleet-twin eval --data PATH` for a folder with a manifest.yaml."""
     recordings = load_recordings(root)
     source = RecordingSource(recordings)
-    base = Choice(recordings.signals)
+    step = cadence(recordings)
+    base = Choice(recordings.signals, committed(step))
     fixed = run_scores(source, source.names, base)
     unknown = sum(int((~source.scored(n, frozenset(), base).known).sum()) for n in source.names)
     rows = [figures("committed defaults (out-of-fold baselines)", fixed, unknown)]
     if len(source.names) >= 2:
-        step = cadence(recordings)
-        grid = [Choice(recordings.signals, msgspec.structs.replace(mv.DEFAULT, threshold=t, smooth_s=k * step))
+        grid = [Choice(recordings.signals, msgspec.structs.replace(base.params, threshold=t, smooth_s=k * step))
                 for k in AVERAGE_CADENCES for t in THRESHOLDS]
         folds = out_of_fold_scores(source, run_groups(source.names), grid, MAX_FAR)
         chosen = ", ".join(sorted({f"thr {f.params.params.threshold:g} avg {f.params.params.smooth_s:g}s"
