@@ -54,9 +54,11 @@ THRESHOLDS = (1.5, 2.0, 2.5, 2.9, 3.5, 4.5, 6.0, 8.0, 12.0, 20.0)
 """Thresholds the format-(b) search tries, around the committed 2.9 and up to what a
 noisy fleet needs (twin.detect.cohort uses 20)."""
 AVERAGE_CADENCES = (0.0, 5.0)
-"""Input averaging the search tries, in readings of the folder's own cadence (off, or 5
-readings: what every SKAB fold chose at 1 Hz). A horizon in seconds would mean nothing
-across a 1 Hz rig and a 10-minute log."""
+"""Input averaging the search tries, in readings of the folder's own cadence: off, or 5
+readings (at SKAB's 1 Hz every fold chose averaging, two of three over 5 s). A horizon in
+seconds would mean nothing across a 1 Hz rig and a 10-minute log. Averaging hides a
+change in the spread of a zero-mean signal (raw vibration), which is why it is searched,
+not imposed."""
 
 Flags = npt.NDArray[np.bool_]
 Vector = npt.NDArray[np.float64]
