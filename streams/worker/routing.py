@@ -109,6 +109,11 @@ class TwinRouter:
     def me(self) -> str:
         return str(self._app.conf.canonical_url)
 
+    @property
+    def topic(self) -> str:
+        """The topic whose partitions say which worker holds a robot (telemetry)."""
+        return self._topic
+
     def _held(self) -> dict[int, str]:
         return owners(self._app.router.external_topics_metadata(), self._topic)
 

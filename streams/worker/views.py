@@ -150,11 +150,18 @@ def register_views(app: faust.App, twins: Any, router: TwinRouter, fleet: Fleet,
 
     @app.page("/healthz")
     class Health(View):
-        """Whether this worker can serve twins, and the partitions it holds (exposes no fleet data)."""
+        """Whether this worker can serve twins, and the partitions it holds (exposes no fleet data).
+
+        `partitions` counts every topic it consumes (telemetry, checks,
+        anomalies...); `telemetry_partitions` says which share of the fleet's
+        twins it holds, the figure to compare with the topic's partition count.
+        """
 
         async def get(self, request: Request) -> Response:
             assigned = app.consumer.assignment() if app.consumer else set()
-            body: dict[str, Any] = {"status": "ok", "app_id": app.conf.id, "partitions": len(assigned)}
+            telemetry = sum(1 for tp in assigned if tp.topic == router.topic)
+            body: dict[str, Any] = {"status": "ok", "app_id": app.conf.id, "partitions": len(assigned),
+                                    "telemetry_partitions": telemetry}
             if app.rebalancing:  # expected and brief: a probe must not restart a worker for it
                 body["status"] = "rebalancing"
             elif problem := router.problem():  # the twin API would answer 503: say why

@@ -94,7 +94,7 @@ class Worker:
         return json.loads(raw)["seq"] if raw else None
 
     def partitions(self) -> int:
-        return int(self.api.get("/healthz").json()["partitions"])
+        return int(self.api.get("/healthz").json()["telemetry_partitions"])
 
     def group_log(self, last: int = 20) -> str:
         """The last lines of this worker's log about the group and the recovery of its tables."""
@@ -160,8 +160,8 @@ class Takeover:
 
     def _look(self) -> None:
         health = self.survivor.api.get("/healthz").json()
-        now, every = self.elapsed(), health["partitions"] == self.partitions
-        self.seen = f"/healthz {health['status']}, {health['partitions']} of {self.partitions} partitions"
+        now, every = self.elapsed(), health["telemetry_partitions"] == self.partitions
+        self.seen = f"/healthz {health['status']}, {health['telemetry_partitions']} of {self.partitions} telemetry partitions"
         if health["status"] != "ok" or every:
             self.done.setdefault("session", now)
         if every:
@@ -196,7 +196,7 @@ class Takeover:
 
 def balanced(pair: list[Worker]) -> bool | None:
     health = [httpx.get(f"{w.settings.web_url()}/healthz", timeout=5).json() for w in pair]
-    return all(h["status"] == "ok" and h["partitions"] > 0 for h in health) or None
+    return all(h["status"] == "ok" and h["telemetry_partitions"] > 0 for h in health) or None
 
 
 def until(fetch: Callable[[], T | None], timeout_s: float, what: str) -> T:
@@ -236,8 +236,10 @@ def test_two_workers_share_the_fleet_and_one_takes_over_when_the_other_is_killed
     before = both_answer_alike(workers, robots, REPORTS)
 
     # A clean stop: the worker leaves the group, the survivor takes over at once.
-    partitions = sum(w.partitions() for w in workers)
-    handover = Takeover(survivor, partitions, before)
+    # every telemetry partition, not a sum of /healthz counts read while the group may still be settling
+    until(lambda: sum(w.partitions() for w in workers) == dead.settings.partitions or None, REBALANCE_TIMEOUT_S,
+          "the two workers holding every telemetry partition between them")
+    handover = Takeover(survivor, dead.settings.partitions, before)
     os.kill(pid_of(dead), signal.SIGTERM)
     handover_s = handover.wait(REBALANCE_TIMEOUT_S, REBALANCE_TIMEOUT_S, "a clean stop, measured")
     dead.stack.procs.stop(dead.name)  # gone already: forgets its pid file
@@ -247,7 +249,7 @@ def test_two_workers_share_the_fleet_and_one_takes_over_when_the_other_is_killed
     held = {w.name: w.held() for w in workers}
 
     session_s = dead.settings.session_timeout_s * (1 + 1 / HEARTBEATS_PER_SESSION)
-    takeover = Takeover(survivor, sum(w.partitions() for w in workers), before)
+    takeover = Takeover(survivor, dead.settings.partitions, before)
     os.kill(pid_of(dead), signal.SIGKILL)
     took_over = takeover.wait(session_s, SLACK * handover_s, f"{SLACK:.0f} x the clean handover of {handover_s:.1f} s")
     assert dead.stack.procs.pid(dead.name) is None
