@@ -10,6 +10,7 @@ from typing import Any
 
 import msgspec
 
+from twin.detect.stall import StallParams
 from twin.exceptions import InvalidSeed
 
 
@@ -36,11 +37,29 @@ class RobotDetectorParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unkn
     """Identical consecutive values (away from the physical limits) that mean a frozen sensor."""
     dropout_reports: int = 5
     """Reports in a row missing a signal the robot used to send."""
-    drift_threshold: float = 12.0
-    """Page-Hinkley alarm level, in band-width units x reports, for signals that wear."""
-    drift_allowance: float = 0.05
-    """Drift tolerated before it accumulates, in band widths."""
-    drift_signals: tuple[str, ...] = ("position_error_mm",)
+    drift_signals: tuple[str, ...] = ("position_error_mm", "joint*_current_a")
+    """Signals (glob patterns) whose level is watched for slow change against the robot's own
+    reference: accuracy and motor currents, steady while a robot works. Not temperatures:
+    ambient (a day cycle) and thermal lag after each mode change move them for hours."""
+    trend_signals: tuple[str, ...] = ("battery_soc_pct",)
+    """Signals whose rate of change is watched instead: a charge falls at the robot's own
+    rate while it works, so a faster fall is the change, whatever the level."""
+    drift_reference_s: float = 180.0
+    """Settled working seconds that make a signal's reference (mean and spread); no alarm before."""
+    drift_allowance: float = 0.5
+    """Change tolerated, in reference spreads (the CUSUM's k: tuned to shifts of one spread)."""
+    drift_threshold: float = 60.0
+    """CUSUM alarm level, in reference spreads x seconds of settled working time. Calibrated as a
+    false-alarm rate: twice the highest level healthy robots reached (steady, seed 2, docs/ANOMALY.md)."""
+    drift_cap: float = 2.0
+    """The statistic is capped at this many thresholds, so a fault that ends resolves in minutes."""
+    drift_floor: float = 0.002
+    """Least spread of a level, in band widths (a noise-free signal is not infinitely sensitive)."""
+    trend_floor: float = 5e-6
+    """Least spread of a rate of change, in band widths per second: about what rounding a value
+    to 1/1000 of an 80-unit band gives a one-second difference (a charge reported to 0.001%)."""
+    drift_max_step_s: float = 5.0
+    """Consecutive settled working reports further apart than this are a gap, not a step."""
     silence_periods: float = 10.0
     """Silent for this many of the robot's own learned report intervals ..."""
     silence_min_s: float = 15.0
@@ -59,6 +78,8 @@ class RobotDetectorParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unkn
     """Score (1 = threshold) at or above which an anomaly is critical."""
     critical_after_s: float = 1800.0
     """An anomaly open this long is critical whatever its score."""
+    stall: StallParams | None = None
+    """The work-cycle stall detector (twin.detect.stall); None: off (models with no cycle counter)."""
 
 
 DEFAULT = RobotDetectorParams()

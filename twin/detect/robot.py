@@ -8,6 +8,9 @@ anomaly messages to publish. Pure: event and broker time come in as values.
 
 from __future__ import annotations
 
+from fnmatch import fnmatchcase
+from functools import lru_cache
+
 from msgspec.structs import replace
 
 from twin.detect import multivariate as mv
@@ -17,15 +20,16 @@ from twin.detect.cohort import features
 from twin.detect.findings import Anomaly, Finding
 from twin.detect.lifecycle import track
 from twin.detect.params import RobotDetectorParams
-from twin.detect.watch import Drift, SignalWatch, Watch
+from twin.detect.watch import SignalWatch, Watch
 from twin.effects import Effects, SeqGap
-from twin.fleet import RobotModel
+from twin.fleet import RobotModel, Signal
 from twin.schema import Event
-from twin.state import Twin
+from twin.state import SignalState, Twin
 
 _ALWAYS = frozenset({"stuck", "dropout"})
 """Value detectors that look at every reading once warm; band and spike look only while the
-robot operates, drift only while it works: a reading they did not judge is not 'normal'."""
+robot operates, drift only on settled working reports that follow one: a reading they did not
+judge is not 'normal'."""
 _ROBOT_DETECTORS = frozenset({"clock_skew", "delivery", "fault_codes", "seq_gap", "silence"})
 _NOT_OPERATING = ("fault", "estop", "maintenance")
 
@@ -48,7 +52,7 @@ def observe(before: Twin | None, twin: Twin, event: Event, effects: Effects, rec
     findings += f
     watch, f = _robot(watch, before, twin, event, effects, received_ts, p)
     findings += f
-    evaluated = _ROBOT_DETECTORS | _judged(twin, event, p)
+    evaluated = _ROBOT_DETECTORS | _judged(before, twin, event, p)
     if cohort is not None and settled_at_work(twin, event, p):
         watch, f = _cohort(watch, cohort, event, model)
         findings += f
@@ -85,13 +89,13 @@ def silence(twin: Twin, now: float, p: RobotDetectorParams) -> tuple[Twin, list[
     return _close(twin, watch, findings, frozenset({"silence"}) if findings else frozenset(), now, p)
 
 
-def _judged(twin: Twin, event: Event, p: RobotDetectorParams) -> frozenset[str]:
+def _judged(before: Twin | None, twin: Twin, event: Event, p: RobotDetectorParams) -> frozenset[str]:
     """The value detectors that judged this reading (only they may count it as normal)."""
     if twin.counts.events <= p.warmup_reports:
         return frozenset()
     operating = event.mode not in _NOT_OPERATING and event.ts - twin.mode_since >= p.settle_s
     return _ALWAYS | ({"band", "spike"} if operating else frozenset()) | (
-        {"drift"} if event.mode == "working" else frozenset())
+        {"drift"} if _work_step(before, twin, event, p) is not None else frozenset())
 
 
 def _close(twin: Twin, watch: Watch, findings: list[Finding], evaluated: frozenset[str], ts: float,
@@ -105,9 +109,9 @@ def _signals(watch: Watch, before: Twin | None, twin: Twin, event: Event, model:
     old = _aligned(watch, before, twin)
     warm = twin.counts.events > p.warmup_reports
     operating = warm and event.mode not in _NOT_OPERATING and event.ts - twin.mode_since >= p.settle_s
+    dt = _work_step(before, twin, event, p)
     findings: list[Finding] = []
     new: list[SignalWatch] = []
-    drift = dict(watch.drift)
     for (name, state), w in zip(twin.signals.items(), old):
         spec = model.signals.get(name)
         value = event.signals.get(name)
@@ -117,12 +121,49 @@ def _signals(watch: Watch, before: Twin | None, twin: Twin, event: Event, model:
             continue
         prior = before.signals.get(name) if before else None
         w, f = sig.watch_signal(w, name, value, prior, spec, operating, p)
-        new.append(w)
         findings += f if warm else []
-        if name in p.drift_signals and event.mode == "working":
-            drift[name], f = sig.drift(drift.get(name, Drift()), name, value, spec, p)
-            findings += f
-    return replace(watch, signals=new, drift=drift), findings
+        if event.mode == "maintenance" and w.drift is not None:
+            w = replace(w, drift=None)  # serviced: the signal's reference is learned again
+        elif dt is not None and (view := drift_view(name, p)) is not None:
+            x = _drift_input(value, prior, before, spec, dt, trend=view == "trend")
+            if x is not None:
+                d, f = sig.drift(w.drift, name, x, dt, view == "trend", p)
+                w = replace(w, drift=d)
+                findings += f
+        new.append(w)
+    return replace(watch, signals=new), findings
+
+
+@lru_cache(maxsize=4096)
+def drift_view(name: str, p: RobotDetectorParams) -> str | None:
+    """'trend', 'level' or None: how the model's detector parameters watch this signal for slow change."""
+    if any(fnmatchcase(name, pattern) for pattern in p.trend_signals):
+        return "trend"
+    if any(fnmatchcase(name, pattern) for pattern in p.drift_signals):
+        return "level"
+    return None
+
+
+def _work_step(before: Twin | None, twin: Twin, event: Event, p: RobotDetectorParams) -> float | None:
+    """Seconds since the previous report if both it and this one are settled working reports
+    in a row (what the drift detector judges), else None."""
+    if before is None or not settled_at_work(twin, event, p) or before.mode != "working":
+        return None
+    if before.counts.events <= p.warmup_reports or before.ts - before.mode_since < p.settle_s:
+        return None
+    dt = event.ts - before.ts
+    return dt if 0 < dt <= p.drift_max_step_s else None
+
+
+def _drift_input(value: float, prior: SignalState | None, before: Twin | None, spec: Signal, dt: float,
+                 trend: bool) -> float | None:
+    """The level in band widths, or (trend) the change since the previous report per second."""
+    width = max(spec.nominal[1] - spec.nominal[0], 1e-9)
+    if not trend:
+        return (value - spec.nominal[0]) / width
+    if prior is None or before is None or before.signal_time(prior)[0] != before.ts:
+        return None  # the previous report did not carry it
+    return (value - prior.value) / width / dt
 
 
 def _aligned(watch: Watch, before: Twin | None, twin: Twin) -> list[SignalWatch]:

@@ -28,7 +28,7 @@ def watch_signal(w: SignalWatch, name: str, value: float, before: SignalState | 
     findings += f
     same, f = _stuck(w.same, name, value, before, spec, p)
     findings += f
-    return SignalWatch(out, same, hits), findings
+    return SignalWatch(out, same, hits, w.drift), findings
 
 
 def _band(out: int, name: str, value: float, spec: Signal, operating: bool, p: RobotDetectorParams) -> tuple[int, list[Finding]]:
@@ -82,14 +82,48 @@ def dropout(name: str, latest_seq: int, seq: int, p: RobotDetectorParams) -> lis
     return [Finding("dropout", name, missing / p.dropout_reports, {"last_seen_seq": seq})]
 
 
-def drift(d: Drift, name: str, value: float, spec: Signal, p: RobotDetectorParams, reference: int = 300) -> tuple[Drift, list[Finding]]:
-    """Page-Hinkley test for an upward creep against the signal's own reference period."""
-    width = max(spec.nominal[1] - spec.nominal[0], 1e-9)
-    if d.n < reference:
-        n = d.n + 1
-        return Drift(n, d.base + (value - d.base) / n, 0.0), []
-    stat = max(0.0, d.stat + (value - d.base) / width - p.drift_allowance)
-    d = Drift(d.n, d.base, stat)
+LEVEL_UNIT = 1e-4
+"""Band widths per integer step of a level's reference (`Drift.level`, `Drift.spread`)."""
+TREND_UNIT = 1e-7
+"""Band widths per second per integer step of a rate's reference."""
+
+
+def drift(d: Drift | None, name: str, x: float, dt: float, trend: bool, p: RobotDetectorParams) -> tuple[Drift, list[Finding]]:
+    """Two-sided CUSUM of one signal against its own reference; `x` is the level in band widths
+    or, for a `trend` signal, its rate of change in band widths per second.
+
+    Called only for settled working reports that follow another one `dt` seconds
+    earlier, so the reference and the residual are de-moded: idle, charging and
+    the settling after a mode change never enter. The reference is the
+    time-weighted mean and mean absolute deviation over the first
+    `drift_reference_s` of such time; then each report adds
+    (|z| - allowance) x dt to the statistic of its side, z in reference spreads.
+    So the alarm level is in spreads x seconds: a horizon in event time, the
+    same at any report rate, and a healthy robot's statistic is a false-alarm
+    rate that does not depend on the signal's units.
+    """
+    d = d or Drift()
+    unit = TREND_UNIT if trend else LEVEL_UNIT
+    q = x / unit
+    full = round(p.drift_reference_s * 10)
+    if d.ref < full:  # learning: `level` and `spread` hold time-weighted sums until the reference is full
+        step = max(round(dt * 10), 1)
+        ref = d.ref + step
+        spread = d.spread + abs(q - d.level / d.ref) * step if d.ref else 0.0
+        level, spread = d.level + q * step, spread
+        if ref >= full:
+            level, spread = level / ref, spread / ref
+        return Drift(ref, round(level), round(spread)), []
+    floor = (p.trend_floor if trend else p.drift_floor) / unit
+    z = (q - d.level) / max(1.25 * d.spread, floor)  # 1.25 MAD: a standard deviation for Gaussian noise
+    cap = p.drift_cap * p.drift_threshold * 10
+    up = min(max(0.0, d.up + (z - p.drift_allowance) * dt * 10), cap)
+    down = min(max(0.0, d.down + (-z - p.drift_allowance) * dt * 10), cap)
+    d = Drift(d.ref, d.level, d.spread, round(up), round(down))
+    stat = max(d.up, d.down) / 10
     if stat < p.drift_threshold:
         return d, []
-    return d, [Finding("drift", name, stat / p.drift_threshold, {"value": value, "reference": d.base})]
+    evidence = {"view": "trend" if trend else "level", "direction": "up" if d.up >= d.down else "down",
+                "x": round(x, 7), "reference": round(d.level * unit, 7), "spread": round(d.spread * unit, 7),
+                "z": round(z, 2)}
+    return d, [Finding("drift", name, stat / p.drift_threshold, evidence)]

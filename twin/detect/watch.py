@@ -11,6 +11,29 @@ from __future__ import annotations
 import msgspec
 
 from twin.detect.multivariate import State as CohortState
+from twin.detect.stall import State as StallState
+
+
+class Drift(msgspec.Struct, frozen=True, array_like=True):
+    """Two-sided CUSUM state of one signal watched for slow change (twin.detect.signals.drift).
+
+    Five integers: the reference (time-weighted mean and mean absolute deviation
+    of the signal's level, or of its rate of change, over its first settled
+    working seconds) and the two one-sided statistics. Fixed-point so that
+    replay is exact and a healthy signal costs about a dozen bytes.
+    """
+
+    ref: int = 0
+    """Settled working time learned into the reference so far, in tenths of a second."""
+    level: int = 0
+    """Reference mean, in `unit`s (band widths, or band widths per second for a trend); while
+    the reference is learned, the time-weighted sum (a running mean in integers would stall)."""
+    spread: int = 0
+    """Reference mean absolute deviation, same units; while learned, the time-weighted sum."""
+    up: int = 0
+    """Upward CUSUM, x10, in reference spreads x seconds."""
+    down: int = 0
+    """Downward CUSUM, x10."""
 
 
 class SignalWatch(msgspec.Struct, frozen=True, array_like=True):
@@ -20,15 +43,8 @@ class SignalWatch(msgspec.Struct, frozen=True, array_like=True):
     """Consecutive identical values."""
     hits: int = 0
     """Decayed count of spikes, x100."""
-
-
-class Drift(msgspec.Struct, frozen=True, array_like=True):
-    """Page-Hinkley state of one signal that wears."""
-
-    n: int = 0
-    base: float = 0.0
-    """Mean of the reference period (the first reports), then frozen."""
-    stat: float = 0.0
+    drift: Drift | None = None
+    """Slow-change state, for the signals the robot model watches for drift or trend."""
 
 
 class Open(msgspec.Struct, frozen=True, array_like=True):
@@ -49,7 +65,9 @@ class Watch(msgspec.Struct, frozen=True, array_like=True):
     """All detector state of one robot."""
 
     signals: list[SignalWatch] = []
-    drift: dict[str, Drift] = {}
+    legacy_drift: dict[str, list[float]] = {}
+    """Unused: the Page-Hinkley state of an earlier version, kept in its place so stored twins
+    decode; drift state now lives per signal in `SignalWatch.drift`."""
     interval: float = 0.0
     """Learned time between reports (broker time), for silence."""
     skew: int = 0
@@ -60,3 +78,5 @@ class Watch(msgspec.Struct, frozen=True, array_like=True):
     open: list[Open] = []
     cohort: CohortState | None = None
     """Smoothed distance to the robot model's cohort baseline (twin.detect.cohort)."""
+    stall: StallState | None = None
+    """Work-cycle phase and still readings (twin.detect.stall), for models that configure it."""
