@@ -15,6 +15,7 @@ from msgspec.structs import replace
 
 from twin.detect import multivariate as mv
 from twin.detect import signals as sig
+from twin.detect import stall
 from twin.detect.cohort import PARAMS as COHORT_PARAMS
 from twin.detect.cohort import features
 from twin.detect.findings import Anomaly, Finding
@@ -53,6 +54,11 @@ def observe(before: Twin | None, twin: Twin, event: Event, effects: Effects, rec
     watch, f = _robot(watch, before, twin, event, effects, received_ts, p)
     findings += f
     evaluated = _ROBOT_DETECTORS | _judged(before, twin, event, p)
+    if p.stall is not None:
+        state, f, judged = stall.step(watch.stall, event.signals, event.ts, event.mode == "working", p.stall)
+        watch = replace(watch, stall=state)
+        findings += f
+        evaluated |= {"stall"} if judged else frozenset()
     if cohort is not None and settled_at_work(twin, event, p):
         watch, f = _cohort(watch, cohort, event, model)
         findings += f
