@@ -33,6 +33,7 @@ from __future__ import annotations
 import math
 import re
 import shlex
+from fnmatch import fnmatchcase
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,8 +46,10 @@ import yaml
 
 from streams.analysis.recordings import ANOMALY, TIMESTAMP, RecordingSet
 from streams.kafka_client import partitioner
+from twin.detect import stall
 from twin.detect.findings import Anomaly
 from twin.detect.params import DEFAULT, DetectorConfig
+from twin.detect.stall import StallParams
 from twin.exceptions import FleetTwinError
 from twin.fleet import Fleet, RobotModel, Signal
 from twin.fleet_fold import Rules, silence_check_due
@@ -353,6 +356,26 @@ def learn_stuck_reports(frames: Iterable[pl.DataFrame], columns: Iterable[str],
             ends = np.flatnonzero(np.diff(np.r_[0, same.astype(np.int8), 0]) == -1)
             longest = max(longest, int((ends - starts).max(initial=0)))
     return max(default, 2 * longest)
+
+
+def learn_stall_profile(frames: Iterable[pl.DataFrame], mapping: Mapping[str, str],
+                        stall_params: StallParams) -> tuple[float, ...]:
+    """The stall detector's work-cycle profile (`twin.detect.stall.profile`) of the normal-only
+    rows: per second of the cycle, the share of readings whose joints moved. `mapping` is
+    recording column -> model signal; the frames must hold the cycle counter and the speeds."""
+    by_signal = {sig: col for col, sig in mapping.items()}
+    cycle = by_signal.get(stall_params.cycle)
+    speeds = [col for sig, col in by_signal.items() if any(fnmatchcase(sig, pat) for pat in stall_params.speeds)]
+    if cycle is None or not speeds:
+        raise ImportProblem(f"the stall detector needs the cycle counter {stall_params.cycle!r} and speeds "
+                            f"{list(stall_params.speeds)} among the recordings' signals")
+    runs = []
+    for frame in frames:
+        speed = frame.select(pl.max_horizontal(pl.col(c).abs() for c in speeds)).to_series().to_numpy().astype(np.float64)
+        speed[~np.isfinite(frame.select(speeds).to_numpy().astype(np.float64)).all(axis=1)] = np.nan
+        runs.append((frame[TIMESTAMP].to_numpy().astype(np.float64),
+                     frame[cycle].cast(pl.Float64).fill_null(np.nan).to_numpy(), speed))
+    return stall.profile(runs, stall_params.still)
 
 
 def with_params(config: DetectorConfig, model: str, **overrides: Any) -> DetectorConfig:

@@ -111,6 +111,8 @@ class Recording:
     """Row belongs to a cycle of normal length with no labelled episode."""
     blocks: tuple[tuple[int, int], ...]
     """Row ranges [start, end) of the contiguous recording sessions."""
+    cycle: Floats
+    """The controller's work-cycle counter (`cycle `), as read."""
 
     def matrix(self, columns: tuple[str, ...]) -> Floats:
         return self.values.select(columns).to_numpy().astype(np.float64)
@@ -127,7 +129,7 @@ def read(root: Path) -> Recording:
     grip = (raw["grip_lost"] == "TRUE").fill_null(False).to_numpy()
     cycle = raw["cycle"].cast(pl.Int64).to_numpy()
     phase, clean = _cycles(ts, cycle, stop | grip)
-    return Recording(ts, values, stop, grip, phase, clean, _blocks(ts))
+    return Recording(ts, values, stop, grip, phase, clean, _blocks(ts), cycle.astype(np.float64))
 
 
 def _cycles(
@@ -324,7 +326,7 @@ def restrict(rec: Recording, blocks: tuple[tuple[int, int], ...]) -> Recording:
     lengths = [hi - lo for lo, hi in blocks]
     edges = np.r_[0, np.cumsum(lengths)].tolist()
     return Recording(rec.ts[keep], rec.values.filter(pl.Series(keep)), rec.stop[keep], rec.grip[keep],
-                     rec.phase[keep], rec.clean[keep], tuple(zip(edges[:-1], edges[1:])))
+                     rec.phase[keep], rec.clean[keep], tuple(zip(edges[:-1], edges[1:])), rec.cycle[keep])
 
 
 GRID = tuple(

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from msgspec.structs import replace
 import polars as pl
 
 from streams.analysis.eval.production import (
@@ -26,7 +27,7 @@ from streams.analysis.eval.production import (
 )
 from streams.analysis.eval.ur3 import JOINT, K, TEMPERATURES, SESSION_GAP_S, Recording, read
 from streams.analysis.importing import (
-    Imported, import_set, learn_bands, learn_stuck_reports, with_bands, with_params,
+    Imported, import_set, learn_bands, learn_stall_profile, learn_stuck_reports, with_bands, with_params,
 )
 from streams.analysis.recordings import ANOMALY, TIMESTAMP
 from streams.seeds import read_detectors, read_fleet
@@ -47,22 +48,27 @@ def ur3_signal(column: str) -> str:
 
 
 UR3_COLUMNS = JOINT + TEMPERATURES
-UR3_SIGNALS = tuple(ur3_signal(c) for c in UR3_COLUMNS)
+MEASURED = tuple(ur3_signal(c) for c in UR3_COLUMNS)
+"""The signals measured by the arm (bands and the stuck-sensor length are learned on these)."""
+CYCLE = "work_cycle"
+"""The `ur3` signal of the controller's work-cycle counter (`cycle `): the stall detector's phase."""
+UR3_SIGNALS = (*MEASURED, CYCLE)
 
 
 def ur3_frame(rec: Recording, rows: np.ndarray | slice = slice(None)) -> pl.DataFrame:
     """Rows of the recording in format (b), signals named as the `ur3` model's, with one 0/1
     column per kind of episode beside `anomaly`."""
     frame = rec.values.select(pl.col(c).alias(ur3_signal(c)) for c in UR3_COLUMNS).with_columns(
-        pl.Series(TIMESTAMP, rec.ts), pl.Series(ANOMALY, (rec.stop | rec.grip).astype(np.int8)),
+        pl.Series(CYCLE, rec.cycle), pl.Series(TIMESTAMP, rec.ts), pl.Series(ANOMALY, (rec.stop | rec.grip).astype(np.int8)),
         pl.Series("protective_stop", rec.stop.astype(np.int8)), pl.Series("grip_lost", rec.grip.astype(np.int8)))
     frame = frame.select(TIMESTAMP, *UR3_SIGNALS, ANOMALY, *KINDS)
     return frame[rows] if isinstance(rows, slice) else frame.filter(pl.Series(rows))
 
 
 Block = tuple[int, int]
-Learned = tuple[dict[str, tuple[float, float]], int]
-"""What a fold learns on its training blocks: nominal bands, and the stuck-sensor length."""
+Learned = tuple[dict[str, tuple[float, float]], int, tuple[float, ...]]
+"""What a fold learns on its training blocks: nominal bands, the stuck-sensor length, and the
+stall detector's work-cycle profile."""
 
 
 def _runs(rec: Recording, block: Block, name: str) -> dict[str, pl.DataFrame]:
@@ -99,21 +105,24 @@ def production_oof(data_dir: Path, seeds_dir: Path, k: int = K) -> Imported:
     fleet, config = read_fleet(seeds_dir), read_detectors(seeds_dir)
     blocks = contiguous_blocks(len(rec.ts), k)
     folds = [Fold(f"block-{i + 1}", tuple(b for b in blocks if b != held), (held,)) for i, held in enumerate(blocks)]
-    identity = {s: s for s in UR3_SIGNALS}
+    identity = {s: s for s in MEASURED}
+    stall = config.for_model(UR3_MODEL).stall
 
     def learn(train: Sequence[Block]) -> Learned:
         keep = np.zeros(len(rec.ts), dtype=bool)
         for lo, hi in train:
             keep[lo:hi] = True
         normal = ur3_frame(rec, keep & rec.clean)
-        return learn_bands([normal], identity), learn_stuck_reports([normal], UR3_SIGNALS)
+        profile = learn_stall_profile([normal], {s: s for s in UR3_SIGNALS}, stall) if stall else ()
+        return learn_bands([normal], identity), learn_stuck_reports([normal], MEASURED), profile
 
     def held_out(learned: Learned, test: Sequence[Block]) -> Imported:
         (block,) = test
-        bands, stuck = learned
+        bands, stuck, profile = learned
+        params = {"stuck_reports": stuck} | ({"stall": replace(stall, profile=profile)} if stall else {})
         runs = _runs(rec, block, f"ur3-block-{blocks.index(block) + 1}")
         recs = recording_set(data_dir, runs, (), UR3_SIGNALS)
-        return import_set(recs, with_bands(fleet, UR3_MODEL, bands), with_params(config, UR3_MODEL, stuck_reports=stuck),
+        return import_set(recs, with_bands(fleet, UR3_MODEL, bands), with_params(config, UR3_MODEL, **params),
                           UR3_MODEL, label_columns=KINDS)
 
     return merge([r.result for r in out_of_fold(folds, learn, held_out, key=lambda b: b)])
