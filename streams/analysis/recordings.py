@@ -16,6 +16,8 @@ run may leave it out: it is all 0). `manifest.yaml`:
     normal: [runs/healthy-1.csv, runs/healthy-2.parquet]   # the only runs a baseline may be fitted on
     condition: mode          # optional: the column naming the operating condition
     signals: [a, b, c]       # optional: default every numeric column but timestamp/anomaly/condition
+    normal_head: 400         # optional: every run starts with 400 normal rows (a warm-up, SKAB's protocol);
+                             # each run is then scored against its own first rows, and `normal` may be empty
 
 Every `*.csv` and `*.parquet` file under the folder is a run (hidden files
 and folders aside); a CSV may be separated by `,` or `;`. In Parquet the
@@ -44,7 +46,7 @@ MANIFEST = "manifest.yaml"
 TIMESTAMP = "timestamp"
 ANOMALY = "anomaly"
 SUFFIXES = (".csv", ".parquet")
-MANIFEST_KEYS = frozenset({"normal", "condition", "signals"})
+MANIFEST_KEYS = frozenset({"normal", "condition", "signals", "normal_head"})
 
 
 class RecordingError(FleetTwinError, ValueError):
@@ -75,6 +77,9 @@ class RecordingSet:
     """The signal columns, in the order of the manifest or of the first normal run."""
     condition: str | None
     """The column naming the operating condition, if any."""
+    normal_head: int | None = None
+    """Rows at the start of every run that are its own normal-only part (SKAB's first 400):
+    the run's baseline is fitted on them, whatever their labels, and they are not scored."""
 
     @property
     def normal(self) -> tuple[Recording, ...]:
@@ -95,15 +100,24 @@ def load_recordings(root: Path) -> RecordingSet:
         if name not in names:
             raise RecordingError(f"{root / MANIFEST}: names a normal run {name!r} that is not a CSV or Parquet file under {root}")
     condition: str | None = manifest.get("condition")
+    head: int | None = manifest.get("normal_head")
+    if not names:
+        raise RecordingError(f"{root}: no run (a CSV or Parquet file) in the folder")
     raw = {name: _read(path) for name, path in zip(names, paths, strict=True)}
-    signals = tuple(manifest.get("signals") or _numeric_columns(raw[normal[0]], condition))
+    first = normal[0] if normal else names[0]
+    signals = tuple(manifest.get("signals") or _numeric_columns(raw[first], condition))
     if not signals:
-        raise RecordingError(f"{root / normal[0]}: no numeric signal column (besides {TIMESTAMP}, {ANOMALY}, condition)")
+        raise RecordingError(f"{root / first}: no numeric signal column (besides {TIMESTAMP}, {ANOMALY}, condition)")
     runs = tuple(
         Recording(name, name in normal, _checked(root / name, frame, signals, condition, name in normal))
         for name, frame in raw.items()
     )
-    return RecordingSet(root=root, runs=runs, signals=signals, condition=condition)
+    if head is not None:
+        for run in runs:
+            if run.frame.height <= head:
+                raise RecordingError(f"{root / run.name}: {run.frame.height} rows, none left to score after "
+                                     f"normal_head ({head})")
+    return RecordingSet(root=root, runs=runs, signals=signals, condition=condition, normal_head=head)
 
 
 def _manifest(root: Path) -> dict[str, Any]:
@@ -123,8 +137,14 @@ def _manifest(root: Path) -> dict[str, Any]:
     normal = data.get("normal")
     if isinstance(normal, str):
         normal = [normal]
-    if not normal or not _strings(normal):
-        raise RecordingError(f"{path}: no normal run (`normal:` must list at least one run file)")
+    head = data.get("normal_head")
+    if head is not None and (isinstance(head, bool) or not isinstance(head, int) or head < 1):
+        raise RecordingError(f"{path}: `normal_head:` must be a number of rows (1 or more), not {head!r}")
+    if head is not None and normal is None:
+        normal = []
+    if normal is None or (not normal and head is None) or not (normal == [] or _strings(normal)):
+        raise RecordingError(f"{path}: no normal run (`normal:` must list at least one run file, "
+                             "or `normal_head:` say how many rows each run starts normal)")
     if (condition := data.get("condition")) is not None and not isinstance(condition, str):
         raise RecordingError(f"{path}: `condition:` must be one column name")
     if condition in (TIMESTAMP, ANOMALY):
@@ -135,7 +155,7 @@ def _manifest(root: Path) -> dict[str, Any]:
     if signals and (clash := {TIMESTAMP, ANOMALY, condition} & set(signals)):
         raise RecordingError(f"{path}: `signals:` names {sorted(map(str, clash))}, which are not signals")
     return {"normal": [n.removeprefix("./") for n in normal],
-            "condition": condition, "signals": signals}
+            "condition": condition, "signals": signals, "normal_head": head}
 
 
 def _strings(values: object) -> bool:

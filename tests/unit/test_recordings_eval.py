@@ -148,3 +148,19 @@ def test_committed_time_constants_are_in_readings_of_the_cadence(tmp_path: Path)
               for i in range(2)}
     rec = load_recordings(write(tmp_path, "normal: [r0.csv]\n", frames))
     assert ev.cadence(rec) == 600.0
+
+
+def test_normal_head_scores_each_run_against_its_own_first_rows(tmp_path: Path) -> None:
+    # runs at different levels (another day, another rig): a shared baseline would call them all anomalous
+    runs = {f"day{i}.csv": run(300, seed=i, fault=(200, 260) if i % 2 else None)
+            .with_columns(pl.col("a") + 10.0 * i, pl.col("b") + 10.0 * i) for i in range(4)}
+    root = write(tmp_path, "normal_head: 100\n", runs)
+    rec = load_recordings(root)
+    assert rec.normal_head == 100 and not any(r.normal for r in rec.runs)
+    fixed = row(ev.recordings_table(root), "committed defaults")
+    assert fixed["runs"] == 4 and fixed["runs detected"] == "2/2" and fixed["unknown rows"] == 0
+    assert fixed["false runs"] == "0/2"  # FAR comes only from the alarm's hysteresis after each fault
+    assert isinstance(fixed["FAR"], float) and fixed["FAR"] < 0.2
+    assert isinstance(fixed["recall"], float) and fixed["recall"] > 0.9
+    source = ev.HeadSource(rec, 100)
+    assert len(source.scored("day1.csv", frozenset(), ev.Choice(rec.signals)).ts) == 200  # the head is not scored

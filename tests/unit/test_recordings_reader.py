@@ -124,3 +124,22 @@ def test_parquet_datetime_timestamps_boolean_labels_and_hidden_files(tmp_path: P
     assert rec.runs[1].frame["timestamp"].to_list() == [1_700_000_000.0, 1_700_000_001.0]
     assert rec.runs[0].frame["timestamp"][0] == 1_700_000_000.0 - 3600  # 22:13 in Paris is 21:13 UTC
     assert rec.runs[0].frame["anomaly"].to_list() == [0, 1]
+
+
+@pytest.mark.parametrize(("manifest", "problem"), [
+    ("normal_head: 0\n", "`normal_head:` must be a number of rows"),
+    ("normal_head: many\n", "`normal_head:` must be a number of rows"),
+    ("normal_head: 20\n", "20 rows, none left to score after normal_head (20)"),
+])
+def test_normal_head_refusals(tmp_path: Path, manifest: str, problem: str) -> None:
+    run_frame().write_csv(tmp_path / "r.csv")
+    (tmp_path / "manifest.yaml").write_text(manifest)
+    with pytest.raises(RecordingError, match=problem.replace("(", r"\(").replace(")", r"\)")):
+        load_recordings(tmp_path)
+
+
+def test_normal_head_needs_no_normal_run_and_allows_labels_in_the_head(tmp_path: Path) -> None:
+    run_frame(anomaly=[1] * 3 + [0] * 17).write_csv(tmp_path / "r.csv")
+    (tmp_path / "manifest.yaml").write_text("normal_head: 5\n")
+    rec = load_recordings(tmp_path)
+    assert rec.normal_head == 5 and rec.signals == ("a", "b") and not rec.runs[0].normal

@@ -25,8 +25,10 @@ MAR as SKAB defines them, pooled over rows; runs detected (anomalous runs
 with an alarm) and false runs (normal runs with one); false alarms per hour
 of normal time; the median delay from an anomaly onset to the first alarm.
 
-The same machinery scores SKAB (`streams.analysis.eval.skab`), whose
-baseline is instead each file's own first 400 rows (`HeadSource`).
+With `normal_head: N` in the manifest every run starts with N normal rows
+and is scored against a baseline fitted on its own first N rows (`HeadSource`,
+SKAB's protocol); those rows are not scored. The same machinery scores SKAB
+itself (`streams.analysis.eval.skab`).
 """
 
 from __future__ import annotations
@@ -290,12 +292,14 @@ def cadence(recordings: RecordingSet) -> float:
 def recordings_table(root: Path) -> pl.DataFrame:
     """The report of `fleet-twin eval --data PATH` for a folder with a manifest.yaml."""
     recordings = load_recordings(root)
-    source = RecordingSource(recordings)
+    source: RecordingSource | HeadSource = RecordingSource(recordings) if recordings.normal_head is None \
+        else HeadSource(recordings, recordings.normal_head)
     step = cadence(recordings)
     base = Choice(recordings.signals, committed(step))
     fixed = run_scores(source, source.names, base)
     unknown = sum(int((~source.scored(n, frozenset(), base).known).sum()) for n in source.names)
-    rows = [figures("committed defaults (out-of-fold baselines)", fixed, unknown)]
+    how = "out-of-fold baselines" if recordings.normal_head is None else f"each run's first {recordings.normal_head} rows"
+    rows = [figures(f"committed defaults ({how})", fixed, unknown)]
     if len(source.names) >= 2:
         grid = [Choice(recordings.signals, msgspec.structs.replace(base.params, threshold=t, smooth_s=k * step))
                 for k in AVERAGE_CADENCES for t in THRESHOLDS]
