@@ -16,7 +16,7 @@ from --data-dir, else the setting data_dir: $FLEET_TWIN_DATA_DIR or
 DIR/skab) for `fleet-twin import` and `fleet-twin eval --data` (outside the
 repository: the data sets stay in the shared folder).
 
-    .venv/bin/python bench/anomaly_ur3.py [--markdown] [--tune] [--production] [--blocks K] [--data-dir DIR]
+    .venv/bin/python bench/anomaly_ur3.py [--markdown] [--tune] [--production [--search]] [--blocks K] [--data-dir DIR]
     .venv/bin/python bench/anomaly_ur3.py --write /tmp/recordings
 """
 
@@ -55,6 +55,8 @@ def main() -> None:
     ap.add_argument("--tune", action="store_true", help="also show the grid on the first session alone")
     ap.add_argument("--production", action="store_true",
                     help="score the worker's detectors (import + twin.pipeline) instead of the benchmark ones")
+    ap.add_argument("--search", action="store_true",
+                    help="with --production: also search the stall setting per fold on its training blocks (~2 min)")
     ap.add_argument("--blocks", type=int, default=K, help="contiguous time blocks (folds)")
     ap.add_argument("--write", type=Path, default=None, help="write UR3 and SKAB as format-(b) folders here, then stop")
     args = ap.parse_args()
@@ -71,7 +73,7 @@ def main() -> None:
     if args.production:
         from streams.analysis.eval.ur3_production import production_oof_table
 
-        table = production_oof_table(root, settings.seeds_dir, args.blocks)
+        table = production_oof_table(root, settings.seeds_dir, args.blocks, search=args.search)
     else:
         table = ur3_table(root, args.blocks)
     if args.markdown:

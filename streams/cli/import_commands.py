@@ -33,7 +33,7 @@ def import_command(
     """Turn labelled recordings into schema-v1 events of a robot model: a log `replay --source` reads,
     its labelled episodes, and the worker's detectors run over it."""
     from streams.analysis.importing import ImportProblem, bands_yaml, import_set, learn_bands as learn
-    from streams.analysis.importing import learn_stuck_reports, model_of, parse_mapping, write_archive
+    from streams.analysis.importing import learn_stall_profile, learn_stuck_reports, model_of, parse_mapping, write_archive
     from streams.analysis.recordings import RecordingError, load_recordings
     from streams.seeds import read_detectors, read_fleet
     from streams.twin_view import iso
@@ -71,7 +71,13 @@ def import_command(
         bands = learn(normal, imported.mapping)
         stuck = learn_stuck_reports(normal, imported.mapping)
         snippet = out / f"model-{model}.yaml"
-        snippet.write_text(bands_yaml(fleet, model, bands, str(path), stuck))
+        text = bands_yaml(fleet, model, bands, str(path), stuck)
+        if (stall := read_detectors(settings.seeds_dir).for_model(model).stall) is not None:
+            profile = learn_stall_profile(normal, imported.mapping, stall)
+            text += ("# and the stall detector's work-cycle profile (moving share per second of the cycle):\n"
+                     f"#   {model}: {{stall: {{cycle: {stall.cycle}, speeds: {list(stall.speeds)}, "
+                     f"profile: [{', '.join(f'{v:g}' for v in profile)}]}}}}\n")
+        snippet.write_text(text)
         console.print(f"learned bands (from {len(normal)} normal-only run(s)), to review: {snippet}", highlight=False,
                       soft_wrap=True)
     first = min(r.timestamp for r in imported.telemetry)

@@ -79,3 +79,18 @@ def test_phases_match_the_step_arithmetic_and_profile_learns_moving_shares() -> 
     learned = stall.profile([(ts, counter, speed)], P.still)
     assert learned == (0.0, 1.0, 1.0, 1.0, 0.0, 0.0)
     assert stall.profile([(ts[:30], counter[:30], speed[:30])], P.still) == ()  # fewer than 10 cycles: no profile
+
+
+def test_the_importer_learns_the_profile_from_recording_columns() -> None:
+    import polars as pl
+    import pytest
+
+    from streams.analysis.importing import ImportProblem, learn_stall_profile
+
+    rows = normal_cycles(12)
+    frame = pl.DataFrame({"timestamp": [r[0] for r in rows], "Cycle": [r[1] for r in rows],
+                          "J1 speed": [r[2] for r in rows], "J2 speed": [-r[2] for r in rows]})
+    mapping = {"Cycle": "cycle", "J1 speed": "j1_speed", "J2 speed": "j2_speed"}
+    assert learn_stall_profile([frame], mapping, P) == (0.0, 1.0, 1.0, 1.0, 0.0, 0.0)
+    with pytest.raises(ImportProblem, match="cycle counter"):
+        learn_stall_profile([frame], {"J1 speed": "j1_speed"}, P)

@@ -31,7 +31,7 @@ from streams.analysis.importing import (
 )
 from streams.analysis.recordings import ANOMALY, TIMESTAMP
 from streams.seeds import read_detectors, read_fleet
-from twin.score.folds import Fold, contiguous_blocks, out_of_fold
+from twin.score.folds import Fold, FoldResult, contiguous_blocks, out_of_fold
 
 UR3_MODEL, SKAB_MODEL = "ur3", "skab-pump"
 KINDS = ("protective_stop", "grip_lost")
@@ -66,9 +66,17 @@ def ur3_frame(rec: Recording, rows: np.ndarray | slice = slice(None)) -> pl.Data
 
 
 Block = tuple[int, int]
-Learned = tuple[dict[str, tuple[float, float]], int, tuple[float, ...]]
-"""What a fold learns on its training blocks: nominal bands, the stuck-sensor length, and the
-stall detector's work-cycle profile."""
+Learned = tuple[dict[str, tuple[float, float]], int, tuple[float, ...], tuple[int, int]]
+"""What a fold learns on its training blocks: nominal bands, the stuck-sensor length, the
+stall detector's work-cycle profile, and the (stall reports, close reports) it chose."""
+
+STALL_GRID = tuple((reports, close) for reports in (2, 3, 4) for close in (5, 10, 30))
+"""The stall detector's readings in a row and the lifecycle's normal readings before an alert
+resolves, searched per fold on its training blocks: how many still readings make a stall
+trades recall for false alarms, and a 30-reading hysteresis (the default) spans more than a
+24 s work cycle, so a stop in the next cycle joins the open alert of the last one."""
+BUDGET = 1.0
+"""False alarms per robot-hour the search allows on the training blocks (the issue's goal)."""
 
 
 def _runs(rec: Recording, block: Block, name: str) -> dict[str, pl.DataFrame]:
@@ -98,9 +106,22 @@ def write_ur3(data_dir: Path, out: Path, k: int = K) -> Path:
                         "streams.analysis.eval.ur3_production.write_ur3")
 
 
-def production_oof(data_dir: Path, seeds_dir: Path, k: int = K) -> Imported:
+def production_oof(data_dir: Path, seeds_dir: Path, k: int = K,
+                   grid: Sequence[tuple[int, int]] = ()) -> Imported:
     """Every block imported as a robot of `ur3` whose bands were learned on the clean cycles of
     the other blocks, folded through the worker's rules; the folds' imports merged."""
+    return merge([r.result for r in production_folds(data_dir, seeds_dir, k, grid)])
+
+
+def production_folds(data_dir: Path, seeds_dir: Path, k: int = K,
+                     grid: Sequence[tuple[int, int]] = ()) -> list[FoldResult[Block, Learned, Imported]]:
+    """Per held-out block: what its fold learned and chose on the other blocks, and its import.
+
+    With an empty `grid`, the committed settings (seeds/detectors.yaml) are kept and only the
+    bands, stuck length and stall profile are learned. With several settings (`STALL_GRID`),
+    the stall setting is chosen on the training blocks, each imported with what was learned on
+    those blocks: the most protective stops caught within `BUDGET` false alarms per robot-hour
+    there, else the fewest false alarms."""
     rec = read(data_dir)
     fleet, config = read_fleet(seeds_dir), read_detectors(seeds_dir)
     blocks = contiguous_blocks(len(rec.ts), k)
@@ -114,18 +135,30 @@ def production_oof(data_dir: Path, seeds_dir: Path, k: int = K) -> Imported:
             keep[lo:hi] = True
         normal = ur3_frame(rec, keep & rec.clean)
         profile = learn_stall_profile([normal], {s: s for s in UR3_SIGNALS}, stall) if stall else ()
-        return learn_bands([normal], identity), learn_stuck_reports([normal], MEASURED), profile
+        learned = (learn_bands([normal], identity), learn_stuck_reports([normal], MEASURED), profile)
+        if stall is None or len(grid) < 2:
+            return (*learned, grid[0] if grid else (stall.reports if stall else 0, config.for_model(UR3_MODEL).close_reports))
+        tried = []
+        for setting in grid:
+            table = score_import(merge([run_blocks((*learned, setting), [b]) for b in train]), KINDS)
+            stops = table.filter(pl.col("episodes") == "protective_stop").row(0, named=True)
+            within = stops["false / robot-hour"] <= BUDGET
+            # ties: fewer false alarms, then the stricter setting (more readings, longer hysteresis)
+            tried.append((within, stops["detected"] if within else 0, -stops["false alarms"], setting))
+        return (*learned, max(tried)[-1])
 
-    def held_out(learned: Learned, test: Sequence[Block]) -> Imported:
+    def run_blocks(learned: Learned, test: Sequence[Block]) -> Imported:
         (block,) = test
-        bands, stuck, profile = learned
-        params = {"stuck_reports": stuck} | ({"stall": replace(stall, profile=profile)} if stall else {})
+        bands, stuck, profile, (reports, close) = learned
+        params: dict[str, object] = {"stuck_reports": stuck}
+        if stall is not None:
+            params |= {"stall": replace(stall, profile=profile, reports=reports), "close_reports": close}
         runs = _runs(rec, block, f"ur3-block-{blocks.index(block) + 1}")
         recs = recording_set(data_dir, runs, (), UR3_SIGNALS)
         return import_set(recs, with_bands(fleet, UR3_MODEL, bands), with_params(config, UR3_MODEL, **params),
                           UR3_MODEL, label_columns=KINDS)
 
-    return merge([r.result for r in out_of_fold(folds, learn, held_out, key=lambda b: b)])
+    return out_of_fold(folds, learn, run_blocks, key=lambda b: b)
 
 
 def merge(parts: Sequence[Imported]) -> Imported:
@@ -139,14 +172,19 @@ def merge(parts: Sequence[Imported]) -> Imported:
         {k: v for p in parts for k, v in p.timestamps.items()})
 
 
-def production_oof_table(data_dir: Path, seeds_dir: Path, k: int = K) -> pl.DataFrame:
-    """UR3 (out-of-fold over `k` blocks) and SKAB (bands from its anomaly-free run) through the worker's detectors."""
-    ur3 = score_import(production_oof(data_dir, seeds_dir, k), KINDS)
-    skab = score_import(skab_production(data_dir, seeds_dir))
-    return pl.concat([
-        ur3.select(pl.lit(f"UR3, out-of-fold {k} blocks").alias("data"), pl.all()),
-        skab.select(pl.lit("SKAB, bands from anomaly-free").alias("data"), pl.all()),
-    ], how="vertical_relaxed")
+def production_oof_table(data_dir: Path, seeds_dir: Path, k: int = K, search: bool = False) -> pl.DataFrame:
+    """UR3 (out-of-fold over `k` blocks) and SKAB (bands from its anomaly-free run) through the
+    worker's detectors; with `search`, also UR3 with the stall setting searched per fold (`STALL_GRID`)."""
+    rows = [score_import(production_oof(data_dir, seeds_dir, k), KINDS).select(
+        pl.lit(f"UR3, out-of-fold {k} blocks, committed settings").alias("data"), pl.all())]
+    if search:
+        folds = production_folds(data_dir, seeds_dir, k, STALL_GRID)
+        chosen = " ".join(f"{r.params[3][0]}/{r.params[3][1]}" for r in folds)
+        rows.append(score_import(merge([r.result for r in folds]), KINDS).select(
+            pl.lit(f"UR3, out-of-fold {k} blocks, stall reports/close searched per fold ({chosen})").alias("data"), pl.all()))
+    rows.append(score_import(skab_production(data_dir, seeds_dir)).select(
+        pl.lit("SKAB, bands from anomaly-free").alias("data"), pl.all()))
+    return pl.concat(rows, how="vertical_relaxed")
 
 
 def skab_production(data_dir: Path, seeds_dir: Path) -> Imported:
