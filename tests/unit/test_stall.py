@@ -94,3 +94,24 @@ def test_the_importer_learns_the_profile_from_recording_columns() -> None:
     assert learn_stall_profile([frame], mapping, P) == (0.0, 1.0, 1.0, 1.0, 0.0, 0.0)
     with pytest.raises(ImportProblem, match="cycle counter"):
         learn_stall_profile([frame], {"J1 speed": "j1_speed"}, P)
+
+
+def test_a_counter_named_in_stuck_skip_is_never_a_frozen_sensor() -> None:
+    from twin.detect.params import RobotDetectorParams
+    from twin.detect.signals import watch_signal
+    from twin.detect.watch import SignalWatch
+    from twin.fleet import Signal
+    from twin.state import SignalState
+
+    spec = Signal("count", (0.0, 1e6), (0.0, 1e9))
+    before = SignalState(value=7.0, ts=None, seq=None, n=100, mean=7.0, var=0.0)
+
+    def fired(p: RobotDetectorParams) -> list[str]:
+        w, found = SignalWatch(), []
+        for _ in range(40):
+            w, f = watch_signal(w, "work_cycle", 7.0, before, spec, True, p)
+            found += [x.detector for x in f]
+        return found
+
+    assert "stuck" in fired(RobotDetectorParams(stuck_reports=30))
+    assert fired(RobotDetectorParams(stuck_reports=30, stuck_skip=("work_cycle",))) == []

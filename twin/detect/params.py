@@ -35,6 +35,8 @@ class RobotDetectorParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unkn
     """Value-based detectors wait for this many reports of a robot."""
     stuck_reports: int = 30
     """Identical consecutive values (away from the physical limits) that mean a frozen sensor."""
+    stuck_skip: tuple[str, ...] = ()
+    """Signals that repeat by design (a work-cycle counter holds its value for a whole cycle)."""
     dropout_reports: int = 5
     """Reports in a row missing a signal the robot used to send."""
     drift_signals: tuple[str, ...] = ("position_error_mm", "joint*_current_a")

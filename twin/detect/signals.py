@@ -66,7 +66,7 @@ def _stuck(same: int, name: str, value: float, before: SignalState | None, spec:
     # Real sensors are noisy: many identical values in a row mean a frozen reading,
     # unless the value sits on a physical limit (an empty battery, a stopped wheel).
     at_limit = value in spec.limits
-    if before is None or value != before.value or at_limit:
+    if before is None or value != before.value or at_limit or name in p.stuck_skip:
         return 0, []
     same += 1
     if same < p.stuck_reports:
