@@ -23,7 +23,8 @@ def _recording(n: int = 400, seed: int = 0) -> Recording:
     stop[20::40] = True
     grip = np.zeros(n, dtype=bool)
     grip[35::80] = True
-    return Recording(ts, values, stop, grip, phase.astype(np.int64), ~(stop | grip), ((0, n),))
+    return Recording(ts, values, stop, grip, phase.astype(np.int64), ~(stop | grip), ((0, n),),
+                     (np.arange(n) // 25).astype(np.float64))
 
 
 def test_the_search_only_sees_the_other_blocks() -> None:
