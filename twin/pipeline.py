@@ -8,10 +8,10 @@ from typing import NamedTuple
 
 from msgspec.structs import replace
 
-from twin.detect.cohort import Cohorts, features, learn
+from twin.detect.cohort import Cohorts, features, learn, learn_rates
 from twin.detect.findings import Anomaly
 from twin.detect.params import DetectorConfig
-from twin.detect.robot import observe, settled_at_work, silence
+from twin.detect.robot import observe, settled_at_work, silence, trend_rates
 from twin.effects import Effects
 from twin.exceptions import InvalidEvent
 from twin.fleet import Fleet
@@ -96,11 +96,12 @@ def ingest(twin: Twin | None, event: Event, received_ts: float, fleet: Fleet, co
     model = fleet.models[event.model]
     params = config.for_model(event.model)
     new, anomalies = observe(twin, new, event, effects, received_ts, model, params,
-                             cohorts.baselines.get(event.model))
+                             cohorts.baselines.get(event.model), cohorts.rates.get(event.model))
     if effects.outcome == "applied" and settled_at_work(new, event, params) and not (new.watch and new.watch.open):
         x = features(event, model)
         if x is not None:
             cohorts = learn(cohorts, event.model, x, event.ts)
+        cohorts = learn_rates(cohorts, event.model, trend_rates(twin, new, event, model, params))
     return new, effects, anomalies, cohorts
 
 

@@ -126,3 +126,25 @@ def test_drift_judges_only_settled_working_reports_and_relearns_after_maintenanc
     twin, log = run(fleet, plan + [(4.0, "maintenance")] * 5 + [(6.0, "working")] * 100)
     assert twin.watch is not None and all(w.drift is None or w.drift.ref < 1800 for w in twin.watch.signals)
     assert not [e for e in log if e.endswith(":drift")]
+
+
+def test_a_rate_learned_while_already_failing_is_caught_against_the_cohort() -> None:
+    # A pack that fades from the start looks steady against itself: its reference rate is the
+    # faded one. Against the healthy robots of its model (drain -0.0102 %/s, sd 0.0014) a rate
+    # twice as steep stands out; one within the cohort's spread does not.
+    from twin.detect.cohort import Cohorts, learn_rates, rate_stats
+    from twin.detect.robot import _against_cohort
+    from twin.detect.watch import Drift
+    p = RobotDetectorParams()
+    cohorts = Cohorts()
+    for i in range(3000):
+        cohorts = learn_rates(cohorts, "amr", {"battery_soc_pct": (-0.0102 + 0.0014 * (i % 3 - 1) * 1.2247) / 80})
+    moments = cohorts.rates["amr"]["battery_soc_pct"]
+    stats = rate_stats(moments, 2000.0)
+    assert stats is not None and abs(stats[0] * 80 + 0.0102) < 1e-6
+    faded = Drift(ref=1800, level=round(-0.0234 / 80 / 1e-7))
+    found = _against_cohort("battery_soc_pct", faded, moments, p)
+    assert found and found[0].evidence["view"] == "cohort" and found[0].evidence["direction"] == "down"
+    assert _against_cohort("battery_soc_pct", Drift(ref=1800, level=round(-0.0125 / 80 / 1e-7)), moments, p) == []
+    assert _against_cohort("battery_soc_pct", Drift(ref=900, level=faded.level), moments, p) == []  # still learning
+    assert rate_stats(moments, 5000.0) is None  # too few reports behind the cohort yet

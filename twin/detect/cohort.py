@@ -37,6 +37,36 @@ class Cohorts:
     sums: Mapping[str, tuple[int, np.ndarray, np.ndarray]] = field(default_factory=dict)
     baselines: Mapping[str, mv.Baseline] = field(default_factory=dict)
     fitted_at: Mapping[str, float] = field(default_factory=dict)
+    rates: Mapping[str, Mapping[str, Moments]] = field(default_factory=dict)
+    """Per robot model and trend signal: moments of the rate of change (band widths per second)
+    over the settled working reports of its healthy robots: what a robot's own reference
+    rate is compared with (`twin.detect.robot`), so a robot that was already failing when
+    its reference was learned is still seen."""
+
+
+Moments = tuple[float, float, float]
+"""Weight, sum and sum of squares."""
+
+
+def rate_stats(moments: Moments | None, min_weight: float) -> tuple[float, float] | None:
+    """Mean and standard deviation of a cohort's rates, once `min_weight` reports are behind them."""
+    if moments is None or moments[0] < min_weight:
+        return None
+    n, s1, s2 = moments
+    mean = s1 / n
+    return mean, max(s2 / n - mean * mean, 0.0) ** 0.5
+
+
+def learn_rates(cohorts: Cohorts, model: str, rates: Mapping[str, float]) -> Cohorts:
+    """The cohorts after one more normal report's rates of change (one per trend signal)."""
+    if not rates:
+        return cohorts
+    known = cohorts.rates.get(model, {})
+    new = dict(known)
+    for name, r in rates.items():
+        n, s1, s2 = known.get(name, (0.0, 0.0, 0.0))
+        new[name] = (n + 1.0, s1 + r, s2 + r * r)
+    return replace(cohorts, rates={**cohorts.rates, model: new})
 
 
 def features(event: Event, model: RobotModel) -> np.ndarray | None:

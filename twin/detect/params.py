@@ -60,6 +60,10 @@ class RobotDetectorParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unkn
     trend_floor: float = 5e-6
     """Least spread of a rate of change, in band widths per second: about what rounding a value
     to 1/1000 of an 80-unit band gives a one-second difference (a charge reported to 0.001%)."""
+    drift_cohort_z: float = 4.0
+    """A trend signal's reference rate this many cohort standard deviations from the mean rate of
+    its model's healthy robots is a change too (a robot already failing when it was learned). Set,
+    not searched: robots' own drain rates differ by a uniform +-22%, under 2 standard deviations."""
     drift_max_step_s: float = 5.0
     """Consecutive settled working reports further apart than this are a gap, not a step."""
     silence_periods: float = 10.0

@@ -8,6 +8,7 @@ anomaly messages to publish. Pure: event and broker time come in as values.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from fnmatch import fnmatchcase
 from functools import lru_cache
 
@@ -17,11 +18,11 @@ from twin.detect import multivariate as mv
 from twin.detect import signals as sig
 from twin.detect import stall
 from twin.detect.cohort import PARAMS as COHORT_PARAMS
-from twin.detect.cohort import features
+from twin.detect.cohort import Moments, features, rate_stats
 from twin.detect.findings import Anomaly, Finding
 from twin.detect.lifecycle import track
 from twin.detect.params import RobotDetectorParams
-from twin.detect.watch import SignalWatch, Watch
+from twin.detect.watch import Drift, SignalWatch, Watch
 from twin.effects import Effects, SeqGap
 from twin.fleet import RobotModel, Signal
 from twin.schema import Event
@@ -36,10 +37,12 @@ _NOT_OPERATING = ("fault", "estop", "maintenance")
 
 
 def observe(before: Twin | None, twin: Twin, event: Event, effects: Effects, received_ts: float,
-            model: RobotModel, p: RobotDetectorParams, cohort: mv.Baseline | None = None) -> tuple[Twin, list[Anomaly]]:
+            model: RobotModel, p: RobotDetectorParams, cohort: mv.Baseline | None = None,
+            rates: Mapping[str, Moments] | None = None) -> tuple[Twin, list[Anomaly]]:
     """Run the detectors on one event; return the twin with detector state and the messages.
 
-    `cohort` is the learned baseline of the robot's model (twin.detect.cohort), if any yet.
+    `cohort` is the learned baseline of the robot's model (twin.detect.cohort), if any yet;
+    `rates` the moments of its trend signals' rates of change over the model's healthy robots.
     """
     watch = twin.watch or Watch()
     # Anomalies are stamped in event time, unless the robot's clock is not to be trusted.
@@ -49,7 +52,7 @@ def observe(before: Twin | None, twin: Twin, event: Event, effects: Effects, rec
         watch = replace(watch, delivery=delivery)
         return _close(twin, watch, found, frozenset(), at, p)
     findings: list[Finding] = []
-    watch, f = _signals(watch, before, twin, event, model, p)
+    watch, f = _signals(watch, before, twin, event, model, p, rates or {})
     findings += f
     watch, f = _robot(watch, before, twin, event, effects, received_ts, p)
     findings += f
@@ -111,7 +114,7 @@ def _close(twin: Twin, watch: Watch, findings: list[Finding], evaluated: frozens
 
 
 def _signals(watch: Watch, before: Twin | None, twin: Twin, event: Event, model: RobotModel,
-             p: RobotDetectorParams) -> tuple[Watch, list[Finding]]:
+             p: RobotDetectorParams, rates: Mapping[str, Moments]) -> tuple[Watch, list[Finding]]:
     old = _aligned(watch, before, twin)
     warm = twin.counts.events > p.warmup_reports
     operating = warm and event.mode not in _NOT_OPERATING and event.ts - twin.mode_since >= p.settle_s
@@ -135,9 +138,41 @@ def _signals(watch: Watch, before: Twin | None, twin: Twin, event: Event, model:
             if x is not None:
                 d, f = sig.drift(w.drift, name, x, dt, view == "trend", p)
                 w = replace(w, drift=d)
+                if view == "trend" and not f:
+                    f = _against_cohort(name, d, rates.get(name), p)
                 findings += f
         new.append(w)
     return replace(watch, signals=new), findings
+
+
+def _against_cohort(name: str, d: Drift, moments: Moments | None, p: RobotDetectorParams) -> list[Finding]:
+    """A robot's own reference rate against its cohort's: a robot already failing while its
+    reference was learned looks steady against itself, not against robots of its model."""
+    stats = rate_stats(moments, COHORT_PARAMS.min_weight)
+    if stats is None or d.ref < round(p.drift_reference_s * 10):
+        return []
+    mean, sd = stats
+    z = (d.level * sig.TREND_UNIT - mean) / max(sd, p.trend_floor)
+    if abs(z) < p.drift_cohort_z:
+        return []
+    evidence = {"view": "cohort", "direction": "up" if z > 0 else "down", "reference": round(d.level * sig.TREND_UNIT, 7),
+                "cohort_mean": round(mean, 7), "cohort_sd": round(sd, 7), "z": round(z, 2)}
+    return [Finding("drift", name, abs(z) / p.drift_cohort_z, evidence)]
+
+
+def trend_rates(before: Twin | None, twin: Twin, event: Event, model: RobotModel, p: RobotDetectorParams) -> dict[str, float]:
+    """This report's rates of change of the model's trend signals (what a cohort learns), if judged."""
+    dt = _work_step(before, twin, event, p)
+    if dt is None:
+        return {}
+    out: dict[str, float] = {}
+    for name, value in event.signals.items():
+        spec = model.signals.get(name)
+        if spec is not None and drift_view(name, p) == "trend":
+            x = _drift_input(value, before.signals.get(name) if before else None, before, spec, dt, trend=True)
+            if x is not None:
+                out[name] = x
+    return out
 
 
 @lru_cache(maxsize=4096)
