@@ -75,7 +75,7 @@ def test_posting_to_the_inbox_wants_the_token_too(worker: str, settings: Setting
 
 def test_healthz_and_metrics_stay_open_and_name_no_robot(worker: str, robot: str) -> None:
     health = httpx.get(f"{worker}/healthz")
-    assert health.status_code == 200 and set(health.json()) == {"status", "app_id", "partitions"}
+    assert health.status_code == 200 and set(health.json()) == {"status", "app_id", "partitions", "telemetry_partitions"}
     metrics = httpx.get(f"{worker}/metrics", timeout=30)
     assert metrics.status_code == 200 and "fleet_robots{" in metrics.text
     assert robot not in metrics.text and "robot_id" not in metrics.text
