@@ -38,7 +38,11 @@ class Settings(BaseSettings):
     """Address the web server binds; empty means `web_host` (this machine: 127.0.0.1 only)."""
     web_port: int = 6066
     api_token: SecretStr | None = None
-    """Bearer token of the twin API; unset: `<state_dir>/secrets/api-token`, which `fleet-twin up` writes."""
+    """Bearer token of the twin API; unset: `<state_dir>/secrets/api-token`, which `fleet-twin up` writes.
+    Its principal (who a desired-state change records) is `operator`."""
+    api_tokens: SecretStr | None = None
+    """More principals of the twin API: `principal:token` entries, one a line (or comma-separated);
+    unset: `<state_dir>/secrets/api-tokens` if that file exists (streams/auth.py)."""
     metrics_token: SecretStr | None = None
     """If set, /metrics wants this bearer token too (Prometheus sends it from its scrape config)."""
     prometheus_port: int = 9090
@@ -114,9 +118,25 @@ class Settings(BaseSettings):
         return self.topic("fleet.twin.checks")
 
     @property
+    def desired_topic(self) -> str:
+        """Desired-state changes (compacted, key selector|field, 1 partition: one total order)."""
+        return self.topic("fleet.desired")
+
+    @property
+    def commands_topic(self) -> str:
+        """Each robot's delta, keyed by robot id."""
+        return self.topic("fleet.commands")
+
+    @property
+    def rollouts_topic(self) -> str:
+        """The rollout gate's looks and decisions, keyed by plan id (1 partition)."""
+        return self.topic("fleet.rollouts")
+
+    @property
     def live_topics(self) -> tuple[str, ...]:
         """The topics this deployment's workers read and write (Faust's changelogs aside)."""
-        return (self.telemetry_topic, self.dlq_topic, self.anomalies_topic, self.checks_topic)
+        return (self.telemetry_topic, self.dlq_topic, self.anomalies_topic, self.checks_topic,
+                self.desired_topic, self.commands_topic, self.rollouts_topic)
 
     @property
     def alertmanager_url(self) -> str:
