@@ -1,0 +1,96 @@
+"""Safety KPIs per AI-model version: operating exposure and safety events, one report at a time.
+
+A staged rollout is judged by comparing *rates*: safety events per operating
+hour of robots on the new version against robots of the same model and
+sector still on the old one (`twin.gate`). Both the numerator and the
+denominator come from here, so the worker's per-version counters
+(`fleet_version_operating_seconds_total`, `fleet_version_safety_events_total`)
+and `fleet-twin audit` count the same things (one code path).
+
+Callers pass the twin before and after the event was applied (`before` is
+None for the robot's first event) and call these only for events the twin
+accepted (duplicates and stale events are not counted twice). Both functions
+credit the event's own `ai_model_version`: the version the robot says it runs.
+
+Exposure is *working* time only: an idle or charging robot cannot stop on
+people, so counting its hours would dilute the rate of a version that happens
+to be rolled out to idle robots.
+"""
+
+from __future__ import annotations
+
+from twin.fleet import RobotModel
+from twin.schema import Event
+from twin.state import Twin
+
+KINDS: tuple[str, ...] = ("estop", "protective_stop", "fault_burst", "anomaly", "slow_inference")
+"""Every safety-event kind: a bounded label set for metrics."""
+
+GAP_PERIODS = 3.0
+"""A gap longer than this many report periods is a silence, not operation: credit only this much."""
+
+DEFAULT_PERIOD_S = 1.0
+"""Report period when the caller has no robot model (every seeded model reports at 1 Hz)."""
+
+FAULT_BURST = 3
+"""Fault codes (`F-...`) in one report that make a burst: one fault is routine, three at once are not."""
+
+ESTOP_CODE = "E-STOP"
+PROTECTIVE_PREFIXES = ("P-STOP", "PROTECTIVE")
+"""Codes of a protective stop (the UR3 controller's `Robot_ProtectiveStop`, `twin.detect.stall`)."""
+
+INFERENCE = "inference_ms"
+
+
+def exposure(before: Twin | None, after: Twin, event: Event, model: RobotModel | None = None) -> float:
+    """Operating seconds this event credits: the event-time gap to the robot's previous report,
+    when that report said `working`, capped at `GAP_PERIODS` x the model's period.
+
+    The robot is taken to stay in a reported mode until its next report, so the interval
+    belongs to the previous report's mode. A first event, a late event (older than the newest
+    one) or a gap after a non-working report credits nothing. `after` is accepted for symmetry
+    with `safety_events` (and future use); the interval needs only `before` and `event`."""
+    del after
+    if before is None or before.mode != "working":
+        return 0.0
+    gap = event.ts - before.ts
+    if gap <= 0:
+        return 0.0
+    period = model.period_s if model is not None else DEFAULT_PERIOD_S
+    return min(gap, GAP_PERIODS * period)
+
+
+def safety_events(before: Twin | None, after: Twin, event: Event, model: RobotModel,
+                  opened: int) -> tuple[str, ...]:
+    """The safety events this report shows, one kind per occurrence (`anomaly` repeated `opened` times).
+
+    * `estop`: the codes hold `E-STOP`, or the mode turns to `estop` (from any other mode):
+      one per report either way, so a stop reported by both code and mode counts once.
+    * `protective_stop`: a code starting `P-STOP` or `PROTECTIVE`.
+    * `fault_burst`: at least `FAULT_BURST` fault codes (`F-...`) in one report.
+    * `anomaly`: anomalies this event opened (the detectors' count, passed by the caller).
+    * `slow_inference`: `inference_ms` rises above the model's nominal band (the onset only:
+      a robot that stays slow for an hour is one event, not 3,600).
+    Codes are "raised since the previous report", so each counts once."""
+    del after
+    kinds: list[str] = []
+    codes = [c.upper() for c in event.codes]
+    was_estop = before is not None and before.mode == "estop"
+    if ESTOP_CODE in codes or (event.mode == "estop" and not was_estop):
+        kinds.append("estop")
+    kinds.extend("protective_stop" for c in codes if c.startswith(PROTECTIVE_PREFIXES))
+    if sum(c.startswith("F-") for c in codes) >= FAULT_BURST:
+        kinds.append("fault_burst")
+    kinds.extend("anomaly" for _ in range(max(opened, 0)))
+    if _slow_onset(before, event, model):
+        kinds.append("slow_inference")
+    return tuple(kinds)
+
+
+def _slow_onset(before: Twin | None, event: Event, model: RobotModel) -> bool:
+    signal = model.signals.get(INFERENCE)
+    value = event.signals.get(INFERENCE)
+    if signal is None or value is None or value <= signal.nominal[1]:
+        return False
+    previous = before.signals.get(INFERENCE) if before is not None else None
+    return previous is None or previous.value <= signal.nominal[1]
