@@ -3,11 +3,18 @@
 Faust creates its own changelog topics, but the source and sink topics must
 exist with the right partition count first: the `twins` table is
 co-partitioned with `fleet.telemetry`, so both must have the same count.
+
+Two topics differ from the rest (`topic_layout`): `fleet.desired` is
+compacted (only the latest change per selector|field key must be kept for
+ever) and has one partition, so every worker folds all changes in one order;
+`fleet.rollouts` has one partition for the same reason. docker-compose's
+worker creates them with this code; deploy/k8s/kafka-topics.yaml declares them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import NamedTuple
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
@@ -16,22 +23,38 @@ from streams.kafka_client import client_kwargs
 from streams.settings import Settings
 
 
-async def ensure_topics(settings: Settings, names: Iterable[str] | None = None) -> None:
-    """Create the topics that are missing, each with `settings.partitions` partitions.
+class TopicLayout(NamedTuple):
+    partitions: int
+    configs: dict[str, str]
 
-    `names`: the deployment's live topics (telemetry, DLQ, anomalies, checks)
-    unless given, as the replay's staging topic for `--republish` is.
+
+def topic_layout(settings: Settings, name: str) -> TopicLayout:
+    """How many partitions `name` gets and its topic configs; most: `settings.partitions`, the broker's defaults."""
+    if name == settings.desired_topic:
+        return TopicLayout(1, {"cleanup.policy": "compact"})
+    if name == settings.rollouts_topic:
+        return TopicLayout(1, {})
+    return TopicLayout(settings.partitions, {})
+
+
+async def ensure_topics(settings: Settings, names: Iterable[str] | None = None) -> None:
+    """Create the topics that are missing, each as `topic_layout` says.
+
+    `names`: the deployment's live topics (telemetry, DLQ, anomalies, checks,
+    desired, commands, rollouts) unless given, as the replay's staging topic
+    for `--republish` is. An existing topic is left as it is.
     """
     admin = AIOKafkaAdminClient(**client_kwargs(settings))
     await admin.start()
     try:
         existing = set(await admin.list_topics())
         wanted = settings.live_topics if names is None else tuple(names)
-        new = [
-            NewTopic(name=t, num_partitions=settings.partitions, replication_factor=1)
-            for t in wanted
-            if t not in existing
-        ]
+        new = []
+        for name in wanted:
+            if name not in existing:
+                layout = topic_layout(settings, name)
+                new.append(NewTopic(name=name, num_partitions=layout.partitions, replication_factor=1,
+                                    topic_configs=layout.configs))
         if new:
             try:
                 await admin.create_topics(new)

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from streams.settings import Settings
+from streams.topics import topic_layout
 
 K8S = Path(__file__).resolve().parents[2] / "deploy" / "k8s"
 SOURCES = Path(__file__).resolve().parents[2] / "streams" / "worker"
@@ -47,8 +48,12 @@ def test_every_manifest_is_listed_and_well_formed() -> None:
 def test_topics_are_the_settings_topics_and_co_partitioned() -> None:
     s, t = Settings(), topics()
     app = s.app_id
-    assert set(t) == {s.telemetry_topic, s.dlq_topic, s.anomalies_topic, s.checks_topic,
-                      f"{app}-twins-changelog", f"{app}-alerts-changelog"}
+    assert set(t) == {*s.live_topics, f"{app}-twins-changelog", f"{app}-alerts-changelog"}
+    for name in (s.desired_topic, s.rollouts_topic):  # as streams/topics.py creates them locally
+        layout = topic_layout(s, name)
+        assert t[name]["spec"]["partitions"] == layout.partitions == 1, name
+        assert layout.configs.items() <= t[name]["spec"]["config"].items(), name
+    assert t[s.desired_topic]["spec"]["config"]["cleanup.policy"] == "compact"
     partitions = t[s.telemetry_topic]["spec"]["partitions"]
     for name in (s.checks_topic, f"{app}-twins-changelog", f"{app}-alerts-changelog"):
         assert t[name]["spec"]["partitions"] == partitions, name
