@@ -26,7 +26,8 @@ from twin.fleet_fold import alert_forgotten, alert_is_news
 
 log = logging.getLogger(__name__)
 
-ALERTNAMES = {"site_incident": "FleetSiteIncident", "rollout": "FleetRolloutRegression", "rollout_gate": "FleetRolloutHalted"}
+ALERTNAMES = {"site_incident": "FleetSiteIncident", "rollout": "FleetRolloutRegression",
+              "rollout_gate": "FleetRolloutHalted"}
 KEEPALIVE_S = 300.0
 """An open alert is re-posted well within this: Alertmanager resolves alerts it stops hearing about."""
 RETRY_S = 5.0
