@@ -17,7 +17,7 @@ from typing import Any
 from grafana_foundation_sdk.builders.dashboard import Dashboard
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 
-from dashboards import fleet, operations
+from dashboards import control, fleet, operations
 
 JSON_DIR = Path(__file__).resolve().parent / "json"
 
@@ -29,6 +29,7 @@ BUILDERS: dict[str, Callable[[], Dashboard]] = {
     "rollout": operations.rollout,
     "anomalies": operations.anomalies,
     "pipeline": operations.pipeline,
+    "rollouts-drift": control.rollouts_and_drift,
 }
 """File name (without .json) -> builder, in the order operators drill down."""
 

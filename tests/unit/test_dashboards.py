@@ -26,11 +26,12 @@ ROOT = Path(__file__).resolve().parents[2]
 TWIN_API = {"type": "yesoreyeram-infinity-datasource", "uid": "twin-api"}
 
 
-def test_the_seven_views_exist() -> None:
-    assert set(MODELS) == {"fleet-overview", "sector", "site", "robot", "rollout", "anomalies", "pipeline"}
+def test_the_eight_views_exist() -> None:
+    assert set(MODELS) == {"fleet-overview", "sector", "site", "robot", "rollout", "anomalies", "pipeline",
+                           "rollouts-drift"}
     titles = {m["title"] for m in MODELS.values()}
     assert {"Fleet overview", "Sector", "Site", "Robot drill-down", "AI-model rollout", "Anomalies",
-            "Pipeline health"} == titles
+            "Pipeline health", "Rollouts and drift"} == titles
     assert len({m["uid"] for m in MODELS.values()}) == len(MODELS)
 
 
@@ -116,6 +117,27 @@ def test_template_variables() -> None:
         assert used <= {f"${n}" for n in names[name]}, f"{name} uses an undefined variable"
     assert any('sector="$sector"' in e for _t, _r, e in queries(MODELS["sector"]))
     assert all('site="$site"' in e for _t, _r, e in queries(MODELS["site"]) if "fleet_robots{" in e)
+
+
+def test_rollouts_and_drift_shows_progress_gate_drift_and_safety_per_version() -> None:
+    """Issue 16's operators' views: each asked-for view is a panel reading the metric that holds it."""
+    reads: dict[str, set[str]] = {}
+    for title, _r, expr in queries(MODELS["rollouts-drift"]):
+        reads.setdefault(title, set()).update(metric_names(expr))
+    wanted = {
+        "Share of desired reached, per wave": {"fleet_rollout_wave_reached_ratio"},
+        "Current wave, per plan": {"fleet_rollout_wave"},
+        "Gate statistic against its boundaries": {"fleet_rollout_gate_statistic", "fleet_rollout_gate_boundary"},
+        "Robots drifting, by sector and model": {"fleet_desired_drift"},
+        "Share drifting, by field": {"fleet_desired_drift", "fleet_desired_robots"},
+        "Safety events per operating hour, by version": {"fleet_version_safety_events_total",
+                                                         "fleet_version_operating_seconds_total"},
+    }
+    for title, metrics in wanted.items():
+        assert metrics <= reads.get(title, set()), (title, reads.get(title))
+    gate = [e for t, _r, e in queries(MODELS["rollouts-drift"]) if t == "Gate statistic against its boundaries"]
+    assert any("by (plan, side)" in e for e in gate)  # both boundaries, each its own series
+    assert [v["name"] for v in variables(MODELS["rollouts-drift"])] == ["plan", "sector", "model"]
 
 
 def test_robot_drill_down_links_to_the_twin_api() -> None:
