@@ -7,7 +7,7 @@ file's field path so a bad seed is fixed in one look.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 
@@ -26,6 +26,29 @@ class Signal(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Physically possible range: outside it the message is rejected."""
 
 
+ConfigName = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_]{0,47}$")]
+
+
+class ConfigParam(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One named configuration parameter operators may desire (twin.desired checks values against it)."""
+
+    type: Literal["float", "int", "enum"]
+    min: float | None = None
+    """Least value of a float or int parameter (None: unbounded)."""
+    max: float | None = None
+    values: tuple[str, ...] = ()
+    """The allowed values of an enum parameter."""
+
+
+class Control(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """What may be desired of a robot model beyond its AI-model version (seeds: `control`)."""
+
+    firmware_versions: tuple[str, ...] = ()
+    """Firmware a robot of this model may be told to run."""
+    config: dict[ConfigName, ConfigParam] = {}
+    """Named configuration parameters, reported by robots in `Event.config`."""
+
+
 class RobotModel(msgspec.Struct, frozen=True):
     """A kind of robot and the full catalogue of signals it reports."""
 
@@ -36,6 +59,8 @@ class RobotModel(msgspec.Struct, frozen=True):
     """Every signal by name, per-joint ones expanded (`joint1_temp_c`, ...)."""
     ai_model_versions: tuple[str, ...] = ()
     """Release registry: the AI-model versions this model may run (others count as 'other')."""
+    control: Control = Control()
+    """What may be desired of it besides `ai_model_versions` (twin.desired)."""
 
 
 class _ModelSeed(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -47,6 +72,7 @@ class _ModelSeed(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     joints: Annotated[int, msgspec.Meta(ge=0, le=64)] = 0
     per_joint: dict[str, Any] = {}
     ai_model_versions: tuple[str, ...] = ()
+    control: Control = Control()
 
 
 def _model(body: Any, where: str, path: str) -> RobotModel:
@@ -56,7 +82,8 @@ def _model(body: Any, where: str, path: str) -> RobotModel:
     joint_signals = {
         f"joint{j}_{name}": sig for j in range(1, seed.joints + 1) for name, sig in per_joint.items()
     }
-    return RobotModel(seed.description, seed.period_s, {**joint_signals, **own}, seed.ai_model_versions)
+    return RobotModel(seed.description, seed.period_s, {**joint_signals, **own}, seed.ai_model_versions,
+                      seed.control)
 
 
 class Sector(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -113,6 +140,7 @@ def _convert(value: Any, type_: type[T], where: str, path: str) -> T:
 def _check_references(fleet: Fleet, source: str) -> None:
     _check_sectors(fleet, f"{source}/sectors.yaml")
     _check_bands(fleet, f"{source}/models.yaml")
+    _check_control(fleet, f"{source}/models.yaml")
 
 
 def _check_sectors(fleet: Fleet, where: str) -> None:
@@ -138,3 +166,15 @@ def _check_bands(fleet: Fleet, where: str) -> None:
                     f"{where}: models.{name}.signals.{sig_name}: "
                     "need limits[0] <= nominal[0] <= nominal[1] <= limits[1]"
                 )
+
+
+def _check_control(fleet: Fleet, where: str) -> None:
+    for name, model in fleet.models.items():
+        for param_name, param in model.control.config.items():
+            path = f"{where}: models.{name}.control.config.{param_name}"
+            if param.type == "enum" and not param.values:
+                raise InvalidSeed(f"{path}: an enum needs a non-empty 'values' list")
+            if param.type != "enum" and param.values:
+                raise InvalidSeed(f"{path}: 'values' belongs to enums; a {param.type} takes min and max")
+            if param.min is not None and param.max is not None and param.min > param.max:
+                raise InvalidSeed(f"{path}: need min <= max")

@@ -167,7 +167,18 @@ def _latest(event: Event) -> dict[str, Any]:
         "sector": event.sector, "site": event.site, "model": event.model, "mode": event.mode,
         "ai_model_version": event.ai_model_version, "firmware": event.firmware, "codes": event.codes,
         "location": event.location, "ts": event.ts, "latest_seq": event.seq,
+        "config": _config(event),
     }
+
+
+_NO_CONFIG: dict[str, str] = {}
+
+
+def _config(event: Event) -> dict[str, str]:
+    """The event's reported configuration in canonical (sorted) order: the stored bytes must not
+    depend on the sender's order."""
+    config = event.reported_config()
+    return dict(sorted(config.items())) if config else _NO_CONFIG
 
 
 def _create(event: Event, received_ts: float) -> Twin:

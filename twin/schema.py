@@ -24,6 +24,9 @@ MODES: tuple[str, ...] = ("idle", "working", "charging", "fault", "estop", "main
 RobotId = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")]
 Label = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 Version = Annotated[str, msgspec.Meta(max_length=64)]
+ConfigKey = Annotated[str, msgspec.Meta(min_length=1, max_length=48, pattern=r"^[a-z][a-z0-9_]*$")]
+ConfigValue = Annotated[str, msgspec.Meta(max_length=64)]
+Config = Annotated[dict[ConfigKey, ConfigValue], msgspec.Meta(max_length=32)]
 
 
 class Location(msgspec.Struct, frozen=True, kw_only=True):
@@ -63,6 +66,13 @@ class Event(msgspec.Struct, frozen=True, kw_only=True):
     """Fault or warning codes raised since the previous report (e.g. `E-STOP`, `F-OVERCURRENT-J3`)."""
     location: Location | None = None
     """Position, for robots that move; absent for fixed ones."""
+    config: Config | msgspec.UnsetType = msgspec.UNSET
+    """Reported configuration parameters (named in the model's `control.config`), values as
+    strings. Unset (not `{}`) by default so that events without it encode as before."""
+
+    def reported_config(self) -> dict[str, str]:
+        """The reported configuration, `{}` when the event carries none."""
+        return {} if isinstance(self.config, msgspec.UnsetType) else self.config
 
 
 _encoder = msgspec.json.Encoder()

@@ -113,6 +113,9 @@ class Twin(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
     event twice (twin.pipeline.redelivered)."""
     check_offset: int = -1
     """The same for the robot's silence checks (a topic co-partitioned with telemetry)."""
+    config: dict[str, str] = {}
+    """Reported configuration parameters, from the newest event (sorted by name). Last field:
+    stored twins written before it existed still decode (array_like)."""
 
     def signal_time(self, state: SignalState) -> tuple[float, int]:
         """The (event time, seq) of a signal's newest value."""
