@@ -15,9 +15,12 @@ import faust
 from prometheus_client import CollectorRegistry
 
 from streams import auth
+from streams.desired_log import DesiredPublisher
 from streams.kafka_client import faust_broker, partitioner
 from streams.settings import Settings
 from streams.worker.alerting import KEEPALIVE_S, RETRY_S, AlertSink
+from streams.worker.control_views import register_control
+from streams.worker.desired_book import DesiredBook
 from streams.worker.history import register_history
 from streams.worker.ingest import Ingest, Outbox
 from streams.worker.metrics import FleetCollector, PipelineMetrics
@@ -137,6 +140,8 @@ def build_app(settings: Settings, fleet: Fleet, detectors: DetectorConfig,
     register_views(app, twins, router, fleet, registry, token, settings.metrics_token or None)
     register_inbox(app, token)
     register_history(app, twins, router, fleet, settings, token)
+    desired_book = DesiredBook()  # the fleet.desired reader folds into it; GET /desired lists it
+    register_control(app, fleet, auth.principals(settings), DesiredPublisher(settings), desired_book)
     return app
 
 
