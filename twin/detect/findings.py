@@ -9,7 +9,7 @@ import msgspec
 
 DETECTORS: tuple[str, ...] = (
     "band", "spike", "stuck", "dropout", "drift", "cohort", "silence", "clock_skew", "delivery",
-    "fault_codes", "seq_gap", "rollout", "site_incident",
+    "fault_codes", "seq_gap", "rollout", "site_incident", "desired_drift",
 )
 """Every detector name: a bounded label set for metrics and alert routing."""
 
