@@ -6,9 +6,10 @@ from typing import Literal
 
 import msgspec
 
-Kind = Literal["telemetry", "check", "anomaly"]
+Kind = Literal["telemetry", "check", "anomaly", "desired"]
 """Which topic a record comes from: telemetry, silence checks (the two the worker and a
-replay fold), or anomaly messages (which the archive keeps too)."""
+replay fold), anomaly messages (which the archive keeps too), or desired-state changes
+(`fleet.desired`, folded by `twin.fleet_fold.on_desired`)."""
 
 
 class Record(msgspec.Struct, frozen=True):
