@@ -15,10 +15,11 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from streams.auth import api_token, ensure_api_token, token_file
+from streams.auth import ensure_api_token, principals, token_file
 from streams.cli.archive_commands import archive_command, report_command
 from streams.cli.context import load_settings, settings_of, topics_or_exit
 from streams.cli.dashboards import dashboards_app
+from streams.cli.desire_commands import desire_app
 from streams.cli.import_commands import import_command
 from streams.cli.params import positive
 from streams.exceptions import NoApiToken, ProcessFailed
@@ -29,6 +30,7 @@ from streams.local.stack import Stack
 app = typer.Typer(help="Event-driven digital twin of a robot fleet.", no_args_is_help=True,
                   callback=load_settings)
 app.add_typer(dashboards_app, name="dashboards", help="Grafana dashboards: generate, push, render.")
+app.add_typer(desire_app, name="desire", help="Desired state: set, clear, list (through the twin API).")
 app.command("report")(report_command)
 app.command("archive")(archive_command)
 app.command("replay")(replay_command)
@@ -93,7 +95,7 @@ def worker(ctx: typer.Context) -> None:
     from streams.seeds import read_detectors, read_fleet
     settings = settings_of(ctx)
     try:
-        api_token(settings)
+        principals(settings)  # the API token, and the named principals' if any
     except NoApiToken as err:
         console.print(f"[red]{err}[/red]")
         raise typer.Exit(2) from None
