@@ -17,6 +17,7 @@ from rich.table import Table
 
 from streams.auth import ensure_api_token, principals, token_file
 from streams.cli.archive_commands import archive_command, report_command
+from streams.cli.audit_commands import audit_command
 from streams.cli.context import load_settings, settings_of, topics_or_exit
 from streams.cli.dashboards import dashboards_app
 from streams.cli.desire_commands import desire_app
@@ -37,6 +38,7 @@ app.command("replay")(replay_command)
 app.command("twin-at")(twin_at_command)
 app.command("export-dataset")(export_dataset_command)
 app.command("import")(import_command)
+app.command("audit")(audit_command)
 console = Console()
 
 
