@@ -28,6 +28,8 @@ METRICS: frozenset[str] = frozenset({
     "fleet_desired_robots",
     "fleet_desired_drift",
     "fleet_rollout_wave_reached_ratio",
+    "fleet_rollout_wave_reached_robots",
+    "fleet_rollout_wave_robots",
     "fleet_rollout_wave",
     "fleet_rollout_gate_statistic",
     "fleet_rollout_gate_boundary",

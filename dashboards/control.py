@@ -37,9 +37,10 @@ def rollouts_and_drift() -> Dashboard:
         .with_variable(label_variable("model", "Robot model", "fleet_desired_robots", all_values=True))
         .with_row(Row("Rollout progress"))
         .with_panel(ts("Share of desired reached, per wave",
-                       "Robots of each wave's selector that report the wave's version, over the robots of it "
-                       "(the mean over the workers that hold some).",
-                       [query(f"avg by (plan, wave) (fleet_rollout_wave_reached_ratio{{{PLAN}}})",
+                       "Robots of each wave's selector that report the wave's version, over the robots of it, "
+                       "across workers (each worker's own share is fleet_rollout_wave_reached_ratio).",
+                       [query(f"sum by (plan, wave) (fleet_rollout_wave_reached_robots{{{PLAN}}}) / clamp_min("
+                              f"sum by (plan, wave) (fleet_rollout_wave_robots{{{PLAN}}}), 1)",
                               "{{plan}} wave {{wave}}")], unit="percentunit", max_val=1, legend_right=True))
         .with_panel(bars("Current wave, per plan", "The wave each plan has reached (0 is the canary).",
                          query(f"max by (plan) (fleet_rollout_wave{{{PLAN}}})", "{{plan}}", instant=True),

@@ -125,7 +125,7 @@ def test_rollouts_and_drift_shows_progress_gate_drift_and_safety_per_version() -
     for title, _r, expr in queries(MODELS["rollouts-drift"]):
         reads.setdefault(title, set()).update(metric_names(expr))
     wanted = {
-        "Share of desired reached, per wave": {"fleet_rollout_wave_reached_ratio"},
+        "Share of desired reached, per wave": {"fleet_rollout_wave_reached_robots", "fleet_rollout_wave_robots"},
         "Current wave, per plan": {"fleet_rollout_wave"},
         "Gate statistic against its boundaries": {"fleet_rollout_gate_statistic", "fleet_rollout_gate_boundary"},
         "Robots drifting, by sector and model": {"fleet_desired_drift"},
