@@ -2,8 +2,8 @@
 
 A micro-batch of records is folded one record at a time, in offset order,
 with `twin.fleet_fold.on_record`, the step a replay and `fleet-twin eval`
-take too. Then, in this order: anomaly messages and dead letters are acked by
-the broker, the changed twins are written (one changelog record each per
+take too. Then, in this order: anomaly messages, commands (a reconnecting
+robot's delta) and dead letters are acked by the broker, the changed twins are written (one changelog record each per
 batch, acked before the table serves them), counters move once, and the
 batch's offsets are committed by Faust after the agent returns.
 """
@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,28 +25,35 @@ from streams.exceptions import is_retriable
 from streams.kafka_client import read_range
 from streams.links import with_links
 from streams.settings import Settings
-from streams.worker.metrics import PipelineMetrics
+from streams.worker.metrics import PipelineMetrics, version_label
 from streams.worker.table import ChangelogWriter, twin_values
 from twin.detect.findings import Anomaly
+from twin import kpi
+from twin.desired import Command
 from twin.exceptions import InvalidEvent
+from twin.fleet import Fleet
 from twin.fleet_fold import FleetState, RecordOut, Rules, catching_up, on_record, silence_check_due
 from twin.record import Kind, Record
+from twin.schema import Event
 from twin.state import Twin, decode_twin, encode_twin
 
 log = logging.getLogger(__name__)
 
 ANOMALY_JSON = msgspec.json.Encoder()
+COMMAND_JSON = msgspec.json.Encoder()
 DLQ_VALUE_KEPT = 64 * 1024
 """Bytes of a message kept in its dead letter when the whole would not fit the dead-letter topic."""
 
 
 class Outbox:
-    """Sends anomaly messages and dead letters, and waits for the broker to take them."""
+    """Sends anomaly messages, commands and dead letters, and waits for the broker to take them."""
 
-    def __init__(self, anomalies: faust.TopicT, dlq: faust.TopicT, metrics: PipelineMetrics) -> None:
+    def __init__(self, anomalies: faust.TopicT, dlq: faust.TopicT, metrics: PipelineMetrics,
+                 commands: faust.TopicT | None = None) -> None:
         self._anomalies = anomalies
         self._dlq = dlq
         self._metrics = metrics
+        self._commands = commands
 
     async def publish(self, found: Iterable[Anomaly]) -> None:
         """Keyed by site (or robot model, for fleet-level findings), so one worker sees a site's messages."""
@@ -56,6 +63,17 @@ class Outbox:
             key = (anomaly.site or anomaly.model).encode()
             acks.append(await self._anomalies.send(key=key, value=ANOMALY_JSON.encode(with_links(anomaly))))
         await asyncio.gather(*acks)
+
+    async def commands(self, commands: Iterable[Command], cause: str) -> None:
+        """Each robot's delta to fleet.commands, keyed by robot id (so a robot's commands stay in order)."""
+        acks, topic = [], self._commands
+        for command in commands:
+            if topic is None:
+                raise RuntimeError("this outbox has no commands topic")
+            acks.append(await topic.send(key=command.robot_id.encode(), value=COMMAND_JSON.encode(command)))
+        await asyncio.gather(*acks)
+        if acks:
+            self._metrics.commands.labels(cause=cause).inc(len(acks))
 
     async def dead_letter(self, message: Any, err: InvalidEvent) -> None:
         """Wait for the broker to take the rejected message.
@@ -92,8 +110,11 @@ class Ingest:
     """The ingest agent's state: the fleet fold beside the twins table, and what it sends."""
 
     def __init__(self, settings: Settings, rules: Rules, twins: Any, changelog: ChangelogWriter,
-                 outbox: Outbox, checks: faust.TopicT, metrics: PipelineMetrics) -> None:
+                 outbox: Outbox, checks: faust.TopicT, metrics: PipelineMetrics,
+                 ready: asyncio.Event | None = None) -> None:
         self._settings = settings
+        self._ready = ready
+        """Set once the desired rules are read (`desired_reader`): no record is judged against none."""
         self._rules = rules
         self._twins = twins
         self._changelog = changelog
@@ -109,10 +130,16 @@ class Ingest:
         """Per partition of the log this worker holds: the offset after the newest one folded."""
 
     async def fold_batch(self, events: list[Any]) -> None:
-        """Fold a micro-batch, then send, store and count (see the module's order of effects)."""
+        """Fold a micro-batch, then send, store and count (see the module's order of effects).
+
+        Not before the desired rules are read: after a restart, a report judged
+        against no rules would resolve its robot's drift and open it again."""
+        if self._ready is not None:
+            await self._ready.wait()
         events = await self._with_gaps_filled(events)
         self.state, batch = fold(self.state, self._rules, self._twins, events, self._settings.checks_topic)
         await asyncio.gather(self._outbox.publish(batch.found),
+                             self._outbox.commands(batch.commands, cause="reconnect"),
                              *(self._outbox.dead_letter(m, err) for m, err in batch.rejected))
         # telemetry and checks are co-partitioned: a robot's event names its twin's partition
         await self._changelog.write(
@@ -202,7 +229,7 @@ def fold(state: FleetState, rules: Rules, table: Any, events: Iterable[Any],
 
     No I/O: what to send and store comes back in the batch.
     """
-    batch = Batch(table)
+    batch = Batch(table, rules.fleet)
     for event in events:
         message = event.message
         kind: Kind = "check" if message.topic == checks_topic else "telemetry"
@@ -216,12 +243,18 @@ class Batch:
     """One micro-batch of the ingest agent: the twins it touched (read from the table once,
     then kept decoded), what to send, and counts for the metrics (updated once per batch)."""
 
-    def __init__(self, table: Any) -> None:
+    def __init__(self, table: Any, fleet: Fleet) -> None:
         self._table = table
+        self._fleet = fleet
         self._twins: dict[str, Twin | None] = {}
         self.changed: dict[str, tuple[Any, Twin]] = {}
         """Robot -> (its last event in the batch, its newest twin)."""
         self.found: list[Anomaly] = []
+        self.commands: list[Command] = []
+        self.operating: defaultdict[tuple[str, str, str], float] = defaultdict(float)
+        """(sector, model, version label) -> operating seconds credited (`twin.kpi.exposure`)."""
+        self.safety: Counter[tuple[str, str, str, str]] = Counter()
+        """(sector, model, version label, kind) -> safety events (`twin.kpi.safety_events`)."""
         self.rejected: list[tuple[Any, InvalidEvent]] = []
         self.outcomes: Counter[str] = Counter()
         self.changes: Counter[str] = Counter()
@@ -239,10 +272,12 @@ class Batch:
 
     def add(self, event: Any, out: RecordOut) -> None:
         message, step = event.message, out.step
+        before = self._twins.get(step.twin.robot_id) if step.twin is not None else None
         if step.twin is not None:
             self._twins[step.twin.robot_id] = step.twin
             self.changed[step.twin.robot_id] = (event, step.twin)
         self.found.extend(out.publish)
+        self.commands.extend(step.commands)
         if step.redelivered:
             self.redelivered += 1
         elif step.error is not None:
@@ -253,6 +288,19 @@ class Batch:
             self.changes.update(type(c).__name__ for c in step.effects.changes)
             self.received.append((message.timestamp, step.event.ts))
             self.last = message
+            if step.twin is not None and step.effects.outcome in ACCEPTED:
+                self._credit(before, step.twin, step.event, step.found)
+
+    def _credit(self, before: Twin | None, after: Twin, event: Event, found: Iterable[Anomaly]) -> None:
+        """The per-version safety KPIs of one accepted report (what `fleet-twin audit` counts too)."""
+        model = self._fleet.models.get(event.model)
+        if model is None:
+            return
+        opened = sum(1 for a in found if a.status == "open" and a.robot_id == event.robot_id)
+        labels = (event.sector, event.model, version_label(self._fleet, event.model, event.ai_model_version))
+        self.operating[labels] += kpi.exposure(before, after, event, model)
+        for kind in kpi.safety_events(before, after, event, model, opened):
+            self.safety[(*labels, kind)] += 1
 
     def count(self, metrics: PipelineMetrics) -> None:
         """Once the twins are stored: their processing lag, and the batch's counts."""
@@ -268,6 +316,15 @@ class Batch:
             metrics.changes.labels(kind=kind).inc(n)
         if self.redelivered:
             metrics.redelivered.inc(self.redelivered)
+        for labels, seconds in self.operating.items():
+            if seconds > 0:
+                metrics.operating.labels(*labels).inc(seconds)
+        for (sector, model, version, kind), n in self.safety.items():
+            metrics.safety.labels(sector, model, version, kind).inc(n)
+
+
+ACCEPTED = ("applied", "late")
+"""Outcomes of a report the twin took (`twin.kpi` counts these; duplicates and stale ones never)."""
 
 
 def dlq_headers(err: InvalidEvent, message: Any) -> list[tuple[str, bytes]]:

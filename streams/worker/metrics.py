@@ -11,7 +11,7 @@ fleet model, never by the number of robots.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import accumulate
 
@@ -24,6 +24,7 @@ from twin.detect.lifecycle import SEVERITIES
 from twin.exceptions import InvalidEvent
 from twin.fleet import Fleet
 from twin.effects import EFFECT_KINDS, OUTCOMES
+from twin.kpi import KINDS
 from twin.schema import MODES
 from twin.state import decode_twin
 from twin.summary import (
@@ -39,7 +40,8 @@ bucket reads as that bucket (a 168 s lag showed as 60 s when it ended at 60)."""
 class PipelineMetrics:
     """Counters of what the ingest agent did with each message."""
 
-    def __init__(self, registry: CollectorRegistry, sectors: tuple[str, ...] = ()) -> None:
+    def __init__(self, registry: CollectorRegistry, sectors: tuple[str, ...] = (),
+                 versions: Iterable[tuple[str, str, str]] = ()) -> None:
         self.events = Counter(
             "twin_events",
             "Telemetry messages processed, by what happened to them.",
@@ -98,8 +100,32 @@ class PipelineMetrics:
             "Records the consumer passed over without handing them to ingest, read back from Kafka and folded.",
             registry=registry,
         )
+        self.commands = Counter(
+            "twin_commands",
+            "Commands sent to fleet.commands: a robot's delta, on reconnect or on a desired change.",
+            ["cause"],
+            registry=registry,
+        )
+        self.operating = Counter(
+            "fleet_version_operating_seconds",
+            "Operating (working) seconds credited per AI-model version (twin.kpi.exposure): the gate's exposure.",
+            ["sector", "model", "version"],
+            registry=registry,
+        )
+        self.safety = Counter(
+            "fleet_version_safety_events",
+            "Safety events per AI-model version, by kind (twin.kpi.safety_events): the gate's counts.",
+            ["sector", "model", "version", "kind"],
+            registry=registry,
+        )
+        for cause in COMMAND_CAUSES:
+            self.commands.labels(cause=cause)
         for kind in EFFECT_KINDS:
             self.changes.labels(kind=kind)
+        for sector, model, version in versions:
+            self.operating.labels(sector, model, version)
+            for kind in KINDS:
+                self.safety.labels(sector, model, version, kind)
         # Born at zero: rate() and increase() cannot see a series' first count.
         for sector in (*sectors, "fleet"):
             for detector in DETECTORS:
@@ -109,6 +135,22 @@ class PipelineMetrics:
     def anomaly(self, anomaly: Anomaly) -> None:
         if anomaly.status == "open":
             self.anomalies.labels(anomaly.sector or "fleet", anomaly.detector, anomaly.severity).inc()
+
+
+COMMAND_CAUSES = ("reconnect", "change")
+"""Why a command was sent: the robot (re)connected with a delta, or a desired change gave it one."""
+
+
+def version_label(fleet: Fleet, model: str, version: str) -> str:
+    """The version as a label: one of the model's release registry, else 'other' (bounded, as `twin.summary`)."""
+    known = fleet.models[model].ai_model_versions if model in fleet.models else ()
+    return version if version in known else "other"
+
+
+def sector_version_space(fleet: Fleet) -> list[tuple[str, str, str]]:
+    """Every (sector, model, version label) the fleet model allows: the per-version KPI counters' label sets."""
+    return [(name, model, v) for name, sector in sorted(fleet.sectors.items()) for model in sector.models
+            if model in fleet.models for v in (*fleet.models[model].ai_model_versions, "other")]
 
 
 SUMMARY_MIN_AGE_S = 5.0
