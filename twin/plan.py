@@ -26,7 +26,11 @@ from typing import Annotated, Any, Literal, NamedTuple
 import msgspec
 
 from twin.desired import DesiredChange, Selector
-from twin.gate import GateParams
+from twin.detect.findings import Anomaly, anomaly_id
+from twin.gate import GateParams, GateState, evidence
+
+DETECTOR = "rollout_gate"
+"""Detector name of the fleet-level anomaly a halted rollout raises."""
 
 Status = Literal["running", "halted", "done", "timeout"]
 
@@ -154,3 +158,31 @@ class GateRecord(msgspec.Struct, frozen=True, kw_only=True):
     """The plan's after this look: running, halted, done or timeout."""
     share: float = 0.0
     """The share of the wave in force."""
+
+
+def halt_anomaly(plan: Plan, wave: int, gate: GateState, started: float, ts: float,
+                 revert: DesiredChange) -> Anomaly:
+    """The fleet-level anomaly of a halted wave (critical: robots were moved to a version that
+    harms), for `fleet.anomalies`, so the worker's alert agent takes it to Alertmanager.
+
+    Its evidence is what a person needs to check the halt: the statistic, both
+    boundaries, the counts per group (and per stratum), and the revert made."""
+    upper = evidence(gate)["upper"]
+    return Anomaly(
+        id=anomaly_id(DETECTOR, plan.id, wave, started), status="open", robot_id="",
+        sector=plan.selector.sector or "", site=plan.selector.site or "", model=plan.selector.model or "",
+        detector=DETECTOR, signal=f"{plan.field}@{plan.to}", severity="critical",
+        score=round(gate.statistic / upper, 4) if upper > 0 else 1.0, start_ts=started, ts=ts,
+        evidence={"plan": plan.id, "wave": wave, "share": plan.waves[wave].share, "from": plan.from_,
+                  "to": plan.to, "revert_change_id": revert.change_id, "reason": revert.reason,
+                  **evidence(gate)},
+    )
+
+
+def halt_reason(gate: GateState) -> str:
+    """Why the gate halted, in one line (the revert's reason, the alert's summary)."""
+    ev = evidence(gate)
+    new, old = ev["new"], ev["old"]
+    return (f"{'+'.join(gate.params.kinds)} on the new version {new['events']:g} in {new['hours']:.2f} h "
+            f"against {old['events']:g} in {old['hours']:.2f} h on the old; log-likelihood ratio "
+            f"{ev['statistic']:.2f} >= {ev['upper']:.2f} (harm ratio {gate.params.harm_ratio:g}, alpha {gate.params.alpha:g})")
