@@ -25,12 +25,14 @@ from streams.cli.import_commands import import_command
 from streams.cli.params import positive
 from streams.exceptions import NoApiToken, ProcessFailed
 from streams.cli.replay_commands import export_dataset_command, replay_command, twin_at_command
+from streams.cli.rollout_commands import rollout_app
 from streams.settings import Settings
 from streams.local.stack import Stack
 
 app = typer.Typer(help="Event-driven digital twin of a robot fleet.", no_args_is_help=True,
                   callback=load_settings)
 app.add_typer(dashboards_app, name="dashboards", help="Grafana dashboards: generate, push, render.")
+app.add_typer(rollout_app, name="rollout", help="Staged rollouts behind the safety gate: run a plan, show its status.")
 app.add_typer(desire_app, name="desire", help="Desired state: set, clear, list (through the twin API).")
 app.command("report")(report_command)
 app.command("archive")(archive_command)
