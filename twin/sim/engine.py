@@ -6,20 +6,28 @@ same events, byte for byte. Time is an input (`start_ts` plus ticks of
 modes and batteries, physics per robot model, signal and report overlays of
 active faults, events, then the delivery faults (lost, skewed, duplicated,
 reordered).
+
+Robots obey commands (`command`): each change of AI model, firmware or
+configuration shows in the robot's reports after a delay, or fails, or is
+rolled back (`twin.sim.commands`), and a `version_effect` in the scenario
+changes how robots behave on the version they run. Neither draws from the
+streams above, so a run without commands is the run it always was.
 """
 
 from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 import msgspec
 import numpy as np
 
-from twin.fleet import Fleet
+from twin.fleet import ConfigParam, Fleet, RobotModel
 from twin.schema import MODES, Event
-from twin.sim.faults import DELIVERY, Injection, inject, overlay_report, overlay_signals
+from twin.sim.commands import Inbox, Installed, Obedience
+from twin.sim.faults import DELIVERY, Injection, inject, overlay_report, overlay_signals, runs
 from twin.sim.physics import ModelPhysics, Modes, ambient_c, step_signals
 from twin.sim.roster import Roster, place
 from twin.sim.scenario import ClockSkew, Duplicates, OutOfOrder, Rollout, Scenario
@@ -37,12 +45,13 @@ class FleetSim:
 
     def __init__(self, fleet: Fleet, scenario: Scenario, seed: int, start_ts: float | None = None,
                  robots: int | None = None, time_scale: float = 1.0, fleet_id: str = "",
-                 run_s: float | None = None) -> None:
+                 run_s: float | None = None, obedience: Obedience | None = None) -> None:
         """`time_scale` < 1 fast-forwards: event time advances `time_scale` seconds per simulated second.
 
         `fleet_id` prefixes the robot ids (`twin.sim.roster.place`). `run_s`: scenario
         seconds to run; by default one pass of the scenario; `math.inf` for no end (a
-        repeating scenario loops for as long as it runs).
+        repeating scenario loops for as long as it runs). `obedience`: how robots
+        take commands (`twin.sim.commands.Obedience`; its defaults when None).
         """
         self.scenario = scenario
         self.start_ts = scenario.start_ts if start_ts is None else start_ts
@@ -50,7 +59,8 @@ class FleetSim:
         self.time_scale = time_scale
         self.seed = seed
         self.run_s = run_s
-        self.roster: Roster = place(fleet, robots or scenario.robots, seed, scenario.sectors or None, fleet_id)
+        self.roster: Roster = place(fleet, robots or scenario.robots, seed, scenario.sectors or None, fleet_id,
+                                    scenario.models or None)
         self.physics = {m: ModelPhysics(fleet.models[m], self.roster.rows(m))
                         for m in sorted(set(self.roster.models))}
         self.rng = np.random.default_rng([seed, 0])
@@ -61,7 +71,13 @@ class FleetSim:
         site_base = np.random.default_rng([seed, 2]).uniform(16.0, 26.0, len(self.roster.site_names))
         self.site_base = site_base[self.roster.site_index]
         self.seq = np.zeros(len(self.roster), dtype=np.int64)
-        self.versions = [VERSIONS[v] for v in self.roster.traits["version"]]
+        self.versions = ([VERSIONS[v] for v in self.roster.traits["version"]] if scenario.start_version is None
+                         else [scenario.start_version] * len(self.roster))
+        self.installed = Installed(self.versions, [FIRMWARE] * len(self.roster),
+                                   [start_config(fleet.models[m]) for m in self.roster.models])
+        """What each robot runs and reports; commands change it (`command`)."""
+        self.inbox = Inbox(obedience or Obedience(), seed)
+        self.index = {r: k for k, r in enumerate(self.roster.robot_ids)}
         self.cycle = 0
         """Which pass of the scenario the next tick belongs to (always 0 unless it repeats)."""
         self.injections = self._draw(0)
@@ -104,6 +120,31 @@ class FleetSim:
             inj.end = min(inj.end, end)
         return [i for i in drawn if i.start < i.end]
 
+    @property
+    def now(self) -> float:
+        """Event time of the next tick's reports."""
+        return round(self.start_ts + self.tick * self.dt * self.time_scale, 3)
+
+    def command(self, robot_id: str, fields: Mapping[str, str], at_ts: float) -> str:
+        """Tell a robot to run these values (`twin.desired.Command.fields`) from event time `at_ts`.
+
+        Returns what became of it: "scheduled" (each field shows after a delay,
+        or fails, or is rolled back later: `twin.sim.commands`); "offline" when the
+        robot is silent at `at_ts` (a comm_loss in the scenario) or not running yet:
+        it never hears the command, and the worker sends it again when the robot
+        is back; "elsewhere" for a robot id of another fleet. Raises `BadCommand`
+        for a field the robot does not have or a value it cannot report.
+        """
+        robot = self.index.get(robot_id)
+        if robot is None:
+            return "elsewhere"
+        self.installed.check(robot, dict(fields))
+        if at_ts < self.start_ts or any(i.kind == "comm_loss" and i.robot == robot and i.active(at_ts)
+                                        for i in self.injections):
+            return "offline"
+        self.inbox.receive(robot, dict(fields), at_ts, self.installed)
+        return "scheduled"
+
     def step(self) -> list[Event]:
         """Every robot's report for the next tick, as delivered (after delivery faults)."""
         if self.scenario.repeat and self.tick and self.tick % self.cycle_ticks == 0:
@@ -114,12 +155,15 @@ class FleetSim:
         self.tick += 1
         self.modes.step(self.dt, self.roster.traits["drain"], self.rng)
         self.seq += 1
+        if self.inbox.pending:
+            self.inbox.due(ts, self.installed)
         active = [i for i in self.injections if i.active(ts)]
+        versions = self._versions(active)
+        active = [i for i in active if runs(i, versions)]
         mode = self.modes.mode.copy()
         codes: dict[int, list[str]] = {}
         for inj in active:
             overlay_report(inj, mode, codes)
-        versions = self._versions(active)
         events: list[Event | None] = [None] * len(self.roster)
         ambient = ambient_c(self.site_base, sim_ts)
         for model, phys in self.physics.items():
@@ -162,12 +206,13 @@ class FleetSim:
             signals = dict(zip(names, rows[k]))
             if k in partial:
                 signals = {n: v for n, v, keep in zip(names, rows[k], present[k]) if keep}
+            config = self.installed.config[robot]
             out[robot] = Event(
                 schema=1, robot_id=r.robot_ids[robot], seq=int(self.seq[robot]), ts=ts,
                 sector=r.sectors[robot], site=r.sites[robot], model=r.models[robot],
                 mode=MODES[mode[robot]], signals=signals,
-                ai_model_version=versions[robot], firmware=FIRMWARE,
-                codes=tuple(codes.get(robot, ())),
+                ai_model_version=versions[robot], firmware=self.installed.firmware[robot],
+                codes=tuple(codes.get(robot, ())), config=config if config else msgspec.UNSET,
             )
 
     def _deliver(self, events: list[Event], active: list[Injection], ts: float) -> list[Event]:
@@ -175,10 +220,9 @@ class FleetSim:
         for inj in active:
             if inj.kind in DELIVERY:
                 faults.setdefault(inj.robot, []).append(inj)
-        index = {r: k for k, r in enumerate(self.roster.robot_ids)}
         out: list[Event] = []
         for event in events:
-            robot = index[event.robot_id]
+            robot = self.index[event.robot_id]
             out.extend(self._travel(event, faults.get(robot, ()), robot))
         for robot in [r for r in self.held if not any(i.kind == "out_of_order" for i in faults.get(r, ()))]:
             out.append(self.held.pop(robot))  # window over: release what was held back
@@ -202,6 +246,26 @@ class FleetSim:
                 elif earlier is not None:
                     sent = sent + [earlier]
         return sent
+
+
+def start_config(model: RobotModel) -> dict[str, str]:
+    """The configuration a robot of this model starts with and reports (seeds: `control.config`).
+
+    A parameter's `default` when the seed gives one; otherwise an enum's first value and
+    the middle of a number's range, so every robot reports every parameter from its first event.
+    """
+    return {name: _start_value(param) for name, param in sorted(model.control.config.items())}
+
+
+def _start_value(param: ConfigParam) -> str:
+    default = getattr(param, "default", None)
+    if default is not None:
+        return str(default)
+    if param.type == "enum":
+        return param.values[0]
+    low, high = param.min or 0.0, param.max if param.max is not None else (param.min or 0.0)
+    middle = (low + high) / 2.0
+    return str(int(middle)) if param.type == "int" else str(round(middle, 2))
 
 
 def _skew(event: Event, offset: float) -> Event:

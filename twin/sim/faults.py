@@ -17,15 +17,17 @@ from typing import Any
 
 import numpy as np
 
-from twin.sim.physics import ESTOP, FAULT, ModelPhysics
+from twin.sim.physics import ESTOP, FAULT, WORKING, ModelPhysics
 from twin.sim.roster import Roster
 from twin.sim.scenario import (
     BatteryFade, CodeBurst, Fault, Overcurrent, PowerDip, Rollout, Scenario, SensorDropout,
-    SensorSpikes, StuckSensor, ThermalRunaway, Wear,
+    SensorSpikes, StuckSensor, ThermalRunaway, VersionEffect, Wear, Where,
 )
 
 CODES = ("W-COLLISION-NEAR", "W-PATH-BLOCKED", "F-JOINT-LIMIT", "F-GRIPPER", "W-LOCALISATION")
 DELIVERY = ("comm_loss", "clock_skew", "duplicate_delivery", "out_of_order")
+EFFECT_GROUPS = 1000
+"""Version effects draw from streams numbered from here: apart from any fault entry's."""
 
 
 @dataclass
@@ -37,7 +39,7 @@ class Injection:
     start: float
     end: float
     signals: tuple[str, ...]
-    spec: Fault
+    spec: Fault | VersionEffect
     group: int
     """Index of the scenario fault entry it came from (a site dip hits many robots)."""
     rng: np.random.Generator
@@ -82,6 +84,21 @@ def inject(scenario: Scenario, roster: Roster, physics: dict[str, ModelPhysics],
                 group=group, rng=_rng(seed, group, cycle, int(robot)),
                 labelled=not (isinstance(spec, Rollout) and spec.latency_factor == 1.0),
             ))
+    return out + _effects(scenario, roster, physics, seed, start_ts, time_scale, cycle)
+
+
+def _effects(scenario: Scenario, roster: Roster, physics: dict[str, ModelPhysics], seed: int,
+             start_ts: float, time_scale: float, cycle: int) -> list[Injection]:
+    """Every matching robot carries each version effect for the whole pass; `runs` says when it shows."""
+    out: list[Injection] = []
+    end = start_ts + scenario.duration_s * time_scale
+    for k, effect in enumerate(scenario.version_effects):
+        group = EFFECT_GROUPS + k
+        for robot in _matching(effect.where, roster, set(physics)):
+            names = physics[roster.models[robot]].names
+            signals = ("inference_ms",) if effect.latency_factor != 1.0 and "inference_ms" in names else ()
+            out.append(Injection(kind="version_effect", robot=robot, start=start_ts, end=end, signals=signals,
+                                 spec=effect, group=group, rng=_rng(seed, group, cycle, robot), labelled=False))
     return out
 
 
@@ -105,15 +122,8 @@ def _kind(spec: Fault) -> str:
 
 def _targets(spec: Fault, roster: Roster, physics: dict[str, ModelPhysics],
              rng: np.random.Generator, scenario: Scenario) -> list[int]:
-    where = spec.where
     possible = {m for m, phys in physics.items() if _claims(spec, phys, None) is not None}
-    ok = [
-        i for i, (sector, site, model) in enumerate(zip(roster.sectors, roster.sites, roster.models))
-        if model in possible
-        and (where.sector is None or sector == where.sector)
-        and (where.site is None or site == where.site)
-        and (where.model is None or model == where.model)
-    ]
+    ok = _matching(spec.where, roster, possible)
     if not ok:
         return []
     if isinstance(spec, PowerDip):
@@ -122,6 +132,17 @@ def _targets(spec: Fault, roster: Roster, physics: dict[str, ModelPhysics],
     if isinstance(spec, Rollout):
         return sorted(rng.choice(ok, size=max(1, round(spec.share * len(ok))), replace=False).tolist())
     return sorted(rng.choice(ok, size=min(spec.robots, len(ok)), replace=False).tolist())
+
+
+def _matching(where: Where, roster: Roster, models: set[str]) -> list[int]:
+    """The robots (rows) of these models that `where` picks."""
+    return [
+        i for i, (sector, site, model) in enumerate(zip(roster.sectors, roster.sites, roster.models))
+        if model in models
+        and (where.sector is None or sector == where.sector)
+        and (where.site is None or site == where.site)
+        and (where.model is None or model == where.model)
+    ]
 
 
 def _claims(spec: Fault, phys: ModelPhysics, rng: np.random.Generator | None) -> tuple[str, ...] | None:
@@ -177,7 +198,7 @@ def overlay_signals(inj: Injection, phys: ModelPhysics, row: int, values: np.nda
             v += 2.5 * width * (math.exp(3 * p) - 1) / (math.e**3 - 1)
         elif isinstance(spec, PowerDip):
             v *= 0.05
-        elif isinstance(spec, Rollout):
+        elif isinstance(spec, (Rollout, VersionEffect)):
             v *= spec.latency_factor
         values[row, col] = round(min(max(v, lo), hi), 3)
 
@@ -194,3 +215,13 @@ def overlay_report(inj: Injection, mode: np.ndarray, codes: dict[int, list[str]]
         if inj.rng.random() < spec.estop_rate:
             mode[r] = ESTOP
             codes.setdefault(r, []).append("E-STOP")
+    elif isinstance(spec, VersionEffect) and spec.estop_rate and mode[r] == WORKING:
+        if inj.rng.random() < spec.estop_rate:
+            mode[r] = ESTOP
+            codes.setdefault(r, []).append("E-STOP")
+
+
+def runs(inj: Injection, versions: list[str]) -> bool:
+    """Whether a fault is in effect given the version each robot runs (only a version effect asks)."""
+    spec = inj.spec
+    return not isinstance(spec, VersionEffect) or not spec.version or versions[inj.robot] == spec.version

@@ -36,24 +36,30 @@ class Roster:
 
 
 def place(fleet: Fleet, robots: int, seed: int, sectors: list[str] | None = None,
-          fleet_id: str = "") -> Roster:
+          fleet_id: str = "", models: list[str] | None = None) -> Roster:
     """Spread robots round-robin over sectors, then over each sector's sites and models.
 
     Round-robin rather than random, so that any 18 robots cover all 18 sectors
     and a scenario's fleet is the same whatever the seed; the seed only sets
     each robot's traits. A `fleet_id` prefixes every robot id (`<fleet_id>-<site>-<n>`):
-    two simulators with different ones never report for the same robot.
+    two simulators with different ones never report for the same robot. `models`
+    keeps only those robot models, in the sectors that have any of them.
     """
     if fleet_id and not FLEET_ID.match(fleet_id):
         raise InvalidSeed(f"fleet id {fleet_id!r}: 1 to 32 of A-Z a-z 0-9 . _ : (no '-')")
     prefix = f"{fleet_id}-" if fleet_id else ""
     names = sorted(sectors or fleet.sectors)
+    kinds = {n: _models(fleet, n, models) for n in names}
+    names = [n for n in names if kinds[n]]
+    if not names:
+        raise InvalidSeed(f"no sector of {sorted(sectors or fleet.sectors)} has any robot model of {models}")
     ids, sec, site, model = [], [], [], []
     for i in range(robots):
         sector = fleet.sectors[names[i % len(names)]]
         rank = i // len(names)
         s = sector.sites[rank % len(sector.sites)]
-        m = sector.models[(rank // len(sector.sites)) % len(sector.models)]
+        choice = kinds[names[i % len(names)]]
+        m = choice[(rank // len(sector.sites)) % len(choice)]
         ids.append(f"{prefix}{s}-{i:07d}")
         sec.append(names[i % len(names)])
         site.append(s)
@@ -66,6 +72,14 @@ def place(fleet: Fleet, robots: int, seed: int, sectors: list[str] | None = None
         site_names=site_names,
         traits=_traits(np.random.default_rng([seed, 1]), robots),
     )
+
+
+def _models(fleet: Fleet, sector: str, models: list[str] | None) -> list[str]:
+    if sector not in fleet.sectors:
+        raise InvalidSeed(f"unknown sector {sector!r}; known: {', '.join(sorted(fleet.sectors))}")
+    if models and (unknown := sorted(set(models) - set(fleet.models))):
+        raise InvalidSeed(f"unknown robot model(s) {unknown}; known: {', '.join(sorted(fleet.models))}")
+    return [m for m in fleet.sectors[sector].models if not models or m in models]
 
 
 def _traits(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:

@@ -142,6 +142,22 @@ FAULT_TYPES: tuple[str, ...] = tuple(
 )
 
 
+class VersionEffect(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A trait of an AI-model version: what running it does to a robot (more e-stops, slower inference).
+
+    Holds for every robot matching `where`, for the whole run, while the robot runs
+    `version` (empty: whatever it runs, a background), however it got there: at the
+    start, by a `rollout` fault or by a command (`FleetSim.command`). `estop_rate` is
+    the chance of an e-stop per report while working. Not a fault with ground truth:
+    whether it shows depends on the commands a run receives, so it is never labelled.
+    """
+
+    where: Where = Where()
+    version: str = ""
+    estop_rate: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.0
+    latency_factor: Positive = 1.0
+
+
 class Scenario(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """A fleet and what happens to it."""
 
@@ -154,7 +170,13 @@ class Scenario(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Event time of the first report (2026-01-05 08:00 UTC) for offline runs; live runs start now."""
     sectors: list[str] = []
     """Sectors to populate; empty means all 18."""
+    models: list[str] = []
+    """Robot models to populate (in the sectors that have them); empty means each sector's own."""
+    start_version: str | None = None
+    """AI-model version every robot starts on; by default each robot's is drawn (policy-2.3.1 or -2.4.0)."""
     faults: list[Fault] = []
+    version_effects: list[VersionEffect] = []
+    """Traits of AI-model versions (e.g. one that e-stops more): robots show them while they run the version."""
     repeat: bool = False
     """Loop: every `duration_s` the faults are drawn again (other robots, fresh windows) for as
     long as the run goes; the fleet itself (physics, modes, seq numbers) carries on."""
