@@ -124,6 +124,10 @@ def register_control(app: faust.App, fleet: Fleet, known: Mapping[str, SecretStr
                              headers={"WWW-Authenticate": 'Bearer realm="fleet-twin"'})
         return principal
 
+    @app.on_before_shutdown.connect
+    async def stop_publishing(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        await publisher.stop()
+
     @app.page("/desired")
     class Desired(View):
         """Desired state: the changes folded (GET), a new change (POST)."""
