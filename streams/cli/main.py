@@ -130,12 +130,21 @@ def simulate(
         callback=lambda v: _fleet_id(v),
         help="Prefix of this run's robot ids, so that two runs never report for the same robot. "
              "Default: a new one per run to Kafka, none for files; '' gives the ids `make up`'s simulator uses.")] = None,
+    apply_delay_s: Annotated[float, typer.Option(min=0.0, help="Seconds a robot takes to apply a command from "
+                                                 "fleet.commands (each change +-50%).")] = 20.0,
+    fail_share: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of commanded changes that fail "
+                                              "(the robot keeps its old value).")] = 0.0,
+    rollback_share: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of commanded changes the robot "
+                                                  "reports, then rolls back about a minute later.")] = 0.0,
 ) -> None:
-    """Run a fleet scenario: to Kafka at a controlled rate, or to a file with its ground truth."""
+    """Run a fleet scenario: to Kafka at a controlled rate, or to a file with its ground truth.
+
+    Robots run to Kafka obey the commands on fleet.commands (docs/CONTROL.md)."""
     from streams.cli.params import scenario_spec
     from streams.seeds import read_fleet
-    from streams.local.simulator import LabelLog, labels_path, new_fleet_id, to_file as write_file, to_kafka
+    from streams.local.simulator import LabelLog, Obeyed, labels_path, new_fleet_id, to_file as write_file, to_kafka
     from twin.sim import FleetSim
+    from twin.sim.commands import Obedience
     from twin.sim.engine import ENDLESS
 
     settings = settings_of(ctx)
@@ -148,9 +157,14 @@ def simulate(
     out = to_file or to_jsonl
     live = out is None
     fleet_id = fleet_id if fleet_id is not None else new_fleet_id() if live else ""
+    try:
+        obedience = Obedience(apply_delay_s=apply_delay_s, fail_share=fail_share, rollback_share=rollback_share)
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from None
     sim = FleetSim(fleet, spec, seed=settings.sim_seed if seed is None else seed,
                    start_ts=round(time.time(), 3) if live else None, time_scale=1.0 / speed if live else 1.0,
-                   fleet_id=fleet_id, run_s=(duration or (float("inf") if live else None)) if spec.repeat else None)
+                   fleet_id=fleet_id, run_s=(duration or (float("inf") if live else None)) if spec.repeat else None,
+                   obedience=obedience)
     label_file = labels or (labels_path(out) if out else
                             settings.state_dir / "labels" / f"{spec.name}-{int(sim.start_ts)}.parquet")
     truth = LabelLog(sim, label_file)
@@ -169,7 +183,10 @@ def simulate(
     with bar:
         if live:
             topics_or_exit(settings, console)
-            sent = asyncio.run(to_kafka(settings, sim, speed=speed, on_tick=show, labels=truth, sign_off=True))
+            obeyed = Obeyed()
+            sent = asyncio.run(to_kafka(settings, sim, speed=speed, on_tick=show, labels=truth, sign_off=True,
+                                        obeyed=obeyed))
+            console.print(str(obeyed), highlight=False)
         else:
             assert out is not None
             sent = write_file(sim, out, on_tick=show, labels=truth)
