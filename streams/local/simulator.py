@@ -2,33 +2,116 @@
 
 The simulator itself is `twin.sim` (pure, seeded); this module paces ticks
 against the wall clock, batches the bytes to Kafka and writes files. Ground
-truth labels always land beside the events, as Parquet.
+truth labels always land beside the events, as Parquet. A run to Kafka also
+listens on `fleet.commands` and hands each command to its robots between
+ticks (`CommandFeed`): the simulated fleet obeys its desired state.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import secrets
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
 import polars as pl
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 
 from streams.kafka_client import client_kwargs
 from streams.settings import Settings
+from twin.desired import Command
 from twin.schema import Event
 from twin.sim import FleetSim
+from twin.sim.commands import BadCommand
 from twin.frames import events_to_frame, labels_to_frame
+
+log = logging.getLogger(__name__)
 
 OnTick = Callable[[int, int], None]
 """Called after each tick with (ticks done, events sent so far)."""
 
 _encoder = msgspec.json.Encoder()
+_commands = msgspec.json.Decoder(Command)
+
+
+@dataclass
+class Obeyed:
+    """What became of the commands a run heard (`FleetSim.command`'s outcomes, and the bad ones)."""
+
+    scheduled: int = 0
+    offline: int = 0
+    elsewhere: int = 0
+    """For robots of another run: every simulator hears every command."""
+    bad: int = 0
+    """Undecodable, or for a field the robot does not have: logged, then skipped."""
+
+    def __str__(self) -> str:
+        return (f"commands: {self.scheduled} scheduled, {self.offline} dropped (robot offline), "
+                f"{self.bad} bad, {self.elsewhere} for other fleets' robots")
+
+
+class CommandFeed:
+    """The simulator's ear on `fleet.commands`: a consumer of its own (no group), on every
+    partition, from the end as the run starts (robots hear what is said while they run;
+    the worker sends a robot its whole delta again when it reconnects)."""
+
+    def __init__(self, settings: Settings, obeyed: Obeyed | None = None) -> None:
+        self.topic = settings.commands_topic
+        self.consumer = AIOKafkaConsumer(**client_kwargs(settings), group_id=None, enable_auto_commit=False)
+        self.obeyed = obeyed or Obeyed()
+        self.listening = False
+
+    async def __aenter__(self) -> CommandFeed:
+        await self.consumer.start()
+        await self.consumer.topics()  # fresh metadata: the topic's partitions
+        parts = sorted(self.consumer.partitions_for_topic(self.topic) or ())
+        if not parts:
+            log.warning("no topic %s: the simulated robots will not hear any command", self.topic)
+            return self
+        tps = [TopicPartition(self.topic, p) for p in parts]
+        self.consumer.assign(tps)
+        await self.consumer.seek_to_end(*tps)
+        for tp in tps:  # resolve the end now, so a command sent once the run began is never skipped
+            await self.consumer.position(tp)
+        self.listening = True
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.consumer.stop()
+
+    async def hand_to(self, sim: FleetSim) -> None:
+        """Give every command that arrived since the last call to `sim`'s robots, as of its next tick."""
+        if not self.listening:
+            return
+        batches = await self.consumer.getmany(timeout_ms=0)
+        for records in batches.values():
+            for record in records:
+                obey(sim, record, self.obeyed)
+
+
+def obey(sim: FleetSim, record: ConsumerRecord[bytes, bytes], obeyed: Obeyed) -> None:
+    """One record of `fleet.commands` to its robot; a bad one is logged and counted, never raised."""
+    where = f"{record.topic}[{record.partition}]@{record.offset}"
+    try:
+        command = _commands.decode(record.value or b"")
+        outcome = sim.command(command.robot_id, command.fields, sim.now)
+    except (msgspec.DecodeError, msgspec.ValidationError) as err:
+        obeyed.bad += 1
+        log.warning("%s: not a command (twin.desired.Command JSON): %s", where, err)
+        return
+    except BadCommand as err:
+        obeyed.bad += 1
+        log.warning("%s: robot %s cannot take this command: %s", where, command.robot_id, err)
+        return
+    setattr(obeyed, outcome, getattr(obeyed, outcome) + 1)
+    if outcome != "elsewhere":
+        log.info("%s: robot %s %s %s", where, command.robot_id, outcome, command.fields)
 
 
 class KafkaSink:
@@ -81,18 +164,22 @@ class KafkaSink:
 
 
 async def to_kafka(settings: Settings, sim: FleetSim, *, speed: float, on_tick: OnTick | None,
-                   labels: LabelLog | None = None, sign_off: bool = False) -> int:
+                   labels: LabelLog | None = None, sign_off: bool = False, obeyed: Obeyed | None = None) -> int:
     """Publish every tick of `sim`, one tick per 1/(rate*speed) wall seconds; return events sent.
 
-    With `sign_off`, the run ends (or is interrupted) with `FleetSim.sign_off`:
-    its robots then rest in maintenance instead of falling silent, which would
-    keep a worker raising offline anomalies and site incidents for a finished run.
+    Between ticks the robots hear the commands on `fleet.commands` (`CommandFeed`;
+    `obeyed` counts what became of them). With `sign_off`, the run ends (or is
+    interrupted) with `FleetSim.sign_off`: its robots then rest in maintenance
+    instead of falling silent, which would keep a worker raising offline
+    anomalies and site incidents for a finished run.
     """
-    sent, wall_start = 0, time.monotonic()
-    async with KafkaSink(settings) as sink:
+    sent = 0
+    async with KafkaSink(settings) as sink, CommandFeed(settings, obeyed) as feed:
+        wall_start = time.monotonic()
         try:
             for tick in range(sim.ticks):
                 await _sleep_until(wall_start + tick * sim.dt / speed)
+                await feed.hand_to(sim)
                 events = sim.step()
                 if labels:
                     labels.update()
