@@ -28,7 +28,7 @@ from typing import Any
 import msgspec
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from streams.kafka_client import client_kwargs
+from streams.kafka_client import client_kwargs, partition_ids
 from streams.settings import Settings
 from streams.worker.control_metrics import GATE_DECODER
 from streams.worker.desired_book import DesiredBook
@@ -93,14 +93,12 @@ class TopicTail:
             await consumer.stop()
 
     async def _assign(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
-        while not (partitions := consumer.partitions_for_topic(self._topic)):
-            await consumer.topics()  # fetches metadata
-            if not consumer.partitions_for_topic(self._topic):
-                if self._ends is None:  # no topic yet: nothing to catch up with
-                    log.warning("topic %s does not exist yet; waiting for it", self._topic)
-                    self._ends = {}
-                    self._check_caught_up()
-                await asyncio.sleep(RETRY_S)
+        while not (partitions := await partition_ids(self._settings, self._topic)):
+            if self._ends is None:  # no topic yet: nothing to catch up with
+                log.warning("topic %s does not exist yet; waiting for it", self._topic)
+                self._ends = {}
+                self._check_caught_up()
+            await asyncio.sleep(RETRY_S)
         tps = [TopicPartition(self._topic, p) for p in sorted(partitions)]
         consumer.assign(tps)
         for tp in tps:
