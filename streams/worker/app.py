@@ -9,6 +9,7 @@ news to Alertmanager; `views` serves the twins; `metrics` exports aggregates.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import faust
@@ -20,10 +21,12 @@ from streams.kafka_client import faust_broker, partitioner
 from streams.settings import Settings
 from streams.worker.alerting import KEEPALIVE_S, RETRY_S, AlertSink
 from streams.worker.control_views import register_control
+from streams.worker.control_metrics import ControlCollector
 from streams.worker.desired_book import DesiredBook
+from streams.worker.desired_reader import DesiredReader, RolloutReader
 from streams.worker.history import register_history
 from streams.worker.ingest import Ingest, Outbox
-from streams.worker.metrics import FleetCollector, PipelineMetrics
+from streams.worker.metrics import FleetCollector, PipelineMetrics, sector_version_space
 from streams.worker.routing import TwinRouter
 from streams.worker.sites import Sites
 from streams.worker.table import ChangelogWriter
@@ -70,6 +73,7 @@ def build_app(settings: Settings, fleet: Fleet, detectors: DetectorConfig,
                           partitions=settings.partitions)
     dlq = app.topic(settings.dlq_topic, key_serializer="raw", value_serializer="raw")
     anomalies = app.topic(settings.anomalies_topic, key_serializer="raw", value_serializer="raw")
+    commands = app.topic(settings.commands_topic, key_serializer="raw", value_serializer="raw")
     # Silence checks go through a topic co-partitioned with telemetry: only the
     # ingest agent writes the table, and the checks then sit in the log for replay.
     checks = app.topic(settings.checks_topic, key_serializer="raw", value_serializer="raw",
@@ -84,13 +88,15 @@ def build_app(settings: Settings, fleet: Fleet, detectors: DetectorConfig,
     twins = app.Table("twins", key_type=str, value_type=bytes, partitions=settings.partitions)
     sent = app.Table("alerts", key_type=str, value_type=bytes, partitions=settings.partitions)
 
-    metrics = PipelineMetrics(registry, tuple(sorted(fleet.sectors)))
+    metrics = PipelineMetrics(registry, tuple(sorted(fleet.sectors)), sector_version_space(fleet))
     registry.register(FleetCollector(fleet, lambda: list(twins.values()),
                                      lambda: consumer_lag(app, settings.telemetry_topic)))
     changelog = ChangelogWriter(settings)
-    outbox = Outbox(anomalies, dlq, metrics)
+    outbox = Outbox(anomalies, dlq, metrics, commands)
     policy = Policy(max_bytes=settings.max_event_bytes, max_future_s=settings.max_future_s)
-    ingest = Ingest(settings, Rules(fleet, detectors, policy), twins, changelog, outbox, checks, metrics)
+    desired_ready = asyncio.Event()  # ingest waits for the desired rules (streams/worker/desired_reader.py)
+    ingest = Ingest(settings, Rules(fleet, detectors, policy), twins, changelog, outbox, checks, metrics,
+                    desired_ready)
     sites = Sites(outbox)
     http = HttpClient()
     alert_sink = AlertSink(settings, sent, changelog, http, partitioner(settings.partitions))
@@ -141,6 +147,15 @@ def build_app(settings: Settings, fleet: Fleet, detectors: DetectorConfig,
     register_inbox(app, token)
     register_history(app, twins, router, fleet, settings, token)
     desired_book = DesiredBook()  # the fleet.desired reader folds into it; GET /desired lists it
+    desired = DesiredReader(settings, fleet, ingest, desired_book, outbox, twins, desired_ready)
+    rollouts = RolloutReader(settings, outbox)
+    registry.register(ControlCollector(fleet, lambda: list(twins.values()), lambda: desired_book.rules,
+                                       lambda: rollouts.latest))
+
+    @app.task  # type: ignore[untyped-decorator]  # faust: App.task returns a bare Callable
+    async def read_desired_and_rollouts() -> None:
+        await asyncio.gather(desired.run(), rollouts.run())
+
     register_control(app, fleet, auth.principals(settings), DesiredPublisher(settings), desired_book)
     return app
 
