@@ -20,7 +20,7 @@ def _per_operating_hour(by: str, window: str = RATE) -> str:
     """Safety events per operating hour of each `by` group over `window` (no exposure: no value, never a 0)."""
     events = f"sum by ({by}) (increase(fleet_version_safety_events_total{{{PLACE}}}[{window}]))"
     hours = f"sum by (model, version) (increase(fleet_version_operating_seconds_total{{{PLACE}}}[{window}])) / 3600"
-    return f"{events} / on (model, version) group_left ({hours} > 0)"
+    return f"{events} / on (model, version) group_left () ({hours} > 0)"
 
 
 def rollouts_and_drift() -> Dashboard:
