@@ -85,14 +85,16 @@ def faust_broker(settings: Settings) -> dict[str, Any]:
 
 async def read_topic(settings: Settings, topic: str) -> list[Any]:
     """Every record of `topic` as it is now, partition by partition in offset order
-    (aiokafka `ConsumerRecord`s): for checks and tools that compare whole logs."""
+    (aiokafka `ConsumerRecord`s): for checks and tools that compare whole logs.
+    Every partition the topic has (fleet.desired and fleet.rollouts have one, not `settings.partitions`)."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
+    partitions = sorted(await partition_ids(settings, topic))
     consumer = AIOKafkaConsumer(**client_kwargs(settings), enable_auto_commit=False)
     await consumer.start()
     out: list[Any] = []
     try:
-        tps = [TopicPartition(topic, p) for p in range(settings.partitions)]
+        tps = [TopicPartition(topic, p) for p in partitions]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         ends = await consumer.end_offsets(tps)
