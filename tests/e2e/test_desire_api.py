@@ -17,12 +17,11 @@ from typing import Any
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from pydantic import SecretStr
 
-from streams.kafka_client import client_kwargs
+from streams.kafka_client import client_kwargs, partition_ids, read_topic
 from streams.local.stack import Stack, settings_env
 from streams.settings import Settings
 from streams.topics import ensure_topics
@@ -33,36 +32,9 @@ from twin.desired import DesiredChange, change_key, decode_change
 AMR = {"model": "amr", "sector": "logistics"}
 
 
-async def partition_counts(settings: Settings, topics: list[str]) -> dict[str, int]:
-    """How many partitions each topic has, as the broker says."""
-    admin = AIOKafkaAdminClient(**client_kwargs(settings))
-    await admin.start()
-    try:
-        return {t["topic"]: len(t["partitions"]) for t in await admin.describe_topics(topics)}
-    finally:
-        await admin.close()
-
-
-async def _desired_records(settings: Settings) -> list[Any]:
-    """Every record of fleet.desired now (all its partitions: it has one), in offset order."""
-    (count,) = (await partition_counts(settings, [settings.desired_topic])).values()
-    consumer = AIOKafkaConsumer(**client_kwargs(settings), enable_auto_commit=False)
-    await consumer.start()
-    try:
-        tps = [TopicPartition(settings.desired_topic, p) for p in range(count)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends, out = await consumer.end_offsets(tps), []
-        for tp in tps:
-            while await consumer.position(tp) < ends[tp]:
-                out += [m for m in (await consumer.getmany(tp, timeout_ms=1000)).get(tp, []) if m.offset < ends[tp]]
-        return out
-    finally:
-        await consumer.stop()
-
-
 def desired_records(settings: Settings) -> list[Any]:
-    return asyncio.run(_desired_records(settings))
+    """Every record of fleet.desired now (all its partitions: it has one), in offset order."""
+    return asyncio.run(read_topic(settings, settings.desired_topic))
 
 
 def published(settings: Settings, change_id: str) -> list[tuple[Any, DesiredChange]]:
@@ -71,8 +43,8 @@ def published(settings: Settings, change_id: str) -> list[tuple[Any, DesiredChan
 
 def test_the_control_topics_are_made_as_the_contract_says(broker: str, settings: Settings) -> None:
     async def layout() -> tuple[dict[str, int], dict[str, str]]:
-        counts = await partition_counts(settings, [settings.desired_topic, settings.commands_topic,
-                                                   settings.rollouts_topic])
+        counts = {t: len(await partition_ids(settings, t))
+                  for t in (settings.desired_topic, settings.commands_topic, settings.rollouts_topic)}
         admin = AIOKafkaAdminClient(**client_kwargs(settings))
         await admin.start()
         try:
