@@ -162,8 +162,17 @@ class DesiredReader:
         await self._send(DesiredRules(), self._ingest.state.desired, time.time())
 
     async def _send(self, before: DesiredRules, after: DesiredRules, at: float) -> None:
+        """Send until the broker takes them: the change is folded already, and a re-read would send nothing."""
         commands = on_desired_commands(before, after, twin_values(self._twins), at)
-        await self._outbox.commands(commands, cause="change")
+        delay = 0.5
+        while True:
+            try:
+                await self._outbox.commands(commands, cause="change")
+                return
+            except Exception as err:  # noqa: BLE001 - whatever the producer says, the commands must not be lost
+                log.warning("fleet.commands refused %d commands (%r); retrying in %.1fs", len(commands), err, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
 
 
 class RolloutReader:
