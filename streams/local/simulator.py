@@ -23,7 +23,7 @@ import polars as pl
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 
-from streams.kafka_client import client_kwargs
+from streams.kafka_client import client_kwargs, partition_ids
 from streams.settings import Settings
 from twin.desired import Command
 from twin.schema import Event
@@ -62,15 +62,15 @@ class CommandFeed:
     the worker sends a robot its whole delta again when it reconnects)."""
 
     def __init__(self, settings: Settings, obeyed: Obeyed | None = None) -> None:
+        self.settings = settings
         self.topic = settings.commands_topic
         self.consumer = AIOKafkaConsumer(**client_kwargs(settings), group_id=None, enable_auto_commit=False)
         self.obeyed = obeyed or Obeyed()
         self.listening = False
 
     async def __aenter__(self) -> CommandFeed:
+        parts = sorted(await partition_ids(self.settings, self.topic))
         await self.consumer.start()
-        await self.consumer.topics()  # fresh metadata: the topic's partitions
-        parts = sorted(self.consumer.partitions_for_topic(self.topic) or ())
         if not parts:
             log.warning("no topic %s: the simulated robots will not hear any command", self.topic)
             return self
