@@ -183,7 +183,7 @@ def test_safety_kpis_are_credited_per_version_and_counted_once_per_batch() -> No
         incs.append(labels)
         return child
 
-    metrics.operating.labels = counting  # type: ignore[method-assign]
+    metrics.operating.labels = counting  # type: ignore[method-assign,assignment]
     batch.count(metrics)
     assert sorted(incs) == sorted({("logistics", "amr", OLD), ("logistics", "amr", "other")})  # one inc each
     assert samples(registry, "fleet_version_operating_seconds_total")[("logistics", "amr", OLD)] == 2.0
@@ -197,3 +197,12 @@ def test_per_version_counters_are_born_at_zero_over_a_bounded_space() -> None:
     assert {k[3] for k in safety} == set(KINDS) and not any(safety.values())
     assert ("logistics", "amr", "other", "estop") in safety
     assert version_label(FLEET, "amr", "policy-9.9") == "other" and version_label(FLEET, "amr", OLD) == OLD
+
+
+def test_a_robot_connecting_with_a_delta_gets_its_command_from_the_batch() -> None:
+    state = FleetState(desired=rules(change(sector="logistics")))
+    events = [ReadBack(LogMessage("telemetry", r.partition, r.offset, r.timestamp, r.key, r.value))
+              for r in (report(1, 100.0), report(2, 101.0), report(1, 100.0, robot="r-2", version=NEW))]
+    _, batch = fold(state, Rules(FLEET, read_detectors(SEEDS)), {}, events, "checks")
+    # r-1 on its first report only (not again on the next); r-2 already runs what is desired
+    assert [(c.robot_id, c.fields) for c in batch.commands] == [("r-1", {"ai_model": NEW})]
