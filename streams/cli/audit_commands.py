@@ -35,6 +35,8 @@ def audit_command(
 ) -> None:
     """Which robots ran a model version, its safety events per 1,000 h against its predecessor (exact 95%
     intervals), every desired-state change that touched it, and every gate decision: HTML and Parquet."""
+    from aiokafka.errors import KafkaConnectionError
+
     from streams.analysis import audit
 
     settings = settings_of(ctx)
@@ -51,6 +53,11 @@ def audit_command(
     except ReportError as err:
         typer.secho(f"fleet-twin audit failed: {err}", fg="red", err=True)
         raise typer.Exit(1) from None
+    except KafkaConnectionError:
+        typer.secho(f"fleet-twin audit: no Kafka broker at {settings.bootstrap} (the changes and gate decisions "
+                    "are read from it, whatever --source): start it with `make up`, or point "
+                    "FLEET_TWIN_KAFKA_BOOTSTRAP at yours", fg="red", err=True)
+        raise typer.Exit(2) from None
     page = audit.write(out, found)
     on = found.robots.filter(found.robots["version"] == version)
     console.print(f"{version}: {on.height:,} robots, {on['operating_h'].sum():,.2f} operating h; "

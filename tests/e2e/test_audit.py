@@ -23,6 +23,7 @@ from aiokafka import AIOKafkaProducer
 from streams.local.stack import settings_env
 from streams.settings import Settings
 from streams.topics import ensure_topics
+from tests.support.net import free_port
 from twin import audit
 from twin.desired import DesiredChange, Selector, change_key, encode_change
 from twin.fleet import Fleet
@@ -178,3 +179,12 @@ def test_an_unknown_version_is_a_clear_error(own: Settings, tmp_path: Path) -> N
          "--no-progress"], env={**os.environ, **settings_env(own)}, capture_output=True, text=True, timeout=120)
     assert result.returncode == 1 and "policy-9.9.9" in result.stderr and "release registry" in result.stderr
     assert not (tmp_path / "audit.html").exists()
+
+
+def test_no_broker_is_a_clear_error(own: Settings, tmp_path: Path) -> None:
+    nowhere = own.model_copy(update={"kafka_port": free_port()})
+    result = subprocess.run(
+        [sys.executable, "-m", "streams", "audit", "--model-version", NEW, "--out", str(tmp_path), "--no-progress"],
+        env={**os.environ, **settings_env(nowhere)}, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and f"no Kafka broker at {nowhere.bootstrap}" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
