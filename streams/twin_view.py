@@ -18,6 +18,7 @@ from typing import Any
 import msgspec
 import polars as pl
 
+from twin.desired import DesiredRules, deltas, reported, resolve
 from twin.schema import MODES
 from twin.state import Twin, encode_twin
 
@@ -36,8 +37,33 @@ def with_iso(**times: float) -> dict[str, float | str]:
     return {k: v for name, ts in times.items() for k, v in ((name, ts), (name + ISO_SUFFIX, iso(ts)))}
 
 
-def to_view(twin: Twin) -> dict[str, Any]:
-    """The twin as the HTTP API shows it: named fields, a stable shape (docs/TWIN.md)."""
+NO_RULES = DesiredRules()
+
+
+def to_view(twin: Twin, desired: DesiredRules = NO_RULES) -> dict[str, Any]:
+    """The twin as the HTTP API shows it: named fields, a stable shape (docs/TWIN.md).
+
+    `desired` are the desired-state rules the worker (or a replay, at the instant) holds:
+    the robot's desire is resolved from them, never stored in the twin.
+    """
+    return {**_twin_view(twin), **desired_view(twin, desired)}
+
+
+def desired_view(twin: Twin, rules: DesiredRules) -> dict[str, Any]:
+    """`desired`, `reported` and `delta` (with each difference's age against the twin's time)."""
+    wants = resolve(rules, twin)
+    return {
+        "desired": {field: {"value": d.value, **with_iso(ts=d.ts), "change_id": d.change_id,
+                            "principal": d.principal, "reason": d.reason}
+                    for field, d in sorted(wants.items())},
+        "reported": reported(twin),
+        "delta": [{"field": d.field, "desired": d.desired, "reported": d.reported, **with_iso(since=d.since),
+                   "age_s": round(max(twin.ts - d.since, 0.0), 3)}
+                  for d in deltas(twin, wants)],
+    }
+
+
+def _twin_view(twin: Twin) -> dict[str, Any]:
     counts = twin.counts
     return {
         "robot_id": twin.robot_id,
@@ -110,9 +136,13 @@ SNAPSHOT_SCHEMA: dict[str, pl.DataType] = {
 }
 
 
-def snapshots_to_frame(snapshots: dict[float, dict[str, Twin]]) -> pl.DataFrame:
-    """A replay's `snapshots.parquet`: one row per (instant, robot), the API's JSON view and the stored bytes."""
-    rows = [{"at": at, "robot_id": rid, "view": _json.encode(to_view(t)).decode(), "twin": encode_twin(t)}
+def snapshots_to_frame(snapshots: dict[float, dict[str, Twin]],
+                       desired_at: dict[float, DesiredRules] | None = None) -> pl.DataFrame:
+    """A replay's `snapshots.parquet`: one row per (instant, robot), the API's JSON view (with the desired
+    state known at the instant) and the stored bytes."""
+    rules = desired_at or {}
+    rows = [{"at": at, "robot_id": rid, "view": _json.encode(to_view(t, rules.get(at, NO_RULES))).decode(),
+             "twin": encode_twin(t)}
             for at, twins in sorted(snapshots.items()) for rid, t in sorted(twins.items())]
     return pl.DataFrame(rows, schema=SNAPSHOT_SCHEMA)
 

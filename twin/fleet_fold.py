@@ -20,6 +20,9 @@ they apply:
   model's `silence_min_s` and is not already flagged silent
   (`silence_check_due`), unless the driver is working through a backlog
   (`catching_up`): then the twins, not the robots, are behind;
+- a record of `fleet.desired` (`on_desired`) adds its change to the desired
+  rules, which every later record is judged against (drift, reconnect
+  commands); `on_desired_commands` says which robots a change sends a command;
 - an anomaly message is posted to Alertmanager only when it is news
   (`alert_is_news`), and a resolved one is forgotten after a day
   (`alert_forgotten`).
@@ -34,14 +37,16 @@ topic is keyed by site and so brings each site's messages to one worker;
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
+from twin.desired import Command, DesiredRules, add_change, check_change, commands_on_change, decode_change
 from twin.detect import incidents, rollout
 from twin.detect.cohort import Cohorts
 from twin.detect.findings import Anomaly
 from twin.detect.params import DetectorConfig
+from twin.exceptions import InvalidEvent
 from twin.fleet import Fleet
 from twin.pipeline import Step, feed
 from twin.record import Record
@@ -75,6 +80,8 @@ class FleetState:
     sites: Mapping[str, incidents.SiteState] = field(default_factory=dict)
     next_tick: float | None = None
     """Record time of the next tick; None until the first record."""
+    desired: DesiredRules = field(default_factory=DesiredRules)
+    """Every desired-state change folded (latest per key): robots' desires resolve from it."""
 
 
 class RecordOut(NamedTuple):
@@ -90,12 +97,37 @@ def on_record(state: FleetState, lookup: Callable[[str], Twin | None], record: R
     """Apply one record of the log to the twin `lookup` gives for its robot, and to the fleet."""
     state, ticked = _ticks_until(state, record.timestamp)
     partition = state.cohorts.get(record.partition) or Cohorts()
-    step = feed(lookup, record, rules.fleet, rules.config, rules.policy, partition)
+    step = feed(lookup, record, rules.fleet, rules.config, rules.policy, partition, state.desired)
     if step.cohorts is not None:
         state = replace(state, cohorts={**state.cohorts, record.partition: step.cohorts})
     if step.event is not None and step.effects is not None and step.effects.outcome == "applied":
         state = replace(state, versions=rollout.observe(state.versions, step.event))
     return state, RecordOut(step, [*ticked, *step.found])
+
+
+def on_desired(state: FleetState, record: Record, fleet: Fleet | None = None
+               ) -> tuple[FleetState, InvalidEvent | None]:
+    """Fold one `fleet.desired` record into the rules (checked against `fleet` when given).
+
+    A bad record leaves the state as it was and comes back as the error, for the
+    driver to dead-letter: a change the API refused never reaches the topic, so
+    one that does and fails here was written by something else.
+    """
+    try:
+        change = decode_change(record.value)
+        if fleet is not None:
+            check_change(change, fleet)
+    except InvalidEvent as err:
+        return state, err
+    desired = add_change(state.desired, change)
+    return (state if desired is state.desired else replace(state, desired=desired)), None
+
+
+def on_desired_commands(before: DesiredRules, after: DesiredRules, twins: Iterable[Twin],
+                        at: float) -> list[Command]:
+    """The commands a desired change sends: to each robot held whose desired values changed and
+    that has a delta (`twin.desired.commands_on_change`)."""
+    return commands_on_change(before, after, twins, at)
 
 
 def on_tick(state: FleetState, now: float) -> tuple[FleetState, list[Anomaly]]:

@@ -8,6 +8,7 @@ from typing import NamedTuple
 
 from msgspec.structs import replace
 
+from twin.desired import Command, DesiredRules, command_for, judge_drift, resolve
 from twin.detect.cohort import Cohorts, features, learn, learn_rates
 from twin.detect.findings import Anomaly
 from twin.detect.params import DetectorConfig
@@ -21,6 +22,9 @@ from twin.schema import Event
 from twin.state import Twin
 from twin.validate import Policy, parse
 
+NO_RULES = DesiredRules()
+
+
 class Step(NamedTuple):
     """What one record did. `twin` is the robot's new state to keep (None: nothing changed)."""
 
@@ -32,19 +36,21 @@ class Step(NamedTuple):
     redelivered: bool = False
     cohorts: Cohorts | None = None
     """The partition's cohorts after this record (None: unchanged)."""
+    commands: Sequence[Command] = ()
+    """Commands for `fleet.commands`: the robot's delta when it (re)connects with one."""
 
 
 def feed(lookup: Callable[[str], Twin | None], record: Record, fleet: Fleet, config: DetectorConfig,
-         policy: Policy, cohorts: Cohorts) -> Step:
+         policy: Policy, cohorts: Cohorts, desired: DesiredRules = NO_RULES) -> Step:
     """Apply one record to the twin `lookup` returns for its robot, judged against `cohorts`
-    (the baselines of the record's partition).
+    (the baselines of the record's partition) and the desired state `desired` (drift, commands).
 
     `twin.fleet_fold.on_record` calls this for the worker, the replay and
     `eval`, record by record in offset order: that is why they agree bit for
     bit. Nothing passed in is changed; the new twin and cohorts come back in the step.
     """
     if record.kind == "check":
-        return _check(lookup, record, config)
+        return _check(lookup, record, config, desired)
     try:
         event = parse(record.value, fleet, key=record.key, received_ts=record.timestamp, policy=policy)
     except InvalidEvent as err:
@@ -53,11 +59,33 @@ def feed(lookup: Callable[[str], Twin | None], record: Record, fleet: Fleet, con
     if redelivered(before, record.partition, record.offset):
         return Step(redelivered=True)
     twin, effects, found, learned = ingest(before, event, record.timestamp, fleet, config, cohorts)
+    commands: tuple[Command, ...] = ()
+    if effects.outcome == "applied":
+        twin, drifted, commands = desire(before, twin, desired, event.ts, config)
+        found = [*found, *drifted]
     return Step(applied(twin, record.partition, record.offset), event, effects, found,
-                cohorts=None if learned is cohorts else learned)
+                cohorts=None if learned is cohorts else learned, commands=commands)
 
 
-def _check(lookup: Callable[[str], Twin | None], record: Record, config: DetectorConfig) -> Step:
+def desire(before: Twin | None, twin: Twin, desired: DesiredRules, now: float,
+           config: DetectorConfig) -> tuple[Twin, list[Anomaly], tuple[Command, ...]]:
+    """Judge the robot's drift from its desired state at event time `now`, and its command if it
+    just (re)connected: its first event, or the first after a silence anomaly.
+
+    The desire is resolved from the rules at `now` (changes stamped later do not count yet),
+    so a replay that folds the same changes and reports gives the same drift.
+    """
+    if not desired.changes and not (twin.watch and twin.watch.open):
+        return twin, [], ()
+    wants = resolve(desired, twin, at=now)
+    twin, found = judge_drift(twin, wants, now, config.for_model(twin.model).drift_grace_s)
+    back = before is None or any(o.detector == "silence" for o in (before.watch.open if before.watch else []))
+    command = command_for(twin, wants, at=now) if back else None
+    return twin, found, () if command is None else (command,)
+
+
+def _check(lookup: Callable[[str], Twin | None], record: Record, config: DetectorConfig,
+           desired: DesiredRules = NO_RULES) -> Step:
     twin = lookup((record.key or b"").decode(errors="replace"))
     if twin is None:
         return Step()
@@ -68,6 +96,10 @@ def _check(lookup: Callable[[str], Twin | None], record: Record, config: Detecto
     except ValueError:
         return Step(error=InvalidEvent("undecodable", f"a silence check holds {record.value[:40]!r}, not a time"))
     twin, found = silence(twin, now, config.for_model(twin.model))
+    if desired.changes or (twin.watch and twin.watch.open):
+        twin, drifted = judge_drift(twin, resolve(desired, twin, at=now), now,
+                                    config.for_model(twin.model).drift_grace_s)
+        found = [*found, *drifted]
     return Step(applied(twin, record.partition, record.offset, check=True), found=found)
 
 

@@ -18,6 +18,11 @@ agree with a worker that read its partitions in the replay's time order, and
 site incidents follow from the robot anomalies in fold order (the worker
 correlates them in the order it reads `fleet.anomalies`, and expires them on
 its own timer, since that topic's records carry no tick).
+
+Desired-state changes (`fleet.desired` records) are folded with the telemetry,
+merged by record time (`on_desired`), so a snapshot at any instant holds the
+rules known then (`Result.desired_at`) beside the twins: `twin-at` shows
+desired, reported and delta as the worker's API did.
 """
 
 from __future__ import annotations
@@ -28,10 +33,11 @@ from heapq import merge
 
 import msgspec
 
+from twin.desired import DesiredRules
 from twin.detect.findings import Anomaly
 from twin.detect.params import DetectorConfig
 from twin.fleet import Fleet
-from twin.fleet_fold import FleetState, Rules, on_anomaly, on_record
+from twin.fleet_fold import FleetState, Rules, on_anomaly, on_desired, on_record
 from twin.record import Record
 from twin.schema import Event
 from twin.state import Twin
@@ -95,6 +101,12 @@ class Fold:
     def feed(self, record: Record) -> Event | None:
         """Apply one record as the worker does; returns the event it carried, if it was valid telemetry."""
         self.records += 1
+        if record.kind == "desired":
+            self.state, error = on_desired(self.state, record)
+            if error is not None:
+                self.rejected.append(Rejection(record.partition, record.offset, record.timestamp, record.key,
+                                               error.reason, error.detail))
+            return None
         self.state, (step, publish) = on_record(self.state, self.twins.get, record, self.rules)
         if step.error is not None and not step.redelivered:
             self.rejected.append(Rejection(record.partition, record.offset, record.timestamp, record.key,
@@ -123,6 +135,10 @@ class Result:
     records: int
     what_if: list[Anomaly] | None = None
     """The anomalies the same records give under the alternative detector configuration."""
+    desired: DesiredRules = DesiredRules()
+    """The desired-state rules at the end of the replay."""
+    desired_at: dict[float, DesiredRules] = field(default_factory=dict)
+    """The rules known at each snapshot instant (beside `snapshots`)."""
 
 
 def replay(records: Iterable[Record], fleet: Fleet, config: DetectorConfig, *,
@@ -145,10 +161,12 @@ def replay(records: Iterable[Record], fleet: Fleet, config: DetectorConfig, *,
     other = Fold(Rules(fleet, what_if, policy)) if what_if is not None else None
     instants = sorted(set(at))
     snapshots: dict[float, dict[str, Twin]] = {}
+    desired_at: dict[float, DesiredRules] = {}
     events: list[Seen] = []
     keep = keep or selection.matches
     for record in records:
         while instants and record.timestamp > instants[0]:
+            desired_at[instants[0]] = fold.state.desired
             snapshots[instants.pop(0)] = _selected(fold.twins, selection)
         event = fold.feed(record)
         if other is not None:
@@ -159,6 +177,7 @@ def replay(records: Iterable[Record], fleet: Fleet, config: DetectorConfig, *,
             on_record(record)
     for instant in instants:
         snapshots[instant] = _selected(fold.twins, selection)
+        desired_at[instant] = fold.state.desired
     return Result(
         twins=_selected(fold.twins, selection),
         anomalies=[a for a in fold.anomalies if _about(a, selection, fold.twins)],
@@ -168,6 +187,8 @@ def replay(records: Iterable[Record], fleet: Fleet, config: DetectorConfig, *,
         [r for r in fold.rejected if r.key is not None and _key_selected(r.key, selection, fold.twins)],
         records=fold.records,
         what_if=None if other is None else [a for a in other.anomalies if _about(a, selection, other.twins)],
+        desired=fold.state.desired,
+        desired_at=desired_at,
     )
 
 
@@ -176,9 +197,13 @@ def in_log_order(partitions: Iterable[Iterable[Record]]) -> Iterator[Record]:
 
     The order within a partition, which is all the twins depend on, is kept
     whatever the timestamps; across partitions, time order makes snapshots and
-    the rollout clock meaningful. Telemetry before a check at the same instant.
+    the rollout clock meaningful. At the same instant: desired changes, then
+    telemetry, then checks (a change stamped at t counts for reports of t).
     """
-    return merge(*partitions, key=lambda r: (r.timestamp, r.kind != "telemetry"))
+    return merge(*partitions, key=lambda r: (r.timestamp, _RANK.get(r.kind, 1)))
+
+
+_RANK = {"desired": -1, "telemetry": 0}
 
 
 def _selected(twins: dict[str, Twin], selection: Selection) -> dict[str, Twin]:

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import functools
+import random
 from typing import Any
 
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streams.seeds import read_detectors, read_fleet
+from streams.settings import Settings
+from streams.twin_view import to_view
 
 from twin.desired import (
     Command,
@@ -27,10 +35,15 @@ from twin.desired import (
     resolve,
     robot_share,
 )
+from twin.detect.params import DetectorConfig
 from twin.fleet import Fleet
+from twin.fleet_fold import FleetState, Rules, on_desired, on_desired_commands, on_record
+from twin.pipeline import Step
+from twin.record import Record
 from twin.reduce import apply
-from twin.schema import Event
-from twin.state import Twin, decode_twin, encode_twin
+from twin.replay import Fold, in_log_order, replay
+from twin.schema import Event, encode
+from twin.state import WINDOW, Twin, decode_twin, encode_twin
 
 V_OLD, V_NEW = "policy-2.4.0", "policy-2.5.0"
 
@@ -283,3 +296,175 @@ def test_drift_resolves_when_the_desire_is_cleared() -> None:
 def test_nothing_desired_leaves_the_twin_untouched() -> None:
     twin = twin_of(ev(1, 90.0))
     assert judge_drift(twin, {}, now=1e6, grace_s=1.0) == (twin, [])
+
+
+# -- the folds: pipeline, fleet_fold, replay ------------------------------------------------------
+
+T0 = 1.7e9
+
+
+@functools.cache
+def seeds() -> tuple[Fleet, DetectorConfig]:
+    dirs = Settings().seeds_dir
+    return read_fleet(dirs), read_detectors(dirs)
+
+
+def new_fold() -> Fold:
+    fleet, config = seeds()
+    return Fold(Rules(fleet, config))
+
+
+def tele(offset: int, event: Event) -> Record:
+    return Record("telemetry", 0, offset, event.ts + 0.5, event.robot_id.encode(), encode(event))
+
+
+def desired_record(offset: int, c: DesiredChange) -> Record:
+    return Record("desired", 0, offset, c.ts + 0.1, change_key(c), encode_change(c))
+
+
+def check(offset: int, robot: str, now: float) -> Record:
+    return Record("check", 0, offset, now, robot.encode(), repr(now).encode())
+
+
+def feed_all(fold: Fold, records: list[Record]) -> list[Step]:
+    steps = []
+    for record in records:
+        if record.kind == "desired":
+            fold.feed(record)
+            continue
+        fold.state, (step, publish) = on_record(fold.state, fold.twins.get, record, fold.rules)
+        if step.twin is not None:
+            fold.twins[step.twin.robot_id] = step.twin
+        fold.publish(publish)
+        steps.append(step)
+    return steps
+
+
+def test_the_first_event_gets_the_robots_delta_as_a_command_and_later_ones_do_not() -> None:
+    fold = new_fold()
+    fold.feed(desired_record(0, change(value=V_NEW, ts=T0, cid="c1", model="amr")))
+    steps = feed_all(fold, [tele(i, ev(i + 1, T0 + 10 + i)) for i in range(3)])
+    assert [list(s.commands) for s in steps] == [
+        [Command(robot_id="r-1", ts=T0 + 10, fields={"ai_model": V_NEW}, change_ids=("c1",))], [], []]
+
+
+def test_a_robot_back_from_silence_gets_its_command_again_and_none_once_converged() -> None:
+    fold = new_fold()
+    fold.feed(desired_record(0, change(value=V_NEW, ts=T0, cid="c1", model="amr")))
+    records = [tele(i, ev(i + 1, T0 + 10 + i)) for i in range(20)]
+    feed_all(fold, [*records, check(20, "r-1", T0 + 200)])
+    assert any(o.detector == "silence" for o in fold.twins["r-1"].watch.open)  # type: ignore[union-attr]
+    back = feed_all(fold, [tele(21, ev(21, T0 + 300))])
+    assert [c.fields for c in back[0].commands] == [{"ai_model": V_NEW}]
+    feed_all(fold, [check(22, "r-1", T0 + 400)])
+    converged = feed_all(fold, [tele(23, ev(22, T0 + 500, version=V_NEW))])
+    assert converged[0].commands == ()
+
+
+def test_drift_opens_through_the_pipeline_after_the_grace_and_resolves_on_convergence() -> None:
+    fold = new_fold()
+    fold.feed(desired_record(0, change(value=V_NEW, ts=T0, cid="c1", model="amr")))
+    grace = seeds()[1].for_model("amr").drift_grace_s
+    assert grace == 600.0
+    times = [T0 + 5 + 60 * i for i in range(12)]  # the last at T0 + 665: past the grace
+    feed_all(fold, [tele(i, ev(i + 1, ts)) for i, ts in enumerate(times)])
+    drift = [a for a in fold.anomalies if a.detector == "desired_drift"]
+    assert [(a.status, a.signal, a.ts) for a in drift] == [("open", "ai_model", T0 + 605)]
+    feed_all(fold, [tele(12, ev(13, T0 + 700, version=V_NEW))])
+    drift = [a for a in fold.anomalies if a.detector == "desired_drift"]
+    assert [(a.status, a.ts) for a in drift] == [("open", T0 + 605), ("resolved", T0 + 700)]
+    assert drift[0].id == drift[1].id
+
+
+def test_a_silent_robot_drifts_on_its_silence_checks() -> None:
+    fold = new_fold()
+    fold.feed(desired_record(0, change(value=V_NEW, ts=T0, cid="c1", model="amr")))
+    feed_all(fold, [tele(i, ev(i + 1, T0 + 1 + i)) for i in range(20)])
+    feed_all(fold, [check(20, "r-1", T0 + 100), check(21, "r-1", T0 + 700)])
+    assert [(a.detector, a.status) for a in fold.anomalies] == [("silence", "open"), ("desired_drift", "open")]
+
+
+def test_a_bad_desired_record_is_reported_and_changes_nothing() -> None:
+    state = FleetState()
+    after, error = on_desired(state, Record("desired", 0, 0, T0, b"k", b"{oops"))
+    assert after is state and error is not None and error.reason == "undecodable"
+    fleet, _ = seeds()
+    bad = change(value=V_NEW, ts=T0, model="toaster")
+    after, error = on_desired(state, desired_record(1, bad), fleet)
+    assert after is state and error is not None and error.reason == "bad_selector"
+    after, error = on_desired(state, desired_record(2, change(value=V_NEW, ts=T0, model="amr")))
+    assert error is None and len(after.desired.changes) == 1
+
+
+def test_on_desired_commands_is_the_cores_rule() -> None:
+    twin = twin_of(ev(1, 10.0))
+    before, after = DesiredRules(), rules(change(value=V_NEW, model="amr"))
+    assert on_desired_commands(before, after, [twin], at=5.0) == commands_on_change(before, after, [twin], 5.0)
+    assert len(on_desired_commands(before, after, [twin], at=5.0)) == 1
+
+
+def test_replay_folds_desired_changes_by_record_time_and_snapshots_them() -> None:
+    fleet, config = seeds()
+    c1 = change(value=V_NEW, ts=T0 + 5, cid="c1", model="amr")
+    c2 = change(value=None, ts=T0 + 15, cid="c2", model="amr")
+    telemetry = [tele(i, ev(i + 1, T0 + i)) for i in range(20)]
+    desired = [desired_record(0, c1), desired_record(1, c2)]
+    result = replay(in_log_order([telemetry, desired]), fleet, config, at=[T0 + 10, T0 + 30])
+    assert result.desired_at[T0 + 10] == rules(c1)
+    assert result.desired_at[T0 + 30] == result.desired == rules(c1, c2)
+    view = to_view(result.snapshots[T0 + 10]["r-1"], result.desired_at[T0 + 10])
+    assert view["desired"]["ai_model"]["value"] == V_NEW and view["desired"]["ai_model"]["principal"] == "operator"
+    assert view["reported"]["ai_model"] == V_OLD
+    assert [(d["field"], d["desired"], d["reported"], d["since"], d["age_s"]) for d in view["delta"]] == [
+        ("ai_model", V_NEW, V_OLD, T0 + 5, 4.0)]  # the newest event by T0+10 is of T0+9
+    assert to_view(result.snapshots[T0 + 30]["r-1"], result.desired_at[T0 + 30])["desired"] == {}
+
+
+def test_a_bad_desired_record_in_a_replay_is_listed_as_rejected() -> None:
+    fleet, config = seeds()
+    result = replay([Record("desired", 0, 0, T0, b"k", b"[]")], fleet, config)
+    assert [(r.reason, r.offset) for r in result.rejected] == [("schema", 0)]
+
+
+# -- the property: any order within the dedup span, the same desired, reported and delta -------------
+
+VERSIONS = ("policy-2.3.1", V_OLD, V_NEW)
+SELECTORS = (Selector(), Selector(model="amr"), Selector(robots=("r-1",)), Selector(version=V_OLD),
+             Selector(share=0.5), Selector(sector="logistics", share=1.0))
+FIELDS = {"ai_model": VERSIONS, "firmware": ("fw-1.8.2", "fw-1.9.0"), "config.max_speed_mps": ("1.0", "1.5")}
+
+
+@st.composite
+def histories(draw: st.DrawFn) -> list[Event | DesiredChange]:
+    seqs = draw(st.lists(st.integers(1, WINDOW), min_size=1, max_size=12, unique=True))
+    events: list[Event | DesiredChange] = [
+        ev(seq, T0 + draw(st.integers(0, 100)), version=draw(st.sampled_from(VERSIONS)),
+           firmware=draw(st.sampled_from(FIELDS["firmware"])),
+           **({"config": {"max_speed_mps": draw(st.sampled_from(("1.0", "1.5")))}}
+              if draw(st.booleans()) else {}))  # type: ignore[arg-type]  # keyword-only config
+        for seq in seqs]
+    for n in range(draw(st.integers(0, 6))):
+        field = draw(st.sampled_from(sorted(FIELDS)))
+        events.append(DesiredChange(
+            change_id=f"c{n}", ts=T0 + draw(st.integers(0, 100)), principal="operator", reason="prop",
+            selector=draw(st.sampled_from(SELECTORS)), field=field,
+            value=draw(st.one_of(st.none(), st.sampled_from(FIELDS[field])))))
+    return events
+
+
+def outcome(history: list[Event | DesiredChange]) -> tuple[Any, ...]:
+    fold = new_fold()
+    for offset, item in enumerate(history):
+        fold.feed(desired_record(offset, item) if isinstance(item, DesiredChange) else tele(offset, item))
+    twin = fold.twins["r-1"]
+    wants = resolve(fold.state.desired, twin)
+    return wants, reported(twin), [(d.field, d.desired, d.reported) for d in deltas(twin, wants)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(histories(), st.randoms(use_true_random=False))
+def test_any_order_of_changes_and_reports_gives_the_same_desired_reported_and_delta(
+        history: list[Event | DesiredChange], rnd: random.Random) -> None:
+    shuffled = list(history)
+    rnd.shuffle(shuffled)
+    assert outcome(shuffled) == outcome(history)

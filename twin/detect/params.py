@@ -84,6 +84,9 @@ class RobotDetectorParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unkn
     """Score (1 = threshold) at or above which an anomaly is critical."""
     critical_after_s: float = 1800.0
     """An anomaly open this long is critical whatever its score."""
+    drift_grace_s: float = 600.0
+    """A robot may differ from its desired state this long (event time) before a `desired_drift`
+    anomaly opens (twin.desired.judge_drift): time to download and apply a new version."""
     stall: StallParams | None = None
     """The work-cycle stall detector (twin.detect.stall); None: off (models with no cycle counter)."""
 
