@@ -30,7 +30,8 @@ def partition_of(robot_id: str, partitions: int) -> int:
 
 def kafka_source(settings: Settings, start: float, end: float,
                  partitions: set[int] | None = None, newest: int | None = None) -> Generator[Record, None, None]:
-    """Telemetry and silence checks timed in [start, end], in log order, streamed.
+    """Telemetry and silence checks timed in [start, end], in log order, streamed, with every
+    desired-state change timed at or before `end` (the rules in force at `start` began earlier).
 
     The consumer runs on its own event loop in a thread and hands over merged
     chunks through a bounded queue, so a long window never sits in memory.
@@ -88,14 +89,17 @@ async def _kafka_chunks(settings: Settings, start: float, end: float, partitions
                                 max_partition_fetch_bytes=8 * 1024 * 1024)
     await consumer.start()
     try:
-        topics: dict[str, Kind] = {settings.telemetry_topic: "telemetry", settings.checks_topic: "check"}
+        topics: dict[str, Kind] = {settings.telemetry_topic: "telemetry", settings.checks_topic: "check",
+                                   settings.desired_topic: "desired"}
         tps = [TopicPartition(topic, p) for topic in topics for p in sorted(await partition_ids(settings, topic))
-               if partitions is None or p in partitions]
+               if partitions is None or p in partitions or topics[topic] == "desired"]
         consumer.assign(tps)
         first = await _offsets_at(consumer, tps, math.ceil(start * 1000 - 1e-6))
         stop = await _offsets_at(consumer, tps, math.floor(end * 1000 + 1e-6) + 1)
         if newest is not None:
             first = {tp: max(first[tp], stop[tp] - newest) for tp in tps}
+        desired = [tp for tp in tps if topics[tp.topic] == "desired"]
+        first.update(await consumer.beginning_offsets(desired) if desired else {})
         buffers: dict[TopicPartition, deque[Record]] = {tp: deque() for tp in tps}
         pending = {tp for tp in tps if first[tp] < stop[tp]}
         for tp in pending:
@@ -110,7 +114,7 @@ async def _kafka_chunks(settings: Settings, start: float, end: float, partitions
                         break
                     ts = m.timestamp / 1000.0  # exactly as Faust hands it to the worker
                     reached[tp] = ts
-                    if start <= ts <= end:
+                    if start <= ts <= end or (topics[tp.topic] == "desired" and ts <= end):
                         buffers[tp].append(Record(topics[tp.topic], tp.partition, m.offset, ts, m.key,
                                                   m.value or b""))
                 if messages and messages[-1].offset + 1 >= stop[tp]:
