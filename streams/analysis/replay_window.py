@@ -110,7 +110,7 @@ def write(out: Path, result: Result, meta: dict[str, object]) -> dict[str, objec
     out.mkdir(parents=True, exist_ok=True)
     seen_to_frame(result.events).write_parquet(out / "events.parquet")
     anomalies_to_frame(result.anomalies).write_parquet(out / "anomalies.parquet")
-    snapshots_to_frame(result.snapshots).write_parquet(out / "snapshots.parquet")
+    snapshots_to_frame(result.snapshots, result.desired_at).write_parquet(out / "snapshots.parquet")
     if result.what_if is not None:
         changes = compare_runs(result.anomalies, result.what_if)
         changes_to_frame(changes).write_parquet(out / "changes.parquet")

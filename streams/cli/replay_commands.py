@@ -99,7 +99,7 @@ def twin_at_command(
     if twin is None:
         console.print(f"[red]{robot}[/red] has no accepted event at or before {iso(when)}")
         raise typer.Exit(1)
-    console.print_json(data=to_view(twin))
+    console.print_json(data=to_view(twin, result.desired_at[when]))
 
 
 def export_dataset_command(
