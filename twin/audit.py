@@ -117,6 +117,72 @@ def _lower_gamma(a: int, x: float) -> float:
     return 1 - math.exp(log_front) * h
 
 
+def ratio_interval(events: int, hours: float, base_events: int, base_hours: float,
+                   confidence: float = CONFIDENCE) -> tuple[float | None, float | None, float | None]:
+    """The rate ratio (events/hours over base_events/base_hours) and its exact conditional interval.
+
+    Given n = events + base_events, the new version's share of the events is
+    binomial with p = R·h / (R·h + h_base) (R the true ratio): the Clopper-Pearson
+    interval of p, turned into R = p / (1 - p) · h_base / h. No events at all (or
+    no exposure on either side) says nothing: None throughout; an upper bound is
+    infinite while the base version has no event.
+    """
+    if hours <= 0 or base_hours <= 0 or events + base_events == 0:
+        return None, None, None
+    tail = (1 - confidence) / 2
+    n = events + base_events
+    p_lo = 0.0 if events == 0 else _beta_quantile(events, n - events + 1, tail)
+    p_hi = 1.0 if events == n else _beta_quantile(events + 1, n - events, 1 - tail)
+    scale = base_hours / hours
+
+    def ratio(p: float) -> float:
+        return math.inf if p >= 1 else p / (1 - p) * scale
+    point = math.inf if base_events == 0 else events / hours / (base_events / base_hours)
+    return point, ratio(p_lo), ratio(p_hi)
+
+
+def _beta_quantile(a: int, b: int, p: float) -> float:
+    """x with I_x(a, b) = p (the regularised incomplete beta function), by bisection."""
+    lo, hi = 0.0, 1.0
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        if _beta(a, b, mid) < p:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo <= 1e-14:
+            break
+    return (lo + hi) / 2
+
+
+def _beta(a: int, b: int, x: float) -> float:
+    """I_x(a, b): the continued fraction on the side where it converges fast (Numerical Recipes 6.4)."""
+    if x <= 0 or x >= 1:
+        return 0.0 if x <= 0 else 1.0
+    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
+    if x < (a + 1) / (a + b + 2):
+        return front * _beta_fraction(a, b, x) / a
+    return 1 - front * _beta_fraction(b, a, 1 - x) / b
+
+
+def _beta_fraction(a: int, b: int, x: float) -> float:
+    tiny = 1e-300
+    c, d = 1.0, 1 - (a + b) * x / (a + 1)
+    d = 1 / (tiny if abs(d) < tiny else d)
+    h = d
+    for m in range(1, 10_000):
+        for num in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+                    -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
+            d = 1 + num * d
+            d = 1 / (tiny if abs(d) < tiny else d)
+            c = 1 + num / c
+            c = tiny if abs(c) < tiny else c
+            h *= d * c
+        if abs(d * c - 1) < 1e-16:
+            break
+    return h
+
+
 # ---------------------------------------------------------------- the release registry
 
 
@@ -249,6 +315,28 @@ def rates(tally: Tally) -> list[Rate]:
             for kind in kpi.KINDS:
                 n = sum(u.events.get(kind, 0) for u in uses)
                 out.append(Rate(scope, version, kind, n, hours, *rate_interval(n, hours)))
+    return out
+
+
+class Comparison(NamedTuple):
+    """One kind's rate on the version over its predecessor's, over some scope of robots."""
+
+    scope: str
+    kind: str
+    ratio: float | None
+    lower: float | None
+    upper: float | None
+
+
+def compare(found: Sequence[Rate], version: str, base: str) -> list[Comparison]:
+    """The rate ratio of `version` over `base` per scope and kind, with its exact 95% interval."""
+    by = {(r.scope, r.version, r.kind): r for r in found}
+    out = []
+    for scope, kind in dict.fromkeys((r.scope, r.kind) for r in found):
+        new, old = by.get((scope, version, kind)), by.get((scope, base, kind))
+        if new is not None and old is not None:
+            out.append(Comparison(scope, kind, *ratio_interval(new.events, new.operating_h,
+                                                               old.events, old.operating_h)))
     return out
 
 

@@ -8,6 +8,7 @@ two always come from Kafka), and writes into the output directory:
 
     robots.parquet   robot, place, version, first/last event time, operating hours, events by kind
     rates.parquet    per scope (all, each model), version and kind: events, hours, rate per 1,000 h, 95% interval
+    comparison.parquet  per scope and kind: the rate ratio over the predecessor and its exact 95% interval
     changes.parquet  the desired-state changes that touched the version: who, when, why, selector, value
     gates.parquet    the gate decisions of the plans that did
     audit.json       the question, the window, the sources, the counts and the command that reproduces it
@@ -49,6 +50,9 @@ CHANGE_SCHEMA: dict[str, pl.DataType] = {
     "ts": pl.Float64(), "change_id": pl.String(), "principal": pl.String(), "reason": pl.String(),
     "selector": pl.String(), "field": pl.String(), "value": pl.String(), "plan": pl.String(), "wave": pl.Int64(),
     "how": pl.String()}
+COMPARISON_SCHEMA: dict[str, pl.DataType] = {
+    "scope": pl.String(), "kind": pl.String(), "ratio": pl.Float64(), "lower_95": pl.Float64(),
+    "upper_95": pl.Float64()}
 GATE_SCHEMA: dict[str, pl.DataType] = {
     "ts": pl.Float64(), "plan": pl.String(), "wave": pl.Int64(), "decision": pl.String(),
     "statistic": pl.Float64(), "lower": pl.Float64(), "upper": pl.Float64(), "status": pl.String(),
@@ -73,6 +77,8 @@ class Audit:
     predecessor: str | None
     robots: pl.DataFrame
     rates: pl.DataFrame
+    comparison: pl.DataFrame
+    """The version's rate over its predecessor's, per scope and kind (empty for a first release)."""
     changes: pl.DataFrame
     gates: pl.DataFrame
     meta: dict[str, Any]
@@ -100,8 +106,10 @@ def run(settings: Settings, window: Window, version: str, *, model: str | None =
         "source": window.source, "desired_topic": changes.topic, "rollouts_topic": gates.topic,
         "records": fold.records, "rejected": len(fold.rejected), "undecodable": changes.bad + gates.bad,
         "command": command}
-    return Audit(version, before, robots_frame(tally), rates_frame(tally), changes_frame(touched),
-                 gates_frame(decisions), meta)
+    rates = audit.rates(tally)
+    compared = [] if before is None else audit.compare(rates, version, before)
+    return Audit(version, before, robots_frame(tally), rates_frame(rates), comparison_frame(compared),
+                 changes_frame(touched), gates_frame(decisions), meta)
 
 
 def _counted(source: Iterator[Record], on_record: Callable[[Record], None] | None) -> Iterator[Record]:
@@ -119,10 +127,15 @@ def robots_frame(tally: audit.Tally) -> pl.DataFrame:
     return pl.DataFrame(rows, schema=ROBOT_SCHEMA)
 
 
-def rates_frame(tally: audit.Tally) -> pl.DataFrame:
+def rates_frame(rates: list[audit.Rate]) -> pl.DataFrame:
     return pl.DataFrame([{"scope": r.scope, "version": r.version, "kind": r.kind, "events": r.events,
                           "operating_h": r.operating_h, "rate_per_1000h": r.rate, "lower_95": r.lower,
-                          "upper_95": r.upper} for r in audit.rates(tally)], schema=RATE_SCHEMA)
+                          "upper_95": r.upper} for r in rates], schema=RATE_SCHEMA)
+
+
+def comparison_frame(compared: list[audit.Comparison]) -> pl.DataFrame:
+    return pl.DataFrame([{"scope": c.scope, "kind": c.kind, "ratio": c.ratio, "lower_95": c.lower,
+                          "upper_95": c.upper} for c in compared], schema=COMPARISON_SCHEMA)
 
 
 def changes_frame(touched: list[audit.Touch]) -> pl.DataFrame:
@@ -209,6 +222,7 @@ def write(out: Path, found: Audit) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     found.robots.write_parquet(out / "robots.parquet")
     found.rates.write_parquet(out / "rates.parquet")
+    found.comparison.write_parquet(out / "comparison.parquet")
     found.changes.write_parquet(out / "changes.parquet")
     found.gates.write_parquet(out / "gates.parquet")
     (out / "audit.json").write_text(json.dumps(found.meta, indent=2) + "\n")

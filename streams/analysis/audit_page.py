@@ -7,6 +7,7 @@ escaped (principals and reasons are operator input, not markup).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import polars as pl
@@ -47,7 +48,9 @@ def _header(found: Audit) -> str:
     return (f"<section><dl>{dl}</dl>\n<h3>Reproduce</h3>\n<pre>{esc(command)}</pre>\n"
             '<p class="muted">Operating hours are working time between reports (twin.kpi.exposure); safety '
             "events are counted by twin.kpi.safety_events, the functions the worker's per-version counters "
-            "use. Intervals are exact Poisson 95% intervals.</p></section>")
+            "use. Intervals are exact 95% intervals: Poisson (Garwood) for a rate, conditional binomial "
+            "(Clopper-Pearson) for the ratio of the version's rate to its predecessor's: an interval wholly "
+            "above 1 says the version has more of that kind of event.</p></section>")
 
 
 def _rates(found: Audit) -> str:
@@ -59,14 +62,30 @@ def _rates(found: Audit) -> str:
         parts.append(img(_rate_plot(every, versions), "safety events per 1,000 h with 95% intervals"))
     for scope in found.rates["scope"].unique(maintain_order=True).to_list():
         rows = found.rates.filter(pl.col("scope") == scope)
-        flat = [[kind, *(x for v in versions for x in _cells(rows, v, kind))] for kind in KINDS]
+        ratios = {r["kind"]: r for r in found.comparison.filter(pl.col("scope") == scope).iter_rows(named=True)}
+        flat = [[kind, *(x for v in versions for x in _cells(rows, v, kind)), *_ratio(ratios.get(kind), versions)]
+                for kind in KINDS]
         hours = " / ".join(f"{v}: {_hours(rows, v):,.2f} h" for v in versions)
         parts.append(f"<h3>{esc('all robots audited' if scope == 'all' else scope)} "
                      f'<span class="muted">({esc(hours)})</span></h3>')
-        parts.append(table(["kind", *(f"{v} {h}" for v in versions for h in ("events", "per 1,000 h", "95% interval"))],
-                           flat))
+        ratio_head = [f"{versions[0]} / {versions[1]}", "95% interval"] if len(versions) > 1 else []
+        parts.append(table(["kind", *(f"{v} {h}" for v in versions for h in ("events", "per 1,000 h", "95% interval")),
+                            *ratio_head], flat))
     parts.append("</section>")
     return "\n".join(parts)
+
+
+def _ratio(row: dict[str, Any] | None, versions: list[str]) -> list[Any]:
+    """The rate ratio and its interval, or why there is none."""
+    if len(versions) < 2:
+        return []
+    if row is None or row["ratio"] is None:
+        return ["no events or no exposure", ""]
+    return [_number(row["ratio"]), f"{_number(row['lower_95'])} – {_number(row['upper_95'])}"]
+
+
+def _number(value: float) -> str:
+    return "∞" if math.isinf(value) else f"{value:.3g}"
 
 
 def _hours(rows: pl.DataFrame, version: str) -> float:

@@ -133,6 +133,10 @@ def test_rates_per_1000_hours_with_exact_intervals_against_the_predecessor(audit
     old = rates.filter((pl.col("version") == OLD) & (pl.col("kind") == "estop")).row(0, named=True)
     assert old["events"] == 0 and old["rate_per_1000h"] == 0
     assert old["upper_95"] == pytest.approx(3.688879 * 1000 / hours, rel=1e-5)  # nothing seen: the rule of three
+    ratio = pl.read_parquet(audited / "comparison.parquet").filter(
+        (pl.col("scope") == "all") & (pl.col("kind") == "estop")).row(0, named=True)
+    p = 0.025 ** (1 / events)  # every e-stop on the new version: Clopper-Pearson's lower bound of the share
+    assert ratio["ratio"] == ratio["upper_95"] == float("inf") and ratio["lower_95"] == pytest.approx(p / (1 - p))
     meta = json.loads((audited / "audit.json").read_text())
     assert meta["predecessor"] == OLD and meta["version"] == NEW
     assert audit.poisson_interval(events)[0] == pytest.approx(3.4538, abs=1e-4)
@@ -169,7 +173,7 @@ def test_the_archive_gives_the_same_figures(own: Settings, audited: Path, tmp_pa
     assert archived.returncode == 0, archived.stdout + archived.stderr
     result = run_audit(own, tmp_path / "from-archive", "--source", str(root))
     assert result.returncode == 0, result.stdout + result.stderr
-    for name in ("robots.parquet", "rates.parquet", "changes.parquet", "gates.parquet"):
+    for name in ("robots.parquet", "rates.parquet", "comparison.parquet", "changes.parquet", "gates.parquet"):
         assert pl.read_parquet(tmp_path / "from-archive" / name).equals(pl.read_parquet(audited / name)), name
 
 

@@ -55,6 +55,31 @@ def test_a_wider_confidence_gives_a_wider_interval_and_bad_input_is_refused() ->
         audit.poisson_interval(3, 1.0)
 
 
+def test_the_rate_ratio_interval_is_clopper_pearson_on_the_share_of_events() -> None:
+    # 8 events against 2 on equal exposure: p in CP(8 of 10) = [0.4439, 0.9748], R = p / (1 - p)
+    ratio, lo, hi = audit.ratio_interval(8, 1.0, 2, 1.0)
+    assert (ratio, lo, hi) == pytest.approx((4.0, 0.7983, 38.666), rel=1e-3)
+    assert lo is not None and hi is not None
+    # twice the exposure halves the ratio and its bounds
+    assert audit.ratio_interval(8, 2.0, 2, 1.0) == pytest.approx((2.0, lo / 2, hi / 2))
+    none, lo0, hi0 = audit.ratio_interval(0, 1.0, 5, 1.0)  # CP(0 of 5) upper: 1 - 0.025 ** (1 / 5)
+    p = 1 - 0.025 ** (1 / 5)
+    assert (none, lo0) == (0.0, 0.0) and hi0 == pytest.approx(p / (1 - p))
+    inf, lo8, hi8 = audit.ratio_interval(8, 1.0, 0, 1.0)  # nothing on the base: unbounded above
+    p = 0.025 ** (1 / 8)
+    assert inf == hi8 == float("inf") and lo8 == pytest.approx(p / (1 - p))
+    assert audit.ratio_interval(0, 1.0, 0, 1.0) == (None, None, None)
+    assert audit.ratio_interval(3, 0.0, 1, 1.0) == (None, None, None)
+
+
+def test_compare_pairs_each_kind_of_the_version_with_its_predecessor() -> None:
+    found = [audit.Rate("all", NEW, "estop", 8, 1.0, 8000.0, 0.0, 0.0),
+             audit.Rate("all", OLD, "estop", 2, 1.0, 2000.0, 0.0, 0.0),
+             audit.Rate("amr", NEW, "estop", 1, 1.0, 1000.0, 0.0, 0.0)]  # no predecessor row: no comparison
+    assert audit.compare(found, NEW, OLD) == [
+        audit.Comparison("all", "estop", *audit.ratio_interval(8, 1.0, 2, 1.0))]
+
+
 # -- the release registry
 
 def test_the_predecessor_is_the_previous_release_of_the_registry() -> None:
