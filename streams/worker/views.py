@@ -8,7 +8,7 @@ they show), unless a metrics token is set.
 from __future__ import annotations
 
 import collections
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -23,7 +23,8 @@ from streams.auth import bearer_ok
 from streams.worker.routing import RETRY_AFTER_S, Here, TwinRouter, routed, unavailable
 from streams.worker.table import twin_values
 from twin.fleet import Fleet
-from streams.twin_view import to_view
+from streams.twin_view import NO_RULES, to_view
+from twin.desired import DesiredRules
 from twin.state import decode_twin
 from twin.summary import count_by_sector_mode
 
@@ -101,8 +102,10 @@ def held_twin(view: View, app: faust.App, twins: Any, router: TwinRouter, robot_
 
 
 def register_views(app: faust.App, twins: Any, router: TwinRouter, fleet: Fleet,
-                   registry: CollectorRegistry, token: SecretStr, metrics_token: SecretStr | None = None) -> None:
-    """Add the worker's pages to `app`; fleet data only for requests bearing `token`."""
+                   registry: CollectorRegistry, token: SecretStr, metrics_token: SecretStr | None = None,
+                   desired: Callable[[], DesiredRules] = lambda: NO_RULES) -> None:
+    """Add the worker's pages to `app`; fleet data only for requests bearing `token`;
+    a twin shown with what `desired` (the rules read from fleet.desired) wants of it."""
     Private = private(token)
     # The handlers below say `self: View`: mypy cannot see a base made at run time and would take self as Any.
 
@@ -114,7 +117,7 @@ def register_views(app: faust.App, twins: Any, router: TwinRouter, fleet: Fleet,
         @routed(router)
         async def get(self: View, request: Request, robot_id: str) -> Response:
             raw = held_twin(self, app, twins, router, robot_id)
-            return self.json(to_view(decode_twin(raw))) if isinstance(raw, bytes) else raw
+            return self.json(to_view(decode_twin(raw), desired())) if isinstance(raw, bytes) else raw
 
     @app.page("/twins")
     class TwinList(Private):  # type: ignore[misc,valid-type]
