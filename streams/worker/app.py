@@ -143,10 +143,11 @@ def build_app(settings: Settings, fleet: Fleet, detectors: DetectorConfig,
 
     token = auth.api_token(settings)  # NoApiToken: no worker serves fleet data openly
     router = TwinRouter(app, settings.telemetry_topic, settings.partitions)
-    register_views(app, twins, router, fleet, registry, token, settings.metrics_token or None)
+    desired_book = DesiredBook()  # the fleet.desired reader folds into it; GET /desired and /twins read it
+    register_views(app, twins, router, fleet, registry, token, settings.metrics_token or None,
+                   lambda: desired_book.rules)
     register_inbox(app, token)
     register_history(app, twins, router, fleet, settings, token)
-    desired_book = DesiredBook()  # the fleet.desired reader folds into it; GET /desired lists it
     desired = DesiredReader(settings, fleet, ingest, desired_book, outbox, twins, desired_ready)
     rollouts = RolloutReader(settings, outbox)
     registry.register(ControlCollector(fleet, lambda: list(twins.values()), lambda: desired_book.rules,
