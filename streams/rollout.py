@@ -118,8 +118,6 @@ class Controller:
                  on_look: Callable[[GateRecord], None] = lambda record: None) -> None:
         self.settings, self.plan, self.clock, self.on_look = settings, plan, clock, on_look
         self.publisher = DesiredPublisher(settings)
-        self.producer = AIOKafkaProducer(**client_kwargs(settings), acks="all", linger_ms=0)
-        self.prometheus = httpx.AsyncClient(base_url=f"http://127.0.0.1:{settings.prometheus_port}")
         self.wave = 0
         self.wave_started = 0.0
         self.gate = g.start(plan.gate, {})
@@ -127,8 +125,11 @@ class Controller:
 
     async def run(self, max_s: float | None = None, look_s: float | None = None) -> Status:
         """Run the plan to its end ("done" or "halted"), or until `max_s` seconds pass ("timeout")."""
-        await self.producer.start()
+        # made here: aiokafka's clients belong to the running event loop
+        self.producer = AIOKafkaProducer(**client_kwargs(self.settings), acks="all", linger_ms=0)
+        self.prometheus = httpx.AsyncClient(base_url=f"http://127.0.0.1:{self.settings.prometheus_port}")
         try:
+            await self.producer.start()
             return await self._run(max_s, look_s or self.plan.look_s)
         finally:
             await self.publisher.stop()
