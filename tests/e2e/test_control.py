@@ -32,7 +32,8 @@ from streams.settings import Settings
 from streams.topics import ensure_topics
 from tests.support.alerts import Webhook
 from tests.support.control import (NEW, OLD, OTHER, Reporter, Robot, alerts, anomalies, commands, desire, open_kinds,
-                                   prom, report_all, seeds_with, view, view_at_seq)
+                                   prom, report_all, seeds_with, until, view,
+                                   view_at_seq)
 from tests.support.net import auth, free_port
 from tests.support.topics import changelog, read_topic
 from tests.support.waiting import eventually
@@ -84,6 +85,11 @@ def silent(api: httpx.Client, robot: str) -> dict[str, Any] | None:
     return v if v is not None and ("silence", "") in open_kinds(v) else None
 
 
+def shown(v: dict[str, Any]) -> dict[str, Any]:
+    """The control fields of a twin view, for a failure's message."""
+    return {k: v.get(k) for k in ("seq", "ai_model_version", "desired", "reported", "delta", "anomalies")}
+
+
 def converged_view(api: httpx.Client, robot: Robot) -> dict[str, Any] | None:
     v = view_at_seq(api, robot)
     return v if v.get("delta") == [] else None
@@ -94,7 +100,7 @@ def test_a_robot_offline_during_the_change_converges_when_it_returns(world: Worl
     robot = Robot(s, f"ctl-off-{world.run}", "logistics", "log-rotterdam-01")
     rid = robot.robot_id
     robot.report(6)
-    eventually(lambda: silent(api, rid), timeout_s=40)  # offline: the silence detector says so
+    until(lambda: silent(api, rid), 40, lambda: f"silence open on {rid}: {shown(view(api, rid))}")  # offline
 
     change = desire(api, {"robots": [rid]}, {"ai_model": NEW}, reason="e2e: offline robot converges")
     returned = robot.report()  # back, still on the old version
@@ -103,6 +109,7 @@ def test_a_robot_offline_during_the_change_converges_when_it_returns(world: Worl
     assert resent[0]["fields"] == {"ai_model": NEW}, resent
     assert change["change_id"] in resent[0]["change_ids"], resent
     back = view_at_seq(api, robot)
+    assert "ai_model" in (back.get("desired") or {}), f"GET /twins shows no desired ai_model: {shown(back)}"
     assert back["desired"]["ai_model"]["value"] == NEW
     assert back["desired"]["ai_model"]["principal"] == "operator"
     assert back["desired"]["ai_model"]["reason"] == "e2e: offline robot converges"
@@ -115,7 +122,7 @@ def test_a_robot_offline_during_the_change_converges_when_it_returns(world: Worl
     assert done["reported"]["ai_model"] == NEW and done["desired"]["ai_model"]["value"] == NEW
 
     # offline and back once more: a robot that reports the desired value gets nothing re-sent
-    eventually(lambda: silent(api, rid), timeout_s=40)
+    until(lambda: silent(api, rid), 40, lambda: f"silence open again on {rid}: {shown(view(api, rid))}")
     robot.report(2)
     assert view_at_seq(api, robot)["delta"] == []
     time.sleep(2)
@@ -247,6 +254,7 @@ def test_desired_state_survives_kill_minus_9_of_the_worker(world: World) -> None
     pid = world.stack.procs.pid("worker")
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
+    time.sleep(1.0)  # the port is free once the kernel has closed the dead process's sockets
     world.stack.start_worker()
 
     assert eventually(lambda: (got := api.get("/desired")).is_success and got.json() == listed or None,

@@ -57,8 +57,10 @@ def amr_report(robot: str, seq: int, ts: float, version: str, sector: str, site:
 
 
 class Robot:
-    """A hand-made robot: each `report` call publishes reports stamped now, one second apart
-    in event time, with the next seqs; `version` is what it says it runs."""
+    """A hand-made robot: each `report` call publishes `n` reports one second apart, each stamped
+    when it is sent (event time and broker time alike, as a robot's own producer would), with the
+    next seqs; `version` is what it says it runs. Nothing is backdated, so an instant the test takes
+    between two calls divides the log as it divided what the worker had seen."""
 
     def __init__(self, settings: Settings, robot_id: str, sector: str, site: str, version: str = OLD) -> None:
         self.settings, self.robot_id, self.sector, self.site, self.version = settings, robot_id, sector, site, version
@@ -66,25 +68,29 @@ class Robot:
         self.last_ts = 0.0
 
     def report(self, n: int = 1) -> float:
-        """Publish `n` reports (the last stamped now) and wait for the broker; returns the first's ts."""
-        now = time.time()
-        stamps = [max(self.last_ts + 0.001, now - (n - 1 - i)) for i in range(n)]
-        asyncio.run(self._send(stamps))
-        return stamps[0]
+        """Publish `n` reports a second apart and wait for the broker; returns the first one's ts."""
+        return asyncio.run(self._send(n))
 
-    async def _send(self, stamps: list[float]) -> None:
+    async def _send(self, n: int) -> float:
         producer = AIOKafkaProducer(bootstrap_servers=self.settings.bootstrap)
         await producer.start()
+        first = 0.0
         try:
-            for ts in stamps:
-                self.seq += 1
-                self.last_ts = ts
-                await producer.send(self.settings.telemetry_topic,
-                                    amr_report(self.robot_id, self.seq, ts, self.version, self.sector, self.site),
-                                    key=self.robot_id.encode(), timestamp_ms=int(ts * 1000))
-            await producer.flush()
+            for i in range(n):
+                if i:
+                    await asyncio.sleep(1.0)
+                await (await producer.send(self.settings.telemetry_topic, self.next_report(),
+                                           key=self.robot_id.encode(), timestamp_ms=int(self.last_ts * 1000)))
+                first = first or self.last_ts
         finally:
             await producer.stop()
+        return first
+
+    def next_report(self) -> bytes:
+        """The next report, stamped now (and after the previous one)."""
+        self.seq += 1
+        self.last_ts = max(self.last_ts + 0.001, time.time())
+        return amr_report(self.robot_id, self.seq, self.last_ts, self.version, self.sector, self.site)
 
 
 class Reporter:
@@ -201,11 +207,9 @@ async def _report_all(robots: list[Robot]) -> None:
     await producer.start()
     try:
         for robot in robots:
-            robot.seq += 1
-            robot.last_ts = ts = max(robot.last_ts + 0.001, time.time())
-            await producer.send(robot.settings.telemetry_topic,
-                                amr_report(robot.robot_id, robot.seq, ts, robot.version, robot.sector, robot.site),
-                                key=robot.robot_id.encode(), timestamp_ms=int(ts * 1000))
+            value = robot.next_report()
+            await producer.send(robot.settings.telemetry_topic, value, key=robot.robot_id.encode(),
+                                timestamp_ms=int(robot.last_ts * 1000))
         await producer.flush()
     finally:
         await producer.stop()
