@@ -9,9 +9,13 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from streams.seeds import read_scenario
+from streams.seeds import read_detectors, read_scenario
+from twin.desired import DesiredChange, Selector, change_key, deltas, encode_change, resolve, robot_share
 from twin.fleet import Fleet
-from twin.schema import Event
+from twin.fleet_fold import FleetState, Rules, on_desired, on_desired_commands, on_record
+from twin.record import Record
+from twin.schema import Event, encode
+from twin.state import Twin
 from twin.sim import FleetSim
 from twin.sim.commands import BadCommand, Obedience
 from twin.sim.scenario import CommLoss, Scenario, Where
@@ -241,3 +245,57 @@ def test_a_version_effect_follows_the_version_a_robot_runs(fleet: Fleet, name: s
     else:
         assert 0.4 * rate["policy-2.4.0"] < rate["policy-2.5.0"] < 2.5 * rate["policy-2.4.0"], rate
         assert 0.9 < slow < 1.1
+
+
+# ---------------------------------------------------------------- the whole loop, without I/O
+
+
+def _loop(fleet: Fleet, ticks: int, change_at: int, **obey: float) -> tuple[FleetSim, dict[str, Twin], FleetState]:
+    """Simulated robots, the worker's fold (`twin.fleet_fold`) and a desired change at tick `change_at`:
+    the commands the fold sends go back to the robots, as the worker and the simulator do through Kafka."""
+    spec = msgspec.structs.replace(read_scenario(SEEDS, "rollout-gate"), robots=24)
+    sim = FleetSim(fleet, spec, seed=1, obedience=Obedience(**obey))
+    rules, state = Rules(fleet, read_detectors(SEEDS)), FleetState()
+    twins: dict[str, Twin] = {}
+    offset = 0
+    for tick in range(ticks):
+        if tick == change_at:
+            change = DesiredChange(change_id="c1", ts=sim.now, principal="test", reason="the loop",
+                                   selector=Selector(model="amr", share=0.5), field="ai_model", value=NEW)
+            record = Record("desired", 0, 0, sim.now, change_key(change), encode_change(change))
+            before = state.desired
+            state, err = on_desired(state, record, fleet)
+            assert err is None
+            for command in on_desired_commands(before, state.desired, twins.values(), sim.now):
+                assert sim.command(command.robot_id, command.fields, sim.now) == "scheduled"
+        for event in sim.step():
+            record = Record("telemetry", 0, offset, event.ts + 0.05, event.robot_id.encode(), encode(event))
+            offset += 1
+            state, out = on_record(state, twins.get, record, rules)
+            assert out.step.error is None, out.step.error
+            if out.step.twin is not None:
+                twins[event.robot_id] = out.step.twin
+            for command in out.step.commands:
+                sim.command(command.robot_id, command.fields, sim.now)
+    return sim, twins, state
+
+
+NEW = "policy-2.5.0"
+
+
+def test_the_fleet_converges_on_its_desired_state(fleet: Fleet) -> None:
+    sim, twins, state = _loop(fleet, 60, change_at=5, apply_delay_s=10.0)
+    chosen = {r for r in sim.roster.robot_ids if robot_share(r) < 0.5}
+    assert 0 < len(chosen) < 24
+    assert {r for r, t in twins.items() if t.ai_model_version == NEW} == chosen
+    assert all(not deltas(t, resolve(state.desired, t)) for t in twins.values())
+    assert all(t.config == {"max_speed_mps": "1.05", "safety_profile": "standard"} for t in twins.values())
+
+
+def test_robots_that_fail_the_update_drift_and_the_twin_says_so(fleet: Fleet) -> None:
+    sim, twins, state = _loop(fleet, 700, change_at=5, apply_delay_s=10.0, fail_share=1.0)
+    chosen = {r for r in sim.roster.robot_ids if robot_share(r) < 0.5}
+    assert all(twins[r].ai_model_version != NEW for r in chosen)
+    drifting = {r for r, t in twins.items()
+                if any(o.detector == "desired_drift" for o in (t.watch.open if t.watch else ()))}
+    assert drifting == chosen
