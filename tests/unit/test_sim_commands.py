@@ -12,13 +12,13 @@ import pytest
 from streams.seeds import read_detectors, read_scenario
 from twin.desired import DesiredChange, Selector, change_key, deltas, encode_change, resolve, robot_share
 from twin.fleet import Fleet
-from twin.fleet_fold import FleetState, Rules, on_desired, on_desired_commands, on_record
+from twin.fleet_fold import FleetState, Rules, on_desired, on_desired_commands, on_record, silence_check_due
 from twin.record import Record
 from twin.schema import Event, encode
 from twin.state import Twin
 from twin.sim import FleetSim
 from twin.sim.commands import BadCommand, Obedience
-from twin.sim.scenario import CommLoss, Scenario, Where
+from twin.sim.scenario import CommLoss, Fault, Scenario, Where
 
 SEEDS = Path(__file__).resolve().parents[2] / "seeds"
 SMALL = Scenario(name="small", robots=18, duration_s=600)
@@ -250,15 +250,25 @@ def test_a_version_effect_follows_the_version_a_robot_runs(fleet: Fleet, name: s
 # ---------------------------------------------------------------- the whole loop, without I/O
 
 
-def _loop(fleet: Fleet, ticks: int, change_at: int, **obey: float) -> tuple[FleetSim, dict[str, Twin], FleetState]:
-    """Simulated robots, the worker's fold (`twin.fleet_fold`) and a desired change at tick `change_at`:
-    the commands the fold sends go back to the robots, as the worker and the simulator do through Kafka."""
-    spec = msgspec.structs.replace(read_scenario(SEEDS, "rollout-gate"), robots=24)
+def _loop(fleet: Fleet, ticks: int, change_at: int, faults: list[Fault] | None = None,
+          heard: Counter[str] | None = None, **obey: float) -> tuple[FleetSim, dict[str, Twin], FleetState]:
+    """Simulated robots, the worker's fold (`twin.fleet_fold`, silence checks included) and a desired
+    change at tick `change_at`: the commands the fold sends go back to the robots, as the worker and
+    the simulator do through Kafka; `heard` counts what became of them."""
+    spec = msgspec.structs.replace(read_scenario(SEEDS, "rollout-gate"), robots=24, faults=faults or [])
     sim = FleetSim(fleet, spec, seed=1, obedience=Obedience(**obey))
     rules, state = Rules(fleet, read_detectors(SEEDS)), FleetState()
     twins: dict[str, Twin] = {}
+    heard = Counter() if heard is None else heard
     offset = 0
     for tick in range(ticks):
+        for robot, twin in list(twins.items()):
+            if silence_check_due(twin, sim.now, rules.config):
+                check = Record("check", 0, offset, sim.now, robot.encode(), str(sim.now).encode())
+                state, out = on_record(state, twins.get, check, rules)
+                offset += 1
+                assert out.step.error is None, out.step.error
+                twins[robot] = out.step.twin or twin
         if tick == change_at:
             change = DesiredChange(change_id="c1", ts=sim.now, principal="test", reason="the loop",
                                    selector=Selector(model="amr", share=0.5), field="ai_model", value=NEW)
@@ -267,7 +277,7 @@ def _loop(fleet: Fleet, ticks: int, change_at: int, **obey: float) -> tuple[Flee
             state, err = on_desired(state, record, fleet)
             assert err is None
             for command in on_desired_commands(before, state.desired, twins.values(), sim.now):
-                assert sim.command(command.robot_id, command.fields, sim.now) == "scheduled"
+                heard[sim.command(command.robot_id, command.fields, sim.now)] += 1
         for event in sim.step():
             record = Record("telemetry", 0, offset, event.ts + 0.05, event.robot_id.encode(), encode(event))
             offset += 1
@@ -276,7 +286,7 @@ def _loop(fleet: Fleet, ticks: int, change_at: int, **obey: float) -> tuple[Flee
             if out.step.twin is not None:
                 twins[event.robot_id] = out.step.twin
             for command in out.step.commands:
-                sim.command(command.robot_id, command.fields, sim.now)
+                heard[sim.command(command.robot_id, command.fields, sim.now)] += 1
     return sim, twins, state
 
 
@@ -290,6 +300,20 @@ def test_the_fleet_converges_on_its_desired_state(fleet: Fleet) -> None:
     assert {r for r, t in twins.items() if t.ai_model_version == NEW} == chosen
     assert all(not deltas(t, resolve(state.desired, t)) for t in twins.values())
     assert all(t.config == {"max_speed_mps": "1.05", "safety_profile": "standard"} for t in twins.values())
+
+
+def test_a_robot_offline_during_the_change_converges_when_it_returns(fleet: Fleet) -> None:
+    sim = _sim(fleet, msgspec.structs.replace(read_scenario(SEEDS, "rollout-gate"), robots=24))
+    chosen = [k for k, r in enumerate(sim.roster.robot_ids) if robot_share(r) < 0.5]
+    site = sim.roster.sites[chosen[0]]
+    away = {r for k, r in enumerate(sim.roster.robot_ids) if sim.roster.sites[k] == site and k in chosen}
+    silent = CommLoss(where=Where(site=site), robots=24, start=20, duration=120)
+    heard: Counter[str] = Counter()
+    sim, twins, state = _loop(fleet, 200, change_at=40, faults=[silent], heard=heard, apply_delay_s=10.0)
+    # told at once, or (the one away) when it reconnected: the fold sends the delta again
+    assert heard["offline"] == len(away) and heard["scheduled"] == len(chosen), heard
+    assert all(twins[r].ai_model_version == NEW and twins[r].last_seen > sim.start_ts + 140 for r in away)
+    assert all(not deltas(t, resolve(state.desired, t)) for t in twins.values())
 
 
 def test_robots_that_fail_the_update_drift_and_the_twin_says_so(fleet: Fleet) -> None:
