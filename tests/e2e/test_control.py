@@ -26,6 +26,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from streams.local.stack import Stack, settings_env
 from streams.settings import Settings
@@ -238,6 +239,61 @@ def test_a_selector_by_share_and_version_reaches_the_robots_resolve_selects(worl
 
     assert eventually(sent, timeout_s=20) == selected
 
+
+SIM_SCENARIO = {
+    "name": "control-e2e", "robots": 10, "rate_hz": 1.0, "duration_s": 90, "models": ["amr"],
+    "sectors": ["energy_utilities"], "start_version": OLD,
+    "faults": [{"type": "comm_loss", "robots": 3, "start": 8, "duration": 40}],
+}
+"""Ten amrs of a sector no other test here uses, three of them out of reach from 8 s to 48 s."""
+
+
+def returned_at(settings: Settings, robot: str) -> float | None:
+    """Event time the robot came back: its silence anomaly's resolution."""
+    back = [a for a in anomalies(settings, robot, "silence") if a["status"] == "resolved"]
+    return float(back[0]["ts"]) if back else None
+
+
+def test_the_simulated_fleet_obeys_and_robots_offline_apply_on_return(world: World, tmp_path: Path) -> None:
+    """`fleet-twin simulate` as the robots: online ones apply the command after their delay, the
+    ones out of reach (the simulator drops what they would not receive) apply it once back."""
+    api, s = world.api, world.settings
+    scenario = tmp_path / "control-e2e.yaml"
+    scenario.write_text(yaml.safe_dump(SIM_SCENARIO))
+    sim = subprocess.Popen([sys.executable, "-m", "streams", "simulate", "--no-progress", "--scenario", str(scenario),
+                            "--apply-delay-s", "3", "--seed", "5"], env={**os.environ, **settings_env(s)},
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        listed = until(lambda: (got := api.get("/twins", params={"sector": "energy_utilities"}).json())["total"] == 10
+                       and got["robots"] or None, 30, "the simulator's 10 robots have twins")
+        robots = set(listed)
+        def quiet() -> set[str] | None:
+            found = {r for r in robots if silent(api, r)}
+            return found if len(found) == 3 else None
+
+        offline = until(quiet, 40, lambda: f"3 robots silent, not {sorted(r for r in robots if silent(api, r))}")
+        change = desire(api, {"sector": "energy_utilities", "model": "amr"}, {"ai_model": NEW},
+                        reason="e2e: the simulated fleet obeys")
+
+        def converged(which: set[str]) -> dict[str, dict[str, Any]] | None:
+            views = {r: view(api, r) for r in which}
+            return views if all(v["delta"] == [] and v["reported"]["ai_model"] == NEW for v in views.values()) else None
+
+        until(lambda: converged(robots - offline), 20,
+              lambda: f"online robots converged: {[shown(view(api, r)) for r in sorted(robots - offline)]}")
+        for r in offline:  # still out of reach: the command could not reach them
+            assert [d["field"] for d in view(api, r)["delta"]] == ["ai_model"], shown(view(api, r))
+        until(lambda: converged(offline), 45,
+              lambda: f"robots back from comm loss converged: {[shown(view(api, r)) for r in sorted(offline)]}")
+        for r in offline:
+            back = returned_at(s, r)
+            assert back is not None and back > change["ts"], f"{r} came back at {back}"
+            sent = [c for c in commands(s, [r]) if c["ts"] >= back]
+            assert sent and sent[0]["fields"] == {"ai_model": NEW}, f"{r}: no command after its return: {commands(s, [r])}"
+    finally:
+        sim.terminate()
+        _, err = sim.communicate(timeout=30)
+    assert sim.returncode in (0, -15), err[-2000:]
 
 def test_desired_state_survives_kill_minus_9_of_the_worker(world: World) -> None:
     """Last in the module: it kills the module's worker (and starts it again)."""
