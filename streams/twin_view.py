@@ -82,7 +82,7 @@ def _twin_view(twin: Twin) -> dict[str, Any]:
         "seq": twin.seq,
         **with_iso(first_seen=twin.first_seen, last_seen=twin.last_seen),
         "signals": {
-            name: {"value": s.value, **with_iso(ts=twin.signal_time(s)[0]), "n": s.n, "mean": s.mean,
+            name: {"value": s.value, **with_iso(ts=twin.signal_time(s)[0]), "n": twin.signal_count(s), "mean": s.mean,
                    "std": s.var**0.5}
             for name, s in sorted(twin.signals.items())
         },

@@ -38,6 +38,8 @@ class ConfigParam(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max: float | None = None
     values: tuple[str, ...] = ()
     """The allowed values of an enum parameter."""
+    default: str | None = None
+    """What a robot runs until told otherwise (the simulator starts its robots on it)."""
 
 
 class Control(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -178,3 +180,15 @@ def _check_control(fleet: Fleet, where: str) -> None:
                 raise InvalidSeed(f"{path}: 'values' belongs to enums; a {param.type} takes min and max")
             if param.min is not None and param.max is not None and param.min > param.max:
                 raise InvalidSeed(f"{path}: need min <= max")
+            if param.default is not None and not _allowed(param, param.default):
+                raise InvalidSeed(f"{path}: default {param.default!r} is not an allowed value")
+
+
+def _allowed(param: ConfigParam, value: str) -> bool:
+    if param.type == "enum":
+        return value in param.values
+    try:
+        number = int(value) if param.type == "int" else float(value)
+    except ValueError:
+        return False
+    return (param.min is None or number >= param.min) and (param.max is None or number <= param.max)

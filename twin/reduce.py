@@ -102,38 +102,51 @@ def _merge_signals(twin: Twin, event: Event, newest: bool) -> dict[str, SignalSt
 
     A signal whose value comes with the twin's latest event stores ts/seq as
     None; when the latest moves on without it, its own time is written out.
+    Likewise its count `n` is None while the signal came with every accepted
+    event, and is written out when an event comes without it.
     """
+    events = twin.counts.events + 1  # after this event
     merged = {}
     for name, old in twin.signals.items():
         value = event.signals.get(name)
         if value is not None:
-            merged[name] = _update_signal(old, twin.signal_time(old), value, event, newest)
-        elif newest and (old.ts is None or old.seq is None):
+            n = _n(twin.signal_count(old) + 1, events)
+            merged[name] = _update_signal(old, twin.signal_time(old), value, event, newest, n)
+            continue
+        state = old
+        if newest and (old.ts is None or old.seq is None):
             ts, seq = twin.signal_time(old)
-            merged[name] = replace(old, ts=ts, seq=seq)
-        else:
-            merged[name] = old
-    fresh = {n: _new_signal(v, event, newest) for n, v in event.signals.items() if n not in twin.signals}
+            state = replace(state, ts=ts, seq=seq)
+        if old.n is None:
+            state = replace(state, n=twin.counts.events)
+        merged[name] = state
+    fresh = {name: _new_signal(v, event, newest, _n(1, events)) for name, v in event.signals.items()
+             if name not in twin.signals}
     if fresh:
         merged = dict(sorted({**merged, **fresh}.items()))  # canonical order: bytes must not depend on the sender's
     return merged
 
 
-def _new_signal(value: float, event: Event, newest: bool) -> SignalState:
-    return SignalState(value, None if newest else event.ts, None if newest else event.seq, 1, value, 0.0)
+def _n(count: int, events: int) -> int | None:
+    """A signal's count as stored: None when it equals the twin's accepted events."""
+    return None if count == events else count
+
+
+def _new_signal(value: float, event: Event, newest: bool, n: int | None = None) -> SignalState:
+    return SignalState(value, None if newest else event.ts, None if newest else event.seq, n, value, 0.0)
 
 
 def _update_signal(old: SignalState, when: tuple[float, int], value: float, event: Event,
-                   newest: bool) -> SignalState:
+                   newest: bool, n: int | None) -> SignalState:
     delta = value - old.mean
     mean = old.mean + ALPHA * delta
     var = (1 - ALPHA) * (old.var + ALPHA * delta * delta)
     if (event.ts, event.seq) > when:
         ts, seq = (None, None) if newest else (event.ts, event.seq)
-        return SignalState(value, ts, seq, old.n + 1, mean, var)
+        return SignalState(value, ts, seq, n, mean, var)
     # Older than this signal's value: then it is not the twin's newest either,
     # so the stored ts/seq (None or explicit) keep their meaning.
-    return SignalState(old.value, old.ts, old.seq, old.n + 1, mean, var)
+    return SignalState(old.value, old.ts, old.seq, n, mean, var)
 
 
 def _count(counts: Counts, event: Event) -> Counts:

@@ -40,8 +40,10 @@ class SignalState(msgspec.Struct, frozen=True, array_like=True):
     case: one byte stored instead of nine). `Twin.signal_time` resolves it."""
     seq: int | None
     """Seq of `value`; None when it came with the twin's latest event."""
-    n: int
-    """Values seen (every accepted event that carried this signal)."""
+    n: int | None
+    """Values seen (every accepted event that carried this signal); None when that is every event
+    the twin accepted (the usual case: one byte stored instead of three to five, which pays for
+    the reported configuration). `Twin.signal_count` resolves it."""
     mean: float
     """Exponentially weighted mean, in arrival order: the detectors' baseline."""
     var: float
@@ -121,6 +123,10 @@ class Twin(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
         """The (event time, seq) of a signal's newest value."""
         return (self.ts if state.ts is None else state.ts,
                 self.latest_seq if state.seq is None else state.seq)
+
+    def signal_count(self, state: SignalState) -> int:
+        """How many values of a signal were seen."""
+        return self.counts.events if state.n is None else state.n
 
     def missing(self) -> int:
         """Seqs between the lowest and highest accepted that never arrived (lost messages)."""

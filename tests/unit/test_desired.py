@@ -468,3 +468,19 @@ def test_any_order_of_changes_and_reports_gives_the_same_desired_reported_and_de
     shuffled = list(history)
     rnd.shuffle(shuffled)
     assert outcome(shuffled) == outcome(history)
+
+
+def test_a_config_default_outside_its_values_is_refused_in_the_seeds() -> None:
+    import yaml
+
+    from twin.exceptions import InvalidSeed
+    from twin.fleet import load_fleet
+    seeds_dir = Settings().seeds_dir
+    sectors = yaml.safe_load((seeds_dir / "sectors.yaml").read_text())
+    models = yaml.safe_load((seeds_dir / "models.yaml").read_text())
+    models["models"]["amr"]["control"]["config"]["safety_profile"]["default"] = "reckless"
+    with pytest.raises(InvalidSeed, match="control.config.safety_profile: default 'reckless'"):
+        load_fleet(sectors, models)
+    models["models"]["amr"]["control"]["config"]["safety_profile"] = {"type": "enum"}
+    with pytest.raises(InvalidSeed, match="an enum needs a non-empty 'values' list"):
+        load_fleet(sectors, models)

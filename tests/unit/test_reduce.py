@@ -37,7 +37,7 @@ def invariant(twin: Twin) -> dict[str, Any]:
     """The part of a twin that must not depend on arrival order."""
     out = {f: getattr(twin, f) for f in Twin.__struct_fields__
            if f not in ARRIVAL_ORDER_FIELDS and f != "signals"}
-    out["signals"] = {k: (s.value, *twin.signal_time(s), s.n) for k, s in twin.signals.items()}
+    out["signals"] = {k: (s.value, *twin.signal_time(s), twin.signal_count(s)) for k, s in twin.signals.items()}
     return out
 
 
@@ -112,7 +112,18 @@ def test_mode_counts_and_rejections_are_counted() -> None:
 def test_running_statistics_follow_the_signal() -> None:
     twin = fold([ev(i, float(i), signals={"battery_soc_pct": 50.0 + (i % 2)}) for i in range(1, 200)])
     stats = twin.signals["battery_soc_pct"]
-    assert stats.n == 199 and 50.2 < stats.mean < 50.8 and 0.1 < stats.var < 0.4
+    assert twin.signal_count(stats) == 199 and stats.n is None and 50.2 < stats.mean < 50.8 and 0.1 < stats.var < 0.4
+
+
+def test_a_signals_count_is_stored_only_when_it_missed_events() -> None:
+    twin = fold([ev(1, 1.0, signals={"battery_soc_pct": 50.0}),
+                 ev(2, 2.0, signals={"battery_soc_pct": 51.0, "speed_mps": 1.0}),
+                 ev(3, 3.0, signals={"speed_mps": 1.0}), ev(4, 4.0, signals={"battery_soc_pct": 52.0, "speed_mps": 1.0})])
+    soc, speed = twin.signals["battery_soc_pct"], twin.signals["speed_mps"]
+    assert (soc.n, speed.n) == (3, 3)
+    assert (twin.signal_count(soc), twin.signal_count(speed), twin.counts.events) == (3, 3, 4)
+    every = fold([ev(i, float(i), signals={"battery_soc_pct": 50.0}) for i in range(1, 5)])
+    assert every.signals["battery_soc_pct"].n is None and every.signal_count(every.signals["battery_soc_pct"]) == 4
 
 
 def test_the_view_is_a_stable_named_shape() -> None:
