@@ -92,7 +92,8 @@ def test_a_robot_reports_the_version_it_is_told_after_the_delay(
                                 lambda seen: sum(e.mode == "maintenance" for e in seen) >= 2))
     mine = sorted((e for e in seen if e.robot_id == robot), key=lambda e: e.seq)
     changed = next(e for e in mine if e.ai_model_version == NEW)
-    assert 0.5 * DELAY_S - 1.5 <= changed.ts - sent <= 1.5 * DELAY_S + 1.5, (changed.ts, sent)
+    # heard at the next tick (a fetch may take a moment), shown DELAY_S +-50% later
+    assert 0.5 * DELAY_S - 2.0 <= changed.ts - sent <= 1.5 * DELAY_S + 4.0, (changed.ts, sent)
     assert all(e.ai_model_version == old for e in mine if e.seq < changed.seq)  # not before the delay
     assert all(e.ai_model_version == NEW and e.reported_config()["safety_profile"] == "cautious"
                for e in mine if e.seq > changed.seq)
