@@ -1,12 +1,13 @@
 """`fleet-twin archive`: the topics in Parquet for good, and the reader that replays them.
 
 Kafka keeps a bounded history; the archive keeps the rest. A consumer group
-(`{app_id}-archive`) reads three topics and writes them as hive-partitioned
+(`{app_id}-archive`) reads four topics and writes them as hive-partitioned
 Parquet under one root (layout and columns: `streams.analysis.archive_layout`):
 
     telemetry/date=YYYY-MM-DD/sector=S/part-{partition}-{first}-{last}.parquet
     checks/date=YYYY-MM-DD/sector=__checks__/part-...   (silence checks: no place, one sector)
     anomalies/date=YYYY-MM-DD/sector=S|__fleet__/part-...
+    desired/date=YYYY-MM-DD/sector=__desired__/part-...  (fleet.desired: selectors span sectors)
 
 Delivery is at least once. Records are buffered and written when the buffer
 holds `flush_rows` records or its oldest is `flush_s` old; each file is
@@ -15,7 +16,7 @@ committed only once every file of the flush is durable (and again before a
 rebalance takes partitions away). A crash between the two writes some rows
 twice; the reader keeps one row per (partition, offset).
 
-`archive_records` reads telemetry and checks back as `twin.record.Record`s,
+`archive_records` reads telemetry, checks and desired changes back as `twin.record.Record`s,
 the same records a Kafka source gives for the same window, so a replay runs
 from the archive as it would from the log.
 """
@@ -173,7 +174,7 @@ async def archive(settings: Settings, root: Path, *, once: bool = False, flush_r
     with more members than partitions) waits until it is.
     """
     topics: dict[str, Dataset] = {settings.telemetry_topic: "telemetry", settings.checks_topic: "checks",
-                                  settings.anomalies_topic: "anomalies"}
+                                  settings.anomalies_topic: "anomalies", settings.desired_topic: "desired"}
     consumer = AIOKafkaConsumer(
         **client_kwargs(settings), group_id=f"{settings.app_id}-archive",
         auto_offset_reset="earliest", enable_auto_commit=False,
@@ -250,22 +251,25 @@ class _File:
 
 def archive_records(root: Path, start: float, end: float,
                     partitions: set[int] | None = None) -> list[Iterator[Record]]:
-    """Telemetry and checks timed in [start, end]: one iterator per (dataset, partition).
+    """Telemetry and checks timed in [start, end], and every desired-state change timed up to `end`
+    (the rules in force at `start` began earlier): one iterator per (dataset, partition).
 
     Each iterator yields `Record`s in offset order, one per (partition, offset)
     however often the archiver wrote it, and reads `_CHUNK` offsets at a time.
     Merge them with `twin.replay.in_log_order`.
     """
     streams: list[Iterator[Record]] = []
-    folded: tuple[Dataset, ...] = ("telemetry", "checks")
+    folded: tuple[Dataset, ...] = ("telemetry", "checks", "desired")
     for dataset in folded:
         kind = KINDS[dataset]
-        files = [f for f in _files(root, dataset, start, end) if partitions is None or f.partition in partitions]
+        since = 0.0 if dataset == "desired" else start
+        files = [f for f in _files(root, dataset, since, end)
+                 if partitions is None or f.partition in partitions or dataset == "desired"]
         by_partition: dict[int, list[_File]] = {}
         for f in files:
             by_partition.setdefault(f.partition, []).append(f)
         for partition, chosen in sorted(by_partition.items()):
-            streams.append(_stream(chosen, kind, partition, start, end))
+            streams.append(_stream(chosen, kind, partition, since, end))
     return streams
 
 

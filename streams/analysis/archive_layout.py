@@ -36,9 +36,10 @@ from twin.frames import ANOMALY_SCHEMA
 from twin.record import Kind, Record
 from twin.validate import DEFAULT_POLICY, decode
 
-Dataset = Literal["telemetry", "checks", "anomalies"]
-DATASETS: tuple[Dataset, ...] = ("telemetry", "checks", "anomalies")
-KINDS: dict[Dataset, Kind] = {"telemetry": "telemetry", "checks": "check", "anomalies": "anomaly"}
+Dataset = Literal["telemetry", "checks", "anomalies", "desired"]
+DATASETS: tuple[Dataset, ...] = ("telemetry", "checks", "anomalies", "desired")
+KINDS: dict[Dataset, Kind] = {"telemetry": "telemetry", "checks": "check", "anomalies": "anomaly",
+                              "desired": "desired"}
 """The kind of the records each dataset holds."""
 
 INVALID = "__invalid__"
@@ -47,6 +48,8 @@ FLEET = "__fleet__"
 """Sector of anomalies about no sector (fleet-wide findings such as rollouts)."""
 CHECKS = "__checks__"
 """Sector of every silence check: a check carries a robot id and a time, no place."""
+DESIRED = "__desired__"
+"""Sector of every desired-state change (`fleet.desired`): a selector may span sectors."""
 
 KAFKA_SCHEMA: dict[str, pl.DataType] = {
     "partition": pl.Int32(), "offset": pl.Int64(), "timestamp": pl.Float64(),
@@ -65,6 +68,7 @@ ANOMALIES_SCHEMA: dict[str, pl.DataType] = KAFKA_SCHEMA | {
 }
 SCHEMAS: dict[Dataset, dict[str, pl.DataType]] = {
     "telemetry": TELEMETRY_SCHEMA, "checks": KAFKA_SCHEMA, "anomalies": ANOMALIES_SCHEMA,
+    "desired": KAFKA_SCHEMA,
 }
 """The columns stored in each dataset's files (the hive `date` and `sector` come from the path)."""
 
@@ -125,7 +129,7 @@ def to_frame(dataset: Dataset, records: Iterable[Record], max_bytes: int = DEFAU
         elif dataset == "anomalies":
             sector, decoded = _anomaly_columns(r.value)
         else:
-            sector, decoded = CHECKS, ()
+            sector, decoded = (CHECKS if dataset == "checks" else DESIRED), ()
         rows.append((utc_date(r.timestamp), sector, r.partition, r.offset, r.timestamp,
                      r.key, r.value, *decoded))
     schema = {"date": pl.String(), "sector": pl.String()} | SCHEMAS[dataset]

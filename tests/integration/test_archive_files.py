@@ -80,3 +80,15 @@ def test_anomalies_read_back_with_their_sector(tmp_path: Path) -> None:
     assert frame["sector"].to_list() == ["", "mining", None] and frame["id"].to_list() == ["a0", "a1", None]
     assert frame.columns[-3:] == ["partition", "offset", "timestamp"]
     assert archive_anomalies(tmp_path / "nothing", 0.0, 1.0).schema == frame.schema
+
+
+def test_desired_changes_are_read_from_before_the_window_up_to_its_end(tmp_path: Path) -> None:
+    day = 86_400_000
+    write(tmp_path, "telemetry", telemetry(1, range(0, 3)))
+    write(tmp_path, "desired", [rec(0, 0, T0 - 2 * day, b"k1", b"{}", "desired"),
+                                rec(0, 1, T0 + 1000, b"k2", b"{}", "desired"),
+                                rec(0, 2, T0 + 9000, b"k3", b"{}", "desired")])
+    assert {p.parent.name for p in tmp_path.glob("desired/*/*/*.parquet")} == {"sector=__desired__"}
+    streams = read(tmp_path, start=(T0 + 500) / 1000.0, end=(T0 + 2000) / 1000.0, partitions={1})
+    desired = [s for s in streams if s and s[0].kind == "desired"]
+    assert [[r.offset for r in s] for s in desired] == [[0, 1]]  # the one before the window counts; after, not
