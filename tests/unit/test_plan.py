@@ -11,7 +11,7 @@ import yaml
 
 from streams.seeds import read_fleet
 from twin.desired import DesiredRules, add_change, change_key, check_change, resolve, robot_share
-from twin.plan import GateRecord, Plan, begin, load_plan, on_decision, principal
+from twin.plan import GateRecord, Plan, begin, halt_anomaly, halt_reason, load_plan, on_decision, principal
 from twin.reduce import apply
 from twin.schema import Event
 from twin.state import Twin
@@ -108,3 +108,24 @@ def test_a_gate_record_round_trips_as_json() -> None:
     record = GateRecord(plan="p", wave=1, ts=5.0, decision="continue", statistic=0.5, upper=2.77, lower=-1.56,
                         evidence={"new": {"events": 1}}, status="running", share=0.25)
     assert msgspec.json.decode(msgspec.json.encode(record), type=GateRecord) == record
+
+
+def test_a_halt_raises_a_critical_fleet_level_anomaly_with_the_evidence() -> None:
+    from twin.gate import Pair, Tally, look, start
+
+    plan = load_plan(DOC)
+    gate = start(plan.gate, {}, 0.0)
+    gate, decision = look(gate, {"amr/logistics": Pair(new=Tally(exposure_s=3600.0, events=30),
+                                                       old=Tally(exposure_s=36000.0, events=20))})
+    assert decision == "halt"
+    why = halt_reason(gate)
+    (revert,) = on_decision(plan, 0, decision, 50.0, "r", why).changes
+    anomaly = halt_anomaly(plan, 0, gate, 10.0, 50.0, revert)
+    assert (anomaly.detector, anomaly.severity, anomaly.status, anomaly.robot_id) == (
+        "rollout_gate", "critical", "open", "")
+    assert anomaly.model == "amr" and anomaly.sector == "logistics" and anomaly.signal == "ai_model@policy-2.5.0"
+    ev = anomaly.evidence
+    assert ev["statistic"] >= ev["upper"] > 0 > ev["lower"] and ev["revert_change_id"] == "r"
+    assert ev["new"]["events"] == 30 and ev["old"]["hours"] == 10.0 and ev["plan"] == "canary-amr"
+    assert "30 in 1.00 h against 20 in 10.00 h" in why and revert.reason == f"gate halted: {why}"
+    assert halt_anomaly(plan, 0, gate, 10.0, 60.0, revert).id == anomaly.id  # one alert per halted wave
