@@ -150,8 +150,12 @@ def robot_share(robot_id: str) -> float:
     return int.from_bytes(digest, "big") / 2**64
 
 
-def matches(change: DesiredChange, twin: Twin) -> bool:
-    """Does `change`'s selector pick this robot, as it reports now?"""
+def matches(change: DesiredChange, twin: Twin, share: float | None = None) -> bool:
+    """Does `change`'s selector pick this robot, as it reports now?
+
+    `share`: the robot's `robot_share`, when the caller has it (resolving many changes for one
+    robot hashes its id once, not once per change).
+    """
     sel = change.selector
     if sel.robots and twin.robot_id not in sel.robots:
         return False
@@ -161,7 +165,7 @@ def matches(change: DesiredChange, twin: Twin) -> bool:
         return False
     if sel.model is not None and twin.model != sel.model:
         return False
-    if sel.share is not None and not robot_share(twin.robot_id) < sel.share:
+    if sel.share is not None and not (robot_share(twin.robot_id) if share is None else share) < sel.share:
         return False
     if sel.version is not None and twin.ai_model_version != sel.version:
         return change.value is not None and reported(twin).get(change.field) == change.value
@@ -330,10 +334,11 @@ def add_change(rules: DesiredRules, change: DesiredChange) -> DesiredRules:
 def resolve(rules: DesiredRules, twin: Twin, at: float | None = None) -> dict[str, Desire]:
     """The robot's desired fields from the changes with ts <= `at` (all when None)."""
     desired: dict[str, Desire] = {}
+    share = robot_share(twin.robot_id) if rules.changes else None
     for change in rules.changes:
         if at is not None and change.ts > at:
             break
-        if not matches(change, twin):
+        if not matches(change, twin, share):
             continue
         if change.value is None:
             desired.pop(change.field, None)
