@@ -90,6 +90,8 @@ async def read_topic(settings: Settings, topic: str) -> list[Any]:
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     partitions = sorted(await partition_ids(settings, topic))
+    if not partitions:  # no such topic (yet): nothing in it
+        return []
     consumer = AIOKafkaConsumer(**client_kwargs(settings), enable_auto_commit=False)
     await consumer.start()
     out: list[Any] = []

@@ -29,7 +29,7 @@ import polars as pl
 
 from streams.analysis.replay_window import Window, policy, records
 from streams.exceptions import ReportError
-from streams.kafka_client import client_kwargs, partition_ids
+from streams.kafka_client import read_topic
 from streams.seeds import read_detectors, read_fleet
 from streams.settings import Settings
 from twin import audit, kpi
@@ -165,11 +165,11 @@ def gates_frame(decisions: list[GateRecord]) -> pl.DataFrame:
 def read_side(settings: Settings, topic: str, decode: Callable[[bytes], Any]) -> Side:
     """Every record of `topic` as it is now, decoded; records that do not decode are listed, not lost."""
     side = Side(topic)
-    for partition, offset, value in asyncio.run(_read_all(settings, topic)):
+    for record in asyncio.run(read_topic(settings, topic)):
         try:
-            side.items.append(decode(value))
+            side.items.append(decode(record.value or b""))
         except (InvalidEvent, ValueError) as err:
-            side.bad.append(f"{topic}[{partition}]@{offset}: {err}")
+            side.bad.append(f"{topic}[{record.partition}]@{record.offset}: {err}")
     return side
 
 
@@ -185,31 +185,6 @@ def _gate(raw: bytes) -> GateRecord:
         return _gate_decoder.decode(raw)
     except msgspec.DecodeError as err:
         raise ValueError(f"not a gate record: {err}") from None
-
-
-async def _read_all(settings: Settings, topic: str) -> list[tuple[int, int, bytes]]:
-    """(partition, offset, value) of every record in `topic`, each partition from its first kept
-    offset (a compacted topic starts wherever compaction left it) to its end as it is now."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    parts = sorted(await partition_ids(settings, topic))
-    if not parts:
-        return []
-    consumer = AIOKafkaConsumer(**client_kwargs(settings), enable_auto_commit=False, auto_offset_reset="earliest")
-    await consumer.start()
-    out: list[tuple[int, int, bytes]] = []
-    try:
-        tps = [TopicPartition(topic, p) for p in parts]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        for tp in tps:
-            while await consumer.position(tp) < ends[tp]:
-                batch = (await consumer.getmany(tp, timeout_ms=1000)).get(tp, [])
-                out += [(tp.partition, m.offset, m.value or b"") for m in batch if m.offset < ends[tp]]
-    finally:
-        await consumer.stop()
-    return out
 
 
 # ---------------------------------------------------------------- writing
