@@ -29,6 +29,7 @@ the desired value or the desire is cleared. Pure: no I/O, event time only.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import math
 import re
@@ -386,10 +387,19 @@ def command_for(twin: Twin, desired: dict[str, Desire], at: float | None = None)
 
 def commands_on_change(before: DesiredRules, after: DesiredRules, twins: Iterable[Twin],
                        at: float) -> list[Command]:
-    """The commands a change of the rules causes: robots whose desired values changed and who have a
-    delta (a change that re-states what a robot already desired sends nothing)."""
+    """The commands a change of the rules causes now: robots whose desired values changed and who
+    have a delta (a change that re-states what a robot already desired sends nothing).
+
+    Only robots whose twin is already at or past the change's time: for the others the change
+    takes effect with their next report, which sends the command then (`took_effect`). So each
+    robot gets one command per change, whatever order the worker learns of changes and reports.
+    """
+    known = set(before.changes)
+    since = min((c.ts for c in after.changes if c not in known), default=at)
     out = []
     for twin in twins:
+        if twin.ts < since:
+            continue
         now = resolve(after, twin)
         if _values(now) == _values(resolve(before, twin)):
             continue
@@ -397,6 +407,22 @@ def commands_on_change(before: DesiredRules, after: DesiredRules, twins: Iterabl
         if command is not None:
             out.append(command)
     return out
+
+
+def took_effect(rules: DesiredRules, before: Twin, now: float) -> bool:
+    """Did the robot's desired values change between its previous report (`before.ts`) and `now`?
+
+    A change stamped between two reports of a robot takes effect for it at the
+    second, whenever the worker learnt of the change: before the robot's twin
+    existed, or after its report was folded. The robot's command then goes out
+    with that report (`twin.pipeline.desire`), so no order of change and reports
+    leaves a robot without one.
+    """
+    changes = rules.changes
+    i = bisect.bisect_right(changes, before.ts, key=lambda c: c.ts)
+    if i == len(changes) or changes[i].ts > now:
+        return False
+    return _values(resolve(rules, before, at=before.ts)) != _values(resolve(rules, before, at=now))
 
 
 def _values(desired: dict[str, Desire]) -> dict[str, str]:

@@ -8,7 +8,7 @@ from typing import NamedTuple
 
 from msgspec.structs import replace
 
-from twin.desired import Command, DesiredRules, command_for, judge_drift, resolve
+from twin.desired import Command, DesiredRules, command_for, judge_drift, resolve, took_effect
 from twin.detect.cohort import Cohorts, features, learn, learn_rates
 from twin.detect.findings import Anomaly
 from twin.detect.params import DetectorConfig
@@ -70,7 +70,8 @@ def feed(lookup: Callable[[str], Twin | None], record: Record, fleet: Fleet, con
 def desire(before: Twin | None, twin: Twin, desired: DesiredRules, now: float,
            config: DetectorConfig) -> tuple[Twin, list[Anomaly], tuple[Command, ...]]:
     """Judge the robot's drift from its desired state at event time `now`, and its command if it
-    just (re)connected: its first event, or the first after a silence anomaly.
+    just (re)connected (its first event, or the first after a silence anomaly) or a change took
+    effect for it since its previous report (`twin.desired.took_effect`).
 
     The desire is resolved from the rules at `now` (changes stamped later do not count yet),
     so a replay that folds the same changes and reports gives the same drift.
@@ -79,8 +80,9 @@ def desire(before: Twin | None, twin: Twin, desired: DesiredRules, now: float,
         return twin, [], ()
     wants = resolve(desired, twin, at=now)
     twin, found = judge_drift(twin, wants, now, config.for_model(twin.model).drift_grace_s)
-    back = before is None or any(o.detector == "silence" for o in (before.watch.open if before.watch else []))
-    command = command_for(twin, wants, at=now) if back else None
+    due = (before is None or any(o.detector == "silence" for o in (before.watch.open if before.watch else []))
+           or took_effect(desired, before, now))
+    command = command_for(twin, wants, at=now) if due else None
     return twin, found, () if command is None else (command,)
 
 

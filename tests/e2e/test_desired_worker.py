@@ -77,6 +77,7 @@ def test_a_desired_change_commands_the_robot_shows_drift_and_survives_kill_minus
         eventually(lambda: equals(prometheus, DESIRED, 0), timeout_s=30)  # exported before any desire
 
         change = desire(api, {"robots": [robot.robot_id]}, {"ai_model": NEW}, reason="e2e: move to the new policy")
+        robot.report(1)  # the robot's first report past the change carries its command (twin.desired.took_effect)
 
         sent = eventually(lambda: commands(mine, [robot.robot_id]) or None, timeout_s=30)
         assert [c["fields"] for c in sent] == [{"ai_model": NEW}]

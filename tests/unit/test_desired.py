@@ -34,11 +34,12 @@ from twin.desired import (
     reported,
     resolve,
     robot_share,
+    took_effect,
 )
 from twin.detect.params import DetectorConfig
 from twin.fleet import Fleet
 from twin.fleet_fold import FleetState, Rules, on_desired, on_desired_commands, on_record
-from twin.pipeline import Step
+from twin.pipeline import Step, desire
 from twin.record import Record
 from twin.reduce import apply
 from twin.replay import Fold, in_log_order, replay
@@ -185,12 +186,27 @@ def test_command_carries_the_whole_delta_and_nothing_once_converged() -> None:
 
 
 def test_commands_on_change_go_only_to_robots_whose_desire_changed_and_differ() -> None:
-    a, b, c = twin_of(ev(1, 10.0, robot="a")), twin_of(ev(1, 10.0, robot="b")), \
-        twin_of(ev(1, 10.0, robot="c", version=V_NEW))
+    a, b, c = twin_of(ev(1, 300.0, robot="a")), twin_of(ev(1, 300.0, robot="b")), \
+        twin_of(ev(1, 300.0, robot="c", version=V_NEW))
     before = rules(change(value=V_NEW, robots=("b",), cid="x"))
     after = add_change(before, change(value=V_NEW, sector="logistics", cid="y", ts=200.0))
     sent = commands_on_change(before, after, [a, b, c], at=200.0)
     assert [cmd.robot_id for cmd in sent] == ["a"]  # b already desired it; c runs it
+
+
+def test_a_robot_behind_the_change_gets_its_command_with_its_next_report_once() -> None:
+    """The worker learnt of the change before it folded the robot's report past the change's time
+    (or before the robot had a twin): the report sends the command, the change itself does not."""
+    behind = twin_of(ev(1, 150.0))
+    after = rules(change(value=V_NEW, model="amr", ts=200.0))
+    assert commands_on_change(DesiredRules(), after, [behind], at=200.0) == []
+    assert took_effect(after, behind, 201.0) and not took_effect(after, behind, 199.0)
+    fleet, config = seeds()
+    nxt = twin_of(ev(1, 150.0), ev(2, 201.0))
+    _, _, sent = desire(behind, nxt, after, 201.0, config)
+    assert [c.fields for c in sent] == [{"ai_model": V_NEW}]
+    later = twin_of(ev(1, 150.0), ev(2, 201.0), ev(3, 202.0))
+    assert desire(nxt, later, after, 202.0, config)[2] == ()  # once: the next report sends nothing
 
 
 # -- wire form and checks ------------------------------------------------------------------
@@ -397,7 +413,7 @@ def test_a_bad_desired_record_is_reported_and_changes_nothing() -> None:
 
 
 def test_on_desired_commands_is_the_cores_rule() -> None:
-    twin = twin_of(ev(1, 10.0))
+    twin = twin_of(ev(1, 110.0))
     before, after = DesiredRules(), rules(change(value=V_NEW, model="amr"))
     assert on_desired_commands(before, after, [twin], at=5.0) == commands_on_change(before, after, [twin], 5.0)
     assert len(on_desired_commands(before, after, [twin], at=5.0)) == 1
