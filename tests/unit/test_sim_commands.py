@@ -324,3 +324,15 @@ def test_robots_that_fail_the_update_drift_and_the_twin_says_so(fleet: Fleet) ->
     drifting = {r for r, t in twins.items()
                 if any(o.detector == "desired_drift" for o in (t.watch.open if t.watch else ()))}
     assert drifting == chosen
+
+
+def test_a_roster_given_ids_of_its_own_after_start_still_steps_and_hears_commands(fleet: Fleet) -> None:
+    """Tests and runs prefix the roster's ids after the simulator is built (a run of their own):
+    the id -> row map follows, or the first tick fails on an unknown id."""
+    import dataclasses
+
+    sim = _sim(fleet)
+    sim.roster = dataclasses.replace(sim.roster, robot_ids=["mine-" + r for r in sim.roster.robot_ids])
+    robot = sim.roster.robot_ids[0]
+    assert {e.robot_id for e in sim.step()} <= set(sim.roster.robot_ids)
+    assert sim.command(robot, {"ai_model": "policy-2.5.0"}, sim.now) == "scheduled"

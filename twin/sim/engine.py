@@ -77,12 +77,20 @@ class FleetSim:
                                    [start_config(fleet.models[m]) for m in self.roster.models])
         """What each robot runs and reports; commands change it (`command`)."""
         self.inbox = Inbox(obedience or Obedience(), seed)
-        self.index = {r: k for k, r in enumerate(self.roster.robot_ids)}
+        self._index: tuple[list[str], dict[str, int]] = ([], {})
         self.cycle = 0
         """Which pass of the scenario the next tick belongs to (always 0 unless it repeats)."""
         self.injections = self._draw(0)
         self.held: dict[int, Event] = {}
         self.tick = 0
+
+    @property
+    def index(self) -> dict[str, int]:
+        """Robot id -> row; rebuilt when the roster's ids are replaced (a run's own prefix, say)."""
+        ids = self.roster.robot_ids
+        if self._index[0] is not ids:
+            self._index = (ids, {r: k for k, r in enumerate(ids)})
+        return self._index[1]
 
     @property
     def cycle_ticks(self) -> int:
