@@ -101,6 +101,14 @@ class Fleet(msgspec.Struct, frozen=True):
     sectors: dict[str, Sector]
     models: dict[str, RobotModel]
 
+    def version_label(self, model: str, version: str) -> str:
+        """An AI-model version as a label: one of the model's release registry, else 'other'.
+
+        Keeps every version-labelled series and summary bounded whatever robots report.
+        """
+        known = self.models[model].ai_model_versions if model in self.models else ()
+        return version if version in known else "other"
+
 
 def load_fleet(sectors_doc: Any, models_doc: Any, *, source: str = "seeds") -> Fleet:
     """Build and check the fleet model from the parsed `sectors` and `models` documents."""

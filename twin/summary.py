@@ -131,8 +131,7 @@ def version_space(fleet: Fleet) -> list[tuple[str, str]]:
 
 
 def _version(out: FleetSummary, twin: Twin, anomalous: bool, fleet: Fleet) -> None:
-    known = fleet.models[twin.model].ai_model_versions if twin.model in fleet.models else ()
-    version = twin.ai_model_version if twin.ai_model_version in known else "other"
+    version = fleet.version_label(twin.model, twin.ai_model_version)
     stats = out.versions.setdefault((twin.model, version), VersionSummary())
     stats.robots += 1
     stats.anomalous += anomalous

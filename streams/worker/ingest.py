@@ -25,7 +25,7 @@ from streams.exceptions import is_retriable
 from streams.kafka_client import read_range
 from streams.links import with_links
 from streams.settings import Settings
-from streams.worker.metrics import PipelineMetrics, version_label
+from streams.worker.metrics import PipelineMetrics
 from streams.worker.table import ChangelogWriter, twin_values
 from twin.detect.findings import Anomaly
 from twin import kpi
@@ -297,7 +297,7 @@ class Batch:
         if model is None:
             return
         opened = sum(1 for a in found if a.status == "open" and a.robot_id == event.robot_id)
-        labels = (event.sector, event.model, version_label(self._fleet, event.model, event.ai_model_version))
+        labels = (event.sector, event.model, self._fleet.version_label(event.model, event.ai_model_version))
         self.operating[labels] += kpi.exposure(before, after, event, model)
         for kind in kpi.safety_events(before, after, event, model, opened):
             self.safety[(*labels, kind)] += 1

@@ -141,12 +141,6 @@ COMMAND_CAUSES = ("reconnect", "change")
 """Why a command was sent: the robot (re)connected with a delta, or a desired change gave it one."""
 
 
-def version_label(fleet: Fleet, model: str, version: str) -> str:
-    """The version as a label: one of the model's release registry, else 'other' (bounded, as `twin.summary`)."""
-    known = fleet.models[model].ai_model_versions if model in fleet.models else ()
-    return version if version in known else "other"
-
-
 def sector_version_space(fleet: Fleet) -> list[tuple[str, str, str]]:
     """Every (sector, model, version label) the fleet model allows: the per-version KPI counters' label sets."""
     return [(name, model, v) for name, sector in sorted(fleet.sectors.items()) for model in sector.models

@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 from streams.seeds import read_detectors, read_fleet
 from streams.worker.control_metrics import GATE_DECODER, ControlCollector, desire_space, summarize_desired
 from streams.worker.ingest import LogMessage, ReadBack, fold
-from streams.worker.metrics import PipelineMetrics, sector_version_space, version_label
+from streams.worker.metrics import PipelineMetrics, sector_version_space
 from twin.desired import DesiredChange, DesiredRules, Selector, add_change, robot_share
 from twin.fleet_fold import FleetState, Rules
 from twin.kpi import KINDS
@@ -196,7 +196,7 @@ def test_per_version_counters_are_born_at_zero_over_a_bounded_space() -> None:
     safety = samples(registry, "fleet_version_safety_events_total")
     assert {k[3] for k in safety} == set(KINDS) and not any(safety.values())
     assert ("logistics", "amr", "other", "estop") in safety
-    assert version_label(FLEET, "amr", "policy-9.9") == "other" and version_label(FLEET, "amr", OLD) == OLD
+    assert FLEET.version_label("amr", "policy-9.9") == "other" and FLEET.version_label("amr", OLD) == OLD
 
 
 def test_a_robot_connecting_with_a_delta_gets_its_command_from_the_batch() -> None:
