@@ -209,11 +209,11 @@ def _id() -> str:
 
 async def gate_records(settings: Settings, plan_id: str) -> list[GateRecord]:
     """Every look of a plan on `fleet.rollouts`, oldest first (undecodable records are skipped)."""
-    from streams.kafka_client import read_range
+    from streams.kafka_client import read_topic
 
     out: list[GateRecord] = []
     decoder = msgspec.json.Decoder(GateRecord)
-    for message in await read_range(settings, settings.rollouts_topic, 0, 0, 2**62):  # one partition
+    for message in await read_topic(settings, settings.rollouts_topic):
         if message.key != plan_id.encode() or message.value is None:
             continue
         try:

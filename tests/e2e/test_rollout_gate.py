@@ -26,7 +26,7 @@ import httpx
 import pytest
 import yaml
 
-from streams.kafka_client import read_range
+from streams.kafka_client import read_topic
 from streams.local.stack import settings_env
 from streams.rollout import gate_records
 from streams.settings import Settings
@@ -93,15 +93,13 @@ def rollout(settings: Settings, plan: Path) -> subprocess.CompletedProcess[str]:
 
 
 def plan_changes(settings: Settings, plan_id: str) -> list[DesiredChange]:
-    records = asyncio.run(read_range(settings, settings.desired_topic, 0, 0, 2**62))
+    records = asyncio.run(read_topic(settings, settings.desired_topic))
     return [c for c in (decode_change(r.value) for r in records if r.value) if c.plan == plan_id]
 
 
 def diagnosis(settings: Settings, run: subprocess.CompletedProcess[str]) -> str:
     """For a failed run: its output, and how many commands each simulated fleet was sent."""
-    commands: list[Any] = []
-    for partition in range(settings.partitions):
-        commands += asyncio.run(read_range(settings, settings.commands_topic, partition, 0, 2**62))
+    commands = asyncio.run(read_topic(settings, settings.commands_topic))
     fleets = Counter(r.key.decode().split("-")[0] for r in commands if r.key)
     return f"{run.stdout}{run.stderr}\ncommands sent, by fleet id: {dict(fleets)}"
 
