@@ -1,0 +1,164 @@
+"""The batch reducer against its oracle, the scalar `twin.reduce.apply`: every twin's bytes and every
+event's Effects equal, whatever the batch boundaries and arrival orders."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streams.seeds import read_scenario
+from twin.batch_reduce import ReduceState, catalogues_of, from_twins, reduce_batch, to_twin
+from twin.effects import Effects
+from twin.fleet import Fleet
+from twin.reduce import apply
+from twin.schema import MODES, Event, Location
+from twin.sim import FleetSim
+from twin.sim.scenario import load_scenario
+from twin.state import WINDOW, Twin, encode_twin
+
+SEEDS = Path(__file__).resolve().parents[2] / "seeds"
+
+
+class Oracle(msgspec.Struct):
+    events: list[Event]
+    received: list[float]
+    twins: dict[str, Twin]
+    effects: list[Effects]
+
+
+def scalar(events: list[Event], received: list[float], twins: dict[str, Twin] | None = None) -> Oracle:
+    """Fold through `apply` one by one: the reference."""
+    twins = dict(twins or {})
+    effects = []
+    for event, when in zip(events, received):
+        twins[event.robot_id], effect = apply(twins.get(event.robot_id), event, received_ts=when)
+        effects.append(effect)
+    return Oracle(events, received, twins, effects)
+
+
+def batched(state: ReduceState, events: list[Event], received: list[float], sizes: list[int]) -> list[Effects]:
+    """Fold through `reduce_batch` in consecutive batches of the given sizes (the last repeats)."""
+    effects: list[Effects] = []
+    start, k = 0, 0
+    while start < len(events):
+        end = start + sizes[min(k, len(sizes) - 1)]
+        effects.extend(reduce_batch(state, events[start:end], received[start:end])[1])
+        start, k = end, k + 1
+    return effects
+
+
+def assert_same(state: ReduceState, oracle: Oracle, effects: list[Effects]) -> None:
+    assert effects == oracle.effects
+    assert state.robots == len(oracle.twins)
+    for robot, twin in oracle.twins.items():
+        assert encode_twin(to_twin(state, robot)) == encode_twin(twin), robot
+
+
+@pytest.fixture(scope="module")
+def chaos(fleet: Fleet) -> Oracle:
+    scenario = read_scenario(SEEDS, "chaos")
+    small = load_scenario({**msgspec.to_builtins(scenario), "robots": 60, "duration_s": 200}, "chaos")
+    sim = FleetSim(fleet, small, seed=3)
+    events = [e for _ in range(sim.ticks) for e in sim.step()]
+    rnd = random.Random(7)
+    received = [e.ts + 0.05 + rnd.random() for e in events]  # not monotonic: last_seen's max matters
+    oracle = scalar(events, received)
+    outcomes = Counter(e.outcome for e in oracle.effects)
+    kinds = Counter(type(c).__name__ for e in oracle.effects for c in e.changes)
+    assert outcomes["late"] and outcomes["duplicate"], outcomes  # the scenario exercises what it should
+    assert kinds["SeqGap"] and kinds["ModeChanged"] and kinds["VersionChanged"], kinds
+    return oracle
+
+
+_rnd = random.Random(11)
+RANDOM_SIZES = [_rnd.choice([1, 2, 3, 50, 400, 1500, 5000]) for _ in range(400)]
+
+
+@pytest.mark.parametrize("sizes", [[1], [7], [333], [2000], RANDOM_SIZES], ids=["1", "7", "333", "2000", "random"])
+def test_chaos_folds_to_the_same_bytes_and_effects_whatever_the_batches(
+        chaos: Oracle, fleet: Fleet, sizes: list[int]) -> None:
+    state = ReduceState(catalogues_of(fleet))
+    assert_same(state, chaos, batched(state, chaos.events, chaos.received, sizes))
+
+
+def test_a_robot_reporting_a_signal_its_block_lacks_moves_and_stays_exact(chaos: Oracle) -> None:
+    firsts: set[str] = set()
+    events = []
+    for e in chaos.events:  # each robot's first event carries half its signals: no catalogue can know
+        if e.robot_id not in firsts:
+            firsts.add(e.robot_id)
+            e = msgspec.structs.replace(e, signals=dict(list(e.signals.items())[::2]))
+        events.append(e)
+    oracle = scalar(events, chaos.received)
+    state = ReduceState()
+    assert_same(state, oracle, batched(state, events, chaos.received, [1] * len(firsts) + [500]))
+    models = {to_twin(state, r).model for r in oracle.twins}
+    assert len(state.blocks) > len(models)  # the half blocks, left behind
+    assert sum(b.rows - len(b.free) for b in state.blocks) == state.robots
+
+
+def test_loaded_twins_give_back_their_bytes_and_fold_on_like_the_scalar_core(chaos: Oracle, fleet: Fleet) -> None:
+    cut = len(chaos.events) // 2
+    head = scalar(chaos.events[:cut], chaos.received[:cut])
+    twins = {r: msgspec.structs.replace(t, partition=i % 3, offset=i) if i % 2 else t
+             for i, (r, t) in enumerate(head.twins.items())}
+    state = from_twins(twins.values(), catalogues_of(fleet))
+    for robot, twin in twins.items():
+        assert encode_twin(to_twin(state, robot)) == encode_twin(twin)
+    tail = scalar(chaos.events[cut:], chaos.received[cut:], twins)
+    assert_same(state, tail, batched(state, chaos.events[cut:], chaos.received[cut:], [997]))
+
+
+def test_a_twin_the_reducer_cannot_make_is_refused(chaos: Oracle) -> None:
+    twin = next(iter(chaos.twins.values()))
+    unsorted = msgspec.structs.replace(twin, signals=dict(reversed(twin.signals.items())))
+    with pytest.raises(ValueError, match="signals not sorted"):
+        from_twins([unsorted])
+    with pytest.raises(ValueError, match="twice"):
+        from_twins([twin, twin])
+
+
+# -- properties: a few robots, any arrival order, duplicates, far jumps ---------------------------
+
+SIGNALS = ("battery_soc_pct", "battery_temp_c", "speed_mps", "joint1_current_a")
+LOCATIONS = (None, Location(lat=1.5, lon=2.5), Location(lat=-3.0, lon=4.0, floor=2))
+CONFIGS: tuple[Any, ...] = (msgspec.UNSET, {}, {"b": "1", "a": "2"}, {"a": "2", "b": "1"}, {"a": "3"})
+
+
+@st.composite
+def robot_events(draw: st.DrawFn, robot: str) -> list[Event]:
+    """One robot's events: distinct seqs, mostly within the window, some far above or below it."""
+    start = draw(st.sampled_from([0, 5, 2**64 - 2 * WINDOW - 200]))
+    seqs = draw(st.lists(st.integers(start, start + 2 * WINDOW + 100), min_size=1, max_size=15, unique=True))
+    return [Event(
+        schema=1, robot_id=robot, seq=seq, ts=draw(st.sampled_from([10.0, 11.0, 12.5, 13.0])),
+        sector="logistics", site="s-1", model=draw(st.sampled_from(["amr", "amr", "humanoid"])),
+        mode=draw(st.sampled_from(MODES)),
+        signals=draw(st.dictionaries(st.sampled_from(SIGNALS), st.floats(-1e3, 1e3, allow_nan=False), max_size=4)),
+        ai_model_version=draw(st.sampled_from(["p-1", "p-2"])), firmware=draw(st.sampled_from(["", "fw-1"])),
+        codes=draw(st.sampled_from([(), ("E-STOP",), ("A", "B")])), location=draw(st.sampled_from(LOCATIONS)),
+        config=draw(st.sampled_from(CONFIGS)),
+    ) for seq in seqs]
+
+
+@given(st.lists(st.sampled_from(["r-1", "r-2", "r-3"]), min_size=1, max_size=3, unique=True).flatmap(
+    lambda robots: st.tuples(*[robot_events(r) for r in robots])), st.randoms(use_true_random=False),
+    st.booleans())
+@settings(max_examples=100, deadline=None)
+def test_any_arrival_order_with_duplicates_matches_the_scalar_core(
+        per_robot: tuple[list[Event], ...], rnd: Any, with_catalogue: bool) -> None:
+    events = [e for evs in per_robot for e in evs]
+    events += [rnd.choice(events) for _ in range(rnd.randint(0, 6))]  # redelivered copies
+    rnd.shuffle(events)
+    received = [rnd.choice([10.0, 11.0, 12.0]) for _ in events]
+    oracle = scalar(events, received)
+    state = ReduceState({"amr": SIGNALS[:2]} if with_catalogue else None)
+    sizes = [rnd.randint(1, 12) for _ in range(len(events))]
+    assert_same(state, oracle, batched(state, events, received, sizes))

@@ -1,0 +1,646 @@
+"""The reducer of `twin.reduce`, over many robots at once: struct-of-arrays state, a batch at a time.
+
+`reduce_batch(state, events, received_ts)` gives every robot the twin that
+`twin.reduce.apply` would give it, event by event, and every event the same
+`Effects` (tests/unit/test_batch_reduce.py folds chaos scenarios through both
+and compares bytes). The point is cost: one numpy operation per column per
+*round* instead of Python per signal per event.
+
+How:
+* State is columns indexed by a robot slot (`ReduceState.slot_of`). Signals
+  live in column blocks, one per signal list (robots of one model share one),
+  so a robot costs what its numbers need: a flag byte and seven numbers per
+  signal. A robot that reports a signal its block lacks moves to a wider block.
+* A batch is split into rounds: a robot's k-th event of the batch is in round k.
+  Within a round each robot appears once, so rounds are elementwise over robots
+  and the log order of each robot's events is kept, which is all the scalar
+  reducer depends on (robots never read each other's state).
+* Strings (labels, versions, codes tuples, configurations) are interned to
+  int32 codes: equal codes iff equal values, so change detection is a compare.
+* The de-duplication window is WINDOW = 64 bits: exactly one uint64 word. Seqs
+  are uint64 (msgspec decodes a non-negative int into at most 64 bits).
+
+Bit identity: only elementwise + - * / on float64 (IEEE, the same as Python's
+floats, evaluated in the same order as `twin.reduce._update_signal`) and
+comparisons; no reductions over floats. The sparse cases stay in Python: the
+change values (SeqGap, ModeChanged, VersionChanged) and robots new to the state.
+
+`reduce_batch` updates `state` in place (that is what makes it cheap) and
+returns it, so callers keep the `(state, input) -> (state, output)` shape.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Iterable, Mapping, Sequence
+from itertools import chain
+from typing import Any
+
+import msgspec
+import numpy as np
+import numpy.typing as npt
+
+from twin.detect.watch import Watch
+from twin.effects import OUTCOMES, Change, Effects, ModeChanged, SeqGap, VersionChanged
+from twin.reduce import ALPHA
+from twin.schema import MODES, Event, Location
+from twin.state import WINDOW, Counts, SignalState, Twin
+
+if WINDOW != 64:  # pragma: no cover - a loud stop rather than a silently wrong window
+    raise ImportError(f"twin.batch_reduce keeps the seq window in one uint64 word; WINDOW is {WINDOW}")
+
+Array = npt.NDArray[Any]
+
+_KEEP = 1 - ALPHA
+"""`(1 - ALPHA)` of `_update_signal`, computed by Python once: the same float64."""
+_MODE_INDEX = {mode: i for i, mode in enumerate(MODES)}
+_APPLIED, _LATE, _DUPLICATE, _STALE = range(4)
+_PLAIN = tuple(Effects(outcome) for outcome in OUTCOMES)
+"""The Effects of an event without changes, shared (they are frozen)."""
+_U1 = np.uint64(1)
+_U0 = np.uint64(0)
+
+_FIELDS = operator.attrgetter(
+    "robot_id", "seq", "ts", "mode", "sector", "site", "model", "ai_model_version", "firmware",
+    "codes", "location", "config", "signals",
+)
+
+_SLOT_COLUMNS: dict[str, tuple[type[Any], tuple[int, ...]]] = {
+    # latest state, decided by the newest event
+    "sector": (np.int32, ()), "site": (np.int32, ()), "model": (np.int32, ()),
+    "ai": (np.int32, ()), "fw": (np.int32, ()), "mode": (np.int8, ()),
+    "codes": (np.int32, ()), "config": (np.int32, ()),
+    "loc_kind": (np.uint8, ()), "lat": (np.float64, ()), "lon": (np.float64, ()), "floor": (np.int64, ()),
+    "ts": (np.float64, ()), "latest_seq": (np.uint64, ()),
+    # de-duplication
+    "seq": (np.uint64, ()), "first_seq": (np.uint64, ()), "window": (np.uint64, ()),
+    "first_seen": (np.float64, ()), "last_seen": (np.float64, ()),
+    # counts
+    "events": (np.int64, ()), "duplicates": (np.int64, ()), "stale": (np.int64, ()),
+    "rejected": (np.int64, ()), "modes": (np.int64, (len(MODES),)),
+    # arrival-order fields
+    "late": (np.int64, ()), "mode_since": (np.float64, ()), "ai_since": (np.float64, ()),
+    "fw_since": (np.float64, ()), "version_changes": (np.int64, ()),
+    # where the robot's signals are
+    "block": (np.int32, ()), "row": (np.int32, ()),
+}
+"""One entry per robot slot. loc_kind: 0 no location, 1 without floor, 2 with floor."""
+
+_LATEST = ("sector", "site", "model", "ai", "fw", "mode", "codes", "config", "loc_kind", "lat", "lon",
+           "floor", "ts", "latest_seq")
+"""The slot columns the newest event decides (`twin.reduce._latest`); same names in a `_Batch`."""
+
+_SIGNAL_COLUMNS: dict[str, type[Any]] = {
+    "present": np.bool_, "explicit": np.bool_, "value": np.float64, "mean": np.float64,
+    "var": np.float64, "sts": np.float64, "sseq": np.uint64, "count": np.int64,
+}
+"""Per signal of a block row. `present`: the twin has the signal. `explicit`: its ts/seq are
+stored (`sts`, `sseq`) rather than None. `count` is the signal's count; `SignalState.n` is None
+exactly when it equals the twin's accepted events (an invariant of `twin.reduce`)."""
+
+
+def _grown(columns: dict[str, Array], capacity: int) -> dict[str, Array]:
+    """The same columns with room for `capacity` rows; new rows are zero."""
+    out = {}
+    for name, old in columns.items():
+        new = np.zeros((capacity, *old.shape[1:]), old.dtype)
+        new[: len(old)] = old
+        out[name] = new
+    return out
+
+
+class _Intern(dict[Any, int]):
+    """Value -> code, handed out in order of first sight; `table[code]` is the value.
+
+    A dict subclass with `__missing__`, so `map(intern.__getitem__, column)` runs in C.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.table: list[Any] = []
+
+    def __missing__(self, key: Any) -> int:
+        code = self[key] = len(self.table)
+        self.table.append(key)
+        return code
+
+
+class _ConfigIntern(dict[tuple[tuple[str, str], ...], int]):
+    """An event's config items, in the sender's order -> code of the canonical (sorted) dict."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.canonical = _Intern()
+
+    def __missing__(self, key: tuple[tuple[str, str], ...]) -> int:
+        code = self[key] = self.canonical[tuple(sorted(key))]
+        return code
+
+    def config(self, code: int) -> dict[str, str]:
+        return dict(self.canonical.table[code])
+
+
+class _KeyIntern(dict[tuple[str, ...], tuple[int, ...]]):
+    """An event's signal names, in the sender's order -> their global name ids."""
+
+    def __init__(self, names: _Intern) -> None:
+        super().__init__()
+        self.names = names
+
+    def __missing__(self, key: tuple[str, ...]) -> tuple[int, ...]:
+        gids = self[key] = tuple(self.names[name] for name in key)
+        return gids
+
+
+class _Block:
+    """The signal columns of robots sharing one (sorted) signal list: row per robot, column per signal."""
+
+    def __init__(self, names: tuple[str, ...], gids: tuple[int, ...]) -> None:
+        self.names = names
+        self.gids = gids
+        self.local = {gid: j for j, gid in enumerate(gids)}
+        self.c: dict[str, Array] = {k: np.zeros((0, len(names)), t) for k, t in _SIGNAL_COLUMNS.items()}
+        self.rows = 0
+        self.free: list[int] = []
+
+    def alloc(self) -> int:
+        """A row with no signal present."""
+        if self.free:
+            row = self.free.pop()
+            for column in self.c.values():
+                column[row] = 0
+            return row
+        if self.rows == len(self.c["value"]):
+            self.c = _grown(self.c, max(16, 2 * self.rows))
+        self.rows += 1
+        return self.rows - 1
+
+
+class ReduceState:
+    """The reducer's state of many robots: the columns of their twins (see the module doc).
+
+    `catalogues` (model -> signal names, e.g. `catalogues_of(fleet)`) sizes a new robot's block to
+    its model's whole catalogue, so a robot that has not yet reported every signal does not move.
+    """
+
+    def __init__(self, catalogues: Mapping[str, Iterable[str]] | None = None) -> None:
+        self.slot_of: dict[str, int] = {}
+        self.robot_ids: list[str] = []
+        self.cols: dict[str, Array] = {k: np.zeros((0, *shape), t) for k, (t, shape) in _SLOT_COLUMNS.items()}
+        self.blocks: list[_Block] = []
+        self.block_of: dict[tuple[str, ...], int] = {}
+        self.strings = _Intern()
+        self.codes = _Intern()
+        self.configs = _ConfigIntern()
+        self.names = _Intern()
+        self.keys = _KeyIntern(self.names)
+        self.extras: dict[int, tuple[Watch | None, int, int, int]] = {}
+        """Fields the reducer never touches (watch, partition, offset, check_offset), kept for the
+        slots loaded with other than their defaults."""
+        self.catalogues = {m: tuple(names) for m, names in (catalogues or {}).items()}
+        self._colmap: Array = np.zeros((0, 0), np.int32)
+
+    @property
+    def robots(self) -> int:
+        return len(self.robot_ids)
+
+    def nbytes(self) -> int:
+        """Bytes of every array (allocated capacity, so up to twice what the rows use)."""
+        slots = sum(a.nbytes for a in self.cols.values())
+        return slots + sum(a.nbytes for b in self.blocks for a in b.c.values())
+
+    def _new_slot(self, robot_id: str) -> int:
+        slot = self.slot_of[robot_id] = len(self.robot_ids)
+        self.robot_ids.append(robot_id)
+        if slot == len(self.cols["ts"]):
+            self.cols = _grown(self.cols, max(64, 2 * slot))
+        return slot
+
+    def _block_id(self, names: Iterable[str]) -> int:
+        key = tuple(sorted(set(names)))
+        bid = self.block_of.get(key)
+        if bid is None:
+            bid = self.block_of[key] = len(self.blocks)
+            self.blocks.append(_Block(key, tuple(self.names[n] for n in key)))
+        return bid
+
+    def _place(self, slot: int, names: Iterable[str]) -> None:
+        """Give a new robot's slot a row in the block of `names`."""
+        bid = self._block_id(names)
+        self.cols["block"][slot], self.cols["row"][slot] = bid, self.blocks[bid].alloc()
+
+    def _move(self, slot: int, names: Iterable[str]) -> None:
+        """Move a robot's signals to the block of its own names plus `names` (a wider block)."""
+        old, old_row = self.blocks[self.cols["block"][slot]], int(self.cols["row"][slot])
+        bid = self._block_id((*old.names, *names))
+        block = self.blocks[bid]
+        row = block.alloc()
+        where = [block.local[g] for g in old.gids]
+        for name, column in block.c.items():
+            column[row, where] = old.c[name][old_row]
+        old.free.append(old_row)
+        self.cols["block"][slot], self.cols["row"][slot] = bid, row
+
+    def colmap(self) -> Array:
+        """Block id x global signal id -> column in the block, -1 where the block has none."""
+        shape = (len(self.blocks), len(self.names.table))
+        if self._colmap.shape != shape:
+            cm = np.full(shape, -1, np.int32)
+            for bid, block in enumerate(self.blocks):
+                cm[bid, list(block.gids)] = np.arange(len(block.gids), dtype=np.int32)
+            self._colmap = cm
+        return self._colmap
+
+
+def catalogues_of(fleet: Any) -> dict[str, tuple[str, ...]]:
+    """Model -> signal names, from a `twin.fleet.Fleet`."""
+    return {name: tuple(model.signals) for name, model in fleet.models.items()}
+
+
+class _Batch:
+    """A batch of events as columns (one entry per event, in log order)."""
+
+    def __init__(self, state: ReduceState, events: Sequence[Event], received_ts: Sequence[float] | Array) -> None:
+        n = self.n = len(events)
+        (self.rid, seq, ts, mode, sector, site, model, ai, fw, codes, loc, cfg,
+         sigs) = zip(*map(_FIELDS, events))
+        self.seq_py: tuple[int, ...] = seq
+        self.ts_py: tuple[float, ...] = ts
+        self.recv = np.asarray(received_ts, dtype=np.float64)
+        if self.recv.shape != (n,):
+            raise ValueError(f"{n} events but {self.recv.shape} received_ts")
+        self.seq = np.fromiter(seq, np.uint64, n)
+        self.ts = np.fromiter(ts, np.float64, n)
+        self.mode = np.fromiter(map(_MODE_INDEX.__getitem__, mode), np.int8, n)
+        strings = state.strings.__getitem__
+        for name, column in (("sector", sector), ("site", site), ("model", model), ("ai", ai), ("fw", fw)):
+            setattr(self, name, np.fromiter(map(strings, column), np.int32, n))
+        self.models: tuple[str, ...] = model
+        self.codes = np.fromiter(map(state.codes.__getitem__, codes), np.int32, n)
+        self.config = np.fromiter(map(state.configs.__getitem__, map(_config_key, cfg)), np.int32, n)
+        self._locations(loc)
+        self._signals(state, sigs)
+        self.slot = np.zeros(n, np.int64)
+        """The robot slot of each event (`_assign_slots`)."""
+        self.first = np.zeros(n, np.bool_)
+        """True for the first event of a robot new to the state."""
+        self.local = np.zeros(0, np.int32)
+        """Each flat signal entry's column in its robot's block (`_assign_slots`)."""
+
+    def column(self, name: str) -> Array:
+        if name == "latest_seq":
+            return self.seq
+        return getattr(self, name)  # type: ignore[no-any-return]  # the columns set in __init__
+
+    def _locations(self, loc: tuple[Location | None, ...]) -> None:
+        n = self.n
+        self.loc_kind = np.zeros(n, np.uint8)
+        self.lat, self.lon = np.zeros(n), np.zeros(n)
+        self.floor = np.zeros(n, np.int64)
+        if loc.count(None) == n:
+            return
+        for i, where in enumerate(loc):
+            if where is not None:
+                self.lat[i], self.lon[i] = where.lat, where.lon
+                self.loc_kind[i] = 1 if where.floor is None else 2
+                self.floor[i] = 0 if where.floor is None else where.floor
+
+    def _signals(self, state: ReduceState, sigs: tuple[dict[str, float], ...]) -> None:
+        """Every event's signals, flat: global name id and value, `off[i]`/`lens[i]` per event."""
+        self.gid_tuples: list[tuple[int, ...]] = list(map(state.keys.__getitem__, map(tuple, sigs)))
+        self.lens = np.fromiter(map(len, sigs), np.int64, self.n)
+        self.off = np.cumsum(self.lens) - self.lens
+        total = int(self.off[-1] + self.lens[-1])
+        self.gid = np.fromiter(chain.from_iterable(self.gid_tuples), np.int32, total)
+        self.val = np.fromiter(chain.from_iterable(map(dict.values, sigs)), np.float64, total)
+
+
+def _config_key(config: dict[str, str] | msgspec.UnsetType) -> tuple[tuple[str, str], ...]:
+    return () if isinstance(config, msgspec.UnsetType) else tuple(config.items())
+
+
+def reduce_batch(state: ReduceState, events: Sequence[Event],
+                 received_ts: Sequence[float] | Array) -> tuple[ReduceState, list[Effects]]:
+    """Apply `events` (log order; `received_ts[i]`: broker time of event i) as `twin.reduce.apply`
+    would one by one; the Effects of each event, in input order. Updates `state` in place."""
+    if not events:
+        return state, []
+    batch = _Batch(state, events, received_ts)
+    _assign_slots(state, batch)
+    outcome = np.zeros(batch.n, np.int8)
+    changes: dict[int, list[Change]] = {}
+    with np.errstate(over="ignore", invalid="ignore"):  # inf and nan as Python's floats give them
+        for idx in _rounds(batch.slot):
+            _round(state, batch, idx, outcome, changes)
+    effects = [_PLAIN[o] for o in outcome.tolist()]
+    for i, change in changes.items():
+        effects[i] = Effects(OUTCOMES[outcome[i]], tuple(change))
+    return state, effects
+
+
+def _assign_slots(state: ReduceState, batch: _Batch) -> None:
+    """Slot per event (new robots get one) and each event's signals as columns of its robot's block."""
+    slots = list(map(state.slot_of.get, batch.rid))
+    if None in slots:
+        _new_robots(state, batch, slots)
+    batch.slot = np.array(slots, np.int64)
+    batch.local = _local_columns(state, batch)
+    if (batch.local < 0).any():  # a robot reports a signal its block lacks: move it (rare)
+        ev_of = np.repeat(np.arange(batch.n), batch.lens)
+        for i in np.unique(ev_of[batch.local < 0]).tolist():
+            slot = slots[i]
+            have = state.blocks[state.cols["block"][slot]].local
+            missing = [g for g in batch.gid_tuples[i] if g not in have]
+            if missing:
+                state._move(slot, [state.names.table[g] for g in missing])
+        batch.local = _local_columns(state, batch)
+
+
+def _local_columns(state: ReduceState, batch: _Batch) -> Array:
+    blocks = state.cols["block"][batch.slot]
+    return state.colmap()[np.repeat(blocks, batch.lens), batch.gid]  # type: ignore[no-any-return]
+
+
+def _new_robots(state: ReduceState, batch: _Batch, slots: list[int | None]) -> None:
+    """Slots for robots the state has not seen; each gets a block of every signal its events carry."""
+    names: dict[int, set[int]] = {}
+    for i in [i for i, s in enumerate(slots) if s is None]:
+        slot = state.slot_of.get(batch.rid[i])
+        if slot is None:
+            slot = state._new_slot(batch.rid[i])
+            names[slot] = set()
+            batch.first[i] = True
+            catalogue = state.catalogues.get(batch.models[i], ())
+            names[slot].update(state.names[n] for n in catalogue)
+        names[slot].update(batch.gid_tuples[i])
+        slots[i] = slot
+    for slot, gids in names.items():
+        state._place(slot, [state.names.table[g] for g in gids])
+
+
+def _rounds(slot: Array) -> list[Array]:
+    """Event indices per round: a robot's k-th event of the batch is in round k."""
+    n = len(slot)
+    order = np.argsort(slot, kind="stable")
+    ordered = slot[order]
+    start = np.ones(n, np.bool_)
+    start[1:] = ordered[1:] != ordered[:-1]
+    if start.all():
+        return [np.arange(n)]
+    first = np.maximum.accumulate(np.where(start, np.arange(n), 0))
+    rank = np.empty(n, np.int64)
+    rank[order] = np.arange(n) - first
+    by_round = np.argsort(rank, kind="stable")
+    return np.split(by_round, np.cumsum(np.bincount(rank))[:-1])
+
+
+def _round(state: ReduceState, batch: _Batch, idx: Array, outcome: Array, changes: dict[int, list[Change]]) -> None:
+    """One round: each robot at most once, so every step is elementwise over the round's robots."""
+    c = state.cols
+    new = batch.first[idx]
+    created, cslots = idx[new], batch.slot[idx[new]]
+    idx = idx[~new]
+    slots = batch.slot[idx]
+    seq, mark, window = batch.seq[idx], c["seq"][slots], c["window"][slots]
+    below = seq < mark
+    bit = mark - seq - _U1  # meaningful where below
+    in_window = below & (bit < WINDOW)
+    seen = in_window & ((window >> np.minimum(bit, np.uint64(WINDOW - 1))) & _U1).astype(np.bool_)
+    duplicate, stale = (seq == mark) | seen, below & ~in_window
+    outcome[idx[duplicate]] = _DUPLICATE
+    c["duplicates"][slots[duplicate]] += 1
+    outcome[idx[stale]] = _STALE
+    c["stale"][slots[stale]] += 1
+    accept = ~(duplicate | stale)
+    _accept(state, batch, idx[accept], created, outcome, changes)
+    _create(state, batch, created, cslots)
+
+
+def _accept(state: ReduceState, batch: _Batch, idx: Array, created: Array, outcome: Array,
+            changes: dict[int, list[Change]]) -> None:
+    """`twin.reduce._accept` for the round's accepted events (and the signals of its new robots)."""
+    c = state.cols
+    slots = batch.slot[idx]
+    seq, mark, window = batch.seq[idx], c["seq"][slots], c["window"][slots]
+    ts, latest_ts, latest_seq = batch.ts[idx], c["ts"][slots], c["latest_seq"][slots]
+    newest = (ts > latest_ts) | ((ts == latest_ts) & (seq > latest_seq))
+    k = len(created)
+    _signals(state, batch, np.concatenate([created, idx]), np.concatenate([np.ones(k, np.bool_), newest]),
+             np.concatenate([np.zeros(k), latest_ts]), np.concatenate([np.zeros(k, np.uint64), latest_seq]))
+    above = seq > mark
+    shift = seq - mark  # meaningful where above
+    shifted = (np.where(shift < WINDOW, window << np.minimum(shift, np.uint64(WINDOW - 1)), _U0)
+               | np.where(shift <= WINDOW, _U1 << (np.minimum(shift, np.uint64(WINDOW)) - _U1), _U0))
+    filled = window | (_U1 << np.minimum(mark - seq - _U1, np.uint64(WINDOW - 1)))
+    c["window"][slots] = np.where(above, shifted, filled)
+    c["seq"][slots] = np.where(above, seq, mark)
+    c["first_seq"][slots] = np.minimum(c["first_seq"][slots], seq)
+    received, last = batch.recv[idx], c["last_seen"][slots]
+    c["last_seen"][slots] = np.where(received > last, received, last)  # max(last, received)
+    c["events"][slots] += 1
+    c["modes"][slots, batch.mode[idx]] += 1
+    late = ~newest
+    outcome[idx[late]] = _LATE
+    c["late"][slots[late]] += 1
+    gap = above & (shift > 1)
+    for i, after in zip(idx[gap].tolist(), mark[gap].tolist()):
+        changes[i] = [SeqGap(batch.rid[i], batch.ts_py[i], after, batch.seq_py[i])]
+    _become_latest(state, batch, idx[newest], slots[newest], changes)
+
+
+def _become_latest(state: ReduceState, batch: _Batch, idx: Array, slots: Array,
+                   changes: dict[int, list[Change]]) -> None:
+    """`twin.reduce._become_latest`: changes found by comparing codes, built in Python where any."""
+    c = state.cols
+    mode = batch.mode[idx] != c["mode"][slots]
+    versions = [batch.column(k)[idx] != c[k][slots] for k in ("ai", "fw", "model")]
+    changed = mode | versions[0] | versions[1] | versions[2]
+    if changed.any():
+        _changes(state, batch, idx[changed], slots[changed], changes)
+    ts = batch.ts[idx]
+    for column, moved in (("mode_since", mode), ("ai_since", versions[0]), ("fw_since", versions[1])):
+        c[column][slots[moved]] = ts[moved]
+    c["version_changes"][slots] += versions[0].astype(np.int64) + versions[1] + versions[2]
+    for name in _LATEST:
+        c[name][slots] = batch.column(name)[idx]
+
+
+_VERSION_COLUMNS = (("ai_model_version", "ai"), ("firmware", "fw"), ("model", "model"))
+
+
+def _changes(state: ReduceState, batch: _Batch, idx: Array, slots: Array, changes: dict[int, list[Change]]) -> None:
+    c, strings = state.cols, state.strings.table
+    for i, slot in zip(idx.tolist(), slots.tolist()):
+        rid, ts = batch.rid[i], batch.ts_py[i]
+        found: list[Change] = []
+        if batch.mode[i] != c["mode"][slot]:
+            found.append(ModeChanged(rid, ts, MODES[c["mode"][slot]], MODES[batch.mode[i]]))
+        for field, column in _VERSION_COLUMNS:
+            before, now = c[column][slot], batch.column(column)[i]
+            if before != now:
+                found.append(VersionChanged(rid, ts, field, strings[before], strings[now]))  # type: ignore[arg-type]
+        changes.setdefault(i, []).extend(found)
+
+
+def _create(state: ReduceState, batch: _Batch, idx: Array, slots: Array) -> None:
+    """`twin.reduce._create` (the signals were written by `_signals`); a new slot's columns are zero."""
+    if not len(idx):
+        return
+    c = state.cols
+    for name in _LATEST:
+        c[name][slots] = batch.column(name)[idx]
+    c["seq"][slots] = c["first_seq"][slots] = batch.seq[idx]
+    c["first_seen"][slots] = c["last_seen"][slots] = batch.recv[idx]
+    c["events"][slots] = 1
+    c["modes"][slots, batch.mode[idx]] = 1
+    for name in ("mode_since", "ai_since", "fw_since"):
+        c[name][slots] = batch.ts[idx]
+
+
+def _signals(state: ReduceState, batch: _Batch, idx: Array, newest: Array, latest_ts: Array,
+             latest_seq: Array) -> None:
+    """`twin.reduce._merge_signals` for accepted events, block by block (`latest_*`: the twin's before)."""
+    blocks = state.cols["block"][batch.slot[idx]]
+    for bid in np.unique(blocks).tolist():
+        sel = blocks == bid
+        _signals_of_block(state.blocks[bid], batch, idx[sel], state.cols["row"][batch.slot[idx[sel]]],
+                          newest[sel], latest_ts[sel], latest_seq[sel])
+
+
+def _signals_of_block(block: _Block, batch: _Batch, idx: Array, rows: Array, newest: Array,
+                      latest_ts: Array, latest_seq: Array) -> None:
+    m, lens = len(idx), batch.lens[idx]
+    pos = np.repeat(batch.off[idx] - (np.cumsum(lens) - lens), lens) + np.arange(int(lens.sum()))
+    at, col = np.repeat(np.arange(m), lens), batch.local[pos]
+    value = np.zeros((m, len(block.names)))
+    value[at, col] = batch.val[pos]
+    carried = np.zeros(value.shape, np.bool_)
+    carried[at, col] = True
+    b = block.c
+    present, explicit, mean, var = b["present"][rows], b["explicit"][rows], b["mean"][rows], b["var"][rows]
+    update, fresh = carried & present, carried & ~present
+    delta = value - mean
+    b["mean"][rows] = np.where(update, mean + ALPHA * delta, np.where(fresh, value, mean))
+    b["var"][rows] = np.where(update, _KEEP * (var + ALPHA * delta * delta), np.where(fresh, 0.0, var))
+    b["count"][rows] += carried
+    ts, seq = batch.ts[idx][:, None], batch.seq[idx][:, None]
+    sts, sseq = b["sts"][rows], b["sseq"][rows]
+    own_ts = np.where(explicit, sts, latest_ts[:, None])
+    own_seq = np.where(explicit, sseq, latest_seq[:, None])
+    take = fresh | (update & ((ts > own_ts) | ((ts == own_ts) & (seq > own_seq))))
+    newest = newest[:, None]
+    written_out = present & ~carried & newest & ~explicit  # the latest moves on without it
+    b["value"][rows] = np.where(take, value, b["value"][rows])
+    b["sts"][rows] = np.where(take, ts, np.where(written_out, own_ts, sts))
+    b["sseq"][rows] = np.where(take, seq, np.where(written_out, own_seq, sseq))
+    b["explicit"][rows] = np.where(take, ~newest, explicit | written_out)
+    b["present"][rows] = present | carried
+
+
+def to_twin(state: ReduceState, robot_id: str) -> Twin:
+    """The Twin the scalar reducer would hold for `robot_id` (equal `encode_twin` bytes)."""
+    slot = state.slot_of[robot_id]
+    row = {name: column[slot].tolist() for name, column in state.cols.items()}
+    strings = state.strings.table
+    watch, partition, offset, check_offset = state.extras.get(slot, (None, -1, -1, -1))
+    return Twin(
+        robot_id=robot_id, sector=strings[row["sector"]], site=strings[row["site"]],
+        model=strings[row["model"]], mode=MODES[row["mode"]], ai_model_version=strings[row["ai"]],
+        firmware=strings[row["fw"]], codes=state.codes.table[row["codes"]], location=_location(row),
+        ts=row["ts"], latest_seq=row["latest_seq"], seq=row["seq"], first_seq=row["first_seq"],
+        window=row["window"], first_seen=row["first_seen"], last_seen=row["last_seen"],
+        signals=_signal_states(state.blocks[row["block"]], row["row"], row["events"]),
+        counts=Counts(row["events"], row["duplicates"], row["stale"], row["rejected"], tuple(row["modes"])),
+        late=row["late"], mode_since=row["mode_since"], ai_model_since=row["ai_since"],
+        firmware_since=row["fw_since"], version_changes=row["version_changes"], watch=watch,
+        partition=partition, offset=offset, check_offset=check_offset,
+        config=state.configs.config(row["config"]),
+    )
+
+
+def _location(row: dict[str, Any]) -> Location | None:
+    if row["loc_kind"] == 0:
+        return None
+    return Location(lat=row["lat"], lon=row["lon"], floor=row["floor"] if row["loc_kind"] == 2 else None)
+
+
+def _signal_states(block: _Block, row: int, events: int) -> dict[str, SignalState]:
+    cols = {name: column[row].tolist() for name, column in block.c.items()}
+    out = {}
+    for j, name in enumerate(block.names):  # sorted: the reducer's canonical order
+        if cols["present"][j]:
+            explicit, count = cols["explicit"][j], cols["count"][j]
+            out[name] = SignalState(
+                cols["value"][j], cols["sts"][j] if explicit else None, cols["sseq"][j] if explicit else None,
+                None if count == events else count, cols["mean"][j], cols["var"][j])
+    return out
+
+
+def from_twins(twins: Iterable[Twin], catalogues: Mapping[str, Iterable[str]] | None = None) -> ReduceState:
+    """The state holding `twins` (e.g. recovered from a snapshot or changelog).
+
+    Raises ValueError for a twin the scalar reducer could not have produced (unsorted signals or
+    config, a signal with only one of ts/seq, a stored n equal to the accepted events), since
+    `to_twin` could not give it back byte for byte.
+    """
+    state = ReduceState(catalogues)
+    for twin in twins:
+        _load(state, twin)
+    return state
+
+
+def _load(state: ReduceState, twin: Twin) -> None:
+    _check_canonical(twin)
+    if twin.robot_id in state.slot_of:
+        raise ValueError(f"robot {twin.robot_id!r} twice")
+    slot = state._new_slot(twin.robot_id)
+    c, strings = state.cols, state.strings
+    for column, field in (("sector", "sector"), ("site", "site"), ("model", "model"),
+                          ("ai", "ai_model_version"), ("fw", "firmware")):
+        c[column][slot] = strings[getattr(twin, field)]
+    c["mode"][slot] = _MODE_INDEX[twin.mode]
+    c["codes"][slot] = state.codes[twin.codes]
+    c["config"][slot] = state.configs[tuple(twin.config.items())]
+    if twin.location is not None:
+        loc = twin.location
+        c["loc_kind"][slot] = 1 if loc.floor is None else 2
+        c["lat"][slot], c["lon"][slot], c["floor"][slot] = loc.lat, loc.lon, loc.floor or 0
+    for column, field in (("ts", "ts"), ("latest_seq", "latest_seq"), ("seq", "seq"), ("first_seq", "first_seq"),
+                          ("window", "window"), ("first_seen", "first_seen"), ("last_seen", "last_seen"),
+                          ("late", "late"), ("mode_since", "mode_since"), ("ai_since", "ai_model_since"),
+                          ("fw_since", "firmware_since"), ("version_changes", "version_changes")):
+        c[column][slot] = getattr(twin, field)
+    counts = twin.counts
+    c["events"][slot], c["duplicates"][slot] = counts.events, counts.duplicates
+    c["stale"][slot], c["rejected"][slot], c["modes"][slot] = counts.stale, counts.rejected, counts.modes
+    if (twin.watch, twin.partition, twin.offset, twin.check_offset) != (None, -1, -1, -1):
+        state.extras[slot] = (twin.watch, twin.partition, twin.offset, twin.check_offset)
+    state._place(slot, (*twin.signals, *state.catalogues.get(twin.model, ())))
+    _load_signals(state, slot, twin)
+
+
+def _load_signals(state: ReduceState, slot: int, twin: Twin) -> None:
+    block, row = state.blocks[state.cols["block"][slot]], int(state.cols["row"][slot])
+    b = block.c
+    for name, sig in twin.signals.items():
+        j = block.names.index(name)
+        b["present"][row, j], b["value"][row, j] = True, sig.value
+        b["mean"][row, j], b["var"][row, j] = sig.mean, sig.var
+        b["count"][row, j] = twin.signal_count(sig)
+        if sig.ts is not None and sig.seq is not None:
+            b["explicit"][row, j], b["sts"][row, j], b["sseq"][row, j] = True, sig.ts, sig.seq
+
+
+def _check_canonical(twin: Twin) -> None:
+    problems = []
+    if list(twin.signals) != sorted(twin.signals):
+        problems.append("signals not sorted by name")
+    if list(twin.config) != sorted(twin.config):
+        problems.append("config not sorted by name")
+    for name, sig in twin.signals.items():
+        if (sig.ts is None) != (sig.seq is None):
+            problems.append(f"signal {name!r} has only one of ts and seq")
+        if sig.n is not None and sig.n == twin.counts.events:
+            problems.append(f"signal {name!r} stores n equal to the accepted events")
+    if problems:
+        raise ValueError(f"twin {twin.robot_id!r} is not one the reducer makes: {'; '.join(problems)}")
