@@ -37,6 +37,7 @@ from itertools import chain
 from typing import Any
 
 import msgspec
+from msgspec.structs import astuple
 import numpy as np
 import numpy.typing as npt
 
@@ -60,10 +61,6 @@ _PLAIN = tuple(Effects(outcome) for outcome in OUTCOMES)
 _U1 = np.uint64(1)
 _U0 = np.uint64(0)
 
-_FIELDS = operator.attrgetter(
-    "robot_id", "seq", "ts", "mode", "sector", "site", "model", "ai_model_version", "firmware",
-    "codes", "location", "config", "signals",
-)
 
 _SLOT_COLUMNS: dict[str, tuple[type[Any], tuple[int, ...]]] = {
     # latest state, decided by the newest event
@@ -126,30 +123,51 @@ class _Intern(dict[Any, int]):
 
 
 class _ConfigIntern(dict[tuple[tuple[str, str], ...], int]):
-    """An event's config items, in the sender's order -> code of the canonical (sorted) dict."""
+    """An event's config items, in the sender's order -> code of the canonical (sorted) dict.
+
+    Code 0 is no configuration. `refs[code]` is what an event's `config` equals when it has that
+    code (UNSET for code 0), so a batch finds the events whose config did not change with one
+    C-level compare each, and interns only the others.
+    """
 
     def __init__(self) -> None:
         super().__init__()
         self.canonical = _Intern()
+        self.refs: list[dict[str, str] | msgspec.UnsetType] = [msgspec.UNSET]
+        self[()] = self.canonical[()]
 
     def __missing__(self, key: tuple[tuple[str, str], ...]) -> int:
         code = self[key] = self.canonical[tuple(sorted(key))]
+        if code == len(self.refs):
+            self.refs.append(dict(self.canonical.table[code]))
         return code
 
     def config(self, code: int) -> dict[str, str]:
         return dict(self.canonical.table[code])
 
 
-class _KeyIntern(dict[tuple[str, ...], tuple[int, ...]]):
-    """An event's signal names, in the sender's order -> their global name ids."""
+class _KeyIntern(dict[tuple[str, ...], int]):
+    """An event's signal names, in the sender's order -> a key code; `gids[code]`: their global name ids."""
 
     def __init__(self, names: _Intern) -> None:
         super().__init__()
         self.names = names
+        self.gids: list[tuple[int, ...]] = []
+        self._table: Array = np.zeros((0, 0), np.int32)
 
-    def __missing__(self, key: tuple[str, ...]) -> tuple[int, ...]:
-        gids = self[key] = tuple(self.names[name] for name in key)
-        return gids
+    def __missing__(self, key: tuple[str, ...]) -> int:
+        code = self[key] = len(self.gids)
+        self.gids.append(tuple(self.names[name] for name in key))
+        return code
+
+    def table(self) -> Array:
+        """Key code x position -> global name id (padded with -1)."""
+        if len(self._table) != len(self.gids):
+            table = np.full((len(self.gids), max(map(len, self.gids), default=0)), -1, np.int32)
+            for code, gids in enumerate(self.gids):
+                table[code, : len(gids)] = gids
+            self._table = table
+        return self._table
 
 
 class _Block:
@@ -257,35 +275,41 @@ def catalogues_of(fleet: Any) -> dict[str, tuple[str, ...]]:
     return {name: tuple(model.signals) for name, model in fleet.models.items()}
 
 
+_FIELD = {name: i for i, name in enumerate(Event.__struct_fields__)}
+
+
 class _Batch:
-    """A batch of events as columns (one entry per event, in log order)."""
+    """A batch of events as columns (one entry per event, in log order), placed in the state:
+    every robot has a slot and a block with a column for each signal it reports."""
 
     def __init__(self, state: ReduceState, events: Sequence[Event], received_ts: Sequence[float] | Array) -> None:
         n = self.n = len(events)
-        (self.rid, seq, ts, mode, sector, site, model, ai, fw, codes, loc, cfg,
-         sigs) = zip(*map(_FIELDS, events))
-        self.seq_py: tuple[int, ...] = seq
-        self.ts_py: tuple[float, ...] = ts
+        fields = list(zip(*map(astuple, events)))
+        self.rid: tuple[str, ...] = fields[_FIELD["robot_id"]]
+        self.seq_py: tuple[int, ...] = fields[_FIELD["seq"]]
+        self.ts_py: tuple[float, ...] = fields[_FIELD["ts"]]
+        self.models: tuple[str, ...] = fields[_FIELD["model"]]
         self.recv = np.asarray(received_ts, dtype=np.float64)
         if self.recv.shape != (n,):
             raise ValueError(f"{n} events but {self.recv.shape} received_ts")
-        self.seq = np.fromiter(seq, np.uint64, n)
-        self.ts = np.fromiter(ts, np.float64, n)
-        self.mode = np.fromiter(map(_MODE_INDEX.__getitem__, mode), np.int8, n)
+        self.seq = np.fromiter(self.seq_py, np.uint64, n)
+        self.ts = np.fromiter(self.ts_py, np.float64, n)
+        self.mode = np.fromiter(map(_MODE_INDEX.__getitem__, fields[_FIELD["mode"]]), np.int8, n)
         strings = state.strings.__getitem__
-        for name, column in (("sector", sector), ("site", site), ("model", model), ("ai", ai), ("fw", fw)):
-            setattr(self, name, np.fromiter(map(strings, column), np.int32, n))
-        self.models: tuple[str, ...] = model
-        self.codes = np.fromiter(map(state.codes.__getitem__, codes), np.int32, n)
-        self.config = np.fromiter(map(state.configs.__getitem__, map(_config_key, cfg)), np.int32, n)
-        self._locations(loc)
-        self._signals(state, sigs)
+        for name, field in (("sector", "sector"), ("site", "site"), ("model", "model"),
+                            ("ai", "ai_model_version"), ("fw", "firmware")):
+            setattr(self, name, np.fromiter(map(strings, fields[_FIELD[field]]), np.int32, n))
+        self.codes = np.fromiter(map(state.codes.__getitem__, fields[_FIELD["codes"]]), np.int32, n)
+        self._locations(fields[_FIELD["location"]])
+        self._signals(state, fields[_FIELD["signals"]])
         self.slot = np.zeros(n, np.int64)
-        """The robot slot of each event (`_assign_slots`)."""
+        """The robot slot of each event."""
         self.first = np.zeros(n, np.bool_)
         """True for the first event of a robot new to the state."""
-        self.local = np.zeros(0, np.int32)
-        """Each flat signal entry's column in its robot's block (`_assign_slots`)."""
+        self._place(state)
+        self.local = self._local_columns(state)
+        """Each flat signal entry's column in its robot's block."""
+        self.config = _config_codes(state, fields[_FIELD["config"]], self.slot)
 
     def column(self, name: str) -> Array:
         if name == "latest_seq":
@@ -307,16 +331,48 @@ class _Batch:
 
     def _signals(self, state: ReduceState, sigs: tuple[dict[str, float], ...]) -> None:
         """Every event's signals, flat: global name id and value, `off[i]`/`lens[i]` per event."""
-        self.gid_tuples: list[tuple[int, ...]] = list(map(state.keys.__getitem__, map(tuple, sigs)))
-        self.lens = np.fromiter(map(len, sigs), np.int64, self.n)
+        self.key = np.fromiter(map(state.keys.__getitem__, map(tuple, sigs)), np.int32, self.n)
+        table = state.keys.table()
+        self.lens = (table[self.key] >= 0).sum(axis=1)  # integer counts: exact
         self.off = np.cumsum(self.lens) - self.lens
-        total = int(self.off[-1] + self.lens[-1])
-        self.gid = np.fromiter(chain.from_iterable(self.gid_tuples), np.int32, total)
+        total = int(self.lens.sum())
+        self.gid = table[np.repeat(self.key, self.lens), np.arange(total) - np.repeat(self.off, self.lens)]
         self.val = np.fromiter(chain.from_iterable(map(dict.values, sigs)), np.float64, total)
 
+    def _place(self, state: ReduceState) -> None:
+        slots = list(map(state.slot_of.get, self.rid))
+        if None in slots:
+            _new_robots(state, self, slots)
+        self.slot = np.array(slots, np.int64)
 
-def _config_key(config: dict[str, str] | msgspec.UnsetType) -> tuple[tuple[str, str], ...]:
-    return () if isinstance(config, msgspec.UnsetType) else tuple(config.items())
+    def _local_columns(self, state: ReduceState) -> Array:
+        local = _lookup(state, self)
+        if (local < 0).any():  # a robot reports a signal its block lacks: move it (rare)
+            ev_of = np.repeat(np.arange(self.n), self.lens)
+            for i in np.unique(ev_of[local < 0]).tolist():
+                slot = int(self.slot[i])
+                have = state.blocks[state.cols["block"][slot]].local
+                missing = [g for g in state.keys.gids[self.key[i]] if g not in have]
+                if missing:
+                    state._move(slot, [state.names.table[g] for g in missing])
+            local = _lookup(state, self)
+        return local
+
+
+def _lookup(state: ReduceState, batch: _Batch) -> Array:
+    blocks = state.cols["block"][batch.slot]
+    return state.colmap()[np.repeat(blocks, batch.lens), batch.gid]  # type: ignore[no-any-return]
+
+
+def _config_codes(state: ReduceState, configs: tuple[dict[str, str] | msgspec.UnsetType, ...], slot: Array) -> Array:
+    """Each event's config code: the robot's current one where the config equals it, else interned."""
+    codes = state.cols["config"][slot]
+    refs = state.configs.refs
+    same = np.fromiter(map(operator.eq, configs, map(refs.__getitem__, codes.tolist())), np.bool_, len(slot))
+    for i in np.flatnonzero(~same).tolist():
+        config = configs[i]
+        codes[i] = state.configs[() if isinstance(config, msgspec.UnsetType) else tuple(config.items())]
+    return codes
 
 
 def reduce_batch(state: ReduceState, events: Sequence[Event],
@@ -326,7 +382,6 @@ def reduce_batch(state: ReduceState, events: Sequence[Event],
     if not events:
         return state, []
     batch = _Batch(state, events, received_ts)
-    _assign_slots(state, batch)
     outcome = np.zeros(batch.n, np.int8)
     changes: dict[int, list[Change]] = {}
     with np.errstate(over="ignore", invalid="ignore"):  # inf and nan as Python's floats give them
@@ -336,29 +391,6 @@ def reduce_batch(state: ReduceState, events: Sequence[Event],
     for i, change in changes.items():
         effects[i] = Effects(OUTCOMES[outcome[i]], tuple(change))
     return state, effects
-
-
-def _assign_slots(state: ReduceState, batch: _Batch) -> None:
-    """Slot per event (new robots get one) and each event's signals as columns of its robot's block."""
-    slots = list(map(state.slot_of.get, batch.rid))
-    if None in slots:
-        _new_robots(state, batch, slots)
-    batch.slot = np.array(slots, np.int64)
-    batch.local = _local_columns(state, batch)
-    if (batch.local < 0).any():  # a robot reports a signal its block lacks: move it (rare)
-        ev_of = np.repeat(np.arange(batch.n), batch.lens)
-        for i in np.unique(ev_of[batch.local < 0]).tolist():
-            slot = slots[i]
-            have = state.blocks[state.cols["block"][slot]].local
-            missing = [g for g in batch.gid_tuples[i] if g not in have]
-            if missing:
-                state._move(slot, [state.names.table[g] for g in missing])
-        batch.local = _local_columns(state, batch)
-
-
-def _local_columns(state: ReduceState, batch: _Batch) -> Array:
-    blocks = state.cols["block"][batch.slot]
-    return state.colmap()[np.repeat(blocks, batch.lens), batch.gid]  # type: ignore[no-any-return]
 
 
 def _new_robots(state: ReduceState, batch: _Batch, slots: list[int | None]) -> None:
@@ -372,7 +404,7 @@ def _new_robots(state: ReduceState, batch: _Batch, slots: list[int | None]) -> N
             batch.first[i] = True
             catalogue = state.catalogues.get(batch.models[i], ())
             names[slot].update(state.names[n] for n in catalogue)
-        names[slot].update(batch.gid_tuples[i])
+        names[slot].update(state.keys.gids[batch.key[i]])
         slots[i] = slot
     for slot, gids in names.items():
         state._place(slot, [state.names.table[g] for g in gids])
@@ -517,24 +549,50 @@ def _signals_of_block(block: _Block, batch: _Batch, idx: Array, rows: Array, new
     carried = np.zeros(value.shape, np.bool_)
     carried[at, col] = True
     b = block.c
-    present, explicit, mean, var = b["present"][rows], b["explicit"][rows], b["mean"][rows], b["var"][rows]
-    update, fresh = carried & present, carried & ~present
-    delta = value - mean
-    b["mean"][rows] = np.where(update, mean + ALPHA * delta, np.where(fresh, value, mean))
-    b["var"][rows] = np.where(update, _KEEP * (var + ALPHA * delta * delta), np.where(fresh, 0.0, var))
+    present, explicit = b["present"][rows], b["explicit"][rows]
+    update = carried & present
+    fresh = carried & ~present
+    _statistics(b, rows, value, update, fresh)
     b["count"][rows] += carried
-    ts, seq = batch.ts[idx][:, None], batch.seq[idx][:, None]
-    sts, sseq = b["sts"][rows], b["sseq"][rows]
-    own_ts = np.where(explicit, sts, latest_ts[:, None])
-    own_seq = np.where(explicit, sseq, latest_seq[:, None])
-    take = fresh | (update & ((ts > own_ts) | ((ts == own_ts) & (seq > own_seq))))
-    newest = newest[:, None]
-    written_out = present & ~carried & newest & ~explicit  # the latest moves on without it
-    b["value"][rows] = np.where(take, value, b["value"][rows])
-    b["sts"][rows] = np.where(take, ts, np.where(written_out, own_ts, sts))
-    b["sseq"][rows] = np.where(take, seq, np.where(written_out, own_seq, sseq))
-    b["explicit"][rows] = np.where(take, ~newest, explicit | written_out)
-    b["present"][rows] = present | carried
+    if fresh.any():
+        b["present"][rows] = present | carried
+    timed = explicit.any()
+    if timed:  # some signals hold their own time: compare the event's with each
+        ts, seq = batch.ts[idx][:, None], batch.seq[idx][:, None]
+        own_ts = np.where(explicit, b["sts"][rows], latest_ts[:, None])
+        own_seq = np.where(explicit, b["sseq"][rows], latest_seq[:, None])
+        take = fresh | (update & ((ts > own_ts) | ((ts == own_ts) & (seq > own_seq))))
+    else:  # every signal's time is the twin's latest, so the event is newer for it iff newest
+        take = carried if newest.all() else fresh | (update & newest[:, None])
+    b["value"][rows] = value if take.all() else np.where(take, value, b["value"][rows])
+    written_out = present & ~carried & newest[:, None] & ~explicit  # the latest moves on without it
+    if timed or written_out.any() or not newest.all():
+        _signal_times(b, rows, batch.ts[idx], batch.seq[idx], newest, latest_ts, latest_seq, take, written_out)
+
+
+def _statistics(b: dict[str, Array], rows: Array, value: Array, update: Array, fresh: Array) -> None:
+    """`_update_signal`'s mean and var, the same operations in the same order; a new signal's."""
+    mean, var = b["mean"][rows], b["var"][rows]
+    delta = value - mean
+    new_mean = mean + ALPHA * delta
+    new_var = _KEEP * (var + ALPHA * delta * delta)
+    if not update.all():
+        new_mean = np.where(update, new_mean, mean)
+        new_var = np.where(update, new_var, var)
+        if fresh.any():
+            new_mean = np.where(fresh, value, new_mean)
+            new_var = np.where(fresh, 0.0, new_var)
+    b["mean"][rows], b["var"][rows] = new_mean, new_var
+
+
+def _signal_times(b: dict[str, Array], rows: Array, ts: Array, seq: Array, newest: Array, latest_ts: Array,
+                  latest_seq: Array, take: Array, written_out: Array) -> None:
+    """Stored ts/seq: a value from an event that is not the newest keeps the event's own; a value
+    the latest leaves behind gets the twin's latest (before this event) written out."""
+    explicit = b["explicit"][rows]
+    b["sts"][rows] = np.where(take, ts[:, None], np.where(written_out, latest_ts[:, None], b["sts"][rows]))
+    b["sseq"][rows] = np.where(take, seq[:, None], np.where(written_out, latest_seq[:, None], b["sseq"][rows]))
+    b["explicit"][rows] = np.where(take, ~newest[:, None], explicit | written_out)
 
 
 def to_twin(state: ReduceState, robot_id: str) -> Twin:
