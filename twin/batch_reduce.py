@@ -9,8 +9,10 @@ and compares bytes). The point is cost: one numpy operation per column per
 How:
 * State is columns indexed by a robot slot (`ReduceState.slot_of`). Signals
   live in column blocks, one per signal list (robots of one model share one),
-  so a robot costs what its numbers need: a flag byte and seven numbers per
-  signal. A robot that reports a signal its block lacks moves to a wider block.
+  so a robot costs what its numbers need: per signal two flag bytes and four
+  numbers (value, mean, var, count); a signal's own (ts, seq), needed only while
+  its value is older than the twin's latest event, is kept in a sparse dict per
+  block. A robot that reports a signal its block lacks moves to a wider block.
 * A batch is split into rounds: a robot's k-th event of the batch is in round k.
   Within a round each robot appears once, so rounds are elementwise over robots
   and the log order of each robot's events is kept, which is all the scalar
@@ -89,10 +91,10 @@ _LATEST = ("sector", "site", "model", "ai", "fw", "mode", "codes", "config", "lo
 
 _SIGNAL_COLUMNS: dict[str, type[Any]] = {
     "present": np.bool_, "explicit": np.bool_, "value": np.float64, "mean": np.float64,
-    "var": np.float64, "sts": np.float64, "sseq": np.uint64, "count": np.int64,
+    "var": np.float64, "count": np.int64,
 }
 """Per signal of a block row. `present`: the twin has the signal. `explicit`: its ts/seq are
-stored (`sts`, `sseq`) rather than None. `count` is the signal's count; `SignalState.n` is None
+stored (in the block's sparse `times`) rather than None. `count` is the signal's count; `SignalState.n` is None
 exactly when it equals the twin's accepted events (an invariant of `twin.reduce`)."""
 
 
@@ -180,6 +182,9 @@ class _Block:
         self.c: dict[str, Array] = {k: np.zeros((0, len(names)), t) for k, t in _SIGNAL_COLUMNS.items()}
         self.rows = 0
         self.free: list[int] = []
+        self.times: dict[tuple[int, int], tuple[float, int]] = {}
+        """(row, column) -> (ts, seq) of the explicit signals only: a signal's value usually came with
+        its twin's latest event (ts/seq None), so 16 bytes per signal are kept only where needed."""
 
     def alloc(self) -> int:
         """A row with no signal present."""
@@ -223,9 +228,14 @@ class ReduceState:
         return len(self.robot_ids)
 
     def nbytes(self) -> int:
-        """Bytes of every array (allocated capacity, so up to twice what the rows use)."""
+        """Bytes of every array (allocated capacity, so up to twice what the rows use); the sparse
+        signal times (`sparse_times`) and the interned strings are not in it."""
         slots = sum(a.nbytes for a in self.cols.values())
         return slots + sum(a.nbytes for b in self.blocks for a in b.c.values())
+
+    def sparse_times(self) -> int:
+        """How many signals hold their own (ts, seq) (each a dict entry of two Python numbers)."""
+        return sum(len(block.times) for block in self.blocks)
 
     def _new_slot(self, robot_id: str) -> int:
         slot = self.slot_of[robot_id] = len(self.robot_ids)
@@ -256,6 +266,8 @@ class ReduceState:
         where = [block.local[g] for g in old.gids]
         for name, column in block.c.items():
             column[row, where] = old.c[name][old_row]
+        for j in np.flatnonzero(old.c["explicit"][old_row]).tolist():
+            block.times[row, where[j]] = old.times.pop((old_row, j))
         old.free.append(old_row)
         self.cols["block"][slot], self.cols["row"][slot] = bid, row
 
@@ -559,15 +571,14 @@ def _signals_of_block(block: _Block, batch: _Batch, idx: Array, rows: Array, new
     timed = explicit.any()
     if timed:  # some signals hold their own time: compare the event's with each
         ts, seq = batch.ts[idx][:, None], batch.seq[idx][:, None]
-        own_ts = np.where(explicit, b["sts"][rows], latest_ts[:, None])
-        own_seq = np.where(explicit, b["sseq"][rows], latest_seq[:, None])
+        own_ts, own_seq = _own_times(block, rows, explicit, latest_ts, latest_seq)
         take = fresh | (update & ((ts > own_ts) | ((ts == own_ts) & (seq > own_seq))))
     else:  # every signal's time is the twin's latest, so the event is newer for it iff newest
         take = carried if newest.all() else fresh | (update & newest[:, None])
     b["value"][rows] = value if take.all() else np.where(take, value, b["value"][rows])
     written_out = present & ~carried & newest[:, None] & ~explicit  # the latest moves on without it
     if timed or written_out.any() or not newest.all():
-        _signal_times(b, rows, batch.ts[idx], batch.seq[idx], newest, latest_ts, latest_seq, take, written_out)
+        _signal_times(block, rows, batch.ts[idx], batch.seq[idx], newest, latest_ts, latest_seq, take, written_out)
 
 
 def _statistics(b: dict[str, Array], rows: Array, value: Array, update: Array, fresh: Array) -> None:
@@ -585,14 +596,31 @@ def _statistics(b: dict[str, Array], rows: Array, value: Array, update: Array, f
     b["mean"][rows], b["var"][rows] = new_mean, new_var
 
 
-def _signal_times(b: dict[str, Array], rows: Array, ts: Array, seq: Array, newest: Array, latest_ts: Array,
+def _own_times(block: _Block, rows: Array, explicit: Array, latest_ts: Array, latest_seq: Array) -> tuple[Array, Array]:
+    """Each signal's (ts, seq): the twin's latest, or its own where explicit (sparse)."""
+    shape = explicit.shape
+    own_ts = np.repeat(latest_ts[:, None], shape[1], axis=1)
+    own_seq = np.repeat(latest_seq[:, None], shape[1], axis=1)
+    rows_ = rows.tolist()
+    for r, j in zip(*(a.tolist() for a in np.nonzero(explicit))):
+        own_ts[r, j], own_seq[r, j] = block.times[rows_[r], j]
+    return own_ts, own_seq
+
+
+def _signal_times(block: _Block, rows: Array, ts: Array, seq: Array, newest: Array, latest_ts: Array,
                   latest_seq: Array, take: Array, written_out: Array) -> None:
     """Stored ts/seq: a value from an event that is not the newest keeps the event's own; a value
-    the latest leaves behind gets the twin's latest (before this event) written out."""
-    explicit = b["explicit"][rows]
-    b["sts"][rows] = np.where(take, ts[:, None], np.where(written_out, latest_ts[:, None], b["sts"][rows]))
-    b["sseq"][rows] = np.where(take, seq[:, None], np.where(written_out, latest_seq[:, None], b["sseq"][rows]))
-    b["explicit"][rows] = np.where(take, ~newest[:, None], explicit | written_out)
+    the latest leaves behind gets the twin's latest (before this event) written out; a value from
+    the newest event drops its own."""
+    explicit, times, rows_ = block.c["explicit"][rows], block.times, rows.tolist()
+    newest = newest[:, None]
+    for r, j in zip(*(a.tolist() for a in np.nonzero(take & newest & explicit))):
+        del times[rows_[r], j]
+    for mask, when, at in ((take & ~newest, ts, seq), (written_out, latest_ts, latest_seq)):
+        r_, j_ = np.nonzero(mask)
+        for r, j, t, q in zip(r_.tolist(), j_.tolist(), when[r_].tolist(), at[r_].tolist()):
+            times[rows_[r], j] = (t, q)
+    block.c["explicit"][rows] = np.where(take, ~newest, explicit | written_out)
 
 
 def to_twin(state: ReduceState, robot_id: str) -> Twin:
@@ -625,12 +653,13 @@ def _location(row: dict[str, Any]) -> Location | None:
 def _signal_states(block: _Block, row: int, events: int) -> dict[str, SignalState]:
     cols = {name: column[row].tolist() for name, column in block.c.items()}
     out = {}
+    no_time = (None, None)
     for j, name in enumerate(block.names):  # sorted: the reducer's canonical order
         if cols["present"][j]:
-            explicit, count = cols["explicit"][j], cols["count"][j]
-            out[name] = SignalState(
-                cols["value"][j], cols["sts"][j] if explicit else None, cols["sseq"][j] if explicit else None,
-                None if count == events else count, cols["mean"][j], cols["var"][j])
+            ts, seq = block.times[row, j] if cols["explicit"][j] else no_time
+            count = cols["count"][j]
+            out[name] = SignalState(cols["value"][j], ts, seq, None if count == events else count,
+                                    cols["mean"][j], cols["var"][j])
     return out
 
 
@@ -686,7 +715,8 @@ def _load_signals(state: ReduceState, slot: int, twin: Twin) -> None:
         b["mean"][row, j], b["var"][row, j] = sig.mean, sig.var
         b["count"][row, j] = twin.signal_count(sig)
         if sig.ts is not None and sig.seq is not None:
-            b["explicit"][row, j], b["sts"][row, j], b["sseq"][row, j] = True, sig.ts, sig.seq
+            b["explicit"][row, j] = True
+            block.times[row, j] = (sig.ts, sig.seq)
 
 
 def _check_canonical(twin: Twin) -> None:

@@ -59,6 +59,8 @@ def assert_same(state: ReduceState, oracle: Oracle, effects: list[Effects]) -> N
     assert state.robots == len(oracle.twins)
     for robot, twin in oracle.twins.items():
         assert encode_twin(to_twin(state, robot)) == encode_twin(twin), robot
+    explicit = sum(twin.signals[name].ts is not None for twin in oracle.twins.values() for name in twin.signals)
+    assert state.sparse_times() == explicit  # no entry left behind
 
 
 @pytest.fixture(scope="module")
