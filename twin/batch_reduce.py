@@ -188,15 +188,18 @@ class _Block:
 
     def alloc(self) -> int:
         """A row with no signal present."""
-        if self.free:
-            row = self.free.pop()
-            for column in self.c.values():
-                column[row] = 0
-            return row
-        if self.rows == len(self.c["value"]):
-            self.c = _grown(self.c, max(16, 2 * self.rows))
-        self.rows += 1
-        return self.rows - 1
+        return int(self.alloc_many(1)[0])
+
+    def alloc_many(self, count: int) -> Array:
+        """`count` rows with no signal present: freed ones first."""
+        reused = [self.free.pop() for _ in range(min(count, len(self.free)))]
+        for column in self.c.values():
+            column[reused] = 0
+        fresh = count - len(reused)
+        if self.rows + fresh > len(self.c["value"]):
+            self.c = _grown(self.c, max(16, 2 * len(self.c["value"]), self.rows + fresh))
+        self.rows += fresh
+        return np.array(reused + list(range(self.rows - fresh, self.rows)), np.int64)
 
 
 class ReduceState:
@@ -222,6 +225,7 @@ class ReduceState:
         slots loaded with other than their defaults."""
         self.catalogues = {m: tuple(names) for m, names in (catalogues or {}).items()}
         self._colmap: Array = np.zeros((0, 0), np.int32)
+        self._new_blocks: dict[tuple[str, frozenset[int]], int] = {}
 
     @property
     def robots(self) -> int:
@@ -238,11 +242,24 @@ class ReduceState:
         return sum(len(block.times) for block in self.blocks)
 
     def _new_slot(self, robot_id: str) -> int:
-        slot = self.slot_of[robot_id] = len(self.robot_ids)
-        self.robot_ids.append(robot_id)
-        if slot == len(self.cols["ts"]):
-            self.cols = _grown(self.cols, max(64, 2 * slot))
-        return slot
+        return self._new_slots([robot_id])
+
+    def _new_slots(self, robot_ids: list[str]) -> int:
+        """Consecutive slots for robots new to the state; the first one's."""
+        start = len(self.robot_ids)
+        self.robot_ids.extend(robot_ids)
+        self.slot_of.update(zip(robot_ids, range(start, len(self.robot_ids))))
+        if len(self.robot_ids) > len(self.cols["ts"]):
+            self.cols = _grown(self.cols, max(64, 2 * len(self.cols["ts"]), len(self.robot_ids)))
+        return start
+
+    def _block_for(self, model: str, keys: frozenset[int]) -> int:
+        """The block of a new robot of `model` whose events carry the signal key codes `keys`."""
+        bid = self._new_blocks.get((model, keys))
+        if bid is None:
+            names = {*self.catalogues.get(model, ()), *(self.names.table[g] for k in keys for g in self.keys.gids[k])}
+            bid = self._new_blocks[model, keys] = self._block_id(names)
+        return bid
 
     def _block_id(self, names: Iterable[str]) -> int:
         key = tuple(sorted(set(names)))
@@ -406,20 +423,28 @@ def reduce_batch(state: ReduceState, events: Sequence[Event],
 
 
 def _new_robots(state: ReduceState, batch: _Batch, slots: list[int | None]) -> None:
-    """Slots for robots the state has not seen; each gets a block of every signal its events carry."""
-    names: dict[int, set[int]] = {}
-    for i in [i for i, s in enumerate(slots) if s is None]:
-        slot = state.slot_of.get(batch.rid[i])
-        if slot is None:
-            slot = state._new_slot(batch.rid[i])
-            names[slot] = set()
-            batch.first[i] = True
-            catalogue = state.catalogues.get(batch.models[i], ())
-            names[slot].update(state.names[n] for n in catalogue)
-        names[slot].update(state.keys.gids[batch.key[i]])
-        slots[i] = slot
-    for slot, gids in names.items():
-        state._place(slot, [state.names.table[g] for g in gids])
+    """Slots for robots the state has not seen, in order of first event; each gets a row in the
+    block of its model's catalogue plus every signal its events in the batch carry."""
+    new = [i for i, s in enumerate(slots) if s is None]
+    keys = batch.key.tolist()
+    found: dict[str, tuple[int, str, set[int]]] = {}  # robot -> first event, model, signal key codes
+    for i in new:
+        seen = found.get(batch.rid[i])
+        if seen is None:
+            found[batch.rid[i]] = (i, batch.models[i], {keys[i]})
+        else:
+            seen[2].add(keys[i])
+    batch.first[[first for first, _, _ in found.values()]] = True
+    start = state._new_slots(list(found))
+    slot_of = state.slot_of
+    for i in new:
+        slots[i] = slot_of[batch.rid[i]]
+    by_block: dict[int, list[int]] = {}
+    for slot, (_, model, codes) in enumerate(found.values(), start):
+        by_block.setdefault(state._block_for(model, frozenset(codes)), []).append(slot)
+    for bid, members in by_block.items():
+        state.cols["block"][members] = bid
+        state.cols["row"][members] = state.blocks[bid].alloc_many(len(members))
 
 
 def _rounds(slot: Array) -> list[Array]:
