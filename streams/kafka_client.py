@@ -10,7 +10,7 @@ writes them once into `<state_dir>/secrets/` (docs/SECURITY.md).
 from __future__ import annotations
 
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +135,40 @@ async def read_range(settings: Settings, topic: str, partition: int, start: int,
     finally:
         await consumer.stop()
     return out
+
+
+async def start_offsets(settings: Settings, group: str, partitions: Iterable[tuple[str, int]]) -> dict[tuple[str, int], int]:
+    """Where a consumer of `group` starts reading each partition: the group's committed offset,
+    else the partition's first (the worker resets to `earliest`). Asked of the broker; joins no group."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    tps = [TopicPartition(topic, partition) for topic, partition in partitions]
+    if not tps:
+        return {}
+    consumer = AIOKafkaConsumer(**client_kwargs(settings), group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        committed = {tp: await consumer.committed(tp) for tp in tps}
+        first = await consumer.beginning_offsets([tp for tp, n in committed.items() if n is None])
+    finally:
+        await consumer.stop()
+    return {(tp.topic, tp.partition): n if n is not None else first[tp] for tp, n in committed.items()}
+
+
+async def end_offsets(settings: Settings, partitions: Iterable[tuple[str, int]]) -> dict[tuple[str, int], int]:
+    """The offset the next record of each partition will get (its end), asked of the broker."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    tps = [TopicPartition(topic, partition) for topic, partition in partitions]
+    if not tps:
+        return {}
+    consumer = AIOKafkaConsumer(**client_kwargs(settings), enable_auto_commit=False)
+    await consumer.start()
+    try:
+        ends = await consumer.end_offsets(tps)
+    finally:
+        await consumer.stop()
+    return {(tp.topic, tp.partition): n for tp, n in ends.items()}
 
 
 async def partition_ids(settings: Settings, topic: str) -> set[int]:

@@ -18,8 +18,8 @@ they apply:
   (`on_anomaly`): enough robots of one site at once open a site incident;
 - a robot is worth a silence check when it has been quiet for longer than its
   model's `silence_min_s` and is not already flagged silent
-  (`silence_check_due`), unless the driver is working through a backlog
-  (`catching_up`): then the twins, not the robots, are behind;
+  (`silence_check_due`); the driver checks only robots whose partition it
+  has folded to the end (else the twins, not the robots, are behind);
 - a record of `fleet.desired` (`on_desired`) adds its change to the desired
   rules, which every later record is judged against (drift, reconnect
   commands); `on_desired_commands` says which robots a change sends a command;
@@ -154,14 +154,6 @@ def silence_check_due(twin: Twin, now: float, config: DetectorConfig) -> bool:
     if now - twin.last_seen <= config.for_model(twin.model).silence_min_s:
         return False
     return not any(o.detector == "silence" for o in (twin.watch.open if twin.watch else []))
-
-
-def catching_up(newest_record_ts: float, read_at: float, now: float, slack_s: float) -> bool:
-    """Were records processed lately (at `read_at`) that are older than `slack_s`: a backlog?
-
-    A quiet fleet is not a backlog: then nothing was processed lately.
-    """
-    return now - read_at < slack_s and read_at - newest_record_ts > slack_s
 
 
 def alert_is_news(before: Anomaly | None, anomaly: Anomaly) -> bool:

@@ -13,6 +13,7 @@ import asyncio
 from typing import Any
 
 import faust
+from faust.types import TP, Message
 from prometheus_client import CollectorRegistry
 
 from streams import auth
@@ -25,7 +26,7 @@ from streams.worker.control_metrics import ControlCollector
 from streams.worker.desired_book import DesiredBook
 from streams.worker.desired_reader import DesiredReader, RolloutReader
 from streams.worker.history import register_history
-from streams.worker.ingest import Ingest, Outbox
+from streams.worker.ingest import Ingest, LogMessage, Outbox
 from streams.worker.metrics import FleetCollector, PipelineMetrics, sector_version_space
 from streams.worker.routing import TwinRouter
 from streams.worker.sites import Sites
@@ -102,6 +103,8 @@ def build_app(settings: Settings, fleet: Fleet, detectors: DetectorConfig,
     alert_sink = AlertSink(settings, sent, changelog, http, partitioner(settings.partitions))
     metrics.alerts_unposted.set_function(lambda: len(alert_sink.unposted))
 
+    ingest.ack_read_back = lambda m: app.consumer.ack(faust_message(m))
+
     @app.agent(twin_log, name="ingest")
     async def ingest_agent(stream: faust.StreamT[bytes]) -> None:
         try:
@@ -113,7 +116,7 @@ def build_app(settings: Settings, fleet: Fleet, detectors: DetectorConfig,
     @app.on_partitions_assigned.connect
     async def on_assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         (assigned,) = args  # faust: `on_partitions_assigned.send(assigned)`
-        ingest.assigned((tp.topic, tp.partition) for tp in assigned)
+        await ingest.assigned((tp.topic, tp.partition) for tp in assigned)
 
     @app.timer(interval=settings.silence_check_s)  # type: ignore[untyped-decorator]  # faust: App.timer returns a bare Callable
     async def look_for_silence() -> None:
@@ -159,6 +162,12 @@ def build_app(settings: Settings, fleet: Fleet, detectors: DetectorConfig,
 
     register_control(app, fleet, auth.principals(settings), DesiredPublisher(settings), desired_book)
     return app
+
+
+def faust_message(m: LogMessage) -> Message:
+    """A record the worker read itself, as the Faust message its consumer would have made of it."""
+    return Message(m.topic, m.partition, m.offset, m.timestamp, 0, list(m.headers), m.key, m.value, None,
+                   tp=TP(m.topic, m.partition))
 
 
 def consumer_lag(app: faust.App, topic: str) -> dict[int, int]:

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +22,7 @@ import faust
 import msgspec
 
 from streams.exceptions import is_retriable
-from streams.kafka_client import read_range
+from streams.kafka_client import end_offsets, read_range, start_offsets
 from streams.links import with_links
 from streams.settings import Settings
 from streams.worker.metrics import PipelineMetrics
@@ -32,7 +32,7 @@ from twin import kpi
 from twin.desired import Command
 from twin.exceptions import InvalidEvent
 from twin.fleet import Fleet
-from twin.fleet_fold import FleetState, RecordOut, Rules, catching_up, on_record, silence_check_due
+from twin.fleet_fold import FleetState, RecordOut, Rules, on_record, silence_check_due
 from twin.record import Kind, Record
 from twin.schema import Event
 from twin.state import Twin, decode_twin, encode_twin
@@ -122,12 +122,13 @@ class Ingest:
         self._checks = checks
         self._metrics = metrics
         self.state = FleetState()
-        self.read_ts = 0.0
-        """Broker time of the newest telemetry record processed ..."""
-        self.read_at = 0.0
-        """... and when it was processed."""
         self._next: dict[tuple[str, int], int] = {}
         """Per partition of the log this worker holds: the offset after the newest one folded."""
+        self._newest: dict[tuple[str, int], float] = {}
+        """Per partition of the log this worker holds: the broker time of the newest record folded."""
+        self.ack_read_back: Callable[[LogMessage], object] | None = None
+        """Tells the consumer a record read back is done, once its twin is stored: the consumer
+        never acked it (it passed it over), and commits stop at the first offset not acked."""
 
     async def fold_batch(self, events: list[Any]) -> None:
         """Fold a micro-batch, then send, store and count (see the module's order of effects).
@@ -144,18 +145,37 @@ class Ingest:
         # telemetry and checks are co-partitioned: a robot's event names its twin's partition
         await self._changelog.write(
             self._twins, {r: (e.message.partition, encode_twin(t)) for r, (e, t) in batch.changed.items()})
+        if self.ack_read_back is not None:
+            for event in events:
+                if isinstance(event, ReadBack):
+                    self.ack_read_back(event.message)
         batch.count(self._metrics)
         self._metrics.batch.observe(len(events))
-        if batch.last is not None:
-            self.read_ts, self.read_at = batch.last.timestamp, time.time()
 
-    def assigned(self, partitions: Iterable[tuple[str, int]]) -> None:
-        """After a rebalance: forget where partitions this worker no longer holds had got to.
+    async def assigned(self, partitions: Iterable[tuple[str, int]]) -> None:
+        """After a rebalance: forget where partitions this worker no longer holds had got to, and
+        learn where the consumer starts in those it holds without a place (a restart, a takeover).
 
         Partitions it keeps keep their place, so a record the consumer passes over
-        across the rebalance shows as a gap (see `_with_gaps_filled`)."""
-        held = set(partitions)
+        across the rebalance shows as a gap (see `_with_gaps_filled`). A fresh place
+        is the group's committed offset, the one the consumer starts from: without it
+        a record passed over before the first one folded after a restart went unseen
+        (every twin with `counts.missing` > 0 after back-to-back restarts)."""
+        logs = (self._settings.telemetry_topic, self._settings.checks_topic)
+        held = {tp for tp in partitions if tp[0] in logs}
         self._next = {tp: n for tp, n in self._next.items() if tp in held}
+        self._newest = {tp: t for tp, t in self._newest.items() if tp in held}
+        fresh = held - self._next.keys()
+        if not fresh:
+            return
+        try:
+            starts = await asyncio.wait_for(start_offsets(self._settings, self._settings.app_id, fresh), 30)
+        except Exception as exc:  # noqa: BLE001 - without them the guard sees gaps from the first record on
+            log.warning("could not read the committed offsets of %d partitions (%r): a record passed over "
+                        "before the first one folded would go unseen", len(fresh), exc)
+            return
+        for tp, offset in starts.items():
+            self._next.setdefault(tp, offset)  # a record folded meanwhile knows better
 
     async def _with_gaps_filled(self, events: list[Any]) -> list[Any]:
         """The batch with any records the consumer passed over put back in their place.
@@ -180,6 +200,7 @@ class Ingest:
                 self._metrics.offset_gaps.inc(len(missed))
                 out += [ReadBack(LogMessage.of(r)) for r in missed]
             self._next[tp] = message.offset + 1
+            self._newest[tp] = message.timestamp
             out.append(event)
         return out
 
@@ -187,14 +208,33 @@ class Ingest:
         """Send a silence check for each quiet robot; the ingest agent applies it when it comes back.
 
         The check goes through the log (a topic co-partitioned with telemetry), so
-        only the ingest agent writes twins and a replay sees the same checks.
+        only the ingest agent writes twins and a replay sees the same checks. Only
+        for robots whose telemetry partition is current (`_current`): a replay puts
+        a check after every report older than it, and so must the worker. A check
+        sent while the partition still had older reports to fold (a restart's
+        backlog) opened a silence there that the reports then closed, and the
+        live twin no longer equalled the replayed one.
         """
         now = time.time()  # the shell owns the clock; the core only compares times
-        if catching_up(self.read_ts, self.read_at, now, self._settings.silence_check_s + 1):
-            return  # the twins are behind (after a restart, say), not the robots
+        current = await self._current(now, self._settings.silence_check_s + 1)
         for twin in twin_values(self._twins):
-            if silence_check_due(twin, now, self._rules.config):
+            if twin.partition in current and silence_check_due(twin, now, self._rules.config):
                 await self._checks.send(key=twin.robot_id.encode(), value=repr(now).encode())
+
+    async def _current(self, now: float, slack_s: float) -> set[int]:
+        """The telemetry partitions this worker holds whose every report older than `slack_s` is
+        folded: the newest one folded is that recent, or none is left to fold (a quiet partition)."""
+        topic = self._settings.telemetry_topic
+        held = {tp: n for tp, n in self._next.items() if tp[0] == topic}
+        recent = {tp[1] for tp in held if now - self._newest.get(tp, 0.0) <= slack_s}
+        if len(recent) == len(held):
+            return recent
+        try:
+            ends = await end_offsets(self._settings, [tp for tp in held if tp[1] not in recent])
+        except Exception as exc:  # noqa: BLE001 - no checks there this round; the next one asks again
+            log.warning("silence checks only where reports are recent this round: end offsets unknown (%r)", exc)
+            return recent
+        return recent | {tp[1] for tp, end in ends.items() if held[tp] >= end}
 
 
 @dataclass(frozen=True)
@@ -261,8 +301,6 @@ class Batch:
         self.redelivered = 0
         self.received: list[tuple[float, float]] = []
         """(broker time, event time) of each telemetry event applied or judged."""
-        self.last: Any = None
-        """The newest telemetry message of the batch."""
 
     def get(self, robot_id: str) -> Twin | None:
         if robot_id not in self._twins:
@@ -287,7 +325,6 @@ class Batch:
             self.outcomes[step.effects.outcome] += 1
             self.changes.update(type(c).__name__ for c in step.effects.changes)
             self.received.append((message.timestamp, step.event.ts))
-            self.last = message
             if step.twin is not None and step.effects.outcome in ACCEPTED:
                 self._credit(before, step.twin, step.event, step.found)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from prometheus_client import CollectorRegistry
 
 from streams.kafka_client import client_kwargs, read_topic
@@ -47,6 +47,72 @@ def test_a_passed_over_record_is_read_back_in_its_place(broker: str, settings: S
     assert passed_over[2].message == LogMessage.of(records[2])  # the same bytes and time as Faust would give
     assert registry.get_sample_value("twin_offset_gaps_total") == 1
 
-    ingest.assigned([])  # the partition went to another worker: where it had got to means nothing now
+    asyncio.run(ingest.assigned([]))  # the partition went to another worker: where it had got to means nothing now
     later = asyncio.run(ingest._with_gaps_filled(delivered[4:]))
     assert [e.message.offset for e in later] == [second]
+
+
+def test_a_record_passed_over_before_the_first_one_folded_is_read_back(broker: str, settings: Settings) -> None:
+    """A restarted worker has no place of its own in a partition: it starts from the group's
+    committed offset (else the partition's first), so a record passed over before it has folded
+    any (two rebalances back to back after a restart) is seen and read back."""
+    run = uuid.uuid4().hex[:8]
+    group = f"gaps-{run}"
+    mine = settings.model_copy(update={"topic_prefix": f"{settings.topic_prefix}gaps-{run}.", "app_id": group})
+    topic = mine.telemetry_topic
+    asyncio.run(ensure_topics(mine, [topic]))
+
+    async def produce_and_commit() -> None:
+        producer = AIOKafkaProducer(**client_kwargs(mine))
+        await producer.start()
+        try:
+            for n in range(6):
+                await producer.send_and_wait(topic, f"{n}".encode(), key=b"gap-robot", partition=1)
+        finally:
+            await producer.stop()
+        consumer = AIOKafkaConsumer(**client_kwargs(mine), group_id=group, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            consumer.assign([TopicPartition(topic, 1)])
+            await consumer.commit({TopicPartition(topic, 1): 2})  # a predecessor folded offsets 0 and 1
+        finally:
+            await consumer.stop()
+
+    asyncio.run(produce_and_commit())
+    records = [r for r in asyncio.run(read_topic(mine, topic)) if r.key == b"gap-robot"]
+    assert [r.offset for r in records] == list(range(6))
+    ingest = Ingest(mine, None, None, None, None, None, PipelineMetrics(CollectorRegistry(), ("mining",)))  # type: ignore[arg-type]  # only the gap guard
+
+    asyncio.run(ingest.assigned([(topic, 1), (topic, 0), ("some.other.topic", 1)]))
+    assert ingest._next == {(topic, 1): 2, (topic, 0): 0}  # committed; nothing committed: the first offset
+    # the consumer starts at 2, but hands on 5 first: 2, 3 and 4 were passed over
+    out = asyncio.run(ingest._with_gaps_filled([ReadBack(LogMessage.of(records[5]))]))
+    assert [e.message.offset for e in out] == [2, 3, 4, 5]
+
+
+def test_silence_checks_wait_for_a_partition_behind_on_its_reports(broker: str, settings: Settings) -> None:
+    """A partition is current for silence checks when its newest folded report is recent, or when
+    none is left to fold; not while older reports wait (a restart's backlog): a replay would put
+    those reports before the check."""
+    run = uuid.uuid4().hex[:8]
+    mine = settings.model_copy(update={"topic_prefix": f"{settings.topic_prefix}quiet-{run}.", "app_id": f"quiet-{run}"})
+    topic = mine.telemetry_topic
+    asyncio.run(ensure_topics(mine, [topic]))
+
+    async def produce() -> None:
+        producer = AIOKafkaProducer(**client_kwargs(mine))
+        await producer.start()
+        try:
+            for partition in (0, 1, 2):
+                for n in range(3):
+                    await producer.send_and_wait(topic, f"{n}".encode(), key=b"r", partition=partition)
+        finally:
+            await producer.stop()
+
+    asyncio.run(produce())
+    ingest = Ingest(mine, None, None, None, None, None, PipelineMetrics(CollectorRegistry(), ("mining",)))  # type: ignore[arg-type]  # only the partitions' places
+    ingest._next = {(topic, 0): 3, (topic, 1): 1, (topic, 2): 1, (mine.checks_topic, 1): 0}
+    now = 1_000_000.0
+    ingest._newest = {(topic, 0): now - 600, (topic, 1): now - 600, (topic, 2): now - 2}
+    # 0: quiet, folded to its end; 1: two old reports still to fold; 2: behind, but its newest folded is recent
+    assert asyncio.run(ingest._current(now, slack_s=6)) == {0, 2}
