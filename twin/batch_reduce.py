@@ -35,7 +35,8 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Iterable, Mapping, Sequence
-from itertools import chain
+from collections import Counter
+from itertools import chain, repeat
 from typing import Any
 
 import msgspec
@@ -155,11 +156,14 @@ class _KeyIntern(dict[tuple[str, ...], int]):
         super().__init__()
         self.names = names
         self.gids: list[tuple[int, ...]] = []
+        self.ordered: list[bool] = []
+        """Whether the names are in sorted order (as a twin's signals always are)."""
         self._table: Array = np.zeros((0, 0), np.int32)
 
     def __missing__(self, key: tuple[str, ...]) -> int:
         code = self[key] = len(self.gids)
         self.gids.append(tuple(self.names[name] for name in key))
+        self.ordered.append(list(key) == sorted(key))
         return code
 
     def table(self) -> Array:
@@ -689,71 +693,123 @@ def _signal_states(block: _Block, row: int, events: int) -> dict[str, SignalStat
 
 
 def from_twins(twins: Iterable[Twin], catalogues: Mapping[str, Iterable[str]] | None = None) -> ReduceState:
-    """The state holding `twins` (e.g. recovered from a snapshot or changelog).
+    """The state holding `twins` (e.g. recovered from a snapshot or changelog), loaded column by column.
 
     Raises ValueError for a twin the scalar reducer could not have produced (unsorted signals or
     config, a signal with only one of ts/seq, a stored n equal to the accepted events), since
-    `to_twin` could not give it back byte for byte.
+    `to_twin` could not give it back byte for byte; and for a robot given twice.
     """
     state = ReduceState(catalogues)
-    for twin in twins:
-        _load(state, twin)
+    twins = list(twins)
+    if twins:
+        _load(state, twins)
     return state
 
 
-def _load(state: ReduceState, twin: Twin) -> None:
-    _check_canonical(twin)
-    if twin.robot_id in state.slot_of:
-        raise ValueError(f"robot {twin.robot_id!r} twice")
-    slot = state._new_slot(twin.robot_id)
-    c, strings = state.cols, state.strings
-    for column, field in (("sector", "sector"), ("site", "site"), ("model", "model"),
-                          ("ai", "ai_model_version"), ("fw", "firmware")):
-        c[column][slot] = strings[getattr(twin, field)]
-    c["mode"][slot] = _MODE_INDEX[twin.mode]
-    c["codes"][slot] = state.codes[twin.codes]
-    c["config"][slot] = state.configs[tuple(twin.config.items())]
-    if twin.location is not None:
-        loc = twin.location
-        c["loc_kind"][slot] = 1 if loc.floor is None else 2
-        c["lat"][slot], c["lon"][slot], c["floor"][slot] = loc.lat, loc.lon, loc.floor or 0
-    for column, field in (("ts", "ts"), ("latest_seq", "latest_seq"), ("seq", "seq"), ("first_seq", "first_seq"),
-                          ("window", "window"), ("first_seen", "first_seen"), ("last_seen", "last_seen"),
-                          ("late", "late"), ("mode_since", "mode_since"), ("ai_since", "ai_model_since"),
-                          ("fw_since", "firmware_since"), ("version_changes", "version_changes")):
-        c[column][slot] = getattr(twin, field)
-    counts = twin.counts
-    c["events"][slot], c["duplicates"][slot] = counts.events, counts.duplicates
-    c["stale"][slot], c["rejected"][slot], c["modes"][slot] = counts.stale, counts.rejected, counts.modes
-    if (twin.watch, twin.partition, twin.offset, twin.check_offset) != (None, -1, -1, -1):
-        state.extras[slot] = (twin.watch, twin.partition, twin.offset, twin.check_offset)
-    state._place(slot, (*twin.signals, *state.catalogues.get(twin.model, ())))
-    _load_signals(state, slot, twin)
+_SCALARS = (("ts", "ts", np.float64), ("latest_seq", "latest_seq", np.uint64), ("seq", "seq", np.uint64),
+            ("first_seq", "first_seq", np.uint64), ("window", "window", np.uint64),
+            ("first_seen", "first_seen", np.float64), ("last_seen", "last_seen", np.float64),
+            ("late", "late", np.int64), ("mode_since", "mode_since", np.float64),
+            ("ai_since", "ai_model_since", np.float64), ("fw_since", "firmware_since", np.float64),
+            ("version_changes", "version_changes", np.int64))
+_LABELS = (("sector", "sector"), ("site", "site"), ("model", "model"), ("ai", "ai_model_version"), ("fw", "firmware"))
 
 
-def _load_signals(state: ReduceState, slot: int, twin: Twin) -> None:
-    block, row = state.blocks[state.cols["block"][slot]], int(state.cols["row"][slot])
-    b = block.c
-    for name, sig in twin.signals.items():
-        j = block.names.index(name)
-        b["present"][row, j], b["value"][row, j] = True, sig.value
-        b["mean"][row, j], b["var"][row, j] = sig.mean, sig.var
-        b["count"][row, j] = twin.signal_count(sig)
-        if sig.ts is not None and sig.seq is not None:
-            b["explicit"][row, j] = True
-            block.times[row, j] = (sig.ts, sig.seq)
+def _load(state: ReduceState, twins: list[Twin]) -> None:
+    n = len(twins)
+
+    def field(name: str) -> tuple[Any, ...]:
+        return tuple(map(operator.attrgetter(name), twins))  # one C-level pass per field
+
+    ids = field("robot_id")
+    if len(set(ids)) != n:
+        raise ValueError(f"robot {next(r for r, k in Counter(ids).items() if k > 1)!r} twice")
+    _check_configs(ids, field("config"))
+    start = state._new_slots(list(ids))
+    slots = np.arange(start, start + n)
+    c = state.cols
+    for column, name in _LABELS:
+        c[column][slots] = np.fromiter(map(state.strings.__getitem__, field(name)), np.int32, n)
+    c["mode"][slots] = np.fromiter(map(_MODE_INDEX.__getitem__, field("mode")), np.int8, n)
+    c["codes"][slots] = np.fromiter(map(state.codes.__getitem__, field("codes")), np.int32, n)
+    c["config"][slots] = np.fromiter(map(state.configs.__getitem__, map(tuple, map(dict.items, field("config")))),
+                                     np.int32, n)
+    for column, name, dtype in _SCALARS:
+        c[column][slots] = np.fromiter(field(name), dtype, n)
+    counts = field("counts")
+    for column in ("events", "duplicates", "stale", "rejected"):
+        c[column][slots] = np.fromiter(map(operator.attrgetter(column), counts), np.int64, n)
+    c["modes"][slots] = np.array(list(map(operator.attrgetter("modes"), counts)), np.int64)
+    for i, where in enumerate(field("location")):
+        if where is not None:
+            c["loc_kind"][start + i] = 1 if where.floor is None else 2
+            c["lat"][start + i], c["lon"][start + i], c["floor"][start + i] = where.lat, where.lon, where.floor or 0
+    for i, extra in enumerate(zip(field("watch"), field("partition"), field("offset"), field("check_offset"))):
+        if extra != (None, -1, -1, -1):
+            state.extras[start + i] = extra
+    _load_signals(state, slots, ids, field("model"), field("signals"), c["events"][slots])
 
 
-def _check_canonical(twin: Twin) -> None:
-    problems = []
-    if list(twin.signals) != sorted(twin.signals):
-        problems.append("signals not sorted by name")
-    if list(twin.config) != sorted(twin.config):
-        problems.append("config not sorted by name")
-    for name, sig in twin.signals.items():
-        if (sig.ts is None) != (sig.seq is None):
-            problems.append(f"signal {name!r} has only one of ts and seq")
-        if sig.n is not None and sig.n == twin.counts.events:
-            problems.append(f"signal {name!r} stores n equal to the accepted events")
-    if problems:
-        raise ValueError(f"twin {twin.robot_id!r} is not one the reducer makes: {'; '.join(problems)}")
+def _check_configs(ids: tuple[str, ...], configs: tuple[dict[str, str], ...]) -> None:
+    for robot, config in zip(ids, configs):
+        if config and list(config) != sorted(config):
+            raise ValueError(f"twin {robot!r} is not one the reducer makes: config not sorted by name")
+
+
+def _load_signals(state: ReduceState, slots: Array, ids: tuple[str, ...], models: tuple[str, ...],
+                  signals: tuple[dict[str, SignalState], ...], events: Array) -> None:
+    keys = np.fromiter(map(state.keys.__getitem__, map(tuple, signals)), np.int32, len(slots))
+    unsorted = [robot for robot, key in zip(ids, keys.tolist()) if not state.keys.ordered[key]]
+    if unsorted:
+        raise ValueError(f"twin {unsorted[0]!r} is not one the reducer makes: signals not sorted by name")
+    _place_loaded(state, slots, models, keys)
+    table = state.keys.table()
+    lens = (table[keys] >= 0).sum(axis=1)
+    total = int(lens.sum())
+    if not total:
+        return
+    off = np.cumsum(lens) - lens
+    gid = table[np.repeat(keys, lens), np.arange(total) - np.repeat(off, lens)]
+    blocks, rows = np.repeat(state.cols["block"][slots], lens), np.repeat(state.cols["row"][slots], lens)
+    local = state.colmap()[blocks, gid]
+    owner = np.repeat(np.arange(len(slots)), lens)
+    flat = list(chain.from_iterable(map(dict.values, signals)))
+    value, ts, seq, n, mean, var = (tuple(map(operator.attrgetter(name), flat)) for name in SignalState.__struct_fields__)
+    explicit = np.fromiter(map(operator.is_not, ts, repeat(None)), np.bool_, total)
+    has_seq = np.fromiter(map(operator.is_not, seq, repeat(None)), np.bool_, total)
+    if (explicit != has_seq).any():
+        raise ValueError(f"twin {ids[owner[np.argmax(explicit != has_seq)]]!r} is not one the reducer makes: "
+                         "a signal has only one of ts and seq")
+    columns = {"present": np.ones(total, np.bool_), "explicit": explicit,
+               "count": _counts(n, np.repeat(events, lens), ids, owner),
+               **{name: np.fromiter(v, np.float64, total) for name, v in (("value", value), ("mean", mean), ("var", var))}}
+    for bid in np.unique(blocks).tolist():
+        sel = blocks == bid
+        b, r, j = state.blocks[bid].c, rows[sel], local[sel]
+        for name, values in columns.items():
+            b[name][r, j] = values[sel]
+    for i in np.flatnonzero(explicit).tolist():
+        state.blocks[blocks[i]].times[int(rows[i]), int(local[i])] = (ts[i], seq[i])
+
+
+def _place_loaded(state: ReduceState, slots: Array, models: tuple[str, ...], keys: Array) -> None:
+    """Rows for loaded twins, in the block of their model's catalogue plus their signals."""
+    by_block: dict[int, list[int]] = {}
+    for slot, model, key in zip(slots.tolist(), models, keys.tolist()):
+        by_block.setdefault(state._block_for(model, frozenset((key,))), []).append(slot)
+    for bid, members in by_block.items():
+        state.cols["block"][members] = bid
+        state.cols["row"][members] = state.blocks[bid].alloc_many(len(members))
+
+
+def _counts(n: tuple[int | None, ...], events: Array, ids: tuple[str, ...], owner: Array) -> Array:
+    """Each signal's count: its n, or the twin's events where n is None."""
+    implicit = np.fromiter(map(operator.is_, n, repeat(None)), np.bool_, len(n))
+    count = np.array(n, dtype=object)
+    count[implicit] = events[implicit]
+    count = count.astype(np.int64)
+    wrong = ~implicit & (count == events)
+    if wrong.any():
+        raise ValueError(f"twin {ids[owner[np.argmax(wrong)]]!r} is not one the reducer makes: "
+                         "a signal stores n equal to the accepted events")
+    return count

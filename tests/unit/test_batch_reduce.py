@@ -118,11 +118,29 @@ def test_loaded_twins_give_back_their_bytes_and_fold_on_like_the_scalar_core(cha
     assert_same(state, tail, batched(state, chaos.events[cut:], chaos.received[cut:], [997]))
 
 
-def test_a_twin_the_reducer_cannot_make_is_refused(chaos: Oracle) -> None:
+def _skewed(twin: Twin, change: str) -> Twin:
+    name, sig = next(iter(twin.signals.items()))
+    if change == "signals not sorted":
+        return msgspec.structs.replace(twin, signals=dict(reversed(twin.signals.items())))
+    if change == "config not sorted":
+        return msgspec.structs.replace(twin, config={"z": "1", "a": "2"})
+    if change == "only one of ts and seq":
+        return msgspec.structs.replace(twin, signals={**twin.signals, name: msgspec.structs.replace(sig, ts=1.0, seq=None)})
+    return msgspec.structs.replace(twin, signals={**twin.signals, name: msgspec.structs.replace(
+        sig, n=twin.counts.events)})
+
+
+@pytest.mark.parametrize("change", ["signals not sorted", "config not sorted", "only one of ts and seq",
+                                    "n equal to the accepted events"])
+def test_a_twin_the_reducer_cannot_make_is_refused(chaos: Oracle, change: str) -> None:
+    twins = list(chaos.twins.values())[:5]
+    from_twins(twins)  # as they are: fine
+    with pytest.raises(ValueError, match=change):
+        from_twins([*twins[:2], _skewed(twins[2], change), *twins[3:]])
+
+
+def test_a_robot_loaded_twice_is_refused(chaos: Oracle) -> None:
     twin = next(iter(chaos.twins.values()))
-    unsorted = msgspec.structs.replace(twin, signals=dict(reversed(twin.signals.items())))
-    with pytest.raises(ValueError, match="signals not sorted"):
-        from_twins([unsorted])
     with pytest.raises(ValueError, match="twice"):
         from_twins([twin, twin])
 
