@@ -6,7 +6,8 @@ size, from an empty state. Every run's twins (encode_twin bytes) and Effects are
 to the baseline's, outside the timing. Each figure is the median of --repeat runs. The input
 events are moved out of the garbage collector's sight (`gc.freeze()`, as the worker does with its
 start-up objects) unless --no-freeze: otherwise every full collection walks them. Also prints
-the bytes per robot of the batch state's arrays (allocated capacity included).
+the bytes per robot of the batch state's arrays (allocated capacity included), and how fast
+`from_twins` loads the final twins (recovery) and `to_twin` reads each back.
 
     .venv/bin/python bench/reduce_batch.py [--events 200000] [--robots 2000] [--sizes 500,2000,5000]
 """
@@ -28,7 +29,7 @@ import msgspec
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from streams.seeds import read_fleet, read_scenario  # noqa: E402
-from twin.batch_reduce import ReduceState, catalogues_of, reduce_batch, to_twin  # noqa: E402
+from twin.batch_reduce import ReduceState, catalogues_of, from_twins, reduce_batch, to_twin  # noqa: E402
 from twin.effects import Effects  # noqa: E402
 from twin.fleet import Fleet  # noqa: E402
 from twin.reduce import apply  # noqa: E402
@@ -110,6 +111,16 @@ def main() -> None:
         print(f"  {f'reduce_batch, batch {size:,}':<28} {n / seconds:>10,.0f} events/s   ratio {base_s / seconds:4.2f}"
               f"   twins and effects {same}")
     print_memory(state, twins)
+    print_load(fleet, twins, args.repeat)
+
+
+def print_load(fleet: Fleet, twins: dict[str, Twin], repeat: int) -> None:
+    """Loading the twins into a state (recovery) and reading each back (the twin view)."""
+    load_s, state = timed(lambda: from_twins(twins.values(), catalogues_of(fleet)), repeat)
+    read_s, back = timed(lambda: [to_twin(state, robot) for robot in twins], repeat)
+    same = all(encode_twin(a) == encode_twin(b) for a, b in zip(back, twins.values()))
+    print(f"  from_twins: {len(twins) / load_s:,.0f} twins/s; to_twin: {len(twins) / read_s:,.0f} twins/s; "
+          f"round trip {'identical' if same else 'DIFFERENT'}")
 
 
 def print_memory(state: ReduceState, twins: dict[str, Twin]) -> None:

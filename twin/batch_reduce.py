@@ -34,18 +34,19 @@ returns it, so callers keep the `(state, input) -> (state, output)` shape.
 from __future__ import annotations
 
 import operator
-from collections.abc import Iterable, Mapping, Sequence
 from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from itertools import chain, repeat
 from typing import Any
 
 import msgspec
-from msgspec.structs import astuple
 import numpy as np
 import numpy.typing as npt
+from msgspec.structs import astuple
 
 from twin.detect.watch import Watch
 from twin.effects import OUTCOMES, Change, Effects, ModeChanged, SeqGap, VersionChanged
+from twin.fleet import Fleet
 from twin.reduce import ALPHA
 from twin.schema import MODES, Event, Location
 from twin.state import WINDOW, Counts, SignalState, Twin
@@ -245,9 +246,6 @@ class ReduceState:
         """How many signals hold their own (ts, seq) (each a dict entry of two Python numbers)."""
         return sum(len(block.times) for block in self.blocks)
 
-    def _new_slot(self, robot_id: str) -> int:
-        return self._new_slots([robot_id])
-
     def _new_slots(self, robot_ids: list[str]) -> int:
         """Consecutive slots for robots new to the state; the first one's."""
         start = len(self.robot_ids)
@@ -272,11 +270,6 @@ class ReduceState:
             bid = self.block_of[key] = len(self.blocks)
             self.blocks.append(_Block(key, tuple(self.names[n] for n in key)))
         return bid
-
-    def _place(self, slot: int, names: Iterable[str]) -> None:
-        """Give a new robot's slot a row in the block of `names`."""
-        bid = self._block_id(names)
-        self.cols["block"][slot], self.cols["row"][slot] = bid, self.blocks[bid].alloc()
 
     def _move(self, slot: int, names: Iterable[str]) -> None:
         """Move a robot's signals to the block of its own names plus `names` (a wider block)."""
@@ -303,7 +296,7 @@ class ReduceState:
         return self._colmap
 
 
-def catalogues_of(fleet: Any) -> dict[str, tuple[str, ...]]:
+def catalogues_of(fleet: Fleet) -> dict[str, tuple[str, ...]]:
     """Model -> signal names, from a `twin.fleet.Fleet`."""
     return {name: tuple(model.signals) for name, model in fleet.models.items()}
 
@@ -774,7 +767,7 @@ def _load_signals(state: ReduceState, slots: Array, ids: tuple[str, ...], models
     local = state.colmap()[blocks, gid]
     owner = np.repeat(np.arange(len(slots)), lens)
     flat = list(chain.from_iterable(map(dict.values, signals)))
-    value, ts, seq, n, mean, var = (tuple(map(operator.attrgetter(name), flat)) for name in SignalState.__struct_fields__)
+    value, ts, seq, n, mean, var = (tuple(map(operator.attrgetter(f), flat)) for f in SignalState.__struct_fields__)
     explicit = np.fromiter(map(operator.is_not, ts, repeat(None)), np.bool_, total)
     has_seq = np.fromiter(map(operator.is_not, seq, repeat(None)), np.bool_, total)
     if (explicit != has_seq).any():
@@ -782,7 +775,8 @@ def _load_signals(state: ReduceState, slots: Array, ids: tuple[str, ...], models
                          "a signal has only one of ts and seq")
     columns = {"present": np.ones(total, np.bool_), "explicit": explicit,
                "count": _counts(n, np.repeat(events, lens), ids, owner),
-               **{name: np.fromiter(v, np.float64, total) for name, v in (("value", value), ("mean", mean), ("var", var))}}
+               "value": np.fromiter(value, np.float64, total), "mean": np.fromiter(mean, np.float64, total),
+               "var": np.fromiter(var, np.float64, total)}
     for bid in np.unique(blocks).tolist():
         sel = blocks == bid
         b, r, j = state.blocks[bid].c, rows[sel], local[sel]

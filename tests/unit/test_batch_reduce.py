@@ -125,9 +125,10 @@ def _skewed(twin: Twin, change: str) -> Twin:
     if change == "config not sorted":
         return msgspec.structs.replace(twin, config={"z": "1", "a": "2"})
     if change == "only one of ts and seq":
-        return msgspec.structs.replace(twin, signals={**twin.signals, name: msgspec.structs.replace(sig, ts=1.0, seq=None)})
-    return msgspec.structs.replace(twin, signals={**twin.signals, name: msgspec.structs.replace(
-        sig, n=twin.counts.events)})
+        sig = msgspec.structs.replace(sig, ts=1.0, seq=None)
+    else:
+        sig = msgspec.structs.replace(sig, n=twin.counts.events)
+    return msgspec.structs.replace(twin, signals={**twin.signals, name: sig})
 
 
 @pytest.mark.parametrize("change", ["signals not sorted", "config not sorted", "only one of ts and seq",
