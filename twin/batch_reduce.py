@@ -47,7 +47,7 @@ from msgspec.structs import astuple
 from twin.detect.watch import Watch
 from twin.effects import OUTCOMES, Change, Effects, ModeChanged, SeqGap, VersionChanged
 from twin.fleet import Fleet
-from twin.reduce import ALPHA
+from twin.reduce import ALPHA, apply
 from twin.schema import MODES, Event, Location
 from twin.state import WINDOW, Counts, SignalState, Twin
 
@@ -184,6 +184,7 @@ class _Block:
         self.names = names
         self.gids = gids
         self.local = {gid: j for j, gid in enumerate(gids)}
+        self.column = {name: j for j, name in enumerate(names)}
         self.c: dict[str, Array] = {k: np.zeros((0, len(names)), t) for k, t in _SIGNAL_COLUMNS.items()}
         self.rows = 0
         self.free: list[int] = []
@@ -401,22 +402,57 @@ def _config_codes(state: ReduceState, configs: tuple[dict[str, str] | msgspec.Un
     return codes
 
 
-def reduce_batch(state: ReduceState, events: Sequence[Event],
-                 received_ts: Sequence[float] | Array) -> tuple[ReduceState, list[Effects]]:
+NARROW = 24
+"""A round with fewer robots than this costs more vectorised (a fixed ~100 us of numpy calls) than
+through the scalar reducer, so from the first such round on, its robots go through `apply`."""
+
+
+def reduce_batch(state: ReduceState, events: Sequence[Event], received_ts: Sequence[float] | Array, *,
+                 narrow: int = NARROW) -> tuple[ReduceState, list[Effects]]:
     """Apply `events` (log order; `received_ts[i]`: broker time of event i) as `twin.reduce.apply`
-    would one by one; the Effects of each event, in input order. Updates `state` in place."""
+    would one by one; the Effects of each event, in input order. Updates `state` in place.
+
+    Rounds of fewer than `narrow` robots (a batch of few robots' many events, as when replaying
+    one robot) go through `apply` itself, robot by robot; `narrow=0` keeps every round vectorised.
+    Either way the result is the same.
+    """
     if not events:
         return state, []
     batch = _Batch(state, events, received_ts)
     outcome = np.zeros(batch.n, np.int8)
     changes: dict[int, list[Change]] = {}
+    rounds = _rounds(batch.slot)
+    wide = next((k for k, idx in enumerate(rounds) if len(idx) < narrow), len(rounds))
     with np.errstate(over="ignore", invalid="ignore"):  # inf and nan as Python's floats give them
-        for idx in _rounds(batch.slot):
+        for idx in rounds[:wide]:
             _round(state, batch, idx, outcome, changes)
+    if wide < len(rounds):
+        _scalar(state, batch, events, np.sort(np.concatenate(rounds[wide:])).tolist(), outcome, changes)
     effects = [_PLAIN[o] for o in outcome.tolist()]
     for i, change in changes.items():
         effects[i] = Effects(OUTCOMES[outcome[i]], tuple(change))
     return state, effects
+
+
+_OUTCOME_CODE = {outcome: code for code, outcome in enumerate(OUTCOMES)}
+
+
+def _scalar(state: ReduceState, batch: _Batch, events: Sequence[Event], tail: list[int], outcome: Array,
+            changes: dict[int, list[Change]]) -> None:
+    """The events `tail` (log order) through `apply`: each robot's twin read once, folded, stored once."""
+    by_robot: dict[int, list[int]] = {}
+    for i, slot in zip(tail, batch.slot[tail].tolist()):
+        by_robot.setdefault(slot, []).append(i)
+    received = batch.recv.tolist()
+    for slot, indices in by_robot.items():
+        twin = None if batch.first[indices[0]] else to_twin(state, state.robot_ids[slot])
+        for i in indices:
+            twin, effects = apply(twin, events[i], received_ts=received[i])
+            outcome[i] = _OUTCOME_CODE[effects.outcome]
+            if effects.changes:
+                changes[i] = list(effects.changes)
+        assert twin is not None  # at least one event
+        _store(state, slot, twin)
 
 
 def _new_robots(state: ReduceState, batch: _Batch, slots: list[int | None]) -> None:
@@ -807,3 +843,48 @@ def _counts(n: tuple[int | None, ...], events: Array, ids: tuple[str, ...], owne
         raise ValueError(f"twin {ids[owner[np.argmax(wrong)]]!r} is not one the reducer makes: "
                          "a signal stores n equal to the accepted events")
     return count
+
+
+def _store(state: ReduceState, slot: int, twin: Twin) -> None:
+    """Overwrite a slot's columns with `twin` (one robot: plain item assignments)."""
+    c = state.cols
+    for column, name in _LABELS:
+        c[column][slot] = state.strings[getattr(twin, name)]
+    c["mode"][slot] = _MODE_INDEX[twin.mode]
+    c["codes"][slot] = state.codes[twin.codes]
+    c["config"][slot] = state.configs[tuple(twin.config.items())]
+    where = twin.location
+    c["loc_kind"][slot] = 0 if where is None else 1 if where.floor is None else 2
+    if where is not None:
+        c["lat"][slot], c["lon"][slot], c["floor"][slot] = where.lat, where.lon, where.floor or 0
+    for column, name, _ in _SCALARS:
+        c[column][slot] = getattr(twin, name)
+    counts = twin.counts
+    c["events"][slot], c["duplicates"][slot], c["stale"][slot] = counts.events, counts.duplicates, counts.stale
+    c["rejected"][slot], c["modes"][slot] = counts.rejected, counts.modes
+    extra = (twin.watch, twin.partition, twin.offset, twin.check_offset)
+    if extra != (None, -1, -1, -1):
+        state.extras[slot] = extra
+    else:
+        state.extras.pop(slot, None)
+    _store_signals(state, slot, twin)
+
+
+def _store_signals(state: ReduceState, slot: int, twin: Twin) -> None:
+    block = state.blocks[state.cols["block"][slot]]
+    missing = [name for name in twin.signals if name not in block.column]
+    if missing:
+        state._move(slot, missing)
+        block = state.blocks[state.cols["block"][slot]]
+    row, b = int(state.cols["row"][slot]), block.c
+    for j in np.flatnonzero(b["explicit"][row]).tolist():
+        del block.times[row, j]
+    for column in b.values():
+        column[row] = 0
+    for name, sig in twin.signals.items():
+        j = block.column[name]
+        b["present"][row, j], b["count"][row, j] = True, twin.signal_count(sig)
+        b["value"][row, j], b["mean"][row, j], b["var"][row, j] = sig.value, sig.mean, sig.var
+        if sig.ts is not None and sig.seq is not None:
+            b["explicit"][row, j] = True
+            block.times[row, j] = (sig.ts, sig.seq)

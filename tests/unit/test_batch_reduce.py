@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streams.seeds import read_scenario
-from twin.batch_reduce import ReduceState, catalogues_of, from_twins, reduce_batch, to_twin
+from twin.batch_reduce import NARROW, ReduceState, catalogues_of, from_twins, reduce_batch, to_twin
 from twin.effects import Effects
 from twin.fleet import Fleet
 from twin.reduce import apply
@@ -43,13 +43,14 @@ def scalar(events: list[Event], received: list[float], twins: dict[str, Twin] | 
     return Oracle(events, received, twins, effects)
 
 
-def batched(state: ReduceState, events: list[Event], received: list[float], sizes: list[int]) -> list[Effects]:
+def batched(state: ReduceState, events: list[Event], received: list[float], sizes: list[int],
+            narrow: int = NARROW) -> list[Effects]:
     """Fold through `reduce_batch` in consecutive batches of the given sizes (the last repeats)."""
     effects: list[Effects] = []
     start, k = 0, 0
     while start < len(events):
         end = start + sizes[min(k, len(sizes) - 1)]
-        effects.extend(reduce_batch(state, events[start:end], received[start:end])[1])
+        effects.extend(reduce_batch(state, events[start:end], received[start:end], narrow=narrow)[1])
         start, k = end, k + 1
     return effects
 
@@ -83,14 +84,18 @@ _rnd = random.Random(11)
 RANDOM_SIZES = [_rnd.choice([1, 2, 3, 50, 400, 1500, 5000]) for _ in range(400)]
 
 
-@pytest.mark.parametrize("sizes", [[1], [7], [333], [2000], RANDOM_SIZES], ids=["1", "7", "333", "2000", "random"])
+@pytest.mark.parametrize(("sizes", "narrow"), [
+    ([1], 0), ([7], 0), ([7], NARROW), ([333], NARROW), ([2000], NARROW), ([2000], 0), (RANDOM_SIZES, NARROW),
+], ids=["1-vectorised", "7-vectorised", "7", "333", "2000", "2000-vectorised", "random"])
 def test_chaos_folds_to_the_same_bytes_and_effects_whatever_the_batches(
-        chaos: Oracle, fleet: Fleet, sizes: list[int]) -> None:
+        chaos: Oracle, fleet: Fleet, sizes: list[int], narrow: int) -> None:
+    """`narrow=0` keeps every round vectorised; by default narrow rounds go through `apply` itself."""
     state = ReduceState(catalogues_of(fleet))
-    assert_same(state, chaos, batched(state, chaos.events, chaos.received, sizes))
+    assert_same(state, chaos, batched(state, chaos.events, chaos.received, sizes, narrow))
 
 
-def test_a_robot_reporting_a_signal_its_block_lacks_moves_and_stays_exact(chaos: Oracle) -> None:
+@pytest.mark.parametrize("narrow", [0, NARROW])
+def test_a_robot_reporting_a_signal_its_block_lacks_moves_and_stays_exact(chaos: Oracle, narrow: int) -> None:
     firsts: set[str] = set()
     events = []
     for e in chaos.events:  # each robot's first event carries half its signals: no catalogue can know
@@ -100,7 +105,7 @@ def test_a_robot_reporting_a_signal_its_block_lacks_moves_and_stays_exact(chaos:
         events.append(e)
     oracle = scalar(events, chaos.received)
     state = ReduceState()
-    assert_same(state, oracle, batched(state, events, chaos.received, [1] * len(firsts) + [500]))
+    assert_same(state, oracle, batched(state, events, chaos.received, [1] * len(firsts) + [500], narrow))
     models = {to_twin(state, r).model for r in oracle.twins}
     assert len(state.blocks) > len(models)  # the half blocks, left behind
     assert sum(b.rows - len(b.free) for b in state.blocks) == state.robots
@@ -171,10 +176,10 @@ def robot_events(draw: st.DrawFn, robot: str) -> list[Event]:
 
 @given(st.lists(st.sampled_from(["r-1", "r-2", "r-3"]), min_size=1, max_size=3, unique=True).flatmap(
     lambda robots: st.tuples(*[robot_events(r) for r in robots])), st.randoms(use_true_random=False),
-    st.booleans())
+    st.booleans(), st.sampled_from([0, 2, NARROW]))
 @settings(max_examples=100, deadline=None)
 def test_any_arrival_order_with_duplicates_matches_the_scalar_core(
-        per_robot: tuple[list[Event], ...], rnd: Any, with_catalogue: bool) -> None:
+        per_robot: tuple[list[Event], ...], rnd: Any, with_catalogue: bool, narrow: int) -> None:
     events = [e for evs in per_robot for e in evs]
     events += [rnd.choice(events) for _ in range(rnd.randint(0, 6))]  # redelivered copies
     rnd.shuffle(events)
@@ -182,4 +187,4 @@ def test_any_arrival_order_with_duplicates_matches_the_scalar_core(
     oracle = scalar(events, received)
     state = ReduceState({"amr": SIGNALS[:2]} if with_catalogue else None)
     sizes = [rnd.randint(1, 12) for _ in range(len(events))]
-    assert_same(state, oracle, batched(state, events, received, sizes))
+    assert_same(state, oracle, batched(state, events, received, sizes, narrow))
