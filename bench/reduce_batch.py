@@ -111,6 +111,8 @@ def main() -> None:
         print(f"  {f'reduce_batch, batch {size:,}':<28} {n / seconds:>10,.0f} events/s   ratio {base_s / seconds:4.2f}"
               f"   twins and effects {same}")
     print_memory(state, twins)
+    if not args.no_freeze:
+        gc.freeze()  # the twins are the input of the load figure
     print_load(fleet, twins, args.repeat)
 
 
