@@ -1,28 +1,29 @@
 """Decode a micro-batch of telemetry into numpy columns, judging every row exactly as `parse` does.
 
-`twin.validate.parse` stays the oracle. A batch takes a fast path, and any row the fast
-path does not accept is handed to `parse` itself, so a rejection's reason and detail are
-`parse`'s by construction. The fast path may only ever be *stricter* than `parse`, never
-more lenient:
+`twin.validate.parse` stays the oracle. A batch takes a fast path, and every row the fast path
+does not accept is handed to `parse` itself, so a rejection's reason and detail are `parse`'s by
+construction. The fast path may only ever be *stricter* than `parse`, never more lenient:
 
-- Each message is decoded into `_Lean`, a struct with `Event`'s fields, types and C-level
-  constraints (lengths, ranges, literals), the robot_id pattern included, but unknown fields
-  forbidden and config keys unchecked. Keeping the constraints is what makes it exact: msgspec
-  checks every occurrence of a duplicated key, so a batch check on the last value alone would
-  let `{"seq": -1, "seq": 5}` through. Forbidding unknown fields settles `parse`'s text checks
-  (an unknown field may hide invalid UTF-8 or deep nesting) and costs nothing on clean events;
-  messages with extra fields take the slow path. Measured on chaos events, `Event` itself decodes
-  at ~1.6x the cost: its config key pattern is a Python regex call per key.
+- Each message is decoded on its own (measured faster than one call over a joined buffer, and
+  no row can run into the next) into `_Lean`: `Event`'s fields, types and C-level constraints
+  (lengths, ranges, literals, the robot_id pattern), unknown fields forbidden, and config keys
+  taken from the fleet's names. Keeping the constraints in the decoder is what makes it exact:
+  msgspec checks every occurrence of a duplicated key and keeps the last, so a batch check of
+  the kept value would let `{"seq": -1, "seq": 5}` through. Forbidding unknown fields settles
+  `parse`'s text checks (an unknown field, skipped unread, may hide invalid UTF-8 or deep
+  nesting); messages with extra fields take the slow path. `Event` itself decodes chaos events
+  at ~1.5x the cost: its config key pattern is a Python regex call per key.
 - Messages over `max_bytes` or not pure ASCII go to `parse` without a try.
-- `check`'s rules and the config key pattern then run as batch checks over columns (key equals
-  robot_id, place, clock, signal catalogue and limits), with the same IEEE comparisons.
+- `check`'s rules then run as batch checks over columns (key equals robot_id, sector, site of
+  the sector, model, clock, signal catalogue, finite values within limits), with the same IEEE
+  comparisons as `check`.
 
-`Columns.event(i)` rebuilds the `Event` that `parse` returns for row `i` (equal under `==`), so
-a scalar fold can take any row from it.
+`Columns.event(i)` rebuilds the `Event` that `parse` returns for row `i` (equal under `==`, and
+encoding to the same bytes), so a scalar fold can take any row from it.
 
-Batches allocate many small objects; Python's GC scanning the long-lived start-up objects (the
-fleet, detector settings, twins) measured at a third of decode speed at 5,000-event batches. The
-caller should `gc.freeze()` once after start-up; this module never touches the GC.
+Garbage collection: the issue measured Python's GC, scanning long-lived start-up objects (the
+fleet, settings, twins), at a third of decode speed at 5,000-event batches. The caller should
+`gc.freeze()` once after start-up; this module never touches the GC (its structs are `gc=False`).
 """
 
 from __future__ import annotations
@@ -107,8 +108,11 @@ _CONFIG_KEY = re.compile(_KEY_META.pattern or "")
 
 
 def _config_key(key: str) -> bool:
-    return (_KEY_META.min_length or 0) <= len(key) <= (_KEY_META.max_length or len(key)) \
-        and _CONFIG_KEY.search(key) is not None
+    """Whether msgspec accepts `key` as a `schema.ConfigKey`."""
+    size_ok = (_KEY_META.min_length or 0) <= len(key) <= (_KEY_META.max_length or len(key))
+    return size_ok and _CONFIG_KEY.search(key) is not None
+
+
 _MODE = {m: i for i, m in enumerate(MODES)}
 _MIN_DEPTH = 2
 """Nesting of a message `_Lean` decodes (signals, config, codes, location): `parse`'s depth
@@ -129,7 +133,9 @@ class Index:
         self.site_code = {n: i for i, n in enumerate(self.sites)}
         self.model_code = {n: i for i, n in enumerate(self.models)}
         self.signal_code = {n: i for i, n in enumerate(self.signals)}
-        self.site_in = np.zeros((len(self.sectors), len(self.sites)), dtype=np.bool_)
+        # [sector, site] -> the site is one of the sector's; code -1 lands on the extra last row
+        # or column, which is False.
+        self.site_in = np.zeros((len(self.sectors) + 1, len(self.sites) + 1), dtype=np.bool_)
         for name, sector in fleet.sectors.items():
             for site in sector.sites:
                 self.site_in[self.sector_code[name], self.site_code[site]] = True
@@ -309,7 +315,7 @@ def _rows(decoded: Sequence[_Lean | Event], at: list[int], messages: Sequence[Me
     ok = (
         _keys_ok(list(map(itemgetter(0), mine)), ids)
         & np.isfinite(ts) & ~(ts > received + max_future_s)
-        & (sector >= 0) & (site >= 0) & index.site_in[sector, site] & (model >= 0)
+        & index.site_in[sector, site] & (model >= 0)
         & signals_ok
     )
     seq = np.fromiter(map(attrgetter("seq"), decoded), np.int64, n)
@@ -333,14 +339,17 @@ def _keys_ok(keys: list[bytes | None], ids: list[str]) -> Bools:
 def _signals(decoded: Sequence[_Lean | Event], model: I32, index: Index) -> tuple[F64, Bools]:
     """The signal matrix, and per row whether every signal is in the model's catalogue, finite
     and within its limits (`lo <= v <= hi`, as `validate._check_signals` compares)."""
-    n = len(decoded)
+    n, width = len(decoded), len(index.signals)
     signals: list[dict[str, float]] = list(map(attrgetter("signals"), decoded))
     counts = np.fromiter(map(len, signals), np.int64, n)
     values = np.fromiter(chain.from_iterable(map(dict.values, signals)), np.float64, int(counts.sum()))
     cols = index.cols(signals)
     owner = np.repeat(np.arange(n), counts)
-    at = (np.repeat(model, counts), cols)
-    good = np.isfinite(values) & (index.lo[at] <= values) & (values <= index.hi[at])
-    matrix = np.full((n, len(index.signals)), np.nan)
+    limit = np.repeat(model.astype(np.int64) % (len(index.models) + 1) * (width + 1), counts) + cols % (width + 1)
+    good = np.isfinite(values) & (index.lo.take(limit) <= values) & (values <= index.hi.take(limit))
+    matrix = np.full((n, width), np.nan)
+    if good.all():
+        matrix[owner, cols] = values
+        return matrix, np.ones(n, dtype=np.bool_)
     matrix[owner[good], cols[good]] = values[good]
     return matrix, np.bincount(owner[~good], minlength=n) == 0
