@@ -25,7 +25,9 @@ How:
 Bit identity: only elementwise + - * / on float64 (IEEE, the same as Python's
 floats, evaluated in the same order as `twin.reduce._update_signal`) and
 comparisons; no reductions over floats. The sparse cases stay in Python: the
-change values (SeqGap, ModeChanged, VersionChanged) and robots new to the state.
+change values (SeqGap, ModeChanged, VersionChanged), robots new to the state, and
+rounds of only a few robots (a batch of one robot's events would otherwise pay a
+round's fixed numpy cost per event): those go through `twin.reduce.apply` itself.
 
 `reduce_batch` updates `state` in place (that is what makes it cheap) and
 returns it, so callers keep the `(state, input) -> (state, output)` shape.
