@@ -29,7 +29,7 @@ import msgspec
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from streams.seeds import read_fleet, read_scenario  # noqa: E402
-from twin.batch_reduce import ReduceState, catalogues_of, from_twins, reduce_batch, to_twin  # noqa: E402
+from twin.batch_reduce import NARROW, ReduceState, catalogues_of, from_twins, reduce_batch, to_twin  # noqa: E402
 from twin.effects import Effects  # noqa: E402
 from twin.fleet import Fleet  # noqa: E402
 from twin.reduce import apply  # noqa: E402
@@ -62,11 +62,12 @@ def scalar(events: list[Event], received: list[float]) -> tuple[dict[str, Twin],
     return twins, effects
 
 
-def batched(fleet: Fleet, events: list[Event], received: list[float], size: int) -> tuple[ReduceState, list[Effects]]:
+def batched(fleet: Fleet, events: list[Event], received: list[float], size: int,
+            narrow: int = NARROW) -> tuple[ReduceState, list[Effects]]:
     state = ReduceState(catalogues_of(fleet))
     effects: list[Effects] = []
     for start in range(0, len(events), size):
-        effects.extend(reduce_batch(state, events[start:start + size], received[start:start + size])[1])
+        effects.extend(reduce_batch(state, events[start:start + size], received[start:start + size], narrow=narrow)[1])
     return state, effects
 
 
@@ -110,10 +111,25 @@ def main() -> None:
         same = "identical" if check(state, effects, twins, expected) else "DIFFERENT"
         print(f"  {f'reduce_batch, batch {size:,}':<28} {n / seconds:>10,.0f} events/s   ratio {base_s / seconds:4.2f}"
               f"   twins and effects {same}")
+    print_few(fleet, events, received, args.repeat)
     print_memory(state, twins)
     if not args.no_freeze:
         gc.freeze()  # the twins are the input of the load figure
     print_load(fleet, twins, args.repeat)
+
+
+def print_few(fleet: Fleet, events: list[Event], received: list[float], repeat: int) -> None:
+    """A batch of few robots' many events (replaying one robot): rounds too narrow to vectorise."""
+    robots = {e.robot_id for e in events[:10]}
+    few = [(e, r) for e, r in zip(events, received) if e.robot_id in robots]
+    evs, rec = [e for e, _ in few], [r for _, r in few]
+    base_s, (twins, expected) = timed(lambda: scalar(evs, rec), repeat)
+    for narrow in (NARROW, 0):
+        seconds, (state, effects) = timed(lambda: batched(fleet, evs, rec, len(evs), narrow), repeat)
+        same = "identical" if check(state, effects, twins, expected) else "DIFFERENT"
+        how = "narrow rounds through apply" if narrow else "every round vectorised"
+        print(f"  {len(robots)} robots' {len(evs):,} events in one batch, {how}: {len(evs) / seconds:,.0f} events/s,"
+              f" ratio {base_s / seconds:4.2f} to apply on them   {same}")
 
 
 def print_load(fleet: Fleet, twins: dict[str, Twin], repeat: int) -> None:
