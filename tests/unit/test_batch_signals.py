@@ -1,0 +1,308 @@
+"""twin.batch_signals against the scalar detectors of twin.detect.signals: equal state, equal findings."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streams.seeds import read_detectors, read_scenario
+from twin import batch_signals as bs
+from twin.detect import signals as sig
+from twin.detect.findings import Finding
+from twin.detect.params import RobotDetectorParams
+from twin.detect.robot import _aligned, _signals, _work_step
+from twin.detect.watch import Drift, SignalWatch, Watch
+from twin.fleet import Fleet, Signal
+from twin.reduce import ALPHA, apply
+from twin.schema import Event
+from twin.sim import FleetSim
+from twin.sim.scenario import load_scenario
+from twin.state import SignalState, Twin
+
+SEEDS = Path(__file__).resolve().parents[2] / "seeds"
+
+SPECS: dict[str, Signal] = {
+    "motor_temp_c": Signal("C", (20.0, 60.0), (-40.0, 150.0)),
+    "inference_ms": Signal("ms", (0.0, 50.0), (0.0, 10_000.0)),  # band and spike skip it
+    "control_jitter_ms": Signal("ms", (0.1, 0.7), (0.0, 100.0)),  # spike skips it
+    "position_error_mm": Signal("mm", (0.0, 1.0), (0.0, 100.0)),  # level drift
+    "battery_soc_pct": Signal("%", (20.0, 100.0), (0.0, 100.0)),  # trend; the band's top is a limit
+    "joint1_current_a": Signal("A", (-2.0, 2.0), (-10.0, 10.0)),
+    "flat": Signal("x", (5.0, 5.0), (0.0, 10.0)),  # a zero-width band: the 1e-9 floors
+}
+NAMES = tuple(SPECS)
+REPEAT = object()
+"""A drawn 'value' meaning: the cell's previous value again (a stuck sensor)."""
+
+finite = st.floats(allow_nan=False, allow_infinity=False)
+params = st.builds(
+    RobotDetectorParams,
+    band_reports=st.integers(1, 3), stuck_reports=st.integers(1, 4), spike_hits=st.sampled_from([0.5, 1.0, 2.0]),
+    spike_threshold=st.sampled_from([1.0, 2.5, 8.0]), band_margin=st.sampled_from([0.0, 0.15, 0.5]),
+    stuck_skip=st.sampled_from([(), ("motor_temp_c",)]),
+)
+
+
+def values(spec: Signal, p: RobotDetectorParams) -> st.SearchStrategy[Any]:
+    """Readings of one signal: its edges (band, band plus margin, limits), near them, stuck, and wild."""
+    lo, hi = spec.nominal
+    margin = p.band_margin * (hi - lo)
+    edges = [lo, hi, lo - margin, hi + margin, *spec.limits, math.nextafter(hi + margin, math.inf),
+             math.nextafter(lo - margin, -math.inf), 0.0, -0.0]
+    width = max(hi - lo, 1.0)
+    return st.one_of(st.sampled_from(edges), st.just(REPEAT), st.just(REPEAT),
+                     st.floats(lo - 2 * width, hi + 2 * width), finite)
+
+
+def updated(old: SignalState | None, value: float) -> SignalState:
+    """The reducer's running statistics (twin.reduce._update_signal) after `value`."""
+    if old is None:
+        return SignalState(value, None, None, None, value, 0.0)
+    delta = value - old.mean
+    return SignalState(value, None, None, None, old.mean + ALPHA * delta, (1 - ALPHA) * (old.var + ALPHA * delta * delta))
+
+
+def priors(states: list[SignalState | None]) -> bs.Prior:
+    return bs.Prior(np.array([s is not None for s in states]), *(
+        np.array([getattr(s, f) if s else np.nan for s in states], dtype=np.float64) for f in ("value", "mean", "var")))
+
+
+@settings(max_examples=150, deadline=None)
+@given(p=params, data=st.data())
+def test_value_checks_equal_watch_signal_round_by_round(p: RobotDetectorParams, data: st.DataObject) -> None:
+    kinds = bs.Kinds(list(SPECS.items()), p)
+    kind = np.array(data.draw(st.lists(st.integers(0, len(NAMES) - 1), min_size=1, max_size=6)))
+    n = len(kind)
+    scalar = [SignalWatch()] * n
+    before: list[SignalState | None] = [None] * n
+    w = bs.empty(n)
+    for _ in range(data.draw(st.integers(1, 25))):
+        value = [data.draw(values(SPECS[NAMES[j]], p)) for j in kind.tolist()]
+        value = [(b.value if b else 1.0) if v is REPEAT else v for v, b in zip(value, before)]
+        operating = data.draw(st.lists(st.booleans(), min_size=n, max_size=n))
+        steps = [sig.watch_signal(scalar[i], NAMES[kind[i]], value[i], before[i], SPECS[NAMES[kind[i]]], operating[i], p)
+                 for i in range(n)]
+        new, mask = bs.watch_round(w, kind, np.array(value), priors(before), np.array(operating), kinds)
+        found = bs.watch_findings(w, new, np.flatnonzero(mask), kind, np.array(value), priors(before),
+                                  np.array(operating), kinds)
+        scalar = [s for s, _ in steps]
+        assert bs.to_watches(new) == scalar
+        assert found == {i: f for i, (_, f) in enumerate(steps) if f}
+        w, before = new, [updated(b, v) for b, v in zip(before, value)]
+
+
+drift_params = st.builds(
+    RobotDetectorParams,
+    drift_reference_s=st.sampled_from([0.0, 0.3, 1.0, 3.0]), drift_threshold=st.sampled_from([0.2, 1.0, 60.0]),
+    drift_floor=st.sampled_from([0.002, 0.0]), trend_floor=st.sampled_from([5e-6, 0.0]),
+    drift_allowance=st.sampled_from([0.5, 0.0]), drift_cap=st.sampled_from([2.0, 0.5]),
+)
+xs = st.one_of(st.floats(-3, 3), st.sampled_from([0.0, -0.0, 1e-4, 0.5e-4, 1.5e-4, 2.5e-7, 1.0]),
+               st.floats(-1e-5, 1e-5), finite)
+dts = st.one_of(st.sampled_from([0.05, 0.1, 0.15, 0.25, 0.35, 1.0, 2.5, 5.0]), st.floats(0.001, 5.0))
+
+
+@settings(max_examples=150, deadline=None)
+@given(p=drift_params, data=st.data())
+def test_drift_equals_the_scalar_cusum_round_by_round(p: RobotDetectorParams, data: st.DataObject) -> None:
+    trend = np.array(data.draw(st.lists(st.booleans(), min_size=1, max_size=6)))
+    n = len(trend)
+    scalar: list[Drift | None] = [None] * n
+    d = bs.empty(n).drift
+    for _ in range(data.draw(st.integers(1, 30))):
+        x = data.draw(st.lists(st.one_of(xs, st.just(REPEAT)), min_size=n, max_size=n))
+        x = [0.25 if v is REPEAT else v for v in x]  # a steady signal: zero spread
+        dt = data.draw(st.lists(dts, min_size=n, max_size=n))
+        raised: list[type[Exception]] = []
+        steps: list[tuple[Drift, list[Finding]]] = []
+        for i in range(n):
+            try:
+                steps.append(sig.drift(scalar[i], f"s{i}", x[i], dt[i], bool(trend[i]), p))
+            except (OverflowError, ValueError, ZeroDivisionError) as exc:
+                raised.append(type(exc))
+        if raised:  # the scalar core raises on such a reading: so must the batch
+            with pytest.raises(tuple(raised)):
+                bs.drift_round(d, trend, np.array(x), np.array(dt), p)
+            return
+        new, mask = bs.drift_round(d, trend, np.array(x), np.array(dt), p)
+        found = bs.drift_findings(d, new, np.flatnonzero(mask), [f"s{i}" for i in range(n)], trend, np.array(x),
+                                  np.array(dt), p)
+        scalar = [s for s, _ in steps]
+        assert [bs.drift_at(new, i) for i in range(n)] == scalar
+        assert found == {i: f for i, (_, f) in enumerate(steps) if f}
+        d = new
+
+
+def test_drift_goes_through_learning_into_alarms_on_a_shift() -> None:
+    """A plain case with known outcome, so the property test's agreement is not agreement on nothing."""
+    p = RobotDetectorParams(drift_reference_s=2.0)
+    d = bs.empty(2).drift
+    trend = np.array([False, False])
+    for step in range(400):
+        x = np.array([0.5 + 0.01 * (step % 3), 0.5 + 0.01 * (step % 3) + (2.0 if step > 50 else 0.0)])
+        d, mask = bs.drift_round(d, trend, x, np.array([1.0, 1.0]), p)
+        if mask[1]:
+            break
+    assert not mask[0] and mask[1] and bs.drift_at(d, 0) is not None
+    f = bs.drift_findings(bs.empty(2).drift, d, np.array([], dtype=np.int64), ["a", "b"], trend, x, np.ones(2), p)
+    assert f == {}
+
+
+@given(st.lists(st.tuples(st.integers(0, 2**64 - 1), st.integers(0, 2**64 - 1)), min_size=1, max_size=20),
+       st.integers(1, 6))
+def test_dropout_equals_the_scalar_check_on_any_seqs(pairs: list[tuple[int, int]], reports: int) -> None:
+    p = RobotDetectorParams(dropout_reports=reports)
+    latest = np.array([a for a, _ in pairs], dtype=np.uint64)
+    seq = np.array([b for _, b in pairs], dtype=np.uint64)
+    mask = bs.dropout_round(latest, seq, p)
+    names = [f"s{i}" for i in range(len(pairs))]
+    assert bs.dropout_findings(np.flatnonzero(mask), names, latest, seq, p) == {
+        i: f for i, (a, b) in enumerate(pairs) if (f := sig.dropout(names[i], a, b, p))}
+
+
+def test_state_converts_to_and_from_the_scalar_structs_and_scatters() -> None:
+    ws = [SignalWatch(), SignalWatch(3, 1, 180, Drift(1800, -12, 7, 0, 1200)), SignalWatch(0, 0, 0, Drift()),
+          SignalWatch(1, 2, 3, Drift(5, 2**60, 2**60 + 2**8, 1, 2))]
+    w = bs.watches_of(ws)
+    assert bs.to_watches(w) == ws
+    store = bs.empty(6)
+    bs.put(store, np.array([5, 0, 2, 3]), w)
+    assert bs.to_watches(bs.take(store, np.array([5, 0, 2, 3]))) == ws
+    assert bs.watch_at(store, 1) == SignalWatch() and bs.watch_at(store, 4) == SignalWatch()
+    with pytest.raises(OverflowError):
+        bs.watches_of([SignalWatch(drift=Drift(level=2**60 + 1))])
+
+
+def test_huge_values_raise_as_the_scalar_core_does() -> None:
+    p = RobotDetectorParams(drift_reference_s=1.0)
+    with pytest.raises(OverflowError):
+        sig.drift(None, "s", 1e306, 1.0, True, p)
+    with pytest.raises(OverflowError):
+        bs.drift_round(bs.empty(1).drift, np.array([True]), np.array([1e306]), np.array([1.0]), p)
+    with pytest.raises(ValueError):
+        bs.watch_round(bs.empty(1), np.array([0]), np.array([1.0]), bs.Prior(*map(np.array, ([True], [1.0], [0.0], [-1.0]))),
+                       np.array([True]), bs.Kinds(list(SPECS.items()), p))
+
+
+# --- chaos: the reducer's twins through _signals (the scalar core) and through signals_round ----
+
+class Judged(msgspec.Struct):
+    """One accepted event and what the scalar core made of it."""
+
+    before: Twin | None
+    twin: Twin
+    event: Event
+    watch: list[SignalWatch]
+    """Per-signal state after it."""
+    findings: list[Finding]
+
+
+@pytest.fixture(scope="module")
+def chaos(fleet: Fleet) -> tuple[list[Judged], dict[str, RobotDetectorParams]]:
+    scenario = read_scenario(SEEDS, "chaos")
+    small = load_scenario({**msgspec.to_builtins(scenario), "robots": 24, "duration_s": 420}, "chaos")
+    sim = FleetSim(fleet, small, seed=5)
+    config = read_detectors(SEEDS)
+    # a shorter reference, so drift alarms within the run (the detectors are the same)
+    ps = {m: msgspec.structs.replace(config.for_model(m), drift_reference_s=40.0, drift_threshold=8.0)
+          for m in fleet.models}
+    twins: dict[str, Twin] = {}
+    watches: dict[str, Watch] = {}
+    judged: list[Judged] = []
+    for event in (e for _ in range(sim.ticks) for e in sim.step()):
+        before = twins.get(event.robot_id)
+        twin, effects = apply(before, event, received_ts=event.ts + 0.2)
+        twins[event.robot_id] = twin
+        if effects.outcome in ("duplicate", "stale", "late"):
+            continue
+        watch = watches.get(event.robot_id, Watch())
+        new, found = _signals(watch, before, twin, event, fleet.models[twin.model], ps[twin.model], {})
+        watches[event.robot_id] = new
+        judged.append(Judged(before, twin, event, new.signals, found))
+    return judged, ps
+
+
+def rounds(judged: list[Judged]) -> list[list[Judged]]:
+    """Each robot's k-th accepted event in round k."""
+    out: list[list[Judged]] = []
+    seen: dict[str, int] = defaultdict(int)
+    for j in judged:
+        k = seen[j.event.robot_id]
+        seen[j.event.robot_id] += 1
+        if k == len(out):
+            out.append([])
+        out[k].append(j)
+    return out
+
+
+def round_of(rows: list[tuple[Judged, list[SignalWatch]]], index: dict[str, int],
+             p: RobotDetectorParams) -> tuple[bs.Watches, bs.Round, list[int]]:
+    """Pack one model's robots of a round into cells (robot by robot, signal by signal), as the columns
+    of the batch reducer hold them; returns the old state, the round and each robot's cell count."""
+    cols: dict[str, list[Any]] = defaultdict(list)
+    old: list[SignalWatch] = []
+    counts = []
+    for j, mine in rows:
+        twin, before, event = j.twin, j.before, j.event
+        aligned = _aligned(Watch(signals=mine), before, twin)
+        warm = twin.counts.events > p.warmup_reports
+        operating = warm and event.mode not in ("fault", "estop", "maintenance") and event.ts - twin.mode_since >= p.settle_s
+        dt = _work_step(before, twin, event, p)
+        for (name, state), w in zip(twin.signals.items(), aligned):
+            prior = before.signals.get(name) if before else None
+            value = event.signals.get(name)
+            cols["kind"].append(index[name])
+            cols["present"].append(value is not None)
+            cols["value"].append(np.nan if value is None else value)
+            cols["prior"].append(prior)
+            cols["fresh"].append(prior is not None and before is not None and before.signal_time(prior)[0] == before.ts)
+            cols["seq"].append(twin.signal_time(state)[1])
+            cols["latest"].append(twin.latest_seq)
+            cols["warm"].append(warm)
+            cols["operating"].append(operating)
+            cols["maintenance"].append(event.mode == "maintenance")
+            cols["dt"].append(np.nan if dt is None else dt)
+            old.append(w)
+        counts.append(len(twin.signals))
+    r = bs.Round(np.array(cols["kind"], dtype=np.int64), np.array(cols["present"], dtype=bool),
+                 np.array(cols["value"], dtype=np.float64), priors(cols["prior"]),
+                 *(np.array(cols[c], dtype=bool) for c in ("warm", "operating", "maintenance")),
+                 np.array(cols["dt"], dtype=np.float64), np.array(cols["fresh"], dtype=bool),
+                 np.array(cols["latest"], dtype=np.uint64), np.array(cols["seq"], dtype=np.uint64))
+    return bs.watches_of(old), r, counts
+
+
+def test_chaos_rounds_give_the_scalar_cores_signal_state_and_findings(
+        chaos: tuple[list[Judged], dict[str, RobotDetectorParams]], fleet: Fleet) -> None:
+    judged, ps = chaos
+    assert all(set(j.twin.signals) <= set(fleet.models[j.twin.model].signals) for j in judged)
+    kinds = {m: bs.Kinds(list(model.signals.items()), ps[m]) for m, model in fleet.models.items()}
+    index = {m: {name: i for i, name in enumerate(model.signals)} for m, model in fleet.models.items()}
+    mine: dict[str, list[SignalWatch]] = {}
+    fired: dict[str, int] = defaultdict(int)
+    for rnd in rounds(judged):
+        by_model: dict[str, list[tuple[Judged, list[SignalWatch]]]] = defaultdict(list)
+        for j in rnd:
+            by_model[j.twin.model].append((j, mine.get(j.event.robot_id, [])))
+        for model, rows in by_model.items():
+            old, r, counts = round_of(rows, index[model], ps[model])
+            new, found = bs.signals_round(old, r, kinds[model])
+            start = 0
+            for (j, _), count in zip(rows, counts):
+                cells = range(start, start + count)
+                got = [f for i in cells for f in found.get(i, [])]
+                assert got == j.findings, (j.event.robot_id, j.event.seq)
+                mine[j.event.robot_id] = [bs.watch_at(new, i) for i in cells]
+                assert mine[j.event.robot_id] == j.watch, (j.event.robot_id, j.event.seq)
+                for f in got:
+                    fired[f.detector] += 1
+                start += count
+    assert {"band", "spike", "stuck", "dropout", "drift"} <= set(fired), dict(fired)
