@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import operator
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from itertools import chain, repeat
 from typing import Any
 
@@ -46,10 +46,11 @@ import numpy as np
 import numpy.typing as npt
 from msgspec.structs import astuple
 
+from twin.columns import Columns
 from twin.detect.watch import Watch
 from twin.effects import OUTCOMES, Change, Effects, ModeChanged, SeqGap, VersionChanged
 from twin.fleet import Fleet
-from twin.reduce import ALPHA, apply
+from twin.reduce import ALPHA, apply, note_rejected
 from twin.schema import MODES, Event, Location
 from twin.state import WINDOW, Counts, SignalState, Twin
 
@@ -65,6 +66,8 @@ _APPLIED, _LATE, _DUPLICATE, _STALE = range(4)
 _PLAIN = tuple(Effects(outcome) for outcome in OUTCOMES)
 """The Effects of an event without changes, shared (they are frozen)."""
 _U1 = np.uint64(1)
+U64_MAX = 2**64 - 1
+"""Seqs above this do not fit the state's columns: those robots go through `apply` (`ReduceState.scalar_twins`)."""
 _U0 = np.uint64(0)
 
 
@@ -232,6 +235,10 @@ class ReduceState:
         self.extras: dict[int, tuple[Watch | None, int, int, int]] = {}
         """Fields the reducer never touches (watch, partition, offset, check_offset), kept for the
         slots loaded with other than their defaults."""
+        self.scalar_twins: dict[int, Twin] = {}
+        """Slot -> twin of a robot whose seq went beyond uint64 (msgspec, and so `parse`, accepts any
+        non-negative int). The scalar core holds such a twin and folds every event of it; its
+        slot's columns are unused. Its seq, a high-water mark, never comes back under the limit."""
         self.catalogues = {m: tuple(names) for m, names in (catalogues or {}).items()}
         self._colmap: Array = np.zeros((0, 0), np.int32)
         self._new_blocks: dict[tuple[str, frozenset[int]], int] = {}
@@ -306,32 +313,116 @@ def catalogues_of(fleet: Fleet) -> dict[str, tuple[str, ...]]:
 
 
 _FIELD = {name: i for i, name in enumerate(Event.__struct_fields__)}
+_OBJECT_FIELDS = ("ai_model_version", "firmware", "codes", "location", "signals", "config")
+"""Event fields a `_Batch` takes from each event object (an `Event`, or a row `twin.columns` decoded)."""
 
 
 class _Batch:
     """A batch of events as columns (one entry per event, in log order), placed in the state:
-    every robot has a slot and a block with a column for each signal it reports."""
+    every robot has a slot and a block with a column for each signal it reports.
 
-    def __init__(self, state: ReduceState, events: Sequence[Event], received_ts: Sequence[float] | Array) -> None:
-        n = self.n = len(events)
+    Built either from `Event`s (`of_events`) or from decoded wire rows (`of_columns`); the fold
+    itself only ever sees a `_Batch`, so both entry points share one code path."""
+
+    n: int
+    rid: Sequence[str]
+    seq: Array
+    """uint64."""
+    ts: Array
+    recv: Array
+    mode: Array
+    sector: Array
+    site: Array
+    model: Array
+    """The labels as codes of `ReduceState.strings`."""
+
+    def __init__(self, state: ReduceState, event_of: Callable[[int], Event]) -> None:
+        self.state = state
+        self.huge: list[int] = []
+        """Events whose seq is beyond uint64 (`seq` holds 0 for them): their robots go through `apply`."""
+        self.event_of = event_of
+        """Event i of the batch, for the rounds that go through `apply`."""
+
+    @classmethod
+    def of_events(cls, state: ReduceState, events: Sequence[Event], received_ts: Sequence[float] | Array) -> _Batch:
+        batch = cls(state, events.__getitem__)
+        n = batch.n = len(events)
         fields = list(zip(*map(astuple, events)))
-        self.rid: tuple[str, ...] = fields[_FIELD["robot_id"]]
-        self.seq_py: tuple[int, ...] = fields[_FIELD["seq"]]
-        self.ts_py: tuple[float, ...] = fields[_FIELD["ts"]]
-        self.models: tuple[str, ...] = fields[_FIELD["model"]]
-        self.recv = np.asarray(received_ts, dtype=np.float64)
-        if self.recv.shape != (n,):
-            raise ValueError(f"{n} events but {self.recv.shape} received_ts")
-        self.seq = np.fromiter(self.seq_py, np.uint64, n)
-        self.ts = np.fromiter(self.ts_py, np.float64, n)
-        self.mode = np.fromiter(map(_MODE_INDEX.__getitem__, fields[_FIELD["mode"]]), np.int8, n)
+        batch.rid = fields[_FIELD["robot_id"]]
+        batch.recv = np.asarray(received_ts, dtype=np.float64)
+        if batch.recv.shape != (n,):
+            raise ValueError(f"{n} events but {batch.recv.shape} received_ts")
+        batch.seq = batch._seqs(fields[_FIELD["seq"]])
+        batch.ts = np.fromiter(fields[_FIELD["ts"]], np.float64, n)
+        batch.mode = np.fromiter(map(_MODE_INDEX.__getitem__, fields[_FIELD["mode"]]), np.int8, n)
         strings = state.strings.__getitem__
-        for name, field in (("sector", "sector"), ("site", "site"), ("model", "model"),
-                            ("ai", "ai_model_version"), ("fw", "firmware")):
-            setattr(self, name, np.fromiter(map(strings, fields[_FIELD[field]]), np.int32, n))
-        self.codes = np.fromiter(map(state.codes.__getitem__, fields[_FIELD["codes"]]), np.int32, n)
-        self._locations(fields[_FIELD["location"]])
-        self._signals(state, fields[_FIELD["signals"]])
+        for name in ("sector", "site", "model"):
+            setattr(batch, name, np.fromiter(map(strings, fields[_FIELD[name]]), np.int32, n))
+        batch._finish(*(fields[_FIELD[name]] for name in _OBJECT_FIELDS))
+        return batch
+
+    @classmethod
+    def of_columns(cls, state: ReduceState, columns: Columns) -> tuple[_Batch, list[int]]:
+        """The accepted rows of `columns` and its `outside` rows, in row order; and their rows."""
+        rows: list[int] = columns.row.tolist()
+        batch = cls(state, lambda i: columns.event(rows[i]))
+        batch.n = len(rows)
+        index, strings = columns.index, state.strings.__getitem__
+        batch.rid, batch.recv, batch.ts, batch.mode = columns.robot_id, columns.received_ts, columns.ts, columns.mode
+        batch.seq = columns.seq.astype(np.uint64)
+        for name, names in (("sector", index.sectors), ("site", index.sites), ("model", index.models)):
+            code = np.fromiter(map(strings, names), np.int32, len(names))
+            setattr(batch, name, code[getattr(columns, name)])  # accepted rows hold known names only
+        decoded: Sequence[Any] = columns.events
+        if columns.outside:
+            decoded, rows = batch._with_outside(columns)
+            batch.n = len(rows)
+        batch._finish(*(tuple(map(operator.attrgetter(name), decoded)) for name in _OBJECT_FIELDS))
+        return batch, rows
+
+    def _with_outside(self, columns: Columns) -> tuple[list[Any], list[int]]:
+        """Merge the rows whose seq is beyond int64 (rare) into the columns, in row order: the
+        reducer's seqs are uint64, so they fold like any other row."""
+        extra = list(columns.outside.items())
+        events = [e for _, e in extra]
+        order = np.argsort(np.concatenate([columns.row, np.array([r for r, _ in extra], np.int64)]), kind="stable")
+        picks = order.tolist()
+        strings = self.state.strings.__getitem__
+        more = {"seq": self._seqs([e.seq for e in events]), "ts": np.array([e.ts for e in events]),
+                "recv": np.array([columns.outside_received_ts[r] for r, _ in extra]),
+                "mode": np.array([_MODE_INDEX[e.mode] for e in events], np.int8)}
+        for name in ("sector", "site", "model"):
+            more[name] = np.array([strings(getattr(e, name)) for e in events], np.int32)
+        for name, column in more.items():
+            setattr(self, name, np.concatenate([getattr(self, name), column])[order])
+        if self.huge:  # indices into `events`, so far
+            where = np.empty(len(order), np.int64)
+            where[order] = np.arange(len(order))
+            self.huge = sorted(where[len(columns.row) + np.array(self.huge)].tolist())
+        ids = [*self.rid, *(e.robot_id for e in events)]
+        self.rid = [ids[j] for j in picks]
+        decoded = [*columns.events, *events]
+        rows = [*columns.row.tolist(), *(r for r, _ in extra)]
+        return [decoded[j] for j in picks], [rows[j] for j in picks]
+
+    def _seqs(self, seqs: Sequence[int]) -> Array:
+        """The seqs as uint64; any beyond it (a hostile sender's) as 0, listed in `huge`."""
+        try:
+            return np.fromiter(seqs, np.uint64, len(seqs))
+        except OverflowError:
+            self.huge = [i for i, seq in enumerate(seqs) if seq > U64_MAX]
+            return np.fromiter((0 if seq > U64_MAX else seq for seq in seqs), np.uint64, len(seqs))
+
+    def _finish(self, ai: Sequence[str], fw: Sequence[str], codes: Sequence[tuple[str, ...]],
+                locations: Sequence[Location | Any | None], signals: Sequence[dict[str, float]],
+                configs: Sequence[dict[str, str] | msgspec.UnsetType]) -> None:
+        """The columns from the events' object fields, then each robot's slot and block."""
+        state, n = self.state, self.n
+        self.ai = np.fromiter(map(state.strings.__getitem__, ai), np.int32, n)
+        self.fw = np.fromiter(map(state.strings.__getitem__, fw), np.int32, n)
+        self.codes = np.fromiter(map(state.codes.__getitem__, codes), np.int32, n)
+        self._locations(locations)
+        self._signals(state, signals)
         self.slot = np.zeros(n, np.int64)
         """The robot slot of each event."""
         self.first = np.zeros(n, np.bool_)
@@ -339,14 +430,14 @@ class _Batch:
         self._place(state)
         self.local = self._local_columns(state)
         """Each flat signal entry's column in its robot's block."""
-        self.config = _config_codes(state, fields[_FIELD["config"]], self.slot)
+        self.config = _config_codes(state, configs, self.slot)
 
     def column(self, name: str) -> Array:
         if name == "latest_seq":
             return self.seq
         return getattr(self, name)  # type: ignore[no-any-return]  # the columns set in __init__
 
-    def _locations(self, loc: tuple[Location | None, ...]) -> None:
+    def _locations(self, loc: Sequence[Location | Any | None]) -> None:
         n = self.n
         self.loc_kind = np.zeros(n, np.uint8)
         self.lat, self.lon = np.zeros(n), np.zeros(n)
@@ -359,7 +450,7 @@ class _Batch:
                 self.loc_kind[i] = 1 if where.floor is None else 2
                 self.floor[i] = 0 if where.floor is None else where.floor
 
-    def _signals(self, state: ReduceState, sigs: tuple[dict[str, float], ...]) -> None:
+    def _signals(self, state: ReduceState, sigs: Sequence[dict[str, float]]) -> None:
         """Every event's signals, flat: global name id and value, `off[i]`/`lens[i]` per event."""
         self.key = np.fromiter(map(state.keys.__getitem__, map(tuple, sigs)), np.int32, self.n)
         table = state.keys.table()
@@ -394,7 +485,7 @@ def _lookup(state: ReduceState, batch: _Batch) -> Array:
     return state.colmap()[np.repeat(blocks, batch.lens), batch.gid]  # type: ignore[no-any-return]
 
 
-def _config_codes(state: ReduceState, configs: tuple[dict[str, str] | msgspec.UnsetType, ...], slot: Array) -> Array:
+def _config_codes(state: ReduceState, configs: Sequence[dict[str, str] | msgspec.UnsetType], slot: Array) -> Array:
     """Each event's config code: the robot's current one where the config equals it, else interned."""
     codes = state.cols["config"][slot]
     refs = state.configs.refs
@@ -422,26 +513,105 @@ def reduce_batch(state: ReduceState, events: Sequence[Event], received_ts: Seque
     """
     if not events:
         return state, []
-    batch = _Batch(state, events, received_ts)
+    return state, _fold(state, _Batch.of_events(state, events, received_ts), narrow)
+
+
+def reduce_columns(state: ReduceState, columns: Columns, *, narrow: int = NARROW) -> tuple[ReduceState,
+                                                                                          list[Effects | None]]:
+    """Fold a batch decoded by `twin.columns.decode_batch` as the scalar pipeline folds its messages
+    one by one: `parse`, then `apply` for an event, `note_rejected` for a rejection keyed to an
+    existing twin. Effects per row of the batch (None for a rejected row). Updates `state` in place.
+
+    Wire rows reach the state without an `Event` each: the fold reads the columns and the decoded
+    rows' fields. Rows with a seq beyond int64 (`Columns.outside`) are merged back in their place
+    (the state's seqs are uint64). See `reduce_batch` for `narrow`.
+    """
+    size = len(columns.row) + len(columns.outside) + len(columns.rejected)
+    effects: list[Effects | None] = [None] * size
+    keyed = _rejected_robots(columns)
+    existed = {robot for robot in keyed.values() if robot in state.slot_of}
+    rows: list[int] = []
+    ids: Sequence[str] = ()
+    if size > len(columns.rejected):
+        batch, rows = _Batch.of_columns(state, columns)
+        ids = batch.rid
+        for row, effect in zip(rows, _fold(state, batch, narrow)):
+            effects[row] = effect
+    if keyed:
+        _count_rejected(state, keyed, existed, rows, ids)
+    return state, effects
+
+
+def _rejected_robots(columns: Columns) -> dict[int, str]:
+    """Row -> the robot id the key of a rejected row names, as `twin.pipeline._reject` reads it."""
+    found = {}
+    for row, key in columns.rejected_keys.items():
+        try:
+            robot = key.decode() if key else None
+        except UnicodeDecodeError:
+            robot = None
+        if robot:
+            found[row] = robot
+    return found
+
+
+def _count_rejected(state: ReduceState, keyed: dict[int, str], existed: set[str], rows: list[int],
+                    ids: Sequence[str]) -> None:
+    """`note_rejected` for each rejected row whose robot had a twin at that row: before the batch, or
+    made by an earlier row of it. Counting a rejection commutes with `apply` (which never reads or
+    resets `counts.rejected`), so only that existence depends on the order, and the counts can be
+    added after the fold."""
+    pending = set(keyed.values()) - existed
+    first: dict[str, int] = {}
+    if pending:
+        for row, robot in zip(rows, ids):
+            if robot in pending and robot not in first:
+                first[robot] = row
+    counts: Counter[int] = Counter()
+    for row, robot in keyed.items():
+        if robot in existed or first.get(robot, row) < row:
+            slot = state.slot_of[robot]
+            if slot in state.scalar_twins:
+                state.scalar_twins[slot] = note_rejected(state.scalar_twins[slot])
+            else:
+                counts[slot] += 1
+    if counts:
+        state.cols["rejected"][list(counts)] += list(counts.values())
+
+
+def _fold(state: ReduceState, batch: _Batch, narrow: int) -> list[Effects]:
+    """The one fold behind both entry points: the Effects of each event of `batch`, in its order."""
     outcome = np.zeros(batch.n, np.int8)
     changes: dict[int, list[Change]] = {}
-    rounds = _rounds(batch.slot)
+    vector, pinned = _pinned(state, batch)
+    rounds = [vector[idx] for idx in _rounds(batch.slot[vector])] if len(vector) else []
     wide = next((k for k, idx in enumerate(rounds) if len(idx) < narrow), len(rounds))
     with np.errstate(over="ignore", invalid="ignore"):  # inf and nan as Python's floats give them
         for idx in rounds[:wide]:
             _round(state, batch, idx, outcome, changes)
-    if wide < len(rounds):
-        _scalar(state, batch, events, np.sort(np.concatenate(rounds[wide:])).tolist(), outcome, changes)
+    if wide < len(rounds) or len(pinned):
+        _scalar(state, batch, np.sort(np.concatenate([pinned, *rounds[wide:]])).tolist(), outcome, changes)
     effects = [_PLAIN[o] for o in outcome.tolist()]
     for i, change in changes.items():
         effects[i] = Effects(OUTCOMES[outcome[i]], tuple(change))
-    return state, effects
+    return effects
+
+
+def _pinned(state: ReduceState, batch: _Batch) -> tuple[Array, Array]:
+    """The events to fold in rounds, and those of robots the scalar core holds (`scalar_twins`) or
+    that get a seq beyond uint64 in this batch: all of such a robot's events go through `apply`."""
+    everything = np.arange(batch.n)
+    if not batch.huge and not state.scalar_twins:
+        return everything, everything[:0]
+    slots = {*batch.slot[batch.huge].tolist(), *state.scalar_twins}
+    pinned = np.isin(batch.slot, list(slots))
+    return everything[~pinned], everything[pinned]
 
 
 _OUTCOME_CODE = {outcome: code for code, outcome in enumerate(OUTCOMES)}
 
 
-def _scalar(state: ReduceState, batch: _Batch, events: Sequence[Event], tail: list[int], outcome: Array,
+def _scalar(state: ReduceState, batch: _Batch, tail: list[int], outcome: Array,
             changes: dict[int, list[Change]]) -> None:
     """The events `tail` (log order) through `apply`: each robot's twin read once, folded, stored once."""
     by_robot: dict[int, list[int]] = {}
@@ -451,12 +621,15 @@ def _scalar(state: ReduceState, batch: _Batch, events: Sequence[Event], tail: li
     for slot, indices in by_robot.items():
         twin = None if batch.first[indices[0]] else to_twin(state, state.robot_ids[slot])
         for i in indices:
-            twin, effects = apply(twin, events[i], received_ts=received[i])
+            twin, effects = apply(twin, batch.event_of(i), received_ts=received[i])
             outcome[i] = _OUTCOME_CODE[effects.outcome]
             if effects.changes:
                 changes[i] = list(effects.changes)
         assert twin is not None  # at least one event
-        _store(state, slot, twin)
+        if twin.seq > U64_MAX:
+            state.scalar_twins[slot] = twin
+        else:
+            _store(state, slot, twin)
 
 
 def _new_robots(state: ReduceState, batch: _Batch, slots: list[int | None]) -> None:
@@ -468,7 +641,7 @@ def _new_robots(state: ReduceState, batch: _Batch, slots: list[int | None]) -> N
     for i in new:
         seen = found.get(batch.rid[i])
         if seen is None:
-            found[batch.rid[i]] = (i, batch.models[i], {keys[i]})
+            found[batch.rid[i]] = (i, state.strings.table[batch.model[i]], {keys[i]})
         else:
             seen[2].add(keys[i])
     batch.first[[first for first, _, _ in found.values()]] = True
@@ -550,7 +723,7 @@ def _accept(state: ReduceState, batch: _Batch, idx: Array, created: Array, outco
     c["late"][slots[late]] += 1
     gap = above & (shift > 1)
     for i, after in zip(idx[gap].tolist(), mark[gap].tolist()):
-        changes[i] = [SeqGap(batch.rid[i], batch.ts_py[i], after, batch.seq_py[i])]
+        changes[i] = [SeqGap(batch.rid[i], batch.ts[i].item(), after, batch.seq[i].item())]
     _become_latest(state, batch, idx[newest], slots[newest], changes)
 
 
@@ -577,7 +750,7 @@ _VERSION_COLUMNS = (("ai_model_version", "ai"), ("firmware", "fw"), ("model", "m
 def _changes(state: ReduceState, batch: _Batch, idx: Array, slots: Array, changes: dict[int, list[Change]]) -> None:
     c, strings = state.cols, state.strings.table
     for i, slot in zip(idx.tolist(), slots.tolist()):
-        rid, ts = batch.rid[i], batch.ts_py[i]
+        rid, ts = batch.rid[i], batch.ts[i].item()
         found: list[Change] = []
         if batch.mode[i] != c["mode"][slot]:
             found.append(ModeChanged(rid, ts, MODES[c["mode"][slot]], MODES[batch.mode[i]]))
@@ -688,6 +861,8 @@ def _signal_times(block: _Block, rows: Array, ts: Array, seq: Array, newest: Arr
 def to_twin(state: ReduceState, robot_id: str) -> Twin:
     """The Twin the scalar reducer would hold for `robot_id` (equal `encode_twin` bytes)."""
     slot = state.slot_of[robot_id]
+    if slot in state.scalar_twins:
+        return state.scalar_twins[slot]
     row = {name: column[slot].tolist() for name, column in state.cols.items()}
     strings = state.strings.table
     watch, partition, offset, check_offset = state.extras.get(slot, (None, -1, -1, -1))
@@ -734,8 +909,12 @@ def from_twins(twins: Iterable[Twin], catalogues: Mapping[str, Iterable[str]] | 
     """
     state = ReduceState(catalogues)
     twins = list(twins)
+    huge = {i: twin for i, twin in enumerate(twins) if twin.seq > U64_MAX}
+    for i, twin in huge.items():  # loaded with small seqs, then held whole by the scalar core
+        twins[i] = msgspec.structs.replace(twin, seq=0, latest_seq=0, first_seq=0)
     if twins:
         _load(state, twins)
+    state.scalar_twins.update((state.slot_of[twin.robot_id], twin) for twin in huge.values())
     return state
 
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 import re
 import types
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import chain, repeat
 from operator import attrgetter, itemgetter
 from typing import Annotated, Any, Literal, cast, get_args
@@ -234,6 +234,12 @@ class Columns(Rows):
     """Accepted rows the columns cannot hold (seq beyond int64): fold them with the scalar core."""
     parsed: int
     """How many rows went through `parse` (the slow path)."""
+    outside_received_ts: dict[int, float] = field(default_factory=dict)
+    """Row -> broker time of each `outside` row (the columns hold the others'), so a scalar fold
+    can take them in their place."""
+    rejected_keys: dict[int, bytes | None] = field(default_factory=dict)
+    """Row -> Kafka key of each rejected row: the scalar pipeline counts a rejection on the twin
+    the key names (`twin.pipeline._reject`), and so must a batch fold."""
 
     def event(self, i: int) -> Event:
         """The `Event` that `parse` returns for row `i` of the batch; KeyError if it rejects it."""
@@ -266,20 +272,26 @@ def decode_batch(messages: Sequence[Message], fleet: Fleet, policy: Policy = DEF
     slow = np.ones(len(messages), dtype=np.bool_)
     slow[fast.row[ok]] = False
     rejected: dict[int, InvalidEvent] = {}
+    keys: dict[int, bytes | None] = {}
     outside: dict[int, Event] = {}
+    outside_received: dict[int, float] = {}
     kept: dict[int, Event] = {}
     for i in np.flatnonzero(slow).tolist():
         key, value, received = messages[i]
         try:
             event = parse(value, fleet, key=key, received_ts=received, policy=policy)
         except InvalidEvent as err:
-            rejected[i] = err
+            rejected[i], keys[i] = err, key
             continue
-        (outside if event.seq > SEQ_MAX else kept)[i] = event
+        if event.seq > SEQ_MAX:
+            outside[i], outside_received[i] = event, received
+        else:
+            kept[i] = event
     rows = fast.take(ok)
     if kept:
         rows = rows.merge(_rows(list(kept.values()), list(kept), messages, index, policy.max_future_s)[1])
-    return Columns(**vars(rows), index=index, rejected=rejected, outside=outside, parsed=int(slow.sum()))
+    return Columns(**vars(rows), index=index, rejected=rejected, outside=outside, parsed=int(slow.sum()),
+                   outside_received_ts=outside_received, rejected_keys=keys)
 
 
 def _decode(messages: Sequence[Message], lean: msgspec.json.Decoder[_Lean], policy: Policy) -> list[_Lean | None]:
