@@ -313,7 +313,7 @@ def catalogues_of(fleet: Fleet) -> dict[str, tuple[str, ...]]:
 
 
 _FIELD = {name: i for i, name in enumerate(Event.__struct_fields__)}
-_OBJECT_FIELDS = ("ai_model_version", "firmware", "codes", "location", "signals", "config")
+_OBJECT_FIELDS = ("ai_model_version", "firmware", "codes", "location", "config")
 """Event fields a `_Batch` takes from each event object (an `Event`, or a row `twin.columns` decoded)."""
 
 
@@ -338,6 +338,9 @@ class _Batch:
 
     def __init__(self, state: ReduceState, event_of: Callable[[int], Event]) -> None:
         self.state = state
+        self.key_of: Callable[[int], int] = lambda i: int(self.key[i])
+        """Event i's signal names as a `ReduceState.keys` code (only robots new to the state, or moving
+        to a wider block, need it)."""
         self.huge: list[int] = []
         """Events whose seq is beyond uint64 (`seq` holds 0 for them): their robots go through `apply`."""
         self.event_of = event_of
@@ -358,6 +361,7 @@ class _Batch:
         strings = state.strings.__getitem__
         for name in ("sector", "site", "model"):
             setattr(batch, name, np.fromiter(map(strings, fields[_FIELD[name]]), np.int32, n))
+        batch._signals(state, fields[_FIELD["signals"]])
         batch._finish(*(fields[_FIELD[name]] for name in _OBJECT_FIELDS))
         return batch
 
@@ -374,13 +378,15 @@ class _Batch:
             code = np.fromiter(map(strings, names), np.int32, len(names))
             setattr(batch, name, code[getattr(columns, name)])  # accepted rows hold known names only
         decoded: Sequence[Any] = columns.events
+        matrix = columns.signals
         if columns.outside:
-            decoded, rows = batch._with_outside(columns)
+            decoded, rows, matrix = batch._with_outside(columns)
             batch.n = len(rows)
+        batch._signal_matrix(state, matrix, index.signals)
         batch._finish(*(tuple(map(operator.attrgetter(name), decoded)) for name in _OBJECT_FIELDS))
         return batch, rows
 
-    def _with_outside(self, columns: Columns) -> tuple[list[Any], list[int]]:
+    def _with_outside(self, columns: Columns) -> tuple[list[Any], list[int], Array]:
         """Merge the rows whose seq is beyond int64 (rare) into the columns, in row order: the
         reducer's seqs are uint64, so they fold like any other row."""
         extra = list(columns.outside.items())
@@ -403,7 +409,11 @@ class _Batch:
         self.rid = [ids[j] for j in picks]
         decoded = [*columns.events, *events]
         rows = [*columns.row.tolist(), *(r for r, _ in extra)]
-        return [decoded[j] for j in picks], [rows[j] for j in picks]
+        matrix = np.full((len(events), columns.signals.shape[1]), np.nan)
+        for at, event in enumerate(events):  # parse accepted them: every name is in the index
+            matrix[at, [columns.index.signal_code[name] for name in event.signals]] = list(event.signals.values())
+        matrix = np.concatenate([columns.signals, matrix])[order]
+        return [decoded[j] for j in picks], [rows[j] for j in picks], matrix
 
     def _seqs(self, seqs: Sequence[int]) -> Array:
         """The seqs as uint64; any beyond it (a hostile sender's) as 0, listed in `huge`."""
@@ -414,15 +424,13 @@ class _Batch:
             return np.fromiter((0 if seq > U64_MAX else seq for seq in seqs), np.uint64, len(seqs))
 
     def _finish(self, ai: Sequence[str], fw: Sequence[str], codes: Sequence[tuple[str, ...]],
-                locations: Sequence[Location | Any | None], signals: Sequence[dict[str, float]],
-                configs: Sequence[dict[str, str] | msgspec.UnsetType]) -> None:
-        """The columns from the events' object fields, then each robot's slot and block."""
+                locations: Sequence[Location | Any | None], configs: Sequence[dict[str, str] | msgspec.UnsetType]) -> None:
+        """The columns from the events' object fields, then each robot's slot and block (the signals are set)."""
         state, n = self.state, self.n
         self.ai = np.fromiter(map(state.strings.__getitem__, ai), np.int32, n)
         self.fw = np.fromiter(map(state.strings.__getitem__, fw), np.int32, n)
         self.codes = np.fromiter(map(state.codes.__getitem__, codes), np.int32, n)
         self._locations(locations)
-        self._signals(state, signals)
         self.slot = np.zeros(n, np.int64)
         """The robot slot of each event."""
         self.first = np.zeros(n, np.bool_)
@@ -460,6 +468,18 @@ class _Batch:
         self.gid = table[np.repeat(self.key, self.lens), np.arange(total) - np.repeat(self.off, self.lens)]
         self.val = np.fromiter(chain.from_iterable(map(dict.values, sigs)), np.float64, total)
 
+    def _signal_matrix(self, state: ReduceState, matrix: Array, names: tuple[str, ...]) -> None:
+        """`_signals` from a decoded batch's signal matrix (NaN: the event has no such signal; a valid
+        value is finite). Each event's signals come in the matrix's column order, not the sender's:
+        the fold treats an event's signals independently, so only the set matters."""
+        present = ~np.isnan(matrix)
+        self.lens = present.sum(axis=1)  # integer counts: exact
+        self.off = np.cumsum(self.lens) - self.lens
+        at, col = np.nonzero(present)  # row-major: each event's entries together, in event order
+        self.gid = np.fromiter(map(state.names.__getitem__, names), np.int32, len(names))[col]
+        self.val = matrix[at, col]
+        self.key_of = lambda i: state.keys[tuple(names[j] for j in np.flatnonzero(present[i]).tolist())]
+
     def _place(self, state: ReduceState) -> None:
         slots = list(map(state.slot_of.get, self.rid))
         if None in slots:
@@ -473,7 +493,7 @@ class _Batch:
             for i in np.unique(ev_of[local < 0]).tolist():
                 slot = int(self.slot[i])
                 have = state.blocks[state.cols["block"][slot]].local
-                missing = [g for g in state.keys.gids[self.key[i]] if g not in have]
+                missing = [g for g in state.keys.gids[self.key_of(i)] if g not in have]
                 if missing:
                     state._move(slot, [state.names.table[g] for g in missing])
             local = _lookup(state, self)
@@ -636,14 +656,14 @@ def _new_robots(state: ReduceState, batch: _Batch, slots: list[int | None]) -> N
     """Slots for robots the state has not seen, in order of first event; each gets a row in the
     block of its model's catalogue plus every signal its events in the batch carry."""
     new = [i for i, s in enumerate(slots) if s is None]
-    keys = batch.key.tolist()
+    keys = batch.key_of
     found: dict[str, tuple[int, str, set[int]]] = {}  # robot -> first event, model, signal key codes
     for i in new:
         seen = found.get(batch.rid[i])
         if seen is None:
-            found[batch.rid[i]] = (i, state.strings.table[batch.model[i]], {keys[i]})
+            found[batch.rid[i]] = (i, state.strings.table[batch.model[i]], {keys(i)})
         else:
-            seen[2].add(keys[i])
+            seen[2].add(keys(i))
     batch.first[[first for first, _, _ in found.values()]] = True
     start = state._new_slots(list(found))
     slot_of = state.slot_of
