@@ -20,7 +20,9 @@ How:
 * Strings (labels, versions, codes tuples, configurations) are interned to
   int32 codes: equal codes iff equal values, so change detection is a compare.
 * The de-duplication window is WINDOW = 64 bits: exactly one uint64 word. Seqs
-  are uint64 (msgspec decodes a non-negative int into at most 64 bits).
+  are uint64. msgspec (so `parse`) accepts a non-negative int of any size, though:
+  a robot whose seq goes beyond uint64 is handed whole to the scalar core
+  (`ReduceState.scalar_twins`), all its events through `apply`.
 
 Bit identity: only elementwise + - * / on float64 (IEEE, the same as Python's
 floats, evaluated in the same order as `twin.reduce._update_signal`) and
@@ -29,8 +31,14 @@ change values (SeqGap, ModeChanged, VersionChanged), robots new to the state, an
 rounds of only a few robots (a batch of one robot's events would otherwise pay a
 round's fixed numpy cost per event): those go through `twin.reduce.apply` itself.
 
-`reduce_batch` updates `state` in place (that is what makes it cheap) and
-returns it, so callers keep the `(state, input) -> (state, output)` shape.
+`reduce_columns(state, columns)` folds a batch decoded by `twin.columns.decode_batch`
+straight from its columns (no `Event` per row), and counts its rejected rows as
+`twin.pipeline._reject` does; tests/unit/test_reduce_columns.py holds it to
+`parse` + `apply` + `note_rejected`. Both entry points build a `_Batch` and share
+one fold (`_fold`).
+
+`reduce_batch` and `reduce_columns` update `state` in place (that is what makes it cheap) and
+return it, so callers keep the `(state, input) -> (state, output)` shape.
 """
 
 from __future__ import annotations

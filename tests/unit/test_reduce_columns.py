@@ -85,8 +85,9 @@ def hostile(events: list[Event], fleet: Fleet, seed: int) -> list[Message]:
         if rnd.random() < 0.12:
             messages.append(bad(event, fleet, rnd.choice(robots), rnd))
         messages.append(wire(event))
+    _, value, received = wire(events[0])
     late_robot = events[-1].robot_id  # a rejection keyed to a robot before its first event
-    return [bad(events[0], fleet, late_robot, rnd), *messages]
+    return [(late_robot.encode(), value, received), *messages]
 
 
 def bad(event: Event, fleet: Fleet, other: str, rnd: random.Random) -> Message:
@@ -220,3 +221,19 @@ def test_seqs_beyond_uint64_go_through_the_scalar_core(fleet: Fleet, pool: list[
 def apply_into(twins: dict[str, Twin], event: Event, received: float) -> Effects:
     twins[event.robot_id], effects = apply(twins.get(event.robot_id), event, received_ts=received)
     return effects
+
+
+@pytest.mark.parametrize("narrow", [NARROW, 0])
+def test_a_rejection_counts_only_once_its_twin_exists(fleet: Fleet, pool: list[Event], narrow: int) -> None:
+    """In one batch: a rejected row keyed to a robot before its first event does not count (no twin
+    yet), one after it does, whatever else the batch holds."""
+    robot = pool[0].robot_id
+    first = wire(pool[0])
+    refused = (robot.encode(), first[1][:-1], first[2])  # cut short: undecodable, keyed to the robot
+    messages = [wire(e) for e in pool[1:40] if e.robot_id != robot]
+    messages[5:5] = [refused, first, refused, refused]
+    twins: dict[str, Twin] = {}
+    expected = scalar(messages, fleet, twins)
+    assert twins[robot].counts.rejected == 2
+    state = ReduceState(catalogues_of(fleet))
+    assert_same(state, twins, batched(state, messages, fleet, [len(messages)], narrow), expected)
