@@ -130,6 +130,10 @@ def test_the_mix_holds_every_kind_of_row(messages: list[Message], fleet: Fleet,
     twins, expected = oracle
     columns = decode_batch(messages, fleet)
     assert len(columns.outside) > 50 and len(columns.rejected) > 200
+    assert set(columns.rejected_keys) == set(columns.rejected)
+    assert set(columns.outside_received_ts) == set(columns.outside)
+    assert all(columns.rejected_keys[i] == messages[i][0] for i in columns.rejected)
+    assert all(columns.outside_received_ts[i] == messages[i][2] for i in columns.outside)
     assert sum(t.counts.rejected for t in twins.values()) > 100
     assert sum(t.counts.rejected for t in twins.values()) < len(columns.rejected)
     assert {e.outcome for e in expected if e is not None} == {"applied", "late", "duplicate", "stale"}
