@@ -55,6 +55,8 @@ from twin.fleet import Signal
 from twin.state import SignalState
 
 Array = npt.NDArray[Any]
+Names = Sequence[str] | Mapping[int, str]
+"""Each cell's signal name, by cell index (a mapping is enough: only the cells with a finding are read)."""
 
 VIEW_NONE, VIEW_LEVEL, VIEW_TREND = 0, 1, 2
 """`Kinds.view`: the signal is not watched for drift, its level is, or its rate of change is."""
@@ -322,7 +324,7 @@ def _scalar_drift(old: Drifts, new: Drifts, cells: Array, trend: Array, x: Array
             col[i] = float(v)
 
 
-def drift_findings(old: Drifts, new: Drifts, cells: Array, names: Sequence[str], trend: Array, x: Array,
+def drift_findings(old: Drifts, new: Drifts, cells: Array, names: Names, trend: Array, x: Array,
                    dt: Array, p: RobotDetectorParams) -> dict[int, list[Finding]]:
     """The drift findings of `cells` (`names`: each cell's signal), built by `sig.drift` itself,
     whose state must equal ours."""
@@ -343,7 +345,7 @@ def dropout_round(latest_seq: Array, seq: Array, p: RobotDetectorParams) -> Arra
     return (latest_seq >= seq) & (latest_seq - seq >= p.dropout_reports)
 
 
-def dropout_findings(cells: Array, names: Sequence[str], latest_seq: Array, seq: Array,
+def dropout_findings(cells: Array, names: Names, latest_seq: Array, seq: Array,
                      p: RobotDetectorParams) -> dict[int, list[Finding]]:
     """The dropout findings of `cells`, built by `sig.dropout`."""
     return {i: sig.dropout(names[i], int(latest_seq[i]), int(seq[i]), p) for i in cells.tolist()}
@@ -388,27 +390,32 @@ def signals_round(w: Watches, r: Round, k: Kinds) -> tuple[Watches, dict[int, li
     stepped = r.present & ~reset & ~np.isnan(r.dt) & (view != VIEW_NONE) & has_x
     idx = np.flatnonzero(stepped)
     trend = view[idx] == VIEW_TREND
-    part, drift_mask = drift_round(Drifts(*(col[idx] for col in w.drift)), trend, x[idx], r.dt[idx], p)
-    drifts = Drifts(*(np.where(reset, False if col.dtype == bool else 0.0, col) for col in w.drift))
+    before = Drifts(*(col[idx] for col in w.drift))
+    part, drift_mask = drift_round(before, trend, x[idx], r.dt[idx], p)
+    if reset.any():  # serviced: the signal's reference is learned again
+        drifts = Drifts(*(np.where(reset, False if col.dtype == bool else 0.0, col) for col in w.drift))
+    else:
+        drifts = Drifts(*(col.copy() for col in w.drift))
     for dst, src in zip(drifts, part):
         dst[idx] = src
-    findings = _round_findings(w, new, r, k, watch_mask, drift_mask, idx, part, x, trend)
+    findings = _round_findings(w, new, r, k, watch_mask, (idx, before, part, drift_mask, x[idx], trend))
     return Watches(new.out, new.same, new.hits, drifts), findings
 
 
-def _round_findings(old: Watches, new: Watches, r: Round, k: Kinds, watch_mask: Array, drift_mask: Array,
-                    idx: Array, part: Drifts, x: Array, trend: Array) -> dict[int, list[Finding]]:
-    """Findings by cell, in the scalar order: the value checks (if warm), then drift; dropout."""
+def _round_findings(old: Watches, new: Watches, r: Round, k: Kinds, watch_mask: Array,
+                    stepped: tuple[Array, Drifts, Drifts, Array, Array, Array]) -> dict[int, list[Finding]]:
+    """Findings by cell, in the scalar order: the value checks (if warm), then drift; dropout.
+    `stepped`: the drift cells (indices), their state before and after, their mask, x and trend flags."""
     p = k.p
-    names = [k.names[j] for j in r.kind.tolist()]
     found = watch_findings(old, new, np.flatnonzero(watch_mask & r.present & r.warm), r.kind, r.value, r.prior,
                            r.operating, k)
-    sub = np.flatnonzero(drift_mask)
-    drift = drift_findings(Drifts(*(col[idx] for col in old.drift)), part, sub, [names[i] for i in idx.tolist()],
-                           trend, x[idx], r.dt[idx], p)
-    for j, f in drift.items():
+    idx, before, after, mask, x, trend = stepped
+    sub = np.flatnonzero(mask)
+    names = {int(j): k.names[r.kind[idx[j]]] for j in sub.tolist()}
+    for j, f in drift_findings(before, after, sub, names, trend, x, r.dt[idx], p).items():
         found.setdefault(int(idx[j]), []).extend(f)
     absent = np.flatnonzero(~r.present & r.warm & dropout_round(r.latest_seq, r.seq, p))
+    names = {i: k.names[r.kind[i]] for i in absent.tolist()}
     found.update(dropout_findings(absent, names, r.latest_seq, r.seq, p))
     return dict(sorted(found.items()))
 

@@ -41,6 +41,8 @@ SPECS: dict[str, Signal] = {
 NAMES = tuple(SPECS)
 REPEAT = object()
 """A drawn 'value' meaning: the cell's previous value again (a stuck sensor)."""
+SPIKE_EDGE = object()
+"""A drawn 'value' meaning: the running mean plus the spike threshold in running stds (z on the edge)."""
 
 finite = st.floats(allow_nan=False, allow_infinity=False)
 params = st.builds(
@@ -58,7 +60,7 @@ def values(spec: Signal, p: RobotDetectorParams) -> st.SearchStrategy[Any]:
     edges = [lo, hi, lo - margin, hi + margin, *spec.limits, math.nextafter(hi + margin, math.inf),
              math.nextafter(lo - margin, -math.inf), 0.0, -0.0]
     width = max(hi - lo, 1.0)
-    return st.one_of(st.sampled_from(edges), st.just(REPEAT), st.just(REPEAT),
+    return st.one_of(st.sampled_from(edges), st.just(REPEAT), st.just(REPEAT), st.just(SPIKE_EDGE),
                      st.floats(lo - 2 * width, hi + 2 * width), finite)
 
 
@@ -68,6 +70,21 @@ def updated(old: SignalState | None, value: float) -> SignalState:
         return SignalState(value, None, None, None, value, 0.0)
     delta = value - old.mean
     return SignalState(value, None, None, None, old.mean + ALPHA * delta, (1 - ALPHA) * (old.var + ALPHA * delta * delta))
+
+
+def edge(v: Any, b: SignalState | None, spec: Signal, p: RobotDetectorParams) -> float:
+    """Resolve the drawn tokens against the cell's previous state."""
+    if v is REPEAT:
+        return b.value if b else 1.0
+    if v is SPIKE_EDGE:
+        width = spec.nominal[1] - spec.nominal[0]
+        return b.mean + p.spike_threshold * max(math.sqrt(b.var), p.spike_std_floor * width, 1e-9) if b else 2.0
+    return float(v)
+
+
+def same(a: object, b: object) -> bool:
+    """Equal bytes: findings of wild readings carry NaN scores, which == never calls equal."""
+    return msgspec.msgpack.encode(a) == msgspec.msgpack.encode(b)
 
 
 def priors(states: list[SignalState | None]) -> bs.Prior:
@@ -86,7 +103,7 @@ def test_value_checks_equal_watch_signal_round_by_round(p: RobotDetectorParams, 
     w = bs.empty(n)
     for _ in range(data.draw(st.integers(1, 25))):
         value = [data.draw(values(SPECS[NAMES[j]], p)) for j in kind.tolist()]
-        value = [(b.value if b else 1.0) if v is REPEAT else v for v, b in zip(value, before)]
+        value = [edge(v, b, SPECS[NAMES[j]], p) for v, b, j in zip(value, before, kind.tolist())]
         operating = data.draw(st.lists(st.booleans(), min_size=n, max_size=n))
         steps = [sig.watch_signal(scalar[i], NAMES[kind[i]], value[i], before[i], SPECS[NAMES[kind[i]]], operating[i], p)
                  for i in range(n)]
@@ -95,7 +112,7 @@ def test_value_checks_equal_watch_signal_round_by_round(p: RobotDetectorParams, 
                                   np.array(operating), kinds)
         scalar = [s for s, _ in steps]
         assert bs.to_watches(new) == scalar
-        assert found == {i: f for i, (_, f) in enumerate(steps) if f}
+        assert same(found, {i: f for i, (_, f) in enumerate(steps) if f})
         w, before = new, [updated(b, v) for b, v in zip(before, value)]
 
 
@@ -118,8 +135,8 @@ def test_drift_equals_the_scalar_cusum_round_by_round(p: RobotDetectorParams, da
     scalar: list[Drift | None] = [None] * n
     d = bs.empty(n).drift
     for _ in range(data.draw(st.integers(1, 30))):
-        x = data.draw(st.lists(st.one_of(xs, st.just(REPEAT)), min_size=n, max_size=n))
-        x = [0.25 if v is REPEAT else v for v in x]  # a steady signal: zero spread
+        steady = st.just(0.25)  # the same input again and again: a zero spread
+        x = data.draw(st.lists(st.one_of(xs, steady, steady), min_size=n, max_size=n))
         dt = data.draw(st.lists(dts, min_size=n, max_size=n))
         raised: list[type[Exception]] = []
         steps: list[tuple[Drift, list[Finding]]] = []
@@ -137,7 +154,7 @@ def test_drift_equals_the_scalar_cusum_round_by_round(p: RobotDetectorParams, da
                                   np.array(dt), p)
         scalar = [s for s, _ in steps]
         assert [bs.drift_at(new, i) for i in range(n)] == scalar
-        assert found == {i: f for i, (_, f) in enumerate(steps) if f}
+        assert same(found, {i: f for i, (_, f) in enumerate(steps) if f})
         d = new
 
 
@@ -274,7 +291,8 @@ def round_of(rows: list[tuple[Judged, list[SignalWatch]]], index: dict[str, int]
         counts.append(len(twin.signals))
     r = bs.Round(np.array(cols["kind"], dtype=np.int64), np.array(cols["present"], dtype=bool),
                  np.array(cols["value"], dtype=np.float64), priors(cols["prior"]),
-                 *(np.array(cols[c], dtype=bool) for c in ("warm", "operating", "maintenance")),
+                 np.array(cols["warm"], dtype=bool), np.array(cols["operating"], dtype=bool),
+                 np.array(cols["maintenance"], dtype=bool),
                  np.array(cols["dt"], dtype=np.float64), np.array(cols["fresh"], dtype=bool),
                  np.array(cols["latest"], dtype=np.uint64), np.array(cols["seq"], dtype=np.uint64))
     return bs.watches_of(old), r, counts
@@ -299,7 +317,7 @@ def test_chaos_rounds_give_the_scalar_cores_signal_state_and_findings(
             for (j, _), count in zip(rows, counts):
                 cells = range(start, start + count)
                 got = [f for i in cells for f in found.get(i, [])]
-                assert got == j.findings, (j.event.robot_id, j.event.seq)
+                assert same(got, j.findings), (j.event.robot_id, j.event.seq)
                 mine[j.event.robot_id] = [bs.watch_at(new, i) for i in cells]
                 assert mine[j.event.robot_id] == j.watch, (j.event.robot_id, j.event.seq)
                 for f in got:
