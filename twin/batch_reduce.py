@@ -20,9 +20,9 @@ How:
 * Strings (labels, versions, codes tuples, configurations) are interned to
   int32 codes: equal codes iff equal values, so change detection is a compare.
 * The de-duplication window is WINDOW = 64 bits: exactly one uint64 word. Seqs
-  are uint64. msgspec (so `parse`) accepts a non-negative int of any size, though:
-  a robot whose seq goes beyond uint64 is handed whole to the scalar core
-  (`ReduceState.scalar_twins`), all its events through `apply`.
+  are uint64 too (`parse` bounds them to `twin.schema.SEQ_MAX`, within int64), so
+  a difference such as `mark - seq - 1` is computed without a sign and only read
+  where it is non-negative.
 
 Bit identity: only elementwise + - * / on float64 (IEEE, the same as Python's
 floats, evaluated in the same order as `twin.reduce._update_signal`) and
@@ -58,7 +58,7 @@ from twin.columns import Columns
 from twin.detect.watch import Watch
 from twin.effects import OUTCOMES, Change, Effects, ModeChanged, SeqGap, VersionChanged
 from twin.fleet import Fleet
-from twin.reduce import ALPHA, apply, note_rejected
+from twin.reduce import ALPHA, apply
 from twin.schema import MODES, Event, Location
 from twin.state import WINDOW, Counts, SignalState, Twin
 
@@ -74,8 +74,6 @@ _APPLIED, _LATE, _DUPLICATE, _STALE = range(4)
 _PLAIN = tuple(Effects(outcome) for outcome in OUTCOMES)
 """The Effects of an event without changes, shared (they are frozen)."""
 _U1 = np.uint64(1)
-U64_MAX = 2**64 - 1
-"""Seqs above this do not fit the state's columns: those robots go through `apply` (`ReduceState.scalar_twins`)."""
 _U0 = np.uint64(0)
 
 
@@ -243,10 +241,6 @@ class ReduceState:
         self.extras: dict[int, tuple[Watch | None, int, int, int]] = {}
         """Fields the reducer never touches (watch, partition, offset, check_offset), kept for the
         slots loaded with other than their defaults."""
-        self.scalar_twins: dict[int, Twin] = {}
-        """Slot -> twin of a robot whose seq went beyond uint64 (msgspec, and so `parse`, accepts any
-        non-negative int). The scalar core holds such a twin and folds every event of it; its
-        slot's columns are unused. Its seq, a high-water mark, never comes back under the limit."""
         self.catalogues = {m: tuple(names) for m, names in (catalogues or {}).items()}
         self._colmap: Array = np.zeros((0, 0), np.int32)
         self._new_blocks: dict[tuple[str, frozenset[int]], int] = {}
@@ -349,8 +343,6 @@ class _Batch:
         self.key_of: Callable[[int], int] = lambda i: int(self.key[i])
         """Event i's signal names as a `ReduceState.keys` code (only robots new to the state, or moving
         to a wider block, need it)."""
-        self.huge: list[int] = []
-        """Events whose seq is beyond uint64 (`seq` holds 0 for them): their robots go through `apply`."""
         self.event_of = event_of
         """Event i of the batch, for the rounds that go through `apply`."""
 
@@ -363,7 +355,7 @@ class _Batch:
         batch.recv = np.asarray(received_ts, dtype=np.float64)
         if batch.recv.shape != (n,):
             raise ValueError(f"{n} events but {batch.recv.shape} received_ts")
-        batch.seq = batch._seqs(fields[_FIELD["seq"]])
+        batch.seq = np.fromiter(fields[_FIELD["seq"]], np.uint64, n)
         batch.ts = np.fromiter(fields[_FIELD["ts"]], np.float64, n)
         batch.mode = np.fromiter(map(_MODE_INDEX.__getitem__, fields[_FIELD["mode"]]), np.int8, n)
         strings = state.strings.__getitem__
@@ -375,7 +367,7 @@ class _Batch:
 
     @classmethod
     def of_columns(cls, state: ReduceState, columns: Columns) -> tuple[_Batch, list[int]]:
-        """The accepted rows of `columns` and its `outside` rows, in row order; and their rows."""
+        """The accepted rows of `columns`, in row order; and their rows."""
         rows: list[int] = columns.row.tolist()
         batch = cls(state, lambda i: columns.event(rows[i]))
         batch.n = len(rows)
@@ -385,51 +377,9 @@ class _Batch:
         for name, names in (("sector", index.sectors), ("site", index.sites), ("model", index.models)):
             code = np.fromiter(map(strings, names), np.int32, len(names))
             setattr(batch, name, code[getattr(columns, name)])  # accepted rows hold known names only
-        decoded: Sequence[Any] = columns.events
-        matrix = columns.signals
-        if columns.outside:
-            decoded, rows, matrix = batch._with_outside(columns)
-            batch.n = len(rows)
-        batch._signal_matrix(state, matrix, index.signals)
-        batch._finish(*(tuple(map(operator.attrgetter(name), decoded)) for name in _OBJECT_FIELDS))
+        batch._signal_matrix(state, columns.signals, index.signals)
+        batch._finish(*(tuple(map(operator.attrgetter(name), columns.events)) for name in _OBJECT_FIELDS))
         return batch, rows
-
-    def _with_outside(self, columns: Columns) -> tuple[list[Any], list[int], Array]:
-        """Merge the rows whose seq is beyond int64 (rare) into the columns, in row order: the
-        reducer's seqs are uint64, so they fold like any other row."""
-        extra = list(columns.outside.items())
-        events = [e for _, e in extra]
-        order = np.argsort(np.concatenate([columns.row, np.array([r for r, _ in extra], np.int64)]), kind="stable")
-        picks = order.tolist()
-        strings = self.state.strings.__getitem__
-        more = {"seq": self._seqs([e.seq for e in events]), "ts": np.array([e.ts for e in events]),
-                "recv": np.array([columns.outside_received_ts[r] for r, _ in extra]),
-                "mode": np.array([_MODE_INDEX[e.mode] for e in events], np.int8)}
-        for name in ("sector", "site", "model"):
-            more[name] = np.array([strings(getattr(e, name)) for e in events], np.int32)
-        for name, column in more.items():
-            setattr(self, name, np.concatenate([getattr(self, name), column])[order])
-        if self.huge:  # indices into `events`, so far
-            where = np.empty(len(order), np.int64)
-            where[order] = np.arange(len(order))
-            self.huge = sorted(where[len(columns.row) + np.array(self.huge)].tolist())
-        ids = [*self.rid, *(e.robot_id for e in events)]
-        self.rid = [ids[j] for j in picks]
-        decoded = [*columns.events, *events]
-        rows = [*columns.row.tolist(), *(r for r, _ in extra)]
-        matrix = np.full((len(events), columns.signals.shape[1]), np.nan)
-        for at, event in enumerate(events):  # parse accepted them: every name is in the index
-            matrix[at, [columns.index.signal_code[name] for name in event.signals]] = list(event.signals.values())
-        matrix = np.concatenate([columns.signals, matrix])[order]
-        return [decoded[j] for j in picks], [rows[j] for j in picks], matrix
-
-    def _seqs(self, seqs: Sequence[int]) -> Array:
-        """The seqs as uint64; any beyond it (a hostile sender's) as 0, listed in `huge`."""
-        try:
-            return np.fromiter(seqs, np.uint64, len(seqs))
-        except OverflowError:
-            self.huge = [i for i, seq in enumerate(seqs) if seq > U64_MAX]
-            return np.fromiter((0 if seq > U64_MAX else seq for seq in seqs), np.uint64, len(seqs))
 
     def _finish(self, ai: Sequence[str], fw: Sequence[str], codes: Sequence[tuple[str, ...]],
                 locations: Sequence[Location | Any | None], configs: Sequence[dict[str, str] | msgspec.UnsetType]) -> None:
@@ -551,10 +501,9 @@ def reduce_columns(state: ReduceState, columns: Columns, *, narrow: int = NARROW
     existing twin. Effects per row of the batch (None for a rejected row). Updates `state` in place.
 
     Wire rows reach the state without an `Event` each: the fold reads the columns and the decoded
-    rows' fields. Rows with a seq beyond int64 (`Columns.outside`) are merged back in their place
-    (the state's seqs are uint64). See `reduce_batch` for `narrow`.
+    rows' fields. See `reduce_batch` for `narrow`.
     """
-    size = len(columns.row) + len(columns.outside) + len(columns.rejected)
+    size = len(columns.row) + len(columns.rejected)
     effects: list[Effects | None] = [None] * size
     keyed = _rejected_robots(columns)
     existed = {robot for robot in keyed.values() if robot in state.slot_of}
@@ -598,11 +547,7 @@ def _count_rejected(state: ReduceState, keyed: dict[int, str], existed: set[str]
     counts: Counter[int] = Counter()
     for row, robot in keyed.items():
         if robot in existed or first.get(robot, row) < row:
-            slot = state.slot_of[robot]
-            if slot in state.scalar_twins:
-                state.scalar_twins[slot] = note_rejected(state.scalar_twins[slot])
-            else:
-                counts[slot] += 1
+            counts[state.slot_of[robot]] += 1
     if counts:
         state.cols["rejected"][list(counts)] += list(counts.values())
 
@@ -611,29 +556,17 @@ def _fold(state: ReduceState, batch: _Batch, narrow: int) -> list[Effects]:
     """The one fold behind both entry points: the Effects of each event of `batch`, in its order."""
     outcome = np.zeros(batch.n, np.int8)
     changes: dict[int, list[Change]] = {}
-    vector, pinned = _pinned(state, batch)
-    rounds = [vector[idx] for idx in _rounds(batch.slot[vector])] if len(vector) else []
+    rounds = _rounds(batch.slot)
     wide = next((k for k, idx in enumerate(rounds) if len(idx) < narrow), len(rounds))
     with np.errstate(over="ignore", invalid="ignore"):  # inf and nan as Python's floats give them
         for idx in rounds[:wide]:
             _round(state, batch, idx, outcome, changes)
-    if wide < len(rounds) or len(pinned):
-        _scalar(state, batch, np.sort(np.concatenate([pinned, *rounds[wide:]])).tolist(), outcome, changes)
+    if wide < len(rounds):
+        _scalar(state, batch, np.sort(np.concatenate(rounds[wide:])).tolist(), outcome, changes)
     effects = [_PLAIN[o] for o in outcome.tolist()]
     for i, change in changes.items():
         effects[i] = Effects(OUTCOMES[outcome[i]], tuple(change))
     return effects
-
-
-def _pinned(state: ReduceState, batch: _Batch) -> tuple[Array, Array]:
-    """The events to fold in rounds, and those of robots the scalar core holds (`scalar_twins`) or
-    that get a seq beyond uint64 in this batch: all of such a robot's events go through `apply`."""
-    everything = np.arange(batch.n)
-    if not batch.huge and not state.scalar_twins:
-        return everything, everything[:0]
-    slots = {*batch.slot[batch.huge].tolist(), *state.scalar_twins}
-    pinned = np.isin(batch.slot, list(slots))
-    return everything[~pinned], everything[pinned]
 
 
 _OUTCOME_CODE = {outcome: code for code, outcome in enumerate(OUTCOMES)}
@@ -654,10 +587,7 @@ def _scalar(state: ReduceState, batch: _Batch, tail: list[int], outcome: Array,
             if effects.changes:
                 changes[i] = list(effects.changes)
         assert twin is not None  # at least one event
-        if twin.seq > U64_MAX:
-            state.scalar_twins[slot] = twin
-        else:
-            _store(state, slot, twin)
+        _store(state, slot, twin)
 
 
 def _new_robots(state: ReduceState, batch: _Batch, slots: list[int | None]) -> None:
@@ -889,8 +819,6 @@ def _signal_times(block: _Block, rows: Array, ts: Array, seq: Array, newest: Arr
 def to_twin(state: ReduceState, robot_id: str) -> Twin:
     """The Twin the scalar reducer would hold for `robot_id` (equal `encode_twin` bytes)."""
     slot = state.slot_of[robot_id]
-    if slot in state.scalar_twins:
-        return state.scalar_twins[slot]
     row = {name: column[slot].tolist() for name, column in state.cols.items()}
     strings = state.strings.table
     watch, partition, offset, check_offset = state.extras.get(slot, (None, -1, -1, -1))
@@ -937,12 +865,8 @@ def from_twins(twins: Iterable[Twin], catalogues: Mapping[str, Iterable[str]] | 
     """
     state = ReduceState(catalogues)
     twins = list(twins)
-    huge = {i: twin for i, twin in enumerate(twins) if twin.seq > U64_MAX}
-    for i, twin in huge.items():  # loaded with small seqs, then held whole by the scalar core
-        twins[i] = msgspec.structs.replace(twin, seq=0, latest_seq=0, first_seq=0)
     if twins:
         _load(state, twins)
-    state.scalar_twins.update((state.slot_of[twin.robot_id], twin) for twin in huge.values())
     return state
 
 

@@ -42,7 +42,7 @@ import numpy.typing as npt
 
 from twin.exceptions import InvalidEvent
 from twin.fleet import Fleet
-from twin.schema import MODES, ConfigKey, ConfigValue, Event, Label, Location, Mode, RobotId, Version
+from twin.schema import MODES, SEQ_MAX, ConfigKey, ConfigValue, Event, Label, Location, Mode, RobotId, Version
 from twin.validate import DEFAULT_POLICY, Policy, parse
 
 Message = tuple[bytes | None, bytes, float]
@@ -53,9 +53,6 @@ I64 = npt.NDArray[np.int64]
 I32 = npt.NDArray[np.int32]
 I8 = npt.NDArray[np.int8]
 Bools = npt.NDArray[np.bool_]
-
-SEQ_MAX = 2**63 - 1
-"""Larger seqs are valid events but do not fit the int64 column: they go to `Columns.outside`."""
 
 
 class _Place(msgspec.Struct, forbid_unknown_fields=True, gc=False):
@@ -71,6 +68,7 @@ class _Lean(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, gc=False):
     schema: Literal[1]
     robot_id: RobotId
     seq: Annotated[int, msgspec.Meta(ge=0, le=SEQ_MAX)]
+    """`Event.seq`'s bound (no more lenient than `parse`): every accepted seq fits the int64 column."""
     ts: Annotated[float, msgspec.Meta(gt=0)]
     sector: Label
     site: Label
@@ -230,21 +228,14 @@ class Columns(Rows):
     """Names behind the sector, site, model and signal codes."""
     rejected: dict[int, InvalidEvent]
     """Row -> exactly the error `parse` raises for it."""
-    outside: dict[int, Event]
-    """Accepted rows the columns cannot hold (seq beyond int64): fold them with the scalar core."""
     parsed: int
     """How many rows went through `parse` (the slow path)."""
-    outside_received_ts: dict[int, float] = field(default_factory=dict)
-    """Row -> broker time of each `outside` row (the columns hold the others'), so a scalar fold
-    can take them in their place."""
     rejected_keys: dict[int, bytes | None] = field(default_factory=dict)
     """Row -> Kafka key of each rejected row: the scalar pipeline counts a rejection on the twin
     the key names (`twin.pipeline._reject`), and so must a batch fold."""
 
     def event(self, i: int) -> Event:
         """The `Event` that `parse` returns for row `i` of the batch; KeyError if it rejects it."""
-        if i in self.outside:
-            return self.outside[i]
         at = int(np.searchsorted(self.row, i))
         if at == len(self.row) or self.row[at] != i:
             raise KeyError(i)
@@ -273,25 +264,17 @@ def decode_batch(messages: Sequence[Message], fleet: Fleet, policy: Policy = DEF
     slow[fast.row[ok]] = False
     rejected: dict[int, InvalidEvent] = {}
     keys: dict[int, bytes | None] = {}
-    outside: dict[int, Event] = {}
-    outside_received: dict[int, float] = {}
     kept: dict[int, Event] = {}
     for i in np.flatnonzero(slow).tolist():
         key, value, received = messages[i]
         try:
-            event = parse(value, fleet, key=key, received_ts=received, policy=policy)
+            kept[i] = parse(value, fleet, key=key, received_ts=received, policy=policy)
         except InvalidEvent as err:
             rejected[i], keys[i] = err, key
-            continue
-        if event.seq > SEQ_MAX:
-            outside[i], outside_received[i] = event, received
-        else:
-            kept[i] = event
     rows = fast.take(ok)
     if kept:
         rows = rows.merge(_rows(list(kept.values()), list(kept), messages, index, policy.max_future_s)[1])
-    return Columns(**vars(rows), index=index, rejected=rejected, outside=outside, parsed=int(slow.sum()),
-                   outside_received_ts=outside_received, rejected_keys=keys)
+    return Columns(**vars(rows), index=index, rejected=rejected, parsed=int(slow.sum()), rejected_keys=keys)
 
 
 def _decode(messages: Sequence[Message], lean: msgspec.json.Decoder[_Lean], policy: Policy) -> list[_Lean | None]:

@@ -17,6 +17,10 @@ from typing import Annotated, Literal
 import msgspec
 
 SCHEMA_VERSION = 1
+SEQ_MAX = 2**63 - 1
+"""The largest seq: a signed 64-bit integer, what a twin's msgpack, Parquet and Arrow columns hold
+(at 1,000 reports a second, 292 million years). JSON allows any integer; a seq past 2**64 - 1 got
+through and then failed to encode when the worker stored the twin."""
 
 Mode = Literal["idle", "working", "charging", "fault", "estop", "maintenance"]
 MODES: tuple[str, ...] = ("idle", "working", "charging", "fault", "estop", "maintenance")
@@ -44,7 +48,7 @@ class Event(msgspec.Struct, frozen=True, kw_only=True):
     """Wire-format version."""
     robot_id: RobotId
     """Stable id of the robot; also the Kafka message key."""
-    seq: Annotated[int, msgspec.Meta(ge=0)]
+    seq: Annotated[int, msgspec.Meta(ge=0, le=SEQ_MAX)]
     """Per-robot sequence number, strictly increasing at the source."""
     ts: Annotated[float, msgspec.Meta(gt=0)]
     """Event time: when the robot measured this, seconds since the Unix epoch (UTC)."""

@@ -18,7 +18,7 @@ from twin.batch_reduce import NARROW, ReduceState, catalogues_of, from_twins, re
 from twin.effects import Effects
 from twin.fleet import Fleet
 from twin.reduce import apply
-from twin.schema import MODES, Event, Location
+from twin.schema import MODES, SEQ_MAX, Event, Location
 from twin.sim import FleetSim
 from twin.sim.scenario import load_scenario
 from twin.state import WINDOW, Twin, encode_twin
@@ -160,8 +160,9 @@ CONFIGS: tuple[Any, ...] = (msgspec.UNSET, {}, {"b": "1", "a": "2"}, {"a": "2", 
 
 @st.composite
 def robot_events(draw: st.DrawFn, robot: str) -> list[Event]:
-    """One robot's events: distinct seqs, mostly within the window, some far above or below it."""
-    start = draw(st.sampled_from([0, 5, 2**64 - 2 * WINDOW - 200]))
+    """One robot's events: distinct seqs, mostly within the window, some far above or below it; at
+    the top of the range they reach `SEQ_MAX`, the largest `parse` accepts."""
+    start = draw(st.sampled_from([0, 5, SEQ_MAX - 2 * WINDOW - 100]))
     seqs = draw(st.lists(st.integers(start, start + 2 * WINDOW + 100), min_size=1, max_size=15, unique=True))
     return [Event(
         schema=1, robot_id=robot, seq=seq, ts=draw(st.sampled_from([10.0, 11.0, 12.5, 13.0])),

@@ -20,10 +20,10 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from streams.seeds import read_scenario
 from tests.support.cases import NOW, bad_cases, raw
 from tests.support.hostile import INVALID_UTF8, corpus
-from twin.columns import SEQ_MAX, Columns, Message, decode_batch
+from twin.columns import Columns, Message, decode_batch
 from twin.exceptions import InvalidEvent
 from twin.fleet import Fleet
-from twin.schema import MODES, Event, encode
+from twin.schema import MODES, SEQ_MAX, Event, encode
 from twin.sim import FleetSim
 from twin.sim.scenario import load_scenario
 from twin.validate import DEFAULT_POLICY, Policy, parse
@@ -66,9 +66,8 @@ def assert_as_parse(columns: Columns, messages: list[Message], fleet: Fleet, pol
         event = columns.event(i)
         assert event == want and encode(event) == encode(want), (i, value[:200])
         accepted += 1
-        if i not in columns.outside:
-            assert_row(columns, i, want, received)
-    assert len(columns.row) + len(columns.outside) == accepted
+        assert_row(columns, i, want, received)
+    assert len(columns.row) == accepted
     assert accepted + len(columns.rejected) == len(messages)
 
 
@@ -126,11 +125,24 @@ def test_values_on_the_limits_are_accepted_on_the_fast_path(fleet: Fleet, pool: 
     assert_as_parse(columns, messages, fleet)
 
 
-def test_a_seq_beyond_int64_is_accepted_outside_the_columns(fleet: Fleet, pool: list[Event]) -> None:
-    big = msgspec.structs.replace(pool[0], seq=2**64 - 1)
-    messages = [wire(pool[1]), wire(big), wire(msgspec.structs.replace(pool[2], seq=SEQ_MAX))]
+BEYOND = [SEQ_MAX + 1, 2**64 - 1, 2**64, 10**40]
+"""Seqs JSON can carry and `parse` refuses (`schema.SEQ_MAX` is the largest it takes)."""
+
+
+def test_a_seq_beyond_int64_is_rejected_as_parse_rejects_it(fleet: Fleet, pool: list[Event]) -> None:
+    """The largest seq takes the fast path into the int64 column; one past it goes to `parse`,
+    whose rejection (reason and detail) the row gets, between clean rows; also when a valid seq
+    follows it in the same object (msgspec keeps the last, but checks both)."""
+    beyond = [wire(msgspec.structs.replace(pool[0], seq=seq)) for seq in BEYOND]
+    key, value, received = wire(pool[0])
+    twice = (key, value[:-1] + b', "seq": ' + str(2**64).encode() + b', "seq": 7}', received)
+    largest = wire(msgspec.structs.replace(pool[1], seq=SEQ_MAX))
+    messages = [wire(pool[2]), *beyond, twice, largest, wire(pool[3])]
     columns = decode_batch(messages, fleet)
-    assert list(columns.row) == [0, 2] and set(columns.outside) == {1} and columns.event(1) == big
+    assert list(columns.row) == [0, 6, 7] and int(columns.seq[1]) == SEQ_MAX
+    assert set(columns.rejected) == {1, 2, 3, 4, 5} and columns.parsed == 5
+    assert {(e.reason, e.detail) for e in columns.rejected.values()} == {
+        ("invalid_field", f"Expected `int` <= {SEQ_MAX} - at `$.seq`")}
     assert_as_parse(columns, messages, fleet)
 
 
@@ -149,11 +161,11 @@ JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_
 HUGE = "@huge@"
 """Stands for a number literal JSON or Python would not write (`LITERALS`)."""
 LITERALS = [b"1e400", b"-1e999", b"9223372036854775807", b"9223372036854775808", b"18446744073709551615",
-            b"18446744073709551616", b"1" + b"0" * 400, b"NaN", b"Infinity", b"1.7976931348623157e308", b"-0.0",
+            b"18446744073709551616", b"1" + b"0" * 40, b"1" + b"0" * 400, b"NaN", b"Infinity", b"1.7976931348623157e308", b"-0.0",
             b"5e-324", b"0"]
 FIELDS = ["schema", "robot_id", "seq", "ts", "sector", "site", "model", "mode", "signals", "ai_model_version",
           "firmware", "codes", "location", "config"]
-BAD_VALUES = {"robot_id": ["a b", "", "r" * 129, "é"], "seq": [-1, 1.5, "1"], "schema": [2, 0], "ts": [0, -1.0],
+BAD_VALUES = {"robot_id": ["a b", "", "r" * 129, "é"], "seq": [-1, 1.5, "1", *BEYOND], "schema": [2, 0], "ts": [0, -1.0],
               "mode": ["flying", ""], "site": ["", "x" * 65], "sector": ["x" * 65], "firmware": ["f" * 65],
               "codes": [["c"] * 33, [""]], "location": [{"lat": 91.0, "lon": 0.0}, {"lat": 1, "lon": 2, "x": 1}],
               "config": [{"Bad": "1"}, {"a" * 49: "1"}, {"ok": "v" * 65}]}

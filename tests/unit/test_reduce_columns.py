@@ -1,7 +1,7 @@
 """Wire bytes to twin state without Event objects: `decode_batch` + `reduce_columns` against the scalar
 pipeline's reduce step (`parse`, then `apply`, or `note_rejected` on the twin a rejected row's key
 names), message by message. Every robot's twin bytes and every accepted row's Effects must be equal,
-whatever the batch boundaries, with hostile rows and seqs beyond int64 mixed in."""
+whatever the batch boundaries, with hostile rows mixed in: seqs up to `SEQ_MAX`, and past it (rejected)."""
 
 from __future__ import annotations
 
@@ -12,14 +12,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.unit.test_columns import chaos, mutate, wire
-from twin.batch_reduce import NARROW, U64_MAX, ReduceState, catalogues_of, from_twins, reduce_batch, reduce_columns, to_twin
-from twin.columns import SEQ_MAX, Message, decode_batch
+from tests.unit.test_columns import BEYOND, assert_as_parse, chaos, mutate, wire
+from twin.batch_reduce import NARROW, ReduceState, catalogues_of, from_twins, reduce_batch, reduce_columns, to_twin
+from twin.columns import Message, decode_batch
 from twin.effects import Effects
 from twin.exceptions import InvalidEvent
 from twin.fleet import Fleet
 from twin.reduce import apply, note_rejected
-from twin.schema import Event, encode
+from twin.schema import SEQ_MAX, Event, encode
 from twin.state import Twin, encode_twin
 from twin.validate import parse
 
@@ -66,22 +66,22 @@ def assert_same(state: ReduceState, twins: dict[str, Twin], effects: list[Effect
     for robot, twin in twins.items():
         got = to_twin(state, robot)
         assert got == twin, robot
-        if twin.seq <= U64_MAX:  # encode_twin (msgpack) cannot write a larger int, even the scalar core's
-            assert encode_twin(got) == encode_twin(twin), robot
+        assert encode_twin(got) == encode_twin(twin), robot
 
 
 def hostile(events: list[Event], fleet: Fleet, seed: int) -> list[Message]:
     """The events on the wire with, between them, rejected rows keyed to robots that exist, do not
-    exist yet (their first event comes later), never exist, or to no robot (no key, bad UTF-8); and
-    some robots' seqs moved past int64 (rows the columns cannot hold) from a point on, but for a
-    fifth of their events (then far below the mark: stale)."""
+    exist yet (their first event comes later), never exist, or to no robot (no key, bad UTF-8), some
+    of them for a seq past `SEQ_MAX`; and some robots' seqs lifted to end at `SEQ_MAX` from a point
+    on, but for a fifth of their events (then far below the mark: stale)."""
     rnd = random.Random(seed)
     robots = sorted({e.robot_id for e in events})
     lifted = set(rnd.sample(robots, 3))
+    top = max(e.seq for e in events)
     messages: list[Message] = []
     for n, event in enumerate(events):
         if event.robot_id in lifted and n > len(events) // 3 and rnd.random() < 0.8:  # the rest: stale
-            event = msgspec.structs.replace(event, seq=event.seq + SEQ_MAX + 1)
+            event = msgspec.structs.replace(event, seq=event.seq + SEQ_MAX - top)
         if rnd.random() < 0.12:
             messages.append(bad(event, fleet, rnd.choice(robots), rnd))
         messages.append(wire(event))
@@ -92,7 +92,7 @@ def hostile(events: list[Event], fleet: Fleet, seed: int) -> list[Message]:
 
 def bad(event: Event, fleet: Fleet, other: str, rnd: random.Random) -> Message:
     key, value, received = wire(event)
-    kind = rnd.choice(["limits", "key", "none", "utf8", "ghost", "garbage", "clock"])
+    kind = rnd.choice(["limits", "key", "none", "utf8", "ghost", "garbage", "clock", "seq"])
     if kind == "limits" and event.signals:
         name = sorted(event.signals)[0]
         lo, _ = fleet.models[event.model].signals[name].limits
@@ -107,6 +107,8 @@ def bad(event: Event, fleet: Fleet, other: str, rnd: random.Random) -> Message:
         key = b"ghost-robot"
     elif kind == "garbage":
         value = value[: len(value) // 2]
+    elif kind == "seq":
+        value = encode(msgspec.structs.replace(event, seq=rnd.choice(BEYOND)))
     else:
         received = event.ts - 1_000.0
     return key, value, received
@@ -126,14 +128,16 @@ def oracle(messages: list[Message], fleet: Fleet) -> tuple[dict[str, Twin], list
 
 def test_the_mix_holds_every_kind_of_row(messages: list[Message], fleet: Fleet,
                                          oracle: tuple[dict[str, Twin], list[Effects | None]]) -> None:
-    """The inputs exercise what they should: rejections counted, uncounted, and rows outside int64."""
+    """The inputs exercise what they should: rejections counted, uncounted, seqs past `SEQ_MAX`
+    rejected, and seqs up to it in the columns."""
     twins, expected = oracle
     columns = decode_batch(messages, fleet)
-    assert len(columns.outside) > 50 and len(columns.rejected) > 200
+    assert len(columns.rejected) > 200
+    assert sum("$.seq" in e.detail for e in columns.rejected.values()) > 20
+    assert int(columns.seq.max()) == SEQ_MAX and (columns.seq > SEQ_MAX - 100).sum() > 50
+    assert max(t.seq for t in twins.values()) == SEQ_MAX
     assert set(columns.rejected_keys) == set(columns.rejected)
-    assert set(columns.outside_received_ts) == set(columns.outside)
     assert all(columns.rejected_keys[i] == messages[i][0] for i in columns.rejected)
-    assert all(columns.outside_received_ts[i] == messages[i][2] for i in columns.outside)
     assert sum(t.counts.rejected for t in twins.values()) > 100
     assert sum(t.counts.rejected for t in twins.values()) < len(columns.rejected)
     assert {e.outcome for e in expected if e is not None} == {"applied", "late", "duplicate", "stale"}
@@ -193,33 +197,38 @@ def test_mutated_batches_fold_as_the_scalar_pipeline(fleet: Fleet, pool: list[Ev
     assert_same(state, twins, batched(state, messages, fleet, sizes, narrow), expected)
 
 
-def test_seqs_beyond_uint64_go_through_the_scalar_core(fleet: Fleet, pool: list[Event]) -> None:
-    """`parse` accepts any non-negative seq (msgspec decodes ints of any size). Such a robot's twin
-    is held by the scalar core (`ReduceState.scalar_twins`): through `reduce_columns`, `reduce_batch`
-    and `from_twins`, and its rejections still count."""
+def test_seqs_past_seq_max_are_rejected_and_counted_as_the_scalar_pipeline_does(fleet: Fleet,
+                                                                             pool: list[Event]) -> None:
+    """Seqs up to `SEQ_MAX` fold in the columns; a row past it is rejected with `parse`'s reason and
+    detail and counted on its robot's twin (once the twin exists), wherever it falls in the batches;
+    through `reduce_columns`, `reduce_batch` and `from_twins`."""
     robots = sorted({e.robot_id for e in pool})[:3]
     events = [e for e in pool if e.robot_id in robots][:30]
-    huge = {6: 2**64, 12: 10**40, 13: 5, 0: 2**70}  # robots[0]'s first event may be any of them
-    events = [msgspec.structs.replace(e, seq=huge[i]) if i in huge else e for i, e in enumerate(events)]
+    near = {3: SEQ_MAX - 70, 4: SEQ_MAX - 2, 8: SEQ_MAX, 14: SEQ_MAX - 1}
+    events = [msgspec.structs.replace(e, seq=near[i]) if i in near else e for i, e in enumerate(events)]
+    beyond = [wire(msgspec.structs.replace(events[i], seq=seq)) for i, seq in zip((0, 6, 12, 13), BEYOND)]
     messages = [wire(e) for e in events]
-    messages[9:9] = [(robots[0].encode(), b"{", 1.0), (robots[1].encode(), b"[]", 2.0)]
-    for sizes, narrow in (([len(messages)], 0), ([1], NARROW), ([4, 7], 0)):
+    for at, row in zip((0, 7, 14, 20), beyond):  # robots[0]'s first row is one past SEQ_MAX
+        messages.insert(at, row)
+    columns = decode_batch(messages, fleet)
+    assert_as_parse(columns, messages, fleet)
+    assert len(columns.rejected) == len(BEYOND) and int(columns.seq.max()) == SEQ_MAX
+    for sizes, narrow in (([len(messages)], 0), ([1], NARROW), ([4, 7], 0), ([3], NARROW)):
         twins: dict[str, Twin] = {}
         expected = scalar(messages, fleet, twins)
-        assert max(t.seq for t in twins.values()) > U64_MAX
+        assert max(t.seq for t in twins.values()) == SEQ_MAX and sum(t.counts.rejected for t in twins.values()) >= 2
         state = ReduceState(catalogues_of(fleet))
         assert_same(state, twins, batched(state, messages, fleet, sizes, narrow), expected)
-        assert state.scalar_twins
         loaded = from_twins(twins.values(), catalogues_of(fleet))
-        more = [wire(msgspec.structs.replace(e, seq=e.seq + 2**80, ts=e.ts + 100)) for e in events[:5]]
-        assert_same(loaded, twins, batched(loaded, more, fleet, [2]), scalar(more, fleet, twins))
-    accepted = events
-    received = [wire(e)[2] for e in accepted]
+        more = [wire(msgspec.structs.replace(e, seq=SEQ_MAX - k, ts=e.ts + 100)) for k, e in enumerate(events[:5])]
+        more.insert(2, beyond[1])
+        assert_same(loaded, twins, batched(loaded, more, fleet, [2], narrow), scalar(more, fleet, twins))
+    received = [wire(e)[2] for e in events]
     state = ReduceState(catalogues_of(fleet))
     want: dict[str, Twin] = {}
-    effects = [apply_into(want, e, r) for e, r in zip(accepted, received)]
-    assert reduce_batch(state, accepted, received, narrow=0)[1] == effects
-    assert all(to_twin(state, robot) == twin for robot, twin in want.items())
+    effects = [apply_into(want, e, r) for e, r in zip(events, received)]
+    assert reduce_batch(state, events, received, narrow=0)[1] == effects
+    assert all(encode_twin(to_twin(state, robot)) == encode_twin(twin) for robot, twin in want.items())
 
 
 def apply_into(twins: dict[str, Twin], event: Event, received: float) -> Effects:

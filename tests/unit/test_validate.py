@@ -57,3 +57,19 @@ def test_an_unknown_reason_is_our_bug_not_theirs() -> None:
 
     with pytest.raises(InvariantViolated):
         InvalidEvent("made_up", "x")
+
+
+def test_a_seq_a_twin_cannot_store_is_refused(fleet: Fleet) -> None:
+    """JSON allows any integer; a seq past 2**64 - 1 got through and then failed to encode when the
+    worker stored its twin. Seqs are signed 64-bit now."""
+    from twin.reduce import apply
+    from twin.schema import SEQ_MAX
+    from twin.state import encode_twin
+
+    with pytest.raises(InvalidEvent) as err:
+        parse(raw(seq=2**64), fleet, key=b"r-1", received_ts=NOW)
+    assert "$.seq" in err.value.detail
+    with pytest.raises(InvalidEvent):
+        parse(raw(seq=SEQ_MAX + 1), fleet, key=b"r-1", received_ts=NOW)
+    largest = parse(raw(seq=SEQ_MAX), fleet, key=b"r-1", received_ts=NOW)
+    assert encode_twin(apply(None, largest, received_ts=NOW)[0])
