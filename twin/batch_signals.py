@@ -35,7 +35,14 @@ Bit identity with the scalar functions, and how it is kept:
 * What would raise in Python (round of inf or NaN, a division by a zero
   spread, math.sqrt of a negative variance) cannot be matched by numpy, which
   returns inf or NaN; those cells are sent to the scalar function (the sparse
-  path), which raises exactly as the scalar core would.
+  path), which raises exactly as the scalar core would. (When several cells of a round
+  would raise different errors, which one surfaces may differ from the scalar loop's order.)
+
+Not here: the trend reference's check against its cohort (`robot._against_cohort`, which
+needs the cohort's rates; `signals_round` behaves as `_signals` with no rates), the
+robot-level detectors, stall, cohort and the lifecycle. bench/signal_detectors.py measures
+`signals_round` against the scalar calls; tests/unit/test_batch_signals.py checks it against
+them, and against `_signals` on chaos and random report sequences.
 """
 
 from __future__ import annotations
