@@ -10,7 +10,8 @@ writes them once into `<state_dir>/secrets/` (docs/SECURITY.md).
 from __future__ import annotations
 
 import ssl
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -83,19 +84,30 @@ def faust_broker(settings: Settings) -> dict[str, Any]:
     return {"broker": broker, "broker_credentials": credentials}
 
 
+@asynccontextmanager
+async def _consumer(settings: Settings, **kwargs: Any) -> AsyncIterator[Any]:
+    """A started aiokafka consumer that commits nothing by itself, stopped on the way out."""
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(**client_kwargs(settings), enable_auto_commit=False, **kwargs)
+    await consumer.start()
+    try:
+        yield consumer
+    finally:
+        await consumer.stop()
+
+
 async def read_topic(settings: Settings, topic: str) -> list[Any]:
     """Every record of `topic` as it is now, partition by partition in offset order
     (aiokafka `ConsumerRecord`s): for checks and tools that compare whole logs.
     Every partition the topic has (fleet.desired and fleet.rollouts have one, not `settings.partitions`)."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka import TopicPartition
 
     partitions = sorted(await partition_ids(settings, topic))
     if not partitions:  # no such topic (yet): nothing in it
         return []
-    consumer = AIOKafkaConsumer(**client_kwargs(settings), enable_auto_commit=False)
-    await consumer.start()
     out: list[Any] = []
-    try:
+    async with _consumer(settings) as consumer:
         tps = [TopicPartition(topic, p) for p in partitions]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
@@ -103,8 +115,6 @@ async def read_topic(settings: Settings, topic: str) -> list[Any]:
         for tp in tps:
             while await consumer.position(tp) < ends[tp]:
                 out += [m for m in (await consumer.getmany(tp, timeout_ms=1000)).get(tp, []) if m.offset < ends[tp]]
-    finally:
-        await consumer.stop()
     return out
 
 
@@ -119,55 +129,43 @@ def partitioner(partitions: int) -> Callable[[bytes], int]:
 async def read_range(settings: Settings, topic: str, partition: int, start: int, end: int) -> list[Any]:
     """The records of one partition with offsets in [start, end), as aiokafka `ConsumerRecord`s
     (fewer where offsets hold no record: transaction markers, compaction)."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka import TopicPartition
 
     tp = TopicPartition(topic, partition)
-    consumer = AIOKafkaConsumer(**client_kwargs(settings), enable_auto_commit=False)
-    await consumer.start()
     out: list[Any] = []
-    try:
+    async with _consumer(settings) as consumer:
         consumer.assign([tp])
         consumer.seek(tp, start)
         last = min(end, (await consumer.end_offsets([tp]))[tp])
         while await consumer.position(tp) < last:
             for records in (await consumer.getmany(tp, timeout_ms=1000)).values():
                 out += [r for r in records if start <= r.offset < end]
-    finally:
-        await consumer.stop()
     return out
 
 
 async def start_offsets(settings: Settings, group: str, partitions: Iterable[tuple[str, int]]) -> dict[tuple[str, int], int]:
     """Where a consumer of `group` starts reading each partition: the group's committed offset,
     else the partition's first (the worker resets to `earliest`). Asked of the broker; joins no group."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka import TopicPartition
 
     tps = [TopicPartition(topic, partition) for topic, partition in partitions]
     if not tps:
         return {}
-    consumer = AIOKafkaConsumer(**client_kwargs(settings), group_id=group, enable_auto_commit=False)
-    await consumer.start()
-    try:
+    async with _consumer(settings, group_id=group) as consumer:
         committed = {tp: await consumer.committed(tp) for tp in tps}
         first = await consumer.beginning_offsets([tp for tp, n in committed.items() if n is None])
-    finally:
-        await consumer.stop()
     return {(tp.topic, tp.partition): n if n is not None else first[tp] for tp, n in committed.items()}
 
 
 async def end_offsets(settings: Settings, partitions: Iterable[tuple[str, int]]) -> dict[tuple[str, int], int]:
     """The offset the next record of each partition will get (its end), asked of the broker."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka import TopicPartition
 
     tps = [TopicPartition(topic, partition) for topic, partition in partitions]
     if not tps:
         return {}
-    consumer = AIOKafkaConsumer(**client_kwargs(settings), enable_auto_commit=False)
-    await consumer.start()
-    try:
+    async with _consumer(settings) as consumer:
         ends = await consumer.end_offsets(tps)
-    finally:
-        await consumer.stop()
     return {(tp.topic, tp.partition): n for tp, n in ends.items()}
 
 
