@@ -20,20 +20,23 @@ from streams.worker.ingest import Ingest, LogMessage, ReadBack
 from streams.worker.metrics import PipelineMetrics
 
 
+async def produce(settings: Settings, topic: str, key: bytes, counts: dict[int, int]) -> None:
+    """`counts[p]` records with `key` into partition p of `topic`, each acked before the next."""
+    producer = AIOKafkaProducer(**client_kwargs(settings))
+    await producer.start()
+    try:
+        for partition, count in counts.items():
+            for n in range(count):
+                await producer.send_and_wait(topic, f"{n}".encode(), key=key, partition=partition)
+    finally:
+        await producer.stop()
+
+
 def test_a_passed_over_record_is_read_back_in_its_place(broker: str, settings: Settings) -> None:
     topic = f"{settings.topic_prefix}gaps-{uuid.uuid4().hex[:8]}"
     asyncio.run(ensure_topics(settings, [topic]))
 
-    async def produce() -> None:
-        producer = AIOKafkaProducer(**client_kwargs(settings))
-        await producer.start()
-        try:
-            for n in range(5):
-                await producer.send_and_wait(topic, f"{n}".encode(), key=b"gap-robot", partition=3)
-        finally:
-            await producer.stop()
-
-    asyncio.run(produce())
+    asyncio.run(produce(settings, topic, b"gap-robot", {3: 5}))
     records = [r for r in asyncio.run(read_topic(settings, topic)) if r.key == b"gap-robot"]
     registry = CollectorRegistry()
     metrics = PipelineMetrics(registry, ("mining",))
@@ -63,13 +66,7 @@ def test_a_record_passed_over_before_the_first_one_folded_is_read_back(broker: s
     asyncio.run(ensure_topics(mine, [topic]))
 
     async def produce_and_commit() -> None:
-        producer = AIOKafkaProducer(**client_kwargs(mine))
-        await producer.start()
-        try:
-            for n in range(6):
-                await producer.send_and_wait(topic, f"{n}".encode(), key=b"gap-robot", partition=1)
-        finally:
-            await producer.stop()
+        await produce(mine, topic, b"gap-robot", {1: 6})
         consumer = AIOKafkaConsumer(**client_kwargs(mine), group_id=group, enable_auto_commit=False)
         await consumer.start()
         try:
@@ -99,17 +96,7 @@ def test_silence_checks_wait_for_a_partition_behind_on_its_reports(broker: str, 
     topic = mine.telemetry_topic
     asyncio.run(ensure_topics(mine, [topic]))
 
-    async def produce() -> None:
-        producer = AIOKafkaProducer(**client_kwargs(mine))
-        await producer.start()
-        try:
-            for partition in (0, 1, 2):
-                for n in range(3):
-                    await producer.send_and_wait(topic, f"{n}".encode(), key=b"r", partition=partition)
-        finally:
-            await producer.stop()
-
-    asyncio.run(produce())
+    asyncio.run(produce(mine, topic, b"r", {0: 3, 1: 3, 2: 3}))
     ingest = Ingest(mine, None, None, None, None, None, PipelineMetrics(CollectorRegistry(), ("mining",)))  # type: ignore[arg-type]  # only the partitions' places
     ingest._next = {(topic, 0): 3, (topic, 1): 1, (topic, 2): 1, (mine.checks_topic, 1): 0}
     now = 1_000_000.0
