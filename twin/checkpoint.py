@@ -1,0 +1,557 @@
+"""Checkpoints of a partition's twin state: the changed robots' rows and the next input offset.
+
+Item 5 of issue 15: instead of one changelog record per changed twin, the worker writes, every few
+seconds per partition, a *checkpoint*: the rows of the robots changed since the previous one, and the
+offset of the next input record not yet folded into them. This module is the pure part: what a
+checkpoint holds, its bytes, and how a sequence of them becomes a `ReduceState` again.
+
+What a checkpoint means
+* `Checkpoint(partition, next_offset, ...)` says: every record of `partition` below `next_offset` is
+  folded into these rows, and no record at or above it is. Rows are whole robots (every column of
+  `twin.batch_reduce.ReduceState` for that robot), so the newest row of a robot is its whole state.
+* Interned values travel as values: each chunk carries the tables its rows need (strings, code sets,
+  configurations), indexed by chunk-local numbers; a process's intern codes never leave it.
+* `merge(checkpoints)` rebuilds the state: the newest row of each robot wins (later in the sequence
+  is newer), and the state is as of the newest checkpoint's `next_offset`. `to_twin` of every robot
+  then gives the same `encode_twin` bytes as the state the checkpoints were taken from.
+
+Recovery, and what the worker commits (the shell's side, stated here because it is the contract)
+* The worker commits input offsets only up to the `next_offset` of a checkpoint whose chunks are all
+  acknowledged by the broker. A crash between two checkpoints loses nothing: the records after the
+  last checkpoint are re-read.
+* Recovery of a partition: read its checkpoint records from the latest `full` one (a checkpoint of
+  every robot of the partition, written every so often) to the end, drop a trailing checkpoint with
+  missing chunks (its offset was never committed), `merge` them, and fold the input log again from
+  the merged `next_offset`. The twins then equal the fold of the log byte for byte, as the changelog
+  gave before. Chunk keys are unique per checkpoint (partition, next_offset, part); once a full
+  checkpoint is complete, the records before it can be deleted (tombstones on a compacted topic).
+* The trade-off: a checkpoint every T seconds at R records/s per partition costs one write of the
+  robots changed in T (at most all of them; bench/checkpoint_size.py gives bytes and µs per robot),
+  and recovery re-folds up to R*T records (plus the time to read the checkpoints). Halving T halves
+  the re-read, while the write cost per second rises only for robots reporting slower than 1/T (a
+  robot is written once per checkpoint however many events it had). With robots reporting at 1 Hz,
+  T of a few seconds writes each robot about once per T and re-reads T seconds of log; the
+  anomaly messages of re-folded records are published again and de-duplicated by id, as today.
+
+Bytes: a checkpoint is encoded as chunks (`encode`), each under `limit` bytes (a Kafka record must stay
+under about 1 MiB) and decodable alone (`decode`): its robots' rows, their signals and the tables they
+use. A chunk is `MAGIC`, a CRC-32 of the rest, then a msgpack envelope (format version, partition,
+next_offset, full, part, parts, and named *column groups*, each an Arrow IPC file compressed with zstd):
+
+* `robots`: one row per robot (labels, mode and codes as numbers into the tables; every scalar of the
+  twin; per-mode counts as one column per mode name, so a new mode is a new column, not a shifted one);
+* `signals`: one row per (robot, present signal): the robot's row number in the chunk, the name as a
+  number into `strings`, value, mean, var, count, and ts/seq (null unless the signal holds its own);
+* `strings`, `codes`, `configs`: the tables;
+* `extras` (only when some robot has them): the fields the reducer does not touch (watch as msgpack,
+  partition, offset, check_offset), for state loaded from stored twins.
+
+Adding detector state later (the Watch, once it is columns): a new group per kind, keyed like `signals`
+by the robot's row in the chunk: `watches` (one row per cell: out, same, hits and the drift numbers),
+`robot_watch` (the robot-level numbers: interval, skew, delivery, codes), and `open` (one row per
+robot with open anomalies, a small msgpack binary column: rare, variable, not worth columns). Add
+the group to `_SCHEMAS` with its columns, write it in `_chunk_groups`, load it in `_load`, and bump
+`VERSION`. A reader refuses a group it does not know and a version newer than its own, so an old
+worker can never load a checkpoint and silently drop state it cannot hold; an optional group that is
+absent means its defaults (as `extras` does now).
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import numpy as np
+import numpy.typing as npt
+import polars as pl
+
+from twin.batch_reduce import ReduceState
+from twin.detect.watch import Watch
+from twin.exceptions import FleetTwinError
+from twin.schema import MODES
+
+Array = npt.NDArray[Any]
+
+MAGIC = b"FTWINCKP"
+"""First bytes of every chunk."""
+VERSION = 1
+"""Format version; a reader refuses a newer one."""
+LIMIT = 512 * 1024
+"""Default chunk size limit, bytes: well under Kafka's default record limit of about 1 MiB."""
+_HEAD = struct.Struct(">8sI")  # MAGIC, CRC-32 of the envelope
+_ENVELOPE_ROOM = 256
+"""Bytes reserved for the envelope around the groups when sizing a chunk."""
+
+
+class CheckpointError(FleetTwinError):
+    """Checkpoint bytes that cannot be decoded, or checkpoints that do not make one state; the
+    message names the chunk's part, the group and the column at fault."""
+
+
+class _Envelope(msgspec.Struct, frozen=True, array_like=True):
+    version: int
+    partition: int
+    next_offset: int
+    full: bool
+    part: int
+    parts: int
+    groups: dict[str, bytes]
+
+
+_LABELS = ("sector", "site", "model", "ai", "fw")
+"""Slot columns interned in `ReduceState.strings`; in a chunk, numbers into its `strings` table."""
+_PLAIN = (("loc_kind", pl.UInt8), ("lat", pl.Float64), ("lon", pl.Float64), ("floor", pl.Int64),
+          ("ts", pl.Float64), ("latest_seq", pl.UInt64), ("seq", pl.UInt64), ("first_seq", pl.UInt64),
+          ("window", pl.UInt64), ("first_seen", pl.Float64), ("last_seen", pl.Float64),
+          ("events", pl.Int64), ("duplicates", pl.Int64), ("stale", pl.Int64), ("rejected", pl.Int64),
+          ("late", pl.Int64), ("mode_since", pl.Float64), ("ai_since", pl.Float64), ("fw_since", pl.Float64),
+          ("version_changes", pl.Int64))
+"""Slot columns copied as they are (same names as `ReduceState.cols`)."""
+_MODE_COLUMNS = tuple(f"modes.{mode}" for mode in MODES)
+
+_SCHEMAS: dict[str, dict[str, Any]] = {
+    "robots": {"robot_id": pl.String, **{name: pl.UInt32 for name in (*_LABELS, "mode", "codes", "config")},
+               **dict(_PLAIN), **{name: pl.Int64 for name in _MODE_COLUMNS}},
+    "signals": {"robot": pl.UInt32, "name": pl.UInt32, "value": pl.Float64, "mean": pl.Float64,
+                "var": pl.Float64, "count": pl.Int64, "ts": pl.Float64, "seq": pl.UInt64},
+    "strings": {"value": pl.String},
+    "codes": {"value": pl.List(pl.String)},
+    "configs": {"name": pl.List(pl.String), "value": pl.List(pl.String)},
+    "extras": {"robot": pl.UInt32, "watch": pl.Binary, "partition": pl.Int64, "offset": pl.Int64,
+               "check_offset": pl.Int64},
+}
+"""Every column group a chunk may hold, with its columns (names and types, exactly)."""
+_OPTIONAL = frozenset({"extras"})
+_SIGNAL_TYPES: dict[Any, Any] = dict(_SCHEMAS["signals"])
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """The rows of some robots of one partition, as of `next_offset`, with the tables they need.
+
+    `groups` holds the column groups described in the module doc, numbers local to this checkpoint.
+    A decoded chunk is a checkpoint too, `part` of `parts`: `merge` needs every part of a checkpoint.
+    """
+
+    partition: int
+    next_offset: int
+    """The first input offset not folded into these rows: where a recovery re-reads from."""
+    groups: Mapping[str, pl.DataFrame]
+    full: bool = False
+    """True when it holds every robot of the partition: recovery can start from it."""
+    part: int = 0
+    parts: int = 1
+
+    @property
+    def robot_ids(self) -> list[str]:
+        ids: list[str] = self.groups["robots"]["robot_id"].to_list()
+        return ids
+
+
+# -- snapshot: rows out of a ReduceState -----------------------------------------------------------
+
+def snapshot(state: ReduceState, robot_ids: Iterable[str], *, partition: int, next_offset: int,
+             full: bool = False) -> Checkpoint:
+    """A checkpoint of the rows of `robot_ids` (the robots changed since the previous checkpoint, in
+    any order, repeats ignored); `state` is read, never changed. Raises KeyError for a robot the
+    state does not hold."""
+    ids = list(dict.fromkeys(robot_ids))
+    missing = [robot for robot in ids if robot not in state.slot_of]
+    if missing:
+        raise KeyError(f"robot {missing[0]!r} is not in the state ({len(missing)} unknown)")
+    slots = np.fromiter(map(state.slot_of.__getitem__, ids), np.int64, len(ids))
+    c = state.cols
+    strings: dict[str, int] = {}
+    local = _local_table(strings)
+    label_table = _objects(state.strings.table)
+    robots: dict[str, Any] = {"robot_id": pl.Series(ids, dtype=pl.String)}
+    for name in _LABELS:
+        robots[name] = local(label_table[c[name][slots]])
+    robots["mode"] = local(np.array(MODES, dtype=object)[c["mode"][slots]])
+    code_sets: dict[tuple[str, ...], int] = {}
+    robots["codes"] = local(_objects(state.codes.table)[c["codes"][slots]], code_sets)
+    configs: dict[tuple[tuple[str, str], ...], int] = {}
+    robots["config"] = local(_objects(state.configs.canonical.table)[c["config"][slots]], configs)
+    for name, _ in _PLAIN:
+        robots[name] = c[name][slots]
+    for i, name in enumerate(_MODE_COLUMNS):
+        robots[name] = c["modes"][slots, i]
+    groups = {"robots": pl.DataFrame(robots, schema=_SCHEMAS["robots"]),
+              "signals": _signal_rows(state, slots, local),
+              "strings": pl.DataFrame({"value": list(strings)}, schema=_SCHEMAS["strings"]),
+              "codes": pl.DataFrame({"value": [list(v) for v in code_sets]}, schema=_SCHEMAS["codes"]),
+              "configs": _config_frame(list(configs))}
+    extras = _extras_rows(state, slots)
+    if extras is not None:
+        groups["extras"] = extras
+    return Checkpoint(partition, next_offset, groups, full)
+
+
+def _objects(values: Sequence[Any]) -> Array:
+    """An object array of `values` (tuples stay elements, not rows)."""
+    out = np.empty(len(values), dtype=object)
+    out[:] = list(values)
+    return out
+
+
+def _local_table(strings: dict[str, int]) -> Any:
+    """`local(values, table=strings)`: each value's number in `table`, values added in order of first
+    sight (only the values some row uses)."""
+    def local(values: Array, table: dict[Any, int] | None = None) -> Array:
+        table = strings if table is None else table
+        for value in dict.fromkeys(values.tolist()):
+            table.setdefault(value, len(table))
+        return np.fromiter(map(table.__getitem__, values.tolist()), np.uint32, len(values))
+    return local
+
+
+def _signal_rows(state: ReduceState, slots: Array, local: Any) -> pl.DataFrame:
+    """One row per present signal of the robots at `slots`, by robot (their order) then name."""
+    c = state.cols
+    blocks, rows = c["block"][slots], c["row"][slots]
+    parts: list[dict[str, Array]] = []
+    for bid in np.unique(blocks).tolist():
+        at = np.flatnonzero(blocks == bid)
+        block = state.blocks[bid]
+        r, j = np.nonzero(block.c["present"][rows[at]])
+        br = rows[at][r]
+        ts = np.full(len(r), np.nan)
+        seq = np.zeros(len(r), np.uint64)
+        explicit = block.c["explicit"][br, j]
+        for k in np.flatnonzero(explicit).tolist():
+            ts[k], seq[k] = block.times[int(br[k]), int(j[k])]
+        parts.append({"robot": at[r], "name": np.array(block.names, dtype=object)[j],
+                      **{name: block.c[name][br, j] for name in ("value", "mean", "var", "count")},
+                      "ts": ts, "seq": seq, "explicit": explicit})
+    if not parts:
+        return pl.DataFrame(schema=_SCHEMAS["signals"])
+    flat = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+    order = np.argsort(flat["robot"], kind="stable")  # by robot; within a block, names are sorted
+    flat = {name: column[order] for name, column in flat.items()}
+    explicit = flat.pop("explicit")
+    frame = pl.DataFrame({**flat, "name": local(flat["name"]), "robot": flat["robot"].astype(np.uint32)})
+    return frame.with_columns(pl.when(pl.Series(explicit)).then(pl.col(name)).otherwise(None).alias(name)
+                              for name in ("ts", "seq")).select(list(_SCHEMAS["signals"])).cast(_SIGNAL_TYPES)
+
+
+def _config_frame(configs: list[tuple[tuple[str, str], ...]]) -> pl.DataFrame:
+    return pl.DataFrame({"name": [[k for k, _ in items] for items in configs],
+                         "value": [[v for _, v in items] for items in configs]}, schema=_SCHEMAS["configs"])
+
+
+def _extras_rows(state: ReduceState, slots: Array) -> pl.DataFrame | None:
+    """The robots whose twin fields outside the reducer are not the defaults (none, usually)."""
+    if not state.extras:
+        return None
+    at = [(i, state.extras[s]) for i, s in enumerate(slots.tolist()) if s in state.extras]
+    if not at:
+        return None
+    encode = msgspec.msgpack.encode
+    return pl.DataFrame({"robot": [i for i, _ in at],
+                         "watch": [None if e[0] is None else encode(e[0]) for _, e in at],
+                         "partition": [e[1] for _, e in at], "offset": [e[2] for _, e in at],
+                         "check_offset": [e[3] for _, e in at]}, schema=_SCHEMAS["extras"])
+
+
+# -- bytes -----------------------------------------------------------------------------------------
+
+def encode(checkpoint: Checkpoint, *, limit: int = LIMIT) -> list[bytes]:
+    """The checkpoint as chunks, each at most `limit` bytes and decodable alone (its robots' rows and
+    the tables they use). Raises ValueError when one robot alone would not fit."""
+    n = checkpoint.groups["robots"].height
+    starts = _signal_starts(checkpoint, n)
+    bodies: list[dict[str, bytes]] = []
+    start, guess = 0, min(n, 2000)
+    while start < n or not bodies:
+        size = max(1, min(guess, n - start)) if n else 0
+        groups = _chunk_groups(checkpoint, start, start + size, starts)
+        used = sum(map(len, groups.values())) + _ENVELOPE_ROOM
+        if used > limit and size > 1:
+            guess = size // 2
+            continue
+        if used > limit:
+            robot = checkpoint.groups["robots"]["robot_id"][start]
+            raise ValueError(f"robot {robot!r} alone encodes to {used} bytes, over the limit of {limit}")
+        bodies.append(groups)
+        start += size
+        guess = max(1, int(size * (limit * 0.9) / used))  # bytes per robot so far, with 10% room
+    return [_wrap(checkpoint, k, len(bodies), groups) for k, groups in enumerate(bodies)]
+
+
+def _signal_starts(checkpoint: Checkpoint, n: int) -> Array:
+    """starts[i]: the first signal row of robot i (signals are ordered by robot)."""
+    robot = checkpoint.groups["signals"]["robot"].to_numpy()
+    return np.searchsorted(robot, np.arange(n + 1))
+
+
+def _chunk_groups(checkpoint: Checkpoint, start: int, end: int, starts: Array) -> dict[str, bytes]:
+    """The groups of robots [start, end), tables cut down to what they use, as IPC files."""
+    g = checkpoint.groups
+    robots = g["robots"].slice(start, end - start)
+    signals = g["signals"].slice(int(starts[start]), int(starts[end] - starts[start]))
+    signals = signals.with_columns(pl.col("robot") - start)
+    used = np.unique(np.concatenate([robots[name].to_numpy() for name in (*_LABELS, "mode")]
+                                    + [signals["name"].to_numpy()]))
+    renumber = {"strings": used, "codes": np.unique(robots["codes"].to_numpy()),
+                "configs": np.unique(robots["config"].to_numpy())}
+    robots, signals = _renumbered(robots, signals, renumber)
+    out = {"robots": robots, "signals": signals,
+           **{table: g[table][renumber[table]] for table in ("strings", "codes", "configs")}}
+    if "extras" in g:
+        extras = g["extras"].filter((pl.col("robot") >= start) & (pl.col("robot") < end))
+        if extras.height:
+            out["extras"] = extras.with_columns(pl.col("robot") - start)
+    return {name: _ipc(frame) for name, frame in out.items()}
+
+
+def _renumbered(robots: pl.DataFrame, signals: pl.DataFrame,
+                renumber: dict[str, Array]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Table numbers rewritten to positions among the used entries (`renumber[table]`, sorted)."""
+    def position(column: pl.Series, used: Array) -> pl.Series:
+        return pl.Series(column.name, np.searchsorted(used, column.to_numpy()).astype(np.uint32))
+    strings = renumber["strings"]
+    robots = robots.with_columns([position(robots[name], strings) for name in (*_LABELS, "mode")]
+                                 + [position(robots["codes"], renumber["codes"]),
+                                    position(robots["config"], renumber["configs"])])
+    return robots, signals.with_columns(position(signals["name"], strings))
+
+
+def _ipc(frame: pl.DataFrame) -> bytes:
+    buffer = io.BytesIO()
+    frame.write_ipc(buffer, compression="zstd")
+    return buffer.getvalue()
+
+
+def _wrap(checkpoint: Checkpoint, part: int, parts: int, groups: dict[str, bytes]) -> bytes:
+    body = msgspec.msgpack.encode(_Envelope(VERSION, checkpoint.partition, checkpoint.next_offset,
+                                            checkpoint.full, part, parts, groups))
+    return _HEAD.pack(MAGIC, zlib.crc32(body)) + body
+
+
+_envelope = msgspec.msgpack.Decoder(_Envelope)
+
+
+def decode(chunk: bytes) -> Checkpoint:
+    """One chunk, alone: a `Checkpoint` that is `part` of `parts`. Raises CheckpointError naming what
+    is wrong (not a chunk, truncated or corrupt bytes, a newer format, a group or column not as
+    written, a number pointing outside its table)."""
+    if len(chunk) < _HEAD.size or chunk[: len(MAGIC)] != MAGIC:
+        raise CheckpointError(f"not a checkpoint chunk: {len(chunk)} bytes not starting with {MAGIC!r}")
+    _, crc = _HEAD.unpack_from(chunk)
+    body = chunk[_HEAD.size:]
+    if zlib.crc32(body) != crc:
+        raise CheckpointError(f"checkpoint chunk corrupt or truncated: CRC-32 of its {len(body)} bytes "
+                              f"is {zlib.crc32(body):#010x}, the header says {crc:#010x}")
+    try:
+        env = _envelope.decode(body)
+    except msgspec.DecodeError as exc:
+        raise CheckpointError(f"checkpoint chunk envelope undecodable: {exc}") from exc
+    where = f"checkpoint of partition {env.partition} at offset {env.next_offset}, part {env.part} of {env.parts}"
+    if env.version > VERSION:
+        raise CheckpointError(f"{where}: format version {env.version}, this reader knows up to {VERSION}")
+    if not 0 <= env.part < env.parts:
+        raise CheckpointError(f"{where}: part number out of range")
+    groups = {name: _read_group(where, name, raw) for name, raw in env.groups.items()}
+    _check_refs(where, groups)
+    return Checkpoint(env.partition, env.next_offset, groups, env.full, env.part, env.parts)
+
+
+def _read_group(where: str, name: str, raw: bytes) -> pl.DataFrame:
+    schema = _SCHEMAS.get(name)
+    if schema is None:
+        raise CheckpointError(f"{where}: unknown column group {name!r} (a newer writer?); "
+                              f"this reader knows {sorted(_SCHEMAS)}")
+    try:
+        frame = pl.read_ipc(io.BytesIO(raw))
+    except pl.exceptions.PolarsError as exc:
+        raise CheckpointError(f"{where}: group {name!r} is not a readable Arrow IPC file: {exc}") from exc
+    got = dict(frame.schema)
+    if got != schema:
+        wrong = sorted(set(got.items()) ^ set(schema.items()), key=str)
+        raise CheckpointError(f"{where}: group {name!r} columns differ from the format: {wrong}")
+    return frame
+
+
+def _check_refs(where: str, g: dict[str, pl.DataFrame]) -> None:
+    """Every group a chunk needs is there, and every number points inside its table."""
+    absent = sorted(set(_SCHEMAS) - _OPTIONAL - set(g))
+    if absent:
+        raise CheckpointError(f"{where}: column groups {absent} missing")
+    n = g["robots"].height
+    bounds = [("robots", name, g["strings"].height) for name in (*_LABELS, "mode")]
+    bounds += [("robots", "codes", g["codes"].height), ("robots", "config", g["configs"].height),
+               ("signals", "name", g["strings"].height), ("signals", "robot", n)]
+    bounds += [("extras", "robot", n)] if "extras" in g else []
+    for group, column, size in bounds:
+        values = g[group][column]
+        if values.len() and (values.null_count() or int(values.max()) >= size):  # type: ignore[arg-type]
+            raise CheckpointError(f"{where}: {group}.{column} points outside its table of {size}")
+    sig = g["signals"]
+    if sig["robot"].len() and (sig["robot"].diff().drop_nulls() < 0).any():
+        raise CheckpointError(f"{where}: signals not ordered by robot")
+    if (sig["ts"].is_null() != sig["seq"].is_null()).any():
+        raise CheckpointError(f"{where}: a signal has only one of ts and seq")
+    modes = g["strings"]["value"].gather(g["robots"]["mode"])
+    if not modes.is_in(list(MODES)).all():
+        raise CheckpointError(f"{where}: robots.mode names an unknown mode")
+
+
+# -- merge: checkpoints back into a state ----------------------------------------------------------
+
+def merge(checkpoints: Sequence[Checkpoint],
+          catalogues: Mapping[str, Iterable[str]] | None = None) -> tuple[ReduceState, int]:
+    """The state the checkpoints describe, oldest first (the newest row of each robot wins), and the
+    offset to re-fold the log from (the newest checkpoint's `next_offset`). Raises CheckpointError for
+    checkpoints of several partitions, offsets going back, or a checkpoint with parts missing."""
+    if not checkpoints:
+        raise CheckpointError("no checkpoint to merge")
+    _check_sequence(checkpoints)
+    state = ReduceState(catalogues)
+    frames = [_global(state, cp) for cp in checkpoints]
+    robots = pl.concat([f[0] for f in frames])
+    counts = np.cumsum([0] + [f[0].height for f in frames])
+    signals = pl.concat([f[1].with_columns(pl.col("robot").cast(pl.Int64) + int(base))
+                         for f, base in zip(frames, counts)])
+    extras = [f[2].with_columns(pl.col("robot").cast(pl.Int64) + int(base))
+              for f, base in zip(frames, counts) if f[2] is not None]
+    keep = robots["robot_id"].is_last_distinct().to_numpy()
+    if keep.any():
+        _load(state, robots.filter(pl.Series(keep)), _kept(signals, keep),
+              _kept(pl.concat(extras), keep) if extras else None)
+    return state, checkpoints[-1].next_offset
+
+
+def _kept(frame: pl.DataFrame, keep: Array) -> pl.DataFrame:
+    """The rows of `frame` whose robot (a row of the concatenated robots) is kept, renumbered."""
+    robot = frame["robot"].to_numpy()
+    new_row = np.cumsum(keep) - 1
+    frame = frame.filter(pl.Series(keep[robot]))
+    return frame.with_columns(pl.Series("robot", new_row[robot[keep[robot]]]))
+
+
+def _check_sequence(checkpoints: Sequence[Checkpoint]) -> None:
+    partitions = {cp.partition for cp in checkpoints}
+    if len(partitions) > 1:
+        raise CheckpointError(f"checkpoints of several partitions: {sorted(partitions)}")
+    parts: dict[tuple[int, bool], list[tuple[int, int]]] = {}
+    last = checkpoints[0].next_offset
+    for cp in checkpoints:
+        if cp.next_offset < last:
+            raise CheckpointError(f"checkpoint at offset {cp.next_offset} after one at {last}: not oldest first")
+        last = cp.next_offset
+        parts.setdefault((cp.next_offset, cp.full), []).append((cp.part, cp.parts))
+    for (offset, _), seen in parts.items():
+        expected = [(k, seen[0][1]) for k in range(seen[0][1])]
+        if sorted(seen) != expected:
+            have = sorted(k for k, _ in seen)
+            raise CheckpointError(f"checkpoint at offset {offset}: parts {have} of {seen[0][1]}, "
+                                  "not each part once")
+
+
+def _global(state: ReduceState, cp: Checkpoint) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame | None]:
+    """A checkpoint's rows with its table numbers turned into `state`'s intern codes."""
+    g = cp.groups
+    strings = g["strings"]["value"].to_list()
+    robots = g["robots"]
+    label_of = _remap(strings, robots, _LABELS, state.strings)
+    mode_index = {mode: i for i, mode in enumerate(MODES)}
+    modes = np.array([mode_index.get(s, -1) for s in strings], np.int8)
+    codes = np.array([state.codes[tuple(v)] for v in g["codes"]["value"].to_list()] + [0], np.int32)
+    configs = np.array([state.configs[tuple(zip(k, v))] for k, v in
+                        zip(g["configs"]["name"].to_list(), g["configs"]["value"].to_list())] + [0], np.int32)
+    robots = robots.with_columns([pl.Series(name, label_of[robots[name].to_numpy()]) for name in _LABELS]
+                                 + [pl.Series("mode", modes[robots["mode"].to_numpy()]),
+                                    pl.Series("codes", codes[robots["codes"].to_numpy()]),
+                                    pl.Series("config", configs[robots["config"].to_numpy()])])
+    names = _remap(strings, g["signals"], ("name",), state.names)
+    signals = g["signals"].with_columns(pl.Series("name", names[g["signals"]["name"].to_numpy()]))
+    return robots, signals, g.get("extras")
+
+
+def _remap(strings: list[str], frame: pl.DataFrame, columns: tuple[str, ...], intern: Any) -> Array:
+    """Table number -> intern code, interning only the entries the columns use."""
+    out = np.zeros(len(strings) + 1, np.int32)
+    if not frame.height:
+        return out
+    for k in np.unique(np.concatenate([frame[name].to_numpy() for name in columns])).tolist():
+        out[k] = intern[strings[k]]
+    return out
+
+
+def _load(state: ReduceState, robots: pl.DataFrame, signals: pl.DataFrame, extras: pl.DataFrame | None) -> None:
+    """Write the merged rows (intern codes already global) into a fresh state, column by column."""
+    n = robots.height
+    ids = robots["robot_id"].to_list()
+    start = state._new_slots(ids)
+    slots = np.arange(start, start + n)
+    c = state.cols
+    for name in (*_LABELS, "mode", "codes", "config"):
+        c[name][slots] = robots[name].to_numpy()
+    for name, _ in _PLAIN:
+        c[name][slots] = robots[name].to_numpy()
+    for i, name in enumerate(_MODE_COLUMNS):
+        c["modes"][slots, i] = robots[name].to_numpy()
+    _place(state, slots, signals)
+    _load_signals(state, slots, signals)
+    if extras is not None:
+        decode_watch = msgspec.msgpack.Decoder(Watch).decode
+        for row in extras.iter_rows(named=True):
+            watch = None if row["watch"] is None else decode_watch(row["watch"])
+            state.extras[start + row["robot"]] = (watch, row["partition"], row["offset"], row["check_offset"])
+
+
+def _place(state: ReduceState, slots: Array, signals: pl.DataFrame) -> None:
+    """A block row for each robot: the block of its model's catalogue plus its signals (as `from_twins`)."""
+    sets = signals.group_by("robot").agg(pl.col("name").sort())
+    key_of_set: dict[tuple[int, ...], int] = {}
+    key = np.full(len(slots), state.keys[()], np.int64)
+    for robot, names in zip(sets["robot"].to_list(), sets["name"].to_list()):
+        gids = tuple(names)
+        code = key_of_set.get(gids)
+        if code is None:
+            code = key_of_set[gids] = state.keys[tuple(sorted(state.names.table[g] for g in gids))]
+        key[robot] = code
+    models = state.cols["model"][slots]
+    by_block: dict[int, list[int]] = {}
+    table = state.strings.table
+    for (model, code), at in _groups(models, key).items():
+        bid = state._block_for(table[model], frozenset((code,)))
+        by_block.setdefault(bid, []).extend(slots[at].tolist())
+    for bid, members in by_block.items():
+        state.cols["block"][members] = bid
+        state.cols["row"][members] = state.blocks[bid].alloc_many(len(members))
+
+
+def _groups(a: Array, b: Array) -> dict[tuple[int, int], Array]:
+    """Positions per distinct (a, b) pair."""
+    pairs, inverse = np.unique(np.stack([a.astype(np.int64), b]), axis=1, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    order = np.argsort(inverse, kind="stable")
+    bounds = np.searchsorted(inverse[order], np.arange(pairs.shape[1] + 1))
+    return {(int(pairs[0, k]), int(pairs[1, k])): order[bounds[k]:bounds[k + 1]] for k in range(pairs.shape[1])}
+
+
+def _load_signals(state: ReduceState, slots: Array, signals: pl.DataFrame) -> None:
+    if not signals.height:
+        return
+    owner = signals["robot"].to_numpy().astype(np.int64)
+    blocks = state.cols["block"][slots][owner]
+    rows = state.cols["row"][slots][owner]
+    local = state.colmap()[blocks, signals["name"].to_numpy()]
+    explicit = signals["ts"].is_not_null().to_numpy()
+    columns = {"present": np.ones(len(owner), np.bool_), "explicit": explicit,
+               **{name: signals[name].to_numpy() for name in ("value", "mean", "var", "count")}}
+    for bid in np.unique(blocks).tolist():
+        sel = blocks == bid
+        b, r, j = state.blocks[bid].c, rows[sel], local[sel]
+        for name, values in columns.items():
+            b[name][r, j] = values[sel]
+    at = np.flatnonzero(explicit)  # ts and seq are null in the same rows; to_numpy would make seq floats
+    ts, seq = signals["ts"].drop_nulls().to_list(), signals["seq"].drop_nulls().to_list()
+    for i, t, q in zip(at.tolist(), ts, seq):
+        state.blocks[blocks[i]].times[int(rows[i]), int(local[i])] = (t, q)
