@@ -1,0 +1,259 @@
+"""Checkpoints: a state snapshotted in changed rows, encoded, decoded and merged gives every robot's twin
+back byte for byte; chunks stay under their limit and decode alone; bad bytes fail with a named reason."""
+
+from __future__ import annotations
+
+import random
+import zlib
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import polars as pl
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streams.seeds import read_scenario
+from twin.batch_reduce import ReduceState, catalogues_of, from_twins, reduce_batch, to_twin
+from twin.checkpoint import (LIMIT, MAGIC, Checkpoint, CheckpointError, _Envelope, _ipc, decode, encode, merge,
+                             snapshot)
+from twin.detect.watch import Open, SignalWatch, Watch
+from twin.fleet import Fleet
+from twin.schema import MODES, SEQ_MAX, Event, Location
+from twin.sim import FleetSim
+from twin.sim.scenario import load_scenario
+from twin.state import encode_twin
+
+SEEDS = Path(__file__).resolve().parents[2] / "seeds"
+
+
+def same_twins(got: ReduceState, want: ReduceState) -> None:
+    assert sorted(got.robot_ids) == sorted(want.robot_ids)
+    for robot in want.robot_ids:
+        assert encode_twin(to_twin(got, robot)) == encode_twin(to_twin(want, robot)), robot
+
+
+def checkpointed(state: ReduceState, events: list[Event], received: list[float], cuts: list[int],
+                 limit: int, rnd: random.Random) -> list[Checkpoint]:
+    """Fold `events` in batches ending at `cuts`; after each, a checkpoint of the batch's robots, through
+    bytes (its chunks decoded alone, in shuffled order: parts of one checkpoint are disjoint)."""
+    out: list[Checkpoint] = []
+    start = 0
+    for end in [*cuts, len(events)]:
+        if end <= start:
+            continue
+        reduce_batch(state, events[start:end], received[start:end])
+        changed = [e.robot_id for e in events[start:end]]
+        chunks = encode(snapshot(state, changed, partition=3, next_offset=end), limit=limit)
+        assert all(len(chunk) <= limit for chunk in chunks)
+        parts = [decode(chunk) for chunk in chunks]
+        rnd.shuffle(parts)
+        out.extend(parts)
+        start = end
+    return out
+
+
+# -- chaos: the simulator's worst ------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def chaos(fleet: Fleet) -> tuple[list[Event], list[float]]:
+    scenario = read_scenario(SEEDS, "chaos")
+    small = load_scenario({**msgspec.to_builtins(scenario), "robots": 80, "duration_s": 120}, "chaos")
+    sim = FleetSim(fleet, small, seed=5)
+    events = [e for _ in range(sim.ticks) for e in sim.step()]
+    rnd = random.Random(3)
+    return events, [e.ts + 0.05 + rnd.random() for e in events]
+
+
+@pytest.mark.parametrize("limit", [LIMIT, 24 * 1024])
+def test_chaos_checkpoints_merge_to_the_same_twins_and_fold_on_alike(
+        chaos: tuple[list[Event], list[float]], fleet: Fleet, limit: int) -> None:
+    events, received = chaos
+    rnd = random.Random(limit)
+    cut = len(events) * 2 // 3
+    cuts = sorted(rnd.sample(range(1, cut), 6)) + [cut]
+    state = ReduceState(catalogues_of(fleet))
+    checkpoints = checkpointed(state, events[:cut], received[:cut], cuts, limit, rnd)
+    assert len(checkpoints) > (7 if limit < LIMIT else 6)  # several checkpoints; small limits: several chunks
+    merged, offset = merge(checkpoints, catalogues_of(fleet))
+    assert offset == cut
+    same_twins(merged, state)
+    for folded in (state, merged):  # recovery re-folds the log from the offset: the same twins again
+        reduce_batch(folded, events[offset:], received[offset:])
+    same_twins(merged, state)
+
+
+def test_a_full_checkpoint_of_a_chaos_state_in_small_chunks_each_decodable_alone(
+        chaos: tuple[list[Event], list[float]], fleet: Fleet) -> None:
+    events, received = chaos
+    state = ReduceState(catalogues_of(fleet))
+    reduce_batch(state, events, received)
+    limit = 16 * 1024
+    chunks = encode(snapshot(state, state.robot_ids, partition=0, next_offset=len(events), full=True), limit=limit)
+    assert len(chunks) > 3 and max(map(len, chunks)) <= limit
+    parts = [decode(chunk) for chunk in chunks]
+    assert [p.part for p in parts] == list(range(len(chunks))) and {p.parts for p in parts} == {len(chunks)}
+    robots = [r for p in parts for r in p.robot_ids]
+    assert sorted(robots) == sorted(state.robot_ids)  # each robot in exactly one chunk
+    for part in parts[:2]:  # alone, a chunk is a state of its robots
+        alone, _ = merge([Checkpoint(part.partition, part.next_offset, part.groups, part.full)])
+        for robot in part.robot_ids:
+            assert encode_twin(to_twin(alone, robot)) == encode_twin(to_twin(state, robot))
+
+
+def test_a_robot_that_alone_exceeds_the_limit_is_refused(chaos: tuple[list[Event], list[float]]) -> None:
+    events, received = chaos
+    state = reduce_batch(ReduceState(), events[:50], received[:50])[0]
+    with pytest.raises(ValueError, match="alone encodes to .* over the limit of 2000"):
+        encode(snapshot(state, state.robot_ids, partition=0, next_offset=50), limit=2000)
+
+
+# -- properties: new robots, signals added, values first seen after an earlier checkpoint ----------
+
+NAMES = ("a_temp", "b_speed", "c_current", "d_pressure", "e_soc")
+WORDS = ("alpha", "beta", "gamma", "delta", "epsilon", "zeta")
+CONFIGS: list[dict[str, str] | msgspec.UnsetType] = [msgspec.UNSET, {}, {"k": "1"}, {"k": "2", "j": "x"}]
+floats = st.floats(allow_nan=False, width=64)
+
+
+@st.composite
+def histories(draw: st.DrawFn) -> list[Event]:
+    """Events of a few robots whose labels, codes, configs and signals are drawn as the log goes, so
+    later batches bring robots, signal names and interned values that earlier checkpoints never held."""
+    events = []
+    for _ in range(draw(st.integers(1, 40))):
+        robot = draw(st.sampled_from(["r-1", "r-2", "r-3", "r-4", "r-5"]))
+        word = st.sampled_from(WORDS)
+        events.append(Event(
+            schema=1, robot_id=robot, seq=draw(st.sampled_from([0, 1, 2, 3, 5, 8, 70, 200, SEQ_MAX])),
+            ts=draw(st.sampled_from([1.0, 2.0, 2.5, 9.0])), sector=draw(word), site=draw(word), model=draw(word),
+            mode=draw(st.sampled_from(MODES)), signals=draw(st.dictionaries(st.sampled_from(NAMES), floats)),
+            ai_model_version=draw(word), firmware=draw(word),
+            codes=draw(st.sampled_from([(), ("E-STOP",), ("A", "B"), ("B", "A")])),
+            location=draw(st.sampled_from([None, Location(lat=1.5, lon=-2.0), Location(lat=0.0, lon=0.0, floor=-1)])),
+            config=draw(st.sampled_from(CONFIGS)),
+        ))
+    return events
+
+
+@given(histories(), st.randoms(use_true_random=False), st.sampled_from([12 * 1024, 16 * 1024, LIMIT]),
+       st.booleans())
+@settings(max_examples=60, deadline=None)
+def test_checkpoints_of_any_history_merge_to_the_same_twins(
+        events: list[Event], rnd: Any, limit: int, with_catalogue: bool) -> None:
+    received = [rnd.choice([1.0, 5.0, 3.0]) for _ in events]
+    catalogues = {"alpha": NAMES[:2]} if with_catalogue else None
+    state = ReduceState(catalogues)
+    cuts = sorted(rnd.sample(range(len(events) + 1), min(len(events) + 1, rnd.randint(0, 5))))
+    checkpoints = checkpointed(state, events, received, cuts, limit, rnd)
+    merged, offset = merge(checkpoints, catalogues)
+    assert offset == len(events)
+    same_twins(merged, state)
+
+
+def test_fields_the_reducer_does_not_touch_travel_in_their_own_group(chaos: tuple[list[Event], list[float]]) -> None:
+    events, received = chaos
+    state = reduce_batch(ReduceState(), events[:400], received[:400])[0]
+    twins = [to_twin(state, robot) for robot in state.robot_ids]
+    watch = Watch(signals=[SignalWatch(out=2, hits=150)], interval=1.25,
+                  open=[Open("band", "battery_temp_c", 12.5, 1.5, "warning")])
+    twins[0] = msgspec.structs.replace(twins[0], watch=watch, partition=3, offset=41, check_offset=7)
+    twins[1] = msgspec.structs.replace(twins[1], offset=9)
+    loaded = from_twins(twins)
+    checkpoint = snapshot(loaded, loaded.robot_ids, partition=3, next_offset=42)
+    assert checkpoint.groups["extras"].height == 2
+    merged, _ = merge([decode(chunk) for chunk in encode(checkpoint)])
+    for twin in twins:
+        assert encode_twin(to_twin(merged, twin.robot_id)) == encode_twin(twin)
+    plain = snapshot(state, state.robot_ids, partition=3, next_offset=42)
+    assert "extras" not in plain.groups and "extras" not in decode(encode(plain)[0]).groups
+
+
+# -- merge order and completeness ------------------------------------------------------------------
+
+@pytest.fixture
+def two(chaos: tuple[list[Event], list[float]]) -> tuple[ReduceState, Checkpoint, Checkpoint]:
+    """The same robots checkpointed at offset 300 and, after more events, at 600."""
+    events, received = chaos
+    state = reduce_batch(ReduceState(), events[:300], received[:300])[0]
+    old = snapshot(state, state.robot_ids, partition=1, next_offset=300)
+    reduce_batch(state, events[300:600], received[300:600])
+    return state, old, snapshot(state, state.robot_ids, partition=1, next_offset=600)
+
+
+def test_the_newest_row_of_a_robot_wins_and_the_offset_is_the_newest(
+        two: tuple[ReduceState, Checkpoint, Checkpoint]) -> None:
+    state, old, new = two
+    merged, offset = merge([old, new])
+    assert offset == 600
+    same_twins(merged, state)
+    older, _ = merge([old])
+    robot = state.robot_ids[0]
+    assert encode_twin(to_twin(older, robot)) != encode_twin(to_twin(state, robot))  # the order mattered
+
+
+@pytest.mark.parametrize(("make", "error"), [
+    (lambda old, new: [new, old], "offset 300 after one at 600: not oldest first"),
+    (lambda old, new: [old, Checkpoint(2, 600, new.groups)], "several partitions"),
+    (lambda old, new: [old, Checkpoint(1, 600, new.groups, part=0, parts=2)], r"parts \[0\] of 2"),
+    (lambda old, new: [Checkpoint(1, 300, old.groups, part=1, parts=2)] * 2, r"parts \[1, 1\] of 2"),
+    (lambda old, new: [], "no checkpoint"),
+])
+def test_checkpoints_out_of_order_or_incomplete_are_refused(
+        two: tuple[ReduceState, Checkpoint, Checkpoint], make: Any, error: str) -> None:
+    _, old, new = two
+    with pytest.raises(CheckpointError, match=error):
+        merge(make(old, new))
+
+
+# -- bad bytes: a clear error naming what is wrong -------------------------------------------------
+
+def rewrapped(chunk: bytes, **change: Any) -> bytes:
+    """The chunk with envelope fields changed (and a correct CRC): damage the CRC does not catch."""
+    env = msgspec.msgpack.decode(chunk[12:], type=_Envelope)
+    body = msgspec.msgpack.encode(msgspec.structs.replace(env, **change))
+    return MAGIC + zlib.crc32(body).to_bytes(4, "big") + body
+
+
+@pytest.fixture
+def chunk(two: tuple[ReduceState, Checkpoint, Checkpoint]) -> bytes:
+    return encode(two[2])[0]
+
+
+def test_truncated_or_corrupt_chunks_are_named(chunk: bytes) -> None:
+    for cut in (len(chunk) - 1, len(chunk) // 2, 13):
+        with pytest.raises(CheckpointError, match="corrupt or truncated: CRC-32"):
+            decode(chunk[:cut])
+    for at in (20, len(chunk) // 2, len(chunk) - 3):
+        flipped = bytearray(chunk)
+        flipped[at] ^= 0x10
+        with pytest.raises(CheckpointError, match="corrupt or truncated"):
+            decode(bytes(flipped))
+    for wrong in (b"", chunk[:5], b"XXXXXXXX" + chunk[8:]):
+        with pytest.raises(CheckpointError, match="not a checkpoint chunk"):
+            decode(wrong)
+
+
+def test_chunks_a_reader_cannot_understand_are_named(chunk: bytes) -> None:
+    env = msgspec.msgpack.decode(chunk[12:], type=_Envelope)
+    robots = pl.read_ipc_stream(env.groups["robots"])
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"version": 99}, "format version 99, this reader knows up to 1"),
+        ({"groups": {**env.groups, "watches": env.groups["strings"]}}, "unknown column group 'watches'"),
+        ({"groups": {k: v for k, v in env.groups.items() if k != "codes"}}, r"column groups \['codes'\] missing"),
+        ({"groups": {**env.groups, "signals": env.groups["signals"][:-40]}},
+         "group 'signals' is not a complete Arrow IPC stream: no end-of-stream marker"),
+        ({"groups": {**env.groups, "signals": env.groups["signals"][:100] + env.groups["signals"][-8:]}},
+         "group 'signals' is not a complete Arrow IPC stream: .*error"),
+        ({"groups": {**env.groups, "robots": _ipc(robots.with_columns(pl.col("ts").cast(pl.Float32)))}},
+         "group 'robots' columns differ from the format"),
+        ({"groups": {**env.groups, "robots": _ipc(robots.with_columns(pl.col("site") + 10_000))}},
+         "robots.site points outside its table"),
+        ({"part": 4, "parts": 2}, "part number out of range"),
+    ]
+    for change, error in cases:
+        with pytest.raises(CheckpointError, match=error) as caught:
+            decode(rewrapped(chunk, **change))
+        assert "checkpoint of partition 1 at offset 600" in str(caught.value) or "version" in str(change)
+    decode(rewrapped(chunk))  # the rewrapping itself is harmless
