@@ -1,0 +1,224 @@
+"""twin.batch_observe against the scalar core (`apply` + `observe`, no cohort): every robot's encoded
+Watch and every anomaly message, after each round, at random batch splits."""
+
+from __future__ import annotations
+
+import functools
+import random
+from collections import Counter
+from pathlib import Path
+from typing import NamedTuple
+
+import msgspec
+import numpy as np
+import pytest
+from hypothesis import Phase, given, settings
+from hypothesis import strategies as st
+
+from streams.seeds import read_detectors, read_fleet, read_scenario
+from twin import batch_observe as bo
+from twin.batch_reduce import ReduceState, catalogues_of, reduce_batch
+from twin.detect.findings import Anomaly
+from twin.detect.lifecycle import track
+from twin.detect.params import RobotDetectorParams
+from twin.detect.robot import observe
+from twin.fleet import Fleet
+from twin.reduce import apply
+from twin.schema import Event, Mode
+from twin.sim import FleetSim
+from twin.sim.scenario import load_scenario
+from twin.state import Twin
+
+SEEDS = Path(__file__).resolve().parents[2] / "seeds"
+seeded_fleet = functools.cache(lambda: read_fleet(SEEDS))
+encode = msgspec.msgpack.encode
+
+class Oracle(msgspec.Struct):
+    """The scalar core's run: per event, its messages and the robot's Watch after it (encoded)."""
+
+    messages: list[bytes]
+    watches: list[bytes]
+
+
+def scalar(events: list[Event], received: list[float], fleet: Fleet, ps: dict[str, RobotDetectorParams]) -> Oracle:
+    """The oracle: `apply` then `observe` (cohort None, rates None) event by event."""
+    twins: dict[str, Twin] = {}
+    out = Oracle([], [])
+    for e, r in zip(events, received):
+        before = twins.get(e.robot_id)
+        twin, effects = apply(before, e, received_ts=r)
+        twin, messages = observe(before, twin, e, effects, r, fleet.models[e.model], ps[e.model])
+        twins[e.robot_id] = twin
+        out.messages.append(encode(messages))
+        out.watches.append(encode(twin.watch))
+    return out
+
+
+def batched(events: list[Event], received: list[float], fleet: Fleet, ps: dict[str, RobotDetectorParams],
+            cuts: list[int], per_round: bool, oracle: Oracle | None = None) -> tuple[Counter[str], int]:
+    """Fold through the round join at the batch boundaries `cuts`; after every round (`per_round`) or
+    batch, compare each robot of it and each message with the scalar core's. Returns the message
+    statuses seen by detector and the number of compared rows."""
+    want = oracle or scalar(events, received, fleet, ps)
+    red, obs = ReduceState(catalogues_of(fleet)), bo.ObserveState()
+    seen: Counter[str] = Counter()
+    compared = 0
+    last: dict[str, int] = {}
+    for lo, hi in zip([0, *cuts], [*cuts, len(events)]):
+        idx = list(range(lo, hi))
+        units = [[idx[i] for i in r] for r in bo.rounds_of([events[i].robot_id for i in idx])] if per_round else [idx]
+        for unit in units:
+            evs, recv = [events[i] for i in unit], [received[i] for i in unit]
+            if per_round:
+                before = bo.snapshot(red, [e.robot_id for e in evs])
+                _, eff = reduce_batch(red, evs, np.array(recv))
+                got = bo.observe_round(obs, red, bo.Round(evs, np.array(recv), eff, before), fleet.models, ps)
+            else:
+                _, got = bo.observe_batch(obs, red, evs, recv, fleet.models, ps)
+            assert [encode(m) for m in got] == [want.messages[i] for i in unit], unit
+            last.update((events[i].robot_id, i) for i in unit)
+            for robot in {e.robot_id for e in evs}:
+                assert encode(bo.watch_of(obs, red, robot)) == want.watches[last[robot]], robot
+            seen.update(f"{m.detector}:{m.status}" for ms in got for m in ms)
+            compared += len(unit)
+    return seen, compared
+
+
+def disturbed(events: list[Event], seed: int) -> tuple[list[Event], list[float]]:
+    """What the chaos run's delivery lacks at this size: duplicates, late arrivals, a burst of lost
+    seqs, clocks far off (received time against event time), fault codes and e-stops."""
+    rng = random.Random(seed)
+    robots = sorted({e.robot_id for e in events})
+    skewed, lossy, coded = set(robots[0::6]), robots[1], set(robots[2::5])
+    t0 = min(e.ts for e in events)
+    out: list[Event] = []
+    received: list[float] = []
+    for e in events:
+        late = e.ts - t0
+        if e.robot_id == lossy and 100 <= late < 115:
+            continue  # 15 seqs lost: a seq gap finding
+        if e.robot_id in coded and 150 <= late < 170 and rng.random() < 0.6:
+            e = msgspec.structs.replace(e, codes=("E42",), mode="estop" if rng.random() < 0.2 else e.mode)
+        r = e.ts + 0.2 + (150.0 if e.robot_id in skewed and 60 <= late < 200 else 0.0)
+        if rng.random() < 0.03 and out:
+            j = rng.randrange(max(0, len(out) - 40), len(out))
+            out.append(out[j])  # a duplicate (or, after a later seq, stale or a repeat)
+            received.append(r)
+        if rng.random() < 0.04:
+            out.insert(len(out) - 1 if out else 0, e)  # one place early: the previous one arrives late
+            received.insert(len(received) - 1 if received else 0, r)
+            continue
+        out.append(e)
+        received.append(r)
+    return out, received
+
+
+class Chaos(NamedTuple):
+    events: list[Event]
+    received: list[float]
+    ps: dict[str, RobotDetectorParams]
+    oracle: Oracle
+
+
+@pytest.fixture(scope="module")
+def chaos() -> Chaos:
+    fleet = seeded_fleet()
+    scenario = read_scenario(SEEDS, "chaos")
+    small = load_scenario({**msgspec.to_builtins(scenario), "robots": 24, "duration_s": 360}, "chaos")
+    sim = FleetSim(fleet, small, seed=7)
+    config = read_detectors(SEEDS)
+    # a shorter reference and a quicker critical escalation, so drift alarms and updates happen within the run
+    ps = {m: msgspec.structs.replace(config.for_model(m), drift_reference_s=40.0, drift_threshold=8.0,
+                                     critical_after_s=60.0) for m in fleet.models}
+    events, received = disturbed([e for _ in range(sim.ticks) for e in sim.step()], seed=3)
+    return Chaos(events, received, ps, scalar(events, received, fleet, ps))
+
+
+def test_chaos_round_by_round_equals_the_scalar_core(
+        chaos: Chaos) -> None:
+    events, received, ps, oracle = chaos
+    rng = random.Random(11)
+    cuts = sorted(rng.sample(range(1, len(events)), 25))
+    seen, compared = batched(events, received, seeded_fleet(), ps, cuts, per_round=True, oracle=oracle)
+    assert compared == len(events)
+    detectors = {k.split(":")[0] for k in seen}
+    statuses = {k.split(":")[1] for k in seen}
+    assert statuses == {"open", "update", "resolved"}, seen
+    assert {"band", "stuck", "dropout", "drift", "clock_skew", "delivery", "fault_codes", "seq_gap"} <= detectors, seen
+
+
+@pytest.mark.parametrize("size", [1, 7, 2_000, 0])
+def test_chaos_batches_equal_the_scalar_core_whatever_the_split(
+        chaos: Chaos, size: int) -> None:
+    events, received, ps, oracle = chaos
+    n = len(events)
+    if size:
+        cuts = list(range(size, n, size))
+    else:  # random batch sizes up to 5,000
+        rng = random.Random(5)
+        cuts, at = [], 0
+        while (at := at + rng.randint(1, 5_000)) < n:
+            cuts.append(at)
+    if size == 1:  # one event a batch costs a round each: the start of the run only
+        events, received = events[:1_500], received[:1_500]
+        cuts = [c for c in cuts if c < 1_500]
+        oracle = Oracle(oracle.messages[:1_500], oracle.watches[:1_500])
+    seen, compared = batched(events, received, seeded_fleet(), ps, cuts, per_round=False, oracle=oracle)
+    assert compared == len(events)
+    assert seen or size == 1  # the first 1,500 events are the robots' warm-up: nothing to say yet
+
+
+def test_rows_without_finding_or_open_anomaly_need_no_lifecycle() -> None:
+    """What the join relies on to skip them: `track` of nothing open and nothing found is nothing."""
+    twin = bo._STUB
+    p = RobotDetectorParams()
+    for evaluated in bo._EVALUATED:
+        assert track([], [], evaluated, twin, 1.0, p) == ([], [])
+
+
+AMR = "amr"
+MODES_DRAWN: tuple[Mode, ...] = ("working",) * 6 + ("idle", "maintenance", "fault", "estop", "charging")
+amr_params = st.builds(
+    RobotDetectorParams, warmup_reports=st.integers(0, 4), settle_s=st.sampled_from([0.0, 1.0, 2.5]),
+    band_reports=st.integers(1, 2), stuck_reports=st.integers(1, 3), dropout_reports=st.integers(1, 3),
+    drift_reference_s=st.sampled_from([1.0, 3.0]), drift_threshold=st.sampled_from([0.3, 2.0]),
+    close_reports=st.integers(1, 3), skew_s=st.sampled_from([0.5, 5.0]), skew_reports=st.integers(1, 3),
+    delivery_hits=st.sampled_from([0.5, 2.0]), codes_hits=st.sampled_from([0.5, 2.0]),
+    critical_after_s=st.sampled_from([3.0, 600.0]),
+)
+
+
+@st.composite
+def robot_events(draw: st.DrawFn, robot: str) -> tuple[list[Event], list[float]]:
+    """One robot's reports as delivered: uneven steps, lost, repeated and reordered seqs, modes,
+    signals that come and go, values anywhere, codes, clocks off."""
+    signals = seeded_fleet().models[AMR].signals
+    ts, seq, events, received = 1_000.0, 0, [], []
+    for _ in range(draw(st.integers(1, 16))):
+        ts += draw(st.sampled_from([0.5, 1.0, 1.0, 2.0, 7.0, 0.0]))
+        seq += draw(st.sampled_from([1, 1, 1, 2, 12, 0]))
+        values = {name: draw(st.one_of(st.sampled_from([*spec.nominal, *spec.limits]), st.floats(*spec.limits)))
+                  for name, spec in signals.items() if draw(st.integers(0, 6))}
+        e = Event(schema=1, robot_id=robot, seq=seq, ts=ts, sector="s", site="s", model=AMR,
+                  mode=draw(st.sampled_from(MODES_DRAWN)), signals=values,
+                  codes=draw(st.sampled_from([(), (), ("E1",)])))
+        events.append(e)
+        received.append(ts + draw(st.sampled_from([0.1, 0.1, 9.0, -9.0])))
+    swaps = draw(st.lists(st.integers(0, len(events) - 1), max_size=3))
+    for j in swaps:  # late arrivals
+        if j + 1 < len(events):
+            events[j], events[j + 1] = events[j + 1], events[j]
+    return events, received
+
+
+@settings(max_examples=25, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate])
+@given(p=amr_params, data=st.data())
+def test_random_reports_equal_the_scalar_core(p: RobotDetectorParams, data: st.DataObject) -> None:
+    fleet = seeded_fleet()
+    drawn = [data.draw(robot_events(f"r{i}")) for i in range(data.draw(st.integers(1, 4)))]
+    longest = max(len(evs) for evs, _ in drawn)
+    pairs = [(evs[i], recv[i]) for i in range(longest) for evs, recv in drawn if i < len(evs)]
+    events, received = [e for e, _ in pairs], [r for _, r in pairs]
+    cuts = sorted(set(data.draw(st.lists(st.integers(1, max(1, len(events) - 1)), max_size=4))))
+    batched(events, received, fleet, {m: p for m in fleet.models}, [c for c in cuts if c < len(events)],
+            per_round=data.draw(st.booleans()))

@@ -1,0 +1,439 @@
+"""`twin.detect.robot.observe` over a round of many robots: detector state as arrays, the lifecycle on sparse rows.
+
+A *round* (as in `twin.batch_reduce` and `twin.batch_signals`) is a set of rows, each robot at most
+once. `observe_round` gives every row the anomaly messages, and every robot the detector state
+(`Watch`), that `observe` gives event by event with no cohort baseline and no cohort rates
+(`cohort=None`, `rates=None`): tests/unit/test_batch_observe.py folds chaos runs through both and
+compares every encoded `Watch` and every message after each round. `observe_batch` splits a batch
+into rounds and runs `twin.batch_reduce.reduce_batch` and `observe_round` on each.
+
+What is vectorised today and what is per row:
+* vectorised: the per-signal detectors (band, spike, stuck, dropout, drift: `batch_signals.signals_round`
+  on the round's cells), the alignment of per-signal state with the twin's signals (`robot._aligned`),
+  the judgement masks (`robot._judged`, `_work_step`, `settled_at_work`) and the anomaly time `at`;
+* per row, each behind one seam that takes the round's rows and returns new per-row state and
+  findings, to be swapped for its vectorised version in one place:
+  `_robot_rows` (`robot._robot` / `robot._delivery`: interval, clock skew, delivery, fault codes, seq gap),
+  `_stall_rows` (`stall.step`), `_cohort_rows` (`robot._cohort`);
+* sparse: the lifecycle (`lifecycle.track` itself, so messages are identical by construction) runs
+  only on rows with a finding or an open anomaly. For any other row `track([], [], ...)` returns
+  `([], [])` (both of its loops are empty), so skipping it changes nothing.
+
+State (`ObserveState`): per signal cell (robot slot x global signal id, cells allocated on first
+sight) the numbers of `SignalWatch` as `batch_signals.Watches`, and whether the cell is in the robot's
+`Watch.signals` list; per slot the robot-level numbers as arrays; stall and cohort states and the
+open anomalies (rare) as dicts slot -> Python object. The `evaluated` set of a row is a bit mask
+(`_ROBOT` ... `_COHORT`), turned into a frozenset only for the rows the lifecycle sees.
+
+A scalar quirk kept: a late event may add a signal to the twin without the per-signal state
+following (the delivery path returns early), and `_aligned` then starts every signal's state
+afresh on the next judged event (the lengths no longer match). `nlisted` per slot tracks the length
+of `Watch.signals` so that reset happens here too.
+
+Not here: the trend reference's check against its cohort's rates (needs the cohort; `signals_round`
+behaves as `_signals` with no rates), cohort baselines learned in log order, `silence` (a timer,
+not a report). The state starts empty (robots new to it); loading stored watches is left to the fold.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple, cast
+
+import numpy as np
+import numpy.typing as npt
+from msgspec.structs import replace
+
+from twin import batch_signals as bs
+from twin.batch_reduce import ReduceState, reduce_batch
+from twin.detect import multivariate as mv
+from twin.detect import stall
+from twin.detect.findings import Anomaly, Finding
+from twin.detect.lifecycle import track
+from twin.detect.multivariate import State as CohortState
+from twin.detect.params import RobotDetectorParams
+from twin.detect.robot import _cohort, _delivery, _robot
+from twin.detect.stall import State as StallState
+from twin.detect.watch import Open, SignalWatch, Watch
+from twin.effects import Effects
+from twin.fleet import RobotModel
+from twin.schema import MODES, Event
+from twin.state import Counts, Twin
+
+Array = npt.NDArray[Any]
+
+_ROBOT, _VALUES, _OPERATING, _DRIFT, _STALL, _COHORT = 1, 2, 4, 8, 16, 32
+"""Bits of a row's `evaluated` mask: the robot-level detectors (always, on a judged event), stuck and
+dropout (warm), band and spike (warm and operating), drift (a settled working step), stall, cohort."""
+_NAMES = ((_ROBOT, ("clock_skew", "delivery", "fault_codes", "seq_gap", "silence")), (_VALUES, ("stuck", "dropout")),
+          (_OPERATING, ("band", "spike")), (_DRIFT, ("drift",)), (_STALL, ("stall",)), (_COHORT, ("cohort",)))
+_EVALUATED = [frozenset(n for bit, names in _NAMES if mask & bit for n in names) for mask in range(64)]
+"""Bit mask -> the frozenset `observe` passes to `track` (built once, shared)."""
+_MODE = {m: i for i, m in enumerate(MODES)}
+_WORKING, _MAINTENANCE = _MODE["working"], _MODE["maintenance"]
+_NOT_OPERATING = np.array([m in ("fault", "estop", "maintenance") for m in MODES])
+_QUIET = frozenset({"duplicate", "stale", "late"})
+"""Outcomes that only feed the delivery count (`observe` returns early on them)."""
+_STUB = Twin(robot_id="", sector="", site="", model="", mode="idle", ai_model_version="", firmware="", codes=(),
+             location=None, ts=0.0, latest_seq=0, seq=0, first_seq=0, window=0, first_seen=0.0, last_seen=0.0,
+             signals={}, counts=Counts(), mode_since=0.0, ai_model_since=0.0, firmware_since=0.0)
+"""What the lifecycle's messages read of a twin is its robot id and labels: replaced into this."""
+
+
+class ObserveState:
+    """The detector state of many robots (see the module doc), indexed by the reducer's slots."""
+
+    def __init__(self) -> None:
+        self.cell_of: Array = np.full((0, 0), -1, np.int64)
+        """Slot x global signal id (the reducer's `names`) -> cell, -1 for none yet."""
+        self.cells = bs.empty(0)
+        self.listed: Array = np.zeros(0, bool)
+        """Per cell: the signal is in the robot's `Watch.signals` (a cell out of it is `SignalWatch()`)."""
+        self.ncells = 0
+        self.nlisted: Array = np.zeros(0, np.int64)
+        """Per slot: the length of `Watch.signals`."""
+        self.interval: Array = np.zeros(0)
+        self.skew: Array = np.zeros(0, np.int64)
+        self.delivery: Array = np.zeros(0, np.int64)
+        self.codes: Array = np.zeros(0, np.int64)
+        self.opened: dict[int, list[Open]] = {}
+        self.stall: dict[int, StallState] = {}
+        self.cohort: dict[int, CohortState] = {}
+        self._kinds: dict[str, tuple[RobotDetectorParams, bs.Kinds, Array]] = {}
+
+    def grow(self, slots: int, gids: int) -> None:
+        """Room for `slots` robots and `gids` signal names (a quarter more, amortised)."""
+        have_s, have_g = self.cell_of.shape
+        if slots > have_s or gids > have_g:
+            s, g = max(have_s, slots * 5 // 4 + 16), max(have_g, gids + 8)
+            cell_of = np.full((s, g), -1, np.int64)
+            cell_of[:have_s, :have_g] = self.cell_of
+            self.cell_of = cell_of
+            for name in ("nlisted", "interval", "skew", "delivery", "codes"):
+                old = getattr(self, name)
+                new = np.zeros(s, old.dtype)
+                new[: len(old)] = old
+                setattr(self, name, new)
+
+    def alloc(self, count: int) -> Array:
+        """`count` new cells, each `SignalWatch()` and not listed."""
+        if self.ncells + count > len(self.listed):
+            cap = max(64, (self.ncells + count) * 5 // 4)
+            cells = bs.empty(cap)
+            bs.put(cells, np.arange(self.ncells), bs.take(self.cells, np.arange(self.ncells)))
+            listed = np.zeros(cap, bool)
+            listed[: self.ncells] = self.listed[: self.ncells]
+            self.cells, self.listed = cells, listed
+        ids = np.arange(self.ncells, self.ncells + count)
+        self.ncells += count
+        return ids
+
+    def kinds(self, model: str, spec: RobotModel, p: RobotDetectorParams, names: Sequence[str]) -> tuple[bs.Kinds, Array]:
+        """The model's `Kinds` and global signal id -> kind (-1: the model does not know it)."""
+        got = self._kinds.get(model)
+        if got is None or got[0] is not p or len(got[2]) < len(names):
+            k = got[1] if got is not None and got[0] is p else bs.Kinds(list(spec.signals.items()), p)
+            index = {n: i for i, n in enumerate(k.names)}
+            got = self._kinds[model] = (p, k, np.array([index.get(n, -1) for n in names], np.int64))
+        return got[1], got[2]
+
+
+def watch_of(obs: ObserveState, red: ReduceState, robot_id: str) -> Watch:
+    """The robot's `Watch`, as `observe` leaves it in the twin (equal msgspec bytes)."""
+    slot = red.slot_of[robot_id]
+    gids = np.flatnonzero(obs.cell_of[slot] >= 0)
+    gids = gids[obs.listed[obs.cell_of[slot, gids]]]
+    names = red.names.table
+    signals = [bs.watch_at(obs.cells, int(obs.cell_of[slot, g])) for g in sorted(gids.tolist(), key=names.__getitem__)]
+    return Watch(signals=signals, interval=float(obs.interval[slot]), skew=int(obs.skew[slot]),
+                 delivery=int(obs.delivery[slot]), codes=int(obs.codes[slot]), open=obs.opened.get(slot, []),
+                 cohort=obs.cohort.get(slot), stall=obs.stall.get(slot))
+
+
+# --- the twins' signals as dense (row, global signal id) matrices ----------------------------------
+
+class Dense(NamedTuple):
+    """Rows' signal states by global signal id; `own_ts`/`own_seq` only where `explicit`."""
+
+    present: Array
+    explicit: Array
+    value: Array
+    mean: Array
+    var: Array
+    own_ts: Array
+    own_seq: Array
+
+
+def _dense(red: ReduceState, slots: Array, width: int) -> Dense:
+    n = len(slots)
+    out = Dense(np.zeros((n, width), bool), np.zeros((n, width), bool), np.zeros((n, width)), np.zeros((n, width)),
+                np.zeros((n, width)), np.zeros((n, width)), np.zeros((n, width), np.uint64))
+    blocks, rows = red.cols["block"][slots], red.cols["row"][slots]
+    for bid in np.unique(blocks).tolist():
+        sel = np.flatnonzero(blocks == bid)
+        block = red.blocks[bid]
+        r, g = rows[sel], np.array(block.gids, np.int64)
+        ix = np.ix_(sel, g)
+        for dst, name in zip(out[:5], ("present", "explicit", "value", "mean", "var")):
+            dst[ix] = block.c[name][r]
+        rr = r.tolist()
+        for i, j in zip(*(a.tolist() for a in np.nonzero(block.c["explicit"][r] & block.c["present"][r]))):
+            out.own_ts[sel[i], g[j]], out.own_seq[sel[i], g[j]] = block.times[rr[i], j]
+    return out
+
+
+def _widened(d: Dense, width: int) -> Dense:
+    """`d` with columns up to `width` (signal names first seen since it was taken: absent)."""
+    if d.present.shape[1] >= width:
+        return d
+    return Dense(*(np.pad(a, ((0, 0), (0, width - a.shape[1]))) for a in d))
+
+
+class Before(NamedTuple):
+    """What `observe` reads of the rows' twins before the reducer applies their events."""
+
+    existed: Array
+    ts: Array
+    mode: Array
+    mode_since: Array
+    events: Array
+    last_seen: Array
+    signals: Dense
+
+
+def snapshot(red: ReduceState, robot_ids: Sequence[str]) -> Before:
+    """The rows' twins before the round (`existed` False: a robot new to the state, `before` is None)."""
+    slot_of = red.slot_of
+    slots = np.array([slot_of.get(r, -1) for r in robot_ids], np.int64)
+    existed = slots >= 0
+    s = np.where(existed, slots, 0)
+    c = red.cols
+
+    def pick(name: str) -> Array:
+        return c[name][s] if len(c[name]) else np.zeros(len(slots), c[name].dtype)
+    signals = _dense(red, slots[existed], len(red.names.table))
+    full = Dense(*(np.zeros((len(slots), a.shape[1]), a.dtype) for a in signals))
+    for dst, src in zip(full, signals):
+        dst[existed] = src
+    return Before(existed, pick("ts"), pick("mode"), pick("mode_since"), pick("events"), pick("last_seen"), full)
+
+
+# --- one round ------------------------------------------------------------------------------------
+
+class Round(NamedTuple):
+    """A round's rows (each robot at most once), after the reducer applied them."""
+
+    events: Sequence[Event]
+    received_ts: Array
+    effects: Sequence[Effects]
+    before: Before
+
+
+def observe_round(obs: ObserveState, red: ReduceState, rnd: Round, models: Mapping[str, RobotModel],
+                  params: Mapping[str, RobotDetectorParams],
+                  baselines: Mapping[str, mv.Baseline] | None = None) -> list[list[Anomaly]]:
+    """`observe` for every row of a round (`red` already holds the round's twins): updates `obs` in
+    place and returns each row's anomaly messages, in row order."""
+    events = rnd.events
+    n = len(events)
+    slots = np.array([red.slot_of[e.robot_id] for e in events], np.int64)
+    obs.grow(len(red.robot_ids), len(red.names.table))
+    ts = np.array([e.ts for e in events])
+    quiet = np.array([f.outcome in _QUIET for f in rnd.effects], bool)
+    found: dict[int, list[Finding]] = {}
+    bits = np.zeros(n, np.int64)
+    at = np.zeros(n)
+    groups: dict[str, list[int]] = {}
+    for i, e in enumerate(events):
+        groups.setdefault(e.model, []).append(i)
+    for model, members in groups.items():
+        p, rows = params[model], np.array(members, np.int64)
+        at[rows] = np.where(np.abs(ts[rows] - rnd.received_ts[rows]) <= p.skew_s, ts[rows], rnd.received_ts[rows])
+        _delivery_rows(obs, slots[rows[quiet[rows]]], rows[quiet[rows]], found, p)
+        judged = rows[~quiet[rows]]
+        if len(judged):
+            _judge(obs, red, rnd, slots, judged, models[model], model, p, (baselines or {}).get(model), found, bits)
+    return _lifecycle(obs, red, rnd, slots, found, bits, at, params)
+
+
+def _judge(obs: ObserveState, red: ReduceState, rnd: Round, slots: Array, rows: Array, spec: RobotModel, model: str,
+           p: RobotDetectorParams, baseline: mv.Baseline | None, found: dict[int, list[Finding]], bits: Array) -> None:
+    """The detectors of `observe` on a model's applied rows: signals, robot-level, stall, cohort."""
+    c, b = red.cols, rnd.before
+    s = slots[rows]
+    events = c["events"][s]
+    ts, mode_since, mode = c["ts"][s], c["mode_since"][s], c["mode"][s]
+    warm = events > p.warmup_reports
+    settled = ts - mode_since >= p.settle_s
+    operating = warm & ~_NOT_OPERATING[mode] & settled
+    at_work = (mode == _WORKING) & warm & settled
+    step = ts - b.ts[rows]
+    prior_ok = (b.existed[rows] & (b.mode[rows] == _WORKING) & (b.events[rows] > p.warmup_reports)
+                & (b.ts[rows] - b.mode_since[rows] >= p.settle_s))
+    has_dt = at_work & prior_ok & (step > 0) & (step <= p.drift_max_step_s)
+    dt = np.where(has_dt, step, np.nan)
+    bits[rows] = _ROBOT | np.where(warm, _VALUES, 0) | np.where(operating, _OPERATING, 0) | np.where(has_dt, _DRIFT, 0)
+    _signal_rows(obs, red, rnd, slots, rows, spec, model, p, (warm, operating, mode == _MAINTENANCE, dt), found)
+    _robot_rows(obs, s, rows, rnd, p, found)
+    if p.stall is not None:
+        bits[rows] |= np.where(_stall_rows(obs, s, rows, rnd, p, found), _STALL, 0)
+    if baseline is not None:
+        bits[rows] |= np.where(_cohort_rows(obs, s, rows, at_work, rnd, spec, baseline, found), _COHORT, 0)
+
+
+def _signal_rows(obs: ObserveState, red: ReduceState, rnd: Round, slots: Array, rows: Array, spec: RobotModel,
+                 model: str, p: RobotDetectorParams, flags: tuple[Array, Array, Array, Array],
+                 found: dict[int, list[Finding]]) -> None:
+    """`robot._signals` (no cohort rates) on the rows: cells aligned as `_aligned` does, then `signals_round`."""
+    width = len(red.names.table)
+    s = slots[rows]
+    after = _dense(red, s, width)
+    before = _widened(rnd.before.signals, width)
+    prior = Dense(*(a[rows] for a in before))
+    reset = rnd.before.existed[rows] & (obs.nlisted[s] != prior.present.sum(axis=1))
+    for slot in s[reset].tolist():  # _aligned: lengths differ, every signal's state starts afresh
+        mine = obs.cell_of[slot][obs.cell_of[slot] >= 0]
+        bs.put(obs.cells, mine, bs.empty(len(mine)))
+        obs.listed[mine] = False
+    order = np.array(sorted(range(width), key=red.names.table.__getitem__), np.int64)
+    ri, col = np.nonzero(after.present[:, order])
+    gid = order[col]
+    cell = obs.cell_of[s[ri], gid]
+    new = cell < 0
+    if new.any():
+        cell[new] = obs.alloc(int(new.sum()))
+        obs.cell_of[s[ri[new]], gid[new]] = cell[new]
+    obs.listed[cell] = True
+    obs.nlisted[s] = after.present.sum(axis=1)
+    k, kind_of = obs.kinds(model, spec, p, red.names.table)
+    known = kind_of[gid] >= 0  # a signal its model does not know keeps its state (spec None)
+    ri, gid, cell = ri[known], gid[known], cell[known]
+    warm, operating, maintenance, dt = (a[ri] for a in flags)
+    latest = red.cols["latest_seq"][s][ri]
+    explicit = after.explicit[ri, gid]
+    r = bs.Round(kind_of[gid], ~explicit, after.value[ri, gid],
+                 bs.Prior(prior.present[ri, gid], prior.value[ri, gid], prior.mean[ri, gid], prior.var[ri, gid]),
+                 warm, operating, maintenance, dt,
+                 prior.present[ri, gid] & (~prior.explicit[ri, gid] | (prior.own_ts[ri, gid] == rnd.before.ts[rows][ri])),
+                 latest, np.where(explicit, after.own_seq[ri, gid], latest))
+    state, cells_found = bs.signals_round(bs.take(obs.cells, cell), r, k)
+    bs.put(obs.cells, cell, state)
+    for i, f in cells_found.items():
+        found.setdefault(int(rows[ri[i]]), []).extend(f)
+
+
+# --- the seams: per row today, each to be replaced by its vectorised version -----------------------
+
+class _Seen(NamedTuple):
+    """The one field of the twin before that `robot._robot` reads."""
+
+    last_seen: float
+
+
+def _robot_rows(obs: ObserveState, s: Array, rows: Array, rnd: Round, p: RobotDetectorParams,
+                found: dict[int, list[Finding]]) -> None:
+    """Interval, clock skew, delivery, fault codes, seq gap: `robot._robot` per row (seam)."""
+    b = rnd.before
+    seen = b.last_seen[rows].tolist()
+    existed = b.existed[rows].tolist()
+    received = rnd.received_ts[rows].tolist()
+    numbers = zip(obs.interval[s].tolist(), obs.skew[s].tolist(), obs.delivery[s].tolist(), obs.codes[s].tolist())
+    out = []
+    for row, was, last, recv, (interval, skew, delivery, codes) in zip(rows.tolist(), existed, seen, received, numbers):
+        before = cast(Twin, _Seen(last)) if was else None
+        w, f = _robot(Watch(interval=interval, skew=skew, delivery=delivery, codes=codes), before, _STUB,
+                      rnd.events[row], rnd.effects[row], recv, p)
+        out.append((w.interval, w.skew, w.delivery, w.codes))
+        if f:
+            found.setdefault(row, []).extend(f)
+    if out:
+        interval_, skew_, delivery_, codes_ = zip(*out)
+        obs.interval[s], obs.skew[s], obs.delivery[s], obs.codes[s] = interval_, skew_, delivery_, codes_
+
+
+def _delivery_rows(obs: ObserveState, s: Array, rows: Array, found: dict[int, list[Finding]],
+                   p: RobotDetectorParams) -> None:
+    """Duplicate, stale and late rows: `robot._delivery` on the count plus one (seam)."""
+    for slot, row in zip(s.tolist(), rows.tolist()):
+        count, f = _delivery(int(obs.delivery[slot]) + 100, p)
+        obs.delivery[slot] = count
+        if f:
+            found.setdefault(row, []).extend(f)
+
+
+def _stall_rows(obs: ObserveState, s: Array, rows: Array, rnd: Round, p: RobotDetectorParams,
+                found: dict[int, list[Finding]]) -> Array:
+    """`stall.step` per row (seam); returns the mask of rows it judged."""
+    assert p.stall is not None
+    judged = np.zeros(len(rows), bool)
+    for j, (slot, row) in enumerate(zip(s.tolist(), rows.tolist())):
+        e = rnd.events[row]
+        state, f, judged[j] = stall.step(obs.stall.get(slot), e.signals, e.ts, e.mode == "working", p.stall)
+        obs.stall[slot] = state
+        if f:
+            found.setdefault(row, []).extend(f)
+    return judged
+
+
+def _cohort_rows(obs: ObserveState, s: Array, rows: Array, settled: Array, rnd: Round, spec: RobotModel,
+                 baseline: mv.Baseline, found: dict[int, list[Finding]]) -> Array:
+    """`robot._cohort` per settled working row (seam); returns the mask of rows it judged."""
+    for slot, row in zip(s[settled].tolist(), rows[settled].tolist()):
+        w, f = _cohort(Watch(cohort=obs.cohort.get(slot)), baseline, rnd.events[row], spec)
+        if w.cohort is not None:
+            obs.cohort[slot] = w.cohort
+        if f:
+            found.setdefault(row, []).extend(f)
+    return settled
+
+
+# --- the lifecycle, on sparse rows ----------------------------------------------------------------
+
+def _lifecycle(obs: ObserveState, red: ReduceState, rnd: Round, slots: Array, found: dict[int, list[Finding]],
+               bits: Array, at: Array, params: Mapping[str, RobotDetectorParams]) -> list[list[Anomaly]]:
+    """`lifecycle.track` itself on the rows with a finding or an open anomaly; the others get none."""
+    messages: list[list[Anomaly]] = [[] for _ in range(len(slots))]
+    opened = obs.opened
+    rows = sorted({*found, *(i for i, slot in enumerate(slots.tolist()) if slot in opened)}) if opened else sorted(found)
+    c, strings = red.cols, red.strings.table
+    for row in rows:
+        slot = int(slots[row])
+        e = rnd.events[row]
+        twin = replace(_STUB, robot_id=e.robot_id, sector=strings[c["sector"][slot]], site=strings[c["site"][slot]],
+                       model=strings[c["model"][slot]])
+        still, messages[row] = track(opened.get(slot, []), found.get(row, []), _EVALUATED[int(bits[row])], twin,
+                                     float(at[row]), params[e.model])
+        if still:
+            opened[slot] = still
+        else:
+            opened.pop(slot, None)
+    return messages
+
+
+def observe_batch(obs: ObserveState, red: ReduceState, events: Sequence[Event], received_ts: Sequence[float],
+                  models: Mapping[str, RobotModel], params: Mapping[str, RobotDetectorParams],
+                  baselines: Mapping[str, mv.Baseline] | None = None) -> tuple[list[Effects], list[list[Anomaly]]]:
+    """`apply` then `observe` for each event of a batch (log order): round by round, the reducer then
+    `observe_round`. Effects and messages per event, in input order; `red` and `obs` change in place."""
+    effects: list[Effects] = [Effects("applied")] * len(events)
+    messages: list[list[Anomaly]] = [[] for _ in events]
+    for idx in rounds_of([e.robot_id for e in events]):
+        evs = [events[i] for i in idx]
+        recv = np.array([received_ts[i] for i in idx], np.float64)
+        before = snapshot(red, [e.robot_id for e in evs])
+        _, eff = reduce_batch(red, evs, recv)
+        for i, f, m in zip(idx, eff, observe_round(obs, red, Round(evs, recv, eff, before), models, params, baselines)):
+            effects[i], messages[i] = f, m
+    return effects, messages
+
+
+def rounds_of(robot_ids: Sequence[str]) -> list[list[int]]:
+    """Row indices per round: a robot's k-th row is in round k."""
+    seen: dict[str, int] = {}
+    out: list[list[int]] = []
+    for i, r in enumerate(robot_ids):
+        k = seen[r] = seen.get(r, -1) + 1
+        if k == len(out):
+            out.append([])
+        out[k].append(i)
+    return out
