@@ -1,0 +1,101 @@
+"""Checkpoint bytes and time per robot (twin.checkpoint) against the twins' msgpack, in the same run.
+
+For each fleet size: the chaos scenario's first `--ticks` reports of every robot are folded by
+`reduce_batch` into a `ReduceState`; then a *full* checkpoint of every robot is taken and timed:
+`snapshot` + `encode` (chunks of at most 512 KiB) and `decode` of every chunk + `merge` into a new
+state. Baseline: the same robots' twins (`to_twin`, outside the timing) as the changelog stores them,
+`encode_twin` each, and back: `decode_twin` each + `from_twins` (the changelog's recovery into the
+same state). Figures are CPU seconds of this process (`time.process_time`: the machine is shared),
+the best of --repeat runs, per robot; ratios are baseline / checkpoint (above 1: the checkpoint is
+smaller or faster). The merged state is checked (outside the timing) to give every sampled robot's
+twin back byte for byte.
+
+    .venv/bin/python bench/checkpoint_size.py [--robots 10000,100000] [--ticks 3] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import msgspec
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from streams.seeds import read_fleet, read_scenario  # noqa: E402
+from twin.batch_reduce import ReduceState, catalogues_of, from_twins, reduce_batch, to_twin  # noqa: E402
+from twin.checkpoint import decode, encode, merge, snapshot  # noqa: E402
+from twin.fleet import Fleet  # noqa: E402
+from twin.sim import FleetSim  # noqa: E402
+from twin.sim.scenario import load_scenario  # noqa: E402
+from twin.state import decode_twin, encode_twin  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
+
+
+def best(repeat: int, run: Callable[[], T]) -> tuple[float, T]:
+    """The least CPU seconds of `repeat` runs, and the last run's result."""
+    times = []
+    for _ in range(repeat):
+        start = time.process_time()
+        out = run()
+        times.append(time.process_time() - start)
+    return min(times), out
+
+
+def chaos_state(fleet: Fleet, robots: int, ticks: int) -> ReduceState:
+    """The chaos scenario's first `ticks` steps for `robots` robots, folded in batches of 5,000."""
+    doc = msgspec.to_builtins(read_scenario(ROOT / "seeds", "chaos"))
+    sim = FleetSim(fleet, load_scenario({**doc, "robots": robots, "duration_s": ticks + 1}, "chaos"), seed=1)
+    state = ReduceState(catalogues_of(fleet))
+    for _ in range(ticks):
+        events = sim.step()
+        for s in range(0, len(events), 5000):
+            batch = events[s:s + 5000]
+            reduce_batch(state, batch, [e.ts + 0.1 for e in batch])
+    return state
+
+
+def measure(fleet: Fleet, robots: int, ticks: int, repeat: int) -> None:
+    state = chaos_state(fleet, robots, ticks)
+    ids = state.robot_ids
+    n = len(ids)
+    twins = [to_twin(state, robot) for robot in ids]
+    base_enc, blobs = best(repeat, lambda: [encode_twin(t) for t in twins])
+    base_dec, _ = best(repeat, lambda: from_twins([decode_twin(b) for b in blobs], catalogues_of(fleet)))
+    enc, chunks = best(repeat, lambda: encode(snapshot(state, ids, partition=0, next_offset=n, full=True)))
+    dec, (merged, offset) = best(repeat, lambda: merge([decode(c) for c in chunks], catalogues_of(fleet)))
+    sample = random.Random(1).sample(ids, min(n, 3000))
+    assert offset == n and merged.robots == n
+    assert all(encode_twin(to_twin(merged, r)) == encode_twin(to_twin(state, r)) for r in sample)
+    twin_bytes, ckpt_bytes = sum(map(len, blobs)), sum(map(len, chunks))
+    us = 1e6 / n
+    print(f"{n:>7} robots, {len(chunks)} chunks (max {max(map(len, chunks))} B), signals/robot "
+          f"{sum(len(t.signals) for t in twins) / n:.1f}")
+    print(f"  bytes/robot   checkpoint {ckpt_bytes / n:7.1f}   twins msgpack {twin_bytes / n:7.1f}   "
+          f"ratio {twin_bytes / ckpt_bytes:5.2f}")
+    print(f"  encode us/robot  snapshot+encode {enc * us:6.2f}   encode_twin {base_enc * us:6.2f}   "
+          f"ratio {base_enc / enc:5.2f}")
+    print(f"  decode us/robot  decode+merge {dec * us:6.2f}   decode_twin+from_twins {base_dec * us:6.2f}   "
+          f"ratio {base_dec / dec:5.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--robots", default="10000,100000")
+    parser.add_argument("--ticks", type=int, default=3, help="reports per robot folded first")
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    fleet = read_fleet(ROOT / "seeds")
+    for robots in map(int, args.robots.split(",")):
+        measure(fleet, robots, args.ticks, args.repeat)
+
+
+if __name__ == "__main__":
+    main()
