@@ -99,7 +99,8 @@ class ObserveState:
         self.opened: dict[int, list[Open]] = {}
         self.stall: dict[int, StallState] = {}
         self.cohort: dict[int, CohortState] = {}
-        self._kinds: dict[str, tuple[RobotDetectorParams, bs.Kinds, Array]] = {}
+        self._order: Array = np.zeros(0, np.int64)
+        self._groups: tuple[Mapping[str, RobotDetectorParams], dict[str, Group]] | None = None
 
     def grow(self, slots: int, gids: int) -> None:
         """Room for `slots` robots and `gids` signal names (a quarter more, amortised)."""
@@ -128,14 +129,39 @@ class ObserveState:
         self.ncells += count
         return ids
 
-    def kinds(self, model: str, spec: RobotModel, p: RobotDetectorParams, names: Sequence[str]) -> tuple[bs.Kinds, Array]:
-        """The model's `Kinds` and global signal id -> kind (-1: the model does not know it)."""
-        got = self._kinds.get(model)
-        if got is None or got[0] is not p or len(got[2]) < len(names):
-            k = got[1] if got is not None and got[0] is p else bs.Kinds(list(spec.signals.items()), p)
-            index = {n: i for i, n in enumerate(k.names)}
-            got = self._kinds[model] = (p, k, np.array([index.get(n, -1) for n in names], np.int64))
-        return got[1], got[2]
+    def order(self, names: Sequence[str]) -> Array:
+        """Global signal ids in name order (a twin's signals are sorted by name); names only grow."""
+        if len(self._order) != len(names):
+            self._order = np.array(sorted(range(len(names)), key=names.__getitem__), np.int64)
+        return self._order
+
+    def groups(self, models: Mapping[str, RobotModel], params: Mapping[str, RobotDetectorParams]) -> dict[str, Group]:
+        """Model -> the group of models sharing its detector parameters (rows of one group are judged
+        together: the parameters are scalars of the numpy steps). Cached for this `params` object."""
+        if self._groups is None or self._groups[0] is not params:
+            by_p: dict[RobotDetectorParams, list[str]] = {}
+            for m in sorted(params):
+                if m in models:
+                    by_p.setdefault(params[m], []).append(m)
+            made = [Group(p, tuple(ms), models) for p, ms in by_p.items()]
+            self._groups = (params, {m: g for g in made for m in g.models})
+        return self._groups[1]
+
+
+class Group:
+    """Models judged with one parameter set: one `Kinds` over their (model, signal)s."""
+
+    def __init__(self, p: RobotDetectorParams, models: tuple[str, ...], specs: Mapping[str, RobotModel]) -> None:
+        self.p, self.models = p, models
+        self.pos = {m: i for i, m in enumerate(models)}
+        self.kinds, self.index = bs.kinds_of({m: specs[m].signals for m in models}, p)
+        self._table: Array = np.zeros((len(models), 0), np.int64)
+
+    def table(self, names: Sequence[str]) -> Array:
+        """(model position, global signal id) -> kind, -1 where the model does not know the signal."""
+        if self._table.shape[1] != len(names):
+            self._table = np.array([[self.index.get((m, n), -1) for n in names] for m in self.models], np.int64)
+        return self._table
 
 
 def watch_of(obs: ObserveState, red: ReduceState, robot_id: str) -> Watch:
@@ -164,17 +190,24 @@ class Dense(NamedTuple):
     own_seq: Array
 
 
-def _dense(red: ReduceState, slots: Array, width: int) -> Dense:
+_EMPTY = np.zeros((0, 0))
+
+
+def _dense(red: ReduceState, slots: Array, width: int, stats: bool = True) -> Dense:
+    """The rows' signals by global id (`stats` False: no mean and var, as after the round, where
+    only presence, value and time are read)."""
     n = len(slots)
-    out = Dense(np.zeros((n, width), bool), np.zeros((n, width), bool), np.zeros((n, width)), np.zeros((n, width)),
-                np.zeros((n, width)), np.zeros((n, width)), np.zeros((n, width), np.uint64))
+    out = Dense(np.zeros((n, width), bool), np.zeros((n, width), bool), np.zeros((n, width)),
+                np.zeros((n, width)) if stats else _EMPTY, np.zeros((n, width)) if stats else _EMPTY,
+                np.zeros((n, width)), np.zeros((n, width), np.uint64))
     blocks, rows = red.cols["block"][slots], red.cols["row"][slots]
+    fields = ("present", "explicit", "value", "mean", "var") if stats else ("present", "explicit", "value")
     for bid in np.unique(blocks).tolist():
         sel = np.flatnonzero(blocks == bid)
         block = red.blocks[bid]
         r, g = rows[sel], np.array(block.gids, np.int64)
         ix = np.ix_(sel, g)
-        for dst, name in zip(out[:5], ("present", "explicit", "value", "mean", "var")):
+        for dst, name in zip(out, fields):
             dst[ix] = block.c[name][r]
         rr = r.tolist()
         for i, j in zip(*(a.tolist() for a in np.nonzero(block.c["explicit"][r] & block.c["present"][r]))):
@@ -199,6 +232,8 @@ class Before(NamedTuple):
     events: Array
     last_seen: Array
     signals: Dense
+    nsignals: Array
+    """How many signals each twin had."""
 
 
 def snapshot(red: ReduceState, robot_ids: Sequence[str]) -> Before:
@@ -212,10 +247,13 @@ def snapshot(red: ReduceState, robot_ids: Sequence[str]) -> Before:
     def pick(name: str) -> Array:
         return c[name][s] if len(c[name]) else np.zeros(len(slots), c[name].dtype)
     signals = _dense(red, slots[existed], len(red.names.table))
-    full = Dense(*(np.zeros((len(slots), a.shape[1]), a.dtype) for a in signals))
-    for dst, src in zip(full, signals):
-        dst[existed] = src
-    return Before(existed, pick("ts"), pick("mode"), pick("mode_since"), pick("events"), pick("last_seen"), full)
+    full = signals
+    if not existed.all():
+        full = Dense(*(np.zeros((len(slots), a.shape[1]), a.dtype) for a in signals))
+        for dst, src in zip(full, signals):
+            dst[existed] = src
+    return Before(existed, pick("ts"), pick("mode"), pick("mode_since"), pick("events"), pick("last_seen"), full,
+                  np.count_nonzero(full.present, axis=1))
 
 
 # --- one round ------------------------------------------------------------------------------------
@@ -243,23 +281,27 @@ def observe_round(obs: ObserveState, red: ReduceState, rnd: Round, models: Mappi
     found: dict[int, list[Finding]] = {}
     bits = np.zeros(n, np.int64)
     at = np.zeros(n)
-    groups: dict[str, list[int]] = {}
+    group_of = obs.groups(models, params)
+    members: dict[int, list[int]] = {}
     for i, e in enumerate(events):
-        groups.setdefault(e.model, []).append(i)
-    for model, members in groups.items():
-        p, rows = params[model], np.array(members, np.int64)
+        members.setdefault(id(group_of[e.model]), []).append(i)
+    for rows_ in members.values():
+        rows = np.array(rows_, np.int64)
+        g = group_of[events[rows_[0]].model]
+        p = g.p
         at[rows] = np.where(np.abs(ts[rows] - rnd.received_ts[rows]) <= p.skew_s, ts[rows], rnd.received_ts[rows])
         _delivery_rows(obs, slots[rows[quiet[rows]]], rows[quiet[rows]], found, p)
         judged = rows[~quiet[rows]]
         if len(judged):
-            _judge(obs, red, rnd, slots, judged, models[model], model, p, (baselines or {}).get(model), found, bits)
+            _judge(obs, red, rnd, slots, judged, g, models, baselines or {}, found, bits)
     return _lifecycle(obs, red, rnd, slots, found, bits, at, params)
 
 
-def _judge(obs: ObserveState, red: ReduceState, rnd: Round, slots: Array, rows: Array, spec: RobotModel, model: str,
-           p: RobotDetectorParams, baseline: mv.Baseline | None, found: dict[int, list[Finding]], bits: Array) -> None:
-    """The detectors of `observe` on a model's applied rows: signals, robot-level, stall, cohort."""
-    c, b = red.cols, rnd.before
+def _judge(obs: ObserveState, red: ReduceState, rnd: Round, slots: Array, rows: Array, g: Group,
+           models: Mapping[str, RobotModel], baselines: Mapping[str, mv.Baseline], found: dict[int, list[Finding]],
+           bits: Array) -> None:
+    """The detectors of `observe` on a parameter group's applied rows: signals, robot-level, stall, cohort."""
+    c, b, p = red.cols, rnd.before, g.p
     s = slots[rows]
     events = c["events"][s]
     ts, mode_since, mode = c["ts"][s], c["mode_since"][s], c["mode"][s]
@@ -273,29 +315,29 @@ def _judge(obs: ObserveState, red: ReduceState, rnd: Round, slots: Array, rows: 
     has_dt = at_work & prior_ok & (step > 0) & (step <= p.drift_max_step_s)
     dt = np.where(has_dt, step, np.nan)
     bits[rows] = _ROBOT | np.where(warm, _VALUES, 0) | np.where(operating, _OPERATING, 0) | np.where(has_dt, _DRIFT, 0)
-    _signal_rows(obs, red, rnd, slots, rows, spec, model, p, (warm, operating, mode == _MAINTENANCE, dt), found)
+    _signal_rows(obs, red, rnd, slots, rows, g, (warm, operating, mode == _MAINTENANCE, dt), found)
     _robot_rows(obs, s, rows, rnd, p, found)
     if p.stall is not None:
         bits[rows] |= np.where(_stall_rows(obs, s, rows, rnd, p, found), _STALL, 0)
-    if baseline is not None:
-        bits[rows] |= np.where(_cohort_rows(obs, s, rows, at_work, rnd, spec, baseline, found), _COHORT, 0)
+    for model in set(g.models) & set(baselines):
+        mine = np.array([rnd.events[i].model == model for i in rows.tolist()], bool)
+        judged = _cohort_rows(obs, s[mine], rows[mine], at_work[mine], rnd, models[model], baselines[model], found)
+        bits[rows[mine]] |= np.where(judged, _COHORT, 0)
 
 
-def _signal_rows(obs: ObserveState, red: ReduceState, rnd: Round, slots: Array, rows: Array, spec: RobotModel,
-                 model: str, p: RobotDetectorParams, flags: tuple[Array, Array, Array, Array],
-                 found: dict[int, list[Finding]]) -> None:
+def _signal_rows(obs: ObserveState, red: ReduceState, rnd: Round, slots: Array, rows: Array, g: Group,
+                 flags: tuple[Array, Array, Array, Array], found: dict[int, list[Finding]]) -> None:
     """`robot._signals` (no cohort rates) on the rows: cells aligned as `_aligned` does, then `signals_round`."""
     width = len(red.names.table)
     s = slots[rows]
-    after = _dense(red, s, width)
-    before = _widened(rnd.before.signals, width)
-    prior = Dense(*(a[rows] for a in before))
-    reset = rnd.before.existed[rows] & (obs.nlisted[s] != prior.present.sum(axis=1))
+    after = _dense(red, s, width, stats=False)
+    prior = _widened(rnd.before.signals, width)
+    reset = rnd.before.existed[rows] & (obs.nlisted[s] != rnd.before.nsignals[rows])
     for slot in s[reset].tolist():  # _aligned: lengths differ, every signal's state starts afresh
         mine = obs.cell_of[slot][obs.cell_of[slot] >= 0]
         bs.put(obs.cells, mine, bs.empty(len(mine)))
         obs.listed[mine] = False
-    order = np.array(sorted(range(width), key=red.names.table.__getitem__), np.int64)
+    order = obs.order(red.names.table)
     ri, col = np.nonzero(after.present[:, order])
     gid = order[col]
     cell = obs.cell_of[s[ri], gid]
@@ -305,18 +347,20 @@ def _signal_rows(obs: ObserveState, red: ReduceState, rnd: Round, slots: Array, 
         obs.cell_of[s[ri[new]], gid[new]] = cell[new]
     obs.listed[cell] = True
     obs.nlisted[s] = after.present.sum(axis=1)
-    k, kind_of = obs.kinds(model, spec, p, red.names.table)
-    known = kind_of[gid] >= 0  # a signal its model does not know keeps its state (spec None)
-    ri, gid, cell = ri[known], gid[known], cell[known]
+    pos = np.array([g.pos[rnd.events[i].model] for i in rows.tolist()], np.int64)
+    kind = g.table(red.names.table)[pos[ri], gid]
+    known = kind >= 0  # a signal its model does not know keeps its state (spec None)
+    ri, gid, cell, kind = ri[known], gid[known], cell[known], kind[known]
     warm, operating, maintenance, dt = (a[ri] for a in flags)
     latest = red.cols["latest_seq"][s][ri]
     explicit = after.explicit[ri, gid]
-    r = bs.Round(kind_of[gid], ~explicit, after.value[ri, gid],
-                 bs.Prior(prior.present[ri, gid], prior.value[ri, gid], prior.mean[ri, gid], prior.var[ri, gid]),
-                 warm, operating, maintenance, dt,
-                 prior.present[ri, gid] & (~prior.explicit[ri, gid] | (prior.own_ts[ri, gid] == rnd.before.ts[rows][ri])),
+    at = (rows[ri], gid)  # the cells in the round's before-matrices
+    had = prior.present[at]
+    r = bs.Round(kind, ~explicit, after.value[ri, gid],
+                 bs.Prior(had, prior.value[at], prior.mean[at], prior.var[at]), warm, operating, maintenance, dt,
+                 had & (~prior.explicit[at] | (prior.own_ts[at] == rnd.before.ts[rows][ri])),
                  latest, np.where(explicit, after.own_seq[ri, gid], latest))
-    state, cells_found = bs.signals_round(bs.take(obs.cells, cell), r, k)
+    state, cells_found = bs.signals_round(bs.take(obs.cells, cell), r, g.kinds)
     bs.put(obs.cells, cell, state)
     for i, f in cells_found.items():
         found.setdefault(int(rows[ri[i]]), []).extend(f)

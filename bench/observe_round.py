@@ -1,0 +1,152 @@
+"""How fast the round join (`twin.batch_observe`) runs `observe` on many robots, against the scalar `observe`.
+
+Events: the simulator's chaos scenario at `--robots` robots for `--seconds` seconds (one report a
+robot a second, every fault of the scenario scaled to the run). Both sides are fed the same
+events with broker time = event time + 0.2 s, and the detector parameters of seeds/detectors.yaml
+with a 40 s drift reference (so that drift is judged, not only learned, within a short run).
+
+* Scalar: `twin.reduce.apply` then `twin.detect.robot.observe` (no cohort baseline, no cohort
+  rates) event by event; only the `observe` calls are timed (process CPU time per call).
+* Join: batches of `--batch` events in log order, each split into rounds; per round
+  `batch_observe.snapshot` (the twins before) and `observe_round` are timed, the reducer
+  (`reduce_batch`) is not (it is measured by bench/reduce_batch.py).
+
+After the timing every message (msgpack bytes, per event) and every robot's final `Watch` are
+checked equal; the run stops with an error otherwise. CPU seconds, so a shared machine skews the
+figures less than wall time would.
+
+    .venv/bin/python bench/observe_round.py [--robots 2000] [--seconds 30] [--batch 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from streams.seeds import read_detectors, read_fleet, read_scenario  # noqa: E402
+from twin import batch_observe as bo  # noqa: E402
+from twin.batch_reduce import ReduceState, catalogues_of, reduce_batch  # noqa: E402
+from twin.detect.params import RobotDetectorParams  # noqa: E402
+from twin.detect.robot import observe  # noqa: E402
+from twin.fleet import Fleet  # noqa: E402
+from twin.reduce import apply  # noqa: E402
+from twin.schema import Event  # noqa: E402
+from twin.sim import FleetSim  # noqa: E402
+from twin.sim.scenario import load_scenario  # noqa: E402
+from twin.state import Twin  # noqa: E402
+
+SEEDS = Path(__file__).resolve().parent.parent / "seeds"
+encode = msgspec.msgpack.encode
+
+
+def chaos(fleet: Fleet, robots: int, seconds: int) -> list[Event]:
+    scenario = read_scenario(SEEDS, "chaos")
+    sim = FleetSim(fleet, load_scenario({**msgspec.to_builtins(scenario), "robots": robots, "duration_s": seconds},
+                                        "chaos"), seed=1)
+    return [e for _ in range(sim.ticks) for e in sim.step()]
+
+
+def scalar(events: list[Event], fleet: Fleet, ps: dict[str, RobotDetectorParams]) -> tuple[float, list[bytes], dict[str, bytes]]:
+    """CPU seconds in `observe`, each event's messages, each robot's final Watch (encoded)."""
+    twins: dict[str, Twin] = {}
+    out: list[bytes] = []
+    spent = 0
+    clock = time.process_time_ns
+    for e in events:
+        r = e.ts + 0.2
+        before = twins.get(e.robot_id)
+        twin, effects = apply(before, e, received_ts=r)
+        model, p = fleet.models[e.model], ps[e.model]
+        t0 = clock()
+        twin, messages = observe(before, twin, e, effects, r, model, p)
+        spent += clock() - t0
+        twins[e.robot_id] = twin
+        out.append(encode(messages))
+    return spent / 1e9, out, {robot: encode(t.watch) for robot, t in twins.items()}
+
+
+def joined(events: list[Event], fleet: Fleet, ps: dict[str, RobotDetectorParams],
+           batch: int) -> tuple[float, float, list[bytes], dict[str, bytes]]:
+    """CPU seconds in the join (snapshot + observe_round) and in the reducer; messages; watches."""
+    red, obs = ReduceState(catalogues_of(fleet)), bo.ObserveState()
+    out: list[bytes] = []
+    spent = reducing = 0
+    clock = time.process_time_ns
+    for lo in range(0, len(events), batch):
+        part = events[lo:lo + batch]
+        got: list[bytes] = [b""] * len(part)
+        for idx in bo.rounds_of([e.robot_id for e in part]):
+            evs = [part[i] for i in idx]
+            recv = np.array([e.ts + 0.2 for e in evs])
+            t0 = clock()
+            before = bo.snapshot(red, [e.robot_id for e in evs])
+            t1 = clock()
+            _, effects = reduce_batch(red, evs, recv)
+            t2 = clock()
+            messages = bo.observe_round(obs, red, bo.Round(evs, recv, effects, before), fleet.models, ps)
+            t3 = clock()
+            spent += (t1 - t0) + (t3 - t2)
+            reducing += t2 - t1
+            for i, m in zip(idx, messages):
+                got[i] = encode(m)
+        out.extend(got)
+    return spent / 1e9, reducing / 1e9, out, {robot: encode(bo.watch_of(obs, red, robot)) for robot in red.slot_of}
+
+
+SEAMS = ("_robot_rows", "_delivery_rows", "_stall_rows", "_cohort_rows")
+seam_ns = [0]
+
+
+def timed_seams() -> None:
+    """Wrap the join's per-row seams (robot-level, delivery, stall, cohort) to count their CPU time:
+    what the join costs once they are vectorised is the rest plus their vectorised cost."""
+    for name in SEAMS:
+        def wrapper(*args: Any, _f: Callable[..., Any] = getattr(bo, name)) -> Any:
+            t0 = time.process_time_ns()
+            try:
+                return _f(*args)
+            finally:
+                seam_ns[0] += time.process_time_ns() - t0
+        setattr(bo, name, wrapper)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--robots", type=int, default=2000)
+    ap.add_argument("--seconds", type=int, default=30)
+    ap.add_argument("--batch", type=int, default=2000)
+    args = ap.parse_args()
+    fleet = read_fleet(SEEDS)
+    config = read_detectors(SEEDS)
+    ps = {m: msgspec.structs.replace(config.for_model(m), drift_reference_s=40.0) for m in fleet.models}
+    events = chaos(fleet, args.robots, args.seconds)
+    n = len(events)
+    s_sec, s_msgs, s_watch = scalar(events, fleet, ps)
+    timed_seams()
+    j_sec, r_sec, j_msgs, j_watch = joined(events, fleet, ps, args.batch)
+    if s_msgs != j_msgs or s_watch != j_watch:
+        bad = next(i for i, (a, b) in enumerate(zip(s_msgs, j_msgs)) if a != b) if s_msgs != j_msgs else -1
+        raise SystemExit(f"the join differs from the scalar observe (first message at event {bad})")
+    statuses = Counter(m["status"] for b in s_msgs for m in msgspec.msgpack.decode(b))
+    print(f"{n} events, {args.robots} robots, batches of {args.batch}; messages {dict(statuses)}; identical")
+    print(f"scalar observe:           {s_sec / n * 1e6:7.2f} us/event  ({n / s_sec:9.0f} events/CPU s)")
+    print(f"join (snapshot+observe):  {j_sec / n * 1e6:7.2f} us/event  ({n / j_sec:9.0f} events/CPU s)")
+    seams = seam_ns[0] / 1e9
+    print(f"  of which per-row seams: {seams / n * 1e6:7.2f} us/event  (robot-level, delivery, stall, cohort)")
+    print(f"  the rest (vectorised):  {(j_sec - seams) / n * 1e6:7.2f} us/event")
+    print(f"  (reducer, not counted:  {r_sec / n * 1e6:7.2f} us/event)")
+    print(f"ratio scalar/join: {s_sec / j_sec:.2f}; scalar/(join without the seams): {s_sec / (j_sec - seams):.2f}")
+
+
+if __name__ == "__main__":
+    main()
