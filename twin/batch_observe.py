@@ -99,7 +99,6 @@ class ObserveState:
         self.opened: dict[int, list[Open]] = {}
         self.stall: dict[int, StallState] = {}
         self.cohort: dict[int, CohortState] = {}
-        self._order: Array = np.zeros(0, np.int64)
         self._groups: tuple[Mapping[str, RobotDetectorParams], dict[str, Group]] | None = None
 
     def grow(self, slots: int, gids: int) -> None:
@@ -128,12 +127,6 @@ class ObserveState:
         ids = np.arange(self.ncells, self.ncells + count)
         self.ncells += count
         return ids
-
-    def order(self, names: Sequence[str]) -> Array:
-        """Global signal ids in name order (a twin's signals are sorted by name); names only grow."""
-        if len(self._order) != len(names):
-            self._order = np.array(sorted(range(len(names)), key=names.__getitem__), np.int64)
-        return self._order
 
     def groups(self, models: Mapping[str, RobotModel], params: Mapping[str, RobotDetectorParams]) -> dict[str, Group]:
         """Model -> the group of models sharing its detector parameters (rows of one group are judged
@@ -176,11 +169,20 @@ def watch_of(obs: ObserveState, red: ReduceState, robot_id: str) -> Watch:
                  cohort=obs.cohort.get(slot), stall=obs.stall.get(slot))
 
 
-# --- the twins' signals as dense (row, global signal id) matrices ----------------------------------
+# --- the twins' signals, as the reducer's block rows laid end to end ----------------------------
 
-class Dense(NamedTuple):
-    """Rows' signal states by global signal id; `own_ts`/`own_seq` only where `explicit`."""
+class Flat(NamedTuple):
+    """Rows' signal columns: each row's block row copied (flattened) one after another.
 
+    `base[i]`/`block[i]`: where row i's columns start and its block (-1: no twin); per flat
+    position its row (`owner`) and global signal id (`gid`); `own_ts`/`own_seq` only where explicit.
+    Block rows are a robot's signals in name order, so no wider (all names) matrix is built."""
+
+    base: Array
+    block: Array
+    nsignals: Array
+    owner: Array
+    gid: Array
     present: Array
     explicit: Array
     value: Array
@@ -190,36 +192,33 @@ class Dense(NamedTuple):
     own_seq: Array
 
 
-_EMPTY = np.zeros((0, 0))
-
-
-def _dense(red: ReduceState, slots: Array, width: int, stats: bool = True) -> Dense:
-    """The rows' signals by global id (`stats` False: no mean and var, as after the round, where
-    only presence, value and time are read)."""
+def _flat(red: ReduceState, slots: Array) -> Flat:
+    """The signal columns of `slots` (-1: a robot with no twin)."""
     n = len(slots)
-    out = Dense(np.zeros((n, width), bool), np.zeros((n, width), bool), np.zeros((n, width)),
-                np.zeros((n, width)) if stats else _EMPTY, np.zeros((n, width)) if stats else _EMPTY,
-                np.zeros((n, width)), np.zeros((n, width), np.uint64))
-    blocks, rows = red.cols["block"][slots], red.cols["row"][slots]
-    fields = ("present", "explicit", "value", "mean", "var") if stats else ("present", "explicit", "value")
-    for bid in np.unique(blocks).tolist():
+    exists = slots >= 0
+    blocks, rows = np.full(n, -1, np.int64), np.zeros(n, np.int64)
+    blocks[exists], rows[exists] = red.cols["block"][slots[exists]], red.cols["row"][slots[exists]]
+    base, nsignals = np.full(n, -1, np.int64), np.zeros(n, np.int64)
+    parts: list[list[Array]] = [[] for _ in range(9)]
+    start = 0
+    for bid in np.unique(blocks[exists]).tolist():
         sel = np.flatnonzero(blocks == bid)
-        block = red.blocks[bid]
-        r, g = rows[sel], np.array(block.gids, np.int64)
-        ix = np.ix_(sel, g)
-        for dst, name in zip(out, fields):
-            dst[ix] = block.c[name][r]
+        block, r = red.blocks[bid], rows[sel]
+        nb = len(block.names)
+        base[sel] = start + np.arange(len(sel)) * nb
+        present, explicit = block.c["present"][r], block.c["explicit"][r]
+        nsignals[sel] = np.count_nonzero(present, axis=1)
+        own_ts, own_seq = np.zeros(present.shape), np.zeros(present.shape, np.uint64)
         rr = r.tolist()
-        for i, j in zip(*(a.tolist() for a in np.nonzero(block.c["explicit"][r] & block.c["present"][r]))):
-            out.own_ts[sel[i], g[j]], out.own_seq[sel[i], g[j]] = block.times[rr[i], j]
-    return out
-
-
-def _widened(d: Dense, width: int) -> Dense:
-    """`d` with columns up to `width` (signal names first seen since it was taken: absent)."""
-    if d.present.shape[1] >= width:
-        return d
-    return Dense(*(np.pad(a, ((0, 0), (0, width - a.shape[1]))) for a in d))
+        for i, j in zip(*(x.tolist() for x in np.nonzero(explicit & present))):
+            own_ts[i, j], own_seq[i, j] = block.times[rr[i], j]
+        for part, col in zip(parts, (np.repeat(sel, nb), np.tile(np.array(block.gids, np.int64), len(sel)), present,
+                                     explicit, block.c["value"][r], block.c["mean"][r], block.c["var"][r], own_ts, own_seq)):
+            part.append(col.ravel())
+        start += len(sel) * nb
+    types = (np.int64, np.int64, bool, bool, np.float64, np.float64, np.float64, np.float64, np.uint64)
+    cols = [np.concatenate([*part, np.zeros(1, t)]) for part, t in zip(parts, types)]  # one spare: never empty
+    return Flat(base, blocks, nsignals, *cols)
 
 
 class Before(NamedTuple):
@@ -231,9 +230,7 @@ class Before(NamedTuple):
     mode_since: Array
     events: Array
     last_seen: Array
-    signals: Dense
-    nsignals: Array
-    """How many signals each twin had."""
+    signals: Flat
 
 
 def snapshot(red: ReduceState, robot_ids: Sequence[str]) -> Before:
@@ -246,14 +243,8 @@ def snapshot(red: ReduceState, robot_ids: Sequence[str]) -> Before:
 
     def pick(name: str) -> Array:
         return c[name][s] if len(c[name]) else np.zeros(len(slots), c[name].dtype)
-    signals = _dense(red, slots[existed], len(red.names.table))
-    full = signals
-    if not existed.all():
-        full = Dense(*(np.zeros((len(slots), a.shape[1]), a.dtype) for a in signals))
-        for dst, src in zip(full, signals):
-            dst[existed] = src
-    return Before(existed, pick("ts"), pick("mode"), pick("mode_since"), pick("events"), pick("last_seen"), full,
-                  np.count_nonzero(full.present, axis=1))
+    return Before(existed, pick("ts"), pick("mode"), pick("mode_since"), pick("events"), pick("last_seen"),
+                  _flat(red, slots))
 
 
 # --- one round ------------------------------------------------------------------------------------
@@ -328,42 +319,50 @@ def _judge(obs: ObserveState, red: ReduceState, rnd: Round, slots: Array, rows: 
 def _signal_rows(obs: ObserveState, red: ReduceState, rnd: Round, slots: Array, rows: Array, g: Group,
                  flags: tuple[Array, Array, Array, Array], found: dict[int, list[Finding]]) -> None:
     """`robot._signals` (no cohort rates) on the rows: cells aligned as `_aligned` does, then `signals_round`."""
-    width = len(red.names.table)
     s = slots[rows]
-    after = _dense(red, s, width, stats=False)
-    prior = _widened(rnd.before.signals, width)
-    reset = rnd.before.existed[rows] & (obs.nlisted[s] != rnd.before.nsignals[rows])
+    after, prior = _flat(red, s), rnd.before.signals
+    reset = rnd.before.existed[rows] & (obs.nlisted[s] != prior.nsignals[rows])
     for slot in s[reset].tolist():  # _aligned: lengths differ, every signal's state starts afresh
         mine = obs.cell_of[slot][obs.cell_of[slot] >= 0]
         bs.put(obs.cells, mine, bs.empty(len(mine)))
         obs.listed[mine] = False
-    order = obs.order(red.names.table)
-    ri, col = np.nonzero(after.present[:, order])
-    gid = order[col]
-    cell = obs.cell_of[s[ri], gid]
+    at = np.flatnonzero(after.present)
+    at = at[np.argsort(after.owner[at], kind="stable")]  # robot by robot, each in name order
+    ri, gid = after.owner[at], after.gid[at]
+    held = s[ri] * obs.cell_of.shape[1] + gid  # flat indices: one gather each instead of a 2-D one
+    cell = obs.cell_of.ravel()[held]
     new = cell < 0
     if new.any():
         cell[new] = obs.alloc(int(new.sum()))
-        obs.cell_of[s[ri[new]], gid[new]] = cell[new]
+        obs.cell_of.ravel()[held[new]] = cell[new]
     obs.listed[cell] = True
-    obs.nlisted[s] = after.present.sum(axis=1)
+    obs.nlisted[s] = after.nsignals
+    width = len(red.names.table)
     pos = np.array([g.pos[rnd.events[i].model] for i in rows.tolist()], np.int64)
-    kind = g.table(red.names.table)[pos[ri], gid]
+    kind = g.table(red.names.table).ravel()[pos[ri] * width + gid]
     known = kind >= 0  # a signal its model does not know keeps its state (spec None)
-    ri, gid, cell, kind = ri[known], gid[known], cell[known], kind[known]
-    warm, operating, maintenance, dt = (a[ri] for a in flags)
+    at, ri, gid, cell, kind = at[known], ri[known], gid[known], cell[known], kind[known]
+    warm, operating, maintenance, dt = (x[ri] for x in flags)
     latest = red.cols["latest_seq"][s][ri]
-    explicit = after.explicit[ri, gid]
-    at = (rows[ri], gid)  # the cells in the round's before-matrices
-    had = prior.present[at]
-    r = bs.Round(kind, ~explicit, after.value[ri, gid],
-                 bs.Prior(had, prior.value[at], prior.mean[at], prior.var[at]), warm, operating, maintenance, dt,
-                 had & (~prior.explicit[at] | (prior.own_ts[at] == rnd.before.ts[rows][ri])),
-                 latest, np.where(explicit, after.own_seq[ri, gid], latest))
+    explicit = after.explicit[at]
+    was, had = _prior(red, prior, rows[ri], gid)
+    fresh = had & (~prior.explicit[was] | (prior.own_ts[was] == rnd.before.ts[rows][ri]))
+    r = bs.Round(kind, ~explicit, after.value[at], bs.Prior(had, prior.value[was], prior.mean[was], prior.var[was]),
+                 warm, operating, maintenance, dt, fresh, latest, np.where(explicit, after.own_seq[at], latest))
     state, cells_found = bs.signals_round(bs.take(obs.cells, cell), r, g.kinds)
     bs.put(obs.cells, cell, state)
     for i, f in cells_found.items():
         found.setdefault(int(rows[ri[i]]), []).extend(f)
+
+
+def _prior(red: ReduceState, prior: Flat, rows: Array, gid: Array) -> tuple[Array, Array]:
+    """Where each cell (row of the round, global signal id) was in the snapshot, and whether the
+    twin before had that signal (a robot that moved to a wider block is found by its old block)."""
+    block = prior.block[rows]
+    column = red.colmap()[np.where(block >= 0, block, 0), gid]
+    known = (block >= 0) & (column >= 0)
+    was = np.where(known, prior.base[rows] + column, 0)
+    return was, known & prior.present[was]
 
 
 # --- the seams: per row today, each to be replaced by its vectorised version -----------------------
