@@ -219,9 +219,9 @@ def robot_round(w: RobotWatches, r: Rows, t: ParamTable) -> Result:
     decayed = _decay(w.delivery)
     delivery = np.where(applied, decayed, w.delivery + 100)
     add = 100 * (r.codes + r.estop)
-    codes = _decay(w.codes) + add
-    scalar = np.where(applied, (skewed & (w.skew == I64_MAX)) | (_decay(w.codes) > I64_MAX - add),
-                      w.delivery > I64_MAX - 100)
+    kept = _decay(w.codes)
+    codes = kept + add
+    scalar = np.where(applied, (skewed & (w.skew == I64_MAX)) | (kept > I64_MAX - add), w.delivery > I64_MAX - 100)
     found = ~t.delivery_never[pk] & (delivery >= t.delivery_min[pk])
     found |= applied & (
         (~t.skew_never[pk] & (skew >= t.skew_min[pk])) | (~t.codes_never[pk] & (codes >= t.codes_min[pk]))
@@ -258,16 +258,20 @@ Scalars = Callable[[int], tuple[Twin | None, Twin, Event, Effects]]
 def robot_findings(old: RobotWatches, res: Result, r: Rows, t: ParamTable, scalars: Scalars) -> dict[int, list[Finding]]:
     """The findings of the rows in `res.found`, built by `_robot` / `_delivery` themselves, whose
     numbers must equal ours (an invariant: a mismatch is our bug, and raises)."""
+    rows = np.flatnonzero(res.found)
+    before, after = (zip(*(col[rows].tolist() for col in w)) for w in (old, res.state))
     found: dict[int, list[Finding]] = {}
-    for i in np.flatnonzero(res.found).tolist():
-        p = t.params[int(r.pk[i])]
-        if int(r.outcome[i]) != APPLIED:
-            delivery, f = _delivery(int(old.delivery[i]) + 100, p)
-            same = delivery == int(res.state.delivery[i])
+    for i, pk, outcome, received, (interval, skew, delivery, codes), now in zip(
+            rows.tolist(), r.pk[rows].tolist(), r.outcome[rows].tolist(), r.received[rows].tolist(), before, after):
+        p = t.params[pk]
+        if outcome != APPLIED:
+            count, f = _delivery(delivery + 100, p)
+            same = count == now[2]
         else:
-            before, twin, event, effects = scalars(i)
-            watch, f = _robot(with_numbers(None, old, i), before, twin, event, effects, float(r.received[i]), p)
-            same = _bits(watch) == _bits(with_numbers(None, res.state, i))
+            prior, twin, event, effects = scalars(i)
+            watch, f = _robot(Watch(interval=interval, skew=skew, delivery=delivery, codes=codes), prior, twin, event,
+                              effects, received, p)
+            same = _bits(watch) == (struct.pack("<d", now[0]), *now[1:])
         if not same or not f:
             raise AssertionError(f"batch robot detectors disagree with the scalar ones on row {i}")
         found[i] = f
