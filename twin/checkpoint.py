@@ -515,34 +515,36 @@ def _load(state: ReduceState, robots: pl.DataFrame, signals: pl.DataFrame, extra
 
 
 def _place(state: ReduceState, slots: Array, signals: pl.DataFrame) -> None:
-    """A block row for each robot: the block of its model's catalogue plus its signals (as `from_twins`)."""
-    sets = signals.group_by("robot").agg(pl.col("name").sort())
-    key_of_set: dict[tuple[int, ...], int] = {}
-    key = np.full(len(slots), state.keys[()], np.int64)
-    for robot, names in zip(sets["robot"].to_list(), sets["name"].to_list()):
-        gids = tuple(names)
-        code = key_of_set.get(gids)
-        if code is None:
-            code = key_of_set[gids] = state.keys[tuple(sorted(state.names.table[g] for g in gids))]
-        key[robot] = code
-    models = state.cols["model"][slots]
-    by_block: dict[int, list[int]] = {}
-    table = state.strings.table
-    for (model, code), at in _groups(models, key).items():
-        bid = state._block_for(table[model], frozenset((code,)))
-        by_block.setdefault(bid, []).extend(slots[at].tolist())
-    for bid, members in by_block.items():
-        state.cols["block"][members] = bid
-        state.cols["row"][members] = state.blocks[bid].alloc_many(len(members))
+    """A block row for each robot: the block of its model's catalogue plus its signals (as `from_twins`).
 
-
-def _groups(a: Array, b: Array) -> dict[tuple[int, int], Array]:
-    """Positions per distinct (a, b) pair."""
-    pairs, inverse = np.unique(np.stack([a.astype(np.int64), b]), axis=1, return_inverse=True)
-    inverse = inverse.reshape(-1)
-    order = np.argsort(inverse, kind="stable")
-    bounds = np.searchsorted(inverse[order], np.arange(pairs.shape[1] + 1))
-    return {(int(pairs[0, k]), int(pairs[1, k])): order[bounds[k]:bounds[k + 1]] for k in range(pairs.shape[1])}
+    Robots are grouped by (model, set of signal names) without a Python step per robot: each robot's
+    set is a bit mask over the state's name ids, 64 names to a word, and equal masks are found by
+    `np.unique`; one robot of each group names its block."""
+    n = len(slots)
+    robot, gid = signals["robot"].to_numpy().astype(np.int64), signals["name"].to_numpy().astype(np.int64)
+    starts = np.searchsorted(robot, np.arange(n + 1))  # signals are ordered by robot
+    has = np.diff(starts) > 0
+    group = np.unique(state.cols["model"][slots], return_inverse=True)[1].reshape(-1)  # 0..k-1, as below
+    for word in range((len(state.names.table) + 63) // 64):
+        bits = np.where(gid >> 6 == word, np.left_shift(np.uint64(1), (gid & 63).astype(np.uint64)), np.uint64(0))
+        mask = np.zeros(n, np.uint64)
+        if has.any():
+            mask[has] = np.bitwise_or.reduceat(bits, starts[:-1][has])
+        distinct, inverse = np.unique(mask, return_inverse=True)
+        group = np.unique(group * len(distinct) + inverse.reshape(-1), return_inverse=True)[1].reshape(-1)
+    members = np.argsort(group, kind="stable")
+    bounds = np.searchsorted(group[members], np.arange(int(group.max(initial=-1)) + 2))
+    blocks = np.zeros(n, np.int64)
+    table, names = state.strings.table, state.names.table
+    for k in range(len(bounds) - 1):
+        at = members[bounds[k]:bounds[k + 1]]
+        first = int(at[0])
+        key = state.keys[tuple(sorted(names[g] for g in gid[starts[first]:starts[first + 1]].tolist()))]
+        blocks[at] = state._block_for(table[state.cols["model"][slots[first]]], frozenset((key,)))
+    for bid in np.unique(blocks).tolist():
+        chosen = slots[blocks == bid]
+        state.cols["block"][chosen] = bid
+        state.cols["row"][chosen] = state.blocks[bid].alloc_many(len(chosen))
 
 
 def _load_signals(state: ReduceState, slots: Array, signals: pl.DataFrame) -> None:

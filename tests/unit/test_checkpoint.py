@@ -152,6 +152,32 @@ def test_checkpoints_of_any_history_merge_to_the_same_twins(
     same_twins(merged, state)
 
 
+def test_a_checkpoint_carries_the_values_its_rows_use_and_no_other() -> None:
+    """After a first checkpoint, r-1 reports a new signal, site, version and config and r-2 appears: the
+    second checkpoint holds just their rows and the values they name, and decodes alone."""
+    def event(robot: str, seq: int, site: str, version: str, signals: dict[str, float],
+              config: dict[str, str] | msgspec.UnsetType = msgspec.UNSET) -> Event:
+        return Event(schema=1, robot_id=robot, seq=seq, ts=float(seq), sector="logistics", site=site, model="amr",
+                     mode="working", signals=signals, ai_model_version=version, firmware="fw-1", config=config)
+    state = ReduceState()
+    first = [event("r-0", 1, "s-old", "v-1", {"a_temp": 1.0}), event("r-1", 1, "s-old", "v-1", {"a_temp": 2.0})]
+    reduce_batch(state, first, [1.0, 1.0])
+    old = decode(encode(snapshot(state, ["r-0", "r-1"], partition=0, next_offset=2))[0])
+    second = [event("r-1", 2, "s-new", "v-2", {"a_temp": 3.0, "b_speed": 0.5}, {"mode": "fast"}),
+              event("r-2", 1, "s-new", "v-3", {"e_soc": 80.0})]
+    reduce_batch(state, second, [2.0, 2.0])
+    new = decode(encode(snapshot(state, ["r-1", "r-2", "r-1"], partition=0, next_offset=4))[0])
+    assert sorted(new.robot_ids) == ["r-1", "r-2"]
+    assert set(new.groups["strings"]["value"]) == {"logistics", "s-new", "amr", "v-2", "v-3", "fw-1", "working",
+                                                   "a_temp", "b_speed", "e_soc"}  # no s-old, no v-1
+    assert sorted(new.groups["configs"].rows()) == [([], []), (["mode"], ["fast"])]
+    alone, _ = merge([new])
+    assert encode_twin(to_twin(alone, "r-1")) == encode_twin(to_twin(state, "r-1"))
+    merged, offset = merge([old, new])
+    assert offset == 4
+    same_twins(merged, state)
+
+
 def test_fields_the_reducer_does_not_touch_travel_in_their_own_group(chaos: tuple[list[Event], list[float]]) -> None:
     events, received = chaos
     state = reduce_batch(ReduceState(), events[:400], received[:400])[0]
