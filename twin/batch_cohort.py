@@ -72,8 +72,8 @@ Array = npt.NDArray[Any]
 
 NEAR = 1e-9
 """Relative distance to the trend check's threshold under which the scalar function decides."""
-CHUNK = 512
-"""Rows of outer products accumulated at once (bounds memory at p = 30 to ~4 MB)."""
+CHUNK = 4096
+"""Rows of outer products accumulated at once (bounds memory at p = 30 to ~15 MB)."""
 
 
 # --- per-robot state --------------------------------------------------------------------------
@@ -208,15 +208,24 @@ def _next_refit(ts: Array, n: int, fitted: float, refit_s: float) -> int | None:
 
 
 def _accumulate(s1: Array, s2: Array, x: Array) -> tuple[Array, Array]:
-    """`s1 + x`, `s2 + outer(x, x)` one row after another (cumsum is sequential)."""
+    """`s1 + x`, `s2 + outer(x, x)` one row after another: `np.cumsum` along the rows, which is
+    sequential. Rows lie along the contiguous axis (the cumsum runs in cache), and a symmetric
+    `s2` (every one `learn` makes: x_i * x_j == x_j * x_i exactly) is summed on its upper
+    triangle only and mirrored."""
     if len(x) == 0:
         return s1, s2
-    s1 = np.cumsum(np.concatenate([s1[None], x]), axis=0)[-1]
+    xt = np.ascontiguousarray(x.T)
+    s1 = np.cumsum(np.hstack([s1[:, None], xt]), axis=1)[:, -1].copy()
+    p = len(s1)
+    i, j = np.triu_indices(p) if np.array_equal(s2, s2.T) else np.indices((p, p)).reshape(2, -1)
+    acc = s2[i, j]
     for c in range(0, len(x), CHUNK):
-        part = x[c:c + CHUNK]
-        outer = part[:, :, None] * part[:, None, :]
-        s2 = np.cumsum(np.concatenate([s2[None], outer]), axis=0)[-1]
-    return s1, s2
+        part = xt[i, c:c + CHUNK] * xt[j, c:c + CHUNK]
+        acc = np.cumsum(np.hstack([acc[:, None], part]), axis=1)[:, -1].copy()
+    out = np.empty((p, p))
+    out[i, j] = acc
+    out[j, i] = acc
+    return s1, out
 
 
 def _learn_rates(cohorts: Cohorts, model: str, reports: Reports, learn_mask: Array) -> tuple[Cohorts, dict[str, Rates]]:

@@ -376,10 +376,13 @@ def check_trend(rows: list[Row], made: bc.Plan, p: RobotDetectorParams, tally: T
     tally.against += len(want)
 
 
-@pytest.mark.parametrize("split", [1, 7, 333, 2000, 0])
+@pytest.mark.parametrize(("split", "upto"), [(1, 1500), (7, 3000), (333, None), (2000, None), (0, None)])
 def test_chaos_batches_give_the_scalar_cores_cohort_state_findings_and_cohorts(chaos: Chaos, fleet: Fleet,
-                                                                               split: int) -> None:
+                                                                               split: int, upto: int | None) -> None:
+    """Batches of one row and of seven rows take the run's first rows only (the test's time)."""
     rows, start, end, config = chaos
+    if upto is not None:
+        rows, end = rows[:upto], rows[upto].cohorts
     rng = np.random.default_rng(split)
     cuts: list[int] = []
     while (cuts[-1] if cuts else 0) < len(rows):  # split 0: random sizes up to 2,000
@@ -395,7 +398,9 @@ def test_chaos_batches_give_the_scalar_cores_cohort_state_findings_and_cohorts(c
             cohorts = batch_model(mine, cohorts, name, fleet.models[name], config.for_model(name), states, tally)
         lo = hi
     assert cohort_bytes(cohorts) == cohort_bytes(end)
-    assert tally.scored > 3000 and tally.cohort > 100 and tally.against > 10 and tally.refits > 50, tally
+    if upto is None:
+        assert tally.scored > 3000 and tally.cohort > 100 and tally.against > 10 and tally.refits > 50, tally
+    assert tally.scored > 0 and tally.refits > 0
 
 
 def test_settle_reaches_the_scalar_learn_mask_from_a_naive_guess(chaos: Chaos, fleet: Fleet) -> None:
@@ -403,7 +408,7 @@ def test_settle_reaches_the_scalar_learn_mask_from_a_naive_guess(chaos: Chaos, f
     `observe`, fed each row's baseline and moments from the plan), repeat until the mask holds."""
     rows, start, end, config = chaos
     name = "humanoid"
-    mine = [r for r in rows if r.event.model == name]
+    mine = [r for r in rows if r.event.model == name][:700]  # about 200 s of its robots
     model, p = fleet.models[name], config.for_model(name)
     rep = reports(mine, model, p)
 
@@ -423,13 +428,9 @@ def test_settle_reaches_the_scalar_learn_mask_from_a_naive_guess(chaos: Chaos, f
     guess = np.array([r.effects.outcome == "applied" and settled_at_work(r.twin, r.event, p) for r in mine])
     made, mask, passes = bc.settle(start, name, rep, guess, outcome)
     assert mask.tolist() == [r.learned for r in mine]
-    assert 2 <= passes <= 8, passes  # one 330 s batch with dozens of refits: a few passes
-    assert cohort_bytes(made.cohorts) == cohort_bytes(replace_model(made.cohorts, end, name))
-
-
-def replace_model(got: Cohorts, end: Cohorts, name: str) -> Cohorts:
-    """`end` with only `name`'s entries: other models did not learn in this test."""
-    return Cohorts(end.refit_s, {m: (end.sums if m == name else got.sums)[m] for m in got.sums},
-                   {m: (end.baselines if m == name else got.baselines)[m] for m in got.baselines},
-                   {m: (end.fitted_at if m == name else got.fitted_at)[m] for m in got.fitted_at},
-                   {m: (end.rates if m == name else got.rates)[m] for m in got.rates})
+    assert 2 <= passes <= 8, passes  # one 200 s batch with dozens of refits: a few passes
+    last = next(k for k, r in enumerate(rows) if r is mine[-1])
+    after = rows[last + 1].cohorts  # the scalar core's, right after the model's last row here
+    for field in ("sums", "baselines", "fitted_at", "rates"):
+        assert cohort_bytes(Cohorts(**{field: {name: getattr(made.cohorts, field)[name]}})) == \
+            cohort_bytes(Cohorts(**{field: {name: getattr(after, field)[name]}}))
