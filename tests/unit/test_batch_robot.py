@@ -295,9 +295,9 @@ def batches(fed: list[Fed], rnd: random.Random) -> list[list[list[Fed]]]:
 def test_chaos_rounds_give_feeds_numbers_findings_and_stamp_times(chaos: list[Fed], fleet: Fleet, seed: int) -> None:
     config = read_detectors(SEEDS)
     table = br.ParamTable([config.for_model(m) for m in fleet.models])
-    rows = table.index()  # models that share a parameter set share its row
-    pk = {m: rows[config.for_model(m)] for m in fleet.models}
-    assert len(rows) < len(table.params) and sorted(set(pk.values())) == sorted(rows.values())
+    shared = table.index()  # models that share a parameter set share its row
+    pk = {m: shared[config.for_model(m)] for m in fleet.models}
+    assert len(shared) < len(table.params) and sorted(set(pk.values())) == sorted(shared.values())
     slot: dict[str, int] = {}
     store = br.empty(len({f.event.robot_id for f in chaos}))
     fired: Counter[str] = Counter()
