@@ -139,7 +139,8 @@ def test_plan_is_the_learn_chain_at_any_batch_split(seed: int, refit: float, p: 
     start = Cohorts(refit_s=refit)
     if n0:  # a model with history, and another model's entries first
         mean = np.full(p, 0.1)
-        start = Cohorts(refit, sums={"other": (3, np.ones(2), np.ones((2, 2))), "m": (n0, n0 * mean, n0 * (np.eye(p) + 0.01))},
+        skew = np.triu(np.full((p, p), 0.01)) if n0 == 1 else np.full((p, p), 0.01)  # an s2 not symmetric
+        start = Cohorts(refit, sums={"other": (3, np.ones(2), np.ones((2, 2))), "m": (n0, n0 * mean, n0 * (np.eye(p) + skew))},
                         baselines={"m": mv.from_moments(mean, np.eye(p), float(n0), PARAMS)}, fitted_at={"m": 999.0},
                         rates={"m": {"b": (float(n0), 1e-3, 1e-6)}})
     chain, before = start, []
