@@ -19,6 +19,12 @@ What is vectorised today and what is per row:
   only on rows with a finding or an open anomaly. For any other row `track([], [], ...)` returns
   `([], [])` (both of its loops are empty), so skipping it changes nothing.
 
+Inputs: the reducer's state after the round (`twin.batch_reduce.ReduceState`) and, taken before it,
+`snapshot` (what `observe` reads of `before`: times, mode, counts, and the signals' block rows laid
+end to end, `Flat`); a twin's signals are read from its block row, never as a `Twin`. Rows are
+judged per group of models that share one detector parameter set (`Group`: one `batch_signals.Kinds`
+over their signals), as the parameters are scalars of the numpy steps.
+
 State (`ObserveState`): per signal cell (robot slot x global signal id, cells allocated on first
 sight) the numbers of `SignalWatch` as `batch_signals.Watches`, and whether the cell is in the robot's
 `Watch.signals` list; per slot the robot-level numbers as arrays; stall and cohort states and the
@@ -29,6 +35,10 @@ A scalar quirk kept: a late event may add a signal to the twin without the per-s
 following (the delivery path returns early), and `_aligned` then starts every signal's state
 afresh on the next judged event (the lengths no longer match). `nlisted` per slot tracks the length
 of `Watch.signals` so that reset happens here too.
+
+Trust in the seams: `_robot_rows` hands `robot._robot` a stand-in for the twin before that holds
+only `last_seen` (all `_robot` reads of it), and the lifecycle's twin holds only the robot id and
+labels (all `track` reads); the oracle test would catch either reading more.
 
 Not here: the trend reference's check against its cohort's rates (needs the cohort; `signals_round`
 behaves as `_signals` with no rates), cohort baselines learned in log order, `silence` (a timer,
