@@ -25,13 +25,13 @@ Recovery, and what the worker commits (the shell's side, stated here because it 
   the merged `next_offset`. The twins then equal the fold of the log byte for byte, as the changelog
   gave before. Chunk keys are unique per checkpoint (partition, next_offset, part); once a full
   checkpoint is complete, the records before it can be deleted (tombstones on a compacted topic).
-* The trade-off: a checkpoint every T seconds at R records/s per partition costs one write of the
-  robots changed in T (at most all of them; bench/checkpoint_size.py gives bytes and µs per robot),
-  and recovery re-folds up to R*T records (plus the time to read the checkpoints). Halving T halves
-  the re-read, while the write cost per second rises only for robots reporting slower than 1/T (a
-  robot is written once per checkpoint however many events it had). With robots reporting at 1 Hz,
-  T of a few seconds writes each robot about once per T and re-reads T seconds of log; the
-  anomaly messages of re-folded records are published again and de-duplicated by id, as today.
+* The trade-off: a checkpoint every T seconds writes each robot changed in those T seconds once,
+  however many events it had, and a recovery re-folds up to T seconds of log. Halving T halves the
+  re-read and, with robots reporting at 1 Hz (each changed in every interval), doubles the write.
+  Measured by bench/checkpoint_size.py (chaos, 100k robots, one core): snapshot + encode 7.6 µs per
+  robot, decode + merge 5.5 µs, the reducer's re-fold 6 µs per event; so T = 5 s costs 15% of a
+  core in checkpoints and at most 3.6 CPU s of recovery, T = 30 s 2.5% and 19 s. Anomaly messages
+  of re-folded records are published again and de-duplicated by id, as today.
 
 Bytes: a checkpoint is encoded as chunks (`encode`), each under `limit` bytes (a Kafka record must stay
 under about 1 MiB) and decodable alone (`decode`): its robots' rows, their signals and the tables they
@@ -56,6 +56,11 @@ the group to `_SCHEMAS` with its columns, write it in `_chunk_groups`, load it i
 `VERSION`. A reader refuses a group it does not know and a version newer than its own, so an old
 worker can never load a checkpoint and silently drop state it cannot hold; an optional group that is
 absent means its defaults (as `extras` does now).
+
+Size (same bench): 143 bytes per robot after two reports each, 265 after twenty (settled means and
+variances are full-precision floats: zstd finds little to take), against 849 for the msgpack twins.
+A chunk also has a fixed cost of about 9 KiB (the groups' Arrow schemas), which a checkpoint of a
+few robots pays whole.
 """
 
 from __future__ import annotations
@@ -165,7 +170,8 @@ class Checkpoint:
 def snapshot(state: ReduceState, robot_ids: Iterable[str], *, partition: int, next_offset: int,
              full: bool = False) -> Checkpoint:
     """A checkpoint of the rows of `robot_ids` (the robots changed since the previous checkpoint, in
-    any order, repeats ignored); `state` is read, never changed. Raises KeyError for a robot the
+    any order, repeats ignored: every robot of a batch folded since, rejected rows' robots included,
+    as `reduce_columns` counts them); `state` is read, never changed. Raises KeyError for a robot the
     state does not hold. Rows come grouped by signal block (the order of a checkpoint's robots means
     nothing), so each block's signal rows are already in robot order."""
     ids = list(dict.fromkeys(robot_ids))
