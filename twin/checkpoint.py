@@ -406,6 +406,11 @@ def _check_refs(where: str, g: dict[str, pl.DataFrame]) -> None:
         values = g[group][column]
         if values.len() and (values.null_count() or int(values.max()) >= size):  # type: ignore[arg-type]
             raise CheckpointError(f"{where}: {group}.{column} points outside its table of {size}")
+    robots = g["robots"]
+    if robots["robot_id"].is_duplicated().any():
+        raise CheckpointError(f"{where}: robots.robot_id names a robot twice")
+    if (robots["loc_kind"] > 2).any():
+        raise CheckpointError(f"{where}: robots.loc_kind above 2 (0: no location, 1: no floor, 2: floor)")
     sig = g["signals"]
     if sig["robot"].len() and (sig["robot"].diff().drop_nulls() < 0).any():
         raise CheckpointError(f"{where}: signals not ordered by robot")

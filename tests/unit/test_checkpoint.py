@@ -276,6 +276,10 @@ def test_chunks_a_reader_cannot_understand_are_named(chunk: bytes) -> None:
          "group 'robots' columns differ from the format"),
         ({"groups": {**env.groups, "robots": _ipc(robots.with_columns(pl.col("site") + 10_000))}},
          "robots.site points outside its table"),
+        ({"groups": {**env.groups, "robots": _ipc(pl.concat([robots, robots.head(1)]))}},
+         "robots.robot_id names a robot twice"),
+        ({"groups": {**env.groups, "robots": _ipc(robots.with_columns(pl.lit(3, pl.UInt8).alias("loc_kind")))}},
+         "robots.loc_kind above 2"),
         ({"part": 4, "parts": 2}, "part number out of range"),
     ]
     for change, error in cases:
