@@ -202,8 +202,9 @@ class Flat(NamedTuple):
     own_seq: Array
 
 
-def _flat(red: ReduceState, slots: Array) -> Flat:
-    """The signal columns of `slots` (-1: a robot with no twin)."""
+def _flat(red: ReduceState, slots: Array, stats: bool = True) -> Flat:
+    """The signal columns of `slots` (-1: a robot with no twin). `stats` False (the twins after the
+    round, whose statistics and explicit times are not read): mean, var and own_ts left zero."""
     n = len(slots)
     exists = slots >= 0
     blocks, rows = np.full(n, -1, np.int64), np.zeros(n, np.int64)
@@ -222,8 +223,10 @@ def _flat(red: ReduceState, slots: Array) -> Flat:
         rr = r.tolist()
         for i, j in zip(*(x.tolist() for x in np.nonzero(explicit & present))):
             own_ts[i, j], own_seq[i, j] = block.times[rr[i], j]
+        zero = np.zeros(0)
         for part, col in zip(parts, (np.repeat(sel, nb), np.tile(np.array(block.gids, np.int64), len(sel)), present,
-                                     explicit, block.c["value"][r], block.c["mean"][r], block.c["var"][r], own_ts, own_seq)):
+                                     explicit, block.c["value"][r], block.c["mean"][r] if stats else zero,
+                                     block.c["var"][r] if stats else zero, own_ts if stats else zero, own_seq)):
             part.append(col.ravel())
         start += len(sel) * nb
     types = (np.int64, np.int64, bool, bool, np.float64, np.float64, np.float64, np.float64, np.uint64)
@@ -330,7 +333,7 @@ def _signal_rows(obs: ObserveState, red: ReduceState, rnd: Round, slots: Array, 
                  flags: tuple[Array, Array, Array, Array], found: dict[int, list[Finding]]) -> None:
     """`robot._signals` (no cohort rates) on the rows: cells aligned as `_aligned` does, then `signals_round`."""
     s = slots[rows]
-    after, prior = _flat(red, s), rnd.before.signals
+    after, prior = _flat(red, s, stats=False), rnd.before.signals
     reset = rnd.before.existed[rows] & (obs.nlisted[s] != prior.nsignals[rows])
     for slot in s[reset].tolist():  # _aligned: lengths differ, every signal's state starts afresh
         mine = obs.cell_of[slot][obs.cell_of[slot] >= 0]
