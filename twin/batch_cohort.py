@@ -216,19 +216,26 @@ def _next_refit(ts: Array, n: int, fitted: float, refit_s: float) -> int | None:
 def _accumulate(s1: Array, s2: Array, x: Array) -> tuple[Array, Array]:
     """`s1 + x`, `s2 + outer(x, x)` one row after another: `np.cumsum` along the rows, which is
     sequential. Rows lie along the contiguous axis (the cumsum runs in cache), and a symmetric
-    `s2` (every one `learn` makes: x_i * x_j == x_j * x_i exactly) is summed on its upper
+    `s2` (every one `learn` makes: x_a * x_b == x_b * x_a exactly) is summed on its upper
     triangle only and mirrored."""
     if len(x) == 0:
         return s1, s2
     xt = np.ascontiguousarray(x.T)
     s1 = np.cumsum(np.hstack([s1[:, None], xt]), axis=1)[:, -1].copy()
     p = len(s1)
-    symmetric = np.array_equal(s2, s2.T)
+    symmetric = bool(np.array_equal(s2, s2.T))
     i, j = np.triu_indices(p) if symmetric else np.indices((p, p)).reshape(2, -1)
     acc = s2[i, j]
     for c in range(0, len(x), CHUNK):
-        part = xt[i, c:c + CHUNK] * xt[j, c:c + CHUNK]
-        acc = np.cumsum(np.hstack([acc[:, None], part]), axis=1)[:, -1].copy()
+        part = xt[:, c:c + CHUNK]
+        buf = np.empty((len(acc), part.shape[1] + 1))
+        buf[:, 0] = acc
+        k = 0
+        for a in range(p):  # row a of outer(x, x) (from the diagonal on if symmetric), per report
+            rest = part[a:] if symmetric else part
+            np.multiply(part[a], rest, out=buf[k:k + len(rest), 1:])
+            k += len(rest)
+        acc = np.cumsum(buf, axis=1, out=buf)[:, -1].copy()
     out = np.empty((p, p))
     out[i, j] = acc
     if symmetric:
