@@ -7,7 +7,6 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
 
 import msgspec
 import numpy as np
@@ -18,7 +17,7 @@ from hypothesis import strategies as st
 from streams.seeds import read_detectors, read_scenario
 from twin import batch_cohort as bc
 from twin.detect import multivariate as mv
-from twin.detect.cohort import PARAMS, Cohorts, Moments, features, learn, learn_rates
+from twin.detect.cohort import PARAMS, Cohorts, features, learn, learn_rates
 from twin.detect.findings import Finding
 from twin.detect.params import DetectorConfig, RobotDetectorParams
 from twin.detect.robot import _against_cohort, _cohort, observe, settled_at_work, trend_rates
