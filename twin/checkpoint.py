@@ -19,12 +19,20 @@ Recovery, and what the worker commits (the shell's side, stated here because it 
 * The worker commits input offsets only up to the `next_offset` of a checkpoint whose chunks are all
   acknowledged by the broker. A crash between two checkpoints loses nothing: the records after the
   last checkpoint are re-read.
+* The worker forgets which robots changed only when a checkpoint of them is acknowledged; a failed
+  checkpoint write stops the worker (as a failed changelog write does). After a recovery, every
+  robot the re-fold touches counts as changed.
 * Recovery of a partition: read its checkpoint records from the latest `full` one (a checkpoint of
-  every robot of the partition, written every so often) to the end, drop a trailing checkpoint with
-  missing chunks (its offset was never committed), `merge` them, and fold the input log again from
-  the merged `next_offset`. The twins then equal the fold of the log byte for byte, as the changelog
-  gave before. Chunk keys are unique per checkpoint (partition, next_offset, part); once a full
-  checkpoint is complete, the records before it can be deleted (tombstones on a compacted topic).
+  every robot of the partition, written every so often) to the end, keep the `complete` ones (a
+  checkpoint with chunks missing was never acknowledged, so its offset was never committed, and the
+  checkpoints after it hold every robot it held: by the rule above), `merge` them, and fold the
+  input log again from the merged `next_offset`. The twins then equal the fold of the log byte for
+  byte, as the changelog gave before.
+* A checkpoint is named by (partition, epoch, next_offset): `epoch` is the writer's generation (the
+  consumer group generation that assigned it the partition), so a checkpoint written again after a
+  restart, at the same offset, is not confused with the broken one before it. Chunk keys carry the
+  name and the part; once a full checkpoint is complete, the records before it can be deleted
+  (tombstones on a compacted topic).
 * The trade-off: a checkpoint every T seconds writes each robot changed in those T seconds once,
   however many events it had, and a recovery re-folds up to T seconds of log. Halving T halves the
   re-read and, with robots reporting at 1 Hz (each changed in every interval), doubles the write.
@@ -36,7 +44,7 @@ Recovery, and what the worker commits (the shell's side, stated here because it 
 Bytes: a checkpoint is encoded as chunks (`encode`), each under `limit` bytes (a Kafka record must stay
 under about 1 MiB) and decodable alone (`decode`): its robots' rows, their signals and the tables they
 use. A chunk is `MAGIC`, a CRC-32 of the rest, then a msgpack envelope (format version, partition,
-next_offset, full, part, parts, and named *column groups*, each an Arrow IPC stream compressed with zstd;
+epoch, next_offset, full, part, parts, and named *column groups*, each an Arrow IPC stream compressed with zstd;
 the stream form, not the file form: a chunk is read whole, so the file form's footer, a second copy
 of the schema, would only add about 2.5 KiB to every chunk):
 
@@ -108,6 +116,7 @@ class CheckpointError(FleetTwinError):
 class _Envelope(msgspec.Struct, frozen=True, array_like=True):
     version: int
     partition: int
+    epoch: int
     next_offset: int
     full: bool
     part: int
@@ -156,6 +165,8 @@ class Checkpoint:
     groups: Mapping[str, pl.DataFrame]
     full: bool = False
     """True when it holds every robot of the partition: recovery can start from it."""
+    epoch: int = 0
+    """The writer's generation: with `partition` and `next_offset` it names the checkpoint."""
     part: int = 0
     parts: int = 1
 
@@ -168,7 +179,7 @@ class Checkpoint:
 # -- snapshot: rows out of a ReduceState -----------------------------------------------------------
 
 def snapshot(state: ReduceState, robot_ids: Iterable[str], *, partition: int, next_offset: int,
-             full: bool = False) -> Checkpoint:
+             full: bool = False, epoch: int = 0) -> Checkpoint:
     """A checkpoint of the rows of `robot_ids` (the robots changed since the previous checkpoint, in
     any order, repeats ignored: every robot of a batch folded since, rejected rows' robots included,
     as `reduce_columns` counts them); `state` is read, never changed. Raises KeyError for a robot the
@@ -203,7 +214,7 @@ def snapshot(state: ReduceState, robot_ids: Iterable[str], *, partition: int, ne
     extras = _extras_rows(state, slots)
     if extras is not None:
         groups["extras"] = extras
-    return Checkpoint(partition, next_offset, groups, full)
+    return Checkpoint(partition, next_offset, groups, full, epoch)
 
 
 def _local(codes: Array, values: Sequence[Any], table: dict[Any, int]) -> Array:
@@ -340,8 +351,8 @@ def _ipc(frame: pl.DataFrame) -> bytes:
 
 
 def _wrap(checkpoint: Checkpoint, part: int, parts: int, groups: dict[str, bytes]) -> bytes:
-    body = msgspec.msgpack.encode(_Envelope(VERSION, checkpoint.partition, checkpoint.next_offset,
-                                            checkpoint.full, part, parts, groups))
+    body = msgspec.msgpack.encode(_Envelope(VERSION, checkpoint.partition, checkpoint.epoch,
+                                            checkpoint.next_offset, checkpoint.full, part, parts, groups))
     return _HEAD.pack(MAGIC, zlib.crc32(body)) + body
 
 
@@ -363,14 +374,15 @@ def decode(chunk: bytes) -> Checkpoint:
         env = _envelope.decode(body)
     except msgspec.DecodeError as exc:
         raise CheckpointError(f"checkpoint chunk envelope undecodable: {exc}") from exc
-    where = f"checkpoint of partition {env.partition} at offset {env.next_offset}, part {env.part} of {env.parts}"
+    where = (f"checkpoint of partition {env.partition} at offset {env.next_offset} (epoch {env.epoch}), "
+             f"part {env.part} of {env.parts}")
     if env.version > VERSION:
         raise CheckpointError(f"{where}: format version {env.version}, this reader knows up to {VERSION}")
     if not 0 <= env.part < env.parts:
         raise CheckpointError(f"{where}: part number out of range")
     groups = {name: _read_group(where, name, raw) for name, raw in env.groups.items()}
     _check_refs(where, groups)
-    return Checkpoint(env.partition, env.next_offset, groups, env.full, env.part, env.parts)
+    return Checkpoint(env.partition, env.next_offset, groups, env.full, env.epoch, env.part, env.parts)
 
 
 def _read_group(where: str, name: str, raw: bytes) -> pl.DataFrame:
@@ -454,23 +466,35 @@ def _kept(frame: pl.DataFrame, keep: Array) -> pl.DataFrame:
     return frame.with_columns(pl.Series("robot", new_row[robot[keep[robot]]]))
 
 
+def complete(checkpoints: Sequence[Checkpoint]) -> list[Checkpoint]:
+    """The parts of the checkpoints that have every part (in their order); the others' are left out.
+    Recovery calls it on what it read (see the module doc for why that is safe)."""
+    have: dict[tuple[int, int, int, bool, int], set[int]] = {}
+    for cp in checkpoints:
+        have.setdefault(_name(cp), set()).add(cp.part)
+    whole = {name for name, parts in have.items() if parts == set(range(name[-1]))}
+    return [cp for cp in checkpoints if _name(cp) in whole]
+
+
+def _name(cp: Checkpoint) -> tuple[int, int, int, bool, int]:
+    return cp.partition, cp.epoch, cp.next_offset, cp.full, cp.parts
+
+
 def _check_sequence(checkpoints: Sequence[Checkpoint]) -> None:
     partitions = {cp.partition for cp in checkpoints}
     if len(partitions) > 1:
         raise CheckpointError(f"checkpoints of several partitions: {sorted(partitions)}")
-    parts: dict[tuple[int, bool], list[tuple[int, int]]] = {}
+    parts: dict[tuple[int, int, int, bool, int], list[int]] = {}
     last = checkpoints[0].next_offset
     for cp in checkpoints:
         if cp.next_offset < last:
             raise CheckpointError(f"checkpoint at offset {cp.next_offset} after one at {last}: not oldest first")
         last = cp.next_offset
-        parts.setdefault((cp.next_offset, cp.full), []).append((cp.part, cp.parts))
-    for (offset, _), seen in parts.items():
-        expected = [(k, seen[0][1]) for k in range(seen[0][1])]
-        if sorted(seen) != expected:
-            have = sorted(k for k, _ in seen)
-            raise CheckpointError(f"checkpoint at offset {offset}: parts {have} of {seen[0][1]}, "
-                                  "not each part once")
+        parts.setdefault(_name(cp), []).append(cp.part)
+    for (_, epoch, offset, _, count), seen in parts.items():
+        if sorted(seen) != list(range(count)):
+            raise CheckpointError(f"checkpoint at offset {offset} (epoch {epoch}): parts {sorted(seen)} of "
+                                  f"{count}, not each part once (leave incomplete ones out with `complete`)")
 
 
 def _global(state: ReduceState, cp: Checkpoint) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame | None]:

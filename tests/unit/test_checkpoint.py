@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 
 from streams.seeds import read_scenario
 from twin.batch_reduce import ReduceState, catalogues_of, from_twins, reduce_batch, to_twin
-from twin.checkpoint import (LIMIT, MAGIC, Checkpoint, CheckpointError, _Envelope, _ipc, decode, encode, merge,
-                             snapshot)
+from twin.checkpoint import (LIMIT, MAGIC, Checkpoint, CheckpointError, _Envelope, _ipc, complete, decode, encode,
+                             merge, snapshot)
 from twin.detect.watch import Open, SignalWatch, Watch
 from twin.fleet import Fleet
 from twin.schema import MODES, SEQ_MAX, Event, Location
@@ -231,6 +231,30 @@ def test_checkpoints_out_of_order_or_incomplete_are_refused(
     _, old, new = two
     with pytest.raises(CheckpointError, match=error):
         merge(make(old, new))
+
+
+def test_a_checkpoint_broken_off_by_a_crash_is_left_out_and_its_rewrite_counts(
+        chaos: tuple[list[Event], list[float]], fleet: Fleet) -> None:
+    """Epoch 1 checkpoints at 300, then crashes after two of the three chunks of its checkpoint at 600
+    reach the topic. Epoch 2 recovers from 300, re-folds to 600 and checkpoints every robot it
+    touched, at 600 again, in a different number of chunks."""
+    events, received = chaos
+    state = reduce_batch(ReduceState(catalogues_of(fleet)), events[:300], received[:300])[0]
+    base = [decode(c) for c in encode(snapshot(state, state.robot_ids, partition=0, next_offset=300, epoch=1))]
+    reduce_batch(state, events[300:600], received[300:600])
+    touched = {e.robot_id for e in events[300:600]}
+    broken = encode(snapshot(state, touched, partition=0, next_offset=600, epoch=1), limit=24 * 1024)
+    assert len(broken) >= 3
+    rewrite = encode(snapshot(state, touched, partition=0, next_offset=600, epoch=2), limit=48 * 1024)
+    assert len(rewrite) != len(broken)
+    log = base + [decode(c) for c in broken[:2]] + [decode(c) for c in rewrite]
+    with pytest.raises(CheckpointError, match=rf"offset 600 \(epoch 1\): parts \[0, 1\] of {len(broken)}"):
+        merge(log)
+    kept = complete(log)
+    assert len(kept) == len(base) + len(rewrite) and all(cp.epoch == 2 for cp in kept[len(base):])
+    merged, offset = merge(kept, catalogues_of(fleet))
+    assert offset == 600
+    same_twins(merged, state)
 
 
 # -- bad bytes: a clear error naming what is wrong -------------------------------------------------
