@@ -416,21 +416,26 @@ def _check_refs(where: str, g: dict[str, pl.DataFrame]) -> None:
     bounds += [("extras", "robot", n)] if "extras" in g else []
     for group, column, size in bounds:
         values = g[group][column]
-        if values.len() and (values.null_count() or int(values.max()) >= size):  # type: ignore[arg-type]
+        top = values.max()
+        if values.len() and (values.null_count() or not isinstance(top, int) or top >= size):
             raise CheckpointError(f"{where}: {group}.{column} points outside its table of {size}")
-    robots = g["robots"]
+    _check_rows(where, g)
+
+
+def _check_rows(where: str, g: dict[str, pl.DataFrame]) -> None:
+    """The rows are ones `snapshot` writes: each robot once, known location kinds and modes, signals
+    in robot order with ts and seq both set or both null."""
+    robots, sig = g["robots"], g["signals"]
     if robots["robot_id"].is_duplicated().any():
         raise CheckpointError(f"{where}: robots.robot_id names a robot twice")
     if (robots["loc_kind"] > 2).any():
         raise CheckpointError(f"{where}: robots.loc_kind above 2 (0: no location, 1: no floor, 2: floor)")
-    sig = g["signals"]
+    if not g["strings"]["value"].gather(robots["mode"]).is_in(list(MODES)).all():
+        raise CheckpointError(f"{where}: robots.mode names an unknown mode")
     if sig["robot"].len() and (sig["robot"].diff().drop_nulls() < 0).any():
         raise CheckpointError(f"{where}: signals not ordered by robot")
     if (sig["ts"].is_null() != sig["seq"].is_null()).any():
         raise CheckpointError(f"{where}: a signal has only one of ts and seq")
-    modes = g["strings"]["value"].gather(g["robots"]["mode"])
-    if not modes.is_in(list(MODES)).all():
-        raise CheckpointError(f"{where}: robots.mode names an unknown mode")
 
 
 # -- merge: checkpoints back into a state ----------------------------------------------------------

@@ -288,6 +288,8 @@ def test_truncated_or_corrupt_chunks_are_named(chunk: bytes) -> None:
 def test_chunks_a_reader_cannot_understand_are_named(chunk: bytes) -> None:
     env = msgspec.msgpack.decode(chunk[12:], type=_Envelope)
     robots = pl.read_ipc_stream(env.groups["robots"])
+    signals = pl.read_ipc_stream(env.groups["signals"])
+    assert signals["robot"].n_unique() > 1 and signals["seq"].null_count()
     cases: list[tuple[dict[str, Any], str]] = [
         ({"version": 99}, "format version 99, this reader knows up to 1"),
         ({"groups": {**env.groups, "watches": env.groups["strings"]}}, "unknown column group 'watches'"),
@@ -304,6 +306,11 @@ def test_chunks_a_reader_cannot_understand_are_named(chunk: bytes) -> None:
          "robots.robot_id names a robot twice"),
         ({"groups": {**env.groups, "robots": _ipc(robots.with_columns(pl.lit(3, pl.UInt8).alias("loc_kind")))}},
          "robots.loc_kind above 2"),
+        ({"groups": {**env.groups, "robots": _ipc(robots.with_columns(pl.col("sector").alias("mode")))}},
+         "robots.mode names an unknown mode"),
+        ({"groups": {**env.groups, "signals": _ipc(signals.reverse())}}, "signals not ordered by robot"),
+        ({"groups": {**env.groups, "signals": _ipc(signals.with_columns(pl.lit(1.0).alias("ts")))}},
+         "a signal has only one of ts and seq"),
         ({"part": 4, "parts": 2}, "part number out of range"),
     ]
     for change, error in cases:
