@@ -76,6 +76,8 @@ def test_chaos_checkpoints_merge_to_the_same_twins_and_fold_on_alike(
     state = ReduceState(catalogues_of(fleet))
     checkpoints = checkpointed(state, events[:cut], received[:cut], cuts, limit, rnd)
     assert len(checkpoints) > (7 if limit < LIMIT else 6)  # several checkpoints; small limits: several chunks
+    signals = pl.concat([cp.groups["signals"] for cp in checkpoints])
+    assert 0 < signals["ts"].null_count() < signals.height  # signals holding their own (ts, seq) travel too
     merged, offset = merge(checkpoints, catalogues_of(fleet))
     assert offset == cut
     same_twins(merged, state)
