@@ -221,9 +221,11 @@ def snapshot(state: ReduceState, robot_ids: Iterable[str], *, partition: int, ne
 def _local(codes: Array, values: Sequence[Any], table: dict[Any, int]) -> Array:
     """Process intern codes -> numbers in the checkpoint's `table` (value -> number), adding the values
     used, in order of first need: only the distinct codes go through Python."""
-    distinct, inverse = np.unique(codes, return_inverse=True)
-    numbers = np.array([table.setdefault(values[k], len(table)) for k in distinct.tolist()], np.uint32)
-    return numbers[inverse.reshape(-1)] if len(codes) else np.zeros(0, np.uint32)
+    used = np.zeros(len(values), np.bool_)
+    used[codes] = True  # codes index `values`: a mark per code, no sort
+    numbers = np.zeros(len(values), np.uint32)
+    numbers[used] = [table.setdefault(values[k], len(table)) for k in np.flatnonzero(used).tolist()]
+    return numbers[codes]
 
 
 def _signal_rows(state: ReduceState, slots: Array, strings: dict[Any, int]) -> pl.DataFrame:
@@ -319,30 +321,27 @@ def _chunk_groups(checkpoint: Checkpoint, start: int, end: int, starts: Array) -
     robots = g["robots"].slice(start, end - start)
     signals = g["signals"].slice(int(starts[start]), int(starts[end] - starts[start]))
     signals = signals.with_columns(pl.col("robot") - start)
-    used = np.unique(np.concatenate([robots[name].to_numpy() for name in (*_LABELS, "mode")]
-                                    + [signals["name"].to_numpy()]))
-    renumber = {"strings": used, "codes": np.unique(robots["codes"].to_numpy()),
-                "configs": np.unique(robots["config"].to_numpy())}
-    robots, signals = _renumbered(robots, signals, renumber)
-    out = {"robots": robots, "signals": signals,
-           **{table: g[table][renumber[table]] for table in ("strings", "codes", "configs")}}
+    uses = {"strings": [("robots", name) for name in (*_LABELS, "mode")] + [("signals", "name")],
+            "codes": [("robots", "codes")], "configs": [("robots", "config")]}
+    rows = {"robots": robots, "signals": signals}
+    out: dict[str, pl.DataFrame] = {}
+    renumbered: dict[str, list[pl.Series]] = {"robots": [], "signals": []}
+    for table, columns in uses.items():
+        values = [rows[group][name].to_numpy() for group, name in columns]
+        used = np.zeros(g[table].height, np.bool_)
+        for column in values:
+            used[column] = True
+        number = (np.cumsum(used) - 1).astype(np.uint32)  # position among the used entries
+        out[table] = g[table].filter(pl.Series(used))
+        for (group, name), column in zip(columns, values):
+            renumbered[group].append(pl.Series(name, number[column]))
+    out["robots"] = robots.with_columns(renumbered["robots"])
+    out["signals"] = signals.with_columns(renumbered["signals"])
     if "extras" in g:
         extras = g["extras"].filter((pl.col("robot") >= start) & (pl.col("robot") < end))
         if extras.height:
             out["extras"] = extras.with_columns(pl.col("robot") - start)
     return {name: _ipc(frame) for name, frame in out.items()}
-
-
-def _renumbered(robots: pl.DataFrame, signals: pl.DataFrame,
-                renumber: dict[str, Array]) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Table numbers rewritten to positions among the used entries (`renumber[table]`, sorted)."""
-    def position(column: pl.Series, used: Array) -> pl.Series:
-        return pl.Series(column.name, np.searchsorted(used, column.to_numpy()).astype(np.uint32))
-    strings = renumber["strings"]
-    robots = robots.with_columns([position(robots[name], strings) for name in (*_LABELS, "mode")]
-                                 + [position(robots["codes"], renumber["codes"]),
-                                    position(robots["config"], renumber["configs"])])
-    return robots, signals.with_columns(position(signals["name"], strings))
 
 
 def _ipc(frame: pl.DataFrame) -> bytes:
