@@ -36,10 +36,10 @@ Recovery, and what the worker commits (the shell's side, stated here because it 
 * The trade-off: a checkpoint every T seconds writes each robot changed in those T seconds once,
   however many events it had, and a recovery re-folds up to T seconds of log. Halving T halves the
   re-read and, with robots reporting at 1 Hz (each changed in every interval), doubles the write.
-  Measured by bench/checkpoint_size.py (chaos, 100k robots, one core, two runs on a shared machine):
-  snapshot + encode 7.6-7.7 µs per robot, decode + merge 4.8-5.5 µs, the reducer's re-fold 4-6 µs
-  per event; so T = 5 s costs 15% of a core in checkpoints and at most 2.5-3.6 CPU s of recovery,
-  T = 30 s 2.6% and 13-19 s. Anomaly messages
+  Measured by bench/checkpoint_size.py (chaos, 100k robots, one core, runs on a shared machine):
+  snapshot + encode 6.6-7.7 µs per robot (about half of it zstd), decode + merge 4.8-6.4 µs, the
+  reducer's re-fold 4-6 µs per event; so T = 5 s costs 13-15% of a core in checkpoints and at most
+  2.5-3.8 CPU s of recovery, T = 30 s 2.2-2.6% and 13-19 s. Anomaly messages
   of re-folded records are published again and de-duplicated by id, as today.
 
 Bytes: a checkpoint is encoded as chunks (`encode`), each under `limit` bytes (a Kafka record must stay
