@@ -102,10 +102,8 @@ class ObserveState:
         self.ncells = 0
         self.nlisted: Array = np.zeros(0, np.int64)
         """Per slot: the length of `Watch.signals`."""
-        self.interval: Array = np.zeros(0)
-        self.skew: Array = np.zeros(0, np.int64)
-        self.delivery: Array = np.zeros(0, np.int64)
-        self.codes: Array = np.zeros(0, np.int64)
+        self.robot = RobotNumbers(np.zeros(0), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64))
+        """Per slot: interval, skew, delivery, codes."""
         self.opened: dict[int, list[Open]] = {}
         self.stall: dict[int, StallState] = {}
         self.cohort: dict[int, CohortState] = {}
@@ -119,11 +117,8 @@ class ObserveState:
             cell_of = np.full((s, g), -1, np.int64)
             cell_of[:have_s, :have_g] = self.cell_of
             self.cell_of = cell_of
-            for name in ("nlisted", "interval", "skew", "delivery", "codes"):
-                old = getattr(self, name)
-                new = np.zeros(s, old.dtype)
-                new[: len(old)] = old
-                setattr(self, name, new)
+            self.nlisted = _grown(self.nlisted, s)
+            self.robot = RobotNumbers(*(_grown(col, s) for col in self.robot))
 
     def alloc(self, count: int) -> Array:
         """`count` new cells, each `SignalWatch()` and not listed."""
@@ -167,6 +162,12 @@ class Group:
         return self._table
 
 
+def _grown(a: Array, n: int) -> Array:
+    out = np.zeros(n, a.dtype)
+    out[: len(a)] = a
+    return out
+
+
 def watch_of(obs: ObserveState, red: ReduceState, robot_id: str) -> Watch:
     """The robot's `Watch`, as `observe` leaves it in the twin (equal msgspec bytes)."""
     slot = red.slot_of[robot_id]
@@ -174,8 +175,9 @@ def watch_of(obs: ObserveState, red: ReduceState, robot_id: str) -> Watch:
     gids = gids[obs.listed[obs.cell_of[slot, gids]]]
     names = red.names.table
     signals = [bs.watch_at(obs.cells, int(obs.cell_of[slot, g])) for g in sorted(gids.tolist(), key=names.__getitem__)]
-    return Watch(signals=signals, interval=float(obs.interval[slot]), skew=int(obs.skew[slot]),
-                 delivery=int(obs.delivery[slot]), codes=int(obs.codes[slot]), open=obs.opened.get(slot, []),
+    r = obs.robot
+    return Watch(signals=signals, interval=float(r.interval[slot]), skew=int(r.skew[slot]),
+                 delivery=int(r.delivery[slot]), codes=int(r.codes[slot]), open=obs.opened.get(slot, []),
                  cohort=obs.cohort.get(slot), stall=obs.stall.get(slot))
 
 
@@ -294,7 +296,11 @@ def observe_round(obs: ObserveState, red: ReduceState, rnd: Round, models: Mappi
         g = group_of[events[rows_[0]].model]
         p = g.p
         at[rows] = np.where(np.abs(ts[rows] - rnd.received_ts[rows]) <= p.skew_s, ts[rows], rnd.received_ts[rows])
-        _delivery_rows(obs, slots[rows[quiet[rows]]], rows[quiet[rows]], found, p)
+        late = rows[quiet[rows]]
+        if len(late):
+            counts, more = _delivery_rows(obs.robot.delivery[slots[late]], late, p)
+            obs.robot.delivery[slots[late]] = counts
+            _merge(found, more)
         judged = rows[~quiet[rows]]
         if len(judged):
             _judge(obs, red, rnd, slots, judged, g, models, baselines or {}, found, bits)
@@ -320,13 +326,22 @@ def _judge(obs: ObserveState, red: ReduceState, rnd: Round, slots: Array, rows: 
     dt = np.where(has_dt, step, np.nan)
     bits[rows] = _ROBOT | np.where(warm, _VALUES, 0) | np.where(operating, _OPERATING, 0) | np.where(has_dt, _DRIFT, 0)
     _signal_rows(obs, red, rnd, slots, rows, g, (warm, operating, mode == _MAINTENANCE, dt), found)
-    _robot_rows(obs, s, rows, rnd, p, found)
+    numbers, more = _robot_rows(RobotNumbers(*(col[s] for col in obs.robot)), rows, rnd, p)
+    for col, new in zip(obs.robot, numbers):
+        col[s] = new
+    _merge(found, more)
     if p.stall is not None:
-        bits[rows] |= np.where(_stall_rows(obs, s, rows, rnd, p, found), _STALL, 0)
+        states, more, judged = _stall_rows([obs.stall.get(slot) for slot in s.tolist()], rows, rnd, p)
+        obs.stall.update(zip(s.tolist(), states))
+        _merge(found, more)
+        bits[rows] |= np.where(judged, _STALL, 0)
     for model in set(g.models) & set(baselines):
-        mine = np.array([rnd.events[i].model == model for i in rows.tolist()], bool)
-        judged = _cohort_rows(obs, s[mine], rows[mine], at_work[mine], rnd, models[model], baselines[model], found)
-        bits[rows[mine]] |= np.where(judged, _COHORT, 0)
+        mine = at_work & np.array([rnd.events[i].model == model for i in rows.tolist()], bool)
+        cohort, more = _cohort_rows([obs.cohort.get(slot) for slot in s[mine].tolist()], rows[mine], rnd,
+                                    models[model], baselines[model])
+        obs.cohort.update((slot, c) for slot, c in zip(s[mine].tolist(), cohort) if c is not None)
+        _merge(found, more)
+        bits[rows[mine]] |= _COHORT
 
 
 def _signal_rows(obs: ObserveState, red: ReduceState, rnd: Round, slots: Array, rows: Array, g: Group,
@@ -380,67 +395,92 @@ def _prior(red: ReduceState, prior: Flat, rows: Array, gid: Array) -> tuple[Arra
 
 # --- the seams: per row today, each to be replaced by its vectorised version -----------------------
 
+class RobotNumbers(NamedTuple):
+    """The robot-level numbers of `Watch` per row (or per slot, in `ObserveState.robot`)."""
+
+    interval: Array
+    skew: Array
+    delivery: Array
+    codes: Array
+
+
+Found = dict[int, list[Finding]]
+"""Findings by row of the round."""
+
+
 class _Seen(NamedTuple):
     """The one field of the twin before that `robot._robot` reads."""
 
     last_seen: float
 
 
-def _robot_rows(obs: ObserveState, s: Array, rows: Array, rnd: Round, p: RobotDetectorParams,
-                found: dict[int, list[Finding]]) -> None:
-    """Interval, clock skew, delivery, fault codes, seq gap: `robot._robot` per row (seam)."""
+def _robot_rows(w: RobotNumbers, rows: Array, rnd: Round, p: RobotDetectorParams) -> tuple[RobotNumbers, Found]:
+    """Seam: interval, clock skew, delivery, fault codes, seq gap of the applied `rows` (their numbers
+    `w`): `robot._robot` per row today. The new numbers and the findings by row."""
     b = rnd.before
-    seen = b.last_seen[rows].tolist()
-    existed = b.existed[rows].tolist()
-    received = rnd.received_ts[rows].tolist()
-    numbers = zip(obs.interval[s].tolist(), obs.skew[s].tolist(), obs.delivery[s].tolist(), obs.codes[s].tolist())
     out = []
-    for row, was, last, recv, (interval, skew, delivery, codes) in zip(rows.tolist(), existed, seen, received, numbers):
+    found: Found = {}
+    for row, was, last, recv, interval, skew, delivery, codes in zip(
+            rows.tolist(), b.existed[rows].tolist(), b.last_seen[rows].tolist(), rnd.received_ts[rows].tolist(),
+            w.interval.tolist(), w.skew.tolist(), w.delivery.tolist(), w.codes.tolist()):
         before = cast(Twin, _Seen(last)) if was else None
-        w, f = _robot(Watch(interval=interval, skew=skew, delivery=delivery, codes=codes), before, _STUB,
-                      rnd.events[row], rnd.effects[row], recv, p)
-        out.append((w.interval, w.skew, w.delivery, w.codes))
+        new, f = _robot(Watch(interval=interval, skew=skew, delivery=delivery, codes=codes), before, _STUB,
+                        rnd.events[row], rnd.effects[row], recv, p)
+        out.append((new.interval, new.skew, new.delivery, new.codes))
         if f:
-            found.setdefault(row, []).extend(f)
-    if out:
-        interval_, skew_, delivery_, codes_ = zip(*out)
-        obs.interval[s], obs.skew[s], obs.delivery[s], obs.codes[s] = interval_, skew_, delivery_, codes_
+            found[row] = f
+    cols = list(zip(*out)) if out else [(), (), (), ()]
+    return RobotNumbers(np.array(cols[0], np.float64), *(np.array(c, np.int64) for c in cols[1:])), found
 
 
-def _delivery_rows(obs: ObserveState, s: Array, rows: Array, found: dict[int, list[Finding]],
-                   p: RobotDetectorParams) -> None:
-    """Duplicate, stale and late rows: `robot._delivery` on the count plus one (seam)."""
-    for slot, row in zip(s.tolist(), rows.tolist()):
-        count, f = _delivery(int(obs.delivery[slot]) + 100, p)
-        obs.delivery[slot] = count
+def _delivery_rows(delivery: Array, rows: Array, p: RobotDetectorParams) -> tuple[Array, Found]:
+    """Seam: duplicate, stale and late `rows` (their delivery counts): `robot._delivery` of the count
+    plus one, per row today. The new counts and the findings by row."""
+    out = []
+    found: Found = {}
+    for row, count in zip(rows.tolist(), delivery.tolist()):
+        count, f = _delivery(count + 100, p)
+        out.append(count)
         if f:
-            found.setdefault(row, []).extend(f)
+            found[row] = f
+    return np.array(out, np.int64), found
 
 
-def _stall_rows(obs: ObserveState, s: Array, rows: Array, rnd: Round, p: RobotDetectorParams,
-                found: dict[int, list[Finding]]) -> Array:
-    """`stall.step` per row (seam); returns the mask of rows it judged."""
+def _stall_rows(states: list[StallState | None], rows: Array, rnd: Round,
+                p: RobotDetectorParams) -> tuple[list[StallState], Found, Array]:
+    """Seam: `stall.step` per applied row today. The new states, the findings by row and the mask
+    of rows it judged."""
     assert p.stall is not None
+    out: list[StallState] = []
+    found: Found = {}
     judged = np.zeros(len(rows), bool)
-    for j, (slot, row) in enumerate(zip(s.tolist(), rows.tolist())):
+    for j, (state, row) in enumerate(zip(states, rows.tolist())):
         e = rnd.events[row]
-        state, f, judged[j] = stall.step(obs.stall.get(slot), e.signals, e.ts, e.mode == "working", p.stall)
-        obs.stall[slot] = state
+        new, f, judged[j] = stall.step(state, e.signals, e.ts, e.mode == "working", p.stall)
+        out.append(new)
         if f:
-            found.setdefault(row, []).extend(f)
-    return judged
+            found[row] = f
+    return out, found, judged
 
 
-def _cohort_rows(obs: ObserveState, s: Array, rows: Array, settled: Array, rnd: Round, spec: RobotModel,
-                 baseline: mv.Baseline, found: dict[int, list[Finding]]) -> Array:
-    """`robot._cohort` per settled working row (seam); returns the mask of rows it judged."""
-    for slot, row in zip(s[settled].tolist(), rows[settled].tolist()):
-        w, f = _cohort(Watch(cohort=obs.cohort.get(slot)), baseline, rnd.events[row], spec)
-        if w.cohort is not None:
-            obs.cohort[slot] = w.cohort
+def _cohort_rows(states: list[CohortState | None], rows: Array, rnd: Round, spec: RobotModel,
+                 baseline: mv.Baseline) -> tuple[list[CohortState | None], Found]:
+    """Seam: `robot._cohort` per row today, on the settled working `rows` of one model (all judged).
+    The new states and the findings by row."""
+    out: list[CohortState | None] = []
+    found: Found = {}
+    for state, row in zip(states, rows.tolist()):
+        w, f = _cohort(Watch(cohort=state), baseline, rnd.events[row], spec)
+        out.append(w.cohort)
         if f:
-            found.setdefault(row, []).extend(f)
-    return settled
+            found[row] = f
+    return out, found
+
+
+def _merge(found: Found, more: Found) -> None:
+    """Each row's findings in `observe`'s order: those already there, then these."""
+    for row, f in more.items():
+        found.setdefault(row, []).extend(f)
 
 
 # --- the lifecycle, on sparse rows ----------------------------------------------------------------

@@ -7,7 +7,7 @@ import functools
 import random
 from collections import Counter
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import msgspec
 import numpy as np
@@ -18,7 +18,11 @@ from hypothesis import strategies as st
 from streams.seeds import read_detectors, read_fleet, read_scenario
 from twin import batch_observe as bo
 from twin.batch_reduce import ReduceState, catalogues_of, reduce_batch
+from twin.detect import multivariate as mv
+from twin.detect.cohort import PARAMS as COHORT
+from twin.detect.cohort import features
 from twin.detect.findings import Anomaly
+from twin.detect.multivariate import Baseline
 from twin.detect.lifecycle import track
 from twin.detect.params import RobotDetectorParams
 from twin.detect.watch import Watch
@@ -41,14 +45,17 @@ class Oracle(msgspec.Struct):
     watches: list[bytes]
 
 
-def scalar(events: list[Event], received: list[float], fleet: Fleet, ps: dict[str, RobotDetectorParams]) -> Oracle:
-    """The oracle: `apply` then `observe` (cohort None, rates None) event by event."""
+def scalar(events: list[Event], received: list[float], fleet: Fleet, ps: dict[str, RobotDetectorParams],
+           baselines: dict[str, Baseline] | None = None) -> Oracle:
+    """The oracle: `apply` then `observe` (no cohort rates; a fixed cohort baseline per model, if any)
+    event by event."""
     twins: dict[str, Twin] = {}
     out = Oracle([], [])
     for e, r in zip(events, received):
         before = twins.get(e.robot_id)
         twin, effects = apply(before, e, received_ts=r)
-        twin, messages = observe(before, twin, e, effects, r, fleet.models[e.model], ps[e.model])
+        twin, messages = observe(before, twin, e, effects, r, fleet.models[e.model], ps[e.model],
+                                 (baselines or {}).get(e.model))
         twins[e.robot_id] = twin
         out.messages.append(encode(messages))
         out.watches.append(encode(twin.watch))
@@ -56,11 +63,12 @@ def scalar(events: list[Event], received: list[float], fleet: Fleet, ps: dict[st
 
 
 def batched(events: list[Event], received: list[float], fleet: Fleet, ps: dict[str, RobotDetectorParams],
-            cuts: list[int], per_round: bool, oracle: Oracle | None = None) -> tuple[Counter[str], int]:
+            cuts: list[int], per_round: bool, oracle: Oracle | None = None,
+            baselines: dict[str, Baseline] | None = None) -> tuple[Counter[str], int]:
     """Fold through the round join at the batch boundaries `cuts`; after every round (`per_round`) or
     batch, compare each robot of it and each message with the scalar core's. Returns the message
     statuses seen by detector and the number of compared rows."""
-    want = oracle or scalar(events, received, fleet, ps)
+    want = oracle or scalar(events, received, fleet, ps, baselines)
     red, obs = ReduceState(catalogues_of(fleet)), bo.ObserveState()
     seen: Counter[str] = Counter()
     compared = 0
@@ -73,9 +81,10 @@ def batched(events: list[Event], received: list[float], fleet: Fleet, ps: dict[s
             if per_round:
                 before = bo.snapshot(red, [e.robot_id for e in evs])
                 _, eff = reduce_batch(red, evs, np.array(recv))
-                got = bo.observe_round(obs, red, bo.Round(evs, np.array(recv), eff, before), fleet.models, ps)
+                got = bo.observe_round(obs, red, bo.Round(evs, np.array(recv), eff, before), fleet.models, ps,
+                                       baselines)
             else:
-                _, got = bo.observe_batch(obs, red, evs, recv, fleet.models, ps)
+                _, got = bo.observe_batch(obs, red, evs, recv, fleet.models, ps, baselines)
             assert [encode(m) for m in got] == [want.messages[i] for i in unit], unit
             last.update((events[i].robot_id, i) for i in unit)
             for robot in {e.robot_id for e in evs}:
@@ -146,6 +155,25 @@ def test_chaos_round_by_round_equals_the_scalar_core(
     statuses = {k.split(":")[1] for k in seen}
     assert statuses == {"open", "update", "resolved"}, seen
     assert {"band", "stuck", "dropout", "drift", "clock_skew", "delivery", "fault_codes", "seq_gap"} <= detectors, seen
+
+
+def test_chaos_against_fixed_cohort_baselines_equals_the_scalar_core(chaos: Chaos) -> None:
+    """The cohort seam: each model's baseline fitted once on the run's first working reports (the
+    cohort's learning in log order is another piece's), then held fixed on both sides."""
+    events, received, ps, _ = chaos
+    fleet = seeded_fleet()
+    rows: dict[str, list[Any]] = {}
+    for e in events[: len(events) // 3]:
+        x = features(e, fleet.models[e.model])
+        if e.mode == "working" and x is not None:
+            rows.setdefault(e.model, []).append(x)
+    # fitted on shifted reports for half the models, so that their robots stand out and the cohort fires;
+    # weighted as if learned on the cohort's minimum (the detector judges nothing below it)
+    baselines = {m: msgspec.structs.replace(mv.fit(np.array(xs) + (0.4 if i % 2 else 0.0)), weight=COHORT.min_weight)
+                 for i, (m, xs) in enumerate(sorted(rows.items())) if len(xs) > 50}
+    assert baselines
+    seen, _ = batched(events, received, fleet, ps, [len(events) // 2], per_round=False, baselines=baselines)
+    assert {"cohort:open", "cohort:resolved"} <= set(seen), seen
 
 
 @pytest.mark.parametrize("size", [1, 97, 2_000, 0])
