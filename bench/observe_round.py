@@ -3,7 +3,8 @@
 Events: the simulator's chaos scenario at `--robots` robots for `--seconds` seconds (one report a
 robot a second, every fault of the scenario scaled to the run). Both sides are fed the same
 events with broker time = event time + 0.2 s, and the detector parameters of seeds/detectors.yaml
-with a 40 s drift reference (so that drift is judged, not only learned, within a short run).
+with a 40 s drift reference (so that drift is judged, not only learned, within a short run: the
+default 90 s judges it for the last 50).
 
 * Scalar: `twin.reduce.apply` then `twin.detect.robot.observe` (no cohort baseline, no cohort
   rates) event by event; only the `observe` calls are timed (process CPU time per call).
@@ -15,7 +16,7 @@ After the timing every message (msgpack bytes, per event) and every robot's fina
 checked equal; the run stops with an error otherwise. CPU seconds, so a shared machine skews the
 figures less than wall time would.
 
-    .venv/bin/python bench/observe_round.py [--robots 2000] [--seconds 30] [--batch 2000]
+    .venv/bin/python bench/observe_round.py [--robots 2000] [--seconds 90] [--batch 2000]
 """
 
 from __future__ import annotations
@@ -123,7 +124,7 @@ def timed_seams() -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--robots", type=int, default=2000)
-    ap.add_argument("--seconds", type=int, default=30)
+    ap.add_argument("--seconds", type=int, default=90)
     ap.add_argument("--batch", type=int, default=2000)
     args = ap.parse_args()
     fleet = read_fleet(SEEDS)

@@ -11,10 +11,14 @@ What is vectorised today and what is per row:
 * vectorised: the per-signal detectors (band, spike, stuck, dropout, drift: `batch_signals.signals_round`
   on the round's cells), the alignment of per-signal state with the twin's signals (`robot._aligned`),
   the judgement masks (`robot._judged`, `_work_step`, `settled_at_work`) and the anomaly time `at`;
-* per row, each behind one seam that takes the round's rows and returns new per-row state and
-  findings, to be swapped for its vectorised version in one place:
-  `_robot_rows` (`robot._robot` / `robot._delivery`: interval, clock skew, delivery, fault codes, seq gap),
-  `_stall_rows` (`stall.step`), `_cohort_rows` (`robot._cohort`);
+* per row, each behind one seam that takes the round's rows (and their state) and returns their
+  new state and findings by row, to be swapped for its vectorised version in one place (the caller
+  stores the state and appends the findings in `observe`'s order):
+  `_robot_rows(RobotNumbers, rows, rnd, p) -> (RobotNumbers, Found)` (`robot._robot`: interval, clock
+  skew, delivery, fault codes, seq gap), `_delivery_rows(delivery, rows, p) -> (delivery, Found)`
+  (`robot._delivery` for duplicate, stale and late rows), `_stall_rows(states, rows, rnd, p) ->
+  (states, Found, judged)` (`stall.step`), `_cohort_rows(states, rows, rnd, spec, baseline) ->
+  (states, Found)` (`robot._cohort`, on settled working rows of one model);
 * sparse: the lifecycle (`lifecycle.track` itself, so messages are identical by construction) runs
   only on rows with a finding or an open anomaly. For any other row `track([], [], ...)` returns
   `([], [])` (both of its loops are empty), so skipping it changes nothing.
