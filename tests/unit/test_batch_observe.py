@@ -1,5 +1,7 @@
-"""twin.batch_observe against the scalar core (`apply` + `observe`, no cohort): every robot's encoded
-Watch and every anomaly message, after each round, at random batch splits."""
+"""twin.batch_observe against the scalar core (`apply` + `observe` with no cohort rates, and no cohort
+baseline but in one test): every robot's encoded Watch and every anomaly message, after each round
+or batch, at random batch splits; chaos runs with delivery faults added, drawn report sequences,
+UR3 arms for stall, and the late-event quirk of `_aligned`."""
 
 from __future__ import annotations
 
@@ -21,12 +23,11 @@ from twin.batch_reduce import ReduceState, catalogues_of, reduce_batch
 from twin.detect import multivariate as mv
 from twin.detect.cohort import PARAMS as COHORT
 from twin.detect.cohort import features
-from twin.detect.findings import Anomaly
-from twin.detect.multivariate import Baseline
 from twin.detect.lifecycle import track
+from twin.detect.multivariate import Baseline
 from twin.detect.params import RobotDetectorParams
-from twin.detect.watch import Watch
 from twin.detect.robot import observe
+from twin.detect.watch import Watch
 from twin.fleet import Fleet
 from twin.reduce import apply
 from twin.schema import Event, Mode
