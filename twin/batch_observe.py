@@ -7,21 +7,25 @@ once. `observe_round` gives every row the anomaly messages, and every robot the 
 compares every encoded `Watch` and every message after each round. `observe_batch` splits a batch
 into rounds and runs `twin.batch_reduce.reduce_batch` and `observe_round` on each.
 
-What is vectorised today and what is per row:
+What is vectorised and what is per row:
 * vectorised: the per-signal detectors (band, spike, stuck, dropout, drift: `batch_signals.signals_round`
   on the round's cells), the alignment of per-signal state with the twin's signals (`robot._aligned`),
-  the judgement masks (`robot._judged`, `_work_step`, `settled_at_work`) and the anomaly time `at`;
-* per row, each behind one seam that takes the round's rows (and their state) and returns their
-  new state and findings by row, to be swapped for its vectorised version in one place (the caller
-  stores the state and appends the findings in `observe`'s order):
-  `_robot_rows(RobotNumbers, rows, rnd, p) -> (RobotNumbers, Found)` (`robot._robot`: interval, clock
-  skew, delivery, fault codes, seq gap), `_delivery_rows(delivery, rows, p) -> (delivery, Found)`
-  (`robot._delivery` for duplicate, stale and late rows), `_stall_rows(states, rows, rnd, p) ->
-  (states, Found, judged)` (`stall.step`), `_cohort_rows(states, rows, rnd, spec, baseline) ->
-  (states, Found)` (`robot._cohort`, on settled working rows of one model);
+  the judgement masks (`robot._judged`, `_work_step`, `settled_at_work`), the robot-level detectors and
+  the anomaly time `at` (`batch_robot.robot_round` over the whole round, one `ParamTable` row per
+  group; duplicate, stale and late rows are its `_delivery`-only rows) and the stall detector
+  (`batch_stall.stall_round` per group, counter and speeds read from the events);
+* findings are built by the scalar functions on the rows each vectorised step flags (`robot_findings`,
+  `stall_findings`, which check that the scalar state equals ours), and appended in `observe`'s
+  order: signals, robot-level, stall, cohort;
+* per row: the cohort seam `_cohort_rows(states, rows, rnd, spec, baseline) -> (states, Found)`
+  (`robot._cohort`, on settled working rows of one model);
 * sparse: the lifecycle (`lifecycle.track` itself, so messages are identical by construction) runs
   only on rows with a finding or an open anomaly. For any other row `track([], [], ...)` returns
   `([], [])` (both of its loops are empty), so skipping it changes nothing.
+
+A robot-level count that would leave int64 (`robot_round`'s `scalar` rows: the scalar core keeps a
+Python int) raises OverflowError before the round changes any state: no robot gets there from
+`Watch()` (about 1e14 reports), only a loaded Watch could.
 
 Inputs: the reducer's state after the round (`twin.batch_reduce.ReduceState`) and, taken before it,
 `snapshot` (what `observe` reads of `before`: times, mode, counts, and the signals' block rows laid
@@ -31,8 +35,9 @@ over their signals), as the parameters are scalars of the numpy steps.
 
 State (`ObserveState`): per signal cell (robot slot x global signal id, cells allocated on first
 sight) the numbers of `SignalWatch` as `batch_signals.Watches`, and whether the cell is in the robot's
-`Watch.signals` list; per slot the robot-level numbers as arrays; stall and cohort states and the
-open anomalies (rare) as dicts slot -> Python object. The `evaluated` set of a row is a bit mask
+`Watch.signals` list; per slot the robot-level numbers (`batch_robot.RobotWatches`) and the stall
+state (`batch_stall.Stalls`) as arrays; cohort states and the open anomalies (rare) as dicts
+slot -> Python object. The `evaluated` set of a row is a bit mask
 (`_ROBOT` ... `_COHORT`), turned into a frozenset only for the rows the lifecycle sees.
 
 A scalar quirk kept: a late event may add a signal to the twin without the per-signal state
@@ -40,7 +45,7 @@ following (the delivery path returns early), and `_aligned` then starts every si
 afresh on the next judged event (the lengths no longer match). `nlisted` per slot tracks the length
 of `Watch.signals` so that reset happens here too.
 
-Trust in the seams: `_robot_rows` hands `robot._robot` a stand-in for the twin before that holds
+Trust in the stand-ins: `_robot_rows` hands `robot._robot` (via `robot_findings`) a stand-in for the twin before that holds
 only `last_seen` (all `_robot` reads of it), and the lifecycle's twin holds only the robot id and
 labels (all `track` reads); the oracle test would catch either reading more.
 
@@ -58,18 +63,18 @@ import numpy as np
 import numpy.typing as npt
 from msgspec.structs import replace
 
+from twin import batch_robot as br
 from twin import batch_signals as bs
+from twin import batch_stall as bst
 from twin.batch_reduce import ReduceState, reduce_batch
 from twin.detect import multivariate as mv
-from twin.detect import stall
 from twin.detect.findings import Anomaly, Finding
 from twin.detect.lifecycle import track
 from twin.detect.multivariate import State as CohortState
 from twin.detect.params import RobotDetectorParams
-from twin.detect.robot import _cohort, _delivery, _robot
-from twin.detect.stall import State as StallState
+from twin.detect.robot import _cohort
 from twin.detect.watch import Open, SignalWatch, Watch
-from twin.effects import Effects
+from twin.effects import OUTCOMES, Effects, SeqGap
 from twin.fleet import RobotModel
 from twin.schema import MODES, Event
 from twin.state import Counts, Twin
@@ -83,6 +88,9 @@ _NAMES = ((_ROBOT, ("clock_skew", "delivery", "fault_codes", "seq_gap", "silence
           (_OPERATING, ("band", "spike")), (_DRIFT, ("drift",)), (_STALL, ("stall",)), (_COHORT, ("cohort",)))
 _EVALUATED = [frozenset(n for bit, names in _NAMES if mask & bit for n in names) for mask in range(64)]
 """Bit mask -> the frozenset `observe` passes to `track` (built once, shared)."""
+_AT_WORK = 64
+"""Not a detector: marks a row settled at work (the cohort judges it); masked off for `_EVALUATED`."""
+_OUTCOME = {o: i for i, o in enumerate(OUTCOMES)}
 _MODE = {m: i for i, m in enumerate(MODES)}
 _WORKING, _MAINTENANCE = _MODE["working"], _MODE["maintenance"]
 _NOT_OPERATING = np.array([m in ("fault", "estop", "maintenance") for m in MODES])
@@ -106,12 +114,13 @@ class ObserveState:
         self.ncells = 0
         self.nlisted: Array = np.zeros(0, np.int64)
         """Per slot: the length of `Watch.signals`."""
-        self.robot = RobotNumbers(np.zeros(0), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64))
+        self.robot = br.empty(0)
         """Per slot: interval, skew, delivery, codes."""
         self.opened: dict[int, list[Open]] = {}
-        self.stall: dict[int, StallState] = {}
+        self.stall = bst.empty(0)
+        """Per slot: the stall detector's state (`has` False: None)."""
         self.cohort: dict[int, CohortState] = {}
-        self._groups: tuple[Mapping[str, RobotDetectorParams], dict[str, Group]] | None = None
+        self._groups: tuple[Mapping[str, RobotDetectorParams], dict[str, Group], br.ParamTable] | None = None
 
     def grow(self, slots: int, gids: int) -> None:
         """Room for `slots` robots and `gids` signal names (a quarter more, amortised)."""
@@ -122,7 +131,8 @@ class ObserveState:
             cell_of[:have_s, :have_g] = self.cell_of
             self.cell_of = cell_of
             self.nlisted = _grown(self.nlisted, s)
-            self.robot = RobotNumbers(*(_grown(col, s) for col in self.robot))
+            self.robot = br.RobotWatches(*(_grown(col, s) for col in self.robot))
+            self.stall = bst.Stalls(*(_grown(col, s, fill) for col, fill in zip(self.stall, (False, np.nan, np.nan, 0))))
 
     def alloc(self, count: int) -> Array:
         """`count` new cells, each `SignalWatch()` and not listed."""
@@ -145,19 +155,27 @@ class ObserveState:
             for m in sorted(params):
                 if m in models:
                     by_p.setdefault(params[m], []).append(m)
-            made = [Group(p, tuple(ms), models) for p, ms in by_p.items()]
-            self._groups = (params, {m: g for g in made for m in g.models})
+            made = [Group(k, p, tuple(ms), models) for k, (p, ms) in enumerate(by_p.items())]
+            self._groups = (params, {m: g for g in made for m in g.models}, br.ParamTable([g.p for g in made]))
         return self._groups[1]
+
+    def table(self) -> br.ParamTable:
+        """The groups' parameters as `batch_robot` reads them (row `Group.k`); after `groups`."""
+        assert self._groups is not None
+        return self._groups[2]
 
 
 class Group:
     """Models judged with one parameter set: one `Kinds` over their (model, signal)s."""
 
-    def __init__(self, p: RobotDetectorParams, models: tuple[str, ...], specs: Mapping[str, RobotModel]) -> None:
-        self.p, self.models = p, models
+    def __init__(self, k: int, p: RobotDetectorParams, models: tuple[str, ...], specs: Mapping[str, RobotModel]) -> None:
+        self.k, self.p, self.models = k, p, models
         self.pos = {m: i for i, m in enumerate(models)}
         self.kinds, self.index = bs.kinds_of({m: specs[m].signals for m in models}, p)
         self._table: Array = np.zeros((len(models), 0), np.int64)
+        names = sorted({n for m in models for n in specs[m].signals})
+        self.stall = bst.Plan(names, p.stall) if p.stall is not None else None
+        """The stall detector over the models' catalogue signals (events carry no others: `parse`)."""
 
     def table(self, names: Sequence[str]) -> Array:
         """(model position, global signal id) -> kind, -1 where the model does not know the signal."""
@@ -166,8 +184,8 @@ class Group:
         return self._table
 
 
-def _grown(a: Array, n: int) -> Array:
-    out = np.zeros(n, a.dtype)
+def _grown(a: Array, n: int, fill: Any = 0) -> Array:
+    out = np.full(n, fill, a.dtype)
     out[: len(a)] = a
     return out
 
@@ -182,7 +200,7 @@ def watch_of(obs: ObserveState, red: ReduceState, robot_id: str) -> Watch:
     r = obs.robot
     return Watch(signals=signals, interval=float(r.interval[slot]), skew=int(r.skew[slot]),
                  delivery=int(r.delivery[slot]), codes=int(r.codes[slot]), open=obs.opened.get(slot, []),
-                 cohort=obs.cohort.get(slot), stall=obs.stall.get(slot))
+                 cohort=obs.cohort.get(slot), stall=bst.state_at(obs.stall, slot))
 
 
 # --- the twins' signals, as the reducer's block rows laid end to end ----------------------------
@@ -286,35 +304,32 @@ def observe_round(obs: ObserveState, red: ReduceState, rnd: Round, models: Mappi
     n = len(events)
     slots = np.array([red.slot_of[e.robot_id] for e in events], np.int64)
     obs.grow(len(red.robot_ids), len(red.names.table))
-    ts = np.array([e.ts for e in events])
     quiet = np.array([f.outcome in _QUIET for f in rnd.effects], bool)
     found: dict[int, list[Finding]] = {}
     bits = np.zeros(n, np.int64)
-    at = np.zeros(n)
     group_of = obs.groups(models, params)
     members: dict[int, list[int]] = {}
     for i, e in enumerate(events):
         members.setdefault(id(group_of[e.model]), []).append(i)
+    pk = np.array([group_of[e.model].k for e in events], np.int64)
+    at, robot_found = _robot_rows(obs, slots, rnd, obs.table(), pk)  # first: raises before any state changes
+    judged: list[tuple[Group, Array]] = []
     for rows_ in members.values():
         rows = np.array(rows_, np.int64)
+        rows = rows[~quiet[rows]]
         g = group_of[events[rows_[0]].model]
-        p = g.p
-        at[rows] = np.where(np.abs(ts[rows] - rnd.received_ts[rows]) <= p.skew_s, ts[rows], rnd.received_ts[rows])
-        late = rows[quiet[rows]]
-        if len(late):
-            counts, more = _delivery_rows(obs.robot.delivery[slots[late]], late, p)
-            obs.robot.delivery[slots[late]] = counts
-            _merge(found, more)
-        judged = rows[~quiet[rows]]
-        if len(judged):
-            _judge(obs, red, rnd, slots, judged, g, models, baselines or {}, found, bits)
+        if len(rows):
+            _judge(obs, red, rnd, slots, rows, g, found, bits)
+            judged.append((g, rows))
+    _merge(found, robot_found)  # a row's findings in `observe`'s order: signals, robot-level, stall, cohort
+    for g, rows in judged:
+        _later(obs, rnd, slots, rows, g, models, baselines or {}, found, bits)
     return _lifecycle(obs, red, rnd, slots, found, bits, at, params)
 
 
 def _judge(obs: ObserveState, red: ReduceState, rnd: Round, slots: Array, rows: Array, g: Group,
-           models: Mapping[str, RobotModel], baselines: Mapping[str, mv.Baseline], found: dict[int, list[Finding]],
-           bits: Array) -> None:
-    """The detectors of `observe` on a parameter group's applied rows: signals, robot-level, stall, cohort."""
+           found: dict[int, list[Finding]], bits: Array) -> None:
+    """The per-signal detectors of `observe` on a parameter group's applied rows, and their bits."""
     c, b, p = red.cols, rnd.before, g.p
     s = slots[rows]
     events = c["events"][s]
@@ -328,17 +343,20 @@ def _judge(obs: ObserveState, red: ReduceState, rnd: Round, slots: Array, rows: 
                 & (b.ts[rows] - b.mode_since[rows] >= p.settle_s))
     has_dt = at_work & prior_ok & (step > 0) & (step <= p.drift_max_step_s)
     dt = np.where(has_dt, step, np.nan)
-    bits[rows] = _ROBOT | np.where(warm, _VALUES, 0) | np.where(operating, _OPERATING, 0) | np.where(has_dt, _DRIFT, 0)
+    bits[rows] = (_ROBOT | np.where(warm, _VALUES, 0) | np.where(operating, _OPERATING, 0) | np.where(has_dt, _DRIFT, 0)
+                  | np.where(at_work, _AT_WORK, 0))
     _signal_rows(obs, red, rnd, slots, rows, g, (warm, operating, mode == _MAINTENANCE, dt), found)
-    numbers, more = _robot_rows(RobotNumbers(*(col[s] for col in obs.robot)), rows, rnd, p)
-    for col, new in zip(obs.robot, numbers):
-        col[s] = new
-    _merge(found, more)
-    if p.stall is not None:
-        states, more, judged = _stall_rows([obs.stall.get(slot) for slot in s.tolist()], rows, rnd, p)
-        obs.stall.update(zip(s.tolist(), states))
+
+
+def _later(obs: ObserveState, rnd: Round, slots: Array, rows: Array, g: Group, models: Mapping[str, RobotModel],
+           baselines: Mapping[str, mv.Baseline], found: dict[int, list[Finding]], bits: Array) -> None:
+    """What `observe` runs after the robot-level detectors on a group's applied rows: stall, cohort."""
+    s = slots[rows]
+    if g.stall is not None:
+        judged, more = _stall_rows(obs, s, rows, rnd, g.stall)
         _merge(found, more)
         bits[rows] |= np.where(judged, _STALL, 0)
+    at_work = (bits[rows] & _AT_WORK) > 0
     for model in set(g.models) & set(baselines):
         mine = at_work & np.array([rnd.events[i].model == model for i in rows.tolist()], bool)
         cohort, more = _cohort_rows([obs.cohort.get(slot) for slot in s[mine].tolist()], rows[mine], rnd,
@@ -397,16 +415,10 @@ def _prior(red: ReduceState, prior: Flat, rows: Array, gid: Array) -> tuple[Arra
     return was, known & prior.present[was]
 
 
-# --- the seams: per row today, each to be replaced by its vectorised version -----------------------
+# --- robot-level, stall (vectorised) and cohort (per row) ---------------------------------------
 
-class RobotNumbers(NamedTuple):
-    """The robot-level numbers of `Watch` per row (or per slot, in `ObserveState.robot`)."""
-
-    interval: Array
-    skew: Array
-    delivery: Array
-    codes: Array
-
+RobotNumbers = br.RobotWatches
+"""The robot-level numbers of `Watch` per slot (`ObserveState.robot`): `batch_robot`'s state."""
 
 Found = dict[int, list[Finding]]
 """Findings by row of the round."""
@@ -418,53 +430,47 @@ class _Seen(NamedTuple):
     last_seen: float
 
 
-def _robot_rows(w: RobotNumbers, rows: Array, rnd: Round, p: RobotDetectorParams) -> tuple[RobotNumbers, Found]:
-    """Seam: interval, clock skew, delivery, fault codes, seq gap of the applied `rows` (their numbers
-    `w`): `robot._robot` per row today. The new numbers and the findings by row."""
+def _robot_rows(obs: ObserveState, slots: Array, rnd: Round, t: br.ParamTable, pk: Array) -> tuple[Array, Found]:
+    """Interval, clock skew, delivery, fault codes, seq gap of every row of the round (`_delivery` alone
+    for duplicate, stale and late rows): `batch_robot.robot_round`, its findings by `robot_findings`
+    on the found rows, and OverflowError for a row whose count would leave int64 (`robot_round`'s `scalar`: the scalar core
+    keeps a Python int, no array here can; unreachable from `Watch()`, ~1e14 reports; raised before
+    any state changes). Stores the new numbers; returns the stamp time `at` and the findings by row."""
     b = rnd.before
-    out = []
-    found: Found = {}
-    for row, was, last, recv, interval, skew, delivery, codes in zip(
-            rows.tolist(), b.existed[rows].tolist(), b.last_seen[rows].tolist(), rnd.received_ts[rows].tolist(),
-            w.interval.tolist(), w.skew.tolist(), w.delivery.tolist(), w.codes.tolist()):
-        before = cast(Twin, _Seen(last)) if was else None
-        new, f = _robot(Watch(interval=interval, skew=skew, delivery=delivery, codes=codes), before, _STUB,
-                        rnd.events[row], rnd.effects[row], recv, p)
-        out.append((new.interval, new.skew, new.delivery, new.codes))
-        if f:
-            found[row] = f
-    cols = list(zip(*out)) if out else [(), (), (), ()]
-    return RobotNumbers(np.array(cols[0], np.float64), *(np.array(c, np.int64) for c in cols[1:])), found
+    events, effects = rnd.events, rnd.effects
+    gaps = [[c.missing for c in f.changes if isinstance(c, SeqGap)] for f in effects]
+    r = br.Rows(b.existed, b.last_seen, np.asarray(rnd.received_ts, np.float64), np.array([e.ts for e in events]),
+                np.array([len(e.codes) for e in events], np.int64), np.array([e.mode == "estop" for e in events], bool),
+                np.array([_OUTCOME[f.outcome] for f in effects], np.int8),
+                np.array([g[0] if g else 0 for g in gaps], np.int64), pk)
+    old = br.take(obs.robot, slots)
+    res = br.robot_round(old, r, t)
+
+    def scalars(i: int) -> tuple[Twin | None, Twin, Event, Effects]:
+        return (cast(Twin, _Seen(float(b.last_seen[i]))) if b.existed[i] else None), _STUB, events[i], effects[i]
+    if res.scalar.any():  # the scalar core's count leaves int64: our arrays cannot hold it (say so)
+        i = int(np.flatnonzero(res.scalar)[0])
+        raise OverflowError(f"robot {events[i].robot_id}: a robot-level count beyond int64 (a loaded Watch's?)")
+    found = br.robot_findings(old, res, r, t, scalars)
+    br.put(obs.robot, slots, res.state)
+    return res.at, found
 
 
-def _delivery_rows(delivery: Array, rows: Array, p: RobotDetectorParams) -> tuple[Array, Found]:
-    """Seam: duplicate, stale and late `rows` (their delivery counts): `robot._delivery` of the count
-    plus one, per row today. The new counts and the findings by row."""
-    out = []
-    found: Found = {}
-    for row, count in zip(rows.tolist(), delivery.tolist()):
-        count, f = _delivery(count + 100, p)
-        out.append(count)
-        if f:
-            found[row] = f
-    return np.array(out, np.int64), found
-
-
-def _stall_rows(states: list[StallState | None], rows: Array, rnd: Round,
-                p: RobotDetectorParams) -> tuple[list[StallState], Found, Array]:
-    """Seam: `stall.step` per applied row today. The new states, the findings by row and the mask
-    of rows it judged."""
-    assert p.stall is not None
-    out: list[StallState] = []
-    found: Found = {}
-    judged = np.zeros(len(rows), bool)
-    for j, (state, row) in enumerate(zip(states, rows.tolist())):
-        e = rnd.events[row]
-        new, f, judged[j] = stall.step(state, e.signals, e.ts, e.mode == "working", p.stall)
-        out.append(new)
-        if f:
-            found[row] = f
-    return out, found, judged
+def _stall_rows(obs: ObserveState, s: Array, rows: Array, rnd: Round, plan: bst.Plan) -> tuple[Array, Found]:
+    """`stall.step` on the applied `rows` (slots `s`): `batch_stall.stall_round`, findings by
+    `stall_findings` on the found rows. Stores the new states; returns the judged mask and the findings."""
+    events = [rnd.events[i] for i in rows.tolist()]
+    nan = float("nan")
+    counter = np.array([e.signals.get(plan.p.cycle, nan) for e in events], np.float64)
+    speeds = np.array([[e.signals.get(name, nan) for name in plan.speed_names] for e in events], np.float64)
+    speeds = speeds.reshape(len(events), len(plan.speed_names))
+    ts = np.array([e.ts for e in events], np.float64)
+    working = np.array([e.mode == "working" for e in events], bool)
+    old = bst.take(obs.stall, s)
+    new, judged, hit = bst.stall_round(old, counter, speeds, ts, working, plan)
+    more = bst.stall_findings(old, new, np.flatnonzero(hit), counter, speeds, ts, working, plan)
+    bst.put(obs.stall, s, new)
+    return judged, {int(rows[i]): f for i, f in more.items()}
 
 
 def _cohort_rows(states: list[CohortState | None], rows: Array, rnd: Round, spec: RobotModel,
@@ -501,7 +507,7 @@ def _lifecycle(obs: ObserveState, red: ReduceState, rnd: Round, slots: Array, fo
         e = rnd.events[row]
         twin = replace(_STUB, robot_id=e.robot_id, sector=strings[c["sector"][slot]], site=strings[c["site"][slot]],
                        model=strings[c["model"][slot]])
-        still, messages[row] = track(opened.get(slot, []), found.get(row, []), _EVALUATED[int(bits[row])], twin,
+        still, messages[row] = track(opened.get(slot, []), found.get(row, []), _EVALUATED[int(bits[row]) & 63], twin,
                                      float(at[row]), params[e.model])
         if still:
             opened[slot] = still

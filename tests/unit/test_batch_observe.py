@@ -329,3 +329,20 @@ def test_a_late_event_that_adds_a_signal_restarts_every_signals_state() -> None:
     assert [s.same for s in stuck[-2]] == [5, 5] and [s.same for s in stuck[-1]] == [1, 1, 0]  # not 6, 6, 0
     for per_round in (True, False):
         batched(events, received, fleet, {m: p for m in fleet.models}, [], per_round=per_round, oracle=want)
+
+
+def test_a_count_beyond_int64_raises_before_the_round_changes_state() -> None:
+    """`robot_round`'s `scalar` rows: the scalar core would keep a Python int no array can hold."""
+    fleet = seeded_fleet()
+    p = RobotDetectorParams()
+    events = [Event(schema=1, robot_id="r", seq=s, ts=100.0 + s, sector="s", site="s", model=AMR, mode="working",
+                    signals={}) for s in (1, 2)]
+    red, obs = ReduceState(catalogues_of(fleet)), bo.ObserveState()
+    ps = {m: p for m in fleet.models}
+    bo.observe_batch(obs, red, events[:1], [101.1], fleet.models, ps)
+    slot = red.slot_of["r"]
+    obs.robot.delivery[slot] = 2**63 - 50  # a duplicate adds 100
+    watch = encode(bo.watch_of(obs, red, "r"))
+    with pytest.raises(OverflowError):
+        bo.observe_batch(obs, red, events[:1], [102.1], fleet.models, ps)
+    assert encode(bo.watch_of(obs, red, "r")) == watch
