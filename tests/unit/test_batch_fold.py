@@ -1,0 +1,131 @@
+"""twin.batch_fold.fold_batch against `on_record` folded record by record (the oracle).
+
+The log: the chaos scenario's records on one partition (telemetry and interleaved silence checks,
+as `fold_scenario` writes them), plus malformed records, duplicated reports at new offsets and a
+stretch of records redelivered with their old offsets (a restart re-reading from an older commit).
+Compared: every record's event, effects, anomaly messages (ticks' first), rejection, redelivery and
+commands; at the end every twin's `encode_twin` bytes (with its watch) and the fleet state's cohorts
+and rollout statistics. The cohort trend rates stay below `cohort.PARAMS.min_weight` in these runs
+(asserted), so the round join judges trends exactly as `on_record` does; the cohort baselines do get
+fitted and are passed to the join per segment.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from streams.seeds import read_detectors, read_fleet, read_scenario
+from twin import batch_fold as bf
+from twin.detect.cohort import PARAMS as COHORT
+from twin.fleet_fold import FleetState, RecordOut, Rules, on_record
+from twin.record import Record
+from twin.score.ground_truth import fold_scenario
+from twin.sim import load_scenario
+from twin.state import Twin, encode_twin
+
+SEEDS = Path(__file__).resolve().parents[2] / "seeds"
+encode = msgspec.msgpack.encode
+
+
+@functools.cache
+def rules() -> Rules:
+    return Rules(read_fleet(SEEDS), read_detectors(SEEDS))
+
+
+@functools.cache
+def chaos_log(robots: int, seconds: int, seed: int) -> tuple[Record, ...]:
+    """The chaos scenario's log on one partition, with bad, duplicated and redelivered records added."""
+    doc = msgspec.to_builtins(read_scenario(SEEDS, "chaos"))
+    scenario = load_scenario({**doc, "robots": robots, "duration_s": seconds}, "chaos")
+    records: list[Record] = []
+    fold_scenario(rules().fleet, scenario, seed, rules().config, partition_of=lambda key: 0,
+                  on_record=records.append, check_every_s=3.0)
+    rng = random.Random(seed)
+    out: list[Record] = []
+    for r in records:
+        out.append(r)
+        if r.kind == "telemetry" and rng.random() < 0.01:
+            out.append(msgspec.structs.replace(r, value=r.value[: len(r.value) // 2]))  # truncated
+        if r.kind == "telemetry" and rng.random() < 0.005:
+            out.append(msgspec.structs.replace(r, key=b"r-nobody", value=b'{"schema": 1}'))
+        if r.kind == "telemetry" and rng.random() < 0.01:
+            out.append(r)  # the same report again (a duplicate the reducer sees)
+    out = [msgspec.structs.replace(r, offset=i) for i, r in enumerate(out)]
+    cut = len(out) * 2 // 3
+    redelivered = out[cut - 300: cut]  # a restart re-reads from an older commit
+    return tuple([*out[:cut], *redelivered, *out[cut:]])
+
+
+def oracle(records: tuple[Record, ...]) -> tuple[list[RecordOut], dict[str, Twin], FleetState]:
+    twins: dict[str, Twin] = {}
+    state = FleetState()
+    outs = []
+    for record in records:
+        state, out = on_record(state, twins.get, record, rules())
+        if out.step.twin is not None:
+            twins[out.step.twin.robot_id] = out.step.twin
+        outs.append(out)
+    return outs, twins, state
+
+
+def batched(records: tuple[Record, ...], sizes: list[int]) -> tuple[list[RecordOut], bf.FoldState]:
+    state = bf.FoldState(rules())
+    outs: list[RecordOut] = []
+    at, k = 0, 0
+    while at < len(records):
+        size = sizes[k % len(sizes)]
+        state, out = bf.fold_batch(state, rules(), list(records[at:at + size]))
+        outs += out
+        at, k = at + size, k + 1
+    return outs, state
+
+
+def record_view(out: RecordOut) -> bytes:
+    s = out.step
+    return encode((s.event, s.effects, list(s.found), None if s.error is None else (s.error.reason, str(s.error)),
+                   s.redelivered, list(s.commands), out.publish))
+
+
+def cohorts_view(state: FleetState) -> bytes:
+    return encode({p: (sorted((m, n, s1.tolist(), s2.tolist()) for m, (n, s1, s2) in c.sums.items()),
+                       sorted((m, repr(b)) for m, b in c.baselines.items()),
+                       sorted(c.fitted_at.items()), sorted((m, sorted(r.items())) for m, r in c.rates.items()))
+                   for p, c in state.cohorts.items()})
+
+
+def assert_same(records: tuple[Record, ...], sizes: list[int]) -> bf.FoldState:
+    want, twins, fleet = oracle(records)
+    got, state = batched(records, sizes)
+    assert len(got) == len(want)
+    for i, (g, w) in enumerate(zip(got, want)):
+        assert record_view(g) == record_view(w), (i, records[i].kind)
+    assert sorted(state.red.slot_of) == sorted(twins)
+    for rid, twin in twins.items():
+        assert encode_twin(bf.twin_of(state, rid)) == encode_twin(twin), rid  # type: ignore[arg-type]
+    assert cohorts_view(state.fleet) == cohorts_view(fleet)
+    assert encode(state.fleet.versions) == encode(fleet.versions)
+    assert state.fleet.next_tick == fleet.next_tick
+    for c in fleet.cohorts.values():  # the join judged trends without cohort rates: they must not count yet
+        assert all(w < COHORT.min_weight for r in c.rates.values() for w, _, _ in r.values())
+    return state
+
+
+@pytest.mark.parametrize("sizes", [[1], [7], [333], [2000], [5, 120, 1, 41, 777, 64]])
+def test_chaos_log_folds_as_on_record_at_every_split(sizes: list[int]) -> None:
+    records = chaos_log(24, 150, 5)
+    assert {r.kind for r in records} == {"telemetry", "check"}
+    want, _, _ = oracle(records)
+    assert any(o.step.error for o in want) and any(o.step.redelivered for o in want)
+    assert any(o.publish for o in want)
+    assert_same(records, sizes)
+
+
+def test_random_splits() -> None:
+    records = chaos_log(24, 150, 6)
+    rng = random.Random(1)
+    assert_same(records, [rng.choice([1, 2, 3, 17, 90, 400]) for _ in range(200)])

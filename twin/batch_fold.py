@@ -1,0 +1,403 @@
+"""`twin.fleet_fold.on_record` over a batch of one partition's records: twins as arrays, a round join.
+
+`fold_batch(state, rules, records)` gives every robot the twin, and every record the anomaly
+messages, commands, rejection and redelivery, that `on_record` gives folded record by record
+(tests/unit/test_batch_fold.py compares encoded twins with their watch, messages, commands,
+rejections and the fleet state on chaos runs at random splits). The state is updated in place.
+
+How a batch is split:
+* Robots on the *scalar path* for this batch: any robot a silence check, a rejected record or a
+  redelivered offset names, or whose twin was last applied on another partition. Each such robot
+  is materialised once as a `Twin` (`to_twin` + `watch_of` + its offsets) and all of its records
+  of the batch go through `twin.pipeline.feed` in order; the twin is stored back at the end
+  (`_store` into the reducer's columns, `_store_watch` into the `ObserveState`).
+* Every other telemetry row takes the *round join*: `reduce_batch` and `observe_round` round by
+  round (a robot's k-th row in round k), as `batch_observe.observe_batch` does.
+* The whole batch goes through `on_record` itself when the join cannot be exact:
+  desired-state changes exist (`desire` judges drift and commands), or a model's cohort trend rates
+  could reach `cohort.PARAMS.min_weight` within the batch (the join judges trends with no cohort
+  rates). `_join_ready` is the one place that decides it: where the join learns cohort support,
+  relax it there.
+
+Cohorts stay in log order: a cohort baseline changes only when `learn` refits it (a settled working
+report of a model at least `refit_s` after its last fit). The batch is cut into *segments*, each
+ending at the first row that could refit a baseline; within a segment every row is judged against
+the segment's baselines (passed to `observe_round`, or to `feed` on the scalar path: both give
+each row the baseline `on_record` gives it), and at its end the rows that learn (applied, settled at
+work, nothing open after the row: `pipeline.ingest`'s rule) teach the cohorts with the scalar
+`learn`/`learn_rates`, in log order.
+
+Fleet level (ticks, rollout statistics) is folded after the twins, record by record in log order:
+it reads only record times and applied events, never a twin.
+
+State: the reducer's `extras` hold no watch here (the `ObserveState` does) but the offsets
+(partition, offset, check_offset) of each robot, which `redelivered` reads.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import replace as dc_replace
+from typing import Any, NamedTuple
+
+import numpy as np
+from msgspec.structs import replace
+
+from twin import batch_reduce as br
+from twin import batch_signals as bs
+from twin import batch_stall as bst
+from twin.batch_observe import Before, ObserveState, Round, observe_round, rounds_of, snapshot, watch_of
+from twin.columns import Columns, decode_batch
+from twin.detect import rollout
+from twin.detect.cohort import Cohorts, features, learn, learn_rates
+from twin.detect.cohort import PARAMS as COHORT_PARAMS
+from twin.detect.params import RobotDetectorParams
+from twin.detect.robot import drift_view, settled_at_work, trend_rates
+from twin.detect.watch import Watch
+from twin.effects import Effects
+from twin.fleet_fold import FleetState, RecordOut, Rules, _ticks_until, on_record
+from twin.pipeline import Step, feed
+from twin.record import Record
+from twin.schema import MODES, Event
+from twin.state import Twin
+
+_WORKING = MODES.index("working")
+_QUIET = frozenset({"duplicate", "stale", "late"})
+
+
+class FoldState:
+    """One partition's fold: twins as columns (`red`), detector state (`obs`), and the fleet state."""
+
+    def __init__(self, rules: Rules, fleet: FleetState | None = None) -> None:
+        self.red = br.ReduceState(br.catalogues_of(rules.fleet))
+        self.obs = ObserveState()
+        self.fleet = fleet or FleetState()
+        self.params = {m: rules.config.for_model(m) for m in rules.fleet.models}
+        self.specs = {m: spec.signals for m, spec in rules.fleet.models.items()}
+
+
+def twin_of(state: FoldState, robot_id: str) -> Twin | None:
+    """The robot's twin as `on_record`'s driver would hold it (None: no twin)."""
+    red = state.red
+    if robot_id not in red.slot_of:
+        return None
+    state.obs.grow(red.robots, len(red.names.table))
+    return replace(br.to_twin(red, robot_id), watch=watch_of(state.obs, red, robot_id))
+
+
+class _Learn(NamedTuple):
+    """What one row teaches its model's cohort (`pipeline.ingest`): features and trend rates."""
+
+    model: str
+    x: Any
+    ts: float
+    rates: dict[str, float]
+
+
+def fold_batch(state: FoldState, rules: Rules, records: Sequence[Record]) -> tuple[FoldState, list[RecordOut]]:
+    """Fold `records` (one partition, offset order) as `on_record` would one by one.
+
+    Out: per record the `RecordOut` of `on_record`, except that `step.twin` and `step.cohorts`
+    are None (read twins with `twin_of`, cohorts from `state.fleet`)."""
+    if not records:
+        return state, []
+    telemetry = [i for i, r in enumerate(records) if r.kind != "check"]
+    cols = decode_batch([(records[i].key, records[i].value, records[i].timestamp) for i in telemetry],
+                        rules.fleet, rules.policy)
+    if not _join_ready(state, records, cols):
+        return _all_scalar(state, rules, records)
+    events: dict[int, Event] = {telemetry[j]: cols.event(j) for j in cols.row.tolist()}
+    errors = {telemetry[j]: err for j, err in cols.rejected.items()}
+    scalar = _scalar_robots(state, records, events, errors)
+    steps: list[Step] = [Step()] * len(records)
+    held = {rid: twin_of(state, rid) for rid in scalar}
+    names = {rid: _listed(state, rid) for rid in scalar}
+    start = 0
+    while start < len(records):
+        end = _segment_end(state, records, events, start)
+        _segment(state, rules, records, events, scalar, held, names, steps, start, end)
+        start = end
+    for rid, twin in held.items():
+        if twin is not None:
+            _store_twin(state, twin, names[rid])
+    return state, _fleet_level(state, records, steps)
+
+
+def _join_ready(state: FoldState, records: Sequence[Record], cols: Columns) -> bool:
+    """Can the round join judge this batch exactly? Not with desired-state changes (drift and commands
+    are judged by `desire` per row) nor when a model's cohort trend rates could reach `min_weight`
+    within the batch (the join judges trends without cohort rates). The plug for the join's cohort
+    support: once it judges trends against cohort rates, drop the second condition."""
+    if state.fleet.desired.changes:
+        return False
+    cohorts = state.fleet.cohorts.get(records[0].partition)
+    if cohorts is None or not cohorts.rates:
+        return True
+    per_model: dict[str, int] = {}
+    for m in cols.model.tolist():
+        name = cols.index.models[m]
+        per_model[name] = per_model.get(name, 0) + 1
+    for model, moments in cohorts.rates.items():
+        top = max((w for w, _, _ in moments.values()), default=0.0)
+        if top + per_model.get(model, 0) >= COHORT_PARAMS.min_weight:
+            return False
+    return True
+
+
+def _scalar_robots(state: FoldState, records: Sequence[Record], events: Mapping[int, Event],
+                   errors: Mapping[int, Any]) -> set[str]:
+    """Robots whose records of this batch all go through `feed`: named by a check, a rejected record or
+    a redelivered offset, or last applied on another partition."""
+    out: set[str] = set()
+    red = state.red
+    for i, r in enumerate(records):
+        if r.kind == "check" or i in errors:
+            try:
+                rid = r.key.decode() if r.key else ""
+            except UnicodeDecodeError:
+                rid = ""
+            if rid:
+                out.add(rid)
+            continue
+        rid = events[i].robot_id
+        slot = red.slot_of.get(rid)
+        if slot is not None:
+            _, part, off, _ = red.extras.get(slot, (None, -1, -1, -1))
+            if part != r.partition or r.offset <= off:
+                out.add(rid)
+    return out
+
+
+def _segment_end(state: FoldState, records: Sequence[Record], events: Mapping[int, Event], start: int) -> int:
+    """One past the first row from `start` that could refit a cohort baseline (a working report of a
+    warm robot at least `refit_s` after its model's last fit): rows before it see fixed baselines."""
+    cohorts = state.fleet.cohorts.get(records[start].partition) or Cohorts()
+    red = state.red
+    seen: dict[str, int] = {}
+    for i in range(start, len(records)):
+        e = events.get(i)
+        if e is None or e.mode != "working":
+            continue
+        k = seen[e.robot_id] = seen.get(e.robot_id, 0) + 1
+        slot = red.slot_of.get(e.robot_id)
+        had = int(red.cols["events"][slot]) if slot is not None else 0
+        if had + k <= state.params[e.model].warmup_reports:
+            continue
+        if e.ts - cohorts.fitted_at.get(e.model, -math.inf) >= cohorts.refit_s:
+            return i + 1
+    return len(records)
+
+
+def _segment(state: FoldState, rules: Rules, records: Sequence[Record], events: Mapping[int, Event],
+             scalar: set[str], held: dict[str, Twin | None], names: dict[str, list[str]], steps: list[Step],
+             start: int, end: int) -> None:
+    """Records [start, end): the join on the plain rows, `feed` on the scalar robots' records, then the
+    cohorts learn from the rows that learn, in log order."""
+    partition = records[start].partition
+    cohorts = state.fleet.cohorts.get(partition) or Cohorts()
+    learns: dict[int, _Learn] = {}
+    fast = [i for i in range(start, end) if i in events and events[i].robot_id not in scalar]
+    if fast:
+        _join(state, rules, records, events, fast, cohorts, steps, learns)
+    for i in range(start, end):
+        if i in events and events[i].robot_id not in scalar:
+            continue
+        _scalar_row(state, rules, records[i], held, names, cohorts, steps, learns, i)
+    if learns:
+        for i in sorted(learns):
+            what = learns[i]
+            if what.x is not None:
+                cohorts = learn(cohorts, what.model, what.x, what.ts)
+            cohorts = learn_rates(cohorts, what.model, what.rates)
+        state.fleet = dc_replace(state.fleet, cohorts={**state.fleet.cohorts, partition: cohorts})
+
+
+def _scalar_row(state: FoldState, rules: Rules, record: Record, held: dict[str, Twin | None],
+                names: dict[str, list[str]], cohorts: Cohorts, steps: list[Step], learns: dict[int, _Learn],
+                i: int) -> None:
+    """One record of a scalar-path robot through `feed` (its cohort learning taken out for log order)."""
+    step = feed(held.get, record, rules.fleet, rules.config, rules.policy, cohorts, state.fleet.desired)
+    if step.twin is None:
+        steps[i] = step._replace(cohorts=None)
+        return
+    e, twin = step.event, step.twin
+    before = held.get(twin.robot_id)
+    held[twin.robot_id] = twin
+    steps[i] = step._replace(twin=None, cohorts=None)
+    if e is None or step.effects is None or step.effects.outcome in _QUIET:
+        return
+    names[twin.robot_id] = list(twin.signals)
+    p = state.params[e.model]
+    if step.effects.outcome == "applied" and settled_at_work(twin, e, p) and not (twin.watch and twin.watch.open):
+        model = rules.fleet.models[e.model]
+        learns[i] = _Learn(e.model, features(e, model), e.ts, trend_rates(before, twin, e, model, p))
+
+
+def _join(state: FoldState, rules: Rules, records: Sequence[Record], events: Mapping[int, Event], rows: list[int],
+          cohorts: Cohorts, steps: list[Step], learns: dict[int, _Learn]) -> None:
+    """The plain rows through `reduce_batch` + `observe_round`, round by round; marks their offsets."""
+    red, obs = state.red, state.obs
+    models = rules.fleet.models
+    for idx in rounds_of([events[rows[j]].robot_id for j in range(len(rows))]):
+        at = [rows[j] for j in idx]
+        evs = [events[i] for i in at]
+        recv = np.array([records[i].timestamp for i in at], np.float64)
+        before = snapshot(red, [e.robot_id for e in evs])
+        _, effects = br.reduce_batch(red, evs, recv)
+        found = observe_round(obs, red, Round(evs, recv, effects, before), models, state.params,
+                              dict(cohorts.baselines))
+        for j, (i, e, eff, msgs) in enumerate(zip(at, evs, effects, found)):
+            slot = red.slot_of[e.robot_id]
+            _, part, _, chk = red.extras.get(slot, (None, -1, -1, -1))
+            red.extras[slot] = (None, records[i].partition, records[i].offset,
+                                chk if part == records[i].partition else -1)
+            steps[i] = Step(None, e, eff, msgs)
+            if eff.outcome == "applied" and slot not in obs.opened:
+                _learn_row(state, rules, before, j, e, slot, learns, i)
+
+
+def _learn_row(state: FoldState, rules: Rules, before: Before, j: int, e: Event, slot: int,
+               learns: dict[int, _Learn], i: int) -> None:
+    """`pipeline.ingest`'s learning rule on a joined row (no anomaly open after it)."""
+    p = state.params[e.model]
+    c = state.red.cols
+    if not (e.mode == "working" and int(c["events"][slot]) > p.warmup_reports
+            and e.ts - float(c["mode_since"][slot]) >= p.settle_s):
+        return
+    model = rules.fleet.models[e.model]
+    learns[i] = _Learn(e.model, features(e, model), e.ts, _rates(state, before, j, e, p))
+
+
+def _rates(state: FoldState, before: Before, j: int, e: Event, p: RobotDetectorParams) -> dict[str, float]:
+    """`robot.trend_rates` from the round's snapshot of the twin before (the row is settled at work)."""
+    if not (before.existed[j] and before.mode[j] == _WORKING and before.events[j] > p.warmup_reports
+            and before.ts[j] - before.mode_since[j] >= p.settle_s):
+        return {}
+    b_ts = float(before.ts[j])
+    dt = e.ts - b_ts
+    if not 0 < dt <= p.drift_max_step_s:
+        return {}
+    red, flat = state.red, before.signals
+    spec_of = state.specs[e.model]
+    out: dict[str, float] = {}
+    for name, value in e.signals.items():
+        spec = spec_of.get(name)
+        if spec is None or drift_view(name, p) != "trend":
+            continue
+        gid = dict.get(red.names, name)
+        block = int(flat.block[j])
+        colmap = red.colmap()
+        if gid is None or block < 0 or gid >= colmap.shape[1] or colmap[block, gid] < 0:
+            continue
+        pos = int(flat.base[j] + colmap[block, gid])
+        if not flat.present[pos] or (flat.explicit[pos] and float(flat.own_ts[pos]) != b_ts):
+            continue
+        width = max(spec.nominal[1] - spec.nominal[0], 1e-9)
+        out[name] = (value - float(flat.value[pos])) / width / dt
+    return out
+
+
+def _listed(state: FoldState, robot_id: str) -> list[str]:
+    """The names of the signals in the robot's `Watch.signals` (what `watch_of` lists), in order."""
+    red, obs = state.red, state.obs
+    slot = red.slot_of.get(robot_id)
+    if slot is None:
+        return []
+    obs.grow(red.robots, len(red.names.table))
+    gids = np.flatnonzero(obs.cell_of[slot] >= 0)
+    gids = gids[obs.listed[obs.cell_of[slot, gids]]]
+    return sorted(red.names.table[g] for g in gids.tolist())
+
+
+def _store_twin(state: FoldState, twin: Twin, names: list[str]) -> None:
+    """A scalar-path twin back into the columns (offsets in `extras`, watch into `obs`)."""
+    red = state.red
+    slot = red.slot_of.get(twin.robot_id)
+    if slot is None:
+        br._load(red, [replace(twin, watch=None)])
+        slot = red.slot_of[twin.robot_id]
+    else:
+        br._store(red, slot, replace(twin, watch=None))
+    red.extras[slot] = (None, twin.partition, twin.offset, twin.check_offset)
+    _store_watch(state, slot, twin.watch or Watch(), names)
+
+
+def _store_watch(state: FoldState, slot: int, watch: Watch, names: list[str]) -> None:
+    """Write a `Watch` into the `ObserveState` (the inverse of `watch_of`): `names` are the signals its
+    `signals` list stands for, in order (the twin's signals at its last judged report)."""
+    red, obs = state.red, state.obs
+    if len(names) != len(watch.signals):
+        raise AssertionError(f"watch of {len(watch.signals)} signals stored against {len(names)} names")
+    gids = [red.names[n] for n in names]
+    obs.grow(red.robots, len(red.names.table))
+    mine = obs.cell_of[slot][obs.cell_of[slot] >= 0]
+    bs.put(obs.cells, mine, bs.empty(len(mine)))
+    obs.listed[mine] = False
+    if gids:
+        cells = obs.cell_of[slot, gids]
+        new = cells < 0
+        if new.any():
+            cells[new] = obs.alloc(int(new.sum()))
+            obs.cell_of[slot, np.array(gids)[new]] = cells[new]
+        bs.put(obs.cells, cells, bs.watches_of(watch.signals))
+        obs.listed[cells] = True
+    obs.nlisted[slot] = len(watch.signals)
+    r = obs.robot
+    r.interval[slot], r.skew[slot], r.delivery[slot], r.codes[slot] = (watch.interval, watch.skew, watch.delivery,
+                                                                       watch.codes)
+    _put(obs.opened, slot, watch.open)
+    _put(obs.cohort, slot, watch.cohort)
+    if isinstance(obs.stall, dict):  # the stall state as a dict, or (batch_stall) as arrays
+        _put(obs.stall, slot, watch.stall)
+    else:
+        bst.put(obs.stall, np.array([slot]), bst.stalls_of([watch.stall]))
+
+
+def _put(table: dict[int, Any], slot: int, value: Any) -> None:
+    if value is not None and value != []:
+        table[slot] = value
+    else:
+        table.pop(slot, None)
+
+
+def _fleet_level(state: FoldState, records: Sequence[Record], steps: list[Step]) -> list[RecordOut]:
+    """Ticks and rollout statistics, record by record in log order, as `on_record` takes them."""
+    fleet = state.fleet
+    out = []
+    for record, step in zip(records, steps):
+        fleet, ticked = _ticks_until(fleet, record.timestamp)
+        if step.event is not None and step.effects is not None and step.effects.outcome == "applied":
+            fleet = dc_replace(fleet, versions=rollout.observe(fleet.versions, step.event))
+        out.append(RecordOut(step, [*ticked, *step.found]))
+    state.fleet = fleet
+    return out
+
+
+def _all_scalar(state: FoldState, rules: Rules, records: Sequence[Record]) -> tuple[FoldState, list[RecordOut]]:
+    """The batch through `on_record` itself, over twins materialised from the columns."""
+    held: dict[str, Twin | None] = {}
+    names: dict[str, list[str]] = {}
+
+    def lookup(rid: str) -> Twin | None:
+        if rid not in held:
+            held[rid], names[rid] = twin_of(state, rid), _listed(state, rid)
+        return held[rid]
+    out = []
+    for record in records:
+        state.fleet, result = on_record(state.fleet, lookup, record, rules)
+        step = result.step
+        if step.twin is not None:
+            held[step.twin.robot_id] = step.twin
+            if step.event is not None and step.effects is not None and step.effects.outcome not in _QUIET:
+                names[step.twin.robot_id] = list(step.twin.signals)
+        out.append(RecordOut(step._replace(twin=None, cohorts=None), result.publish))
+    for rid, twin in held.items():
+        if twin is not None:
+            _store_twin(state, twin, names[rid])
+    return state, out
+
+
+def plain_effects(out: Sequence[RecordOut]) -> list[Effects | None]:
+    """Each record's Effects (None: not applied telemetry), for drivers that count outcomes."""
+    return [o.step.effects for o in out]
