@@ -55,8 +55,8 @@ class ChangelogWriter:
         for partition, batch in batches.items():
             acks.append(await producer.send_batch(batch, topic.get_topic_name(), partition=partition))
         await asyncio.gather(*acks)
-        for key, (_, value) in items.items():
-            put_local(table, key, value)
+        for key, (partition, value) in items.items():
+            put_local(table, key, value, partition)
 
     async def stop(self) -> None:
         if self._producer is not None:
@@ -72,18 +72,27 @@ class ChangelogWriter:
         return self._producer
 
 
-def put_local(table: Any, key: str, value: bytes | None) -> None:
+def put_local(table: Any, key: str, value: bytes | None, partition: int) -> None:
     """Set (None: delete) a table's value in this worker's store only, without a changelog record of Faust's.
 
     Faust has no public call for it: `Collection.data` is its store (faust
     tables/base.py), which `table[key] = value` writes after sending the
-    changelog record itself. The one place this project reaches into Faust's
-    tables; tests/unit/test_faust_pins.py pins the behaviour for the version in use.
+    changelog record itself. The store also keeps each key's changelog
+    partition (`_key_partition`), which it fills only for keys it recovered:
+    after a rebalance it drops the keys of partitions the worker no longer
+    holds by that map (`on_recovery_completed`). A key put here without its
+    partition stayed behind when its partition moved to another worker, and
+    that worker's twins were then counted on both (fleet metrics, /twins). The
+    one place this project reaches into Faust's tables; tests/unit/test_faust_pins.py
+    pins the behaviour for the version in use.
     """
+    store = table.data
     if value is None:
-        table.data.pop(key, None)
+        store.pop(key, None)
+        store._key_partition.pop(key, None)
     else:
-        table.data[key] = value
+        store[key] = value
+        store._key_partition[key] = partition
 
 
 def twin_values(table: Any) -> Iterable[Twin]:

@@ -27,9 +27,22 @@ def table() -> faust.Table:
 
 def test_a_value_put_in_the_local_store_is_what_the_table_serves() -> None:
     twins = table()
-    put_local(twins, "r-1", b"twin bytes")
+    put_local(twins, "r-1", b"twin bytes", 0)
     assert twins.get("r-1") == b"twin bytes"
     assert list(twins.values()) == [b"twin bytes"]
+    put_local(twins, "r-1", None, 0)
+    assert twins.get("r-1") is None and list(twins.values()) == []
+
+
+def test_after_a_rebalance_the_store_drops_what_was_put_for_partitions_no_longer_held() -> None:
+    """A worker that wrote a partition's twins and then lost it must not keep them: they were
+    counted twice (its fleet metrics and /twins, and the new owner's)."""
+    twins = table()
+    put_local(twins, "kept", b"a", 0)
+    put_local(twins, "moved", b"b", 1)
+    held = {TP(twins.changelog_topic.get_topic_name(), 0)}
+    asyncio.run(twins.data.on_recovery_completed(held, set()))  # what Faust runs after each rebalance
+    assert dict(twins.items()) == {"kept": b"a"}
 
 
 def test_the_changelog_record_is_the_one_faust_writes_and_recovers() -> None:
