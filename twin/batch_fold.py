@@ -36,6 +36,7 @@ State: the reducer's `extras` hold no watch here (the `ObserveState` does) but t
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import replace as dc_replace
@@ -102,6 +103,8 @@ def fold_batch(state: FoldState, rules: Rules, records: Sequence[Record]) -> tup
     are None (read twins with `twin_of`, cohorts from `state.fleet`)."""
     if not records:
         return state, []
+    if any(r.partition != records[0].partition for r in records):
+        raise ValueError("fold_batch folds the records of one partition")
     telemetry = [i for i, r in enumerate(records) if r.kind != "check"]
     cols = decode_batch([(records[i].key, records[i].value, records[i].timestamp) for i in telemetry],
                         rules.fleet, rules.policy)
@@ -113,9 +116,10 @@ def fold_batch(state: FoldState, rules: Rules, records: Sequence[Record]) -> tup
     steps: list[Step] = [Step()] * len(records)
     held = {rid: twin_of(state, rid) for rid in scalar}
     names = {rid: _listed(state, rid) for rid in scalar}
+    candidates = _candidates(state, records, events)
     start = 0
     while start < len(records):
-        end = _segment_end(state, records, events, start)
+        end = _segment_end(state, records, events, candidates, start)
         _segment(state, rules, records, events, scalar, held, names, steps, start, end)
         start = end
     for rid, twin in held.items():
@@ -169,22 +173,38 @@ def _scalar_robots(state: FoldState, records: Sequence[Record], events: Mapping[
     return out
 
 
-def _segment_end(state: FoldState, records: Sequence[Record], events: Mapping[int, Event], start: int) -> int:
-    """One past the first row from `start` that could refit a cohort baseline (a working report of a
-    warm robot at least `refit_s` after its model's last fit): rows before it see fixed baselines."""
-    cohorts = state.fleet.cohorts.get(records[start].partition) or Cohorts()
+def _candidates(state: FoldState, records: Sequence[Record], events: Mapping[int, Event]) -> list[int]:
+    """Rows that could teach a cohort (and so refit its baseline): working reports of robots that may
+    be past warm-up (the robot's events before the batch plus its rows so far exceed `warmup_reports`)."""
     red = state.red
     seen: dict[str, int] = {}
-    for i in range(start, len(records)):
-        e = events.get(i)
-        if e is None or e.mode != "working":
-            continue
+    out = []
+    for i, e in events.items():
         k = seen[e.robot_id] = seen.get(e.robot_id, 0) + 1
+        if e.mode != "working":
+            continue
         slot = red.slot_of.get(e.robot_id)
         had = int(red.cols["events"][slot]) if slot is not None else 0
-        if had + k <= state.params[e.model].warmup_reports:
+        if had + k > state.params[e.model].warmup_reports:
+            out.append(i)
+    return out
+
+
+def _segment_end(state: FoldState, records: Sequence[Record], events: Mapping[int, Event], candidates: list[int],
+                 start: int) -> int:
+    """One past the first candidate from `start` that could change what a row's cohort scoring sees:
+    the first fit of its model's baseline, or a refit (`refit_s` after the last) that could reach
+    `min_weight`. A refit below `min_weight` changes nothing a row sees: `multivariate.step` leaves
+    the state as it was (or idle) for any baseline of fewer rows, and the dimension is the model's."""
+    cohorts = state.fleet.cohorts.get(records[start].partition) or Cohorts()
+    taught: dict[str, int] = {}
+    for i in candidates[bisect.bisect_left(candidates, start):]:
+        e = events[i]
+        n = taught[e.model] = taught.get(e.model, 0) + 1
+        if e.ts - cohorts.fitted_at.get(e.model, -math.inf) < cohorts.refit_s:
             continue
-        if e.ts - cohorts.fitted_at.get(e.model, -math.inf) >= cohorts.refit_s:
+        n += cohorts.sums[e.model][0] if e.model in cohorts.sums else 0
+        if n >= 2 and (e.model not in cohorts.baselines or n >= COHORT_PARAMS.min_weight):
             return i + 1
     return len(records)
 

@@ -1,0 +1,126 @@
+"""How fast `twin.batch_fold.fold_batch` folds wire records, against `on_record` record by record.
+
+Log: the simulator's chaos scenario at `--robots` robots for `--seconds` seconds, each report a
+telemetry record of partition 0 (key = robot id, value = the JSON event, broker time = event time
++ 0.2 s in whole milliseconds); every 5 s of it, silence checks for `--checks` robots drawn at
+random (as the worker's timer would send for quiet robots). No desired-state changes.
+
+* Scalar: `on_record` per record over a dict of twins, from the wire bytes (it parses each).
+* Batch: `fold_batch` on slices of `--batch` records, from the same bytes (it decodes them).
+
+Process CPU time of each whole fold; events/CPU-second over all records and over the second half
+(after the fleet's warm-up, when cohort baselines are fitted and segments are long). Afterwards every
+record's output and every twin (`encode_twin`, with its watch) are checked equal; the run stops with
+an error otherwise.
+
+    .venv/bin/python bench/fold_batch.py [--robots 2000] [--seconds 30] [--batch 2000] [--checks 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import time
+from pathlib import Path
+
+import msgspec
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from streams.seeds import read_detectors, read_fleet, read_scenario  # noqa: E402
+from twin import batch_fold as bf  # noqa: E402
+from twin.fleet_fold import FleetState, RecordOut, Rules, on_record  # noqa: E402
+from twin.record import Record  # noqa: E402
+from twin.sim import FleetSim  # noqa: E402
+from twin.sim.scenario import load_scenario  # noqa: E402
+from twin.state import Twin, encode_twin  # noqa: E402
+
+SEEDS = Path(__file__).resolve().parent.parent / "seeds"
+encode = msgspec.msgpack.encode
+
+
+def log(rules: Rules, robots: int, seconds: int, checks: int) -> list[Record]:
+    doc = msgspec.to_builtins(read_scenario(SEEDS, "chaos"))
+    sim = FleetSim(rules.fleet, load_scenario({**doc, "robots": robots, "duration_s": seconds}, "chaos"), seed=1)
+    rng = random.Random(1)
+    out: list[Record] = []
+    ids: list[str] = []
+    for tick in range(sim.ticks):
+        events = sim.step()
+        for e in events:
+            out.append(Record("telemetry", 0, len(out), round((e.ts + 0.2) * 1000) / 1000, e.robot_id.encode(),
+                              msgspec.json.encode(e)))
+        ids = ids or [e.robot_id for e in events]
+        if tick % 5 == 4 and events:
+            now = out[-1].timestamp
+            for rid in rng.sample(ids, min(checks, len(ids))):
+                out.append(Record("check", 0, len(out), now, rid.encode(), repr(now).encode()))
+    return out
+
+
+def scalar(rules: Rules, records: list[Record]) -> tuple[list[float], list[RecordOut], dict[str, Twin]]:
+    twins: dict[str, Twin] = {}
+    state = FleetState()
+    outs: list[RecordOut] = []
+    times = []
+    for record in records:
+        t0 = time.process_time()
+        state, out = on_record(state, twins.get, record, rules)
+        if out.step.twin is not None:
+            twins[out.step.twin.robot_id] = out.step.twin
+        times.append(time.process_time() - t0)
+        outs.append(out)
+    return times, outs, twins
+
+
+def batched(rules: Rules, records: list[Record], size: int) -> tuple[list[tuple[int, float]], list[RecordOut],
+                                                                      bf.FoldState]:
+    state = bf.FoldState(rules)
+    outs: list[RecordOut] = []
+    times = []
+    for at in range(0, len(records), size):
+        t0 = time.process_time()
+        state, out = bf.fold_batch(state, rules, records[at:at + size])
+        times.append((at, time.process_time() - t0))
+        outs += out
+    return times, outs, state
+
+
+def view(out: RecordOut) -> bytes:
+    s = out.step
+    return encode((s.event, s.effects, list(s.found), None if s.error is None else str(s.error), s.redelivered,
+                   list(s.commands), out.publish))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--robots", type=int, default=2000)
+    ap.add_argument("--seconds", type=int, default=30)
+    ap.add_argument("--batch", type=int, default=2000)
+    ap.add_argument("--checks", type=int, default=20)
+    a = ap.parse_args()
+    rules = Rules(read_fleet(SEEDS), read_detectors(SEEDS))
+    records = log(rules, a.robots, a.seconds, a.checks)
+    half = len(records) // 2
+    s_times, s_outs, twins = scalar(rules, records)
+    b_times, b_outs, state = batched(rules, records, a.batch)
+    bad = [i for i, (x, y) in enumerate(zip(s_outs, b_outs)) if view(x) != view(y)]
+    bad_twins = [r for r, t in twins.items() if encode_twin(bf.twin_of(state, r)) != encode_twin(t)]  # type: ignore[arg-type]
+    if bad or bad_twins or len(s_outs) != len(b_outs):
+        raise SystemExit(f"MISMATCH: records {bad[:5]} twins {bad_twins[:5]}")
+    s_all, s_late = sum(s_times), sum(s_times[half:])
+    b_all = sum(t for _, t in b_times)
+    b_late = sum(t for at, t in b_times if at >= half)
+    late_n = len(records) - min((at for at, _ in b_times if at >= half), default=len(records))
+    print(f"{a.robots} robots, {a.seconds} s, {len(records)} records ({sum(r.kind == 'check' for r in records)} checks),"
+          f" batch {a.batch}; outputs and twins identical")
+    print(f"on_record : {len(records) / s_all:10.0f} events/CPU-s  ({s_all / len(records) * 1e6:.1f} us/event);"
+          f" second half {(len(records) - half) / s_late:.0f}")
+    print(f"fold_batch: {len(records) / b_all:10.0f} events/CPU-s  ({b_all / len(records) * 1e6:.1f} us/event);"
+          f" second half {late_n / b_late:.0f}")
+    print(f"ratio: {s_all / b_all:.2f} overall, {(s_late / (len(records) - half)) / (b_late / late_n):.2f} second half")
+
+
+if __name__ == "__main__":
+    main()
