@@ -49,13 +49,25 @@ Trust in the stand-ins: `_robot_rows` hands `robot._robot` (via `robot_findings`
 only `last_seen` (all `_robot` reads of it), and the lifecycle's twin holds only the robot id and
 labels (all `track` reads); the oracle test would catch either reading more.
 
-Not here: the trend reference's check against its cohort's rates (needs the cohort; `signals_round`
-behaves as `_signals` with no rates), cohort baselines learned in log order, `silence` (a timer,
-not a report). The state starts empty (robots new to it); loading stored watches is left to the fold.
+Cohorts: `observe_round` takes, per row, the baseline and trend-rate moments in force at the row's
+log position (`cohort_at`, `rates_at`: `observe`'s `cohort` and `rates`); the trend check
+(`robot._against_cohort`, which `signals_round` leaves out) runs per stepped trend cell without a
+drift finding, and the cohort score per settled working row (`robot._cohort`, per row). `ingest_batch`
+is `twin.pipeline.ingest` over a batch of one partition: reduce, observe, learn in log order, through
+`batch_cohort.plan` and `settle`'s fixed point (every model at once; the fold is re-run from the batch's
+start state, a deep copy, until the learn mask holds: two passes when anything learns, a third when a
+learning row flips a later row's outcome). Its first pass plans no learning, because the trend rates a
+plan needs come out of the fold itself (they do not depend on the cohorts). Features are computed for
+every row of a model up front (`batch_cohort.features`), so a model with a zero-width nominal band
+raises ZeroDivisionError here where the scalar core raises only on a row it learns or scores.
+
+Not here: `silence` (a timer, not a report). The state starts empty (robots new to it); loading stored
+watches is left to the fold.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple, cast
 
@@ -63,6 +75,7 @@ import numpy as np
 import numpy.typing as npt
 from msgspec.structs import replace
 
+from twin import batch_cohort as bc
 from twin import batch_robot as br
 from twin import batch_signals as bs
 from twin import batch_stall as bst
@@ -72,7 +85,8 @@ from twin.detect.findings import Anomaly, Finding
 from twin.detect.lifecycle import track
 from twin.detect.multivariate import State as CohortState
 from twin.detect.params import RobotDetectorParams
-from twin.detect.robot import _cohort
+from twin.detect.cohort import Cohorts, Moments
+from twin.detect.robot import _against_cohort, _cohort
 from twin.detect.watch import Open, SignalWatch, Watch
 from twin.effects import OUTCOMES, Effects, SeqGap
 from twin.fleet import RobotModel
@@ -297,9 +311,16 @@ class Round(NamedTuple):
 
 def observe_round(obs: ObserveState, red: ReduceState, rnd: Round, models: Mapping[str, RobotModel],
                   params: Mapping[str, RobotDetectorParams],
-                  baselines: Mapping[str, mv.Baseline] | None = None) -> list[list[Anomaly]]:
+                  baselines: Mapping[str, mv.Baseline] | None = None, *,
+                  cohort_at: Sequence[mv.Baseline | None] | None = None,
+                  rates_at: Sequence[Mapping[str, Moments] | None] | None = None,
+                  trace: Trace | None = None) -> list[list[Anomaly]]:
     """`observe` for every row of a round (`red` already holds the round's twins): updates `obs` in
-    place and returns each row's anomaly messages, in row order."""
+    place and returns each row's anomaly messages, in row order.
+
+    `cohort_at` / `rates_at`: per row, the `cohort` and `rates` arguments of `observe` (the baseline
+    and trend-rate moments in force at the row's log position); they replace `baselines` (per model).
+    `trace`, if given, receives per row what `twin.pipeline.ingest` learns from (`Trace`)."""
     events = rnd.events
     n = len(events)
     slots = np.array([red.slot_of[e.robot_id] for e in events], np.int64)
@@ -319,16 +340,33 @@ def observe_round(obs: ObserveState, red: ReduceState, rnd: Round, models: Mappi
         rows = rows[~quiet[rows]]
         g = group_of[events[rows_[0]].model]
         if len(rows):
-            _judge(obs, red, rnd, slots, rows, g, found, bits)
+            _judge(obs, red, rnd, slots, rows, g, found, bits, rates_at, trace)
             judged.append((g, rows))
     _merge(found, robot_found)  # a row's findings in `observe`'s order: signals, robot-level, stall, cohort
+    per_row = cohort_at if cohort_at is not None else [(baselines or {}).get(e.model) for e in events]
     for g, rows in judged:
-        _later(obs, rnd, slots, rows, g, models, baselines or {}, found, bits)
-    return _lifecycle(obs, red, rnd, slots, found, bits, at, params)
+        _later(obs, rnd, slots, rows, g, models, per_row, found, bits)
+    messages = _lifecycle(obs, red, rnd, slots, found, bits, at, params)
+    if trace is not None:
+        trace.at_work = (bits & _AT_WORK) > 0
+        trace.open = np.array([slot in obs.opened for slot in slots.tolist()], bool)
+    return messages
+
+
+class Trace:
+    """Per row of a round, what `twin.pipeline.ingest` decides learning on: settled at work (and
+    applied), an anomaly still open after it, and the trend rates (`robot.trend_rates`) in the
+    event's signal order."""
+
+    def __init__(self, n: int) -> None:
+        self.at_work: Array = np.zeros(n, bool)
+        self.open: Array = np.zeros(n, bool)
+        self.rates: list[dict[str, float]] = [{} for _ in range(n)]
 
 
 def _judge(obs: ObserveState, red: ReduceState, rnd: Round, slots: Array, rows: Array, g: Group,
-           found: dict[int, list[Finding]], bits: Array) -> None:
+           found: dict[int, list[Finding]], bits: Array, rates_at: Sequence[Mapping[str, Moments] | None] | None,
+           trace: Trace | None) -> None:
     """The per-signal detectors of `observe` on a parameter group's applied rows, and their bits."""
     c, b, p = red.cols, rnd.before, g.p
     s = slots[rows]
@@ -345,30 +383,31 @@ def _judge(obs: ObserveState, red: ReduceState, rnd: Round, slots: Array, rows: 
     dt = np.where(has_dt, step, np.nan)
     bits[rows] = (_ROBOT | np.where(warm, _VALUES, 0) | np.where(operating, _OPERATING, 0) | np.where(has_dt, _DRIFT, 0)
                   | np.where(at_work, _AT_WORK, 0))
-    _signal_rows(obs, red, rnd, slots, rows, g, (warm, operating, mode == _MAINTENANCE, dt), found)
+    _signal_rows(obs, red, rnd, slots, rows, g, (warm, operating, mode == _MAINTENANCE, dt), found, rates_at, trace)
 
 
 def _later(obs: ObserveState, rnd: Round, slots: Array, rows: Array, g: Group, models: Mapping[str, RobotModel],
-           baselines: Mapping[str, mv.Baseline], found: dict[int, list[Finding]], bits: Array) -> None:
+           baselines: Sequence[mv.Baseline | None], found: dict[int, list[Finding]], bits: Array) -> None:
     """What `observe` runs after the robot-level detectors on a group's applied rows: stall, cohort."""
     s = slots[rows]
     if g.stall is not None:
         judged, more = _stall_rows(obs, s, rows, rnd, g.stall)
         _merge(found, more)
         bits[rows] |= np.where(judged, _STALL, 0)
-    at_work = (bits[rows] & _AT_WORK) > 0
-    for model in set(g.models) & set(baselines):
-        mine = at_work & np.array([rnd.events[i].model == model for i in rows.tolist()], bool)
-        cohort, more = _cohort_rows([obs.cohort.get(slot) for slot in s[mine].tolist()], rows[mine], rnd,
-                                    models[model], baselines[model])
+    mine = ((bits[rows] & _AT_WORK) > 0) & np.array([baselines[i] is not None for i in rows.tolist()], bool)
+    if mine.any():
+        cohort, more = _cohort_rows([obs.cohort.get(slot) for slot in s[mine].tolist()], rows[mine], rnd, models,
+                                    baselines)
         obs.cohort.update((slot, c) for slot, c in zip(s[mine].tolist(), cohort) if c is not None)
         _merge(found, more)
         bits[rows[mine]] |= _COHORT
 
 
 def _signal_rows(obs: ObserveState, red: ReduceState, rnd: Round, slots: Array, rows: Array, g: Group,
-                 flags: tuple[Array, Array, Array, Array], found: dict[int, list[Finding]]) -> None:
-    """`robot._signals` (no cohort rates) on the rows: cells aligned as `_aligned` does, then `signals_round`."""
+                 flags: tuple[Array, Array, Array, Array], found: dict[int, list[Finding]],
+                 rates_at: Sequence[Mapping[str, Moments] | None] | None, trace: Trace | None) -> None:
+    """`robot._signals` on the rows: cells aligned as `_aligned` does, `signals_round`, then the trend
+    references against the cohort's rates (`rates_at`, per row of the round)."""
     s = slots[rows]
     after, prior = _flat(red, s, stats=False), rnd.before.signals
     reset = rnd.before.existed[rows] & (obs.nlisted[s] != prior.nsignals[rows])
@@ -401,8 +440,32 @@ def _signal_rows(obs: ObserveState, red: ReduceState, rnd: Round, slots: Array, 
                  warm, operating, maintenance, dt, fresh, latest, np.where(explicit, after.own_seq[at], latest))
     state, cells_found = bs.signals_round(bs.take(obs.cells, cell), r, g.kinds)
     bs.put(obs.cells, cell, state)
-    for i, f in cells_found.items():
+    if rates_at is not None or trace is not None:
+        _trend_cells(r, g, state, rows[ri], cells_found, rates_at, trace)
+    for i, f in sorted(cells_found.items()):  # cells in the scalar order (robot, then signal)
         found.setdefault(int(rows[ri[i]]), []).extend(f)
+
+
+def _trend_cells(r: bs.Round, g: Group, state: bs.Watches, row: Array, cells_found: dict[int, list[Finding]],
+                 rates_at: Sequence[Mapping[str, Moments] | None] | None, trace: Trace | None) -> None:
+    """The trend cells whose drift stepped (as `signals_round` decides it; no trend row is in
+    maintenance, which has no work step): `robot._against_cohort` on those without a drift finding
+    (appended after the cell's findings, as `_signals` does), and their rates into `trace`."""
+    prior = r.prior._replace(present=r.prior.present & r.present)
+    x, has_x = bs.drift_input(r.kind, r.value, prior, r.fresh, r.dt, g.kinds)
+    stepped = np.flatnonzero(r.present & ~np.isnan(r.dt) & (g.kinds.view[r.kind] == bs.VIEW_TREND) & has_x)
+    for i in stepped.tolist():
+        name, j = g.kinds.names[r.kind[i]], int(row[i])
+        if trace is not None:
+            trace.rates[j][name] = float(x[i])
+        moments = rates_at[j] if rates_at is not None else None
+        if not moments or any(f.detector == "drift" for f in cells_found.get(i, [])):
+            continue
+        d = bs.drift_at(state.drift, i)
+        assert d is not None
+        f = _against_cohort(name, d, moments.get(name), g.p)
+        if f:
+            cells_found.setdefault(i, []).extend(f)
 
 
 def _prior(red: ReduceState, prior: Flat, rows: Array, gid: Array) -> tuple[Array, Array]:
@@ -473,14 +536,16 @@ def _stall_rows(obs: ObserveState, s: Array, rows: Array, rnd: Round, plan: bst.
     return judged, {int(rows[i]): f for i, f in more.items()}
 
 
-def _cohort_rows(states: list[CohortState | None], rows: Array, rnd: Round, spec: RobotModel,
-                 baseline: mv.Baseline) -> tuple[list[CohortState | None], Found]:
-    """Seam: `robot._cohort` per row today, on the settled working `rows` of one model (all judged).
-    The new states and the findings by row."""
+def _cohort_rows(states: list[CohortState | None], rows: Array, rnd: Round, models: Mapping[str, RobotModel],
+                 baselines: Sequence[mv.Baseline | None]) -> tuple[list[CohortState | None], Found]:
+    """Seam: `robot._cohort` per row, on the settled working `rows` with a baseline in force
+    (`baselines`: per row of the round). The new states and the findings by row."""
     out: list[CohortState | None] = []
     found: Found = {}
     for state, row in zip(states, rows.tolist()):
-        w, f = _cohort(Watch(cohort=state), baseline, rnd.events[row], spec)
+        e, base = rnd.events[row], baselines[row]
+        assert base is not None
+        w, f = _cohort(Watch(cohort=state), base, e, models[e.model])
         out.append(w.cohort)
         if f:
             found[row] = f
@@ -543,3 +608,123 @@ def rounds_of(robot_ids: Sequence[str]) -> list[list[int]]:
             out.append([])
         out[k].append(i)
     return out
+
+
+# --- ingest: observe with the partition's cohorts, learning in log order ----------------------------
+
+def ingest_batch(obs: ObserveState, red: ReduceState, events: Sequence[Event], received_ts: Sequence[float],
+                 models: Mapping[str, RobotModel], params: Mapping[str, RobotDetectorParams],
+                 cohorts: Cohorts) -> tuple[list[Effects], list[list[Anomaly]], Cohorts]:
+    """`twin.pipeline.ingest` for each event of a batch of one partition (log order): reduce, observe
+    against the cohorts in force at each row's log position, learn. Effects and messages per event,
+    and the cohorts after the batch; `red` and `obs` change in place.
+
+    `batch_cohort.settle`'s fixed point, over every model of the batch at once: plan each model's
+    learning with a learn mask, fold the batch against the plans, read the mask the fold implies
+    (applied, settled at work, no anomaly open after the row) and fold again from the batch's start
+    state if it differs. The first pass plans no learning (it needs no trend rates, which the fold
+    itself yields), so a batch in which anything learns takes two passes or more."""
+    start_obs, start_red = copy.deepcopy(obs), copy.deepcopy(red)
+    by_model: dict[str, list[int]] = {}
+    for i, e in enumerate(events):
+        by_model.setdefault(e.model, []).append(i)
+    feats = {m: _features(events, rows, models[m]) for m, rows in by_model.items()}
+    masks = {m: np.zeros(len(rows), bool) for m, rows in by_model.items()}
+    reports = {m: _reports(events, rows, feats[m], [{}] * len(rows)) for m, rows in by_model.items()}
+    for _ in range(len(events) + 2):
+        plans, after = _plans(cohorts, by_model, reports, masks)
+        cohort_at, rates_at = _per_row(len(events), cohorts, by_model, plans)
+        effects, messages, trace = _fold(obs, red, events, received_ts, models, params, cohort_at, rates_at)
+        learned = trace.at_work & ~trace.open & np.array([f.outcome == "applied" for f in effects], bool)
+        new_masks = {m: learned[rows] for m, rows in by_model.items()}
+        new_reports = {m: _reports(events, rows, feats[m], [trace.rates[i] for i in rows]) for m, rows in by_model.items()}
+        if all(np.array_equal(new_masks[m], masks[m]) for m in masks) and (
+                not any(mask.any() for mask in masks.values()) or _same_reports(reports, new_reports)):
+            return effects, messages, after
+        masks, reports = new_masks, new_reports
+        obs.__dict__.update(copy.deepcopy(start_obs).__dict__)
+        red.__dict__.update(copy.deepcopy(start_red).__dict__)
+    raise AssertionError("the learn mask did not settle: the outcome is not causal in log order")
+
+
+def _fold(obs: ObserveState, red: ReduceState, events: Sequence[Event], received_ts: Sequence[float],
+          models: Mapping[str, RobotModel], params: Mapping[str, RobotDetectorParams],
+          cohort_at: list[mv.Baseline | None], rates_at: list[Mapping[str, Moments] | None]
+          ) -> tuple[list[Effects], list[list[Anomaly]], Trace]:
+    """One pass: `observe_batch` with per-row baselines and moments, and the batch's `Trace`."""
+    effects: list[Effects] = [Effects("applied")] * len(events)
+    messages: list[list[Anomaly]] = [[] for _ in events]
+    whole = Trace(len(events))
+    for idx in rounds_of([e.robot_id for e in events]):
+        evs = [events[i] for i in idx]
+        recv = np.array([received_ts[i] for i in idx], np.float64)
+        before = snapshot(red, [e.robot_id for e in evs])
+        _, eff = reduce_batch(red, evs, recv)
+        trace = Trace(len(idx))
+        got = observe_round(obs, red, Round(evs, recv, eff, before), models, params,
+                            cohort_at=[cohort_at[i] for i in idx], rates_at=[rates_at[i] for i in idx], trace=trace)
+        for j, (i, f, m) in enumerate(zip(idx, eff, got)):
+            effects[i], messages[i] = f, m
+            whole.rates[i] = trace.rates[j]
+        whole.at_work[idx], whole.open[idx] = trace.at_work, trace.open
+    return effects, messages, whole
+
+
+def _features(events: Sequence[Event], rows: list[int], model: RobotModel) -> tuple[Array, Array]:
+    """`cohort.features` of a model's rows: (n, p) vectors and whether each is complete."""
+    names = list(model.signals)
+    values = np.array([[events[i].signals.get(n, np.nan) for n in names] for i in rows], np.float64)
+    return bc.features(values.reshape(len(rows), len(names)), model)
+
+
+def _reports(events: Sequence[Event], rows: list[int], feats: tuple[Array, Array],
+             rates: list[dict[str, float]]) -> bc.Reports:
+    """A model's `batch_cohort.Reports`: trend names in order of first appearance (a row's in its
+    event's signal order, as `trend_rates` yields them)."""
+    names = list(dict.fromkeys(n for r in rates for n in r))
+    col = {n: k for k, n in enumerate(names)}
+    values, has = np.zeros((len(rows), len(names))), np.zeros((len(rows), len(names)), bool)
+    for j, r in enumerate(rates):
+        for n, v in r.items():
+            values[j, col[n]], has[j, col[n]] = v, True
+    return bc.Reports(np.array([events[i].ts for i in rows], np.float64), feats[0], feats[1], values, has, tuple(names))
+
+
+def _same_reports(a: Mapping[str, bc.Reports], b: Mapping[str, bc.Reports]) -> bool:
+    return all(a[m].names == b[m].names and np.array_equal(a[m].has_rate, b[m].has_rate)
+               and a[m].rates.tobytes() == b[m].rates.tobytes() for m in a)
+
+
+def _plans(cohorts: Cohorts, by_model: Mapping[str, list[int]], reports: Mapping[str, bc.Reports],
+           masks: Mapping[str, Array]) -> tuple[dict[str, bc.Plan], Cohorts]:
+    """Each model's plan, chained in order of the models' first learning row (new models' keys then
+    enter the cohorts in the scalar's order, unless two new models interleave: `batch_cohort`'s caveat)."""
+    first = {m: int(rows[int(np.flatnonzero(masks[m])[0])]) if masks[m].any() else 1 << 62
+             for m, rows in by_model.items()}
+    plans: dict[str, bc.Plan] = {}
+    after = cohorts
+    for m in sorted(by_model, key=lambda m: first[m]):
+        plans[m] = bc.plan(after, m, reports[m], masks[m])
+        after = plans[m].cohorts
+    return plans, after
+
+
+def _per_row(n: int, cohorts: Cohorts, by_model: Mapping[str, list[int]],
+             plans: Mapping[str, bc.Plan]) -> tuple[list[mv.Baseline | None], list[Mapping[str, Moments] | None]]:
+    """Per row of the batch: the baseline in force and the trend-rate moments before it (`observe`'s
+    `cohort` and `rates`)."""
+    cohort_at: list[mv.Baseline | None] = [None] * n
+    rates_at: list[Mapping[str, Moments] | None] = [None] * n
+    for m, rows in by_model.items():
+        made, start = plans[m], cohorts.rates.get(m)
+        for j, i in enumerate(rows):
+            cohort_at[i] = made.baselines[int(made.epoch[j])]
+            here = dict(start or {})
+            for name, r in made.rates.items():
+                moments = bc.moments_at(r, j)
+                if moments is None:
+                    here.pop(name, None)
+                else:
+                    here[name] = moments
+            rates_at[i] = here if here or start is not None else None
+    return cohort_at, rates_at

@@ -25,15 +25,19 @@ from twin.detect.cohort import PARAMS as COHORT
 from twin.detect.cohort import features
 from twin.detect.lifecycle import track
 from twin.detect.multivariate import Baseline
-from twin.detect.params import RobotDetectorParams
+from twin.detect.cohort import Cohorts
+from twin.detect.params import DetectorConfig, RobotDetectorParams
 from twin.detect.robot import observe
 from twin.detect.watch import Watch
 from twin.fleet import Fleet
+from twin.pipeline import ingest
 from twin.reduce import apply
 from twin.schema import Event, Mode
 from twin.sim import FleetSim
 from twin.sim.scenario import load_scenario
 from twin.state import Twin
+
+from .test_batch_cohort import cohort_bytes, faulty, seeded
 
 SEEDS = Path(__file__).resolve().parents[2] / "seeds"
 seeded_fleet = functools.cache(lambda: read_fleet(SEEDS))
@@ -346,3 +350,65 @@ def test_a_count_beyond_int64_raises_before_the_round_changes_state() -> None:
     with pytest.raises(OverflowError):
         bo.observe_batch(obs, red, events[:1], [102.1], fleet.models, ps)
     assert encode(bo.watch_of(obs, red, "r")) == watch
+
+
+# --- ingest_batch: cohorts learned in log order ----------------------------------------------------
+
+class Ingested(NamedTuple):
+    events: list[Event]
+    config: DetectorConfig
+    start: Cohorts
+    messages: list[bytes]
+    watches: list[bytes]
+    cohorts: list[Cohorts]
+    """After each event."""
+
+
+@pytest.fixture(scope="module")
+def ingested() -> Ingested:
+    """The cohort test's chaos run (batteries draining fast, robots off their cohort, cohorts seeded just
+    short of `min_weight` with a 4 s refit) through `twin.pipeline.ingest` event by event."""
+    fleet = seeded_fleet()
+    scenario = read_scenario(SEEDS, "chaos")
+    small = load_scenario({**msgspec.to_builtins(scenario), "robots": 24, "duration_s": 330}, "chaos")
+    sim = FleetSim(fleet, small, seed=11)
+    clean = [e for _ in range(sim.ticks) for e in sim.step()]
+    events = faulty(clean, fleet)
+    base = read_detectors(SEEDS)
+    config = DetectorConfig(msgspec.structs.replace(base.defaults, drift_reference_s=30.0, settle_s=20.0),
+                            {m: msgspec.structs.replace(p, drift_reference_s=30.0, settle_s=20.0)
+                             for m, p in base.models.items()})
+    start = cohorts = seeded(fleet, clean, refit_s=4.0)
+    twins: dict[str, Twin] = {}
+    out = Ingested(events, config, start, [], [], [])
+    for e in events:
+        twin, _, messages, cohorts = ingest(twins.get(e.robot_id), e, e.ts + 0.2, fleet, config, cohorts)
+        twins[e.robot_id] = twin
+        out.messages.append(encode(messages))
+        out.watches.append(encode(twin.watch))
+        out.cohorts.append(cohorts)
+    return out
+
+
+@pytest.mark.parametrize("seed", [1])
+def test_ingest_batch_equals_the_pipeline_at_random_splits(ingested: Ingested, seed: int) -> None:
+    """Every message, every robot's Watch and the cohorts' bytes after each batch, against `ingest`."""
+    fleet, run = seeded_fleet(), ingested
+    ps = {m: run.config.for_model(m) for m in fleet.models}
+    rng = random.Random(seed)
+    red, obs, cohorts = ReduceState(catalogues_of(fleet)), bo.ObserveState(), run.start
+    seen: Counter[str] = Counter()
+    lo = 0
+    while lo < len(run.events):
+        hi = min(len(run.events), lo + rng.choice([1, 5, 300, 2_000, 4_000]))
+        evs = run.events[lo:hi]
+        _, got, cohorts = bo.ingest_batch(obs, red, evs, [e.ts + 0.2 for e in evs], fleet.models, ps, cohorts)
+        assert [encode(m) for m in got] == run.messages[lo:hi], lo
+        last = {e.robot_id: lo + k for k, e in enumerate(evs)}
+        for robot, i in last.items():
+            assert encode(bo.watch_of(obs, red, robot)) == run.watches[i], robot
+        assert cohort_bytes(cohorts) == cohort_bytes(run.cohorts[hi - 1]), hi
+        seen.update(f"{m.detector}:{m.evidence.get('view', '')}" for ms in got for m in ms)
+        lo = hi
+    assert seen["cohort:"] and seen["drift:cohort"], seen  # both cohort checks fired
+    assert cohort_bytes(cohorts) != cohort_bytes(run.start)
