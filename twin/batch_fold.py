@@ -49,10 +49,11 @@ from twin import batch_reduce as br
 from twin import batch_signals as bs
 from twin import batch_stall as bst
 from twin.batch_observe import Before, ObserveState, Round, observe_round, rounds_of, snapshot, watch_of
-from twin.columns import Columns, decode_batch
+from twin.columns import Columns, _event, decode_batch
 from twin.detect import rollout
 from twin.detect.cohort import Cohorts, features, learn, learn_rates
 from twin.detect.cohort import PARAMS as COHORT_PARAMS
+from twin.detect.findings import Anomaly
 from twin.detect.params import RobotDetectorParams
 from twin.detect.robot import drift_view, settled_at_work, trend_rates
 from twin.detect.watch import Watch
@@ -110,7 +111,8 @@ def fold_batch(state: FoldState, rules: Rules, records: Sequence[Record]) -> tup
                         rules.fleet, rules.policy)
     if not _join_ready(state, records, cols):
         return _all_scalar(state, rules, records)
-    events: dict[int, Event] = {telemetry[j]: cols.event(j) for j in cols.row.tolist()}
+    events: dict[int, Event] = {telemetry[j]: e if isinstance(e, Event) else _event(e)
+                                for j, e in zip(cols.row.tolist(), cols.events)}
     errors = {telemetry[j]: err for j, err in cols.rejected.items()}
     scalar = _scalar_robots(state, records, events, errors)
     steps: list[Step] = [Step()] * len(records)
@@ -382,16 +384,48 @@ def _put(table: dict[int, Any], slot: int, value: Any) -> None:
 
 
 def _fleet_level(state: FoldState, records: Sequence[Record], steps: list[Step]) -> list[RecordOut]:
-    """Ticks and rollout statistics, record by record in log order, as `on_record` takes them."""
+    """Ticks and rollout statistics, record by record in log order, as `on_record` takes them.
+
+    The rollout statistics are folded into a local dict (`_observe_latency`, `rollout.observe`'s
+    arithmetic) and written back before each tick (which judges them) and at the end."""
     fleet = state.fleet
+    stats = dict(fleet.versions.stats)
+    dirty = False
     out = []
+    signal = _ROLLOUT.signal
     for record, step in zip(records, steps):
-        fleet, ticked = _ticks_until(fleet, record.timestamp)
-        if step.event is not None and step.effects is not None and step.effects.outcome == "applied":
-            fleet = dc_replace(fleet, versions=rollout.observe(fleet.versions, step.event))
-        out.append(RecordOut(step, [*ticked, *step.found]))
+        ticked: list[Anomaly] = []
+        if fleet.next_tick is None or record.timestamp >= fleet.next_tick:
+            if dirty:
+                fleet, dirty = dc_replace(fleet, versions=replace(fleet.versions, stats=dict(stats))), False
+            fleet, ticked = _ticks_until(fleet, record.timestamp)
+            stats = dict(fleet.versions.stats)
+        e = step.event
+        if e is not None and step.effects is not None and step.effects.outcome == "applied":
+            value = e.signals.get(signal)
+            if value is not None and value > 0 and e.ai_model_version:
+                _observe_latency(stats, e, value)
+                dirty = True
+        out.append(RecordOut(step, [*ticked, *step.found] if ticked else list(step.found)))
+    if dirty:
+        fleet = dc_replace(fleet, versions=replace(fleet.versions, stats=stats))
     state.fleet = fleet
     return out
+
+
+_ROLLOUT = rollout.RolloutParams()
+"""The parameters `on_record` observes rollouts with (the defaults)."""
+
+
+def _observe_latency(stats: dict[str, rollout.LatencyStats], e: Event, value: float) -> None:
+    """`rollout.observe` on a mutable dict: the same Welford step, the key kept where it was (or last)."""
+    key = f"{e.model}|{e.ai_model_version}"
+    s = stats.get(key) or rollout.LatencyStats(e.ts)
+    x = math.log(value)
+    n = s.n + 1
+    delta = x - s.mean
+    mean = s.mean + delta / n
+    stats[key] = rollout.LatencyStats(min(s.first_ts, e.ts), n, mean, s.m2 + delta * (x - mean))
 
 
 def _all_scalar(state: FoldState, rules: Rules, records: Sequence[Record]) -> tuple[FoldState, list[RecordOut]]:
