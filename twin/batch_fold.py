@@ -46,6 +46,7 @@ import numpy as np
 from msgspec.structs import replace
 
 from twin import batch_reduce as br
+from twin import batch_cohort as bc
 from twin import batch_signals as bs
 from twin import batch_stall as bst
 from twin.batch_observe import Before, ObserveState, Round, observe_round, rounds_of, snapshot, watch_of
@@ -177,17 +178,25 @@ def _scalar_robots(state: FoldState, records: Sequence[Record], events: Mapping[
 
 def _candidates(state: FoldState, records: Sequence[Record], events: Mapping[int, Event]) -> list[int]:
     """Rows that could teach a cohort (and so refit its baseline): working reports of robots that may
-    be past warm-up (the robot's events before the batch plus its rows so far exceed `warmup_reports`)."""
+    be past warm-up and settled. Bounds, from the twins before the batch: the robot's events then plus
+    its rows so far must exceed `warmup_reports`; and as `mode_since` only ever stays or takes the
+    time of one of the robot's reports (`twin.reduce`), it is at least the smaller of its value then
+    and the robot's earliest report time so far, which must be `settle_s` before the row."""
     red = state.red
-    seen: dict[str, int] = {}
+    seen: dict[str, tuple[int, float]] = {}
     out = []
+    events_col, since_col = red.cols["events"], red.cols["mode_since"]
     for i, e in events.items():
-        k = seen[e.robot_id] = seen.get(e.robot_id, 0) + 1
+        k, low = seen.get(e.robot_id, (0, math.inf))
+        slot = red.slot_of.get(e.robot_id)
+        if k == 0 and slot is not None:
+            low = float(since_col[slot])
+        k, low = seen[e.robot_id] = (k + 1, min(low, e.ts))
         if e.mode != "working":
             continue
-        slot = red.slot_of.get(e.robot_id)
-        had = int(red.cols["events"][slot]) if slot is not None else 0
-        if had + k > state.params[e.model].warmup_reports:
+        p = state.params[e.model]
+        had = int(events_col[slot]) if slot is not None else 0
+        if had + k > p.warmup_reports and e.ts - low >= p.settle_s:
             out.append(i)
     return out
 
@@ -369,11 +378,8 @@ def _store_watch(state: FoldState, slot: int, watch: Watch, names: list[str]) ->
     r.interval[slot], r.skew[slot], r.delivery[slot], r.codes[slot] = (watch.interval, watch.skew, watch.delivery,
                                                                        watch.codes)
     _put(obs.opened, slot, watch.open)
-    _put(obs.cohort, slot, watch.cohort)
-    if isinstance(obs.stall, dict):  # the stall state as a dict, or (batch_stall) as arrays
-        _put(obs.stall, slot, watch.stall)
-    else:
-        bst.put(obs.stall, np.array([slot]), bst.stalls_of([watch.stall]))
+    _put_state(obs, "cohort", slot, watch.cohort, bc.states_of)
+    _put_state(obs, "stall", slot, watch.stall, bst.stalls_of)
 
 
 def _put(table: dict[int, Any], slot: int, value: Any) -> None:
@@ -381,6 +387,17 @@ def _put(table: dict[int, Any], slot: int, value: Any) -> None:
         table[slot] = value
     else:
         table.pop(slot, None)
+
+
+def _put_state(obs: ObserveState, name: str, slot: int, value: Any, arrays_of: Any) -> None:
+    """One robot's stall or cohort state into `obs`: a dict slot -> state, or (as `batch_observe`
+    keeps them now) a NamedTuple of per-slot arrays built by `arrays_of` from scalar states."""
+    table = getattr(obs, name)
+    if isinstance(table, dict):
+        _put(table, slot, value)
+        return
+    for column, one in zip(table, arrays_of([value])):
+        column[slot] = one[0]
 
 
 def _fleet_level(state: FoldState, records: Sequence[Record], steps: list[Step]) -> list[RecordOut]:

@@ -83,10 +83,10 @@ from twin.batch_reduce import ReduceState, reduce_batch
 from twin.detect import multivariate as mv
 from twin.detect.findings import Anomaly, Finding
 from twin.detect.lifecycle import track
-from twin.detect.multivariate import State as CohortState
 from twin.detect.params import RobotDetectorParams
+from twin.detect.cohort import PARAMS as COHORT_PARAMS
 from twin.detect.cohort import Cohorts, Moments
-from twin.detect.robot import _against_cohort, _cohort
+from twin.detect.robot import _against_cohort
 from twin.detect.watch import Open, SignalWatch, Watch
 from twin.effects import OUTCOMES, Effects, SeqGap
 from twin.fleet import RobotModel
@@ -133,7 +133,8 @@ class ObserveState:
         self.opened: dict[int, list[Open]] = {}
         self.stall = bst.empty(0)
         """Per slot: the stall detector's state (`has` False: None)."""
-        self.cohort: dict[int, CohortState] = {}
+        self.cohort = bc.States(*(np.zeros(0, t) for t in (bool, np.float64, np.float64, bool, np.float64)))
+        """Per slot: the cohort detector's state (`has` False: None)."""
         self._groups: tuple[Mapping[str, RobotDetectorParams], dict[str, Group], br.ParamTable] | None = None
 
     def grow(self, slots: int, gids: int) -> None:
@@ -147,6 +148,7 @@ class ObserveState:
             self.nlisted = _grown(self.nlisted, s)
             self.robot = br.RobotWatches(*(_grown(col, s) for col in self.robot))
             self.stall = bst.Stalls(*(_grown(col, s, fill) for col, fill in zip(self.stall, (False, np.nan, np.nan, 0))))
+            self.cohort = bc.States(*(_grown(col, s) for col in self.cohort))
 
     def alloc(self, count: int) -> Array:
         """`count` new cells, each `SignalWatch()` and not listed."""
@@ -214,7 +216,7 @@ def watch_of(obs: ObserveState, red: ReduceState, robot_id: str) -> Watch:
     r = obs.robot
     return Watch(signals=signals, interval=float(r.interval[slot]), skew=int(r.skew[slot]),
                  delivery=int(r.delivery[slot]), codes=int(r.codes[slot]), open=obs.opened.get(slot, []),
-                 cohort=obs.cohort.get(slot), stall=bst.state_at(obs.stall, slot))
+                 cohort=bc.state_at(obs.cohort, slot), stall=bst.state_at(obs.stall, slot))
 
 
 # --- the twins' signals, as the reducer's block rows laid end to end ----------------------------
@@ -396,10 +398,7 @@ def _later(obs: ObserveState, rnd: Round, slots: Array, rows: Array, g: Group, m
         bits[rows] |= np.where(judged, _STALL, 0)
     mine = ((bits[rows] & _AT_WORK) > 0) & np.array([baselines[i] is not None for i in rows.tolist()], bool)
     if mine.any():
-        cohort, more = _cohort_rows([obs.cohort.get(slot) for slot in s[mine].tolist()], rows[mine], rnd, models,
-                                    baselines)
-        obs.cohort.update((slot, c) for slot, c in zip(s[mine].tolist(), cohort) if c is not None)
-        _merge(found, more)
+        _merge(found, _cohort_rows(obs, s[mine], rows[mine], rnd, models, baselines))
         bits[rows[mine]] |= _COHORT
 
 
@@ -536,20 +535,43 @@ def _stall_rows(obs: ObserveState, s: Array, rows: Array, rnd: Round, plan: bst.
     return judged, {int(rows[i]): f for i, f in more.items()}
 
 
-def _cohort_rows(states: list[CohortState | None], rows: Array, rnd: Round, models: Mapping[str, RobotModel],
-                 baselines: Sequence[mv.Baseline | None]) -> tuple[list[CohortState | None], Found]:
-    """Seam: `robot._cohort` per row, on the settled working `rows` with a baseline in force
-    (`baselines`: per row of the round). The new states and the findings by row."""
-    out: list[CohortState | None] = []
+def _cohort_rows(obs: ObserveState, s: Array, rows: Array, rnd: Round, models: Mapping[str, RobotModel],
+                 baselines: Sequence[mv.Baseline | None]) -> Found:
+    """`robot._cohort` on the settled working `rows` (slots `s`) with a baseline in force (`baselines`:
+    per row of the round), model by model: `batch_cohort.features`, `distance_rows` per baseline,
+    `advance_round`, findings by `cohort_findings` (`mv.step` itself) on the found rows. A row whose
+    report lacks a signal, or whose baseline has another dimension, is left as it was (`_cohort`
+    returns early). Stores the new states; returns the findings by row."""
+    events = rnd.events
+    model_of = np.array([events[i].model for i in rows.tolist()], object)
     found: Found = {}
-    for state, row in zip(states, rows.tolist()):
-        e, base = rnd.events[row], baselines[row]
-        assert base is not None
-        w, f = _cohort(Watch(cohort=state), base, e, models[e.model])
-        out.append(w.cohort)
-        if f:
-            found[row] = f
-    return out, found
+    for model in sorted(set(model_of.tolist())):
+        spec = models[model]
+        mine = np.flatnonzero(model_of == model)
+        names = list(spec.signals)
+        values = np.array([[events[i].signals.get(n, np.nan) for n in names] for i in rows[mine].tolist()], np.float64)
+        x, complete = bc.features(values.reshape(len(mine), len(names)), spec)
+        base = [baselines[i] for i in rows[mine].tolist()]
+        live = np.flatnonzero(complete & np.array([b is not None and b.dim == len(names) for b in base], bool))
+        if not len(live):
+            continue
+        x, base = x[live], [base[j] for j in live.tolist()]
+        raw, advance = np.full(len(live), np.nan), np.zeros(len(live), bool)
+        for b in {id(b): b for b in base}.values():
+            assert b is not None
+            if b.weight < COHORT_PARAMS.min_weight:
+                continue
+            at = np.flatnonzero(np.array([c is b for c in base], bool) & np.isfinite(x).all(axis=1))
+            raw[at], advance[at] = bc.distance_rows(b, x[at]), True
+        slots, here = s[mine[live]], rows[mine[live]]
+        ts = np.array([events[i].ts for i in here.tolist()], np.float64)
+        old = bc.States(*(col[slots] for col in obs.cohort))
+        new, score, hit = bc.advance_round(old, raw, advance, ts)
+        more = bc.cohort_findings(old, new, score, np.flatnonzero(hit), dict(enumerate(base)), x, advance, ts)
+        for dst, src in zip(obs.cohort, new):
+            dst[slots] = src
+        found.update((int(here[j]), f) for j, f in more.items())
+    return found
 
 
 def _merge(found: Found, more: Found) -> None:
