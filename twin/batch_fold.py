@@ -110,20 +110,21 @@ def fold_batch(state: FoldState, rules: Rules, records: Sequence[Record]) -> tup
     telemetry = [i for i, r in enumerate(records) if r.kind != "check"]
     cols = decode_batch([(records[i].key, records[i].value, records[i].timestamp) for i in telemetry],
                         rules.fleet, rules.policy)
-    if not _join_ready(state, records, cols):
+    if not _join_ready(state):
         return _all_scalar(state, rules, records)
     events: dict[int, Event] = {telemetry[j]: e if isinstance(e, Event) else _event(e)
                                 for j, e in zip(cols.row.tolist(), cols.events)}
     errors = {telemetry[j]: err for j, err in cols.rejected.items()}
-    scalar = _scalar_robots(state, records, events, errors)
+    live = _live_models(state, records, cols)
+    scalar = _scalar_robots(state, records, events, errors) | {e.robot_id for e in events.values() if e.model in live}
     steps: list[Step] = [Step()] * len(records)
     held = {rid: twin_of(state, rid) for rid in scalar}
     names = {rid: _listed(state, rid) for rid in scalar}
-    candidates = _candidates(state, records, events)
+    candidates = _candidates(state, records, events, live)
     start = 0
     while start < len(records):
         end = _segment_end(state, records, events, candidates, start)
-        _segment(state, rules, records, events, scalar, held, names, steps, start, end)
+        _segment(state, rules, records, events, (scalar, live), held, names, steps, (start, end))
         start = end
     for rid, twin in held.items():
         if twin is not None:
@@ -131,25 +132,27 @@ def fold_batch(state: FoldState, rules: Rules, records: Sequence[Record]) -> tup
     return state, _fleet_level(state, records, steps)
 
 
-def _join_ready(state: FoldState, records: Sequence[Record], cols: Columns) -> bool:
-    """Can the round join judge this batch exactly? Not with desired-state changes (drift and commands
-    are judged by `desire` per row) nor when a model's cohort trend rates could reach `min_weight`
-    within the batch (the join judges trends without cohort rates). The plug for the join's cohort
-    support: once it judges trends against cohort rates, drop the second condition."""
-    if state.fleet.desired.changes:
-        return False
+def _join_ready(state: FoldState) -> bool:
+    """Can the round join judge this batch? Not with desired-state changes: drift and commands are
+    judged by `desire` per row (the whole batch then goes through `on_record`)."""
+    return not state.fleet.desired.changes
+
+
+def _live_models(state: FoldState, records: Sequence[Record], cols: Columns) -> set[str]:
+    """Models whose cohort trend rates could reach `min_weight` within the batch: the join judges trends
+    without cohort rates, so their rows take the scalar path, against the cohorts as they are at each
+    row. THE PLUG for the join's cohort support: once the join judges rows against cohort rates in
+    log order (`batch_cohort`), return the empty set here."""
     cohorts = state.fleet.cohorts.get(records[0].partition)
     if cohorts is None or not cohorts.rates:
-        return True
+        return set()
     per_model: dict[str, int] = {}
     for m in cols.model.tolist():
         name = cols.index.models[m]
         per_model[name] = per_model.get(name, 0) + 1
-    for model, moments in cohorts.rates.items():
-        top = max((w for w, _, _ in moments.values()), default=0.0)
-        if top + per_model.get(model, 0) >= COHORT_PARAMS.min_weight:
-            return False
-    return True
+    return {model for model, moments in cohorts.rates.items()
+            if max((w for w, _, _ in moments.values()), default=0.0) + per_model.get(model, 0)
+            >= COHORT_PARAMS.min_weight}
 
 
 def _scalar_robots(state: FoldState, records: Sequence[Record], events: Mapping[int, Event],
@@ -176,7 +179,7 @@ def _scalar_robots(state: FoldState, records: Sequence[Record], events: Mapping[
     return out
 
 
-def _candidates(state: FoldState, records: Sequence[Record], events: Mapping[int, Event]) -> list[int]:
+def _candidates(state: FoldState, records: Sequence[Record], events: Mapping[int, Event], live: set[str]) -> list[int]:
     """Rows that could teach a cohort (and so refit its baseline): working reports of robots that may
     be past warm-up and settled. Bounds, from the twins before the batch: the robot's events then plus
     its rows so far must exceed `warmup_reports`; and as `mode_since` only ever stays or takes the
@@ -192,7 +195,7 @@ def _candidates(state: FoldState, records: Sequence[Record], events: Mapping[int
         if k == 0 and slot is not None:
             low = float(since_col[slot])
         k, low = seen[e.robot_id] = (k + 1, min(low, e.ts))
-        if e.mode != "working":
+        if e.mode != "working" or e.model in live:  # live models learn row by row on the scalar path
             continue
         p = state.params[e.model]
         had = int(events_col[slot]) if slot is not None else 0
@@ -221,10 +224,14 @@ def _segment_end(state: FoldState, records: Sequence[Record], events: Mapping[in
 
 
 def _segment(state: FoldState, rules: Rules, records: Sequence[Record], events: Mapping[int, Event],
-             scalar: set[str], held: dict[str, Twin | None], names: dict[str, list[str]], steps: list[Step],
-             start: int, end: int) -> None:
-    """Records [start, end): the join on the plain rows, `feed` on the scalar robots' records, then the
-    cohorts learn from the rows that learn, in log order."""
+             routes: tuple[set[str], set[str]], held: dict[str, Twin | None], names: dict[str, list[str]],
+             steps: list[Step], span: tuple[int, int]) -> None:
+    """Records [start, end): the join on the plain rows, `feed` on the scalar robots' records in log
+    order (a live model's rows learn there and then, `routes[1]`), then the other rows that learn
+    teach the cohorts in log order. Models' cohorts are independent (each row reads and teaches only
+    its own model's), so the deferred learning of one model commutes with another's."""
+    scalar, live = routes
+    start, end = span
     partition = records[start].partition
     cohorts = state.fleet.cohorts.get(partition) or Cohorts()
     learns: dict[int, _Learn] = {}
@@ -234,35 +241,40 @@ def _segment(state: FoldState, rules: Rules, records: Sequence[Record], events: 
     for i in range(start, end):
         if i in events and events[i].robot_id not in scalar:
             continue
-        _scalar_row(state, rules, records[i], held, names, cohorts, steps, learns, i)
-    if learns:
-        for i in sorted(learns):
-            what = learns[i]
-            if what.x is not None:
-                cohorts = learn(cohorts, what.model, what.x, what.ts)
-            cohorts = learn_rates(cohorts, what.model, what.rates)
+        learned = _scalar_row(state, rules, records[i], held, names, cohorts, steps, learns, i)
+        if learned is not None and i in events and events[i].model in live:
+            cohorts = learned
+            learns.pop(i, None)
+    for i in sorted(learns):
+        what = learns[i]
+        if what.x is not None:
+            cohorts = learn(cohorts, what.model, what.x, what.ts)
+        cohorts = learn_rates(cohorts, what.model, what.rates)
+    if cohorts is not state.fleet.cohorts.get(partition):
         state.fleet = dc_replace(state.fleet, cohorts={**state.fleet.cohorts, partition: cohorts})
 
 
 def _scalar_row(state: FoldState, rules: Rules, record: Record, held: dict[str, Twin | None],
                 names: dict[str, list[str]], cohorts: Cohorts, steps: list[Step], learns: dict[int, _Learn],
-                i: int) -> None:
-    """One record of a scalar-path robot through `feed` (its cohort learning taken out for log order)."""
+                i: int) -> Cohorts | None:
+    """One record of a scalar-path robot through `feed`; its learning noted in `learns` (for log
+    order), and the cohorts `feed` learned returned (None: unchanged)."""
     step = feed(held.get, record, rules.fleet, rules.config, rules.policy, cohorts, state.fleet.desired)
     if step.twin is None:
         steps[i] = step._replace(cohorts=None)
-        return
+        return None
     e, twin = step.event, step.twin
     before = held.get(twin.robot_id)
     held[twin.robot_id] = twin
     steps[i] = step._replace(twin=None, cohorts=None)
     if e is None or step.effects is None or step.effects.outcome in _QUIET:
-        return
+        return step.cohorts
     names[twin.robot_id] = list(twin.signals)
     p = state.params[e.model]
     if step.effects.outcome == "applied" and settled_at_work(twin, e, p) and not (twin.watch and twin.watch.open):
         model = rules.fleet.models[e.model]
         learns[i] = _Learn(e.model, features(e, model), e.ts, trend_rates(before, twin, e, model, p))
+    return step.cohorts
 
 
 def _join(state: FoldState, rules: Rules, records: Sequence[Record], events: Mapping[int, Event], rows: list[int],

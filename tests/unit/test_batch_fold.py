@@ -129,3 +129,15 @@ def test_random_splits() -> None:
     records = chaos_log(24, 150, 6)
     rng = random.Random(1)
     assert_same(records, [rng.choice([1, 2, 3, 17, 90, 400]) for _ in range(200)])
+
+
+def test_models_near_live_cohort_rates_learn_row_by_row_on_the_scalar_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the routing threshold lowered, models whose trend rates could count take the scalar path and
+    learn there in log order while the other models learn deferred: still the oracle's result."""
+    monkeypatch.setattr(bf, "COHORT_PARAMS", msgspec.structs.replace(COHORT, min_weight=40.0))
+    routed: list[set[str]] = []
+    live = bf._live_models
+    monkeypatch.setattr(bf, "_live_models", lambda *a: routed.append(live(*a)) or routed[-1])
+    state = assert_same(chaos_log(24, 150, 5), [333])
+    assert any(routed) and not all(routed)
+    assert state.fleet.cohorts[0].rates
