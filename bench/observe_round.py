@@ -143,7 +143,7 @@ def main() -> None:
     print(f"scalar observe:           {s_sec / n * 1e6:7.2f} us/event  ({n / s_sec:9.0f} events/CPU s)")
     print(f"join (snapshot+observe):  {j_sec / n * 1e6:7.2f} us/event  ({n / j_sec:9.0f} events/CPU s)")
     seams = seam_ns[0] / 1e9
-    print(f"  of which robot+stall:   {seams / n * 1e6:7.2f} us/event  (batch_robot, batch_stall, cohort seam)")
+    print(f"  of which robot+stall:   {seams / n * 1e6:7.2f} us/event  (batch_robot, batch_stall, batch_cohort)")
     print(f"  the rest (signals etc): {(j_sec - seams) / n * 1e6:7.2f} us/event")
     print(f"  (reducer, not counted:  {r_sec / n * 1e6:7.2f} us/event)")
     print(f"ratio scalar/join: {s_sec / j_sec:.2f}")

@@ -17,8 +17,7 @@ What is vectorised and what is per row:
 * findings are built by the scalar functions on the rows each vectorised step flags (`robot_findings`,
   `stall_findings`, which check that the scalar state equals ours), and appended in `observe`'s
   order: signals, robot-level, stall, cohort;
-* per row: the cohort seam `_cohort_rows(states, rows, rnd, spec, baseline) -> (states, Found)`
-  (`robot._cohort`, on settled working rows of one model);
+* the cohort score and the trend check against the cohort's rates: see "Cohorts" below;
 * sparse: the lifecycle (`lifecycle.track` itself, so messages are identical by construction) runs
   only on rows with a finding or an open anomaly. For any other row `track([], [], ...)` returns
   `([], [])` (both of its loops are empty), so skipping it changes nothing.
@@ -35,9 +34,9 @@ over their signals), as the parameters are scalars of the numpy steps.
 
 State (`ObserveState`): per signal cell (robot slot x global signal id, cells allocated on first
 sight) the numbers of `SignalWatch` as `batch_signals.Watches`, and whether the cell is in the robot's
-`Watch.signals` list; per slot the robot-level numbers (`batch_robot.RobotWatches`) and the stall
-state (`batch_stall.Stalls`) as arrays; cohort states and the open anomalies (rare) as dicts
-slot -> Python object. The `evaluated` set of a row is a bit mask
+`Watch.signals` list; per slot the robot-level numbers (`batch_robot.RobotWatches`), the stall
+state (`batch_stall.Stalls`) and the cohort state (`batch_cohort.States`) as arrays; the open
+anomalies (rare) as a dict slot -> list. The `evaluated` set of a row is a bit mask
 (`_ROBOT` ... `_COHORT`), turned into a frozenset only for the rows the lifecycle sees.
 
 A scalar quirk kept: a late event may add a signal to the twin without the per-signal state
@@ -52,12 +51,15 @@ labels (all `track` reads); the oracle test would catch either reading more.
 Cohorts: `observe_round` takes, per row, the baseline and trend-rate moments in force at the row's
 log position (`cohort_at`, `rates_at`: `observe`'s `cohort` and `rates`); the trend check
 (`robot._against_cohort`, which `signals_round` leaves out) runs per stepped trend cell without a
-drift finding, and the cohort score per settled working row (`robot._cohort`, per row). `ingest_batch`
+drift finding (per cell), and the cohort score of settled working rows (`batch_cohort.distance_rows`
+per baseline in force, `advance_round`; findings by `cohort_findings`). `ingest_batch`
 is `twin.pipeline.ingest` over a batch of one partition: reduce, observe, learn in log order, through
-`batch_cohort.plan` and `settle`'s fixed point (every model at once; the fold is re-run from the batch's
-start state, a deep copy, until the learn mask holds: two passes when anything learns, a third when a
-learning row flips a later row's outcome). Its first pass plans no learning, because the trend rates a
-plan needs come out of the fold itself (they do not depend on the cohorts). Features are computed for
+`batch_cohort.plan` and `settle`'s fixed point (every model at once). A round is observed in two parts:
+`_begin` (reducer-fed detectors that do not depend on the cohorts: signals, robot-level, stall; and the
+trend rates a plan learns from) runs once, `_finish` (the two cohort checks and the lifecycle) runs once
+per pass from the batch's start cohort states and open anomalies, until the learn mask holds (two
+passes when a row with an open anomaly was guessed to learn, which is most batches once robots alarm).
+Features are computed for
 every row of a model up front (`batch_cohort.features`), so a model with a zero-width nominal band
 raises ZeroDivisionError here where the scalar core raises only on a row it learns or scores.
 
@@ -67,7 +69,6 @@ watches is left to the fold.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple, cast
 
@@ -87,7 +88,7 @@ from twin.detect.params import RobotDetectorParams
 from twin.detect.cohort import PARAMS as COHORT_PARAMS
 from twin.detect.cohort import Cohorts, Moments
 from twin.detect.robot import _against_cohort
-from twin.detect.watch import Open, SignalWatch, Watch
+from twin.detect.watch import Drift, Open, SignalWatch, Watch
 from twin.effects import OUTCOMES, Effects, SeqGap
 from twin.fleet import RobotModel
 from twin.schema import MODES, Event
@@ -323,36 +324,9 @@ def observe_round(obs: ObserveState, red: ReduceState, rnd: Round, models: Mappi
     `cohort_at` / `rates_at`: per row, the `cohort` and `rates` arguments of `observe` (the baseline
     and trend-rate moments in force at the row's log position); they replace `baselines` (per model).
     `trace`, if given, receives per row what `twin.pipeline.ingest` learns from (`Trace`)."""
-    events = rnd.events
-    n = len(events)
-    slots = np.array([red.slot_of[e.robot_id] for e in events], np.int64)
-    obs.grow(len(red.robot_ids), len(red.names.table))
-    quiet = np.array([f.outcome in _QUIET for f in rnd.effects], bool)
-    found: dict[int, list[Finding]] = {}
-    bits = np.zeros(n, np.int64)
-    group_of = obs.groups(models, params)
-    members: dict[int, list[int]] = {}
-    for i, e in enumerate(events):
-        members.setdefault(id(group_of[e.model]), []).append(i)
-    pk = np.array([group_of[e.model].k for e in events], np.int64)
-    at, robot_found = _robot_rows(obs, slots, rnd, obs.table(), pk)  # first: raises before any state changes
-    judged: list[tuple[Group, Array]] = []
-    for rows_ in members.values():
-        rows = np.array(rows_, np.int64)
-        rows = rows[~quiet[rows]]
-        g = group_of[events[rows_[0]].model]
-        if len(rows):
-            _judge(obs, red, rnd, slots, rows, g, found, bits, rates_at, trace)
-            judged.append((g, rows))
-    _merge(found, robot_found)  # a row's findings in `observe`'s order: signals, robot-level, stall, cohort
-    per_row = cohort_at if cohort_at is not None else [(baselines or {}).get(e.model) for e in events]
-    for g, rows in judged:
-        _later(obs, rnd, slots, rows, g, models, per_row, found, bits)
-    messages = _lifecycle(obs, red, rnd, slots, found, bits, at, params)
-    if trace is not None:
-        trace.at_work = (bits & _AT_WORK) > 0
-        trace.open = np.array([slot in obs.opened for slot in slots.tolist()], bool)
-    return messages
+    part = _begin(obs, red, rnd, models, params, trace)
+    per_row = cohort_at if cohort_at is not None else [(baselines or {}).get(e.model) for e in rnd.events]
+    return _finish(obs, red, rnd, part, models, params, per_row, rates_at, trace)
 
 
 class Trace:
@@ -366,9 +340,85 @@ class Trace:
         self.rates: list[dict[str, float]] = [{} for _ in range(n)]
 
 
+class _Part(NamedTuple):
+    """A round's detectors that do not depend on the cohorts (`_begin`), for `_finish` to complete
+    with the cohort checks and the lifecycle (any number of times, against different cohorts).
+
+    `found`: per row the signal, robot-level and stall findings in `observe`'s order; `trend`: the
+    trend cells a cohort check could add to, as (row, where in the row's findings that cell's end,
+    signal, its drift state, group); `labels`: per row the robot's sector, site and model codes."""
+
+    slots: Array
+    found: Found
+    bits: Array
+    at: Array
+    trend: list[tuple[int, int, str, Drift, Group]]
+    judged: list[tuple[Group, Array]]
+    labels: tuple[Array, Array, Array]
+
+
+def _begin(obs: ObserveState, red: ReduceState, rnd: Round, models: Mapping[str, RobotModel],
+           params: Mapping[str, RobotDetectorParams], trace: Trace | None) -> _Part:
+    """Signals, robot-level and stall detectors of a round (updates their state in `obs`)."""
+    events = rnd.events
+    n = len(events)
+    slots = np.array([red.slot_of[e.robot_id] for e in events], np.int64)
+    obs.grow(len(red.robot_ids), len(red.names.table))
+    quiet = np.array([f.outcome in _QUIET for f in rnd.effects], bool)
+    found: Found = {}
+    bits = np.zeros(n, np.int64)
+    group_of = obs.groups(models, params)
+    members: dict[int, list[int]] = {}
+    for i, e in enumerate(events):
+        members.setdefault(id(group_of[e.model]), []).append(i)
+    pk = np.array([group_of[e.model].k for e in events], np.int64)
+    at, robot_found = _robot_rows(obs, slots, rnd, obs.table(), pk)  # first: raises before any state changes
+    judged: list[tuple[Group, Array]] = []
+    trend: list[tuple[int, int, str, Drift, Group]] = []
+    for rows_ in members.values():
+        rows = np.array(rows_, np.int64)
+        rows = rows[~quiet[rows]]
+        g = group_of[events[rows_[0]].model]
+        if len(rows):
+            _judge(obs, red, rnd, slots, rows, g, found, bits, trend, trace)
+            judged.append((g, rows))
+    _merge(found, robot_found)  # a row's findings in `observe`'s order: signals, robot-level, stall, cohort
+    for g, rows in judged:
+        if g.stall is not None:
+            stalled, more = _stall_rows(obs, slots[rows], rows, rnd, g.stall)
+            _merge(found, more)
+            bits[rows] |= np.where(stalled, _STALL, 0)
+    c = red.cols
+    return _Part(slots, found, bits, at, trend, judged, (c["sector"][slots], c["site"][slots], c["model"][slots]))
+
+
+def _finish(obs: ObserveState, red: ReduceState, rnd: Round, part: _Part, models: Mapping[str, RobotModel],
+            params: Mapping[str, RobotDetectorParams], baselines: Sequence[mv.Baseline | None],
+            rates_at: Sequence[Mapping[str, Moments] | None] | None, trace: Trace | None) -> list[list[Anomaly]]:
+    """The cohort checks of a begun round (the trend references against `rates_at`, the cohort score
+    against `baselines`, per row) and the lifecycle; `part` is left as it was."""
+    found = {row: list(f) for row, f in part.found.items()}
+    bits = part.bits.copy()
+    if rates_at is not None:
+        for row, end, name, d, g in reversed(part.trend):  # from the last: earlier positions stay put
+            moments = rates_at[row]
+            f = _against_cohort(name, d, moments.get(name), g.p) if moments else []
+            if f:
+                found.setdefault(row, [])[end:end] = f
+    for g, rows in part.judged:
+        mine = ((bits[rows] & _AT_WORK) > 0) & np.array([baselines[i] is not None for i in rows.tolist()], bool)
+        if mine.any():
+            _merge(found, _cohort_rows(obs, part.slots[rows[mine]], rows[mine], rnd, models, baselines))
+            bits[rows[mine]] |= _COHORT
+    messages = _lifecycle(obs, red, rnd, part.slots, found, bits, part.at, params, part.labels)
+    if trace is not None:
+        trace.at_work = (bits & _AT_WORK) > 0
+        trace.open = np.array([slot in obs.opened for slot in part.slots.tolist()], bool)
+    return messages
+
+
 def _judge(obs: ObserveState, red: ReduceState, rnd: Round, slots: Array, rows: Array, g: Group,
-           found: dict[int, list[Finding]], bits: Array, rates_at: Sequence[Mapping[str, Moments] | None] | None,
-           trace: Trace | None) -> None:
+           found: Found, bits: Array, trend: list[tuple[int, int, str, Drift, Group]], trace: Trace | None) -> None:
     """The per-signal detectors of `observe` on a parameter group's applied rows, and their bits."""
     c, b, p = red.cols, rnd.before, g.p
     s = slots[rows]
@@ -385,28 +435,14 @@ def _judge(obs: ObserveState, red: ReduceState, rnd: Round, slots: Array, rows: 
     dt = np.where(has_dt, step, np.nan)
     bits[rows] = (_ROBOT | np.where(warm, _VALUES, 0) | np.where(operating, _OPERATING, 0) | np.where(has_dt, _DRIFT, 0)
                   | np.where(at_work, _AT_WORK, 0))
-    _signal_rows(obs, red, rnd, slots, rows, g, (warm, operating, mode == _MAINTENANCE, dt), found, rates_at, trace)
-
-
-def _later(obs: ObserveState, rnd: Round, slots: Array, rows: Array, g: Group, models: Mapping[str, RobotModel],
-           baselines: Sequence[mv.Baseline | None], found: dict[int, list[Finding]], bits: Array) -> None:
-    """What `observe` runs after the robot-level detectors on a group's applied rows: stall, cohort."""
-    s = slots[rows]
-    if g.stall is not None:
-        judged, more = _stall_rows(obs, s, rows, rnd, g.stall)
-        _merge(found, more)
-        bits[rows] |= np.where(judged, _STALL, 0)
-    mine = ((bits[rows] & _AT_WORK) > 0) & np.array([baselines[i] is not None for i in rows.tolist()], bool)
-    if mine.any():
-        _merge(found, _cohort_rows(obs, s[mine], rows[mine], rnd, models, baselines))
-        bits[rows[mine]] |= _COHORT
+    _signal_rows(obs, red, rnd, slots, rows, g, (warm, operating, mode == _MAINTENANCE, dt), found, trend, trace)
 
 
 def _signal_rows(obs: ObserveState, red: ReduceState, rnd: Round, slots: Array, rows: Array, g: Group,
-                 flags: tuple[Array, Array, Array, Array], found: dict[int, list[Finding]],
-                 rates_at: Sequence[Mapping[str, Moments] | None] | None, trace: Trace | None) -> None:
-    """`robot._signals` on the rows: cells aligned as `_aligned` does, `signals_round`, then the trend
-    references against the cohort's rates (`rates_at`, per row of the round)."""
+                 flags: tuple[Array, Array, Array, Array], found: Found,
+                 trend: list[tuple[int, int, str, Drift, Group]], trace: Trace | None) -> None:
+    """`robot._signals` on the rows: cells aligned as `_aligned` does, `signals_round`, and the trend
+    cells a cohort check could add a finding to (into `trend`; see `_Part`)."""
     s = slots[rows]
     after, prior = _flat(red, s, stats=False), rnd.before.signals
     reset = rnd.before.existed[rows] & (obs.nlisted[s] != prior.nsignals[rows])
@@ -439,32 +475,37 @@ def _signal_rows(obs: ObserveState, red: ReduceState, rnd: Round, slots: Array, 
                  warm, operating, maintenance, dt, fresh, latest, np.where(explicit, after.own_seq[at], latest))
     state, cells_found = bs.signals_round(bs.take(obs.cells, cell), r, g.kinds)
     bs.put(obs.cells, cell, state)
-    if rates_at is not None or trace is not None:
-        _trend_cells(r, g, state, rows[ri], cells_found, rates_at, trace)
-    for i, f in sorted(cells_found.items()):  # cells in the scalar order (robot, then signal)
-        found.setdefault(int(rows[ri[i]]), []).extend(f)
+    candidates = _trend_cells(r, g, state, rows[ri], cells_found, trace)
+    for i in sorted({*cells_found, *candidates}):  # cells in the scalar order (robot, then signal)
+        row = int(rows[ri[i]])
+        if i in cells_found:
+            found.setdefault(row, []).extend(cells_found[i])
+        if i in candidates:
+            name, d = candidates[i]
+            trend.append((row, len(found.get(row, ())), name, d, g))
 
 
 def _trend_cells(r: bs.Round, g: Group, state: bs.Watches, row: Array, cells_found: dict[int, list[Finding]],
-                 rates_at: Sequence[Mapping[str, Moments] | None] | None, trace: Trace | None) -> None:
+                 trace: Trace | None) -> dict[int, tuple[str, Drift]]:
     """The trend cells whose drift stepped (as `signals_round` decides it; no trend row is in
-    maintenance, which has no work step): `robot._against_cohort` on those without a drift finding
-    (appended after the cell's findings, as `_signals` does), and their rates into `trace`."""
+    maintenance, which has no work step): their rates into `trace`, and those without a drift
+    finding (where `_signals` asks `robot._against_cohort`) by cell, with their new drift state."""
+    out: dict[int, tuple[str, Drift]] = {}
+    trend = g.kinds.view[r.kind] == bs.VIEW_TREND
+    if not trend.any():
+        return out
     prior = r.prior._replace(present=r.prior.present & r.present)
     x, has_x = bs.drift_input(r.kind, r.value, prior, r.fresh, r.dt, g.kinds)
-    stepped = np.flatnonzero(r.present & ~np.isnan(r.dt) & (g.kinds.view[r.kind] == bs.VIEW_TREND) & has_x)
+    stepped = np.flatnonzero(r.present & ~np.isnan(r.dt) & trend & has_x)
     for i in stepped.tolist():
         name, j = g.kinds.names[r.kind[i]], int(row[i])
         if trace is not None:
             trace.rates[j][name] = float(x[i])
-        moments = rates_at[j] if rates_at is not None else None
-        if not moments or any(f.detector == "drift" for f in cells_found.get(i, [])):
-            continue
-        d = bs.drift_at(state.drift, i)
-        assert d is not None
-        f = _against_cohort(name, d, moments.get(name), g.p)
-        if f:
-            cells_found.setdefault(i, []).extend(f)
+        if not any(f.detector == "drift" for f in cells_found.get(i, [])):
+            d = bs.drift_at(state.drift, i)
+            assert d is not None
+            out[i] = (name, d)
+    return out
 
 
 def _prior(red: ReduceState, prior: Flat, rows: Array, gid: Array) -> tuple[Array, Array]:
@@ -583,17 +624,20 @@ def _merge(found: Found, more: Found) -> None:
 # --- the lifecycle, on sparse rows ----------------------------------------------------------------
 
 def _lifecycle(obs: ObserveState, red: ReduceState, rnd: Round, slots: Array, found: dict[int, list[Finding]],
-               bits: Array, at: Array, params: Mapping[str, RobotDetectorParams]) -> list[list[Anomaly]]:
-    """`lifecycle.track` itself on the rows with a finding or an open anomaly; the others get none."""
+               bits: Array, at: Array, params: Mapping[str, RobotDetectorParams],
+               labels: tuple[Array, Array, Array]) -> list[list[Anomaly]]:
+    """`lifecycle.track` itself on the rows with a finding or an open anomaly; the others get none.
+    `labels`: per row the sector, site and model codes of the robot after its row."""
     messages: list[list[Anomaly]] = [[] for _ in range(len(slots))]
     opened = obs.opened
     rows = sorted({*found, *(i for i, slot in enumerate(slots.tolist()) if slot in opened)}) if opened else sorted(found)
-    c, strings = red.cols, red.strings.table
+    strings = red.strings.table
+    sector, site, model = labels
     for row in rows:
         slot = int(slots[row])
         e = rnd.events[row]
-        twin = replace(_STUB, robot_id=e.robot_id, sector=strings[c["sector"][slot]], site=strings[c["site"][slot]],
-                       model=strings[c["model"][slot]])
+        twin = replace(_STUB, robot_id=e.robot_id, sector=strings[sector[row]], site=strings[site[row]],
+                       model=strings[model[row]])
         still, messages[row] = track(opened.get(slot, []), found.get(row, []), _EVALUATED[int(bits[row]) & 63], twin,
                                      float(at[row]), params[e.model])
         if still:
@@ -641,55 +685,65 @@ def ingest_batch(obs: ObserveState, red: ReduceState, events: Sequence[Event], r
     against the cohorts in force at each row's log position, learn. Effects and messages per event,
     and the cohorts after the batch; `red` and `obs` change in place.
 
+    The reducer and every detector but the cohort's two checks run once, round by round (`_begin`:
+    they do not depend on the cohorts, nor do the trend rates a plan learns from). Then
     `batch_cohort.settle`'s fixed point, over every model of the batch at once: plan each model's
-    learning with a learn mask, fold the batch against the plans, read the mask the fold implies
-    (applied, settled at work, no anomaly open after the row) and fold again from the batch's start
-    state if it differs. The first pass plans no learning (it needs no trend rates, which the fold
-    itself yields), so a batch in which anything learns takes two passes or more."""
-    start_obs, start_red = copy.deepcopy(obs), copy.deepcopy(red)
-    by_model: dict[str, list[int]] = {}
-    for i, e in enumerate(events):
-        by_model.setdefault(e.model, []).append(i)
-    feats = {m: _features(events, rows, models[m]) for m, rows in by_model.items()}
-    masks = {m: np.zeros(len(rows), bool) for m, rows in by_model.items()}
-    reports = {m: _reports(events, rows, feats[m], [{}] * len(rows)) for m, rows in by_model.items()}
-    for _ in range(len(events) + 2):
-        plans, after = _plans(cohorts, by_model, reports, masks)
-        cohort_at, rates_at = _per_row(len(events), cohorts, by_model, plans)
-        effects, messages, trace = _fold(obs, red, events, received_ts, models, params, cohort_at, rates_at)
-        learned = trace.at_work & ~trace.open & np.array([f.outcome == "applied" for f in effects], bool)
-        new_masks = {m: learned[rows] for m, rows in by_model.items()}
-        new_reports = {m: _reports(events, rows, feats[m], [trace.rates[i] for i in rows]) for m, rows in by_model.items()}
-        if all(np.array_equal(new_masks[m], masks[m]) for m in masks) and (
-                not any(mask.any() for mask in masks.values()) or _same_reports(reports, new_reports)):
-            return effects, messages, after
-        masks, reports = new_masks, new_reports
-        obs.__dict__.update(copy.deepcopy(start_obs).__dict__)
-        red.__dict__.update(copy.deepcopy(start_red).__dict__)
-    raise AssertionError("the learn mask did not settle: the outcome is not causal in log order")
-
-
-def _fold(obs: ObserveState, red: ReduceState, events: Sequence[Event], received_ts: Sequence[float],
-          models: Mapping[str, RobotModel], params: Mapping[str, RobotDetectorParams],
-          cohort_at: list[mv.Baseline | None], rates_at: list[Mapping[str, Moments] | None]
-          ) -> tuple[list[Effects], list[list[Anomaly]], Trace]:
-    """One pass: `observe_batch` with per-row baselines and moments, and the batch's `Trace`."""
-    effects: list[Effects] = [Effects("applied")] * len(events)
-    messages: list[list[Anomaly]] = [[] for _ in events]
+    learning with a learn mask, finish the rounds against the plans (the cohort checks and the
+    lifecycle, `_finish`, from the batch's start cohort states and open anomalies), read the mask
+    that implies (applied, settled at work, no anomaly open after the row) and finish again if it
+    differs. The first guess: every applied row settled at work learns."""
+    begun: list[tuple[list[int], Round, _Part]] = []
     whole = Trace(len(events))
+    effects: list[Effects] = [Effects("applied")] * len(events)
     for idx in rounds_of([e.robot_id for e in events]):
         evs = [events[i] for i in idx]
         recv = np.array([received_ts[i] for i in idx], np.float64)
         before = snapshot(red, [e.robot_id for e in evs])
         _, eff = reduce_batch(red, evs, recv)
         trace = Trace(len(idx))
-        got = observe_round(obs, red, Round(evs, recv, eff, before), models, params,
-                            cohort_at=[cohort_at[i] for i in idx], rates_at=[rates_at[i] for i in idx], trace=trace)
-        for j, (i, f, m) in enumerate(zip(idx, eff, got)):
-            effects[i], messages[i] = f, m
-            whole.rates[i] = trace.rates[j]
-        whole.at_work[idx], whole.open[idx] = trace.at_work, trace.open
-    return effects, messages, whole
+        rnd = Round(evs, recv, eff, before)
+        part = _begin(obs, red, rnd, models, params, trace)
+        begun.append((idx, rnd, part))
+        for j, i in enumerate(idx):
+            effects[i], whole.rates[i] = eff[j], trace.rates[j]
+        whole.at_work[idx] = (part.bits & _AT_WORK) > 0
+    applied = np.array([f.outcome == "applied" for f in effects], bool)
+    by_model: dict[str, list[int]] = {}
+    for i, e in enumerate(events):
+        by_model.setdefault(e.model, []).append(i)
+    reports = {m: _reports(events, rows, _features(events, rows, models[m]), [whole.rates[i] for i in rows])
+               for m, rows in by_model.items()}
+    guess = applied & whole.at_work
+    masks = {m: guess[rows] for m, rows in by_model.items()}
+    start_cohort, start_opened = bc.States(*(col.copy() for col in obs.cohort)), dict(obs.opened)
+    for _ in range(len(events) + 2):
+        plans, after = _plans(cohorts, by_model, reports, masks)
+        cohort_at, rates_at = _per_row(len(events), cohorts, by_model, plans)
+        obs.cohort, obs.opened = bc.States(*(col.copy() for col in start_cohort)), dict(start_opened)
+        messages = _finish_all(obs, red, begun, models, params, cohort_at, rates_at, whole)
+        learned = applied & whole.at_work & ~whole.open
+        new_masks = {m: learned[rows] for m, rows in by_model.items()}
+        if all(np.array_equal(new_masks[m], masks[m]) for m in masks):
+            return effects, messages, after
+        masks = new_masks
+    raise AssertionError("the learn mask did not settle: the outcome is not causal in log order")
+
+
+def _finish_all(obs: ObserveState, red: ReduceState, begun: list[tuple[list[int], Round, _Part]],
+                models: Mapping[str, RobotModel], params: Mapping[str, RobotDetectorParams],
+                cohort_at: list[mv.Baseline | None], rates_at: list[Mapping[str, Moments] | None],
+                whole: Trace) -> list[list[Anomaly]]:
+    """One pass: `_finish` of every begun round with the per-row baselines and moments; the messages
+    per event, and each row's open anomalies after it into `whole`."""
+    messages: list[list[Anomaly]] = [[] for _ in cohort_at]
+    for idx, rnd, part in begun:
+        trace = Trace(len(idx))
+        got = _finish(obs, red, rnd, part, models, params, [cohort_at[i] for i in idx], [rates_at[i] for i in idx],
+                      trace)
+        for i, m in zip(idx, got):
+            messages[i] = m
+        whole.open[idx] = trace.open
+    return messages
 
 
 def _features(events: Sequence[Event], rows: list[int], model: RobotModel) -> tuple[Array, Array]:
@@ -710,11 +764,6 @@ def _reports(events: Sequence[Event], rows: list[int], feats: tuple[Array, Array
         for n, v in r.items():
             values[j, col[n]], has[j, col[n]] = v, True
     return bc.Reports(np.array([events[i].ts for i in rows], np.float64), feats[0], feats[1], values, has, tuple(names))
-
-
-def _same_reports(a: Mapping[str, bc.Reports], b: Mapping[str, bc.Reports]) -> bool:
-    return all(a[m].names == b[m].names and np.array_equal(a[m].has_rate, b[m].has_rate)
-               and a[m].rates.tobytes() == b[m].rates.tobytes() for m in a)
 
 
 def _plans(cohorts: Cohorts, by_model: Mapping[str, list[int]], reports: Mapping[str, bc.Reports],
