@@ -78,15 +78,27 @@ class FoldState:
         self.fleet = fleet or FleetState()
         self.params = {m: rules.config.for_model(m) for m in rules.fleet.models}
         self.specs = {m: spec.signals for m, spec in rules.fleet.models.items()}
+        self.held: dict[str, Twin] = {}
+        """Robots whose state is a `Twin` (their columns are stale): those of models whose cohort rates
+        are live (`_live_models`), which stay on the scalar path batch after batch."""
+        self.held_names: dict[str, list[str]] = {}
+        """For each held robot: the signals its `Watch.signals` stands for (see `_store_watch`)."""
 
 
 def twin_of(state: FoldState, robot_id: str) -> Twin | None:
     """The robot's twin as `on_record`'s driver would hold it (None: no twin)."""
+    if robot_id in state.held:
+        return state.held[robot_id]
     red = state.red
     if robot_id not in red.slot_of:
         return None
     state.obs.grow(red.robots, len(red.names.table))
     return replace(br.to_twin(red, robot_id), watch=watch_of(state.obs, red, robot_id))
+
+
+def robot_ids(state: FoldState) -> set[str]:
+    """Every robot with a twin."""
+    return set(state.red.slot_of) | set(state.held)
 
 
 class _Learn(NamedTuple):
@@ -116,7 +128,8 @@ def fold_batch(state: FoldState, rules: Rules, records: Sequence[Record]) -> tup
                                 for j, e in zip(cols.row.tolist(), cols.events)}
     errors = {telemetry[j]: err for j, err in cols.rejected.items()}
     live = _live_models(state, records, cols)
-    scalar = _scalar_robots(state, records, events, errors) | {e.robot_id for e in events.values() if e.model in live}
+    scalar = _scalar_robots(state, records, events, errors) | {
+        e.robot_id for e in events.values() if e.model in live or e.robot_id in state.held}
     steps: list[Step] = [Step()] * len(records)
     held = {rid: twin_of(state, rid) for rid in scalar}
     names = {rid: _listed(state, rid) for rid in scalar}
@@ -126,10 +139,21 @@ def fold_batch(state: FoldState, rules: Rules, records: Sequence[Record]) -> tup
         end = _segment_end(state, records, events, candidates, start)
         _segment(state, rules, records, events, (scalar, live), held, names, steps, (start, end))
         start = end
-    for rid, twin in held.items():
-        if twin is not None:
-            _store_twin(state, twin, names[rid])
+    _keep(state, held, names, live)
     return state, _fleet_level(state, records, steps)
+
+
+def _keep(state: FoldState, twins: dict[str, Twin | None], names: dict[str, list[str]], live: set[str]) -> None:
+    """The scalar path's twins after a batch: held as Twins when of a live model, else into the columns."""
+    for rid, twin in twins.items():
+        if twin is None:
+            continue
+        if twin.model in live:
+            state.held[rid], state.held_names[rid] = twin, names[rid]
+        else:
+            state.held.pop(rid, None)
+            state.held_names.pop(rid, None)
+            _store_twin(state, twin, names[rid])
 
 
 def _join_ready(state: FoldState) -> bool:
@@ -192,13 +216,14 @@ def _candidates(state: FoldState, records: Sequence[Record], events: Mapping[int
     for i, e in events.items():
         k, low = seen.get(e.robot_id, (0, math.inf))
         slot = red.slot_of.get(e.robot_id)
-        if k == 0 and slot is not None:
-            low = float(since_col[slot])
+        twin = state.held.get(e.robot_id)
+        if k == 0 and (slot is not None or twin is not None):
+            low = twin.mode_since if twin is not None else float(since_col[slot])
         k, low = seen[e.robot_id] = (k + 1, min(low, e.ts))
         if e.mode != "working" or e.model in live:  # live models learn row by row on the scalar path
             continue
         p = state.params[e.model]
-        had = int(events_col[slot]) if slot is not None else 0
+        had = twin.counts.events if twin is not None else int(events_col[slot]) if slot is not None else 0
         if had + k > p.warmup_reports and e.ts - low >= p.settle_s:
             out.append(i)
     return out
@@ -343,6 +368,8 @@ def _rates(state: FoldState, before: Before, j: int, e: Event, p: RobotDetectorP
 
 def _listed(state: FoldState, robot_id: str) -> list[str]:
     """The names of the signals in the robot's `Watch.signals` (what `watch_of` lists), in order."""
+    if robot_id in state.held:
+        return state.held_names[robot_id]
     red, obs = state.red, state.obs
     slot = red.slot_of.get(robot_id)
     if slot is None:
@@ -475,9 +502,7 @@ def _all_scalar(state: FoldState, rules: Rules, records: Sequence[Record]) -> tu
             if step.event is not None and step.effects is not None and step.effects.outcome not in _QUIET:
                 names[step.twin.robot_id] = list(step.twin.signals)
         out.append(RecordOut(step._replace(twin=None, cohorts=None), result.publish))
-    for rid, twin in held.items():
-        if twin is not None:
-            _store_twin(state, twin, names[rid])
+    _keep(state, held, names, {t.model for rid, t in held.items() if t is not None and rid in state.held})
     return state, out
 
 

@@ -104,7 +104,7 @@ def assert_same(records: tuple[Record, ...], sizes: list[int]) -> bf.FoldState:
     assert len(got) == len(want)
     for i, (g, w) in enumerate(zip(got, want)):
         assert record_view(g) == record_view(w), (i, records[i].kind)
-    assert sorted(state.red.slot_of) == sorted(twins)
+    assert bf.robot_ids(state) == set(twins)
     for rid, twin in twins.items():
         assert encode_twin(bf.twin_of(state, rid)) == encode_twin(twin), rid  # type: ignore[arg-type]
     assert cohorts_view(state.fleet) == cohorts_view(fleet)
