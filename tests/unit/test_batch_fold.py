@@ -15,12 +15,14 @@ from __future__ import annotations
 import functools
 import random
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
 
 from streams.seeds import read_detectors, read_fleet, read_scenario
 from twin import batch_fold as bf
+from twin.desired import DesiredChange, DesiredRules, Selector, add_change
 from twin.detect.cohort import PARAMS as COHORT
 from twin.fleet_fold import FleetState, RecordOut, Rules, on_record
 from twin.record import Record
@@ -61,9 +63,10 @@ def chaos_log(robots: int, seconds: int, seed: int) -> tuple[Record, ...]:
     return tuple([*out[:cut], *redelivered, *out[cut:]])
 
 
-def oracle(records: tuple[Record, ...]) -> tuple[list[RecordOut], dict[str, Twin], FleetState]:
+def oracle(records: tuple[Record, ...], start: FleetState | None = None
+           ) -> tuple[list[RecordOut], dict[str, Twin], FleetState]:
     twins: dict[str, Twin] = {}
-    state = FleetState()
+    state = start or FleetState()
     outs = []
     for record in records:
         state, out = on_record(state, twins.get, record, rules())
@@ -73,8 +76,9 @@ def oracle(records: tuple[Record, ...]) -> tuple[list[RecordOut], dict[str, Twin
     return outs, twins, state
 
 
-def batched(records: tuple[Record, ...], sizes: list[int]) -> tuple[list[RecordOut], bf.FoldState]:
-    state = bf.FoldState(rules())
+def batched(records: tuple[Record, ...], sizes: list[int], start: FleetState | None = None
+            ) -> tuple[list[RecordOut], bf.FoldState]:
+    state = bf.FoldState(rules(), start)
     outs: list[RecordOut] = []
     at, k = 0, 0
     while at < len(records):
@@ -98,9 +102,9 @@ def cohorts_view(state: FleetState) -> bytes:
                    for p, c in state.cohorts.items()})
 
 
-def assert_same(records: tuple[Record, ...], sizes: list[int]) -> bf.FoldState:
-    want, twins, fleet = oracle(records)
-    got, state = batched(records, sizes)
+def assert_same(records: tuple[Record, ...], sizes: list[int], start: FleetState | None = None) -> bf.FoldState:
+    want, twins, fleet = oracle(records, start)
+    got, state = batched(records, sizes, start)
     assert len(got) == len(want)
     for i, (g, w) in enumerate(zip(got, want)):
         assert record_view(g) == record_view(w), (i, records[i].kind)
@@ -137,7 +141,23 @@ def test_models_near_live_cohort_rates_learn_row_by_row_on_the_scalar_path(monke
     monkeypatch.setattr(bf, "COHORT_PARAMS", msgspec.structs.replace(COHORT, min_weight=40.0))
     routed: list[set[str]] = []
     live = bf._live_models
-    monkeypatch.setattr(bf, "_live_models", lambda *a: routed.append(live(*a)) or routed[-1])
+
+    def recorded(*args: Any) -> set[str]:
+        routed.append(live(*args))
+        return routed[-1]
+    monkeypatch.setattr(bf, "_live_models", recorded)
     state = assert_same(chaos_log(24, 150, 5), [333])
     assert any(routed) and not all(routed)
     assert state.fleet.cohorts[0].rates
+
+
+def test_with_desired_changes_every_batch_goes_through_on_record() -> None:
+    """Drift and commands are judged per row by `desire`: the batch takes `on_record` whole, over twins
+    materialised from the columns and stored back."""
+    c = DesiredChange(change_id="c1", ts=0.0, principal="operator", reason="test", field="ai_model",
+                      value="policy-9.9.9", selector=Selector(model="amr"))
+    start = FleetState(desired=add_change(DesiredRules(), c))
+    records = chaos_log(24, 60, 7)
+    want, _, _ = oracle(records, start)
+    assert any(o.step.commands for o in want)
+    assert_same(records, [7, 333, 1], start)
