@@ -7,31 +7,44 @@ rejections and the fleet state on chaos runs at random splits). The state is upd
 
 How a batch is split:
 * Robots on the *scalar path* for this batch: any robot a silence check, a rejected record or a
-  redelivered offset names, or whose twin was last applied on another partition. Each such robot
-  is materialised once as a `Twin` (`to_twin` + `watch_of` + its offsets) and all of its records
-  of the batch go through `twin.pipeline.feed` in order; the twin is stored back at the end
-  (`_store` into the reducer's columns, `_store_watch` into the `ObserveState`).
+  redelivered offset names, whose twin was last applied on another partition, or whose model is
+  *live* (below). Each is materialised once as a `Twin` (`to_twin` + `watch_of` + its offsets) and
+  all of its records of the batch go through `twin.pipeline.feed` in log order. After the batch a
+  live model's robots stay held as Twins (`FoldState.held`: no column round trip per batch); the
+  others are stored back (`_store` into the reducer's columns, `_store_watch` into the
+  `ObserveState`: the inverse of `watch_of`, written here).
 * Every other telemetry row takes the *round join*: `reduce_batch` and `observe_round` round by
   round (a robot's k-th row in round k), as `batch_observe.observe_batch` does.
-* The whole batch goes through `on_record` itself when the join cannot be exact:
-  desired-state changes exist (`desire` judges drift and commands), or a model's cohort trend rates
-  could reach `cohort.PARAMS.min_weight` within the batch (the join judges trends with no cohort
-  rates). `_join_ready` is the one place that decides it: where the join learns cohort support,
-  relax it there.
+* Live models: the join judges trend drift with no cohort rates, which is exact only while the
+  model's rate moments are below `cohort.PARAMS.min_weight` (`robot._against_cohort` ignores them
+  until then). A model whose moments could reach it within the batch is live: its rows take the
+  scalar path and learn there, row by row. `_live_models` is THE PLUG for the join's cohort support:
+  once the join (`batch_observe`'s coming `ingest_batch`, on `batch_cohort`) judges rows against the
+  cohorts in log order, it returns the empty set and these rows join.
+* With desired-state changes the whole batch goes through `on_record` (`desire` judges drift and
+  commands per row): `_join_ready`.
 
-Cohorts stay in log order: a cohort baseline changes only when `learn` refits it (a settled working
-report of a model at least `refit_s` after its last fit). The batch is cut into *segments*, each
-ending at the first row that could refit a baseline; within a segment every row is judged against
-the segment's baselines (passed to `observe_round`, or to `feed` on the scalar path: both give
-each row the baseline `on_record` gives it), and at its end the rows that learn (applied, settled at
-work, nothing open after the row: `pipeline.ingest`'s rule) teach the cohorts with the scalar
-`learn`/`learn_rates`, in log order.
+Cohorts stay in log order. A row reads only its own model's cohort entries (baseline, rates) and
+teaches only its own model's, so models are independent and each model's learning only has to be
+in log order among its own rows. For models that are not live: the batch is cut into *segments*,
+each ending at the first row that could change what a later row's cohort scoring sees (the first fit
+of the model's baseline, or a refit that could reach `min_weight`; a refit below `min_weight` changes
+nothing a row sees, as `multivariate.step` holds the state for any such baseline). Rows that could
+refit are bounded from the twins before the batch (`_candidates`). Within a segment every row is
+judged against the segment's baselines (passed to `observe_round`, or to `feed`), and at its end
+the rows that learn (applied, settled at work, nothing open after the row: `pipeline.ingest`'s
+rule) teach the cohorts with the scalar `learn`/`learn_rates`, in log order. Caveat: models new
+to the partition's `Cohorts` within one batch may get their dict keys in another order than the
+scalar's (values are equal; the test compares sorted views).
 
 Fleet level (ticks, rollout statistics) is folded after the twins, record by record in log order:
-it reads only record times and applied events, never a twin.
+it reads only record times and applied events, never a twin (the rollout Welford step is
+`rollout.observe`'s arithmetic on a local dict, written back before each tick and at the end).
 
-State: the reducer's `extras` hold no watch here (the `ObserveState` does) but the offsets
-(partition, offset, check_offset) of each robot, which `redelivered` reads.
+State (`FoldState`, updated in place): the reducer's columns, whose `extras` hold no watch here but
+each robot's offsets (partition, offset, check_offset) that `redelivered` reads; the
+`ObserveState`; the held Twins; the `FleetState` (cohorts, rollout versions, ticks, sites, desired
+rules). A checkpoint must hold all four; `twin_of` gives any robot's twin as `on_record` holds it.
 """
 
 from __future__ import annotations
