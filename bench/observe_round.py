@@ -16,7 +16,12 @@ After the timing every message (msgpack bytes, per event) and every robot's fina
 checked equal; the run stops with an error otherwise. CPU seconds, so a shared machine skews the
 figures less than wall time would.
 
-    .venv/bin/python bench/observe_round.py [--robots 2000] [--seconds 90] [--batch 2000]
+With `--ingest`, the whole of `twin.pipeline.ingest` instead (reduce, observe against the
+partition's cohorts, learn; cohorts start empty and reach `min_weight` within the run) against
+`batch_observe.ingest_batch` per batch, both timed whole (reducer included); messages, Watches
+and the final Cohorts are checked equal.
+
+    .venv/bin/python bench/observe_round.py [--robots 2000] [--seconds 90] [--batch 2000] [--ingest]
 """
 
 from __future__ import annotations
@@ -37,9 +42,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from streams.seeds import read_detectors, read_fleet, read_scenario  # noqa: E402
 from twin import batch_observe as bo  # noqa: E402
 from twin.batch_reduce import ReduceState, catalogues_of, reduce_batch  # noqa: E402
-from twin.detect.params import RobotDetectorParams  # noqa: E402
+from twin.detect.cohort import Cohorts  # noqa: E402
+from twin.detect.params import DetectorConfig, RobotDetectorParams  # noqa: E402
 from twin.detect.robot import observe  # noqa: E402
 from twin.fleet import Fleet  # noqa: E402
+from twin.pipeline import ingest  # noqa: E402
 from twin.reduce import apply  # noqa: E402
 from twin.schema import Event  # noqa: E402
 from twin.sim import FleetSim  # noqa: E402
@@ -121,14 +128,54 @@ def timed_seams() -> None:
         setattr(bo, name, wrapper)
 
 
+def cohort_bytes(c: Cohorts) -> bytes:
+    """Every number of a Cohorts, keys in their order (floats as their 8 bytes)."""
+    return encode({"refit_s": c.refit_s, "sums": {m: (n, s1.tobytes(), s2.tobytes()) for m, (n, s1, s2) in c.sums.items()},
+                   "baselines": dict(c.baselines), "fitted_at": dict(c.fitted_at),
+                   "rates": {m: dict(r) for m, r in c.rates.items()}})
+
+
+def ingested(events: list[Event], fleet: Fleet, config: DetectorConfig, batch: int) -> None:
+    """`pipeline.ingest` event by event against `ingest_batch` per batch: CPU time, checked identical."""
+    clock = time.process_time
+    twins: dict[str, Twin] = {}
+    cohorts, msgs = Cohorts(), []
+    t0 = clock()
+    for e in events:
+        twin, _, found, cohorts = ingest(twins.get(e.robot_id), e, e.ts + 0.2, fleet, config, cohorts)
+        twins[e.robot_id] = twin
+        msgs.append(found)
+    s_sec = clock() - t0
+    ps = {m: config.for_model(m) for m in fleet.models}
+    red, obs, got, batched = ReduceState(catalogues_of(fleet)), bo.ObserveState(), [], Cohorts()
+    t0 = clock()
+    for lo in range(0, len(events), batch):
+        part = events[lo:lo + batch]
+        _, found_b, batched = bo.ingest_batch(obs, red, part, [e.ts + 0.2 for e in part], fleet.models, ps, batched)
+        got.extend(found_b)
+    b_sec = clock() - t0
+    same = encode(got) == encode(msgs) and all(encode(bo.watch_of(obs, red, r)) == encode(t.watch) for r, t in twins.items())
+    if not same or cohort_bytes(batched) != cohort_bytes(cohorts):
+        raise SystemExit("ingest_batch differs from pipeline.ingest")
+    n = len(events)
+    statuses = Counter(f"{m.detector}:{m.status}" for ms in msgs for m in ms if m.detector in ("cohort", "drift"))
+    print(f"{n} events, batches of {batch}; cohort/drift messages {dict(statuses)}; identical")
+    print(f"pipeline.ingest: {s_sec / n * 1e6:7.2f} us/event; ingest_batch: {b_sec / n * 1e6:7.2f} us/event; "
+          f"ratio {s_sec / b_sec:.2f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--robots", type=int, default=2000)
     ap.add_argument("--seconds", type=int, default=90)
     ap.add_argument("--batch", type=int, default=2000)
+    ap.add_argument("--ingest", action="store_true")
     args = ap.parse_args()
     fleet = read_fleet(SEEDS)
     config = read_detectors(SEEDS)
+    if args.ingest:
+        ingested(chaos(fleet, args.robots, args.seconds), fleet, config, args.batch)
+        return
     ps = {m: msgspec.structs.replace(config.for_model(m), drift_reference_s=40.0) for m in fleet.models}
     events = chaos(fleet, args.robots, args.seconds)
     n = len(events)

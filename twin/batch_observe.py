@@ -59,6 +59,9 @@ is `twin.pipeline.ingest` over a batch of one partition: reduce, observe, learn 
 trend rates a plan learns from) runs once, `_finish` (the two cohort checks and the lifecycle) runs once
 per pass from the batch's start cohort states and open anomalies, until the learn mask holds (two
 passes when a row with an open anomaly was guessed to learn, which is most batches once robots alarm).
+Models new to a dict of the cohorts enter it in the scalar's order (`_in_log_order`: `sums` at the
+first learning row, `baselines` at the first refit, `rates` at the first trend rate), so the cohorts'
+encodings are equal too, not only their values.
 Features are computed for
 every row of a model up front (`batch_cohort.features`), so a model with a zero-width nominal band
 raises ZeroDivisionError here where the scalar core raises only on a row it learns or scores.
@@ -70,6 +73,7 @@ watches is left to the fold.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace as replace_dataclass
 from typing import Any, NamedTuple, cast
 
 import numpy as np
@@ -768,16 +772,38 @@ def _reports(events: Sequence[Event], rows: list[int], feats: tuple[Array, Array
 
 def _plans(cohorts: Cohorts, by_model: Mapping[str, list[int]], reports: Mapping[str, bc.Reports],
            masks: Mapping[str, Array]) -> tuple[dict[str, bc.Plan], Cohorts]:
-    """Each model's plan, chained in order of the models' first learning row (new models' keys then
-    enter the cohorts in the scalar's order, unless two new models interleave: `batch_cohort`'s caveat)."""
-    first = {m: int(rows[int(np.flatnonzero(masks[m])[0])]) if masks[m].any() else 1 << 62
-             for m, rows in by_model.items()}
+    """Each model's plan (each touches only its model's entries), and the cohorts after all of them
+    with every dict's keys in the scalar's order (`_in_log_order`)."""
     plans: dict[str, bc.Plan] = {}
     after = cohorts
-    for m in sorted(by_model, key=lambda m: first[m]):
+    for m in by_model:
         plans[m] = bc.plan(after, m, reports[m], masks[m])
         after = plans[m].cohorts
-    return plans, after
+    return plans, _in_log_order(cohorts, after, by_model, reports, masks, plans)
+
+
+_NEVER = 1 << 62
+
+
+def _in_log_order(start: Cohorts, after: Cohorts, by_model: Mapping[str, list[int]],
+                  reports: Mapping[str, bc.Reports], masks: Mapping[str, Array], plans: Mapping[str, bc.Plan]) -> Cohorts:
+    """`after` with the models new to a dict entered in the order the scalar core enters them (the
+    batch row of their first insertion): `sums` at the first learning row with features, `baselines`
+    and `fitted_at` at the first refit, `rates` at the first learning row with a trend rate."""
+    def first(m: str, hits: Array) -> int:
+        at = np.flatnonzero(hits)
+        return by_model[m][int(at[0])] if len(at) else _NEVER
+
+    when = {"sums": {m: first(m, masks[m] & reports[m].has_x) for m in by_model},
+            "rates": {m: first(m, masks[m] & reports[m].has_rate.any(axis=1)) for m in by_model}}
+    when["baselines"] = when["fitted_at"] = {
+        m: by_model[m][int(plans[m].refits[0])] if len(plans[m].refits) else _NEVER for m in by_model}
+    fields: dict[str, Any] = {}
+    for name, at in when.items():
+        old, new = getattr(start, name), getattr(after, name)
+        fresh = sorted((m for m in new if m not in old), key=lambda m: at.get(m, _NEVER))
+        fields[name] = {**{m: new[m] for m in old if m in new}, **{m: new[m] for m in fresh}}
+    return replace_dataclass(after, **fields)
 
 
 def _per_row(n: int, cohorts: Cohorts, by_model: Mapping[str, list[int]],

@@ -412,3 +412,22 @@ def test_ingest_batch_equals_the_pipeline_at_random_splits(ingested: Ingested, s
         lo = hi
     assert seen["cohort:"] and seen["drift:cohort"], seen  # both cohort checks fired
     assert cohort_bytes(cohorts) != cohort_bytes(run.start)
+
+
+def test_ingest_batch_enters_new_models_in_the_scalar_order(ingested: Ingested) -> None:
+    """From empty cohorts: each model enters `sums` at its first learning row, `baselines` and
+    `fitted_at` at its first refit, `rates` at its first trend rate (orders that differ here)."""
+    fleet = seeded_fleet()
+    events = ingested.events[:2_500]
+    ps = {m: ingested.config.for_model(m) for m in fleet.models}
+    twins: dict[str, Twin] = {}
+    want = Cohorts(refit_s=4.0)
+    for e in events:
+        twins[e.robot_id], _, _, want = ingest(twins.get(e.robot_id), e, e.ts + 0.2, fleet, ingested.config, want)
+    assert list(want.sums) != list(want.baselines) or list(want.sums) != list(want.rates)
+    for cut in ([], [900], [700, 1_300, 1_900]):
+        red, obs, got = ReduceState(catalogues_of(fleet)), bo.ObserveState(), Cohorts(refit_s=4.0)
+        for lo, hi in zip([0, *cut], [*cut, len(events)]):
+            evs = events[lo:hi]
+            _, _, got = bo.ingest_batch(obs, red, evs, [e.ts + 0.2 for e in evs], fleet.models, ps, got)
+        assert cohort_bytes(got) == cohort_bytes(want), cut
