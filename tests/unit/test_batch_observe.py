@@ -431,3 +431,51 @@ def test_ingest_batch_enters_new_models_in_the_scalar_order(ingested: Ingested) 
             evs = events[lo:hi]
             _, _, got = bo.ingest_batch(obs, red, evs, [e.ts + 0.2 for e in evs], fleet.models, ps, got)
         assert cohort_bytes(got) == cohort_bytes(want), cut
+
+
+@settings(max_examples=25, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate])
+@given(p=amr_params, data=st.data())
+def test_trend_references_against_per_row_rates_equal_the_scalar_core(p: RobotDetectorParams,
+                                                                      data: st.DataObject) -> None:
+    """`observe_round`'s `rates_at`: every AMR signal a trend (several trend cells a row, between other
+    signals' findings), each row judged against its own moments, drawn near and far from alarming."""
+    fleet = seeded_fleet()
+    p = msgspec.structs.replace(p, trend_signals=("*",))
+    ps = {m: p for m in fleet.models}
+    drawn = [data.draw(robot_events(f"r{i}")) for i in range(data.draw(st.integers(1, 3)))]
+    longest = max(len(evs) for evs, _ in drawn)
+    pairs = [(evs[i], recv[i]) for i in range(longest) for evs, recv in drawn if i < len(evs)]
+    names = sorted(fleet.models[AMR].signals)
+    moments = st.sampled_from([(1e4, 0.0, 1e4 * 1e-12), (1e4, 1e4 * 1e-3, 1e4 * 2e-6), (10.0, 0.0, 0.0),
+                               (1e4, -1e4 * 1e-2, 1e4 * 1e-4)])
+    rates = [data.draw(st.one_of(st.none(), st.dictionaries(st.sampled_from(names), moments))) for _ in pairs]
+    twins: dict[str, Twin] = {}
+    red, obs = ReduceState(catalogues_of(fleet)), bo.ObserveState()
+    events, received = [e for e, _ in pairs], [r for _, r in pairs]
+    views: Counter[str] = Counter()
+    for idx in bo.rounds_of([e.robot_id for e in events]):
+        evs, recv = [events[i] for i in idx], np.array([received[i] for i in idx])
+        before = bo.snapshot(red, [e.robot_id for e in evs])
+        _, eff = reduce_batch(red, evs, recv)
+        got = bo.observe_round(obs, red, bo.Round(evs, recv, eff, before), fleet.models, ps,
+                               rates_at=[rates[i] for i in idx])
+        for j, i in enumerate(idx):
+            e = events[i]
+            twin, effects = apply(twins.get(e.robot_id), e, received_ts=received[i])
+            twin, want = observe(twins.get(e.robot_id), twin, e, effects, received[i], fleet.models[AMR], p,
+                                 None, rates[i])
+            twins[e.robot_id] = twin
+            assert encode(got[j]) == encode(want), i
+            assert encode(bo.watch_of(obs, red, e.robot_id)) == encode(twin.watch)
+            views.update(str(m.evidence.get("view")) for m in want)
+    COHORT_VIEWS.update(views)
+
+
+COHORT_VIEWS: Counter[str] = Counter()
+"""Drift views seen over the draws above (checked by the next test: the cohort check was reached)."""
+
+
+def test_the_draws_above_reached_the_cohort_check() -> None:
+    if not COHORT_VIEWS:
+        pytest.skip("run with the test above")
+    assert COHORT_VIEWS["cohort"] > 0, COHORT_VIEWS
