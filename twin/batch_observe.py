@@ -2,9 +2,9 @@
 
 A *round* (as in `twin.batch_reduce` and `twin.batch_signals`) is a set of rows, each robot at most
 once. `observe_round` gives every row the anomaly messages, and every robot the detector state
-(`Watch`), that `observe` gives event by event with no cohort baseline and no cohort rates
-(`cohort=None`, `rates=None`): tests/unit/test_batch_observe.py folds chaos runs through both and
-compares every encoded `Watch` and every message after each round. `observe_batch` splits a batch
+(`Watch`), that `observe` gives event by event (with the cohort baseline and rates given per model
+or per row, see "Cohorts"): tests/unit/test_batch_observe.py folds chaos runs through both and
+compares every encoded `Watch` and every message after each round or batch. `observe_batch` splits a batch
 into rounds and runs `twin.batch_reduce.reduce_batch` and `observe_round` on each.
 
 What is vectorised and what is per row:
@@ -44,9 +44,9 @@ following (the delivery path returns early), and `_aligned` then starts every si
 afresh on the next judged event (the lengths no longer match). `nlisted` per slot tracks the length
 of `Watch.signals` so that reset happens here too.
 
-Trust in the stand-ins: `_robot_rows` hands `robot._robot` (via `robot_findings`) a stand-in for the twin before that holds
-only `last_seen` (all `_robot` reads of it), and the lifecycle's twin holds only the robot id and
-labels (all `track` reads); the oracle test would catch either reading more.
+Trust in the stand-ins: `_robot_rows` hands `robot._robot` (via `robot_findings`) a stand-in for
+the twin before that holds only `last_seen` (all `_robot` reads of it), and the lifecycle's twin
+holds only the robot id and labels (all `track` reads); the oracle test would catch either reading more.
 
 Cohorts: `observe_round` takes, per row, the baseline and trend-rate moments in force at the row's
 log position (`cohort_at`, `rates_at`: `observe`'s `cohort` and `rates`); the trend check
@@ -61,10 +61,11 @@ per pass from the batch's start cohort states and open anomalies, until the lear
 passes when a row with an open anomaly was guessed to learn, which is most batches once robots alarm).
 Models new to a dict of the cohorts enter it in the scalar's order (`_in_log_order`: `sums` at the
 first learning row, `baselines` at the first refit, `rates` at the first trend rate), so the cohorts'
-encodings are equal too, not only their values.
-Features are computed for
-every row of a model up front (`batch_cohort.features`), so a model with a zero-width nominal band
-raises ZeroDivisionError here where the scalar core raises only on a row it learns or scores.
+encodings are equal too, not only their values. Features are computed for every row of a model up
+front (`batch_cohort.features`), so a model with a zero-width nominal band raises ZeroDivisionError
+here where the scalar core raises only on a row it learns or scores. bench/observe_round.py
+`--ingest` times it against `pipeline.ingest` (2,000 robots x 90 s from empty cohorts: 83.6 against
+28.3 us/event, checked identical).
 
 Not here: `silence` (a timer, not a report). The state starts empty (robots new to it); loading stored
 watches is left to the fold.
