@@ -195,9 +195,12 @@ def _live_models(state: FoldState, records: Sequence[Record], cols: Columns) -> 
 def _scalar_robots(state: FoldState, records: Sequence[Record], events: Mapping[int, Event],
                    errors: Mapping[int, Any]) -> set[str]:
     """Robots whose records of this batch all go through `feed`: named by a check, a rejected record or
-    a redelivered offset, or last applied on another partition."""
+    a redelivered offset (at or below one applied before it: the twin's, or an earlier row's of this
+    batch, as a restart's re-read may fall within one batch), or last applied on another partition."""
     out: set[str] = set()
     red = state.red
+    top: dict[str, int] = {}
+    """Per robot: the highest offset applied so far (the twin's, then its rows of the batch)."""
     for i, r in enumerate(records):
         if r.kind == "check" or i in errors:
             try:
@@ -208,11 +211,14 @@ def _scalar_robots(state: FoldState, records: Sequence[Record], events: Mapping[
                 out.add(rid)
             continue
         rid = events[i].robot_id
-        slot = red.slot_of.get(rid)
-        if slot is not None:
-            _, part, off, _ = red.extras.get(slot, (None, -1, -1, -1))
-            if part != r.partition or r.offset <= off:
+        if rid not in top:
+            slot = red.slot_of.get(rid)
+            _, part, top[rid], _ = red.extras.get(slot, (None, -1, -1, -1)) if slot is not None else (None, -1, -1, -1)
+            if slot is not None and part != r.partition:
                 out.add(rid)
+        if r.offset <= top[rid]:  # redelivered: before the batch, or after a later offset of this batch
+            out.add(rid)
+        top[rid] = max(top[rid], r.offset)
     return out
 
 
@@ -279,10 +285,11 @@ def _segment(state: FoldState, rules: Rules, records: Sequence[Record], events: 
     for i in range(start, end):
         if i in events and events[i].robot_id not in scalar:
             continue
-        learned = _scalar_row(state, rules, records[i], held, names, cohorts, steps, learns, i)
-        if learned is not None and i in events and events[i].model in live:
-            cohorts = learned
-            learns.pop(i, None)
+        if i in events and events[i].model in live:  # learns in `feed`, here and now
+            learned = _scalar_row(state, rules, records[i], held, names, cohorts, steps, None, i)
+            cohorts = cohorts if learned is None else learned
+        else:
+            _scalar_row(state, rules, records[i], held, names, cohorts, steps, learns, i)
     for i in sorted(learns):
         what = learns[i]
         if what.x is not None:
@@ -293,10 +300,10 @@ def _segment(state: FoldState, rules: Rules, records: Sequence[Record], events: 
 
 
 def _scalar_row(state: FoldState, rules: Rules, record: Record, held: dict[str, Twin | None],
-                names: dict[str, list[str]], cohorts: Cohorts, steps: list[Step], learns: dict[int, _Learn],
+                names: dict[str, list[str]], cohorts: Cohorts, steps: list[Step], learns: dict[int, _Learn] | None,
                 i: int) -> Cohorts | None:
-    """One record of a scalar-path robot through `feed`; its learning noted in `learns` (for log
-    order), and the cohorts `feed` learned returned (None: unchanged)."""
+    """One record of a scalar-path robot through `feed`; its learning noted in `learns` (to be done
+    later, in log order; None: not noted), and the cohorts `feed` learned returned (None: unchanged)."""
     step = feed(held.get, record, rules.fleet, rules.config, rules.policy, cohorts, state.fleet.desired)
     if step.twin is None:
         steps[i] = step._replace(cohorts=None)
@@ -309,7 +316,7 @@ def _scalar_row(state: FoldState, rules: Rules, record: Record, held: dict[str, 
         return step.cohorts
     names[twin.robot_id] = list(twin.signals)
     p = state.params[e.model]
-    if step.effects.outcome == "applied" and settled_at_work(twin, e, p) and not (twin.watch and twin.watch.open):
+    if learns is not None and step.effects.outcome == "applied" and settled_at_work(twin, e, p) and not (twin.watch and twin.watch.open):
         model = rules.fleet.models[e.model]
         learns[i] = _Learn(e.model, features(e, model), e.ts, trend_rates(before, twin, e, model, p))
     return step.cohorts
