@@ -104,8 +104,13 @@ def cohorts_view(state: FleetState) -> bytes:
                    for p, c in state.cohorts.items()})
 
 
+@functools.cache
+def plain_oracle(records: tuple[Record, ...]) -> tuple[list[RecordOut], dict[str, Twin], FleetState]:
+    return oracle(records)
+
+
 def assert_same(records: tuple[Record, ...], sizes: list[int], start: FleetState | None = None) -> bf.FoldState:
-    want, twins, fleet = oracle(records, start)
+    want, twins, fleet = oracle(records, start) if start is not None else plain_oracle(records)
     got, state = batched(records, sizes, start)
     assert len(got) == len(want)
     for i, (g, w) in enumerate(zip(got, want)):
@@ -125,13 +130,13 @@ def assert_same(records: tuple[Record, ...], sizes: list[int], start: FleetState
 def test_chaos_log_folds_as_on_record_at_every_split(sizes: list[int]) -> None:
     records = chaos_log(24, 150, 5)
     assert {r.kind for r in records} == {"telemetry", "check"}
-    want, _, _ = oracle(records)
+    want, _, _ = plain_oracle(records)
     assert any(o.step.error for o in want) and any(o.step.redelivered for o in want)
     assert any(o.publish for o in want)
     assert_same(records, sizes)
 
 
-@settings(max_examples=4, deadline=None, derandomize=True, phases=[Phase.explicit, Phase.generate])
+@settings(max_examples=3, deadline=None, derandomize=True, phases=[Phase.explicit, Phase.generate])
 @given(st.lists(st.integers(1, 500), min_size=1, max_size=40))
 @example([215, 361, 3, 448, 94, 223, 41])  # a restart's re-read within one batch, after the originals
 def test_drawn_splits(sizes: list[int]) -> None:
