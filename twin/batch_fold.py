@@ -466,13 +466,12 @@ def _put_state(obs: ObserveState, name: str, slot: int, value: Any, arrays_of: A
 def _fleet_level(state: FoldState, records: Sequence[Record], steps: list[Step]) -> list[RecordOut]:
     """Ticks and rollout statistics, record by record in log order, as `on_record` takes them.
 
-    The rollout statistics are folded into a local dict (`_observe_latency`, `rollout.observe`'s
-    arithmetic) and written back before each tick (which judges them) and at the end."""
+    The rollout statistics are folded into a local dict (`rollout.latency_of` and `add_latency`,
+    the steps of `rollout.observe`) and written back before each tick (which judges them) and at the end."""
     fleet = state.fleet
     stats = dict(fleet.versions.stats)
     dirty = False
     out = []
-    signal = _ROLLOUT.signal
     for record, step in zip(records, steps):
         ticked: list[Anomaly] = []
         if fleet.next_tick is None or record.timestamp >= fleet.next_tick:
@@ -482,9 +481,10 @@ def _fleet_level(state: FoldState, records: Sequence[Record], steps: list[Step])
             stats = dict(fleet.versions.stats)
         e = step.event
         if e is not None and step.effects is not None and step.effects.outcome == "applied":
-            value = e.signals.get(signal)
-            if value is not None and value > 0 and e.ai_model_version:
-                _observe_latency(stats, e, value)
+            observed = rollout.latency_of(e, _ROLLOUT)
+            if observed is not None:
+                key, value = observed
+                stats[key] = rollout.add_latency(stats.get(key), e.ts, value)
                 dirty = True
         out.append(RecordOut(step, [*ticked, *step.found] if ticked else list(step.found)))
     if dirty:
@@ -495,17 +495,6 @@ def _fleet_level(state: FoldState, records: Sequence[Record], steps: list[Step])
 
 _ROLLOUT = rollout.RolloutParams()
 """The parameters `on_record` observes rollouts with (the defaults)."""
-
-
-def _observe_latency(stats: dict[str, rollout.LatencyStats], e: Event, value: float) -> None:
-    """`rollout.observe` on a mutable dict: the same Welford step, the key kept where it was (or last)."""
-    key = f"{e.model}|{e.ai_model_version}"
-    s = stats.get(key) or rollout.LatencyStats(e.ts)
-    x = math.log(value)
-    n = s.n + 1
-    delta = x - s.mean
-    mean = s.mean + delta / n
-    stats[key] = rollout.LatencyStats(min(s.first_ts, e.ts), n, mean, s.m2 + delta * (x - mean))
 
 
 def _all_scalar(state: FoldState, rules: Rules, records: Sequence[Record]) -> tuple[FoldState, list[RecordOut]]:

@@ -46,17 +46,30 @@ class RolloutState(msgspec.Struct, frozen=True):
 
 
 def observe(state: RolloutState, event: Event, p: RolloutParams = RolloutParams()) -> RolloutState:
+    observed = latency_of(event, p)
+    if observed is None:
+        return state
+    key, value = observed
+    return replace(state, stats={**state.stats, key: add_latency(state.stats.get(key), event.ts, value)})
+
+
+def latency_of(event: Event, p: RolloutParams = RolloutParams()) -> tuple[str, float] | None:
+    """The `model|version` key and the latency this report teaches, if it teaches one (the batch
+    fold calls this and `add_latency` on a dict of its own, so the rule stays here)."""
     value = event.signals.get(p.signal)
     if value is None or value <= 0 or not event.ai_model_version:
-        return state
-    key = f"{event.model}|{event.ai_model_version}"
-    s = state.stats.get(key) or LatencyStats(event.ts)
+        return None
+    return f"{event.model}|{event.ai_model_version}", value
+
+
+def add_latency(s: LatencyStats | None, ts: float, value: float) -> LatencyStats:
+    """One Welford step on the log latency (`s` None: the version's first report, at `ts`)."""
+    s = s or LatencyStats(ts)
     x = math.log(value)
     n = s.n + 1
     delta = x - s.mean
     mean = s.mean + delta / n
-    s = LatencyStats(min(s.first_ts, event.ts), n, mean, s.m2 + delta * (x - mean))
-    return replace(state, stats={**state.stats, key: s})
+    return LatencyStats(min(s.first_ts, ts), n, mean, s.m2 + delta * (x - mean))
 
 
 def judge(state: RolloutState, ts: float, p: RolloutParams = RolloutParams()) -> tuple[RolloutState, list[Anomaly]]:
