@@ -5,19 +5,22 @@ as `fold_scenario` writes them), plus malformed records, duplicated reports at n
 stretch of records redelivered with their old offsets (a restart re-reading from an older commit).
 Compared: every record's event, effects, anomaly messages (ticks' first), rejection, redelivery and
 commands; at the end every twin's `encode_twin` bytes (with its watch) and the fleet state's cohorts
-and rollout statistics. The cohort trend rates stay below `cohort.PARAMS.min_weight` in these runs
-(asserted), so the round join judges trends exactly as `on_record` does; the cohort baselines do get
-fitted and are passed to the join per segment.
+and rollout statistics. From empty cohorts the trend rates stay below `cohort.PARAMS.min_weight`
+in these short runs; `test_cohorts_reaching_min_weight_within_the_run` seeds baselines and rates just
+short of it (with a quick drift reference), so both cohort checks fire, learned in log order by the
+join and, for robots on the scalar path, by `feed` (the routing of mixed models is recorded).
 """
 
 from __future__ import annotations
 
 import functools
 import random
+import sys
 from pathlib import Path
 from typing import Any
 
 import msgspec
+import numpy as np
 import pytest
 from hypothesis import Phase, example, given, settings
 from hypothesis import strategies as st
@@ -25,7 +28,11 @@ from hypothesis import strategies as st
 from streams.seeds import read_detectors, read_fleet, read_scenario
 from twin import batch_fold as bf
 from twin.desired import DesiredChange, DesiredRules, Selector, add_change
+from twin.detect import multivariate as mv
 from twin.detect.cohort import PARAMS as COHORT
+from twin.detect.cohort import Cohorts, features
+from twin.detect.robot import drift_view
+from twin.detect.params import DetectorConfig
 from twin.fleet_fold import FleetState, RecordOut, Rules, on_record
 from twin.record import Record
 from twin.score.ground_truth import fold_scenario
@@ -121,8 +128,6 @@ def assert_same(records: tuple[Record, ...], sizes: list[int], start: FleetState
     assert cohorts_view(state.fleet) == cohorts_view(fleet)
     assert encode(state.fleet.versions) == encode(fleet.versions)
     assert state.fleet.next_tick == fleet.next_tick
-    for c in fleet.cohorts.values():  # the join judged trends without cohort rates: they must not count yet
-        assert all(w < COHORT.min_weight for r in c.rates.values() for w, _, _ in r.values())
     return state
 
 
@@ -143,20 +148,68 @@ def test_drawn_splits(sizes: list[int]) -> None:
     assert_same(chaos_log(24, 150, 6), sizes)
 
 
-def test_models_near_live_cohort_rates_learn_row_by_row_on_the_scalar_path(monkeypatch: pytest.MonkeyPatch) -> None:
-    """With the routing threshold lowered, models whose trend rates could count take the scalar path and
-    learn there in log order while the other models learn deferred: still the oracle's result."""
-    monkeypatch.setattr(bf, "COHORT_PARAMS", msgspec.structs.replace(COHORT, min_weight=40.0))
-    routed: list[set[str]] = []
-    live = bf._live_models
+@functools.cache
+def quick_rules() -> Rules:
+    """The seeds' rules with a 30 s drift reference and 20 s settling, so that robots settle and trend
+    references are long enough to be judged against their cohort within a short run."""
+    base = rules().config
+    quick = {"drift_reference_s": 30.0, "settle_s": 20.0}
+    return Rules(rules().fleet, DetectorConfig(msgspec.structs.replace(base.defaults, **quick),
+                                               {m: msgspec.structs.replace(p, **quick) for m, p in base.models.items()}))
 
-    def recorded(*args: Any) -> set[str]:
-        routed.append(live(*args))
-        return routed[-1]
-    monkeypatch.setattr(bf, "_live_models", recorded)
-    state = assert_same(chaos_log(24, 150, 5), [333])
-    assert any(routed) and not all(routed)
-    assert state.fleet.cohorts[0].rates
+
+def seeded(records: tuple[Record, ...], short: float) -> FleetState:
+    """Partition 0's cohorts `short` reports short of `min_weight` (baselines and trend-rate moments), so
+    that both start to count within the run, with a 4 s refit: the baselines from the log's own working
+    reports, every other model's moved off them; the rates tight around a slow drain."""
+    want, _, _ = plain_oracle(records)
+    events = [o.step.event for o in want if o.step.event is not None and o.step.event.mode == "working"]
+    n = COHORT.min_weight - short
+    sums, base, rates = {}, {}, {}
+    for k, (name, model) in enumerate(rules().fleet.models.items()):
+        xs = [x for e in events if e.model == name and (x := features(e, model)) is not None]
+        if len(xs) < 2:
+            continue
+        mean = np.mean(xs, axis=0) + (SHIFT if k % 2 else 0.0)
+        cov = np.cov(np.array(xs).T, bias=True).reshape(len(mean), len(mean))
+        sums[name] = (int(n), n * mean, n * (cov + np.outer(mean, mean)))
+        base[name] = mv.from_moments(mean, cov, n, COHORT)
+        p = quick_rules().config.for_model(name)
+        trends = [s for s in model.signals if drift_view(s, p) == "trend"]
+        if trends:
+            rates[name] = {s: (n, n * -2e-5, n * (4e-5 ** 2 + 2e-5 ** 2)) for s in trends}
+    t0 = min(e.ts for e in events)
+    return FleetState(cohorts={0: Cohorts(4.0, sums, base, {m: t0 for m in base}, rates)})
+
+
+SHIFT = 0.4
+
+
+@pytest.mark.parametrize("sizes", [[333], [1, 7, 2000, 64], [5, 120, 1, 41, 777, 64]])
+def test_cohorts_reaching_min_weight_within_the_run(sizes: list[int], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Baselines and trend rates seeded just short of `min_weight`: within the run they count (the join
+    judges against them, learning in log order, beside robots on the scalar path), as `on_record`."""
+    records = chaos_log(24, 150, 5)
+    start = seeded(records, 1.0)
+    monkeypatch.setattr(sys.modules[__name__], "rules", quick_rules)
+    want, _, _ = oracle(records, start)
+    fired = {f"{m.detector}:{m.evidence.get('view', '')}" for o in want for m in o.publish}
+    routed: list[tuple[int, int, int]] = []  # per batch: robots on the scalar path, then with mixed models, joined
+    mixed, learning = bf._mixed, bf._learning_models
+
+    def recorded(state: bf.FoldState, events: dict[int, Any], scalar: set[str]) -> set[str]:
+        out = mixed(state, events, scalar)
+        joined = {e.robot_id for e in events.values() if e.robot_id not in out and e.model in learning(state, events)}
+        routed.append((len(scalar), len(out), len(joined)))
+        return out
+    monkeypatch.setattr(bf, "_mixed", recorded)
+    state = assert_same(records, sizes, start)
+    assert any(n < m for n, m, _ in routed) and any(j for _, _, j in routed), routed  # both sides learn
+    c = state.fleet.cohorts[0]
+    assert any(w >= COHORT.min_weight for r in c.rates.values() for w, _, _ in r.values())
+    assert all(w < COHORT.min_weight for r in start.cohorts[0].rates.values() for w, _, _ in r.values())
+    assert any(b.weight >= COHORT.min_weight for b in c.baselines.values())
+    assert {"cohort:", "drift:cohort"} <= fired, fired
 
 
 def test_with_desired_changes_every_batch_goes_through_on_record() -> None:
