@@ -259,18 +259,23 @@ def scalar(events: list[Event], fleet: Fleet, config: DetectorConfig, cohorts: C
 Chaos = tuple[list[Row], Cohorts, Cohorts, DetectorConfig]
 
 
-@pytest.fixture(scope="module")
-def chaos(fleet: Fleet) -> Chaos:
+def chaos_run(fleet: Fleet) -> tuple[list[Event], DetectorConfig, Cohorts]:
+    """24 robots over 330 s of the chaos scenario with `faulty`'s faults, detectors that settle
+    fast, and cohorts seeded just short of `min_weight` with a 4 s refit (so they judge and refit)."""
     scenario = read_scenario(SEEDS, "chaos")
     small = load_scenario({**msgspec.to_builtins(scenario), "robots": 24, "duration_s": 330}, "chaos")
     sim = FleetSim(fleet, small, seed=11)
     clean = [e for _ in range(sim.ticks) for e in sim.step()]
-    events = faulty(clean, fleet)
     base = read_detectors(SEEDS)
     config = DetectorConfig(msgspec.structs.replace(base.defaults, drift_reference_s=30.0, settle_s=20.0),
                             {m: msgspec.structs.replace(p, drift_reference_s=30.0, settle_s=20.0)
                              for m, p in base.models.items()})
-    start = seeded(fleet, clean, refit_s=4.0)
+    return faulty(clean, fleet), config, seeded(fleet, clean, refit_s=4.0)
+
+
+@pytest.fixture(scope="module")
+def chaos(fleet: Fleet) -> Chaos:
+    events, config, start = chaos_run(fleet)
     rows, end = scalar(events, fleet, config, start)
     return rows, start, end, config
 

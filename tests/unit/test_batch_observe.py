@@ -37,7 +37,7 @@ from twin.sim import FleetSim
 from twin.sim.scenario import load_scenario
 from twin.state import Twin
 
-from .test_batch_cohort import cohort_bytes, faulty, seeded
+from .test_batch_cohort import chaos_run, cohort_bytes
 
 SEEDS = Path(__file__).resolve().parents[2] / "seeds"
 seeded_fleet = functools.cache(lambda: read_fleet(SEEDS))
@@ -369,16 +369,8 @@ def ingested() -> Ingested:
     """The cohort test's chaos run (batteries draining fast, robots off their cohort, cohorts seeded just
     short of `min_weight` with a 4 s refit) through `twin.pipeline.ingest` event by event."""
     fleet = seeded_fleet()
-    scenario = read_scenario(SEEDS, "chaos")
-    small = load_scenario({**msgspec.to_builtins(scenario), "robots": 24, "duration_s": 330}, "chaos")
-    sim = FleetSim(fleet, small, seed=11)
-    clean = [e for _ in range(sim.ticks) for e in sim.step()]
-    events = faulty(clean, fleet)
-    base = read_detectors(SEEDS)
-    config = DetectorConfig(msgspec.structs.replace(base.defaults, drift_reference_s=30.0, settle_s=20.0),
-                            {m: msgspec.structs.replace(p, drift_reference_s=30.0, settle_s=20.0)
-                             for m, p in base.models.items()})
-    start = cohorts = seeded(fleet, clean, refit_s=4.0)
+    events, config, start = chaos_run(fleet)
+    cohorts = start
     twins: dict[str, Twin] = {}
     out = Ingested(events, config, start, [], [], [])
     for e in events:
