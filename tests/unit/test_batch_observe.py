@@ -433,7 +433,6 @@ def test_trend_references_against_per_row_rates_equal_the_scalar_core(p: RobotDe
     signals' findings), each row judged against its own moments, drawn near and far from alarming."""
     fleet = seeded_fleet()
     p = msgspec.structs.replace(p, trend_signals=("*",))
-    ps = {m: p for m in fleet.models}
     drawn = [data.draw(robot_events(f"r{i}")) for i in range(data.draw(st.integers(1, 3)))]
     longest = max(len(evs) for evs, _ in drawn)
     pairs = [(evs[i], recv[i]) for i in range(longest) for evs, recv in drawn if i < len(evs)]
@@ -441,9 +440,39 @@ def test_trend_references_against_per_row_rates_equal_the_scalar_core(p: RobotDe
     moments = st.sampled_from([(1e4, 0.0, 1e4 * 1e-12), (1e4, 1e4 * 1e-3, 1e4 * 2e-6), (10.0, 0.0, 0.0),
                                (1e4, -1e4 * 1e-2, 1e4 * 1e-4)])
     rates = [data.draw(st.one_of(st.none(), st.dictionaries(st.sampled_from(names), moments))) for _ in pairs]
+    observed_against_rates(fleet, p, [e for e, _ in pairs], [r for _, r in pairs], rates)
+
+
+def test_a_battery_draining_faster_than_its_cohort_is_seen_against_per_row_rates() -> None:
+    """The cohort trend check reached for sure: steady working reports of two AMRs whose batteries
+    drain at a steady rate (their own reference holds it normal), judged against moments that
+    move row by row (the cohort's rates at each row's log position); one robot's rows get none."""
+    fleet = seeded_fleet()
+    spec = fleet.models[AMR].signals
+    p = RobotDetectorParams(warmup_reports=1, settle_s=0.0, drift_reference_s=2.0)
+    events, received, rates = [], [], []
+    for k in range(60):
+        for robot, drain in (("a", 0.05), ("b", 0.02)):
+            values = {n: (s.nominal[0] + s.nominal[1]) / 2 for n, s in spec.items()}
+            values["battery_soc_pct"] = 90.0 - drain * k
+            events.append(Event(schema=1, robot_id=robot, seq=k + 1, ts=100.0 + k, sector="s", site="s", model=AMR,
+                                mode="working", signals=values))
+            received.append(100.1 + k)
+            n = 3e3 + k
+            rates.append({"battery_soc_pct": (n, n * -1e-5 * (1 + k / 30), n * 1e-10)} if robot == "a" or k % 3 else None)
+    views = Counter(f"{m.robot_id}:{m.evidence.get('view')}:{m.status}"
+                    for m in observed_against_rates(fleet, p, events, received, rates))
+    assert views["a:cohort:open"] and views["b:cohort:open"], views
+
+
+def observed_against_rates(fleet: Fleet, p: RobotDetectorParams, events: list[Event], received: list[float],
+                           rates: list[dict[str, Any] | None]) -> list[Any]:
+    """AMR reports through `observe_round` with per-row cohort rates (`rates_at`) and through `observe`
+    with the same rates, compared row by row (messages and Watch); the scalar messages, in order."""
+    ps = {m: p for m in fleet.models}
     twins: dict[str, Twin] = {}
     red, obs = ReduceState(catalogues_of(fleet)), bo.ObserveState()
-    events, received = [e for e, _ in pairs], [r for _, r in pairs]
+    out: list[Any] = []
     for idx in bo.rounds_of([e.robot_id for e in events]):
         evs, recv = [events[i] for i in idx], np.array([received[i] for i in idx])
         before = bo.snapshot(red, [e.robot_id for e in evs])
@@ -458,42 +487,5 @@ def test_trend_references_against_per_row_rates_equal_the_scalar_core(p: RobotDe
             twins[e.robot_id] = twin
             assert encode(got[j]) == encode(want), i
             assert encode(bo.watch_of(obs, red, e.robot_id)) == encode(twin.watch)
-
-
-def test_a_battery_draining_faster_than_its_cohort_is_seen_against_per_row_rates() -> None:
-    """The cohort trend check reached for sure: steady working reports of two AMRs whose batteries
-    drain at a steady rate (their own reference holds it normal), judged against moments that
-    move row by row (the cohort's rates at each row's log position); one robot's rows get none."""
-    fleet = seeded_fleet()
-    spec = fleet.models[AMR].signals
-    p = RobotDetectorParams(warmup_reports=1, settle_s=0.0, drift_reference_s=2.0)
-    ps = {m: p for m in fleet.models}
-    events, received, rates = [], [], []
-    for k in range(60):
-        for robot, drain in (("a", 0.05), ("b", 0.02)):
-            values = {n: (s.nominal[0] + s.nominal[1]) / 2 for n, s in spec.items()}
-            values["battery_soc_pct"] = 90.0 - drain * k
-            events.append(Event(schema=1, robot_id=robot, seq=k + 1, ts=100.0 + k, sector="s", site="s", model=AMR,
-                                mode="working", signals=values))
-            received.append(100.1 + k)
-            n = 3e3 + k
-            rates.append({"battery_soc_pct": (n, n * -1e-5 * (1 + k / 30), n * 1e-10)} if robot == "a" or k % 3 else None)
-    twins: dict[str, Twin] = {}
-    red, obs = ReduceState(catalogues_of(fleet)), bo.ObserveState()
-    views: Counter[str] = Counter()
-    for idx in bo.rounds_of([e.robot_id for e in events]):
-        evs, recv = [events[i] for i in idx], np.array([received[i] for i in idx])
-        before = bo.snapshot(red, [e.robot_id for e in evs])
-        _, eff = reduce_batch(red, evs, recv)
-        got = bo.observe_round(obs, red, bo.Round(evs, recv, eff, before), fleet.models, ps,
-                               rates_at=[rates[i] for i in idx])
-        for j, i in enumerate(idx):
-            e = events[i]
-            twin, effects = apply(twins.get(e.robot_id), e, received_ts=received[i])
-            twin, want = observe(twins.get(e.robot_id), twin, e, effects, received[i], fleet.models[AMR], p, None,
-                                 rates[i])
-            twins[e.robot_id] = twin
-            assert encode(got[j]) == encode(want), i
-            assert encode(bo.watch_of(obs, red, e.robot_id)) == encode(twin.watch)
-            views.update(f"{m.robot_id}:{m.evidence.get('view')}:{m.status}" for m in want)
-    assert views["a:cohort:open"] and views["b:cohort:open"], views
+            out += want
+    return out
