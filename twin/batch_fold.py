@@ -15,7 +15,9 @@ How a batch is split:
 * Every other telemetry row takes the *join*: `batch_observe.ingest_batch` (`pipeline.ingest` over a
   batch of one partition: rounds of `reduce_batch` and the detectors, judged against the cohorts in
   force at each row's log position, learning in log order), from the partition's cohorts before the
-  batch; the scalar path's rows then follow in log order from the cohorts it returns.
+  batch; the scalar path's rows then follow in log order from the cohorts it returns. When none of
+  the join's models can learn in the batch (`_learning_models`), its learn mask would be all false:
+  the rounds are then observed against the cohorts as they are (`_observe_fixed`), without the plans.
 * With desired-state changes the whole batch goes through `on_record` (`desire` judges drift and
   commands per row): `_join_ready`.
 
@@ -58,7 +60,7 @@ from twin import batch_reduce as br
 from twin import batch_cohort as bc
 from twin import batch_signals as bs
 from twin import batch_stall as bst
-from twin.batch_observe import ObserveState, ingest_batch, watch_of
+from twin.batch_observe import ObserveState, Round, ingest_batch, observe_round, rounds_of, snapshot, watch_of
 from twin.columns import _event, decode_batch
 from twin.detect import rollout
 from twin.detect.cohort import Cohorts
@@ -242,8 +244,11 @@ def _join(state: FoldState, rules: Rules, records: Sequence[Record], events: Map
     their offsets and returns the cohorts after them."""
     red = state.red
     evs = [events[i] for i in rows]
-    effects, found, cohorts = ingest_batch(state.obs, red, evs, [records[i].timestamp for i in rows],
-                                           rules.fleet.models, state.params, cohorts)
+    recv = [records[i].timestamp for i in rows]
+    if {e.model for e in evs} & _learning_models(state, {i: events[i] for i in rows}):
+        effects, found, cohorts = ingest_batch(state.obs, red, evs, recv, rules.fleet.models, state.params, cohorts)
+    else:
+        effects, found = _observe_fixed(state, rules, evs, recv, cohorts)
     for i, e, eff, msgs in zip(rows, evs, effects, found):
         slot = red.slot_of[e.robot_id]
         _, part, _, chk = red.extras.get(slot, (None, -1, -1, -1))
@@ -251,6 +256,26 @@ def _join(state: FoldState, rules: Rules, records: Sequence[Record], events: Map
                             chk if part == records[i].partition else -1)
         steps[i] = Step(None, e, eff, msgs)
     return cohorts
+
+
+def _observe_fixed(state: FoldState, rules: Rules, events: Sequence[Event], received_ts: Sequence[float],
+                   cohorts: Cohorts) -> tuple[list[Effects], list[list[Anomaly]]]:
+    """`ingest_batch` when no row can learn (its learn mask is then all false): rounds of `reduce_batch`
+    and `observe_round` against the cohorts as they are, without the plans and the fixed point."""
+    red = state.red
+    effects: list[Effects] = [Effects("applied")] * len(events)
+    messages: list[list[Anomaly]] = [[] for _ in events]
+    for idx in rounds_of([e.robot_id for e in events]):
+        evs = [events[i] for i in idx]
+        recv = np.array([received_ts[i] for i in idx], np.float64)
+        before = snapshot(red, [e.robot_id for e in evs])
+        _, eff = br.reduce_batch(red, evs, recv)
+        found = observe_round(state.obs, red, Round(evs, recv, eff, before), rules.fleet.models, state.params,
+                              cohort_at=[cohorts.baselines.get(e.model) for e in evs],
+                              rates_at=[cohorts.rates.get(e.model) for e in evs])
+        for i, f, m in zip(idx, eff, found):
+            effects[i], messages[i] = f, m
+    return effects, messages
 
 
 def _listed(state: FoldState, robot_id: str) -> list[str]:
