@@ -28,7 +28,10 @@ therefore exact for a model whose rows all take one side, or whose cohort cannot
 batch (both sides then read the cohort as it was). A model with rows on the scalar path whose cohort
 could change (`_learning_models`: a working row of a robot that may be past warm-up and settled, by
 bounds from the twins before the batch) is *mixed*: all its robots take the scalar path for the
-batch (`_mixed`). What `ingest_batch` cannot do is take a scalar-path robot's rows (checks,
+batch (`_mixed`), unless the batch has silence checks or rejected records: then it is folded in
+pieces, cut around each run of them (`_pieces`; folding consecutive pieces is a fold of `on_record`
+as well), so that only pieces with such records, or with redeliveries or robots from another
+partition, send whole models to the scalar path. What `ingest_batch` cannot do is take a scalar-path robot's rows (checks,
 redeliveries, rejections, another partition's twin) interleaved with its own learning. Caveat: models
 new to the partition's `Cohorts` within one batch, some learned by the join and some on the scalar
 path, may get their dict keys in another order than the scalar's (values are equal; the test
@@ -118,7 +121,15 @@ def fold_batch(state: FoldState, rules: Rules, records: Sequence[Record]) -> tup
     events: dict[int, Event] = {telemetry[j]: e if isinstance(e, Event) else _event(e)
                                 for j, e in zip(cols.row.tolist(), cols.events)}
     errors = {telemetry[j]: err for j, err in cols.rejected.items()}
-    scalar = _mixed(state, events, _scalar_robots(state, records, events, errors))
+    own = _scalar_robots(state, records, events, errors)
+    scalar = _mixed(state, events, own)
+    if len(scalar) > len(own):
+        pieces = _pieces(records, events)
+        if len(pieces) > 1:  # fold the pieces one after another: a fold of `on_record` either way
+            outs: list[RecordOut] = []
+            for lo, hi in pieces:
+                outs += fold_batch(state, rules, records[lo:hi])[1]
+            return state, outs
     steps: list[Step] = [Step()] * len(records)
     partition = records[0].partition
     start = state.fleet.cohorts.get(partition)
@@ -137,6 +148,17 @@ def fold_batch(state: FoldState, rules: Rules, records: Sequence[Record]) -> tup
         state.fleet = dc_replace(state.fleet, cohorts={**state.fleet.cohorts, partition: cohorts})
     _keep(state, held, names)
     return state, _fleet_level(state, records, steps)
+
+
+def _pieces(records: Sequence[Record], events: Mapping[int, Event]) -> list[tuple[int, int]]:
+    """The batch cut around each run of silence checks and rejected records (what puts a robot on the
+    scalar path for the batch), for when that would send a mixed model's robots there too: within a
+    piece without them, their robots' telemetry joins."""
+    cuts = [0]
+    for i in range(1, len(records)):
+        if (i in events) != (i - 1 in events):
+            cuts.append(i)
+    return list(zip(cuts, [*cuts[1:], len(records)]))
 
 
 def _keep(state: FoldState, twins: dict[str, Twin | None], names: dict[str, list[str]]) -> None:
