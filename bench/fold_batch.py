@@ -15,9 +15,15 @@ baselines score them. Afterwards every
 record's output and every twin (`encode_twin`, with its watch) are checked equal; the run stops with
 an error otherwise.
 
-Measured (2 shared cores, 2,000 robots, 80 s, 160,188 records, batch 2,000): on_record 5,600-6,700
-events/CPU-s, fold_batch 13,700-14,100: 2.05-2.22x overall; after 65 s 1.52-1.82x, where the robots
-of models with live cohort trend rates (4 of 6 models) take the scalar path (see twin/batch_fold.py).
+Also printed: how many `fold_batch` calls had a *mixed* model (rows on the scalar path while its
+cohort could change, see twin/batch_fold.py), how many of those were cut in pieces around their
+checks, and how many robot-calls took the scalar path.
+
+Measured (2 shared cores under load, 2,000 robots, 80 s, 160,188 records, batch 2,000; the join on
+`batch_observe.ingest_batch`): on_record 5,400-6,300 events/CPU-s, fold_batch 12,700-14,900:
+2.25-2.37x overall; after 65 s 3.95-4.48x (before it, with live models on the scalar path: 2.1-2.2x
+and 1.5-1.8x). 5 of 81 batches had a mixed model (those with silence checks); all 5 were cut in
+pieces (14), none folded whole on the scalar path.
 
     .venv/bin/python bench/fold_batch.py [--robots 2000] [--seconds 80] [--batch 2000] [--checks 20] [--settled 65]
 """
@@ -92,8 +98,19 @@ def routed(state: bf.FoldState, events: Any, scalar: set[str]) -> set[str]:
     return out
 
 
-_MIXED = bf._mixed
-bf._mixed = routed
+_MIXED, _PIECES = bf._mixed, bf._pieces
+SPLIT: dict[int, int] = {}
+"""Per ROUTED entry whose call went to `bf._pieces`: how many pieces (1: folded whole after all)."""
+
+
+def pieces(records: Any, events: Any) -> list[tuple[int, int]]:
+    """`bf._pieces`, recorded in SPLIT."""
+    out = _PIECES(records, events)
+    SPLIT[len(ROUTED) - 1] = len(out)
+    return out
+
+
+bf._mixed, bf._pieces = routed, pieces
 
 
 def batched(rules: Rules, records: list[Record], size: int) -> tuple[list[tuple[int, float]], list[RecordOut],
@@ -144,9 +161,12 @@ def main() -> None:
     print(f"fold_batch: {len(records) / b_all:10.0f} events/CPU-s  ({b_all / len(records) * 1e6:.1f} us/event);"
           f" after {a.settled:g} s {late_n / b_late:.0f}")
     forced = [(n, m, k) for n, m, k in ROUTED if m > n]
-    print(f"mixed models: {len(forced)} of {len(ROUTED)} batches sent more robots to the scalar path"
-          f" ({sum(m - n for n, m, _ in forced)} robot-batches of {sum(k for _, _, k in ROUTED)});"
-          f" scalar path in all: {sum(m for _, m, _ in ROUTED)} robot-batches")
+    cut = [k for k in SPLIT.values() if k > 1]
+    used = sum(m for j, (_, m, _) in enumerate(ROUTED) if SPLIT.get(j, 1) == 1)
+    print(f"mixed models: {len(forced)} of {len(ROUTED)} fold_batch calls (batches and pieces) would send more"
+          f" robots to the scalar path; {len(cut)} of them cut in {sum(cut)} pieces, {len(forced) - len(cut)}"
+          f" folded whole so; {used}"
+          f" robot-calls of {sum(k for _, _, k in ROUTED)} on the scalar path")
     print(f"ratio: {s_all / b_all:.2f} overall, {(s_late / (len(records) - half)) / (b_late / late_n):.2f} after {a.settled:g} s")
 
 

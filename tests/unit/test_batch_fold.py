@@ -202,9 +202,17 @@ def test_cohorts_reaching_min_weight_within_the_run(sizes: list[int], monkeypatc
         joined = {e.robot_id for e in events.values() if e.robot_id not in out and e.model in learning(state, events)}
         routed.append((len(scalar), len(out), len(joined)))
         return out
+    cut: list[int] = []
+    pieces = bf._pieces
+
+    def recorded_pieces(records: Any, events: Any) -> list[tuple[int, int]]:
+        cut.append(len(pieces(records, events)))
+        return pieces(records, events)
     monkeypatch.setattr(bf, "_mixed", recorded)
+    monkeypatch.setattr(bf, "_pieces", recorded_pieces)
     state = assert_same(records, sizes, start)
     assert any(n < m for n, m, _ in routed) and any(j for _, _, j in routed), routed  # both sides learn
+    assert any(k > 1 for k in cut), cut  # batches folded in pieces around their checks
     c = state.fleet.cohorts[0]
     assert any(w >= COHORT.min_weight for r in c.rates.values() for w, _, _ in r.values())
     assert all(w < COHORT.min_weight for r in start.cohorts[0].rates.values() for w, _, _ in r.values())
