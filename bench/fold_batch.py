@@ -20,8 +20,8 @@ cohort could change, see twin/batch_fold.py), how many of those were cut in piec
 checks, and how many robot-calls took the scalar path.
 
 Measured (2 shared cores under load, 2,000 robots, 80 s, 160,188 records, batch 2,000; the join on
-`batch_observe.ingest_batch`): on_record 5,400-6,300 events/CPU-s, fold_batch 12,700-14,900:
-2.25-2.37x overall; after 65 s 3.95-4.48x (before it, with live models on the scalar path: 2.1-2.2x
+`batch_observe.ingest_batch`): on_record 5,400-6,300 events/CPU-s, fold_batch 12,700-14,900 (four runs):
+2.25-2.46x overall; after 65 s 3.95-4.48x (before it, with live models on the scalar path: 2.1-2.2x
 and 1.5-1.8x). 5 of 81 batches had a mixed model (those with silence checks); all 5 were cut in
 pieces (14), none folded whole on the scalar path.
 
