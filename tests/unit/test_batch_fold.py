@@ -154,8 +154,8 @@ def quick_rules() -> Rules:
     references are long enough to be judged against their cohort within a short run."""
     base = rules().config
     quick = {"drift_reference_s": 30.0, "settle_s": 20.0}
-    return Rules(rules().fleet, DetectorConfig(msgspec.structs.replace(base.defaults, **quick),
-                                               {m: msgspec.structs.replace(p, **quick) for m, p in base.models.items()}))
+    models = {m: msgspec.structs.replace(p, **quick) for m, p in base.models.items()}
+    return Rules(rules().fleet, DetectorConfig(msgspec.structs.replace(base.defaults, **quick), models))
 
 
 def seeded(records: tuple[Record, ...], short: float) -> FleetState:
