@@ -39,8 +39,9 @@ path, may get their dict keys in another order than the scalar's (values are equ
 compares sorted views).
 
 Fleet level (ticks, rollout statistics) is folded after the twins, record by record in log order:
-it reads only record times and applied events, never a twin (the rollout Welford step is
-`rollout.observe`'s arithmetic on a local dict, written back before each tick and at the end).
+it reads only record times and applied events, never a twin (the rollout statistics through
+`rollout.latency_of` and `add_latency`, `rollout.observe`'s own steps, on a local dict written back
+before each tick and at the end).
 
 Cost (bench/fold_batch.py, 2,000 robots, batches of 2,000 from wire bytes, 2 loaded cores): 2.25-2.46x
 `on_record` over 80 s of chaos, 3.95-4.48x once robots are settled at work (the cohorts learn).
