@@ -66,7 +66,7 @@ from twin import batch_reduce as br
 from twin import batch_cohort as bc
 from twin import batch_signals as bs
 from twin import batch_stall as bst
-from twin.batch_observe import ObserveState, Round, ingest_batch, observe_round, rounds_of, snapshot, watch_of
+from twin.batch_observe import ObserveState, ingest_batch, observe_batch, watch_of
 from twin.columns import _event, decode_batch
 from twin.detect import rollout
 from twin.detect.cohort import Cohorts
@@ -285,22 +285,10 @@ def _join(state: FoldState, rules: Rules, records: Sequence[Record], events: Map
 
 def _observe_fixed(state: FoldState, rules: Rules, events: Sequence[Event], received_ts: Sequence[float],
                    cohorts: Cohorts) -> tuple[list[Effects], list[list[Anomaly]]]:
-    """`ingest_batch` when no row can learn (its learn mask is then all false): rounds of `reduce_batch`
-    and `observe_round` against the cohorts as they are, without the plans and the fixed point."""
-    red = state.red
-    effects: list[Effects] = [Effects("applied")] * len(events)
-    messages: list[list[Anomaly]] = [[] for _ in events]
-    for idx in rounds_of([e.robot_id for e in events]):
-        evs = [events[i] for i in idx]
-        recv = np.array([received_ts[i] for i in idx], np.float64)
-        before = snapshot(red, [e.robot_id for e in evs])
-        _, eff = br.reduce_batch(red, evs, recv)
-        found = observe_round(state.obs, red, Round(evs, recv, eff, before), rules.fleet.models, state.params,
-                              cohort_at=[cohorts.baselines.get(e.model) for e in evs],
-                              rates_at=[cohorts.rates.get(e.model) for e in evs])
-        for i, f, m in zip(idx, eff, found):
-            effects[i], messages[i] = f, m
-    return effects, messages
+    """`ingest_batch` when no row can learn (its learn mask is then all false): `observe_batch`
+    against the cohorts as they are, without the plans and the fixed point."""
+    return observe_batch(state.obs, state.red, events, received_ts, rules.fleet.models, state.params,
+                         cohorts=cohorts)
 
 
 def _listed(state: FoldState, robot_id: str) -> list[str]:

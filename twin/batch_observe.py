@@ -654,9 +654,12 @@ def _lifecycle(obs: ObserveState, red: ReduceState, rnd: Round, slots: Array, fo
 
 def observe_batch(obs: ObserveState, red: ReduceState, events: Sequence[Event], received_ts: Sequence[float],
                   models: Mapping[str, RobotModel], params: Mapping[str, RobotDetectorParams],
-                  baselines: Mapping[str, mv.Baseline] | None = None) -> tuple[list[Effects], list[list[Anomaly]]]:
+                  baselines: Mapping[str, mv.Baseline] | None = None, *,
+                  cohorts: Cohorts | None = None) -> tuple[list[Effects], list[list[Anomaly]]]:
     """`apply` then `observe` for each event of a batch (log order): round by round, the reducer then
-    `observe_round`. Effects and messages per event, in input order; `red` and `obs` change in place."""
+    `observe_round`. Effects and messages per event, in input order; `red` and `obs` change in place.
+    With `cohorts`, every row is judged against its model's baseline and trend rates there, which
+    stay as they are (no learning: what `ingest_batch` does when no row can learn)."""
     effects: list[Effects] = [Effects("applied")] * len(events)
     messages: list[list[Anomaly]] = [[] for _ in events]
     for idx in rounds_of([e.robot_id for e in events]):
@@ -664,7 +667,10 @@ def observe_batch(obs: ObserveState, red: ReduceState, events: Sequence[Event], 
         recv = np.array([received_ts[i] for i in idx], np.float64)
         before = snapshot(red, [e.robot_id for e in evs])
         _, eff = reduce_batch(red, evs, recv)
-        for i, f, m in zip(idx, eff, observe_round(obs, red, Round(evs, recv, eff, before), models, params, baselines)):
+        found = observe_round(obs, red, Round(evs, recv, eff, before), models, params, baselines,
+                              cohort_at=None if cohorts is None else [cohorts.baselines.get(e.model) for e in evs],
+                              rates_at=None if cohorts is None else [cohorts.rates.get(e.model) for e in evs])
+        for i, f, m in zip(idx, eff, found):
             effects[i], messages[i] = f, m
     return effects, messages
 
