@@ -340,8 +340,8 @@ def _store_watch(state: FoldState, slot: int, watch: Watch, names: list[str]) ->
     r.interval[slot], r.skew[slot], r.delivery[slot], r.codes[slot] = (watch.interval, watch.skew, watch.delivery,
                                                                        watch.codes)
     _put(obs.opened, slot, watch.open)
-    _put_state(obs, "cohort", slot, watch.cohort, bc.states_of)
-    _put_state(obs, "stall", slot, watch.stall, bst.stalls_of)
+    _put_row(obs.cohort, slot, bc.states_of([watch.cohort]))
+    _put_row(obs.stall, slot, bst.stalls_of([watch.stall]))
 
 
 def _put(table: dict[int, Any], slot: int, value: Any) -> None:
@@ -351,15 +351,10 @@ def _put(table: dict[int, Any], slot: int, value: Any) -> None:
         table.pop(slot, None)
 
 
-def _put_state(obs: ObserveState, name: str, slot: int, value: Any, arrays_of: Any) -> None:
-    """One robot's stall or cohort state into `obs`: a dict slot -> state, or (as `batch_observe`
-    keeps them now) a NamedTuple of per-slot arrays built by `arrays_of` from scalar states."""
-    table = getattr(obs, name)
-    if isinstance(table, dict):
-        _put(table, slot, value)
-        return
-    for column, one in zip(table, arrays_of([value])):
-        column[slot] = one[0]
+def _put_row(arrays: Any, slot: int, one: Any) -> None:
+    """A one-row NamedTuple of columns (one robot's stall or cohort state) into `slot` of `arrays`."""
+    for column, value in zip(arrays, one):
+        column[slot] = value[0]
 
 
 def _fleet_level(state: FoldState, records: Sequence[Record], steps: list[Step]) -> list[RecordOut]:
