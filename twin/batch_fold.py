@@ -18,8 +18,8 @@ How a batch is split:
   batch; the scalar path's rows then follow in log order from the cohorts it returns. When none of
   the join's models can learn in the batch (`_learning_models`), its learn mask would be all false:
   the rounds are then observed against the cohorts as they are (`_observe_fixed`), without the plans.
-* With desired-state changes the whole batch goes through `on_record` (`desire` judges drift and
-  commands per row): `_join_ready`.
+* With desired-state changes every robot takes the scalar path (`desire` judges drift and commands
+  per row): `_join_ready`.
 
 Cohorts stay in log order. A row reads only its own model's cohort entries (baseline, rates) and
 teaches only its own model's, so models are independent and each model's learning only has to be
@@ -38,7 +38,8 @@ new to the partition's `Cohorts` within one batch, some learned by the join and 
 path, may get their dict keys in another order than the scalar's (values are equal; the test
 compares sorted views).
 
-Fleet level (ticks, rollout statistics) is folded after the twins, record by record in log order:
+Fleet level (ticks, rollout statistics; `fleet_level`) is folded after the twins (`fold_twins`),
+record by record in log order:
 it reads only record times and applied events, never a twin (the rollout statistics through
 `rollout.latency_of` and `add_latency`, `rollout.observe`'s own steps, on a local dict written back
 before each tick and at the end).
@@ -55,7 +56,7 @@ rules). A checkpoint must hold all three; `twin_of` gives any robot's twin as `o
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace as dc_replace
 from typing import Any
 
@@ -73,7 +74,7 @@ from twin.detect.cohort import Cohorts
 from twin.detect.findings import Anomaly
 from twin.detect.watch import Watch
 from twin.effects import Effects
-from twin.fleet_fold import FleetState, RecordOut, Rules, _ticks_until, on_record
+from twin.fleet_fold import FleetState, RecordOut, Rules, _ticks_until
 from twin.pipeline import Step, feed
 from twin.record import Record
 from twin.schema import Event
@@ -112,8 +113,18 @@ def fold_batch(state: FoldState, rules: Rules, records: Sequence[Record]) -> tup
 
     Out: per record the `RecordOut` of `on_record`, except that `step.twin` and `step.cohorts`
     are None (read twins with `twin_of`, cohorts from `state.fleet`)."""
+    return state, fleet_level(state, records, fold_twins(state, rules, records))
+
+
+def fold_twins(state: FoldState, rules: Rules, records: Sequence[Record]) -> list[Step]:
+    """The twin level of `fold_batch`: each record's `feed` step (twin and cohorts None), the twins and
+    the partition's cohorts updated in `state`; ticks and rollout statistics left to `fleet_level`.
+
+    Split so that a driver holding several partitions (a replay) can fold each partition's records of
+    a stretch of the log here and then the fleet level over the whole stretch in log order: a twin
+    reads no tick and no rollout statistic, only its partition's cohorts and the desired rules."""
     if not records:
-        return state, []
+        return []
     if any(r.partition != records[0].partition for r in records):
         raise ValueError("fold_batch folds the records of one partition")
     telemetry = [i for i, r in enumerate(records) if r.kind != "check"]
@@ -129,10 +140,10 @@ def fold_batch(state: FoldState, rules: Rules, records: Sequence[Record]) -> tup
     if len(scalar) > len(own):
         pieces = _pieces(records, events)
         if len(pieces) > 1:  # fold the pieces one after another: a fold of `on_record` either way
-            outs: list[RecordOut] = []
+            outs: list[Step] = []
             for lo, hi in pieces:
-                outs += fold_batch(state, rules, records[lo:hi])[1]
-            return state, outs
+                outs += fold_twins(state, rules, records[lo:hi])
+            return outs
     steps: list[Step] = [Step()] * len(records)
     partition = records[0].partition
     start = state.fleet.cohorts.get(partition)
@@ -147,10 +158,15 @@ def fold_batch(state: FoldState, rules: Rules, records: Sequence[Record]) -> tup
             continue
         learned = _scalar_row(state, rules, record, held, names, cohorts, steps, i)
         cohorts = cohorts if learned is None else learned
-    if cohorts is not start and (start is not None or cohorts.sums or cohorts.rates):  # as `on_record`: once learned
-        state.fleet = dc_replace(state.fleet, cohorts={**state.fleet.cohorts, partition: cohorts})
+    _keep_cohorts(state, partition, start, cohorts)
     _keep(state, held, names)
-    return state, _fleet_level(state, records, steps)
+    return steps
+
+
+def _keep_cohorts(state: FoldState, partition: int, start: Cohorts | None, cohorts: Cohorts) -> None:
+    """The partition's cohorts after the batch into the fleet state, as `on_record` keeps them: once learned."""
+    if cohorts is not start and (start is not None or cohorts.sums or cohorts.rates):
+        state.fleet = dc_replace(state.fleet, cohorts={**state.fleet.cohorts, partition: cohorts})
 
 
 def _pieces(records: Sequence[Record], events: Mapping[int, Event]) -> list[tuple[int, int]]:
@@ -173,7 +189,7 @@ def _keep(state: FoldState, twins: dict[str, Twin | None], names: dict[str, list
 
 def _join_ready(state: FoldState) -> bool:
     """Can the round join judge this batch? Not with desired-state changes: drift and commands are
-    judged by `desire` per row (the whole batch then goes through `on_record`)."""
+    judged by `desire` per row (the whole batch then goes through `feed`)."""
     return not state.fleet.desired.changes
 
 
@@ -250,10 +266,11 @@ def _learning_models(state: FoldState, events: Mapping[int, Event]) -> set[str]:
 
 
 def _scalar_row(state: FoldState, rules: Rules, record: Record, held: dict[str, Twin | None],
-                names: dict[str, list[str]], cohorts: Cohorts, steps: list[Step], i: int) -> Cohorts | None:
+                names: dict[str, list[str]], cohorts: Cohorts, steps: list[Step], i: int,
+                lookup: Callable[[str], Twin | None] | None = None) -> Cohorts | None:
     """One record of a scalar-path robot through `feed` (which learns, in log order); the cohorts it
-    learned returned (None: unchanged)."""
-    step = feed(held.get, record, rules.fleet, rules.config, rules.policy, cohorts, state.fleet.desired)
+    learned returned (None: unchanged). `lookup` reads twins not yet `held` (default: none)."""
+    step = feed(lookup or held.get, record, rules.fleet, rules.config, rules.policy, cohorts, state.fleet.desired)
     steps[i] = step._replace(twin=None, cohorts=None)
     if step.twin is None:
         return None
@@ -357,8 +374,9 @@ def _put_row(arrays: Any, slot: int, one: Any) -> None:
         column[slot] = value[0]
 
 
-def _fleet_level(state: FoldState, records: Sequence[Record], steps: list[Step]) -> list[RecordOut]:
-    """Ticks and rollout statistics, record by record in log order, as `on_record` takes them.
+def fleet_level(state: FoldState, records: Sequence[Record], steps: Sequence[Step]) -> list[RecordOut]:
+    """Ticks and rollout statistics, record by record in log order, as `on_record` takes them
+    (`records` may span partitions: with `steps` from `fold_twins` of each).
 
     The rollout statistics are folded into a local dict (`rollout.latency_of` and `add_latency`,
     the steps of `rollout.observe`) and written back before each tick (which judges them) and at the end."""
@@ -391,26 +409,26 @@ _ROLLOUT = rollout.RolloutParams()
 """The parameters `on_record` observes rollouts with (the defaults)."""
 
 
-def _all_scalar(state: FoldState, rules: Rules, records: Sequence[Record]) -> tuple[FoldState, list[RecordOut]]:
-    """The batch through `on_record` itself, over twins materialised from the columns."""
+def _all_scalar(state: FoldState, rules: Rules, records: Sequence[Record]) -> list[Step]:
+    """The batch's twin level through `feed` row by row (`on_record`'s step), over twins materialised
+    from the columns."""
     held: dict[str, Twin | None] = {}
     names: dict[str, list[str]] = {}
+    partition = records[0].partition
+    start = state.fleet.cohorts.get(partition)
+    cohorts = start or Cohorts()
+    steps: list[Step] = [Step()] * len(records)
 
     def lookup(rid: str) -> Twin | None:
         if rid not in held:
             held[rid], names[rid] = twin_of(state, rid), _listed(state, rid)
         return held[rid]
-    out = []
-    for record in records:
-        state.fleet, result = on_record(state.fleet, lookup, record, rules)
-        step = result.step
-        if step.twin is not None:
-            held[step.twin.robot_id] = step.twin
-            if step.event is not None and step.effects is not None and step.effects.outcome not in _QUIET:
-                names[step.twin.robot_id] = list(step.twin.signals)
-        out.append(RecordOut(step._replace(twin=None, cohorts=None), result.publish))
+    for i, record in enumerate(records):
+        learned = _scalar_row(state, rules, record, held, names, cohorts, steps, i, lookup)
+        cohorts = cohorts if learned is None else learned
+    _keep_cohorts(state, partition, start, cohorts)
     _keep(state, held, names)
-    return state, out
+    return steps
 
 
 def plain_effects(out: Sequence[RecordOut]) -> list[Effects | None]:

@@ -220,7 +220,7 @@ def test_cohorts_reaching_min_weight_within_the_run(sizes: list[int], monkeypatc
     assert {"cohort:", "drift:cohort"} <= fired, fired
 
 
-def test_with_desired_changes_every_batch_goes_through_on_record() -> None:
+def test_with_desired_changes_every_row_goes_through_feed() -> None:
     """Drift and commands are judged per row by `desire`: the batch takes `on_record` whole, over twins
     materialised from the columns and stored back."""
     c = DesiredChange(change_id="c1", ts=0.0, principal="operator", reason="test", field="ai_model",
