@@ -57,8 +57,8 @@ is `twin.pipeline.ingest` over a batch of one partition: reduce, observe, learn 
 `batch_cohort.plan` and `settle`'s fixed point (every model at once). A round is observed in two parts:
 `_begin` (reducer-fed detectors that do not depend on the cohorts: signals, robot-level, stall; and the
 trend rates a plan learns from) runs once, `_finish` (the two cohort checks and the lifecycle) runs once
-per pass from the batch's start cohort states and open anomalies, until the learn mask holds (two
-passes when a row with an open anomaly was guessed to learn, which is most batches once robots alarm).
+per pass from the batch's start cohort states and open anomalies, until the learn mask holds (the
+first guess, `_likely_open`, leaves out rows of robots with an anomaly open or a finding before them).
 Models new to a dict of the cohorts enter it in the scalar's order (`_in_log_order`: `sums` at the
 first learning row, `baselines` at the first refit, `rates` at the first trend rate), so the cohorts'
 encodings are equal too, not only their values. Features are computed for every row of a model up
@@ -702,7 +702,7 @@ def ingest_batch(obs: ObserveState, red: ReduceState, events: Sequence[Event], r
     learning with a learn mask, finish the rounds against the plans (the cohort checks and the
     lifecycle, `_finish`, from the batch's start cohort states and open anomalies), read the mask
     that implies (applied, settled at work, no anomaly open after the row) and finish again if it
-    differs. The first guess: every applied row settled at work learns."""
+    differs. The first guess: every applied row settled at work learns, but for `_likely_open` ones."""
     begun: list[tuple[list[int], Round, _Part]] = []
     whole = Trace(len(events))
     effects: list[Effects] = [Effects("applied")] * len(events)
@@ -724,7 +724,7 @@ def ingest_batch(obs: ObserveState, red: ReduceState, events: Sequence[Event], r
         by_model.setdefault(e.model, []).append(i)
     reports = {m: _reports(events, rows, _features(events, rows, models[m]), [whole.rates[i] for i in rows])
                for m, rows in by_model.items()}
-    guess = applied & whole.at_work
+    guess = applied & whole.at_work & ~_likely_open(begun, obs.opened, len(events), len(red.robot_ids))
     masks = {m: guess[rows] for m, rows in by_model.items()}
     start_cohort, start_opened = bc.States(*(col.copy() for col in obs.cohort)), dict(obs.opened)
     for _ in range(len(events) + 2):
@@ -738,6 +738,22 @@ def ingest_batch(obs: ObserveState, red: ReduceState, events: Sequence[Event], r
             return effects, messages, after
         masks = new_masks
     raise AssertionError("the learn mask did not settle: the outcome is not causal in log order")
+
+
+def _likely_open(begun: list[tuple[list[int], Round, _Part]], opened: Mapping[int, Any], n: int,
+                 robots: int) -> Array:
+    """Per row, a guess that an anomaly is open after it: its robot had one open before the batch, or
+    a finding of `_begin` on this row or an earlier one. Only `settle`'s first guess: the fixed point
+    does not depend on it (a row's outcome depends on earlier rows' learning only), but a right guess
+    saves a whole pass of `_finish_all`."""
+    hot = np.zeros(robots, bool)
+    hot[list(opened)] = True
+    out = np.zeros(n, bool)
+    for idx, _, part in begun:  # round k holds each robot's k-th row: a robot's rows in log order
+        if part.found:
+            hot[part.slots[list(part.found)]] = True
+        out[idx] = hot[part.slots]
+    return out
 
 
 def _finish_all(obs: ObserveState, red: ReduceState, begun: list[tuple[list[int], Round, _Part]],
