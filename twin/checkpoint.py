@@ -55,21 +55,35 @@ of the schema, would only add about 2.5 KiB to every chunk):
   number into `strings`, value, mean, var, count, and ts/seq (null unless the signal holds its own);
 * `strings`, `codes`, `configs`: the tables;
 * `extras` (only when some robot has them): the fields the reducer does not touch (watch as msgpack,
-  partition, offset, check_offset), for state loaded from stored twins.
+  partition, offset, check_offset), for state loaded from stored twins (a `FoldState` keeps each
+  robot's offsets here).
 
-Adding detector state later (the Watch, once it is columns): a new group per kind, keyed like `signals`
-by the robot's row in the chunk: `watches` (one row per cell: out, same, hits and the drift numbers),
-`robot_watch` (the robot-level numbers: interval, skew, delivery, codes), and `open` (one row per
-robot with open anomalies, a small msgpack binary column: rare, variable, not worth columns). Add
-the group to `_SCHEMAS` with its columns, write it in `_chunk_groups`, load it in `_load`, and bump
-`VERSION`. A reader refuses a group it does not know and a version newer than its own, so an old
-worker can never load a checkpoint and silently drop state it cannot hold; an optional group that is
-absent means its defaults (as `extras` does now).
+A checkpoint of a whole fold (`snapshot_fold` of a `twin.batch_fold.FoldState`; `restore` reads it back
+into one, fresh or on top of an older state) adds the detector state, keyed like `signals` by the
+robot's row in the chunk, and the fleet state:
+
+* `watch`: one row per robot: the length of `Watch.signals` (`nlisted`), the robot-level numbers
+  (interval, skew, delivery, codes) and the stall and cohort detectors' state (`stall.*`, `cohort.*`:
+  `has` False is the scalar None);
+* `cells`: one row per allocated signal cell (robot, name as a number into `strings`, whether it is in
+  `Watch.signals`, out, same, hits and the drift numbers), so `ObserveState` comes back as it was, up to
+  the numbering of cells;
+* `open`: one row per robot with open anomalies, the list as msgpack (rare, variable: not worth columns);
+* `fleet`: one row, in the first chunk only: msgpack of what the fold resumes from beyond the twins:
+  the partition's `Cohorts` (sums as exact float lists; None while none is learned, as `on_record`
+  keeps them), rollout versions, sites, the next tick and the desired rules. It does not grow with
+  robots but with models (a cohort's sums are p x p floats: 19-28 KiB for the seeds' models), and
+  the first chunk must hold it with at least one robot.
+
+A reader refuses a group it does not know and a version newer than its own, so an old worker can
+never load a checkpoint and silently drop state it cannot hold; an optional group that is absent
+means its defaults (a robot whose newest rows have no `watch` row starts with `Watch()`). `merge`
+(the reducer alone) leaves the detector and fleet groups unread.
 
 Size (same bench): 143 bytes per robot after two reports each, 265 after twenty (settled means and
 variances are full-precision floats: zstd finds little to take), against 849 for the msgpack twins.
-A chunk also has a fixed cost of about 9 KiB (the groups' Arrow schemas), which a checkpoint of a
-few robots pays whole.
+A chunk also has a fixed cost of about 9 KiB (the groups' Arrow schemas; about 16 KiB with the
+detector groups), which a checkpoint of a few robots pays whole.
 """
 
 from __future__ import annotations
@@ -86,17 +100,24 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
+from twin import batch_signals as bs
+from twin.batch_fold import FoldState
 from twin.batch_reduce import ReduceState
-from twin.detect.watch import Watch
+from twin.desired import DesiredRules
+from twin.detect import incidents, rollout
+from twin.detect.cohort import Cohorts
+from twin.detect.multivariate import Baseline
+from twin.detect.watch import Open, Watch
 from twin.exceptions import FleetTwinError
+from twin.fleet_fold import FleetState, Rules
 from twin.schema import MODES
 
 Array = npt.NDArray[Any]
 
 MAGIC = b"FTWINCKP"
 """First bytes of every chunk."""
-VERSION = 1
-"""Format version; a reader refuses a newer one."""
+VERSION = 2
+"""Format version; a reader refuses a newer one (2: the detector and fleet groups)."""
 LIMIT = 512 * 1024
 """Default chunk size limit, bytes: well under Kafka's default record limit of about 1 MiB."""
 _HEAD = struct.Struct(">8sI")  # MAGIC, CRC-32 of the envelope
@@ -135,6 +156,16 @@ _PLAIN = (("loc_kind", pl.UInt8), ("lat", pl.Float64), ("lon", pl.Float64), ("fl
           ("version_changes", pl.Int64))
 """Slot columns copied as they are (same names as `ReduceState.cols`)."""
 _MODE_COLUMNS = tuple(f"modes.{mode}" for mode in MODES)
+_STALL = (("has", pl.Boolean), ("cycle", pl.Float64), ("since", pl.Float64), ("still", pl.Int64))
+"""`batch_stall.Stalls`, in its field order."""
+_COHORT = (("has", pl.Boolean), ("level", pl.Float64), ("ts", pl.Float64), ("alarm", pl.Boolean),
+           ("since", pl.Float64))
+"""`batch_cohort.States`, in its field order."""
+_DRIFT = (("has", pl.Boolean), ("ref", pl.Float64), ("level", pl.Float64), ("spread", pl.Float64),
+          ("up", pl.Float64), ("down", pl.Float64))
+"""`batch_signals.Drifts`, in its field order."""
+_ROBOT_NUMBERS = ("interval", "skew", "delivery", "codes")
+"""`batch_robot.RobotWatches`, in its field order."""
 
 _SCHEMAS: dict[str, dict[str, Any]] = {
     "robots": {"robot_id": pl.String, **{name: pl.UInt32 for name in (*_LABELS, "mode", "codes", "config")},
@@ -146,9 +177,18 @@ _SCHEMAS: dict[str, dict[str, Any]] = {
     "configs": {"name": pl.List(pl.String), "value": pl.List(pl.String)},
     "extras": {"robot": pl.UInt32, "watch": pl.Binary, "partition": pl.Int64, "offset": pl.Int64,
                "check_offset": pl.Int64},
+    "watch": {"robot": pl.UInt32, "nlisted": pl.Int64, "interval": pl.Float64, "skew": pl.Int64,
+              "delivery": pl.Int64, "codes": pl.Int64, **{f"stall.{k}": t for k, t in _STALL},
+              **{f"cohort.{k}": t for k, t in _COHORT}},
+    "cells": {"robot": pl.UInt32, "name": pl.UInt32, "listed": pl.Boolean, "out": pl.Int64, "same": pl.Int64,
+              "hits": pl.Int64, **{f"drift.{k}": t for k, t in _DRIFT}},
+    "open": {"robot": pl.UInt32, "anomalies": pl.Binary},
+    "fleet": {"state": pl.Binary},
 }
 """Every column group a chunk may hold, with its columns (names and types, exactly)."""
-_OPTIONAL = frozenset({"extras"})
+_OPTIONAL = frozenset({"extras", "watch", "cells", "open", "fleet"})
+_KEYED = ("signals", "extras", "watch", "cells", "open")
+"""Groups of rows keyed by `robot` (the robot's row in the chunk), ordered by it."""
 _SIGNAL_TYPES: dict[Any, Any] = dict(_SCHEMAS["signals"])
 
 
@@ -186,6 +226,30 @@ def snapshot(state: ReduceState, robot_ids: Iterable[str], *, partition: int, ne
     as `reduce_columns` counts them); `state` is read, never changed. Raises KeyError for a robot the
     state does not hold. Rows come grouped by signal block (the order of a checkpoint's robots means
     nothing), so each block's signal rows are already in robot order."""
+    groups, _, tables = _reducer_rows(state, robot_ids)
+    return Checkpoint(partition, next_offset, {**groups, **_tables(*tables)}, full, epoch)
+
+
+def snapshot_fold(state: FoldState, robot_ids: Iterable[str], *, partition: int, next_offset: int,
+                  full: bool = False, epoch: int = 0) -> Checkpoint:
+    """`snapshot` of a whole `FoldState` of `partition`: the robots' reducer rows, their detector state
+    (`watch`, `cells`, `open`) and the fleet state the fold resumes from (`fleet`: the partition's
+    cohorts, rollout versions, sites, next tick, desired rules). The changed robots of a fold are those
+    the keys of its records name (silence checks included) that have a twin. `state` is read, never
+    changed (its detector arrays may be given room for robots the reducer holds, as `twin_of` does)."""
+    groups, slots, tables = _reducer_rows(state.red, robot_ids)
+    groups.update(_detector_rows(state, slots, tables[0]))
+    groups["fleet"] = pl.DataFrame({"state": [_encode_fleet(state.fleet, partition)]}, schema=_SCHEMAS["fleet"])
+    return Checkpoint(partition, next_offset, {**groups, **_tables(*tables)}, full, epoch)
+
+
+_Tables = tuple[dict[Any, int], dict[Any, int], dict[Any, int]]
+"""A checkpoint's strings, code sets and configurations being built: value -> number."""
+
+
+def _reducer_rows(state: ReduceState, robot_ids: Iterable[str]) -> tuple[dict[str, pl.DataFrame], Array, _Tables]:
+    """The `robots`, `signals` and `extras` groups of `robot_ids`, the robots' slots in row order, and
+    the tables their numbers point into."""
     ids = list(dict.fromkeys(robot_ids))
     missing = [robot for robot in ids if robot not in state.slot_of]
     if missing:
@@ -208,14 +272,17 @@ def snapshot(state: ReduceState, robot_ids: Iterable[str], *, partition: int, ne
     for i, name in enumerate(_MODE_COLUMNS):
         robots[name] = c["modes"][slots, i]
     groups = {"robots": pl.DataFrame(robots, schema=_SCHEMAS["robots"]),
-              "signals": _signal_rows(state, slots, strings),
-              "strings": pl.DataFrame({"value": list(strings)}, schema=_SCHEMAS["strings"]),
-              "codes": pl.DataFrame({"value": [list(v) for v in code_sets]}, schema=_SCHEMAS["codes"]),
-              "configs": _config_frame(list(configs))}
+              "signals": _signal_rows(state, slots, strings)}
     extras = _extras_rows(state, slots)
     if extras is not None:
         groups["extras"] = extras
-    return Checkpoint(partition, next_offset, groups, full, epoch)
+    return groups, slots, (strings, code_sets, configs)
+
+
+def _tables(strings: dict[Any, int], code_sets: dict[Any, int], configs: dict[Any, int]) -> dict[str, pl.DataFrame]:
+    return {"strings": pl.DataFrame({"value": list(strings)}, schema=_SCHEMAS["strings"]),
+            "codes": pl.DataFrame({"value": [list(v) for v in code_sets]}, schema=_SCHEMAS["codes"]),
+            "configs": _config_frame(list(configs))}
 
 
 def _local(codes: Array, values: Sequence[Any], table: dict[Any, int]) -> Array:
@@ -275,6 +342,72 @@ def _extras_rows(state: ReduceState, slots: Array) -> pl.DataFrame | None:
                          "check_offset": [e[3] for _, e in at]}, schema=_SCHEMAS["extras"])
 
 
+def _detector_rows(state: FoldState, slots: Array, strings: dict[Any, int]) -> dict[str, pl.DataFrame]:
+    """The `watch` (one row per robot), `cells` (one per allocated signal cell, by robot then signal
+    id; listed or not, as they are) and `open` (robots with open anomalies) groups of `slots`."""
+    red, obs = state.red, state.obs
+    obs.grow(red.robots, len(red.names.table))
+    n = len(slots)
+    watch: dict[str, Any] = {"robot": np.arange(n, dtype=np.uint32), "nlisted": obs.nlisted[slots]}
+    watch.update({name: column[slots] for name, column in zip(_ROBOT_NUMBERS, obs.robot)})
+    watch.update({f"stall.{k}": column[slots] for (k, _), column in zip(_STALL, obs.stall)})
+    watch.update({f"cohort.{k}": column[slots] for (k, _), column in zip(_COHORT, obs.cohort)})
+    row, gid = np.nonzero(obs.cell_of[slots] >= 0)  # row-major: by robot, then signal id
+    ids = obs.cell_of[slots[row], gid]
+    w = bs.take(obs.cells, ids)
+    cells: dict[str, Any] = {"robot": row.astype(np.uint32), "name": _local(gid, red.names.table, strings),
+                             "listed": obs.listed[ids], "out": w.out, "same": w.same, "hits": w.hits}
+    cells.update({f"drift.{k}": column for (k, _), column in zip(_DRIFT, w.drift)})
+    opened = [(i, msgspec.msgpack.encode(obs.opened[slot])) for i, slot in enumerate(slots.tolist())
+              if slot in obs.opened]
+    return {"watch": pl.DataFrame(watch, schema=_SCHEMAS["watch"]),
+            "cells": pl.DataFrame(cells, schema=_SCHEMAS["cells"]),
+            "open": pl.DataFrame({"robot": [i for i, _ in opened], "anomalies": [raw for _, raw in opened]},
+                                 schema=_SCHEMAS["open"])}
+
+
+class _CohortsWire(msgspec.Struct, array_like=True):
+    """`Cohorts` as msgpack: each model's sums as (count, s1, s2 row-major), floats exactly."""
+
+    refit_s: float
+    sums: dict[str, tuple[int, list[float], list[float]]]
+    baselines: dict[str, Baseline]
+    fitted_at: dict[str, float]
+    rates: dict[str, dict[str, tuple[float, float, float]]]
+
+
+class _FleetWire(msgspec.Struct, array_like=True):
+    """What a partition's fold needs of the `FleetState`: its own cohorts (None: none learned yet,
+    as `on_record` keeps them) and the rest whole."""
+
+    cohorts: _CohortsWire | None
+    versions: rollout.RolloutState
+    sites: dict[str, incidents.SiteState]
+    next_tick: float | None
+    desired: DesiredRules
+
+
+def _encode_fleet(fleet: FleetState, partition: int) -> bytes:
+    c = fleet.cohorts.get(partition)
+    wire = None if c is None else _CohortsWire(
+        c.refit_s, {m: (int(n), s1.tolist(), s2.ravel().tolist()) for m, (n, s1, s2) in c.sums.items()},
+        dict(c.baselines), dict(c.fitted_at), {m: dict(r) for m, r in c.rates.items()})
+    return msgspec.msgpack.encode(_FleetWire(wire, fleet.versions, dict(fleet.sites), fleet.next_tick, fleet.desired))
+
+
+def _decode_fleet(raw: bytes, partition: int, into: FleetState) -> FleetState:
+    """The fleet state a checkpoint holds; other partitions' cohorts kept from `into`."""
+    wire = msgspec.msgpack.decode(raw, type=_FleetWire)
+    cohorts = dict(into.cohorts)
+    cohorts.pop(partition, None)
+    if wire.cohorts is not None:
+        c = wire.cohorts
+        sums = {m: (n, np.array(s1, np.float64), np.array(s2, np.float64).reshape(len(s1), len(s1)))
+                for m, (n, s1, s2) in c.sums.items()}
+        cohorts[partition] = Cohorts(c.refit_s, sums, dict(c.baselines), dict(c.fitted_at), dict(c.rates))
+    return FleetState(cohorts, wire.versions, wire.sites, wire.next_tick, wire.desired)
+
+
 # -- bytes -----------------------------------------------------------------------------------------
 
 def encode(checkpoint: Checkpoint, *, limit: int = LIMIT) -> list[bytes]:
@@ -286,8 +419,9 @@ def encode(checkpoint: Checkpoint, *, limit: int = LIMIT) -> list[bytes]:
     robots of different models differ fourfold in bytes per robot, in weight alike), aiming at 90% of the
     limit; a chunk over the limit is encoded again, smaller."""
     n = checkpoint.groups["robots"].height
-    starts = _signal_starts(checkpoint, n)
-    weight = np.concatenate([[0], np.cumsum(np.diff(starts) + _ROBOT_WEIGHT)])
+    starts = {name: _starts(checkpoint.groups[name], n) for name in _KEYED if name in checkpoint.groups}
+    rows = sum(np.diff(starts[name]) for name in ("signals", "cells") if name in starts)
+    weight = np.concatenate([[0], np.cumsum(rows + _ROBOT_WEIGHT)])
     bodies: list[dict[str, bytes]] = []
     start, per_weight = 0, 30.0  # a first guess of bytes per unit of weight
     while start < n or not bodies:
@@ -296,12 +430,14 @@ def encode(checkpoint: Checkpoint, *, limit: int = LIMIT) -> list[bytes]:
         while True:
             groups = _chunk_groups(checkpoint, start, end, starts)
             used = sum(map(len, groups.values())) + _ENVELOPE_ROOM
-            per_weight = used / max(1, weight[end] - weight[start])
+            fleet = len(groups.get("fleet", b""))  # first chunk only: not a cost of its robots
+            per_weight = (used - fleet) / max(1, weight[end] - weight[start])
             if used <= limit:
                 break
             if end - start <= 1:
                 robot = checkpoint.groups["robots"]["robot_id"][start]
-                raise ValueError(f"robot {robot!r} alone encodes to {used} bytes, over the limit of {limit}")
+                raise ValueError(f"robot {robot!r} alone encodes to {used} bytes"
+                                 f"{f' with the fleet state ({fleet} bytes)' if fleet else ''}, over the limit of {limit}")
             goal = weight[start] + (weight[end] - weight[start]) * limit * 0.85 / used
             end = max(start + 1, min(end - 1, int(np.searchsorted(weight, goal, "right")) - 1))
         bodies.append(groups)
@@ -309,23 +445,25 @@ def encode(checkpoint: Checkpoint, *, limit: int = LIMIT) -> list[bytes]:
     return [_wrap(checkpoint, k, len(bodies), groups) for k, groups in enumerate(bodies)]
 
 
-def _signal_starts(checkpoint: Checkpoint, n: int) -> Array:
-    """starts[i]: the first signal row of robot i (signals are ordered by robot)."""
-    robot = checkpoint.groups["signals"]["robot"].to_numpy()
-    return np.searchsorted(robot, np.arange(n + 1))
+def _starts(frame: pl.DataFrame, n: int) -> Array:
+    """starts[i]: the first row of robot i in a group keyed by robot (ordered by robot)."""
+    return np.searchsorted(frame["robot"].to_numpy(), np.arange(n + 1))
 
 
-def _chunk_groups(checkpoint: Checkpoint, start: int, end: int, starts: Array) -> dict[str, bytes]:
-    """The groups of robots [start, end), tables cut down to what they use, as IPC streams."""
+def _chunk_groups(checkpoint: Checkpoint, start: int, end: int, starts: Mapping[str, Array]) -> dict[str, bytes]:
+    """The groups of robots [start, end), tables cut down to what they use, as IPC streams; the first
+    chunk carries the fleet state. Optional groups without rows here are left out."""
     g = checkpoint.groups
-    robots = g["robots"].slice(start, end - start)
-    signals = g["signals"].slice(int(starts[start]), int(starts[end] - starts[start]))
-    signals = signals.with_columns(pl.col("robot") - start)
-    uses = {"strings": [("robots", name) for name in (*_LABELS, "mode")] + [("signals", "name")],
+    rows = {"robots": g["robots"].slice(start, end - start)}
+    for name, at in starts.items():
+        part = g[name].slice(int(at[start]), int(at[end] - at[start]))
+        if part.height or name not in _OPTIONAL:
+            rows[name] = part.with_columns(pl.col("robot") - start)
+    uses = {"strings": [("robots", name) for name in (*_LABELS, "mode")] + [("signals", "name")]
+            + ([("cells", "name")] if "cells" in rows else []),
             "codes": [("robots", "codes")], "configs": [("robots", "config")]}
-    rows = {"robots": robots, "signals": signals}
     out: dict[str, pl.DataFrame] = {}
-    renumbered: dict[str, list[pl.Series]] = {"robots": [], "signals": []}
+    renumbered: dict[str, list[pl.Series]] = {name: [] for name in rows}
     for table, columns in uses.items():
         values = [rows[group][name].to_numpy() for group, name in columns]
         used = np.zeros(g[table].height, np.bool_)
@@ -335,12 +473,9 @@ def _chunk_groups(checkpoint: Checkpoint, start: int, end: int, starts: Array) -
         out[table] = g[table].filter(pl.Series(used))
         for (group, name), column in zip(columns, values):
             renumbered[group].append(pl.Series(name, number[column]))
-    out["robots"] = robots.with_columns(renumbered["robots"])
-    out["signals"] = signals.with_columns(renumbered["signals"])
-    if "extras" in g:
-        extras = g["extras"].filter((pl.col("robot") >= start) & (pl.col("robot") < end))
-        if extras.height:
-            out["extras"] = extras.with_columns(pl.col("robot") - start)
+    out.update({name: frame.with_columns(renumbered[name]) for name, frame in rows.items()})
+    if start == 0 and "fleet" in g:
+        out["fleet"] = g["fleet"]
     return {name: _ipc(frame) for name, frame in out.items()}
 
 
@@ -413,7 +548,8 @@ def _check_refs(where: str, g: dict[str, pl.DataFrame]) -> None:
     bounds = [("robots", name, g["strings"].height) for name in (*_LABELS, "mode")]
     bounds += [("robots", "codes", g["codes"].height), ("robots", "config", g["configs"].height),
                ("signals", "name", g["strings"].height), ("signals", "robot", n)]
-    bounds += [("extras", "robot", n)] if "extras" in g else []
+    bounds += [(name, "robot", n) for name in _KEYED if name in g and name != "signals"]
+    bounds += [("cells", "name", g["strings"].height)] if "cells" in g else []
     for group, column, size in bounds:
         values = g[group][column]
         top = values.max()
@@ -432,8 +568,16 @@ def _check_rows(where: str, g: dict[str, pl.DataFrame]) -> None:
         raise CheckpointError(f"{where}: robots.loc_kind above 2 (0: no location, 1: no floor, 2: floor)")
     if not g["strings"]["value"].gather(robots["mode"]).is_in(list(MODES)).all():
         raise CheckpointError(f"{where}: robots.mode names an unknown mode")
-    if sig["robot"].len() and (sig["robot"].diff().drop_nulls() < 0).any():
-        raise CheckpointError(f"{where}: signals not ordered by robot")
+    for name in _KEYED:
+        if name in g and g[name].height and (g[name]["robot"].diff().drop_nulls() < 0).any():
+            raise CheckpointError(f"{where}: {name} not ordered by robot")
+    for name in ("extras", "watch", "open"):
+        if name in g and g[name]["robot"].is_duplicated().any():
+            raise CheckpointError(f"{where}: {name} has two rows of one robot")
+    if "cells" in g and g["cells"].select("robot", "name").is_duplicated().any():
+        raise CheckpointError(f"{where}: cells has two rows of one robot's signal")
+    if "fleet" in g and g["fleet"].height != 1:
+        raise CheckpointError(f"{where}: fleet holds {g['fleet'].height} rows, not one")
     if (sig["ts"].is_null() != sig["seq"].is_null()).any():
         raise CheckpointError(f"{where}: a signal has only one of ts and seq")
 
@@ -442,25 +586,55 @@ def _check_rows(where: str, g: dict[str, pl.DataFrame]) -> None:
 
 def merge(checkpoints: Sequence[Checkpoint],
           catalogues: Mapping[str, Iterable[str]] | None = None) -> tuple[ReduceState, int]:
-    """The state the checkpoints describe, oldest first (the newest row of each robot wins), and the
-    offset to re-fold the log from (the newest checkpoint's `next_offset`). Raises CheckpointError for
-    checkpoints of several partitions, offsets going back, or a checkpoint with parts missing."""
+    """The reducer state the checkpoints describe, oldest first (the newest row of each robot wins),
+    and the offset to re-fold the log from (the newest checkpoint's `next_offset`); detector and fleet
+    groups are not read (`restore` reads them). Raises CheckpointError for checkpoints of several
+    partitions, offsets going back, or a checkpoint with parts missing."""
+    state = ReduceState(catalogues)
+    _merge_into(state, checkpoints)
+    return state, checkpoints[-1].next_offset
+
+
+def restore(checkpoints: Sequence[Checkpoint], rules: Rules, into: FoldState | None = None) -> tuple[FoldState, int]:
+    """The `FoldState` the checkpoints of `snapshot_fold` describe, oldest first (the newest rows of each
+    robot win, the newest fleet state wins), and the offset to re-fold the log from. `into`: an older
+    state of the partition (read, not changed) whose robots the checkpoints do not hold are kept, as
+    are its other partitions' cohorts. A robot whose newest rows lack a detector group (a checkpoint of
+    `snapshot`) starts that state afresh. With `into`, its every robot is snapshotted first (a cost of
+    its size; recovery is rare). Raises CheckpointError as `merge` does."""
+    if checkpoints and into is not None:
+        base = snapshot_fold(into, into.red.robot_ids, partition=checkpoints[0].partition,
+                             next_offset=checkpoints[0].next_offset, full=True, epoch=-1)
+        checkpoints = [base, *checkpoints]
+    fleet = into.fleet if into is not None else FleetState()
+    state = FoldState(rules, fleet)
+    slots, kept = _merge_into(state.red, checkpoints)
+    _load_detectors(state, slots, kept)
+    raw = [cp.groups["fleet"]["state"][0] for cp in checkpoints if "fleet" in cp.groups]
+    if raw:
+        state.fleet = _decode_fleet(raw[-1], checkpoints[-1].partition, fleet)
+    return state, checkpoints[-1].next_offset
+
+
+def _merge_into(state: ReduceState, checkpoints: Sequence[Checkpoint]) -> tuple[Array, dict[str, pl.DataFrame]]:
+    """Load the newest rows of each robot into a fresh `state`; their slots (in row order) and their
+    keyed groups (`robot`: the row among the loaded robots)."""
     if not checkpoints:
         raise CheckpointError("no checkpoint to merge")
     _check_sequence(checkpoints)
-    state = ReduceState(catalogues)
     frames = [_global(state, cp) for cp in checkpoints]
-    robots = pl.concat([f[0] for f in frames])
-    counts = np.cumsum([0] + [f[0].height for f in frames])
-    signals = pl.concat([f[1].with_columns(pl.col("robot").cast(pl.Int64) + int(base))
-                         for f, base in zip(frames, counts)])
-    extras = [f[2].with_columns(pl.col("robot").cast(pl.Int64) + int(base))
-              for f, base in zip(frames, counts) if f[2] is not None]
+    robots = pl.concat([f["robots"] for f in frames])
+    counts = np.cumsum([0] + [f["robots"].height for f in frames])
     keep = robots["robot_id"].is_last_distinct().to_numpy()
-    if keep.any():
-        _load(state, robots.filter(pl.Series(keep)), _kept(signals, keep),
-              _kept(pl.concat(extras), keep) if extras else None)
-    return state, checkpoints[-1].next_offset
+    kept: dict[str, pl.DataFrame] = {}
+    for name in _KEYED:
+        parts = [f[name].with_columns(pl.col("robot").cast(pl.Int64) + int(base))
+                 for f, base in zip(frames, counts) if name in f]
+        if parts:
+            kept[name] = _kept(pl.concat(parts), keep)
+    if not keep.any():
+        return np.zeros(0, np.int64), kept
+    return _load(state, robots.filter(pl.Series(keep)), kept["signals"], kept.get("extras")), kept
 
 
 def _kept(frame: pl.DataFrame, keep: Array) -> pl.DataFrame:
@@ -502,8 +676,9 @@ def _check_sequence(checkpoints: Sequence[Checkpoint]) -> None:
                                   f"{count}, not each part once (leave incomplete ones out with `complete`)")
 
 
-def _global(state: ReduceState, cp: Checkpoint) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame | None]:
-    """A checkpoint's rows with its table numbers turned into `state`'s intern codes."""
+def _global(state: ReduceState, cp: Checkpoint) -> dict[str, pl.DataFrame]:
+    """A checkpoint's rows with its table numbers turned into `state`'s intern codes: `robots` and
+    the keyed groups it has."""
     g = cp.groups
     strings = g["strings"]["value"].to_list()
     robots = g["robots"]
@@ -513,13 +688,16 @@ def _global(state: ReduceState, cp: Checkpoint) -> tuple[pl.DataFrame, pl.DataFr
     codes = np.array([state.codes[tuple(v)] for v in g["codes"]["value"].to_list()] + [0], np.int32)
     configs = np.array([state.configs[tuple(zip(k, v))] for k, v in
                         zip(g["configs"]["name"].to_list(), g["configs"]["value"].to_list())] + [0], np.int32)
-    robots = robots.with_columns([pl.Series(name, label_of[robots[name].to_numpy()]) for name in _LABELS]
-                                 + [pl.Series("mode", modes[robots["mode"].to_numpy()]),
-                                    pl.Series("codes", codes[robots["codes"].to_numpy()]),
-                                    pl.Series("config", configs[robots["config"].to_numpy()])])
-    names = _remap(strings, g["signals"], ("name",), state.names)
-    signals = g["signals"].with_columns(pl.Series("name", names[g["signals"]["name"].to_numpy()]))
-    return robots, signals, g.get("extras")
+    out = {name: g[name] for name in _KEYED if name in g}
+    out["robots"] = robots.with_columns([pl.Series(name, label_of[robots[name].to_numpy()]) for name in _LABELS]
+                                        + [pl.Series("mode", modes[robots["mode"].to_numpy()]),
+                                           pl.Series("codes", codes[robots["codes"].to_numpy()]),
+                                           pl.Series("config", configs[robots["config"].to_numpy()])])
+    for name in ("signals", "cells"):
+        if name in out:
+            names = _remap(strings, out[name], ("name",), state.names)
+            out[name] = out[name].with_columns(pl.Series("name", names[out[name]["name"].to_numpy()]))
+    return out
 
 
 def _remap(strings: list[str], frame: pl.DataFrame, columns: tuple[str, ...], intern: Any) -> Array:
@@ -532,8 +710,9 @@ def _remap(strings: list[str], frame: pl.DataFrame, columns: tuple[str, ...], in
     return out
 
 
-def _load(state: ReduceState, robots: pl.DataFrame, signals: pl.DataFrame, extras: pl.DataFrame | None) -> None:
-    """Write the merged rows (intern codes already global) into a fresh state, column by column."""
+def _load(state: ReduceState, robots: pl.DataFrame, signals: pl.DataFrame, extras: pl.DataFrame | None) -> Array:
+    """Write the merged rows (intern codes already global) into a fresh state, column by column; the
+    robots' slots."""
     n = robots.height
     ids = robots["robot_id"].to_list()
     start = state._new_slots(ids)
@@ -552,6 +731,7 @@ def _load(state: ReduceState, robots: pl.DataFrame, signals: pl.DataFrame, extra
         for row in extras.iter_rows(named=True):
             watch = None if row["watch"] is None else decode_watch(row["watch"])
             state.extras[start + row["robot"]] = (watch, row["partition"], row["offset"], row["check_offset"])
+    return slots
 
 
 def _place(state: ReduceState, slots: Array, signals: pl.DataFrame) -> None:
@@ -606,3 +786,30 @@ def _load_signals(state: ReduceState, slots: Array, signals: pl.DataFrame) -> No
     ts, seq = signals["ts"].drop_nulls().to_list(), signals["seq"].drop_nulls().to_list()
     for i, t, q in zip(at.tolist(), ts, seq):
         state.blocks[blocks[i]].times[int(rows[i]), int(local[i])] = (t, q)
+
+
+def _load_detectors(state: FoldState, slots: Array, kept: Mapping[str, pl.DataFrame]) -> None:
+    """Write the merged detector rows into the fresh state's `ObserveState` (robots without rows keep
+    the state of `Watch()`); cells are allocated anew, robot by robot."""
+    red, obs = state.red, state.obs
+    obs.grow(red.robots, len(red.names.table))
+    if "watch" in kept and kept["watch"].height:
+        w = kept["watch"]
+        at = slots[w["robot"].to_numpy()]
+        obs.nlisted[at] = w["nlisted"].to_numpy()
+        for name, column in zip(_ROBOT_NUMBERS, obs.robot):
+            column[at] = w[name].to_numpy()
+        for prefix, fields, columns in (("stall", _STALL, obs.stall), ("cohort", _COHORT, obs.cohort)):
+            for (k, _), column in zip(fields, columns):
+                column[at] = w[f"{prefix}.{k}"].to_numpy()
+    if "cells" in kept and kept["cells"].height:
+        c = kept["cells"]
+        ids = obs.alloc(c.height)
+        obs.cell_of[slots[c["robot"].to_numpy()], c["name"].to_numpy().astype(np.int64)] = ids
+        drift = bs.Drifts(*(c[f"drift.{k}"].to_numpy() for k, _ in _DRIFT))
+        bs.put(obs.cells, ids, bs.Watches(c["out"].to_numpy(), c["same"].to_numpy(), c["hits"].to_numpy(), drift))
+        obs.listed[ids] = c["listed"].to_numpy()
+    if "open" in kept:
+        decode_open = msgspec.msgpack.Decoder(list[Open]).decode
+        for robot, raw in zip(kept["open"]["robot"].to_list(), kept["open"]["anomalies"].to_list()):
+            obs.opened[int(slots[robot])] = decode_open(raw)

@@ -16,14 +16,18 @@ from hypothesis import strategies as st
 
 from streams.seeds import read_scenario
 from twin.batch_reduce import ReduceState, catalogues_of, from_twins, reduce_batch, to_twin
-from twin.checkpoint import (LIMIT, MAGIC, Checkpoint, CheckpointError, _Envelope, _ipc, complete, decode, encode,
-                             merge, snapshot)
+from tests.unit.test_batch_fold import chaos_log, cohorts_view, quick_rules, record_view, rules, seeded
+from twin import batch_fold as bf
+from twin.checkpoint import (LIMIT, MAGIC, VERSION, Checkpoint, CheckpointError, _Envelope, _ipc, complete, decode, encode,
+                             merge, restore, snapshot, snapshot_fold)
+from twin.fleet_fold import FleetState, RecordOut, Rules, on_record
+from twin.record import Record
 from twin.detect.watch import Open, SignalWatch, Watch
 from twin.fleet import Fleet
 from twin.schema import MODES, SEQ_MAX, Event, Location
 from twin.sim import FleetSim
 from twin.sim.scenario import load_scenario
-from twin.state import encode_twin
+from twin.state import Twin, encode_twin
 
 SEEDS = Path(__file__).resolve().parents[2] / "seeds"
 
@@ -293,7 +297,7 @@ def test_chunks_a_reader_cannot_understand_are_named(chunk: bytes) -> None:
     signals = pl.read_ipc_stream(env.groups["signals"])
     assert signals["robot"].n_unique() > 1 and signals["seq"].null_count()
     cases: list[tuple[dict[str, Any], str]] = [
-        ({"version": 99}, "format version 99, this reader knows up to 1"),
+        ({"version": 99}, f"format version 99, this reader knows up to {VERSION}"),
         ({"groups": {**env.groups, "watches": env.groups["strings"]}}, "unknown column group 'watches'"),
         ({"groups": {k: v for k, v in env.groups.items() if k != "codes"}}, r"column groups \['codes'\] missing"),
         ({"groups": {**env.groups, "signals": env.groups["signals"][:-40]}},
@@ -320,3 +324,98 @@ def test_chunks_a_reader_cannot_understand_are_named(chunk: bytes) -> None:
             decode(rewrapped(chunk, **change))
         assert "checkpoint of partition 1 at offset 600" in str(caught.value) or "version" in str(change)
     decode(rewrapped(chunk))  # the rewrapping itself is harmless
+
+
+# -- a whole fold: reducer rows, detector state and the fleet state -------------------------------
+
+def through_bytes(checkpoint: Checkpoint, limit: int) -> list[Checkpoint]:
+    chunks = encode(checkpoint, limit=limit)
+    assert all(len(chunk) <= limit for chunk in chunks)
+    return [decode(chunk) for chunk in chunks]
+
+
+def fold(state: bf.FoldState, rules: Rules, records: tuple[Record, ...], size: int) -> list[RecordOut]:
+    outs: list[RecordOut] = []
+    for at in range(0, len(records), size):
+        outs += bf.fold_batch(state, rules, list(records[at:at + size]))[1]
+    return outs
+
+
+def keyed(records: tuple[Record, ...], state: bf.FoldState) -> list[str]:
+    """The robots the records name that have a twin: what a worker counts as changed by them."""
+    return [rid for r in records if r.key and (rid := r.key.decode(errors="replace")) in state.red.slot_of]
+
+
+@pytest.mark.parametrize("case", ["plain", "cohorts"])
+def test_a_fold_restored_from_checkpoints_folds_on_as_straight_through(case: str) -> None:
+    """Fold records A, checkpoint (full), fold B, checkpoint (the robots B names), restore (into a fresh
+    state, and the incremental one into the state restored from the full one), fold C: every record's
+    outputs and every twin (watch included) as `on_record` over A+B+C, and the fleet state alike."""
+    records = chaos_log(24, 150, 5)
+    start = seeded(records, 1.0) if case == "cohorts" else None
+    use = quick_rules() if case == "cohorts" else rules()
+    limit = (52 if case == "cohorts" else 40) * 1024  # several chunks: the first holds the fleet state
+    a, b = len(records) * 2 // 5, len(records) * 3 // 4  # B holds the redelivered stretch
+    want: list[RecordOut] = []
+    twins: dict[str, Twin] = {}
+    fleet = start or FleetState()
+    for record in records:
+        fleet, out = on_record(fleet, twins.get, record, use)
+        if out.step.twin is not None:
+            twins[out.step.twin.robot_id] = out.step.twin
+        want.append(out)
+    state = bf.FoldState(use, start)
+    fold(state, use, records[:a], 250)
+    full = through_bytes(snapshot_fold(state, bf.robot_ids(state), partition=0, next_offset=a, full=True), limit)
+    fold(state, use, records[a:b], 97)
+    incremental = snapshot_fold(state, keyed(records[a:b], state), partition=0, next_offset=b, epoch=1)
+    assert incremental.groups["open"].height and incremental.groups["cells"]["drift.has"].any()
+    assert len(full) > 1
+    fresh, offset = restore([*full, *through_bytes(incremental, LIMIT)], use)
+    older, _ = restore(full, use)
+    onto, offset_onto = restore(through_bytes(incremental, LIMIT), use, into=older)
+    assert offset == offset_onto == b
+    for restored in (fresh, onto):
+        got = fold(restored, use, records[b:], 133)
+        assert [record_view(g) for g in got] == [record_view(w) for w in want[b:]]
+        assert bf.robot_ids(restored) == set(twins)
+        for rid, twin in twins.items():
+            assert encode_twin(bf.twin_of(restored, rid)) == encode_twin(twin), rid  # type: ignore[arg-type]
+        assert cohorts_view(restored.fleet) == cohorts_view(fleet)
+        assert msgspec.msgpack.encode(restored.fleet.versions) == msgspec.msgpack.encode(fleet.versions)
+        assert restored.fleet.next_tick == fleet.next_tick
+
+
+def test_the_fleet_state_travels_whole_and_other_partitions_cohorts_stay() -> None:
+    records = chaos_log(24, 150, 5)
+    start = seeded(records, 1.0)
+    state = bf.FoldState(quick_rules(), start)
+    fold(state, quick_rules(), records[:600], 600)
+    checkpoint = through_bytes(snapshot_fold(state, bf.robot_ids(state), partition=0, next_offset=600), LIMIT)
+    other = bf.FoldState(quick_rules(), FleetState(cohorts={5: start.cohorts[0]}))
+    restored, _ = restore(checkpoint, quick_rules(), into=other)
+    assert list(restored.fleet.cohorts) == [5, 0]
+    assert cohorts_view(restored.fleet) == cohorts_view(FleetState(cohorts={5: start.cohorts[0],
+                                                                            0: state.fleet.cohorts[0]}))
+    assert restored.fleet.next_tick == state.fleet.next_tick
+    assert msgspec.msgpack.encode(restored.fleet.versions) == msgspec.msgpack.encode(state.fleet.versions)
+
+
+def test_corrupt_detector_chunks_are_named() -> None:
+    records = chaos_log(24, 150, 5)
+    state = bf.FoldState(rules())
+    fold(state, rules(), records[:800], 400)
+    chunk = encode(snapshot_fold(state, bf.robot_ids(state), partition=0, next_offset=800))[0]
+    body = bytearray(chunk)
+    body[len(body) // 2] ^= 0xFF
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        decode(bytes(body))
+    env = msgspec.msgpack.decode(chunk[12:], type=_Envelope)
+    cells = decode(chunk).groups["cells"]
+    for group, frame, error in [
+            ("cells", cells.with_columns(pl.col("name") + 10_000), "cells.name points outside"),
+            ("cells", cells.reverse(), "cells not ordered by robot"),
+            ("cells", pl.concat([cells, cells.head(1)]).sort("robot"), "two rows of one robot's signal"),
+            ("fleet", pl.DataFrame({"state": [b"", b""]}), "fleet holds 2 rows")]:
+        with pytest.raises(CheckpointError, match=error):
+            decode(rewrapped(chunk, groups={**env.groups, group: _ipc(frame)}))
