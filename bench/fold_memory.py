@@ -1,0 +1,206 @@
+"""Memory per robot of a partition's whole fold state (`twin.batch_fold.FoldState`), against the
+msgpack twins (`encode_twin`) of the same robots, in the same run; and its checkpoint's bytes.
+
+Log: the simulator's chaos scenario at `--robots` robots for `--ticks` seconds (one report per robot
+per second, each a telemetry record of partition 0 as bench/fold_batch.py writes them, no silence
+checks), folded by `fold_batch` in batches of `--batch` records, one second of log at a time (the
+records are not kept). Then, outside any timing:
+
+* *live state*: the bytes the FoldState holds, by a walk of its object graph (`deep_size`): numpy
+  arrays by `nbytes` (allocated length, spare capacity included; a view counts its base once), every
+  Python object by `sys.getsizeof` (dicts, lists, tuples, strings, ints, msgspec structs, dataclasses),
+  each object once however often it is referenced (robot ids shared by `slot_of` and `robot_ids`,
+  interned tables). Printed per part: the reducer's arrays and its Python parts, the detector
+  arrays, the open anomalies, the fleet state.
+* *restored state*: `tracemalloc`'s count of the bytes still allocated after `restore` of the full
+  checkpoint into a fresh FoldState (numpy reports its buffers to tracemalloc), a second measure of
+  the same state, compact (no spare capacity from growth by a quarter).
+* baseline: every robot's twin as the scalar core holds it (`twin_of`), `encode_twin`: the bytes the
+  Faust table holds per robot (the msgpack values alone; the table's own dict and keys not counted).
+* checkpoint: `snapshot_fold` of every robot + `encode` (chunks of 512 KiB), bytes per robot, with
+  the detector and fleet groups; a sample of 2,000 robots is checked to restore byte for byte
+  (`encode_twin(twin_of(...))`).
+
+The issue's goal: at most 1.5 KiB per robot at 100,000 robots.
+
+    .venv/bin/python bench/fold_memory.py [--robots 100000] [--ticks 5] [--batch 10000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import random
+import sys
+import time
+import tracemalloc
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import numpy as np
+
+os.environ.setdefault("POLARS_MAX_THREADS", "1")  # one core, as a worker has; before polars loads
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from streams.seeds import read_detectors, read_fleet, read_scenario  # noqa: E402
+from twin import batch_fold as bf  # noqa: E402
+from twin.checkpoint import decode, encode, restore, snapshot_fold  # noqa: E402
+from twin.fleet_fold import Rules  # noqa: E402
+from twin.record import Record  # noqa: E402
+from twin.sim import FleetSim  # noqa: E402
+from twin.sim.scenario import load_scenario  # noqa: E402
+from twin.state import encode_twin  # noqa: E402
+
+SEEDS = Path(__file__).resolve().parent.parent / "seeds"
+_ATOMS = (str, bytes, int, float, bool, type(None))
+
+
+def seconds_of_log(rules: Rules, robots: int, ticks: int) -> Iterator[list[Record]]:
+    """The chaos log, one second (every robot's report) at a time, offsets running on."""
+    doc = msgspec.to_builtins(read_scenario(SEEDS, "chaos"))
+    sim = FleetSim(rules.fleet, load_scenario({**doc, "robots": robots, "duration_s": ticks}, "chaos"), seed=1)
+    offset = 0
+    for _ in range(sim.ticks):
+        out = [Record("telemetry", 0, offset + i, round((e.ts + 0.2) * 1000) / 1000, e.robot_id.encode(),
+                      msgspec.json.encode(e)) for i, e in enumerate(sim.step())]
+        offset += len(out)
+        yield out
+
+
+def deep_size(root: Any, seen: set[int]) -> int:
+    """Bytes of `root` and everything it references not in `seen` (ids, updated): see the module doc."""
+    total = 0
+    stack = [root]
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen or isinstance(obj, type):
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, np.ndarray):
+            base = obj
+            while isinstance(base.base, np.ndarray):
+                base = base.base
+            if id(base) not in seen or base is obj:
+                seen.add(id(base))
+                total += base.nbytes
+            continue
+        total += sys.getsizeof(obj)
+        if isinstance(obj, _ATOMS):
+            continue
+        if isinstance(obj, dict):
+            stack += [*obj.keys(), *obj.values()]
+        elif isinstance(obj, (list, tuple, set, frozenset)):
+            stack += list(obj)
+        elif isinstance(obj, msgspec.Struct):
+            stack += [getattr(obj, f) for f in obj.__struct_fields__]
+        elif dataclasses.is_dataclass(obj):
+            stack += [getattr(obj, f.name) for f in dataclasses.fields(obj)]
+        else:
+            stack += list(getattr(obj, "__dict__", {}).values())
+            stack += [getattr(obj, s) for s in getattr(type(obj), "__slots__", ()) if hasattr(obj, s)]
+    return total
+
+
+def arrays_of(obj: Any) -> list[np.ndarray]:
+    """The numpy arrays an object holds directly or in NamedTuples, lists and dicts (one level of objects)."""
+    out: list[np.ndarray] = []
+    stack = [obj]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, np.ndarray):
+            out.append(x)
+        elif isinstance(x, (list, tuple)):
+            stack += list(x)
+        elif isinstance(x, dict):
+            stack += list(x.values())
+        elif hasattr(x, "__dict__") and x is obj:
+            stack += list(vars(x).values())
+        elif hasattr(x, "c") and hasattr(x, "times"):  # a reducer block: its columns
+            stack.append(x.c)
+    return out
+
+
+def parts(state: bf.FoldState) -> dict[str, int]:
+    """The live state's bytes, by part (each object counted in the first part that reaches it)."""
+    seen: set[int] = set()
+    red, obs = state.red, state.obs
+    used = f"{obs.ncells} used of {len(obs.listed)}"
+    out = {"reducer slot columns (arrays)": sum(deep_size(a, seen) for a in red.cols.values()),
+           "reducer signal blocks (arrays)": sum(deep_size(a, seen) for b in red.blocks for a in b.c.values()),
+           "reducer other arrays": sum(deep_size(a, seen) for a in arrays_of(red)),
+           f"detector cell_of (slot x name, {obs.cell_of.dtype})": deep_size(obs.cell_of, seen),
+           f"detector cells: counters ({used})": sum(deep_size(a, seen) for a in (*obs.cells[:3], obs.listed)),
+           "detector cells: drift numbers": sum(deep_size(a, seen) for a in obs.cells.drift),
+           "detector per-robot arrays (robot, stall, cohort)": sum(deep_size(a, seen) for a in arrays_of(obs)),
+           "detector open anomalies (dict)": deep_size(obs.opened, seen),
+           "reducer offsets (extras dict)": deep_size(red.extras, seen),
+           "reducer slot map and robot ids": deep_size(red.slot_of, seen) + deep_size(red.robot_ids, seen),
+           "reducer block times (dicts)": sum(deep_size(b.times, seen) for b in red.blocks)}
+    out["reducer other Python (interns, block maps)"] = deep_size(red, seen)
+    out["detector other Python"] = deep_size(obs, seen)
+    out["fleet state (cohorts, rollouts, ticks)"] = deep_size(state.fleet, seen)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--robots", type=int, default=100_000)
+    ap.add_argument("--ticks", type=int, default=5, help="seconds of log: reports per robot")
+    ap.add_argument("--batch", type=int, default=10_000)
+    a = ap.parse_args()
+    rules = Rules(read_fleet(SEEDS), read_detectors(SEEDS))
+    state = bf.FoldState(rules)
+    t0, records, opened = time.process_time(), 0, 0
+    for second in seconds_of_log(rules, a.robots, a.ticks):
+        for at in range(0, len(second), a.batch):
+            out = bf.fold_batch(state, rules, second[at:at + a.batch])[1]
+            opened += sum(m.status == "open" for o in out for m in o.publish)
+        records += len(second)
+    fold_s = time.process_time() - t0
+    ids = sorted(bf.robot_ids(state))
+    n = len(ids)
+    live = parts(state)
+    total = sum(live.values())
+    t0 = time.process_time()
+    twin_bytes = sum(len(encode_twin(bf.twin_of(state, rid))) for rid in ids)  # type: ignore[arg-type]
+    twin_s = time.process_time() - t0
+    t0 = time.process_time()
+    chunks = encode(snapshot_fold(state, ids, partition=0, next_offset=records, full=True))
+    enc_s = time.process_time() - t0
+    ckpt = sum(map(len, chunks))
+    decoded = [decode(c) for c in chunks]
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    t0 = time.process_time()
+    restored, _ = restore(decoded, rules)
+    dec_s = time.process_time() - t0
+    restored_bytes = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    sample = random.Random(1).sample(ids, min(n, 2000))
+    same = all(encode_twin(bf.twin_of(restored, r)) == encode_twin(bf.twin_of(state, r))  # type: ignore[arg-type]
+               for r in sample)
+    signals = state.red.cols["block"][:n]
+    per_robot = sum(len(state.red.blocks[b].names) for b in signals.tolist()) / n
+    print(f"{n} robots x {a.ticks} s of chaos, {records} records folded by fold_batch (batches of {a.batch}) "
+          f"in {fold_s:.1f} CPU s; {opened} anomaly openings; {per_robot:.1f} block columns/robot; "
+          f"{state.obs.ncells / n:.1f} signal cells/robot")
+    print(f"  live FoldState        {total / n:8.1f} B/robot  ({total / 2**20:.1f} MiB; walk of the object graph)")
+    for name, size in live.items():
+        print(f"    {name:<58} {size / n:8.1f} B/robot")
+    print(f"  restored FoldState    {restored_bytes / n:8.1f} B/robot  (tracemalloc over restore from the full "
+          f"checkpoint; {dec_s:.1f} CPU s)")
+    print(f"  baseline encode_twin  {twin_bytes / n:8.1f} B/robot  (msgpack twins with watch; {twin_s:.1f} CPU s)")
+    print(f"  ratio live/baseline {total / twin_bytes:.2f}, restored/baseline {restored_bytes / twin_bytes:.2f}; "
+          f"goal 1536 B/robot: live {'met' if total / n <= 1536 else 'NOT met'}")
+    print(f"  checkpoint (full, detector + fleet groups) {ckpt / n:8.1f} B/robot in {len(chunks)} chunks "
+          f"(snapshot_fold+encode {enc_s:.1f} CPU s); ratio to baseline {ckpt / twin_bytes:.2f}; "
+          f"sample of {len(sample)} restored byte for byte: {same}")
+    if not same:
+        raise SystemExit("MISMATCH: a restored twin differs")
+
+
+if __name__ == "__main__":
+    main()
