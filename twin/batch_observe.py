@@ -73,7 +73,7 @@ watches is left to the fold.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace as replace_dataclass
 from typing import Any, NamedTuple, cast
 
@@ -399,9 +399,11 @@ def _begin(obs: ObserveState, red: ReduceState, rnd: Round, models: Mapping[str,
 
 def _finish(obs: ObserveState, red: ReduceState, rnd: Round, part: _Part, models: Mapping[str, RobotModel],
             params: Mapping[str, RobotDetectorParams], baselines: Sequence[mv.Baseline | None],
-            rates_at: Sequence[Mapping[str, Moments] | None] | None, trace: Trace | None) -> list[list[Anomaly]]:
+            rates_at: Sequence[Mapping[str, Moments] | None] | None, trace: Trace | None,
+            feats: Features | None = None) -> list[list[Anomaly]]:
     """The cohort checks of a begun round (the trend references against `rates_at`, the cohort score
-    against `baselines`, per row) and the lifecycle; `part` is left as it was."""
+    against `baselines`, per row) and the lifecycle; `part` is left as it was. `feats`: the rows'
+    cohort features when already computed (else from the events)."""
     found = {row: list(f) for row, f in part.found.items()}
     bits = part.bits.copy()
     if rates_at is not None:
@@ -413,7 +415,7 @@ def _finish(obs: ObserveState, red: ReduceState, rnd: Round, part: _Part, models
     for g, rows in part.judged:
         mine = ((bits[rows] & _AT_WORK) > 0) & np.array([baselines[i] is not None for i in rows.tolist()], bool)
         if mine.any():
-            _merge(found, _cohort_rows(obs, part.slots[rows[mine]], rows[mine], rnd, models, baselines))
+            _merge(found, _cohort_rows(obs, part.slots[rows[mine]], rows[mine], rnd, models, baselines, feats))
             bits[rows[mine]] |= _COHORT
     messages = _lifecycle(obs, red, rnd, part.slots, found, bits, part.at, params, part.labels)
     if trace is not None:
@@ -581,8 +583,12 @@ def _stall_rows(obs: ObserveState, s: Array, rows: Array, rnd: Round, plan: bst.
     return judged, {int(rows[i]): f for i, f in more.items()}
 
 
+Features = Callable[[str, Array], tuple[Array, Array]]
+"""(model, rows of a round) -> the rows' `batch_cohort.features`: vectors and whether each is complete."""
+
+
 def _cohort_rows(obs: ObserveState, s: Array, rows: Array, rnd: Round, models: Mapping[str, RobotModel],
-                 baselines: Sequence[mv.Baseline | None]) -> Found:
+                 baselines: Sequence[mv.Baseline | None], feats: Features | None = None) -> Found:
     """`robot._cohort` on the settled working `rows` (slots `s`) with a baseline in force (`baselines`:
     per row of the round), model by model: `batch_cohort.features`, `distance_rows` per baseline,
     `advance_round`, findings by `cohort_findings` (`mv.step` itself) on the found rows. A row whose
@@ -595,8 +601,7 @@ def _cohort_rows(obs: ObserveState, s: Array, rows: Array, rnd: Round, models: M
         spec = models[model]
         mine = np.flatnonzero(model_of == model)
         names = list(spec.signals)
-        values = np.array([[events[i].signals.get(n, np.nan) for n in names] for i in rows[mine].tolist()], np.float64)
-        x, complete = bc.features(values.reshape(len(mine), len(names)), spec)
+        x, complete = feats(model, rows[mine]) if feats is not None else _features(events, rows[mine].tolist(), spec)
         base = [baselines[i] for i in rows[mine].tolist()]
         live = np.flatnonzero(complete & np.array([b is not None and b.dim == len(names) for b in base], bool))
         if not len(live):
@@ -724,6 +729,7 @@ def ingest_batch(obs: ObserveState, red: ReduceState, events: Sequence[Event], r
         by_model.setdefault(e.model, []).append(i)
     reports = {m: _reports(events, rows, _features(events, rows, models[m]), [whole.rates[i] for i in rows])
                for m, rows in by_model.items()}
+    feats = _batch_features(by_model, reports)
     guess = applied & whole.at_work & ~_likely_open(begun, obs.opened, len(events), len(red.robot_ids))
     masks = {m: guess[rows] for m, rows in by_model.items()}
     start_cohort, start_opened = bc.States(*(col.copy() for col in obs.cohort)), dict(obs.opened)
@@ -731,7 +737,7 @@ def ingest_batch(obs: ObserveState, red: ReduceState, events: Sequence[Event], r
         plans, after = _plans(cohorts, by_model, reports, masks)
         cohort_at, rates_at = _per_row(len(events), cohorts, by_model, plans)
         obs.cohort, obs.opened = bc.States(*(col.copy() for col in start_cohort)), dict(start_opened)
-        messages = _finish_all(obs, red, begun, models, params, cohort_at, rates_at, whole)
+        messages = _finish_all(obs, red, begun, models, params, cohort_at, rates_at, whole, feats)
         learned = applied & whole.at_work & ~whole.open
         new_masks = {m: learned[rows] for m, rows in by_model.items()}
         if all(np.array_equal(new_masks[m], masks[m]) for m in masks):
@@ -759,18 +765,36 @@ def _likely_open(begun: list[tuple[list[int], Round, _Part]], opened: Mapping[in
 def _finish_all(obs: ObserveState, red: ReduceState, begun: list[tuple[list[int], Round, _Part]],
                 models: Mapping[str, RobotModel], params: Mapping[str, RobotDetectorParams],
                 cohort_at: list[mv.Baseline | None], rates_at: list[Mapping[str, Moments] | None],
-                whole: Trace) -> list[list[Anomaly]]:
+                whole: Trace, feats: Callable[[list[int]], Features]) -> list[list[Anomaly]]:
     """One pass: `_finish` of every begun round with the per-row baselines and moments; the messages
     per event, and each row's open anomalies after it into `whole`."""
     messages: list[list[Anomaly]] = [[] for _ in cohort_at]
     for idx, rnd, part in begun:
         trace = Trace(len(idx))
         got = _finish(obs, red, rnd, part, models, params, [cohort_at[i] for i in idx], [rates_at[i] for i in idx],
-                      trace)
+                      trace, feats(idx))
         for i, m in zip(idx, got):
             messages[i] = m
         whole.open[idx] = trace.open
     return messages
+
+
+def _batch_features(by_model: Mapping[str, list[int]], reports: Mapping[str, bc.Reports]
+                    ) -> Callable[[list[int]], Features]:
+    """The features `_reports` computed for every row up front, for a round's cohort score to take
+    rows of (per round: its batch rows `idx`) instead of reading the events' signals again."""
+    at = np.zeros(sum(map(len, by_model.values())), np.int64)
+    for rows in by_model.values():
+        at[rows] = np.arange(len(rows))
+
+    def of_round(idx: list[int]) -> Features:
+        batch_rows = np.array(idx, np.int64)
+
+        def take(model: str, rows: Array) -> tuple[Array, Array]:
+            k = at[batch_rows[rows]]
+            return reports[model].x[k], reports[model].has_x[k]
+        return take
+    return of_round
 
 
 def _features(events: Sequence[Event], rows: list[int], model: RobotModel) -> tuple[Array, Array]:
