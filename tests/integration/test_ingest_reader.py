@@ -1,0 +1,117 @@
+"""The worker's own consumer against the real broker: batches in offset order from exactly the
+partitions it is given, its commits in a group of its own, and a release that waits for the batch
+in flight (what makes a handover exact)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+from aiokafka import AIOKafkaProducer
+
+from streams.kafka_client import client_kwargs, start_offsets
+from streams.settings import Settings
+from streams.topics import ensure_topics
+from streams.worker.ingest import LogMessage
+from streams.worker.ingest_reader import IngestReader, ingest_group
+
+
+async def produce(settings: Settings, topic: str, counts: dict[int, int]) -> None:
+    producer = AIOKafkaProducer(**client_kwargs(settings), linger_ms=5)
+    await producer.start()
+    try:
+        acks = [await producer.send(topic, f"{p}:{n}".encode(), key=b"r", partition=p)
+                for p, count in counts.items() for n in range(count)]
+        await asyncio.gather(*acks)
+    finally:
+        await producer.stop()
+
+
+async def read_until(reader: IngestReader, got: list[LogMessage], n: int, within_s: float = 30.0) -> None:
+    async def loop() -> None:
+        while len(got) < n:
+            await reader.step()
+    await asyncio.wait_for(loop(), within_s)
+
+
+def fresh_topic(settings: Settings) -> str:
+    topic = f"{settings.topic_prefix}ingest-{uuid.uuid4().hex[:8]}"
+    asyncio.run(ensure_topics(settings, [topic]))
+    return topic
+
+
+def test_reads_only_the_partitions_given_from_their_start_in_batches(broker: str, settings: Settings) -> None:
+    topic = fresh_topic(settings)
+    asyncio.run(produce(settings, topic, {0: 700, 1: 300, 2: 50}))
+    got: list[LogMessage] = []
+    sizes: list[int] = []
+
+    async def fold(batch: list[LogMessage]) -> None:
+        sizes.append(len(batch))
+        got.extend(batch)
+
+    async def run() -> dict[tuple[str, int], int]:
+        reader = IngestReader(settings, fold, batch_max=200, within_s=0.05)
+        await reader.start()
+        try:
+            await reader.assign({(topic, 0): 100, (topic, 1): 0})
+            await read_until(reader, got, 900)
+            assert not await reader.step()  # nothing more: partition 2 is not ours
+            return await start_offsets(settings, ingest_group(settings), [(topic, p) for p in range(3)])
+        finally:
+            await reader.stop()
+
+    committed = asyncio.run(run())
+    by_partition = {p: [m.offset for m in got if m.partition == p] for p in (0, 1, 2)}
+    assert by_partition[0] == list(range(100, 700))
+    assert by_partition[1] == list(range(300))
+    assert by_partition[2] == []
+    assert max(sizes) <= 200
+    assert [m.value for m in got if m.partition == 0][:1] == [b"0:100"]
+    assert committed == {(topic, 0): 700, (topic, 1): 300, (topic, 2): 0}  # what was folded, no further
+
+
+def test_release_waits_for_the_batch_in_flight_and_the_next_owner_starts_where_it_ended(
+        broker: str, settings: Settings) -> None:
+    topic = fresh_topic(settings)
+    asyncio.run(produce(settings, topic, {0: 400}))
+    first: list[LogMessage] = []
+    second: list[LogMessage] = []
+    events: list[str] = []
+
+    async def slow_fold(batch: list[LogMessage]) -> None:
+        events.append("fold begins")
+        await asyncio.sleep(0.5)
+        first.extend(batch)
+        events.append("fold ends")
+
+    async def take(batch: list[LogMessage]) -> None:
+        second.extend(batch)
+
+    async def run() -> None:
+        old = IngestReader(settings, slow_fold, batch_max=150, within_s=0.05)
+        new = IngestReader(settings, take, batch_max=150, within_s=0.05)
+        await old.start()
+        await new.start()
+        try:
+            await old.assign({(topic, 0): 0})
+            running = asyncio.create_task(old.run())
+            while "fold begins" not in events:
+                await asyncio.sleep(0.01)
+            await old.release()
+            events.append("released")
+            resume = first[-1].offset + 1
+            await asyncio.sleep(0.3)
+            assert old.held == set() and events.count("fold begins") == events.count("fold ends")
+            await new.assign({(topic, 0): resume})
+            await read_until(new, second, 400 - resume)
+            await old.stop()
+            await asyncio.wait_for(running, 5)
+        finally:
+            await new.stop()
+
+    asyncio.run(run())
+    assert events[:3] == ["fold begins", "fold ends", "released"]  # release waited for the fold
+    assert "fold begins" not in events[3:]  # and no batch started after it
+    offsets = [m.offset for m in first] + [m.offset for m in second]
+    assert offsets == list(range(400))  # every record once, in order, across the handover
