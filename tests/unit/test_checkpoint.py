@@ -20,6 +20,7 @@ from tests.unit.test_batch_fold import chaos_log, cohorts_view, quick_rules, rec
 from twin import batch_fold as bf
 from twin.checkpoint import (LIMIT, MAGIC, VERSION, Checkpoint, CheckpointError, _Envelope, _ipc, complete, decode, encode,
                              merge, restore, snapshot, snapshot_fold)
+from twin.desired import DesiredChange, DesiredRules, Selector, add_change
 from twin.fleet_fold import FleetState, RecordOut, Rules, on_record
 from twin.record import Record
 from twin.detect.watch import Open, SignalWatch, Watch
@@ -346,13 +347,21 @@ def keyed(records: tuple[Record, ...], state: bf.FoldState) -> list[str]:
     return [rid for r in records if r.key and (rid := r.key.decode(errors="replace")) in state.red.slot_of]
 
 
-@pytest.mark.parametrize("case", ["plain", "cohorts"])
+def desired() -> FleetState:
+    change = DesiredChange(change_id="c1", ts=0.0, principal="operator", reason="test", field="ai_model",
+                           value="policy-9.9.9", selector=Selector(model="amr"))
+    return FleetState(desired=add_change(DesiredRules(), change))
+
+
+@pytest.mark.parametrize("case", ["plain", "cohorts", "desired"])
 def test_a_fold_restored_from_checkpoints_folds_on_as_straight_through(case: str) -> None:
     """Fold records A, checkpoint (full), fold B, checkpoint (the robots B names), restore (into a fresh
     state, and the incremental one into the state restored from the full one), fold C: every record's
-    outputs and every twin (watch included) as `on_record` over A+B+C, and the fleet state alike."""
+    outputs and every twin (watch included) as `on_record` over A+B+C, and the fleet state alike.
+    Cases: from empty cohorts; from seeded ones that start to count within the run; with a desired
+    change (every row through `feed`, its commands compared)."""
     records = chaos_log(24, 150, 5)
-    start = seeded(records, 1.0) if case == "cohorts" else None
+    start = {"plain": None, "cohorts": seeded(records, 1.0), "desired": desired()}[case]
     use = quick_rules() if case == "cohorts" else rules()
     limit = (52 if case == "cohorts" else 40) * 1024  # several chunks: the first holds the fleet state
     a, b = len(records) * 2 // 5, len(records) * 3 // 4  # B holds the redelivered stretch
@@ -369,6 +378,7 @@ def test_a_fold_restored_from_checkpoints_folds_on_as_straight_through(case: str
     full = through_bytes(snapshot_fold(state, bf.robot_ids(state), partition=0, next_offset=a, full=True), limit)
     fold(state, use, records[a:b], 97)
     incremental = snapshot_fold(state, keyed(records[a:b], state), partition=0, next_offset=b, epoch=1)
+    assert case != "desired" or any(o.step.commands for o in want)
     assert incremental.groups["open"].height and incremental.groups["cells"]["drift.has"].any()
     assert len(full) > 1
     fresh, offset = restore([*full, *through_bytes(incremental, LIMIT)], use)
@@ -384,6 +394,7 @@ def test_a_fold_restored_from_checkpoints_folds_on_as_straight_through(case: str
         assert cohorts_view(restored.fleet) == cohorts_view(fleet)
         assert msgspec.msgpack.encode(restored.fleet.versions) == msgspec.msgpack.encode(fleet.versions)
         assert restored.fleet.next_tick == fleet.next_tick
+        assert msgspec.msgpack.encode(restored.fleet.desired) == msgspec.msgpack.encode(fleet.desired)
 
 
 def test_the_fleet_state_travels_whole_and_other_partitions_cohorts_stay() -> None:
