@@ -126,8 +126,9 @@ class ObserveState:
     """The detector state of many robots (see the module doc), indexed by the reducer's slots."""
 
     def __init__(self) -> None:
-        self.cell_of: Array = np.full((0, 0), -1, np.int64)
-        """Slot x global signal id (the reducer's `names`) -> cell, -1 for none yet."""
+        self.cell_of: Array = np.full((0, 0), -1, np.int32)
+        """Slot x global signal id (the reducer's `names`) -> cell, -1 for none yet (int32: 172 bytes
+        per robot instead of 344 with the seeds' signal names, bench/fold_memory.py)."""
         self.cells = bs.empty(0)
         self.listed: Array = np.zeros(0, bool)
         """Per cell: the signal is in the robot's `Watch.signals` (a cell out of it is `SignalWatch()`)."""
@@ -148,7 +149,7 @@ class ObserveState:
         have_s, have_g = self.cell_of.shape
         if slots > have_s or gids > have_g:
             s, g = max(have_s, slots * 5 // 4 + 16), max(have_g, gids + 8)
-            cell_of = np.full((s, g), -1, np.int64)
+            cell_of = np.full((s, g), -1, np.int32)
             cell_of[:have_s, :have_g] = self.cell_of
             self.cell_of = cell_of
             self.nlisted = _grown(self.nlisted, s)
