@@ -28,7 +28,8 @@ offsets as a dict of tuples (`ReduceState.extras`) 180, slot map and ids 120; de
 (slot x name, int64) 344, cell counters 383 and drift numbers 629 (13.6 cells per robot, 12.5% spare),
 per-robot detector arrays 91. No anomaly was open at 5 s; at 2,000 robots x 20 s (41 openings) the
 open-anomalies dict added 5.7 B/robot (total 2,694). Checkpoint: 267 B/robot (58 chunks; ratio 0.28
-to encode_twin); snapshot_fold + encode 1.4 CPU s, decode 0.5 + restore 2.8 CPU s.
+to encode_twin); snapshot_fold + encode 1.4 CPU s, decode 0.5 + restore 2.8 CPU s. With `cell_of` as
+int32 (next run, same command): live 2,432 B/robot (cell_of 172), restored 2,495; ratio 2.59.
 
     .venv/bin/python bench/fold_memory.py [--robots 100000] [--ticks 5] [--batch 10000]
 """
