@@ -23,6 +23,11 @@ Desired-state changes (`fleet.desired` records) are folded with the telemetry,
 merged by record time (`on_desired`), so a snapshot at any instant holds the
 rules known then (`Result.desired_at`) beside the twins: `twin-at` shows
 desired, reported and delta as the worker's API did.
+
+`replay` folds on the batch engine (`twin.batch_replay.BatchFold`, a stretch
+of the log at a time); `Fold` is the same driver record by record, kept for
+`twin.audit` (which reads every record's twin before and after) and as the
+oracle BatchFold is tested against.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from heapq import merge
 
 import msgspec
 
+from twin.batch_replay import BatchFold, Rejection, rejection
 from twin.desired import DesiredRules
 from twin.detect.findings import Anomaly
 from twin.detect.params import DetectorConfig
@@ -43,15 +49,7 @@ from twin.schema import Event
 from twin.state import Twin
 from twin.validate import DEFAULT_POLICY, Policy
 
-
-
-class Rejection(msgspec.Struct, frozen=True):
-    partition: int
-    offset: int
-    timestamp: float
-    key: bytes | None
-    reason: str
-    detail: str
+__all__ = ["Fold", "Rejection", "Result", "Seen", "Selection", "in_log_order", "replay"]
 
 
 class Selection(msgspec.Struct, frozen=True, kw_only=True):
@@ -104,13 +102,11 @@ class Fold:
         if record.kind == "desired":
             self.state, error = on_desired(self.state, record)
             if error is not None:
-                self.rejected.append(Rejection(record.partition, record.offset, record.timestamp, record.key,
-                                               error.reason, error.detail))
+                self.rejected.append(rejection(record, error))
             return None
         self.state, (step, publish) = on_record(self.state, self.twins.get, record, self.rules)
         if step.error is not None and not step.redelivered:
-            self.rejected.append(Rejection(record.partition, record.offset, record.timestamp, record.key,
-                                           step.error.reason, step.error.detail))
+            self.rejected.append(rejection(record, step.error))
         if step.twin is not None:
             self.twins[step.twin.robot_id] = step.twin
         self.publish(publish)
@@ -157,39 +153,48 @@ def replay(records: Iterable[Record], fleet: Fleet, config: DetectorConfig, *,
     `on_event` takes the kept events as they come instead of `Result.events`:
     a day of a fleet's events does not fit in memory, a caller can write them out.
     """
-    fold = Fold(Rules(fleet, config, policy))
-    other = Fold(Rules(fleet, what_if, policy)) if what_if is not None else None
+    keep = keep or selection.matches
+    events: list[Seen] = []
+    take = on_event or events.append
+
+    def after(record: Record, event: Event | None) -> None:
+        if event is not None and keep(event):
+            take(Seen(event, record.timestamp, record.partition, record.offset))
+        if on_record is not None:
+            on_record(record)
+    fold = BatchFold(Rules(fleet, config, policy), after=after)
+    other = BatchFold(Rules(fleet, what_if, policy)) if what_if is not None else None
     instants = sorted(set(at))
     snapshots: dict[float, dict[str, Twin]] = {}
     desired_at: dict[float, DesiredRules] = {}
-    events: list[Seen] = []
-    keep = keep or selection.matches
     for record in records:
         while instants and record.timestamp > instants[0]:
             desired_at[instants[0]] = fold.state.desired
             snapshots[instants.pop(0)] = _selected(fold.twins, selection)
-        event = fold.feed(record)
+        fold.feed(record)
         if other is not None:
             other.feed(record)
-        if event is not None and keep(event):
-            (on_event or events.append)(Seen(event, record.timestamp, record.partition, record.offset))
-        if on_record is not None:
-            on_record(record)
     for instant in instants:
         snapshots[instant] = _selected(fold.twins, selection)
         desired_at[instant] = fold.state.desired
+    twins = fold.twins
     return Result(
-        twins=_selected(fold.twins, selection),
-        anomalies=[a for a in fold.anomalies if _about(a, selection, fold.twins)],
+        twins=_selected(twins, selection),
+        anomalies=[a for a in fold.anomalies if _about(a, selection, twins)],
         snapshots=snapshots,
         events=events,
         rejected=fold.rejected if selection.everything else
-        [r for r in fold.rejected if r.key is not None and _key_selected(r.key, selection, fold.twins)],
+        [r for r in fold.rejected if r.key is not None and _key_selected(r.key, selection, twins)],
         records=fold.records,
-        what_if=None if other is None else [a for a in other.anomalies if _about(a, selection, other.twins)],
+        what_if=None if other is None else _what_if(other, selection),
         desired=fold.state.desired,
         desired_at=desired_at,
     )
+
+
+def _what_if(other: BatchFold, selection: Selection) -> list[Anomaly]:
+    twins = other.twins
+    return [a for a in other.anomalies if _about(a, selection, twins)]
 
 
 def in_log_order(partitions: Iterable[Iterable[Record]]) -> Iterator[Record]:

@@ -55,7 +55,8 @@ from twin.fleet import Fleet, RobotModel, Signal
 from twin.fleet_fold import Rules, silence_check_due
 from twin.frames import labels_to_frame
 from twin.record import Kind, Record
-from twin.replay import Fold, in_log_order
+from twin.batch_replay import BatchFold
+from twin.replay import in_log_order
 from twin.schema import MODES, Event
 
 CHECK_EVERY_S = 5.0
@@ -225,15 +226,16 @@ def clock_shift(frames: Iterable[pl.DataFrame]) -> float:
 
 
 def fold_events(events: Iterable[Event], fleet: Fleet, config: DetectorConfig, *, partitions: int = 8,
-                check_every_s: float = CHECK_EVERY_S) -> tuple[list[Record], list[Record], Fold]:
+                check_every_s: float = CHECK_EVERY_S) -> tuple[list[Record], list[Record], BatchFold]:
     """The events as the log a worker would read (keyed telemetry in time order, and its silence
-    checks), folded with `twin.replay.Fold`: the telemetry, the checks and the fold.
+    checks), folded with `twin.batch_replay.BatchFold` (`twin.replay.Fold` on the batch engine): the
+    telemetry, the checks and the fold. Each check is decided from the twins folded up to it.
 
     A robot is checked only until its run's last row: a recording that ends is not a robot
     that went quiet (a gap inside a run is, and is checked as the worker would)."""
     encode = msgspec.json.Encoder().encode
     part_of = partitioner(partitions)
-    fold = Fold(Rules(fleet, config))
+    fold = BatchFold(Rules(fleet, config))
     offsets: dict[tuple[int, str], int] = {}
     telemetry: list[Record] = []
     checks: list[Record] = []
@@ -251,7 +253,7 @@ def fold_events(events: Iterable[Event], fleet: Fleet, config: DetectorConfig, *
         now = round(e.ts * 1000) / 1000.0
         next_check = now + check_every_s if next_check is None else next_check
         while now >= next_check:  # the timer's checks at its own instants, before this record
-            for rid, twin in list(fold.twins.items()):
+            for rid, twin in fold.twins.items():  # a copy, read once: the checks fed below fold later
                 if next_check <= ends[rid] and silence_check_due(twin, next_check, config):
                     checks.append(r := record("check", rid.encode(), repr(next_check).encode(), next_check))
                     fold.feed(r)

@@ -4,9 +4,10 @@
 event a telemetry record timed at the simulator's true time, in the
 partition its key hashes to; a silence check every `check_every_s` for the
 robots `fleet_fold.silence_check_due` picks, as the worker's timer does) and
-folds that log with `twin.replay.Fold`: the same driver of `twin.fleet_fold`
-as a replay, so eval, replay and the worker apply the same rules at the same
-log-defined ticks. `score` matches anomaly openings to labels: an opening
+folds that log with `twin.batch_replay.BatchFold`: the same driver of
+`twin.fleet_fold` as a replay (on the batch engine, equal to `twin.replay.Fold`
+record by record), so eval, replay and the worker apply the same rules at the
+same log-defined ticks. `score` matches anomaly openings to labels: an opening
 detects a label when it is about the labelled robot (or its site's incident,
 or its robot model's rollout) and starts between `early_s` before the fault
 and `late_s` after it ends.
@@ -22,12 +23,12 @@ from typing import Any
 import msgspec
 import numpy as np
 
+from twin.batch_replay import BatchFold
 from twin.detect.findings import Anomaly
 from twin.detect.params import DetectorConfig
 from twin.fleet import Fleet
 from twin.fleet_fold import Rules, silence_check_due
 from twin.record import Record
-from twin.replay import Fold
 from twin.schema import Event
 from twin.sim import FleetSim, Scenario
 from twin.state import Twin
@@ -56,11 +57,12 @@ def fold_scenario(fleet: Fleet, scenario: Scenario, seed: int, config: DetectorC
                   on_tick: Callable[[int, int], None] | None = None,
                   on_record: Callable[[Record], None] | None = None,
                   start_ts: float | None = None, time_scale: float = 1.0) -> Run:
-    """Fold the scenario's log through `twin.replay.Fold`; `on_tick(done, total)` reports progress,
-    `on_record` sees each record of the log. `start_ts` and `time_scale` are the simulator's: a
-    live run at `--speed S` is the same scenario with `time_scale` 1/S."""
+    """Fold the scenario's log through `BatchFold`; `on_tick(done, total)` reports progress,
+    `on_record` sees each record of the log as it is written (before it is folded). `start_ts` and
+    `time_scale` are the simulator's: a live run at `--speed S` is the same scenario with
+    `time_scale` 1/S."""
     sim = FleetSim(fleet, scenario, seed=seed, start_ts=start_ts, time_scale=time_scale)
-    fold = Fold(Rules(fleet, config))
+    fold = BatchFold(Rules(fleet, config))
     events = 0
     for tick, records in scenario_log(sim, fold, config, partition_of, check_every_s):
         for record in records:
@@ -73,13 +75,13 @@ def fold_scenario(fleet: Fleet, scenario: Scenario, seed: int, config: DetectorC
     return Run(fold.anomalies, sim.labels(), len(sim.roster), scenario.duration_s, events, fold.twins)
 
 
-def scenario_log(sim: FleetSim, fold: Fold, config: DetectorConfig, partition_of: PartitionOf,
+def scenario_log(sim: FleetSim, fold: BatchFold, config: DetectorConfig, partition_of: PartitionOf,
                  check_every_s: float) -> Iterator[tuple[int, list[Record]]]:
     """(tick, records) of each simulator tick, as a worker would read them: its telemetry,
     then, when due, the silence checks.
 
-    The checks are picked from `fold.twins` once the tick's telemetry is folded,
-    so the caller must fold each list before taking the next.
+    The checks are picked from `fold.twins` (which folds what was fed) once the tick's
+    telemetry is fed, so the caller must feed each list before taking the next.
     """
     encode = msgspec.json.Encoder().encode
     offsets: dict[int, int] = {}
