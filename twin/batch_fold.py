@@ -18,8 +18,12 @@ How a batch is split:
   batch; the scalar path's rows then follow in log order from the cohorts it returns. When none of
   the join's models can learn in the batch (`_learning_models`), its learn mask would be all false:
   the rounds are then observed against the cohorts as they are (`_observe_fixed`), without the plans.
-* With desired-state changes every robot takes the scalar path (`desire` judges drift and commands
-  per row): `_join_ready`.
+* Desired state is judged sparsely (`_desiring`): a robot for which `pipeline.desire` could change
+  the twin or send a message at one of its rows (a `desired_drift` open before the batch, or a delta
+  that may reach the drift grace within it, or a delta while silence is open) takes the scalar path.
+  Every other robot's rows take the join: for most `desire` returns the twin as it is, no message
+  and no command (nothing desired differs from what they report); for robots with a young delta it
+  can only send a command, which `_commands` computes after the join, row by row.
 
 Cohorts stay in log order. A row reads only its own model's cohort entries (baseline, rates) and
 teaches only its own model's, so models are independent and each model's learning only has to be
@@ -56,7 +60,7 @@ rules). A checkpoint must hold all three; `twin_of` gives any robot's twin as `o
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace as dc_replace
 from typing import Any
 
@@ -69,6 +73,8 @@ from twin import batch_signals as bs
 from twin import batch_stall as bst
 from twin.batch_observe import ObserveState, ingest_batch, observe_batch, watch_of
 from twin.columns import _event, decode_batch
+from twin.desired import DETECTOR as DRIFT
+from twin.desired import command_for, deltas, matches, resolve, took_effect
 from twin.detect import rollout
 from twin.detect.cohort import Cohorts
 from twin.detect.findings import Anomaly
@@ -77,6 +83,7 @@ from twin.effects import Effects
 from twin.fleet_fold import FleetState, RecordOut, Rules, _ticks_until
 from twin.pipeline import Step, feed
 from twin.record import Record
+from twin.reduce import _latest, apply
 from twin.schema import Event
 from twin.state import Twin
 
@@ -130,12 +137,12 @@ def fold_twins(state: FoldState, rules: Rules, records: Sequence[Record]) -> lis
     telemetry = [i for i, r in enumerate(records) if r.kind != "check"]
     cols = decode_batch([(records[i].key, records[i].value, records[i].timestamp) for i in telemetry],
                         rules.fleet, rules.policy)
-    if not _join_ready(state):
-        return _all_scalar(state, rules, records)
     events: dict[int, Event] = {telemetry[j]: e if isinstance(e, Event) else _event(e)
                                 for j, e in zip(cols.row.tolist(), cols.events)}
     errors = {telemetry[j]: err for j, err in cols.rejected.items()}
     own = _scalar_robots(state, records, events, errors)
+    judged, commanded = _desiring(state, events, own)
+    own |= judged
     scalar = _mixed(state, events, own)
     if len(scalar) > len(own):
         pieces = _pieces(records, events)
@@ -150,7 +157,9 @@ def fold_twins(state: FoldState, rules: Rules, records: Sequence[Record]) -> lis
     cohorts = start or Cohorts()
     fast = [i for i in events if events[i].robot_id not in scalar]
     if fast:
+        before = {rid: br.to_twin(state.red, rid) if rid in state.red.slot_of else None for rid in commanded - scalar}
         cohorts = _join(state, rules, records, events, fast, cohorts, steps)
+        _commands(state, events, before, steps)
     held = {rid: twin_of(state, rid) for rid in scalar}
     names = {rid: _listed(state, rid) for rid in scalar}
     for i, record in enumerate(records):
@@ -185,12 +194,6 @@ def _keep(state: FoldState, twins: dict[str, Twin | None], names: dict[str, list
     for rid, twin in twins.items():
         if twin is not None:
             _store_twin(state, twin, names[rid])
-
-
-def _join_ready(state: FoldState) -> bool:
-    """Can the round join judge this batch? Not with desired-state changes: drift and commands are
-    judged by `desire` per row (the whole batch then goes through `feed`)."""
-    return not state.fleet.desired.changes
 
 
 def _mixed(state: FoldState, events: Mapping[int, Event], scalar: set[str]) -> set[str]:
@@ -239,6 +242,96 @@ def _scalar_robots(state: FoldState, records: Sequence[Record], events: Mapping[
     return out
 
 
+def _desiring(state: FoldState, events: Mapping[int, Event], scalar: set[str]) -> tuple[set[str], set[str]]:
+    """Robots of the batch (not in `scalar`) for which `pipeline.desire` might change the twin or send a
+    message at one of their rows (they take the scalar path), and those for which it can at most send
+    a command (they join; `_commands` sends them). Every other robot: `desire` returns `(twin, [], ())`.
+
+    Why that is exact. The rules do not change within a batch (`on_desired` is no record of it).
+    `feed` calls `desire(before, twin, rules, e.ts, config)` only after an *applied* row e, with
+    `twin` the twin after it. Both ways a row is applied (`reduce._create`, `_become_latest`) give
+    that twin the fields the newest event decides (`reduce._latest(e)`) and its robot id;
+    `matches`, `resolve`, `command_for` and whether `deltas` is empty read no other field (robot id,
+    sector, site, model, AI-model version, firmware, config; `_field_since` only dates a delta). So
+    `_probe(e)` (those fields written over any twin) resolves to the same desire `wants` as that
+    twin, has a delta exactly when it has, and gets the same command. A robot is
+    * *quiet* when no `desired_drift` is open before the batch and no row has a delta against
+      `wants = resolve(rules, twin, at=e.ts)`: `judge_drift` returns `(twin, [])` (with `wants`
+      empty at once; else its loop keeps every open anomaly, none a drift, and opens none, so
+      `still == opened` and nothing goes out) and `command_for` returns None whatever `due` says;
+    * *commanded* when no drift and no silence is open before the batch and at every row each delta
+      is younger than the drift grace counted from its desire (`e.ts - desire.ts < drift_grace_s`;
+      a delta's `since` is at least `desire.ts`, so `now - since < grace`): `judge_drift` again
+      opens none and returns the twin, and only a command can go out (`_commands`);
+    * judged by `feed` otherwise.
+    Induction over a robot's rows: a quiet or commanded row leaves no drift open (the detectors,
+    `observe` and `lifecycle.track`, never open one) and no silence (only a silence check opens
+    one, and a checked robot is in `scalar`), so the next row starts as this one did, and `feed`'s
+    step is `ingest`'s, which the join computes, plus the command. (Without any change `desire`
+    still runs on a twin with anomalies open and would resolve a drift: hence the drift test always.)
+    `wants` is empty when no setting change (value not None) stamped at or before e.ts (`resolve`
+    stops at the first later one) matches the probe, the usual case, so `resolve` and `deltas` run
+    only on rows some change selects. Rows that end up not applied are judged too (a bound).
+    """
+    red = state.red
+    judged: set[str] = set()
+    commanded: set[str] = set()
+    opened = {red.robot_ids[slot]: {o.detector for o in anomalies} for slot, anomalies in state.obs.opened.items()}
+    for e in events.values():
+        if e.robot_id not in scalar and DRIFT in opened.get(e.robot_id, ()):
+            judged.add(e.robot_id)
+    rules = state.fleet.desired
+    setting = [c for c in rules.changes if c.value is not None]
+    if not setting or not events:
+        return judged, commanded
+    base = apply(None, next(iter(events.values())), received_ts=0.0)[0]
+    for e in events.values():
+        rid = e.robot_id
+        if rid in judged or rid in scalar or setting[0].ts > e.ts:
+            continue
+        probe = _probe(base, e)
+        if not any(not c.ts > e.ts and matches(c, probe) for c in setting):
+            continue
+        wants = resolve(rules, probe, at=e.ts)
+        delta = deltas(probe, wants)
+        grace = state.params[e.model].drift_grace_s
+        if delta and ("silence" in opened.get(rid, ()) or any(not e.ts - wants[d.field].ts < grace for d in delta)):
+            judged.add(rid)
+        elif delta:
+            commanded.add(rid)
+    return judged, commanded - judged
+
+
+def _probe(base: Twin, e: Event) -> Twin:
+    """`base` with what an applied `e` writes of a twin's identity (`reduce._latest`): what `desire`'s
+    selectors, deltas and commands read of the twin after it (see `_desiring`)."""
+    return replace(base, robot_id=e.robot_id, **_latest(e))
+
+
+def _commands(state: FoldState, events: Mapping[int, Event], before: dict[str, Twin | None],
+              steps: list[Step]) -> None:
+    """`desire`'s commands for the join's rows of *commanded* robots (`_desiring`; `before`: their twins
+    before the batch, None for new ones), row by row in log order: at an applied row, the robot's delta
+    when it is due (its first event, or a change took effect since the twin before the row: only an
+    applied row moves its time and identity, so that twin is the probe of the robot's previous applied
+    row). A commanded robot has no silence open, so `desire`'s reconnect case does not arise."""
+    rules = state.fleet.desired
+    rows = sorted(i for i, e in events.items() if e.robot_id in before)
+    if not rows:
+        return
+    base = apply(None, events[rows[0]], received_ts=0.0)[0]
+    for i in rows:
+        e, step = events[i], steps[i]
+        if step.effects is None or step.effects.outcome != "applied":
+            continue
+        twin, prior = _probe(base, e), before[e.robot_id]
+        if prior is None or took_effect(rules, prior, e.ts):
+            command = command_for(twin, resolve(rules, twin, at=e.ts), at=e.ts)
+            if command is not None:
+                steps[i] = step._replace(commands=(command,))
+        before[e.robot_id] = twin
+
+
 def _learning_models(state: FoldState, events: Mapping[int, Event]) -> set[str]:
     """Models with a row that could teach their cohort (`pipeline.ingest` learns from applied working
     rows settled at work with nothing open): a working report of a robot that may be past warm-up and
@@ -266,11 +359,10 @@ def _learning_models(state: FoldState, events: Mapping[int, Event]) -> set[str]:
 
 
 def _scalar_row(state: FoldState, rules: Rules, record: Record, held: dict[str, Twin | None],
-                names: dict[str, list[str]], cohorts: Cohorts, steps: list[Step], i: int,
-                lookup: Callable[[str], Twin | None] | None = None) -> Cohorts | None:
+                names: dict[str, list[str]], cohorts: Cohorts, steps: list[Step], i: int) -> Cohorts | None:
     """One record of a scalar-path robot through `feed` (which learns, in log order); the cohorts it
-    learned returned (None: unchanged). `lookup` reads twins not yet `held` (default: none)."""
-    step = feed(lookup or held.get, record, rules.fleet, rules.config, rules.policy, cohorts, state.fleet.desired)
+    learned returned (None: unchanged)."""
+    step = feed(held.get, record, rules.fleet, rules.config, rules.policy, cohorts, state.fleet.desired)
     steps[i] = step._replace(twin=None, cohorts=None)
     if step.twin is None:
         return None
@@ -407,28 +499,6 @@ def fleet_level(state: FoldState, records: Sequence[Record], steps: Sequence[Ste
 
 _ROLLOUT = rollout.RolloutParams()
 """The parameters `on_record` observes rollouts with (the defaults)."""
-
-
-def _all_scalar(state: FoldState, rules: Rules, records: Sequence[Record]) -> list[Step]:
-    """The batch's twin level through `feed` row by row (`on_record`'s step), over twins materialised
-    from the columns."""
-    held: dict[str, Twin | None] = {}
-    names: dict[str, list[str]] = {}
-    partition = records[0].partition
-    start = state.fleet.cohorts.get(partition)
-    cohorts = start or Cohorts()
-    steps: list[Step] = [Step()] * len(records)
-
-    def lookup(rid: str) -> Twin | None:
-        if rid not in held:
-            held[rid], names[rid] = twin_of(state, rid), _listed(state, rid)
-        return held[rid]
-    for i, record in enumerate(records):
-        learned = _scalar_row(state, rules, record, held, names, cohorts, steps, i, lookup)
-        cohorts = cohorts if learned is None else learned
-    _keep_cohorts(state, partition, start, cohorts)
-    _keep(state, held, names)
-    return steps
 
 
 def plain_effects(out: Sequence[RecordOut]) -> list[Effects | None]:

@@ -9,10 +9,16 @@ and rollout statistics. From empty cohorts the trend rates stay below `cohort.PA
 in these short runs; `test_cohorts_reaching_min_weight_within_the_run` seeds baselines and rates just
 short of it (with a quick drift reference), so both cohort checks fire, learned in log order by the
 join and, for robots on the scalar path, by `feed` (the routing of mixed models is recorded).
+Desired state (`desired_run`): changes for a site, a model, one robot, a wave, some stamped within
+the run and a clear, over a log whose robots go silent and report again; only robots whose reports
+differ from their desire (or with drift open) take `feed`, with cohorts learning and without.
+`test_no_learning_branch_against_ingest_batch_and_on_record` checks the join's no-learning branch
+against `ingest_batch` and `on_record` directly.
 """
 
 from __future__ import annotations
 
+import copy
 import functools
 import random
 import sys
@@ -27,7 +33,8 @@ from hypothesis import strategies as st
 
 from streams.seeds import read_detectors, read_fleet, read_scenario
 from twin import batch_fold as bf
-from twin.desired import DesiredChange, DesiredRules, Selector, add_change
+from twin.batch_observe import ingest_batch
+from twin.desired import DesiredChange, DesiredRules, Selector, add_change, check_change, robot_share
 from twin.detect import multivariate as mv
 from twin.detect.cohort import PARAMS as COHORT
 from twin.detect.cohort import Cohorts, features
@@ -38,6 +45,7 @@ from twin.record import Record
 from twin.score.ground_truth import fold_scenario
 from twin.sim import load_scenario
 from twin.state import Twin, encode_twin
+from twin.validate import parse
 
 SEEDS = Path(__file__).resolve().parents[2] / "seeds"
 encode = msgspec.msgpack.encode
@@ -48,14 +56,26 @@ def rules() -> Rules:
     return Rules(read_fleet(SEEDS), read_detectors(SEEDS))
 
 
+seed_rules = rules
+"""The seeds' rules, also while a test patches `rules`."""
+
+
 @functools.cache
-def chaos_log(robots: int, seconds: int, seed: int) -> tuple[Record, ...]:
-    """The chaos scenario's log on one partition, with bad, duplicated and redelivered records added."""
+def chaos_log(robots: int, seconds: int, seed: int, reconnect: bool = False, noise: bool = True
+              ) -> tuple[Record, ...]:
+    """The chaos scenario's log on one partition, with bad, duplicated and redelivered records added
+    (unless not `noise`); `reconnect`: its communication loss lasts 25 s from 20% of the run (robots
+    flagged silent by their checks, then reporting again)."""
     doc = msgspec.to_builtins(read_scenario(SEEDS, "chaos"))
+    if reconnect:
+        doc["faults"] = [f if f["type"] != "comm_loss" else {**f, "start": "20%", "duration": 25}
+                         for f in doc["faults"]]
     scenario = load_scenario({**doc, "robots": robots, "duration_s": seconds}, "chaos")
     records: list[Record] = []
     fold_scenario(rules().fleet, scenario, seed, rules().config, partition_of=lambda key: 0,
                   on_record=records.append, check_every_s=3.0)
+    if not noise:
+        return tuple(records)
     rng = random.Random(seed)
     out: list[Record] = []
     for r in records:
@@ -220,13 +240,160 @@ def test_cohorts_reaching_min_weight_within_the_run(sizes: list[int], monkeypatc
     assert {"cohort:", "drift:cohort"} <= fired, fired
 
 
-def test_with_desired_changes_every_row_goes_through_feed() -> None:
-    """Drift and commands are judged per row by `desire`: the batch takes `on_record` whole, over twins
-    materialised from the columns and stored back."""
-    c = DesiredChange(change_id="c1", ts=0.0, principal="operator", reason="test", field="ai_model",
-                      value="policy-9.9.9", selector=Selector(model="amr"))
-    start = FleetState(desired=add_change(DesiredRules(), c))
-    records = chaos_log(24, 60, 7)
+@functools.cache
+def grace_rules(learn: bool = True) -> Rules:
+    """The seeds' rules with a 40 s drift grace, so that drift anomalies open and resolve within a run;
+    not `learn`: no robot ever settles at work, so no cohort learns and no model is *mixed* (every
+    robot `_desiring` leaves out takes the join)."""
+    base = seed_rules().config
+    quick: dict[str, Any] = {"drift_grace_s": 40.0} if learn else {"drift_grace_s": 40.0, "settle_s": 1e9}
+    models = {m: msgspec.structs.replace(p, **quick) for m, p in base.models.items()}
+    return Rules(seed_rules().fleet, DetectorConfig(msgspec.structs.replace(base.defaults, **quick), models))
+
+
+def change(n: int, ts: float, field: str, value: str | None, **selector: Any) -> DesiredChange:
+    c = DesiredChange(change_id=f"c{n}", ts=ts, principal="operator", reason="test", field=field, value=value,
+                      selector=Selector(**selector))
+    check_change(c, seed_rules().fleet)
+    return c
+
+
+@functools.cache
+def desired_run() -> tuple[tuple[Record, ...], FleetState, tuple[str, ...]]:
+    """The reconnecting chaos log, desired changes for parts of its fleet, and the robots flagged silent.
+
+    One site wants another AI model since long before the run (cleared for its whole sector at
+    100 s); the humanoids want the chaos rollout's version from 40 s; a silenced robot outside both
+    and the 15% wave wants new firmware from 5 s to 90 s (drift open, then cleared: no delta left,
+    its drift resolved by `desire`); another silenced robot a safety profile from 25 s, just before
+    its silence (a young delta when it reconnects: due by the silence alone); a 15% wave new
+    firmware from 70 s; service robots at policy-2.4.0
+    and the AMRs' safety profile are selected by changes they already meet (no delta: the join)."""
+    records = chaos_log(24, 150, 5, reconnect=True)
+    want, twins, _ = plain_oracle(records)
+    silenced = tuple(sorted({m.robot_id for o in want for m in o.publish if m.detector == "silence"}))
+    t0 = records[0].timestamp
+    site = twins[silenced[0]].site
+    sector = twins[silenced[0]].sector
+    target = next(r for r in silenced if twins[r].model != "humanoid" and twins[r].sector != sector
+                  and robot_share(r) >= 0.15)
+    other = next(r for r in silenced if r not in (target, silenced[0])
+                 and twins[r].model not in ("inspection-drone", "humanoid"))
+    changes = [
+        change(1, t0 - 1000.0, "ai_model", "policy-2.5.0", site=site),
+        change(2, t0 + 40.0, "ai_model", "policy-2.5.0", model="humanoid"),
+        change(3, t0 + 5.0, "firmware", "fw-1.9.0", robots=(target,)),
+        change(8, t0 + 90.0, "firmware", None, robots=(target, silenced[0])),
+        change(9, t0 + 25.0, "config.safety_profile", "cautious", robots=(other,)),
+        change(4, t0 + 70.0, "firmware", "fw-1.9.0", share=0.15),
+        change(5, t0 - 10.0, "ai_model", "policy-2.4.0", model="service-robot", version="policy-2.4.0"),
+        change(7, t0 + 20.0, "config.safety_profile", "standard", model="amr"),
+        change(6, t0 + 100.0, "ai_model", None, sector=sector),
+    ]
+    desired = DesiredRules()
+    for c in changes:
+        desired = add_change(desired, c)
+    return records, FleetState(desired=desired), silenced
+
+
+def desired_same(sizes: list[int], learn: bool = True) -> list[tuple[int, int, int]]:
+    """`assert_same` on `desired_run` under `grace_rules(learn)`; per `fold_twins` call (batch or piece),
+    the robots `_desiring` sent to the scalar path, those it left to the join with a possible command,
+    and the robots of its telemetry."""
+    records, start, _ = desired_run()
+    routed: list[tuple[int, int, int]] = []
+    desiring = bf._desiring
+
+    def recorded(state: bf.FoldState, events: dict[int, Any], scalar: set[str]) -> tuple[set[str], set[str]]:
+        judged, commanded = desiring(state, events, scalar)
+        routed.append((len(judged), len(commanded), len({e.robot_id for e in events.values()})))
+        return judged, commanded
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sys.modules[__name__], "rules", lambda: grace_rules(learn))
+        mp.setattr(sys.modules[__name__], "plain_oracle", lambda records: desired_oracle(records, learn))
+        mp.setattr(bf, "_desiring", recorded)
+        assert_same(records, sizes, start)
+    return routed
+
+
+@functools.cache
+def desired_oracle(records: tuple[Record, ...], learn: bool = True
+                   ) -> tuple[list[RecordOut], dict[str, Twin], FleetState]:
+    """`on_record` over `desired_run` (under `grace_rules(learn)`: called with them patched in)."""
+    return oracle(records, desired_run()[1])
+
+
+@pytest.mark.parametrize("learn", [True, False])
+def test_desired_run_exercises_drift_commands_and_reconnects(learn: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The oracle's own run: commands on first events, on changes taking effect and on reconnects after
+    silence; drift opened and resolved (by clears)."""
+    records, start, silenced = desired_run()
+    monkeypatch.setattr(sys.modules[__name__], "rules", lambda: grace_rules(learn))
+    want, _, _ = desired_oracle(records, learn)
+    drift = {m.status for o in want for m in o.publish if m.detector == "desired_drift"}
+    assert drift == {"open", "resolved"}
+    commanded = [(o.step.event.robot_id, o.step.event.ts) for o in want if o.step.commands and o.step.event]
+    t0 = records[0].timestamp
+    back = [ts - t0 for rid, ts in commanded if rid in silenced and ts - t0 > 50]
+    assert back, commanded  # a robot reconnecting after silence is sent its delta
+    assert any(abs(ts - t0 - 40.0) < 2 for _, ts in commanded)  # change 2 took effect at its robots' reports
+    assert len({rid for rid, _ in commanded}) < 24
+
+
+@pytest.mark.parametrize(("sizes", "learn"), [([1], True), ([7], True), ([333], True), ([2000], True),
+                                              ([5, 120, 1, 41, 777, 64], True), ([1], False), ([333], False),
+                                              ([5, 120, 1, 41, 777, 64], False)])
+def test_desired_changes_for_part_of_the_fleet_fold_as_on_record(sizes: list[int], learn: bool) -> None:
+    """Only robots whose drift may open or resolve in the batch (or that reconnect with a delta) take
+    `feed`; the others join (robots with a young delta get their commands from `_commands`), and
+    every record's messages and commands, every twin and the fleet state are `on_record`'s. With
+    cohorts learning, mixed models send more robots to `feed`; without, all others join."""
+    routed = desired_same(sizes, learn)
+    assert any(d for d, _, _ in routed) and any(c for _, c, _ in routed), routed  # judged, commanded
+    assert sum(d for d, _, _ in routed) < sum(n for _, _, n in routed) / 2, routed  # the others joined
+
+
+@settings(max_examples=3, deadline=None, derandomize=True)
+@given(st.lists(st.integers(1, 500), min_size=1, max_size=40), st.booleans())
+def test_desired_changes_at_drawn_splits(sizes: list[int], learn: bool) -> None:
+    desired_same(sizes, learn)
+
+
+def test_no_learning_branch_against_ingest_batch_and_on_record() -> None:
+    """Telemetry before any robot is settled at work (no row can learn), with silent robots reporting
+    again, on seeded baselines: `_observe_fixed` gives `ingest_batch`'s effects, messages and twins
+    (and leaves the cohorts), and `on_record`'s steps; `fold_batch` takes that branch for it."""
+    records = chaos_log(24, 150, 5, reconnect=True, noise=False)
+    start = seeded(records, -50.0)
     want, _, _ = oracle(records, start)
-    assert any(o.step.commands for o in want)
-    assert_same(records, [7, 333, 1], start)
+    t0 = records[0].timestamp
+    lo = next(i for i, r in enumerate(records) if r.timestamp >= t0 + 45.5)
+    hi = next(i for i, r in enumerate(records) if r.timestamp >= t0 + 59.5)
+    part = records[lo:hi]
+    assert {r.kind for r in part} == {"telemetry"}
+    _, state = batched(records[:lo], [333], start)
+    events = [parse(r.value, rules().fleet, key=r.key, received_ts=r.timestamp) for r in part]
+    recv = [r.timestamp for r in part]
+    assert not bf._learning_models(state, dict(enumerate(events)))
+    cohorts = state.fleet.cohorts[0]
+    fixed, joined = copy.deepcopy(state), copy.deepcopy(state)
+    effects, found = bf._observe_fixed(fixed, rules(), events, recv, cohorts)
+    effects2, found2, after = ingest_batch(joined.obs, joined.red, events, recv, rules().fleet.models,
+                                           joined.params, cohorts)
+    assert encode((effects, found)) == encode((effects2, found2))
+    assert cohorts_view(FleetState(cohorts={0: after})) == cohorts_view(FleetState(cohorts={0: cohorts}))
+    for rid in bf.robot_ids(state):
+        assert encode_twin(bf.twin_of(fixed, rid)) == encode_twin(bf.twin_of(joined, rid)), rid  # type: ignore[arg-type]
+    assert encode((effects, found)) == encode(([o.step.effects for o in want[lo:hi]],
+                                               [list(o.step.found) for o in want[lo:hi]]))
+    assert {"silence", "seq_gap", "dropout"} <= {m.detector for f in found for m in f}
+    calls: list[int] = []
+    observe_fixed = bf._observe_fixed
+
+    def spied(*args: Any) -> Any:
+        calls.append(len(args[2]))
+        return observe_fixed(*args)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(bf, "_observe_fixed", spied)
+        bf.fold_batch(copy.deepcopy(state), rules(), list(part))
+    assert calls == [len(part)]
