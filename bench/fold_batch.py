@@ -3,10 +3,18 @@
 Log: the simulator's chaos scenario at `--robots` robots for `--seconds` seconds, each report a
 telemetry record of partition 0 (key = robot id, value = the JSON event, broker time = event time
 + 0.2 s in whole milliseconds); every 5 s of it, silence checks for `--checks` robots drawn at
-random (as the worker's timer would send for quiet robots). No desired-state changes.
+random (as the worker's timer would send for quiet robots). Desired-state changes: none, or with
+`--desired site` one change (`config.max_speed_mps` = 0.5, which no robot reports, stamped `--age`
+seconds before the run) selecting the first robot's site, with `--desired share` one selecting 5% of
+the robots (`Selector(share=0.05)`). Younger than the drift grace (600 s) within the run, their
+robots only get commands (they join, `batch_fold._commands`); older, their drift opens at once and
+they take the scalar path (`batch_fold._desiring`), and mixed models with them.
 
 * Scalar: `on_record` per record over a dict of twins, from the wire bytes (it parses each).
 * Batch: `fold_batch` on slices of `--batch` records, from the same bytes (it decodes them).
+* With `--desired`, also "all scalar": `fold_batch` with every robot of each batch on the scalar path
+  (`_desiring` patched to name them all), which is what the fold did with any desired change before
+  desired state was judged sparsely.
 
 Process CPU time of each whole fold; events/CPU-second over all records and over the records after
 `--settled` seconds of the run: robots are then warm and settled at work (`settle_s` is 60 s), so
@@ -25,12 +33,23 @@ Measured (2 shared cores under load, 2,000 robots, 80 s, 160,188 records, batch 
 and 1.5-1.8x). 5 of 81 batches had a mixed model (those with silence checks); all 5 were cut in
 pieces (14), none folded whole on the scalar path.
 
+With one desired change (one run each, same machine, 2,000 robots, 80 s, batch 2,000; "all scalar" is
+every robot through `feed`, what the fold did with any change before): `--desired site` (4,692 of
+167,784 robot-calls got commands after the join, none judged on the scalar path): 3.27x overall,
+4.79x after 65 s (all scalar: 0.35x, 0.44x; without changes in another run: 2.26x, 4.80x);
+`--desired share`: 2.61x, 3.43x (all scalar 0.33x, 0.35x), `_desiring` 10% of the fold's CPU (a
+share selector hashes each robot id); `--desired share --age 700` (5% of robots drifting, so judged
+by `feed`, and as they are in every model, every learning model mixed): 0.70x, 0.33x (all scalar
+0.30x, 0.31x).
+
     .venv/bin/python bench/fold_batch.py [--robots 2000] [--seconds 80] [--batch 2000] [--checks 20] [--settled 65]
+                                         [--desired none|site|share] [--age 1]
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import random
 import sys
 import time
@@ -43,6 +62,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from streams.seeds import read_detectors, read_fleet, read_scenario  # noqa: E402
 from twin import batch_fold as bf  # noqa: E402
+from twin.desired import DesiredChange, DesiredRules, Selector, add_change  # noqa: E402
 from twin.fleet_fold import FleetState, RecordOut, Rules, on_record  # noqa: E402
 from twin.record import Record  # noqa: E402
 from twin.sim import FleetSim  # noqa: E402
@@ -72,9 +92,22 @@ def log(rules: Rules, robots: int, seconds: int, checks: int) -> list[Record]:
     return out
 
 
-def scalar(rules: Rules, records: list[Record]) -> tuple[list[float], list[RecordOut], dict[str, Twin]]:
+def desired(kind: str, records: list[Record], age: float) -> FleetState:
+    """The fleet state the folds start from: no desired change, or one for a site or for 5% of robots,
+    stamped `age` seconds before the first record."""
+    if kind == "none":
+        return FleetState()
+    first = msgspec.json.decode(records[0].value)
+    selector = Selector(site=first["site"]) if kind == "site" else Selector(share=0.05)
+    change = DesiredChange(change_id="bench", ts=records[0].timestamp - age, principal="bench", reason="bench",
+                           selector=selector, field="config.max_speed_mps", value="0.5")
+    return FleetState(desired=add_change(DesiredRules(), change))
+
+
+def scalar(rules: Rules, records: list[Record], start: FleetState) -> tuple[list[float], list[RecordOut],
+                                                                            dict[str, Twin]]:
     twins: dict[str, Twin] = {}
-    state = FleetState()
+    state = start
     outs: list[RecordOut] = []
     times = []
     for record in records:
@@ -98,7 +131,7 @@ def routed(state: bf.FoldState, events: Any, scalar: set[str]) -> set[str]:
     return out
 
 
-_MIXED, _PIECES = bf._mixed, bf._pieces
+_MIXED, _PIECES, _DESIRING = bf._mixed, bf._pieces, bf._desiring
 SPLIT: dict[int, int] = {}
 """Per ROUTED entry whose call went to `bf._pieces`: how many pieces (1: folded whole after all)."""
 
@@ -111,11 +144,40 @@ def pieces(records: Any, events: Any) -> list[tuple[int, int]]:
 
 
 bf._mixed, bf._pieces = routed, pieces
+DESIRING: list[tuple[int, int]] = []
+"""Per `fold_twins` call: the robots `_desiring` sent to the scalar path, and those left to the join
+with a possible command."""
 
 
-def batched(rules: Rules, records: list[Record], size: int) -> tuple[list[tuple[int, float]], list[RecordOut],
-                                                                      bf.FoldState]:
-    state = bf.FoldState(rules)
+SPENT = {"_desiring": 0.0, "_commands": 0.0}
+"""CPU seconds in `bf._desiring` and `bf._commands` (the sparse desired-state judgement's own cost)."""
+_COMMANDS = bf._commands
+
+
+def desiring(state: bf.FoldState, events: Any, scalar: set[str]) -> tuple[set[str], set[str]]:
+    """`bf._desiring`, recorded in DESIRING and SPENT."""
+    t0 = time.process_time()
+    judged, commanded = _DESIRING(state, events, scalar)
+    SPENT["_desiring"] += time.process_time() - t0
+    DESIRING.append((len(judged), len(commanded)))
+    return judged, commanded
+
+
+def commands(state: bf.FoldState, events: Any, before: dict[str, Twin | None], steps: list[Any]) -> None:
+    """`bf._commands`, timed in SPENT."""
+    t0 = time.process_time()
+    _COMMANDS(state, events, before, steps)
+    SPENT["_commands"] += time.process_time() - t0
+
+
+def every_robot(state: bf.FoldState, events: Any, scalar: set[str]) -> tuple[set[str], set[str]]:
+    """All of the batch's robots on the scalar path (the fold before desired state was judged sparsely)."""
+    return {e.robot_id for e in events.values()}, set()
+
+
+def batched(rules: Rules, records: list[Record], size: int, start: FleetState
+            ) -> tuple[list[tuple[int, float]], list[RecordOut], bf.FoldState]:
+    state = bf.FoldState(rules, start)
     outs: list[RecordOut] = []
     times = []
     for at in range(0, len(records), size):
@@ -139,17 +201,26 @@ def main() -> None:
     ap.add_argument("--settled", type=float, default=65.0)
     ap.add_argument("--batch", type=int, default=2000)
     ap.add_argument("--checks", type=int, default=20)
+    ap.add_argument("--desired", choices=["none", "site", "share"], default="none")
+    ap.add_argument("--age", type=float, default=1.0, help="seconds the desired change is older than the run")
     a = ap.parse_args()
     rules = Rules(read_fleet(SEEDS), read_detectors(SEEDS))
     records = log(rules, a.robots, a.seconds, a.checks)
+    fleet = desired(a.desired, records, a.age)
     start = records[0].timestamp + a.settled
     half = next((i for i, r in enumerate(records) if r.timestamp >= start and i % a.batch == 0), len(records))
-    s_times, s_outs, twins = scalar(rules, records)
-    b_times, b_outs, state = batched(rules, records, a.batch)
-    bad = [i for i, (x, y) in enumerate(zip(s_outs, b_outs)) if view(x) != view(y)]
-    bad_twins = [r for r, t in twins.items() if encode_twin(bf.twin_of(state, r)) != encode_twin(t)]  # type: ignore[arg-type]
-    if bad or bad_twins or len(s_outs) != len(b_outs):
-        raise SystemExit(f"MISMATCH: records {bad[:5]} twins {bad_twins[:5]}")
+    s_times, s_outs, twins = scalar(rules, records, fleet)
+    if a.desired != "none":
+        bf._desiring = every_robot
+        o_times, o_outs, o_state = batched(rules, records, a.batch, fleet)
+        check(s_outs, o_outs, twins, o_state)
+        del o_outs, o_state  # not live while the next fold is timed (the garbage collector scans what is)
+        gc.collect()
+        ROUTED.clear()
+        SPLIT.clear()
+    bf._desiring, bf._commands = desiring, commands
+    b_times, b_outs, state = batched(rules, records, a.batch, fleet)
+    check(s_outs, b_outs, twins, state)
     s_all, s_late = sum(s_times), sum(s_times[half:])
     b_all = sum(t for _, t in b_times)
     b_late = sum(t for at, t in b_times if at >= half)
@@ -168,6 +239,21 @@ def main() -> None:
           f" folded whole so; {used}"
           f" robot-calls of {sum(k for _, _, k in ROUTED)} on the scalar path")
     print(f"ratio: {s_all / b_all:.2f} overall, {(s_late / (len(records) - half)) / (b_late / late_n):.2f} after {a.settled:g} s")
+    if a.desired != "none":
+        o_all, o_late = sum(t for _, t in o_times), sum(t for at, t in o_times if at >= half)
+        print(f"desired ({a.desired}, {a.age:g} s old): {sum(j for j, _ in DESIRING)} robot-calls of {sum(k for _, _, k in ROUTED)}"
+              f" judged by `desire` on the scalar path, {sum(c for _, c in DESIRING)} joined with their commands"
+              f" computed after; all scalar (before): ratio {s_all / o_all:.2f} overall,"
+              f" {(s_late / (len(records) - half)) / (o_late / late_n):.2f} after {a.settled:g} s")
+    print(f"of fold_batch's CPU: _desiring {SPENT['_desiring'] / b_all:.1%}, _commands {SPENT['_commands'] / b_all:.1%}")
+
+
+def check(s_outs: list[RecordOut], b_outs: list[RecordOut], twins: dict[str, Twin], state: bf.FoldState) -> None:
+    """Stop with an error unless every record's output and every twin are `on_record`'s."""
+    bad = [i for i, (x, y) in enumerate(zip(s_outs, b_outs)) if view(x) != view(y)]
+    bad_twins = [r for r, t in twins.items() if encode_twin(bf.twin_of(state, r)) != encode_twin(t)]  # type: ignore[arg-type]
+    if bad or bad_twins or len(s_outs) != len(b_outs):
+        raise SystemExit(f"MISMATCH: records {bad[:5]} twins {bad_twins[:5]}")
 
 
 if __name__ == "__main__":
