@@ -47,6 +47,7 @@ from twin.sim import load_scenario
 from twin.state import Twin, encode_twin
 from twin.validate import parse
 
+pytestmark = pytest.mark.usefixtures("join_every_batch")
 SEEDS = Path(__file__).resolve().parents[2] / "seeds"
 encode = msgspec.msgpack.encode
 
@@ -159,6 +160,20 @@ def test_chaos_log_folds_as_on_record_at_every_split(sizes: list[int]) -> None:
     assert any(o.step.error for o in want) and any(o.step.redelivered for o in want)
     assert any(o.publish for o in want)
     assert_same(records, sizes)
+
+
+def test_narrow_batches_take_the_scalar_path_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Below `NARROW_ROBOTS` robots a batch goes through `feed` whole, above it joins: the same outputs."""
+    monkeypatch.setattr(bf, "NARROW_ROBOTS", 12)
+    joined: list[int] = []
+    real_join = bf._join
+
+    def join(state: bf.FoldState, rules: Rules, records: Any, events: Any, rows: list[int], *rest: Any) -> Any:
+        joined.append(len({events[i].robot_id for i in rows}))
+        return real_join(state, rules, records, events, rows, *rest)
+    monkeypatch.setattr(bf, "_join", join)
+    assert_same(chaos_log(24, 150, 5), [5, 120, 1, 41, 777, 64, 3, 2000])
+    assert joined and min(joined) >= 12  # some batches joined, none of fewer robots
 
 
 @settings(max_examples=3, deadline=None, derandomize=True, phases=[Phase.explicit, Phase.generate])

@@ -42,6 +42,7 @@ from twin.score.ground_truth import crc_partitions, fold_scenario
 from twin.sim import FleetSim, load_scenario
 from twin.state import encode_twin
 
+pytestmark = pytest.mark.usefixtures("join_every_batch")
 SEEDS = Path(__file__).resolve().parents[2] / "seeds"
 PARTITIONS = 3
 encode = msgspec.msgpack.encode

@@ -30,6 +30,7 @@ from twin.sim import FleetSim
 from twin.sim.scenario import load_scenario
 from twin.state import Twin, encode_twin
 
+pytestmark = pytest.mark.usefixtures("join_every_batch")
 SEEDS = Path(__file__).resolve().parents[2] / "seeds"
 
 
