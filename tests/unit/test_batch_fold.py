@@ -32,6 +32,7 @@ from hypothesis import Phase, example, given, settings
 from hypothesis import strategies as st
 
 from streams.seeds import read_detectors, read_fleet, read_scenario
+from tests.support.noise import with_noise
 from twin import batch_fold as bf
 from twin.batch_observe import ingest_batch
 from twin.desired import DesiredChange, DesiredRules, Selector, add_change, check_change, robot_share
@@ -80,13 +81,7 @@ def chaos_log(robots: int, seconds: int, seed: int, reconnect: bool = False, noi
     rng = random.Random(seed)
     out: list[Record] = []
     for r in records:
-        out.append(r)
-        if r.kind == "telemetry" and rng.random() < 0.01:
-            out.append(msgspec.structs.replace(r, value=r.value[: len(r.value) // 2]))  # truncated
-        if r.kind == "telemetry" and rng.random() < 0.005:
-            out.append(msgspec.structs.replace(r, key=b"r-nobody", value=b'{"schema": 1}'))
-        if r.kind == "telemetry" and rng.random() < 0.01:
-            out.append(r)  # the same report again (a duplicate the reducer sees)
+        out += with_noise(r, rng)
     out = [msgspec.structs.replace(r, offset=i) for i, r in enumerate(out)]
     cut = len(out) * 2 // 3
     redelivered = out[cut - 300: cut]  # a restart re-reads from an older commit

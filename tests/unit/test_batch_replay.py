@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 
 from streams.analysis import importing
 from streams.seeds import read_detectors, read_fleet
+from tests.support.noise import with_noise
 from twin import replay as replay_module
 from twin.batch_replay import BatchFold
 from twin.desired import DesiredChange, Selector, change_key, encode_change
@@ -89,13 +90,7 @@ def chaos_log(seed: int) -> tuple[Record, ...]:
     for i, r in enumerate(base):
         if r.key == moved and i > len(base) // 2:
             r = msgspec.structs.replace(r, partition=(r.partition + 1) % PARTITIONS)
-        out.append(r)
-        if r.kind == "telemetry" and rng.random() < 0.01:
-            out.append(msgspec.structs.replace(r, value=r.value[: len(r.value) // 2]))  # truncated
-        if r.kind == "telemetry" and rng.random() < 0.005:
-            out.append(msgspec.structs.replace(r, key=b"r-nobody", value=b'{"schema": 1}'))
-        if r.kind == "telemetry" and rng.random() < 0.01:
-            out.append(r)  # the same report again (a duplicate the reducer sees)
+        out += with_noise(r, rng)
         if i in (len(base) // 3, len(base) * 3 // 4):
             out.append(desired(len(out), r.timestamp, f"policy-9.{i}.0", f"c{i}"))
         if i == len(base) // 2:
