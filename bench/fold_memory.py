@@ -29,7 +29,8 @@ offsets as a dict of tuples (`ReduceState.extras`) 180, slot map and ids 120; de
 per-robot detector arrays 91. No anomaly was open at 5 s; at 2,000 robots x 20 s (41 openings) the
 open-anomalies dict added 5.7 B/robot (total 2,694). Checkpoint: 267 B/robot (58 chunks; ratio 0.28
 to encode_twin); snapshot_fold + encode 1.4 CPU s, decode 0.5 + restore 2.8 CPU s. With `cell_of` as
-int32 (next run, same command): live 2,432 B/robot (cell_of 172), restored 2,495; ratio 2.59.
+int32 (next run, same command): live 2,432 B/robot (cell_of 172), restored 2,495; ratio 2.59. With the
+offsets as slot columns instead of a dict of tuples: live 2,309, restored 2,330; ratio 2.46.
 
     .venv/bin/python bench/fold_memory.py [--robots 100000] [--ticks 5] [--batch 10000]
 """
@@ -136,7 +137,7 @@ def parts(state: bf.FoldState) -> dict[str, int]:
     seen: set[int] = set()
     red, obs = state.red, state.obs
     used = f"{obs.ncells} used of {len(obs.listed)}"
-    out = {"reducer slot columns (arrays)": sum(deep_size(a, seen) for a in red.cols.values()),
+    out = {"reducer slot columns (arrays, offsets included)": sum(deep_size(a, seen) for a in red.cols.values()),
            "reducer signal blocks (arrays)": sum(deep_size(a, seen) for b in red.blocks for a in b.c.values()),
            "reducer other arrays": sum(deep_size(a, seen) for a in arrays_of(red)),
            f"detector cell_of (slot x name, {obs.cell_of.dtype})": deep_size(obs.cell_of, seen),
@@ -144,7 +145,7 @@ def parts(state: bf.FoldState) -> dict[str, int]:
            "detector cells: drift numbers": sum(deep_size(a, seen) for a in obs.cells.drift),
            "detector per-robot arrays (robot, stall, cohort)": sum(deep_size(a, seen) for a in arrays_of(obs)),
            "detector open anomalies (dict)": deep_size(obs.opened, seen),
-           "reducer offsets (extras dict)": deep_size(red.extras, seen),
+           "reducer watches of loaded twins (dict)": deep_size(red.watches, seen),
            "reducer slot map and robot ids": deep_size(red.slot_of, seen) + deep_size(red.robot_ids, seen),
            "reducer block times (dicts)": sum(deep_size(b.times, seen) for b in red.blocks)}
     out["reducer other Python (interns, block maps)"] = deep_size(red, seen)

@@ -48,11 +48,11 @@ it reads only record times and applied events, never a twin (the rollout statist
 `rollout.latency_of` and `add_latency`, `rollout.observe`'s own steps, on a local dict written back
 before each tick and at the end).
 
-Cost (bench/fold_batch.py, 2,000 robots, batches of 2,000 from wire bytes, 2 loaded cores): 2.25-2.46x
-`on_record` over 80 s of chaos, 3.95-4.48x once robots are settled at work (the cohorts learn).
+Cost (bench/fold_batch.py, 2,000 robots, batches of 2,000 from wire bytes, 2 loaded cores): 2.66x
+`on_record` over 80 s of chaos, 5.62x once robots are settled at work (the cohorts learn).
 
-State (`FoldState`, updated in place): the reducer's columns, whose `extras` hold no watch here but
-each robot's offsets (partition, offset, check_offset) that `redelivered` reads; the
+State (`FoldState`, updated in place): the reducer's columns, with each robot's offsets (partition,
+offset, check_offset) that `redelivered` reads (its `watches` stay empty here); the
 `ObserveState`; the `FleetState` (cohorts, rollout versions, ticks, sites, desired
 rules). A checkpoint must hold all three; `twin_of` gives any robot's twin as `on_record` holds it.
 """
@@ -242,8 +242,8 @@ def _scalar_robots(state: FoldState, records: Sequence[Record], events: Mapping[
         rid = events[i].robot_id
         if rid not in top:
             slot = red.slot_of.get(rid)
-            _, part, top[rid], _ = red.extras.get(slot, (None, -1, -1, -1)) if slot is not None else (None, -1, -1, -1)
-            if slot is not None and part != r.partition:
+            top[rid] = int(red.cols["offset"][slot]) if slot is not None else -1
+            if slot is not None and red.cols["partition"][slot] != r.partition:
                 out.add(rid)
         if r.offset <= top[rid]:  # redelivered: before the batch, or after a later offset of this batch
             out.add(rid)
@@ -392,11 +392,12 @@ def _join(state: FoldState, rules: Rules, records: Sequence[Record], events: Map
         effects, found, cohorts = ingest_batch(state.obs, red, evs, recv, rules.fleet.models, state.params, cohorts)
     else:
         effects, found = _observe_fixed(state, rules, evs, recv, cohorts)
-    for i, e, eff, msgs in zip(rows, evs, effects, found):
+    partition, offset, check = red.cols["partition"], red.cols["offset"], red.cols["check_offset"]
+    for i, e, eff, msgs in zip(rows, evs, effects, found):  # `pipeline.applied`, row by row in log order
         slot = red.slot_of[e.robot_id]
-        _, part, _, chk = red.extras.get(slot, (None, -1, -1, -1))
-        red.extras[slot] = (None, records[i].partition, records[i].offset,
-                            chk if part == records[i].partition else -1)
+        if partition[slot] != records[i].partition:
+            check[slot] = -1
+        partition[slot], offset[slot] = records[i].partition, records[i].offset
         steps[i] = Step(None, e, eff, msgs)
     return cohorts
 
@@ -422,7 +423,7 @@ def _listed(state: FoldState, robot_id: str) -> list[str]:
 
 
 def _store_twin(state: FoldState, twin: Twin, names: list[str]) -> None:
-    """A scalar-path twin back into the columns (offsets in `extras`, watch into `obs`)."""
+    """A scalar-path twin back into the columns (its offsets too), its watch into `obs`."""
     red = state.red
     slot = red.slot_of.get(twin.robot_id)
     if slot is None:
@@ -430,7 +431,6 @@ def _store_twin(state: FoldState, twin: Twin, names: list[str]) -> None:
         slot = red.slot_of[twin.robot_id]
     else:
         br._store(red, slot, replace(twin, watch=None))
-    red.extras[slot] = (None, twin.partition, twin.offset, twin.check_offset)
     _store_watch(state, slot, twin.watch or Watch(), names)
 
 

@@ -95,8 +95,12 @@ _SLOT_COLUMNS: dict[str, tuple[type[Any], tuple[int, ...]]] = {
     "fw_since": (np.float64, ()), "version_changes": (np.int64, ()),
     # where the robot's signals are
     "block": (np.int32, ()), "row": (np.int32, ()),
+    # fields the reducer never touches: the newest record applied (`twin.pipeline.applied`)
+    "partition": (np.int64, ()), "offset": (np.int64, ()), "check_offset": (np.int64, ()),
 }
 """One entry per robot slot. loc_kind: 0 no location, 1 without floor, 2 with floor."""
+_FILL = {"partition": -1, "offset": -1, "check_offset": -1}
+"""Slot columns whose new rows are not zero: the Twin's defaults."""
 
 _LATEST = ("sector", "site", "model", "ai", "fw", "mode", "codes", "config", "loc_kind", "lat", "lon",
            "floor", "ts", "latest_seq")
@@ -112,11 +116,11 @@ exactly when it equals the twin's accepted events (an invariant of `twin.reduce`
 
 
 def _grown(columns: dict[str, Array], capacity: int) -> dict[str, Array]:
-    """The same columns with room for `capacity` rows; new rows are zero. Callers grow by a quarter:
-    amortised copying stays linear and at most a fifth of the memory is slack."""
+    """The same columns with room for `capacity` rows; new rows are zero (or `_FILL`'s). Callers grow by
+    a quarter: amortised copying stays linear and at most a fifth of the memory is slack."""
     out = {}
     for name, old in columns.items():
-        new = np.zeros((capacity, *old.shape[1:]), old.dtype)
+        new = np.full((capacity, *old.shape[1:]), _FILL.get(name, 0), old.dtype)
         new[: len(old)] = old
         out[name] = new
     return out
@@ -238,9 +242,9 @@ class ReduceState:
         self.configs = _ConfigIntern()
         self.names = _Intern()
         self.keys = _KeyIntern(self.names)
-        self.extras: dict[int, tuple[Watch | None, int, int, int]] = {}
-        """Fields the reducer never touches (watch, partition, offset, check_offset), kept for the
-        slots loaded with other than their defaults."""
+        self.watches: dict[int, Watch] = {}
+        """The watch of slots loaded with one (a Twin's field the reducer never touches; the batch fold
+        keeps detector state in its own arrays instead)."""
         self.catalogues = {m: tuple(names) for m, names in (catalogues or {}).items()}
         self._colmap: Array = np.zeros((0, 0), np.int32)
         self._new_blocks: dict[tuple[str, frozenset[int]], int] = {}
@@ -821,7 +825,6 @@ def to_twin(state: ReduceState, robot_id: str) -> Twin:
     slot = state.slot_of[robot_id]
     row = {name: column[slot].tolist() for name, column in state.cols.items()}
     strings = state.strings.table
-    watch, partition, offset, check_offset = state.extras.get(slot, (None, -1, -1, -1))
     return Twin(
         robot_id=robot_id, sector=strings[row["sector"]], site=strings[row["site"]],
         model=strings[row["model"]], mode=MODES[row["mode"]], ai_model_version=strings[row["ai"]],
@@ -831,8 +834,8 @@ def to_twin(state: ReduceState, robot_id: str) -> Twin:
         signals=_signal_states(state.blocks[row["block"]], row["row"], row["events"]),
         counts=Counts(row["events"], row["duplicates"], row["stale"], row["rejected"], tuple(row["modes"])),
         late=row["late"], mode_since=row["mode_since"], ai_model_since=row["ai_since"],
-        firmware_since=row["fw_since"], version_changes=row["version_changes"], watch=watch,
-        partition=partition, offset=offset, check_offset=check_offset,
+        firmware_since=row["fw_since"], version_changes=row["version_changes"], watch=state.watches.get(slot),
+        partition=row["partition"], offset=row["offset"], check_offset=row["check_offset"],
         config=state.configs.config(row["config"]),
     )
 
@@ -908,9 +911,9 @@ def _load(state: ReduceState, twins: list[Twin]) -> None:
         if where is not None:
             c["loc_kind"][start + i] = 1 if where.floor is None else 2
             c["lat"][start + i], c["lon"][start + i], c["floor"][start + i] = where.lat, where.lon, where.floor or 0
-    for i, extra in enumerate(zip(field("watch"), field("partition"), field("offset"), field("check_offset"))):
-        if extra != (None, -1, -1, -1):
-            state.extras[start + i] = extra
+    for name in ("partition", "offset", "check_offset"):
+        c[name][slots] = np.fromiter(field(name), np.int64, n)
+    state.watches.update((start + i, w) for i, w in enumerate(field("watch")) if w is not None)
     _load_signals(state, slots, ids, field("model"), field("signals"), c["events"][slots])
 
 
@@ -997,11 +1000,11 @@ def _store(state: ReduceState, slot: int, twin: Twin) -> None:
     counts = twin.counts
     c["events"][slot], c["duplicates"][slot], c["stale"][slot] = counts.events, counts.duplicates, counts.stale
     c["rejected"][slot], c["modes"][slot] = counts.rejected, counts.modes
-    extra = (twin.watch, twin.partition, twin.offset, twin.check_offset)
-    if extra != (None, -1, -1, -1):
-        state.extras[slot] = extra
+    c["partition"][slot], c["offset"][slot], c["check_offset"][slot] = twin.partition, twin.offset, twin.check_offset
+    if twin.watch is not None:
+        state.watches[slot] = twin.watch
     else:
-        state.extras.pop(slot, None)
+        state.watches.pop(slot, None)
     _store_signals(state, slot, twin)
 
 

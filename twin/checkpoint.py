@@ -54,9 +54,9 @@ of the schema, would only add about 2.5 KiB to every chunk):
 * `signals`: one row per (robot, present signal): the robot's row number in the chunk, the name as a
   number into `strings`, value, mean, var, count, and ts/seq (null unless the signal holds its own);
 * `strings`, `codes`, `configs`: the tables;
-* `extras` (only when some robot has them): the fields the reducer does not touch (watch as msgpack,
-  partition, offset, check_offset), for state loaded from stored twins (a `FoldState` keeps each
-  robot's offsets here).
+* `extras` (only for robots that have them): the fields the reducer does not touch (watch as msgpack,
+  partition, offset, check_offset; `ReduceState`'s offset columns and `watches`): every robot of a
+  `FoldState` that applied a record.
 
 A checkpoint of a whole fold (`snapshot_fold` of a `twin.batch_fold.FoldState`; `restore` reads it back
 into one, fresh or on top of an older state) adds the detector state, keyed like `signals` by the
@@ -332,17 +332,20 @@ def _config_frame(configs: list[tuple[tuple[str, str], ...]]) -> pl.DataFrame:
 
 
 def _extras_rows(state: ReduceState, slots: Array) -> pl.DataFrame | None:
-    """The robots whose twin fields outside the reducer are not the defaults (none, usually)."""
-    if not state.extras:
-        return None
-    at = [(i, state.extras[s]) for i, s in enumerate(slots.tolist()) if s in state.extras]
-    if not at:
+    """The robots whose twin fields outside the reducer (watch, partition, offset, check_offset) are not
+    the defaults: none in a fold from nothing, every robot that applied a record in one from the log."""
+    c = state.cols
+    keyed = (c["partition"][slots] != -1) | (c["offset"][slots] != -1) | (c["check_offset"][slots] != -1)
+    if state.watches:
+        keyed |= np.fromiter((s in state.watches for s in slots.tolist()), bool, len(slots))
+    at = np.flatnonzero(keyed)
+    if not len(at):
         return None
     encode = msgspec.msgpack.encode
-    return pl.DataFrame({"robot": [i for i, _ in at],
-                         "watch": [None if e[0] is None else encode(e[0]) for _, e in at],
-                         "partition": [e[1] for _, e in at], "offset": [e[2] for _, e in at],
-                         "check_offset": [e[3] for _, e in at]}, schema=_SCHEMAS["extras"])
+    watches = [state.watches.get(s) for s in slots[at].tolist()]
+    return pl.DataFrame({"robot": at.astype(np.uint32), "watch": [None if w is None else encode(w) for w in watches],
+                         **{name: c[name][slots[at]] for name in ("partition", "offset", "check_offset")}},
+                        schema=_SCHEMAS["extras"])
 
 
 def _detector_rows(state: FoldState, slots: Array, strings: dict[Any, int]) -> dict[str, pl.DataFrame]:
@@ -730,10 +733,13 @@ def _load(state: ReduceState, robots: pl.DataFrame, signals: pl.DataFrame, extra
     _place(state, slots, signals)
     _load_signals(state, slots, signals)
     if extras is not None:
+        at = start + extras["robot"].to_numpy().astype(np.int64)
+        for name in ("partition", "offset", "check_offset"):
+            c[name][at] = extras[name].to_numpy()
         decode_watch = msgspec.msgpack.Decoder(Watch).decode
-        for row in extras.iter_rows(named=True):
-            watch = None if row["watch"] is None else decode_watch(row["watch"])
-            state.extras[start + row["robot"]] = (watch, row["partition"], row["offset"], row["check_offset"])
+        for slot, raw in zip(at.tolist(), extras["watch"].to_list()):
+            if raw is not None:
+                state.watches[slot] = decode_watch(raw)
     return slots
 
 
