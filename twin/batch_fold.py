@@ -128,6 +128,56 @@ def fold_batch(state: FoldState, rules: Rules, records: Sequence[Record]) -> tup
     return state, fleet_level(state, records, fold_twins(state, rules, records))
 
 
+def fold_log(state: FoldState, rules: Rules, records: Sequence[Record]) -> list[RecordOut]:
+    """Fold records of any partitions held in one `FoldState` (each partition's in offset order), as
+    `on_record` would one by one in the order given: what the worker and a replay call.
+
+    Each partition's records go through `fold_twins`, then `fleet_level` over all of them in the order
+    given. Exact because a twin reads no tick and no rollout statistic, only its own partition's
+    cohorts and the desired rules (which no record here changes). The records are cut where a robot's
+    record lands on another partition than its earlier ones here (a repartitioned topic): folding by
+    partition would reorder that robot's records, so the pieces are folded in turn."""
+    out: list[RecordOut] = []
+    for lo, hi in _by_robot_partition(records):
+        piece = records[lo:hi]
+        rows: dict[int, list[int]] = {}
+        for i, r in enumerate(piece):
+            rows.setdefault(r.partition, []).append(i)
+        steps: list[Step] = [Step()] * len(piece)
+        for idx in rows.values():
+            for i, step in zip(idx, fold_twins(state, rules, [piece[i] for i in idx])):
+                steps[i] = step
+        out += fleet_level(state, piece, steps)
+    return out
+
+
+def _by_robot_partition(records: Sequence[Record]) -> list[tuple[int, int]]:
+    """Cuts before each record whose key was last seen on another partition within its piece."""
+    cuts, seen = [0], dict[bytes | None, int]()
+    for i, r in enumerate(records):
+        if seen.get(r.key, r.partition) != r.partition:
+            cuts.append(i)
+            seen = {}
+        seen[r.key] = r.partition
+    return list(zip(cuts, [*cuts[1:], len(records)]))
+
+
+def load_twins(state: FoldState, twins: Sequence[Twin]) -> None:
+    """Put twins kept elsewhere (a worker's recovered table) into the fold, as if it had folded them.
+
+    A twin's `watch.signals` stands for the twin's signals at its last judged report, which are its
+    signals now unless a later unjudged (late) event added one: then the lengths differ, the next
+    judged event starts every signal's state afresh (`detect.robot._aligned`, `nlisted` here), and
+    only the names' order matters for `watch_of` to give the watch back; any of the twin's names in
+    order will do."""
+    fresh = [replace(t, watch=None) for t in twins if t.robot_id not in state.red.slot_of]
+    if fresh:
+        br._load(state.red, fresh)  # one pass over columns for a takeover's many robots
+    for twin in twins:
+        watch = twin.watch or Watch()
+        _store_twin(state, twin, list(twin.signals)[:len(watch.signals)])
+
+
 def fold_twins(state: FoldState, rules: Rules, records: Sequence[Record]) -> list[Step]:
     """The twin level of `fold_batch`: each record's `feed` step (twin and cohorts None), the twins and
     the partition's cohorts updated in `state`; ticks and rollout statistics left to `fleet_level`.

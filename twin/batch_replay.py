@@ -7,13 +7,11 @@ Replay and `eval` (`twin.score.ground_truth.fold_scenario`, `streams.analysis.im
 run on it; `Fold` stays for `twin.audit` (it reads each record's twin before and after) and as the
 oracle.
 
-Records are buffered and folded a *stretch* at a time (`flush`): each partition's records of the
-stretch through `batch_fold.fold_twins`, then `batch_fold.fleet_level` over the whole stretch in log
-order. A stretch ends:
+Records are buffered and folded a *stretch* at a time (`flush`) by `batch_fold.fold_log`, as the
+worker folds a batch: each partition's records of the stretch through `fold_twins`, then
+`fleet_level` over the whole stretch in log order (cut where a robot moves partition). A stretch ends:
 * at `stretch` records (memory and latency; any cut is exact);
 * before a `desired` record: `on_desired` changes the rules every later twin is judged against;
-* before a robot's record on another partition than its earlier records of the stretch (a
-  repartitioned topic): folding by partition would reorder that robot's records;
 * before a record that crosses a tick: a tick judges rollouts and expires site incidents from the
   anomalies correlated before it (`on_anomaly`, which `fleet_level` does not do), so a stretch holds
   at most one tick, taken when its first record arrives (`_ticks_until`, as `on_record` takes it);
@@ -74,8 +72,6 @@ class BatchFold:
         self._anomalies: list[Anomaly] = []
         self._rejected: list[Rejection] = []
         self._buffer: list[Record] = []
-        self._partition_of: dict[str, int] = {}
-        """Robots named in the buffer -> their partition there."""
         self._tick_at = 0.0
         """The next tick after the buffer's first record: a record at or after it starts a stretch."""
         self._robots: dict[str, None] = {}
@@ -95,9 +91,7 @@ class BatchFold:
             if self.after is not None:
                 self.after(record, None)
             return
-        robot = (record.key or b"").decode(errors="replace")
-        if self._buffer and (len(self._buffer) >= self.stretch or record.timestamp >= self._tick_at
-                             or self._partition_of.get(robot, record.partition) != record.partition):
+        if self._buffer and (len(self._buffer) >= self.stretch or record.timestamp >= self._tick_at):
             self.flush()
         if not self._buffer:
             self.fold.fleet, ticked = _ticks_until(self.fold.fleet, record.timestamp)
@@ -105,22 +99,13 @@ class BatchFold:
             tick = self.fold.fleet.next_tick  # set by `_ticks_until`
             self._tick_at = math.inf if tick is None else tick
         self._buffer.append(record)
-        if robot:
-            self._partition_of[robot] = record.partition
 
     def flush(self) -> None:
         """Fold the buffered stretch: each partition's records at the twin level, then the fleet level."""
-        records, self._buffer, self._partition_of = self._buffer, [], {}
+        records, self._buffer = self._buffer, []
         if not records:
             return
-        rows: dict[int, list[int]] = {}
-        for i, r in enumerate(records):
-            rows.setdefault(r.partition, []).append(i)
-        steps: list[Step] = [Step()] * len(records)
-        for idx in rows.values():
-            for i, step in zip(idx, bf.fold_twins(self.fold, self.rules, [records[i] for i in idx])):
-                steps[i] = step
-        for record, out in zip(records, bf.fleet_level(self.fold, records, steps)):
+        for record, out in zip(records, bf.fold_log(self.fold, self.rules, records)):
             self._take(record, out.step)
             self._publish(out.publish)
             if self.after is not None:

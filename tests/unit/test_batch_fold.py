@@ -157,6 +157,26 @@ def test_chaos_log_folds_as_on_record_at_every_split(sizes: list[int]) -> None:
     assert_same(records, sizes)
 
 
+@pytest.mark.parametrize("sizes", [[333], [5, 120, 1, 41, 777, 64]])
+def test_a_fold_reloaded_from_its_twins_folds_on_as_straight_through(sizes: list[int]) -> None:
+    """What a worker does after a rebalance: a new fold, the twins loaded from the table (`load_twins`),
+    the fleet state kept. Every record's output and every twin byte stay those of `on_record`."""
+    records = chaos_log(24, 150, 5)
+    want, twins, fleet = plain_oracle(records)
+    state, got, at, k = bf.FoldState(rules()), [], 0, 0
+    while at < len(records):
+        size = sizes[k % len(sizes)]
+        state, out = bf.fold_batch(state, rules(), list(records[at:at + size]))
+        got += out
+        reloaded = bf.FoldState(rules(), state.fleet)
+        bf.load_twins(reloaded, [t for rid in sorted(bf.robot_ids(state)) if (t := bf.twin_of(state, rid))])
+        state, at, k = reloaded, at + size, k + 1
+    assert [record_view(g) for g in got] == [record_view(w) for w in want]
+    assert {rid: encode_twin(bf.twin_of(state, rid)) for rid in twins} == {  # type: ignore[arg-type]
+        rid: encode_twin(t) for rid, t in twins.items()}
+    assert cohorts_view(state.fleet) == cohorts_view(fleet)
+
+
 def test_narrow_batches_take_the_scalar_path_whole(monkeypatch: pytest.MonkeyPatch) -> None:
     """Below `NARROW_ROBOTS` robots a batch goes through `feed` whole, above it joins: the same outputs."""
     monkeypatch.setattr(bf, "NARROW_ROBOTS", 12)
