@@ -241,13 +241,14 @@ class Tally:
     usage: dict[tuple[str, str], Usage] = field(default_factory=dict)
     """(robot_id, version) -> its usage."""
 
-    def credit(self, before: Twin | None, after: Twin, event: Event, model: RobotModel, opened: int) -> None:
+    def credit(self, before: Twin | None, event: Event, model: RobotModel, opened: int) -> None:
         """Credit one accepted report (`twin.kpi` decides the seconds and the events)."""
         version = event.ai_model_version
         if version not in self.versions or (self.models is not None and event.model not in self.models):
             return
-        seconds = kpi.exposure(before, after, event, model)
-        kinds = kpi.safety_events(before, after, event, model, opened)
+        prior = kpi.prior_of(before)
+        seconds = kpi.exposure(prior, event, model)
+        kinds = kpi.safety_events(prior, event, model, opened)
         use = self.usage.get((event.robot_id, version))
         if use is None:
             use = self.usage[(event.robot_id, version)] = Usage(
@@ -278,7 +279,7 @@ def fold(records: Iterable[Record], fleet: Fleet, config: DetectorConfig, versio
         if after is None or not _accepted(before, after):
             continue
         opened = sum(1 for a in state.anomalies[published:] if a.status == "open" and a.robot_id == event.robot_id)
-        tally.credit(before, after, event, fleet.models[event.model], opened)
+        tally.credit(before, event, fleet.models[event.model], opened)
     return tally, state
 
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from twin.fleet import RobotModel, Signal
-from twin.kpi import KINDS, exposure, safety_events
+from twin.kpi import KINDS, Prior, advance, exposure, prior_of, safety_events
 from twin.reduce import apply
-from twin.schema import Event
-from twin.state import Twin
+from twin.schema import MODES, Event
+from twin.state import WINDOW, Twin
 
 MODEL = RobotModel("amr", 1.0, {"inference_ms": Signal("ms", (10.0, 40.0), (0.0, 60000.0)),
                                 "speed_mps": Signal("m/s", (0.0, 2.0), (0.0, 10.0))})
@@ -34,8 +36,8 @@ def twin_of(*events: Event) -> Twin:
 
 
 def step(before: Twin | None, e: Event, opened: int = 0, model: RobotModel = MODEL) -> tuple[float, tuple[str, ...]]:
-    after, _ = apply(before, e, received_ts=e.ts)
-    return exposure(before, after, e, model), safety_events(before, after, e, model, opened)
+    prior = prior_of(before)
+    return exposure(prior, e, model), safety_events(prior, e, model, opened)
 
 
 def test_kinds_are_the_contract() -> None:
@@ -56,8 +58,7 @@ def test_a_silence_is_capped_at_three_periods_of_the_model() -> None:
     before = twin_of(event(1, 100.0))
     assert step(before, event(2, 700.0))[0] == 3.0
     assert step(before, event(2, 700.0), model=SLOW_MODEL)[0] == 15.0
-    after, _ = apply(before, event(2, 700.0), received_ts=700.0)
-    assert exposure(before, after, event(2, 700.0)) == 3.0  # no model: the seeds' 1 s period
+    assert exposure(prior_of(before), event(2, 700.0)) == 3.0  # no model: the seeds' 1 s period
 
 
 def test_a_late_event_credits_nothing() -> None:
@@ -98,3 +99,55 @@ def test_every_kind_returned_is_a_known_label() -> None:
     e = event(2, 101.0, mode="estop", codes=["P-STOP", "F-A", "F-B", "F-C"], signals={"inference_ms": 99.0})
     kinds = step(before, e, opened=1)[1]
     assert set(kinds) == set(KINDS)
+
+
+# -- Prior: what the KPIs read of the twin, carried forward without it ------------
+
+def test_the_prior_is_what_the_kpis_read_of_the_twin() -> None:
+    assert prior_of(None) is None
+    twin = twin_of(event(1, 100.0, mode="idle"), event(2, 101.0, signals={"speed_mps": 1.0}))
+    assert prior_of(twin) == Prior("working", 101.0, 2, 20.0, (100.0, 1))
+    assert prior_of(twin_of(event(1, 100.0, signals={}))) == Prior("working", 100.0, 1, None, None)
+
+
+def test_a_late_event_supplies_inference_only_if_newer_than_the_signals_own_value() -> None:
+    # latest is seq 3 without inference; the signal's value is seq 1's: a late seq 2 is newer than that
+    twin = twin_of(event(1, 100.0), event(3, 102.0, signals={}))
+    late = event(2, 101.0, signals={"inference_ms": 55.0})
+    after, effects = apply(twin, late, received_ts=103.0)
+    assert effects.outcome == "late"
+    assert advance(prior_of(twin), late, "late") == prior_of(after) == Prior("working", 102.0, 3, 55.0, (101.0, 2))
+
+
+def test_an_unknown_outcome_is_an_error() -> None:
+    with pytest.raises(ValueError, match="outcome"):
+        advance(prior_of(twin_of(event(1, 100.0))), event(2, 101.0), "rejected")
+
+
+@st.composite
+def arrivals(draw: st.DrawFn) -> list[Event]:
+    """One robot's events in a shuffled arrival order: out-of-order ts and seq, redeliveries
+    (duplicates), a few seqs far below the mark (stale), with and without `inference_ms`."""
+    start = draw(st.integers(WINDOW + 10, 10**6))
+    seqs = draw(st.lists(st.integers(start, start + 2 * WINDOW), min_size=1, max_size=30, unique=True))
+    events = [
+        event(seq, draw(st.sampled_from([100.0, 101.0, 102.0, 103.5, 110.0])), mode=draw(st.sampled_from(MODES)),
+              signals=draw(st.dictionaries(st.sampled_from(["inference_ms", "speed_mps"]),
+                                           st.floats(0, 100, allow_nan=False), max_size=2)))
+        for seq in seqs
+    ]
+    events += draw(st.lists(st.sampled_from(events), max_size=5))  # redelivered: duplicates
+    events += [event(draw(st.integers(0, start - WINDOW - 2)), 99.0, signals={"inference_ms": 90.0})
+               for _ in range(draw(st.integers(0, 2)))]  # far below the mark once it has moved: stale
+    return draw(st.permutations(events))
+
+
+@given(arrivals())
+@settings(max_examples=300)
+def test_advance_carries_the_prior_exactly_as_the_reducer_moves_the_twin(evs: list[Event]) -> None:
+    twin: Twin | None = None
+    prior = prior_of(None)
+    for e in evs:
+        twin, effects = apply(twin, e, received_ts=e.ts)
+        prior = advance(prior, e, effects.outcome)
+        assert prior == prior_of(twin)
