@@ -1,8 +1,9 @@
 """A worker's topology in one screen: topics, tables, agents, timers and pages.
 
-This module wires; it does not decide. Each agent is a short loop over a
-driver: `ingest.Ingest` folds telemetry and silence checks through
-`twin.fleet_fold` into the twins table and `fleet.anomalies`; `sites.Sites`
+This module wires; it does not decide. Each agent or task is a short loop over a
+driver: `ingest.Ingest` folds telemetry and silence checks, read a batch at a time
+by its own consumer (`ingest_reader`, given its partitions by `handover`), through
+`twin.batch_fold` into the twins table and `fleet.anomalies`; `sites.Sites`
 correlates that topic into site incidents; `alerting.AlertSink` posts what is
 news to Alertmanager; `views` serves the twins; `metrics` exports aggregates.
 """
@@ -13,7 +14,6 @@ import asyncio
 from typing import Any
 
 import faust
-from faust.types import TP, Message
 from prometheus_client import CollectorRegistry
 
 from streams import auth
@@ -26,7 +26,9 @@ from streams.worker.control_metrics import ControlCollector
 from streams.worker.desired_book import DesiredBook
 from streams.worker.desired_reader import DesiredReader, RolloutReader
 from streams.worker.history import register_history
-from streams.worker.ingest import Ingest, LogMessage, Outbox
+from streams.worker.handover import Handover
+from streams.worker.ingest import Ingest, Outbox
+from streams.worker.ingest_reader import IngestReader
 from streams.worker.metrics import FleetCollector, PipelineMetrics, sector_version_space
 from streams.worker.routing import TwinRouter
 from streams.worker.sites import Sites
@@ -70,53 +72,59 @@ def build_app(settings: Settings, fleet: Fleet, detectors: DetectorConfig,
         web_stats_enabled=False,
         web_graph_enabled=False,
     )
-    telemetry = app.topic(settings.telemetry_topic, key_serializer="raw", value_serializer="raw",
-                          partitions=settings.partitions)
     dlq = app.topic(settings.dlq_topic, key_serializer="raw", value_serializer="raw")
     anomalies = app.topic(settings.anomalies_topic, key_serializer="raw", value_serializer="raw")
     commands = app.topic(settings.commands_topic, key_serializer="raw", value_serializer="raw")
-    # Silence checks go through a topic co-partitioned with telemetry: only the
-    # ingest agent writes the table, and the checks then sit in the log for replay.
+    # Silence checks go through a topic co-partitioned with telemetry: only ingest
+    # writes the table, and the checks then sit in the log for replay. Telemetry and
+    # checks are read by ingest's own consumer (`handover`), not by a Faust agent:
+    # this topic object only sends.
     checks = app.topic(settings.checks_topic, key_serializer="raw", value_serializer="raw",
                        partitions=settings.partitions)
-    # One agent writes the twins, from telemetry and silence checks alike (one
-    # topic object, two co-partitioned topics): no other coroutine can change a
-    # twin between its read and its write.
-    twin_log = app.topic(settings.telemetry_topic, settings.checks_topic, key_serializer="raw",
-                         value_serializer="raw", partitions=settings.partitions)
     # Twins are kept as their encoded bytes: a third of the memory of the
     # objects, and the changelog needs the bytes anyway.
     twins = app.Table("twins", key_type=str, value_type=bytes, partitions=settings.partitions)
     sent = app.Table("alerts", key_type=str, value_type=bytes, partitions=settings.partitions)
 
     metrics = PipelineMetrics(registry, tuple(sorted(fleet.sectors)), sector_version_space(fleet))
-    registry.register(FleetCollector(fleet, lambda: list(twins.values()),
-                                     lambda: consumer_lag(app, settings.telemetry_topic)))
     changelog = ChangelogWriter(settings)
     outbox = Outbox(anomalies, dlq, metrics, commands)
     policy = Policy(max_bytes=settings.max_event_bytes, max_future_s=settings.max_future_s)
     desired_ready = asyncio.Event()  # ingest waits for the desired rules (streams/worker/desired_reader.py)
     ingest = Ingest(settings, Rules(fleet, detectors, policy), twins, changelog, outbox, checks, metrics,
                     desired_ready)
+    # One reader folds telemetry and silence checks alike, a batch at a time under one lock: no
+    # other coroutine changes a twin between its read and its write.
+    reader = IngestReader(settings, ingest.fold_batch, batch_max=settings.batch_max,
+                          within_s=settings.batch_within_s, refold=ingest.assigned)
+    handover = Handover(app, settings, reader, ingest, twins.changelog_topic.get_topic_name())
+    registry.register(FleetCollector(fleet, lambda: list(twins.values()),
+                                     lambda: reader.lag(settings.telemetry_topic)))
     sites = Sites(outbox)
     http = HttpClient()
     alert_sink = AlertSink(settings, sent, changelog, http, partitioner(settings.partitions))
     metrics.alerts_unposted.set_function(lambda: len(alert_sink.unposted))
 
-    ingest.ack_read_back = lambda m: app.consumer.ack(faust_message(m))
+    @app.task  # type: ignore[untyped-decorator]  # faust: App.task returns a bare Callable
+    async def ingest_telemetry() -> None:
+        await reader.run()
 
-    @app.agent(twin_log, name="ingest")
-    async def ingest_agent(stream: faust.StreamT[bytes]) -> None:
-        try:
-            async for events in stream.take_events(settings.batch_max, within=settings.batch_within_s):  # type: ignore[attr-defined]  # faust: StreamT leaves out Stream.take_events
-                await ingest.fold_batch(events)
-        finally:
-            await changelog.stop()
+    @app.on_partitions_revoked.connect
+    async def on_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        await handover.revoked()
 
     @app.on_partitions_assigned.connect
     async def on_assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
-        (assigned,) = args  # faust: `on_partitions_assigned.send(assigned)`
-        await ingest.assigned((tp.topic, tp.partition) for tp in assigned)
+        handover.assigned()
+
+    @app.on_rebalance_complete.connect
+    async def on_recovered(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        await handover.recovered()
+
+    @app.on_before_shutdown.connect
+    async def on_shutdown(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        await handover.stop()
+        await changelog.stop()
 
     @app.timer(interval=settings.silence_check_s)  # type: ignore[untyped-decorator]  # faust: App.timer returns a bare Callable
     async def look_for_silence() -> None:
@@ -145,7 +153,7 @@ def build_app(settings: Settings, fleet: Fleet, detectors: DetectorConfig,
         await alert_sink.keep_alive()
 
     token = auth.api_token(settings)  # NoApiToken: no worker serves fleet data openly
-    router = TwinRouter(app, settings.telemetry_topic, settings.partitions)
+    router = TwinRouter(app, twins.changelog_topic.get_topic_name(), settings.partitions)
     desired_book = DesiredBook()  # the fleet.desired reader folds into it; GET /desired and /twins read it
     register_views(app, twins, router, fleet, registry, token, settings.metrics_token or None,
                    lambda: desired_book.rules)
@@ -162,17 +170,3 @@ def build_app(settings: Settings, fleet: Fleet, detectors: DetectorConfig,
 
     register_control(app, fleet, auth.principals(settings), DesiredPublisher(settings), desired_book)
     return app
-
-
-def faust_message(m: LogMessage) -> Message:
-    """A record the worker read itself, as the Faust message its consumer would have made of it."""
-    return Message(m.topic, m.partition, m.offset, m.timestamp, 0, list(m.headers), m.key, m.value, None,
-                   tp=TP(m.topic, m.partition))
-
-
-def consumer_lag(app: faust.App, topic: str) -> dict[int, int]:
-    """Messages not yet read, per partition of `topic` this worker holds (from Faust's monitor)."""
-    monitor = app.monitor
-    read, end = monitor.tp_read_offsets or {}, monitor.tp_end_offsets or {}
-    # The end offset is the next one to be written; the read one the last message read.
-    return {tp.partition: max(end[tp] - read.get(tp, -1) - 1, 0) for tp in end if tp.topic == topic}

@@ -1,11 +1,14 @@
-"""Telemetry and silence checks in, twins and anomaly messages out: the ingest agent's work.
+"""Telemetry and silence checks in, twins and anomaly messages out: what ingest does with a batch.
 
-A micro-batch of records is folded one record at a time, in offset order,
-with `twin.fleet_fold.on_record`, the step a replay and `fleet-twin eval`
-take too. Then, in this order: anomaly messages, commands (a reconnecting
-robot's delta) and dead letters are acked by the broker, the changed twins are written (one changelog record each per
-batch, acked before the table serves them), counters move once, and the
-batch's offsets are committed by Faust after the agent returns.
+A micro-batch of records is folded with `twin.batch_fold.fold_log`, the fold a replay and
+`fleet-twin eval` run too (equal to `twin.fleet_fold.on_record` record by record, in offset order per
+partition: tests/unit/test_batch_fold.py). The twins live as columns in one `FoldState` over the
+partitions this worker holds; a robot the fold does not hold yet is loaded from the twins table (a
+restart, a takeover), and after a rebalance the fold starts over from the table. Then, in this
+order: anomaly messages, commands (a reconnecting robot's delta) and dead letters are acked by the
+broker, the changed twins are written (one changelog record each per batch, acked before the table
+serves them), counters move once, and the worker's own consumer commits the batch's offsets after
+this returns (`ingest_reader`; which partitions it reads: `handover`).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import asyncio
 import logging
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,17 +25,18 @@ import faust
 import msgspec
 
 from streams.exceptions import is_retriable
-from streams.kafka_client import end_offsets, read_range, start_offsets
+from streams.kafka_client import end_offsets, read_range
 from streams.links import with_links
 from streams.settings import Settings
 from streams.worker.metrics import PipelineMetrics
 from streams.worker.table import ChangelogWriter, twin_values
-from twin.detect.findings import Anomaly
 from twin import kpi
+from twin.batch_fold import FoldState, fold_log, load_twins, twin_of
+from twin.detect.findings import Anomaly
 from twin.desired import Command
 from twin.exceptions import InvalidEvent
 from twin.fleet import Fleet
-from twin.fleet_fold import FleetState, RecordOut, Rules, on_record, silence_check_due
+from twin.fleet_fold import FleetState, RecordOut, Rules, silence_check_due
 from twin.record import Kind, Record
 from twin.schema import Event
 from twin.state import Twin, decode_twin, encode_twin
@@ -121,87 +125,71 @@ class Ingest:
         self._outbox = outbox
         self._checks = checks
         self._metrics = metrics
-        self.state = FleetState()
+        self.held = Held(rules)
         self._next: dict[tuple[str, int], int] = {}
         """Per partition of the log this worker holds: the offset after the newest one folded."""
         self._newest: dict[tuple[str, int], float] = {}
         """Per partition of the log this worker holds: the broker time of the newest record folded."""
-        self.ack_read_back: Callable[[LogMessage], object] | None = None
-        """Tells the consumer a record read back is done, once its twin is stored: the consumer
-        never acked it (it passed it over), and commits stop at the first offset not acked."""
 
-    async def fold_batch(self, events: list[Any]) -> None:
+    @property
+    def state(self) -> FleetState:
+        """The fleet state beside the twins (cohorts, rollouts, ticks, desired rules)."""
+        return self.held.fold.fleet
+
+    @state.setter
+    def state(self, value: FleetState) -> None:
+        self.held.fold.fleet = value
+
+    async def fold_batch(self, messages: list[LogMessage]) -> None:
         """Fold a micro-batch, then send, store and count (see the module's order of effects).
 
         Not before the desired rules are read: after a restart, a report judged
         against no rules would resolve its robot's drift and open it again."""
         if self._ready is not None:
             await self._ready.wait()
-        events = await self._with_gaps_filled(events)
-        self.state, batch = fold(self.state, self._rules, self._twins, events, self._settings.checks_topic)
+        messages = await self._with_gaps_filled(messages)
+        batch = fold(self.held, self._rules, self._twins, messages, self._settings.checks_topic)
         await asyncio.gather(self._outbox.publish(batch.found),
                              self._outbox.commands(batch.commands, cause="reconnect"),
                              *(self._outbox.dead_letter(m, err) for m, err in batch.rejected))
-        # telemetry and checks are co-partitioned: a robot's event names its twin's partition
-        await self._changelog.write(
-            self._twins, {r: (e.message.partition, encode_twin(t)) for r, (e, t) in batch.changed.items()})
-        if self.ack_read_back is not None:
-            for event in events:
-                if isinstance(event, ReadBack):
-                    self.ack_read_back(event.message)
+        # telemetry and checks are co-partitioned: a robot's record names its twin's partition
+        await self._changelog.write(self._twins, {r: (p, encode_twin(t)) for r, (p, t) in batch.changed.items()})
         batch.count(self._metrics)
-        self._metrics.batch.observe(len(events))
+        self._metrics.batch.observe(len(messages))
 
-    async def assigned(self, partitions: Iterable[tuple[str, int]]) -> None:
-        """After a rebalance: forget where partitions this worker no longer holds had got to, and
-        learn where the consumer starts in those it holds without a place (a restart, a takeover).
+    def assigned(self, starts: Mapping[tuple[str, int], int]) -> None:
+        """After a rebalance, before the first batch: the (topic, partition) pairs this worker now
+        ingests, each with the offset it starts from (`streams.worker.handover`).
 
-        Partitions it keeps keep their place, so a record the consumer passes over
-        across the rebalance shows as a gap (see `_with_gaps_filled`). A fresh place
-        is the group's committed offset, the one the consumer starts from: without it
-        a record passed over before the first one folded after a restart went unseen
-        (every twin with `counts.missing` > 0 after back-to-back restarts)."""
+        The fold starts over: the twins of partitions gone may come back changed by another worker,
+        so every robot is loaded again from the table (recovered by then) on its next record; the
+        fleet state stays."""
         logs = (self._settings.telemetry_topic, self._settings.checks_topic)
-        held = {tp for tp in partitions if tp[0] in logs}
-        self._next = {tp: n for tp, n in self._next.items() if tp in held}
-        self._newest = {tp: t for tp, t in self._newest.items() if tp in held}
-        fresh = held - self._next.keys()
-        if not fresh:
-            return
-        try:
-            starts = await asyncio.wait_for(start_offsets(self._settings, self._settings.app_id, fresh), 30)
-        except Exception as exc:  # noqa: BLE001 - without them the guard sees gaps from the first record on
-            log.warning("could not read the committed offsets of %d partitions (%r): a record passed over "
-                        "before the first one folded would go unseen", len(fresh), exc)
-            return
-        for tp, offset in starts.items():
-            self._next.setdefault(tp, offset)  # a record folded meanwhile knows better
+        self.held = Held(self._rules, self.held.fold.fleet)
+        self._next = {tp: n for tp, n in starts.items() if tp[0] in logs}
+        self._newest = {tp: t for tp, t in self._newest.items() if tp in self._next}
 
-    async def _with_gaps_filled(self, events: list[Any]) -> list[Any]:
-        """The batch with any records the consumer passed over put back in their place.
+    async def _with_gaps_filled(self, messages: list[LogMessage]) -> list[LogMessage]:
+        """The batch with any records missing before it put back in their place (a guard).
 
-        Faust acks, without handing it on, a record fetched before a rebalance
-        that lands after it (faust `Stream._py_aiter`: "skipping message ...
-        generation_id"); when the worker keeps the partition, its offset is then
-        committed and the record is never read again: a lost event (seen after
-        back-to-back restarts, docs/RELIABILITY.md). Offsets of telemetry and
-        checks are contiguous, so a record past the next expected offset shows the
-        loss: the records in between are read from Kafka and folded first.
-        """
-        out: list[Any] = []
-        for event in events:
-            message = event.message
+        Offsets of telemetry and checks are contiguous, and the worker's own consumer reads each
+        partition on from where the last batch ended, so a record past the next expected offset
+        means one was skipped: the records in between are read from Kafka and folded first. (Under
+        Faust's stream this happened: it passed over a record fetched before a rebalance, and
+        every twin had `counts.missing` > 0 after back-to-back restarts; docs/RELIABILITY.md.)"""
+        out: list[LogMessage] = []
+        for message in messages:
             tp = (message.topic, message.partition)
             expected = self._next.get(tp)
             if expected is not None and message.offset > expected:
                 missed = await read_range(self._settings, message.topic, message.partition, expected, message.offset)
-                log.warning("%s[%s]: offsets %d..%d were passed over by the consumer; %d records read back",
+                log.warning("%s[%s]: offsets %d..%d were skipped by the consumer; %d records read back",
                             message.topic, message.partition, expected, message.offset - 1, len(missed))
                 self._metrics.offset_gaps.inc(len(missed))
-                out += [ReadBack(LogMessage.of(r)) for r in missed]
+                out += [LogMessage.of(r) for r in missed]
             self._next[tp] = message.offset + 1
             self._newest[tp] = message.timestamp
-            out.append(event)
+            out.append(message)
         return out
 
     async def check_silence(self) -> None:
@@ -256,39 +244,70 @@ class LogMessage:
                    record.value or b"", tuple(record.headers or ()))
 
 
-@dataclass(frozen=True)
-class ReadBack:
-    """A `LogMessage` where the fold expects a Faust event (nothing to ack: a later record's ack covers it)."""
+class Held:
+    """What ingest keeps between batches: one fold over the partitions held, and per robot the few
+    numbers of its twin that the safety KPIs read (`twin.kpi.Prior`), carried forward per record."""
 
-    message: LogMessage
+    def __init__(self, rules: Rules, fleet: FleetState | None = None) -> None:
+        self.fold = FoldState(rules, fleet)
+        self.priors: dict[str, kpi.Prior | None] = {}
 
 
-def fold(state: FleetState, rules: Rules, table: Any, events: Iterable[Any],
-         checks_topic: str) -> tuple[FleetState, Batch]:
-    """Fold Faust events (telemetry or silence checks) in order over the twins in `table`.
+def fold(held: Held, rules: Rules, table: Any, messages: Sequence[LogMessage], checks_topic: str) -> Batch:
+    """Fold records (telemetry or silence checks; each partition's in offset order) into `held`,
+    loading robots it does not hold from `table` first.
 
-    No I/O: what to send and store comes back in the batch.
-    """
-    batch = Batch(table, rules.fleet)
-    for event in events:
-        message = event.message
-        kind: Kind = "check" if message.topic == checks_topic else "telemetry"
-        record = Record(kind, message.partition, message.offset, message.timestamp, message.key, message.value)
-        state, out = on_record(state, batch.get, record, rules)
-        batch.add(event, out)
-    return state, batch
+    No I/O: what to send and store comes back in the batch."""
+    records = [_record(message, checks_topic) for message in messages]
+    _load_missing(held, table, records)
+    batch = Batch(rules.fleet)
+    for message, out in zip(messages, fold_log(held.fold, rules, records)):
+        batch.add(held, message, out)
+    for robot, partition in batch.touched.items():
+        twin = twin_of(held.fold, robot)
+        if twin is not None:
+            batch.changed[robot] = (partition, twin)
+    return batch
+
+
+def _record(message: Any, checks_topic: str) -> Record:
+    kind: Kind = "check" if message.topic == checks_topic else "telemetry"
+    return Record(kind, message.partition, message.offset, message.timestamp, message.key, message.value)
+
+
+def _robot(key: bytes | None) -> str:
+    """The robot a record names by its key ("" when the key is no robot id)."""
+    try:
+        return key.decode() if key else ""
+    except UnicodeDecodeError:
+        return ""
+
+
+def _load_missing(held: Held, table: Any, records: Iterable[Record]) -> None:
+    """Robots named by the records that the fold does not hold but the table does: into the fold."""
+    slots = held.fold.red.slot_of
+    loaded: dict[str, Twin] = {}
+    for record in records:
+        robot = _robot(record.key)
+        if robot and robot not in slots and robot not in loaded:
+            raw = table.get(robot)
+            if raw:
+                loaded[robot] = decode_twin(raw)
+    load_twins(held.fold, list(loaded.values()))
+    for robot, twin in loaded.items():
+        held.priors[robot] = kpi.prior_of(twin)
 
 
 class Batch:
-    """One micro-batch of the ingest agent: the twins it touched (read from the table once,
-    then kept decoded), what to send, and counts for the metrics (updated once per batch)."""
+    """One micro-batch of the ingest agent: the twins it touched, what to send, and counts for the
+    metrics (updated once per batch)."""
 
-    def __init__(self, table: Any, fleet: Fleet) -> None:
-        self._table = table
+    def __init__(self, fleet: Fleet) -> None:
         self._fleet = fleet
-        self._twins: dict[str, Twin | None] = {}
-        self.changed: dict[str, tuple[Any, Twin]] = {}
-        """Robot -> (its last event in the batch, its newest twin)."""
+        self.touched: dict[str, int] = {}
+        """Robot -> the partition of its last record in the batch."""
+        self.changed: dict[str, tuple[int, Twin]] = {}
+        """Robot -> (partition, its twin after the batch)."""
         self.found: list[Anomaly] = []
         self.commands: list[Command] = []
         self.operating: defaultdict[tuple[str, str, str], float] = defaultdict(float)
@@ -302,18 +321,11 @@ class Batch:
         self.received: list[tuple[float, float]] = []
         """(broker time, event time) of each telemetry event applied or judged."""
 
-    def get(self, robot_id: str) -> Twin | None:
-        if robot_id not in self._twins:
-            raw = self._table.get(robot_id)
-            self._twins[robot_id] = decode_twin(raw) if raw else None
-        return self._twins[robot_id]
-
-    def add(self, event: Any, out: RecordOut) -> None:
-        message, step = event.message, out.step
-        before = self._twins.get(step.twin.robot_id) if step.twin is not None else None
-        if step.twin is not None:
-            self._twins[step.twin.robot_id] = step.twin
-            self.changed[step.twin.robot_id] = (event, step.twin)
+    def add(self, held: Held, message: Any, out: RecordOut) -> None:
+        step = out.step
+        robot = step.event.robot_id if step.event is not None else _robot(message.key)
+        if robot:
+            self.touched[robot] = message.partition
         self.found.extend(out.publish)
         self.commands.extend(step.commands)
         if step.redelivered:
@@ -322,21 +334,24 @@ class Batch:
             self.rejected.append((message, step.error))
             self.outcomes["rejected"] += 1
         if step.event is not None and step.effects is not None:
-            self.outcomes[step.effects.outcome] += 1
+            outcome = step.effects.outcome
+            self.outcomes[outcome] += 1
             self.changes.update(type(c).__name__ for c in step.effects.changes)
             self.received.append((message.timestamp, step.event.ts))
-            if step.twin is not None and step.effects.outcome in ACCEPTED:
-                self._credit(before, step.twin, step.event, step.found)
+            prior = held.priors.get(robot)
+            if outcome in ACCEPTED:
+                self._credit(prior, step.event, step.found)
+            held.priors[robot] = kpi.advance(prior, step.event, outcome)
 
-    def _credit(self, before: Twin | None, after: Twin, event: Event, found: Iterable[Anomaly]) -> None:
+    def _credit(self, before: kpi.Prior | None, event: Event, found: Iterable[Anomaly]) -> None:
         """The per-version safety KPIs of one accepted report (what `fleet-twin audit` counts too)."""
         model = self._fleet.models.get(event.model)
         if model is None:
             return
         opened = sum(1 for a in found if a.status == "open" and a.robot_id == event.robot_id)
         labels = (event.sector, event.model, self._fleet.version_label(event.model, event.ai_model_version))
-        self.operating[labels] += kpi.exposure(before, after, event, model)
-        for kind in kpi.safety_events(before, after, event, model, opened):
+        self.operating[labels] += kpi.exposure(before, event, model)
+        for kind in kpi.safety_events(before, event, model, opened):
             self.safety[(*labels, kind)] += 1
 
     def count(self, metrics: PipelineMetrics) -> None:

@@ -37,6 +37,10 @@ Fold = Callable[[list[LogMessage]], Awaitable[None]]
 the batch's effects are stored: its offsets are then committed."""
 
 
+RETRY_S = 1.0
+"""Pause before a batch that failed (the broker refusing the worker's writes, say) is read again."""
+
+
 def ingest_group(settings: Settings) -> str:
     """The consumer group the reader commits to (only for lag tools: the fold's marker is the resume point)."""
     return f"{settings.app_id}-ingest"
@@ -45,9 +49,13 @@ def ingest_group(settings: Settings) -> str:
 class IngestReader:
     """Reads the partitions it is given in batches of up to `batch_max` records within `within_s`."""
 
-    def __init__(self, settings: Settings, fold: Fold, *, batch_max: int, within_s: float) -> None:
+    def __init__(self, settings: Settings, fold: Fold, *, batch_max: int, within_s: float,
+                 refold: Callable[[Mapping[tuple[str, int], int]], None] | None = None) -> None:
         self._settings = settings
         self._fold = fold
+        self._refold = refold
+        """Told where each partition starts again after a batch failed (the caller drops what the
+        failed batch left in its state), before the batch is read again."""
         self._batch_max = batch_max
         self._within_ms = max(int(within_s * 1000), 1)
         self._consumer = AIOKafkaConsumer(
@@ -55,6 +63,9 @@ class IngestReader:
             auto_offset_reset="earliest", max_partition_fetch_bytes=settings.max_event_bytes * 64)
         self._lock = asyncio.Lock()
         self._held: set[TopicPartition] = set()
+        self._next: dict[TopicPartition, int] = {}
+        """Per partition held: the offset after the last record folded (where the next batch starts)."""
+        self._started = False
         self._stopping = False
         self.batches = 0
         self.records = 0
@@ -65,29 +76,47 @@ class IngestReader:
         return {(tp.topic, tp.partition) for tp in self._held}
 
     async def start(self) -> None:
-        await self._consumer.start()
+        """Connect (also done by the first `assign`); idempotent."""
+        if not self._started:
+            self._started = True
+            await self._consumer.start()
 
     async def stop(self) -> None:
         """Finish the batch in flight, then close (no batch starts after this is called)."""
         self._stopping = True
         async with self._lock:
             self._held = set()
-            await self._consumer.stop()
+            if self._started:
+                await self._consumer.stop()
+
+    def lag(self, topic: str) -> dict[int, int]:
+        """Records not yet folded, per partition of `topic` being read (the broker's high watermark
+        as the last fetch saw it, less where the next batch starts)."""
+        out: dict[int, int] = {}
+        for tp in self._held:
+            high = self._consumer.highwater(tp) if tp.topic == topic else None
+            if high is not None:
+                out[tp.partition] = max(high - self._next.get(tp, high), 0)
+        return out
 
     async def assign(self, starts: Mapping[tuple[str, int], int]) -> None:
         """Read exactly these partitions from now on, each from its start offset (the next one to fold)."""
+        await self.start()
         async with self._lock:
             tps = {TopicPartition(topic, p): offset for (topic, p), offset in starts.items()}
             self._consumer.assign(list(tps))
             for tp, offset in tps.items():
                 self._consumer.seek(tp, offset)
             self._held = set(tps)
+            self._next = dict(tps)
 
     async def release(self) -> None:
         """Stop reading every partition once the batch in flight is folded and committed."""
         async with self._lock:
-            self._consumer.assign([])
+            if self._started:
+                self._consumer.assign([])
             self._held = set()
+            self._next = {}
 
     async def run(self) -> None:
         """Fetch, fold, commit, until `stop`. Idle (no partitions) it waits a fetch interval."""
@@ -104,11 +133,26 @@ class IngestReader:
             batch = _in_order(fetched, self._held)
             if not batch:
                 return False
-            await self._fold(batch)
+            try:
+                await self._fold(batch)
+            except Exception:  # noqa: BLE001 - the worker must not stop ingesting: read the batch again
+                log.exception("a batch of %d records failed; reading it again in %.0f s", len(batch), RETRY_S)
+                await self._again()
+                return True
             await self._commit(batch)
+            for m in batch:
+                self._next[TopicPartition(m.topic, m.partition)] = m.offset + 1
             self.batches += 1
             self.records += len(batch)
             return True
+
+    async def _again(self) -> None:
+        """Back to where the failed batch started, in the consumer and in the caller's state."""
+        for tp, offset in self._next.items():
+            self._consumer.seek(tp, offset)
+        if self._refold is not None:
+            self._refold({(tp.topic, tp.partition): offset for tp, offset in self._next.items()})
+        await asyncio.sleep(RETRY_S)
 
     async def _commit(self, batch: Sequence[LogMessage]) -> None:
         """The next offset of each partition of the batch into the ingest group; a failure is logged

@@ -1,4 +1,5 @@
-"""Which worker answers for a robot: the one holding its telemetry partition.
+"""Which worker answers for a robot: the one holding its partition of the twins table (and so of
+telemetry: ingest reads telemetry p where the table's changelog p is assigned, `handover`).
 
 Faust's `app.topic_route` asks its producer's cluster metadata for the key's
 partition (`aiokafka` `AIOKafkaProducer._partition`). That metadata is only
@@ -11,8 +12,8 @@ not iterable`, and every twin lookup answered 500 until the worker restarted.
 
 Here the partition is what every producer of telemetry computes, Kafka's
 default partitioner over the partition count the worker is configured with,
-and the owner comes from the group's assignment, which Faust gives every
-member (`app.router.external_topics_metadata()`). Neither depends on a
+and the owner comes from the group's assignment of the twins changelog, which
+Faust gives every member (`app.router.tables_metadata()`). Neither depends on a
 producer's metadata. What cannot be routed answers 503 with Retry-After and
 the reason, and /healthz reports the same reason (`problem`).
 """
@@ -111,11 +112,11 @@ class TwinRouter:
 
     @property
     def topic(self) -> str:
-        """The topic whose partitions say which worker holds a robot (telemetry)."""
+        """The topic whose partitions say which worker holds a robot (the twins changelog)."""
         return self._topic
 
     def _held(self) -> dict[int, str]:
-        return owners(self._app.router.external_topics_metadata(), self._topic)
+        return owners(self._app.router.tables_metadata(), self._topic)
 
     def problem(self) -> str | None:
         """Why this worker cannot route twin lookups now, or None."""

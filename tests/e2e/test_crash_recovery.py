@@ -29,6 +29,7 @@ from aiokafka.errors import KafkaError
 from streams.analysis import replay_window as replaying
 from streams.analysis.replay_window import Window
 from streams.kafka_client import end_offsets, start_offsets
+from streams.worker.ingest_reader import ingest_group
 from streams.settings import Settings
 from streams.local.simulator import KafkaSink
 from streams.local.stack import Stack
@@ -175,12 +176,12 @@ def assert_twins_equal_the_log(run: Run) -> None:
 
 
 def assert_commits_reach_the_end(settings: Settings, timeout_s: float = 30) -> None:
-    """The group's committed offsets catch up with the log: a record read back after the consumer
-    passed it over is acked too, or commits stop at it and every restart re-reads from there."""
+    """The ingest group's committed offsets catch up with the log: the worker's own consumer commits
+    after each batch is stored (else every restart re-reads from an old commit, and lag tools lie)."""
     tps = [(t, p) for t in (settings.telemetry_topic, settings.checks_topic) for p in range(settings.partitions)]
     deadline = time.monotonic() + timeout_s
     while True:
-        committed = asyncio.run(start_offsets(settings, settings.app_id, tps))
+        committed = asyncio.run(start_offsets(settings, ingest_group(settings), tps))
         ends = asyncio.run(end_offsets(settings, tps))
         if committed == ends or time.monotonic() > deadline:
             break

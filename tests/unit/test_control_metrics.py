@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry
 
 from streams.seeds import read_detectors, read_fleet
 from streams.worker.control_metrics import GATE_DECODER, ControlCollector, desire_space, summarize_desired
-from streams.worker.ingest import LogMessage, ReadBack, fold
+from streams.worker.ingest import Held, LogMessage, fold
 from streams.worker.metrics import PipelineMetrics, sector_version_space
 from twin.desired import DesiredChange, DesiredRules, Selector, add_change, robot_share
 from twin.fleet_fold import FleetState, Rules
@@ -169,8 +169,8 @@ def test_safety_kpis_are_credited_per_version_and_counted_once_per_batch() -> No
     records = [report(1, 100.0), report(2, 101.0), report(3, 102.0, codes=("E-STOP",)),
                report(4, 103.0, version="policy-9.9"), report(4, 103.0)]  # an unknown version; a duplicate
     rules_ = Rules(FLEET, read_detectors(SEEDS))
-    events = [ReadBack(LogMessage("telemetry", r.partition, r.offset, r.timestamp, r.key, r.value)) for r in records]
-    _, batch = fold(FleetState(), rules_, {}, events, "checks")
+    events = [LogMessage("telemetry", r.partition, r.offset, r.timestamp, r.key, r.value) for r in records]
+    batch = fold(Held(rules_), rules_, {}, events, "checks")
     assert dict(batch.operating) == {("logistics", "amr", OLD): 2.0, ("logistics", "amr", "other"): 1.0}
     assert dict(batch.safety) == {("logistics", "amr", OLD, "estop"): 1}
     registry = CollectorRegistry()
@@ -201,8 +201,9 @@ def test_per_version_counters_are_born_at_zero_over_a_bounded_space() -> None:
 
 def test_a_robot_connecting_with_a_delta_gets_its_command_from_the_batch() -> None:
     state = FleetState(desired=rules(change(sector="logistics")))
-    events = [ReadBack(LogMessage("telemetry", r.partition, r.offset, r.timestamp, r.key, r.value))
+    events = [LogMessage("telemetry", r.partition, r.offset, r.timestamp, r.key, r.value)
               for r in (report(1, 100.0), report(2, 101.0), report(1, 100.0, robot="r-2", version=NEW))]
-    _, batch = fold(state, Rules(FLEET, read_detectors(SEEDS)), {}, events, "checks")
+    rules_ = Rules(FLEET, read_detectors(SEEDS))
+    batch = fold(Held(rules_, state), rules_, {}, events, "checks")
     # r-1 on its first report only (not again on the next); r-2 already runs what is desired
     assert [(c.robot_id, c.fields) for c in batch.commands] == [("r-1", {"ai_model": NEW})]

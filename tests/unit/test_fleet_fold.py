@@ -1,7 +1,7 @@
 """One fleet fold, three drivers: the worker's ingest, the replay and `eval` give the same anomalies.
 
 The worker's driver is its own code (`streams.worker.ingest.fold`, micro-batches
-over a table, then site correlation of the published messages in order, as its
+over a table, reloading its fold from the table now and then, then site correlation of the published messages in order, as its
 consumer of `fleet.anomalies` does), run here without Kafka on the records
 `eval` made of a scenario; the replay folds the same records. Only site
 incidents' resolutions may differ: the worker times them on its wall clock.
@@ -17,7 +17,7 @@ import pytest
 
 from streams.kafka_client import partitioner
 from streams.seeds import read_detectors, read_fleet
-from streams.worker.ingest import LogMessage, ReadBack
+from streams.worker.ingest import Held, LogMessage
 from streams.worker.ingest import fold as worker_fold
 from twin.detect.findings import Anomaly
 from twin.fleet_fold import (
@@ -55,19 +55,24 @@ def scenario() -> tuple[Run, list[Record]]:
 
 
 def worker(records: list[Record], seed: int) -> tuple[list[Anomaly], list[Anomaly], dict[str, Twin]]:
-    """The worker's two streams: what ingest publishes, and what its site correlation publishes."""
+    """The worker's two streams: what ingest publishes, and what its site correlation publishes.
+
+    Now and then the worker starts its fold over from the table, as after a rebalance or a restart
+    (the fleet state kept, as a rebalance keeps it): the twins it reloads fold on as if never dropped."""
     rules = Rules(read_fleet(SEEDS), read_detectors(SEEDS))
     table: dict[str, bytes] = {}
-    state, sites = FleetState(), FleetState()
+    held, sites = Held(rules), FleetState()
     published: list[Anomaly] = []
     caused: list[Anomaly] = []
     rng, at = random.Random(seed), 0
     while at < len(records):
         size = rng.choice([1, 7, 333, 997])
-        events = [ReadBack(LogMessage(CHECKS if r.kind == "check" else "telemetry", r.partition, r.offset,
-                                      r.timestamp, r.key, r.value)) for r in records[at:at + size]]
+        events = [LogMessage(CHECKS if r.kind == "check" else "telemetry", r.partition, r.offset, r.timestamp, r.key,
+                             r.value) for r in records[at:at + size]]
         at += size
-        state, batch = worker_fold(state, rules, table, events, CHECKS)
+        if rng.random() < 0.1:
+            held = Held(rules, held.fold.fleet)
+        batch = worker_fold(held, rules, table, events, CHECKS)
         table.update({rid: msgspec.msgpack.encode(t) for rid, (_, t) in batch.changed.items()})
         for anomaly in batch.found:
             published.append(anomaly)
