@@ -58,10 +58,10 @@ class IngestReader:
         failed batch left in its state), before the batch is read again."""
         self._batch_max = batch_max
         self._within_ms = max(int(within_s * 1000), 1)
-        self._consumer = AIOKafkaConsumer(
-            **client_kwargs(settings), group_id=ingest_group(settings), enable_auto_commit=False,
-            auto_offset_reset="earliest", max_partition_fetch_bytes=settings.max_event_bytes * 64)
+        self._consumer: Any = None
+        """Made in `start`: aiokafka binds a consumer to the running loop when it is made."""
         self._lock = asyncio.Lock()
+        self._starting = asyncio.Lock()
         self._held: set[TopicPartition] = set()
         self._next: dict[TopicPartition, int] = {}
         """Per partition held: the offset after the last record folded (where the next batch starts)."""
@@ -77,9 +77,15 @@ class IngestReader:
 
     async def start(self) -> None:
         """Connect (also done by the first `assign`); idempotent."""
-        if not self._started:
-            self._started = True
+        async with self._starting:
+            if self._started:
+                return
+            s = self._settings
+            self._consumer = AIOKafkaConsumer(
+                **client_kwargs(s), group_id=ingest_group(s), enable_auto_commit=False,
+                auto_offset_reset="earliest", max_partition_fetch_bytes=s.max_event_bytes * 64)
             await self._consumer.start()
+            self._started = True
 
     async def stop(self) -> None:
         """Finish the batch in flight, then close (no batch starts after this is called)."""
