@@ -71,7 +71,7 @@ from twin import batch_reduce as br
 from twin import batch_cohort as bc
 from twin import batch_signals as bs
 from twin import batch_stall as bst
-from twin.batch_observe import ObserveState, ingest_batch, observe_batch, watch_of
+from twin.batch_observe import ObserveState, ingest_batch, observe_batch, watch_of, watches_of
 from twin.columns import _event, decode_batch
 from twin.desired import DETECTOR as DRIFT
 from twin.desired import command_for, deltas, matches, resolve, took_effect
@@ -113,6 +113,18 @@ def twin_of(state: FoldState, robot_id: str) -> Twin | None:
         return None
     state.obs.grow(red.robots, len(red.names.table))
     return replace(br.to_twin(red, robot_id), watch=watch_of(state.obs, red, robot_id))
+
+
+def twins_of(state: FoldState, robot_ids: Sequence[str]) -> list[Twin | None]:
+    """`[twin_of(state, r) for r in robot_ids]` (equal `encode_twin` bytes; None: no twin), batched:
+    one gather per column for all the robots (`to_twins`, `watches_of`). A robot named twice gets one
+    twin object twice."""
+    red = state.red
+    known = list(dict.fromkeys(r for r in robot_ids if r in red.slot_of))
+    state.obs.grow(red.robots, len(red.names.table))
+    made = {t.robot_id: replace(t, watch=w)
+            for t, w in zip(br.to_twins(red, known), watches_of(state.obs, red, known))}
+    return [made.get(r) for r in robot_ids]
 
 
 def robot_ids(state: FoldState) -> set[str]:

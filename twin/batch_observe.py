@@ -93,6 +93,7 @@ from twin.detect.params import RobotDetectorParams
 from twin.detect.cohort import PARAMS as COHORT_PARAMS
 from twin.detect.cohort import Cohorts, Moments
 from twin.detect.robot import _against_cohort
+from twin.detect.stall import State as StallState
 from twin.detect.watch import Drift, Open, SignalWatch, Watch
 from twin.effects import OUTCOMES, Effects, SeqGap
 from twin.fleet import RobotModel
@@ -224,6 +225,43 @@ def watch_of(obs: ObserveState, red: ReduceState, robot_id: str) -> Watch:
     return Watch(signals=signals, interval=float(r.interval[slot]), skew=int(r.skew[slot]),
                  delivery=int(r.delivery[slot]), codes=int(r.codes[slot]), open=obs.opened.get(slot, []),
                  cohort=bc.state_at(obs.cohort, slot), stall=bst.state_at(obs.stall, slot))
+
+
+def watches_of(obs: ObserveState, red: ReduceState, robot_ids: Sequence[str]) -> list[Watch]:
+    """`watch_of` of each robot (KeyError for one without a twin; `obs` grown to the reducer's slots and
+    names): one numpy gather per column for all of them (then `tolist`), the structs built from lists."""
+    if not robot_ids:
+        return []
+    slots = [red.slot_of[r] for r in robot_ids]
+    idx = np.array(slots, np.int64)
+    table = red.names.table
+    by_name = np.array(sorted(range(len(table)), key=table.__getitem__), np.int64)
+    cells = obs.cell_of[idx[:, None], by_name[None, :]]  # robots x signal names in name order
+    mine = cells >= 0
+    mine[mine] = obs.listed[cells[mine]]
+    listed = cells[mine]  # row-major: robot by robot, each in name order
+    counts = np.count_nonzero(mine, axis=1).tolist()
+    w, d = obs.cells, obs.cells.drift
+    drifting = listed[d.has[listed]]  # integral float64 values (`batch_signals.drift_at`): exact as int64
+    has = d.has[listed].tolist()
+    numbers = iter(zip(*(col[drifting].astype(np.int64).tolist() for col in d[1:])))
+    drifts = [Drift(*next(numbers)) if y else None for y in has]
+    signals = list(map(SignalWatch, *(col[listed].tolist() for col in w[:3]), drifts))
+    r, co, st = obs.robot, obs.cohort, obs.stall
+    interval, skew, delivery, codes = (col[idx].tolist() for col in r)
+    c_has, c_level, c_ts, c_alarm, c_since = (col[idx].tolist() for col in co)
+    s_has, s_cycle, s_since, s_still = (col[idx].tolist() for col in st)
+    opened = obs.opened
+    watches, at = [], 0
+    for i, slot in enumerate(slots):
+        k = counts[i]
+        watches.append(Watch(
+            signals=signals[at:at + k], interval=interval[i], skew=skew[i], delivery=delivery[i], codes=codes[i],
+            open=opened.get(slot, []),
+            cohort=mv.State(c_level[i], c_ts[i], c_alarm[i], c_since[i]) if c_has[i] else None,
+            stall=StallState(s_cycle[i], s_since[i], s_still[i]) if s_has[i] else None))
+        at += k
+    return watches
 
 
 # --- the twins' signals, as the reducer's block rows laid end to end ----------------------------

@@ -822,40 +822,82 @@ def _signal_times(block: _Block, rows: Array, ts: Array, seq: Array, newest: Arr
 
 def to_twin(state: ReduceState, robot_id: str) -> Twin:
     """The Twin the scalar reducer would hold for `robot_id` (equal `encode_twin` bytes)."""
-    slot = state.slot_of[robot_id]
-    row = {name: column[slot].tolist() for name, column in state.cols.items()}
-    strings = state.strings.table
-    return Twin(
-        robot_id=robot_id, sector=strings[row["sector"]], site=strings[row["site"]],
-        model=strings[row["model"]], mode=MODES[row["mode"]], ai_model_version=strings[row["ai"]],
-        firmware=strings[row["fw"]], codes=state.codes.table[row["codes"]], location=_location(row),
-        ts=row["ts"], latest_seq=row["latest_seq"], seq=row["seq"], first_seq=row["first_seq"],
-        window=row["window"], first_seen=row["first_seen"], last_seen=row["last_seen"],
-        signals=_signal_states(state.blocks[row["block"]], row["row"], row["events"]),
-        counts=Counts(row["events"], row["duplicates"], row["stale"], row["rejected"], tuple(row["modes"])),
-        late=row["late"], mode_since=row["mode_since"], ai_model_since=row["ai_since"],
-        firmware_since=row["fw_since"], version_changes=row["version_changes"], watch=state.watches.get(slot),
-        partition=row["partition"], offset=row["offset"], check_offset=row["check_offset"],
-        config=state.configs.config(row["config"]),
-    )
+    return to_twins(state, (robot_id,))[0]
 
 
-def _location(row: dict[str, Any]) -> Location | None:
-    if row["loc_kind"] == 0:
+def to_twins(state: ReduceState, robot_ids: Sequence[str]) -> list[Twin]:
+    """`to_twin` of each robot (KeyError for one without a twin): one numpy gather per column for all
+    of them (then `tolist`), the Python objects built from plain lists."""
+    if not robot_ids:
+        return []
+    slots = [state.slot_of[r] for r in robot_ids]
+    idx = _gather(slots)
+    c = {name: column[idx].tolist() for name, column in state.cols.items()}
+    signals = _signals_of(state, c["block"], c["row"], c["events"])
+    strings, codes, config, watches = state.strings.table, state.codes.table, state.configs.config, state.watches
+    return [
+        Twin(
+            robot_id=robot_id, sector=strings[c["sector"][i]], site=strings[c["site"][i]],
+            model=strings[c["model"][i]], mode=MODES[c["mode"][i]], ai_model_version=strings[c["ai"][i]],
+            firmware=strings[c["fw"][i]], codes=codes[c["codes"][i]],
+            location=_location(c["loc_kind"][i], c["lat"][i], c["lon"][i], c["floor"][i]),
+            ts=c["ts"][i], latest_seq=c["latest_seq"][i], seq=c["seq"][i], first_seq=c["first_seq"][i],
+            window=c["window"][i], first_seen=c["first_seen"][i], last_seen=c["last_seen"][i],
+            signals=signals[i],
+            counts=Counts(c["events"][i], c["duplicates"][i], c["stale"][i], c["rejected"][i], tuple(c["modes"][i])),
+            late=c["late"][i], mode_since=c["mode_since"][i], ai_model_since=c["ai_since"][i],
+            firmware_since=c["fw_since"][i], version_changes=c["version_changes"][i], watch=watches.get(slot),
+            partition=c["partition"][i], offset=c["offset"][i], check_offset=c["check_offset"][i],
+            config=config(c["config"][i]),
+        )
+        for i, (robot_id, slot) in enumerate(zip(robot_ids, slots))
+    ]
+
+
+def _gather(rows: list[int]) -> Array | slice:
+    """An index of `rows` for one numpy gather per column; for a single row a slice (a view: a fancy
+    index costs a one-robot call more than the rest of its work)."""
+    return slice(rows[0], rows[0] + 1) if len(rows) == 1 else np.array(rows, np.int64)
+
+
+def _location(kind: int, lat: float, lon: float, floor: int) -> Location | None:
+    if kind == 0:
         return None
-    return Location(lat=row["lat"], lon=row["lon"], floor=row["floor"] if row["loc_kind"] == 2 else None)
+    return Location(lat=lat, lon=lon, floor=floor if kind == 2 else None)
 
 
-def _signal_states(block: _Block, row: int, events: int) -> dict[str, SignalState]:
-    cols = {name: column[row].tolist() for name, column in block.c.items()}
-    out = {}
+def _signals_of(state: ReduceState, blocks: list[int], rows: list[int], events: list[int]
+                ) -> list[dict[str, SignalState]]:
+    """Each robot's signals (its block, its row there, its accepted events): per block one gather per
+    signal column."""
+    out: list[dict[str, SignalState]] = [{}] * len(blocks)
+    by_block: dict[int, list[int]] = {}
+    for i, bid in enumerate(blocks):
+        by_block.setdefault(bid, []).append(i)
+    for bid, members in by_block.items():
+        block = state.blocks[bid]
+        mine = [rows[i] for i in members]
+        for i, states in zip(members, _signal_states(block, mine, [events[i] for i in members])):
+            out[i] = states
+    return out
+
+
+def _signal_states(block: _Block, rows: list[int], events: list[int]) -> list[dict[str, SignalState]]:
+    """The signals of block rows `rows` (their robots' accepted events `events`), in name order."""
+    idx = _gather(rows)
+    present, explicit, value, mean, var, count = (block.c[name][idx].tolist() for name in
+                                                  ("present", "explicit", "value", "mean", "var", "count"))
+    names, times = block.names, block.times
     no_time = (None, None)
-    for j, name in enumerate(block.names):  # sorted: the reducer's canonical order
-        if cols["present"][j]:
-            ts, seq = block.times[row, j] if cols["explicit"][j] else no_time
-            count = cols["count"][j]
-            out[name] = SignalState(cols["value"][j], ts, seq, None if count == events else count,
-                                    cols["mean"][j], cols["var"][j])
+    out = []
+    for k, (row, n) in enumerate(zip(rows, events)):
+        p, e, v, m, s, cnt = present[k], explicit[k], value[k], mean[k], var[k], count[k]
+        states = {}
+        for j, name in enumerate(names):  # sorted: the reducer's canonical order
+            if p[j]:
+                ts, seq = times[row, j] if e[j] else no_time
+                states[name] = SignalState(v[j], ts, seq, None if cnt[j] == n else cnt[j], m[j], s[j])
+        out.append(states)
     return out
 
 
