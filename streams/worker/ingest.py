@@ -31,7 +31,7 @@ from streams.settings import Settings
 from streams.worker.metrics import PipelineMetrics
 from streams.worker.table import ChangelogWriter, twin_values
 from twin import kpi
-from twin.batch_fold import FoldState, fold_log, load_twins, twin_of
+from twin.batch_fold import FoldState, fold_log, load_twins, twins_of
 from twin.detect.findings import Anomaly
 from twin.desired import Command
 from twin.exceptions import InvalidEvent
@@ -263,10 +263,10 @@ def fold(held: Held, rules: Rules, table: Any, messages: Sequence[LogMessage], c
     batch = Batch(rules.fleet)
     for message, out in zip(messages, fold_log(held.fold, rules, records)):
         batch.add(held, message, out)
-    for robot, partition in batch.touched.items():
-        twin = twin_of(held.fold, robot)
+    robots = list(batch.touched)
+    for robot, twin in zip(robots, twins_of(held.fold, robots)):
         if twin is not None:
-            batch.changed[robot] = (partition, twin)
+            batch.changed[robot] = (batch.touched[robot], twin)
     return batch
 
 
