@@ -161,8 +161,10 @@ class IngestReader:
         await asyncio.sleep(RETRY_S)
 
     async def _commit(self, batch: Sequence[LogMessage]) -> None:
-        """The next offset of each partition of the batch into the ingest group; a failure is logged
-        and left (the next batch's commit covers it: this group is for lag tools only)."""
+        """The next offset of each partition of the batch into the ingest group (where a worker
+        taking the partition starts, `handover`); a failure is logged and left: the next batch's
+        commit covers it, and a crash before then re-reads batches the twins' offsets mark as
+        redelivered."""
         nexts: dict[TopicPartition, OffsetAndMetadata] = {}
         for m in batch:
             nexts[TopicPartition(m.topic, m.partition)] = OffsetAndMetadata(m.offset + 1, "")

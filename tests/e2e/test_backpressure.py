@@ -249,10 +249,11 @@ def test_ten_times_the_sustainable_rate_lags_alerts_and_loses_nothing(
           f"worker RSS {rss[0]:.0f} MB before, {max(rss):.0f} MB at most")
 
     # the burst really was an overload, and the worker never restarted or died. The aim is OVERLOAD x; one
-    # Python publisher sharing 2 cores with the worker tops out near 20-30k events/s, which is 3.4x the worker
-    # on the batch engine (6,034 events/s measured; 9.7x when it folded record by record). The events go
-    # out all the same, over a longer burst: the backlog (and the lag asserted below) is what the test is about.
-    assert offered >= 3 * sustainable, f"the producer offered only {offered / sustainable:.1f}x"
+    # Python publisher sharing 2 cores with the worker tops out near 20-45k events/s: 3.3x the worker on the
+    # batch engine with batches of 2,000 (13,383 events/s measured; 9.7x when it folded record by record).
+    # The events go out all the same, over a longer burst: the backlog (and the lag asserted below) is what
+    # the test is about, and at 2x it still reaches 20 s of work (OVERLOAD x BURST_S of work are sent).
+    assert offered >= 2 * sustainable, f"the producer offered only {offered / sustainable:.1f}x"
     assert pids == {pid}, f"the worker changed or died: pids seen {pids}, started as {pid}"
     # the lag grew, and Prometheus saw it: beyond 20 s of the worker's work (about 9 x BURST_S expected)
     assert peak_lag >= 20 * sustainable, f"peak lag {peak_lag:,.0f} is under 20 s of work"
