@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 import httpx
 
 import faust
+from faust.exceptions import ConsumerNotStarted
 from faust.web import Request, Response, View
 from prometheus_client import CollectorRegistry, generate_latest
 from pydantic import SecretStr
@@ -155,13 +156,19 @@ def register_views(app: faust.App, twins: Any, router: TwinRouter, fleet: Fleet,
     class Health(View):
         """Whether this worker can serve twins, and the partitions it holds (exposes no fleet data).
 
-        `partitions` counts every topic it consumes (telemetry, checks,
-        anomalies...); `telemetry_partitions` says which share of the fleet's
-        twins it holds, the figure to compare with the topic's partition count.
+        `partitions` counts what Faust's group gave it (the tables' changelogs;
+        its own readers take the log partitions that go with them);
+        `telemetry_partitions` says which share of the fleet's twins it holds,
+        the figure to compare with the topic's partition count. Before Faust's
+        consumer has started it answers 503 `starting`, not an error.
         """
 
         async def get(self, request: Request) -> Response:
-            assigned = app.consumer.assignment() if app.consumer else set()
+            try:
+                assigned = app.consumer.assignment() if app.consumer else set()
+            except ConsumerNotStarted:
+                return self.json({"status": "starting", "app_id": app.conf.id}, status=503,
+                                 headers={"Retry-After": str(RETRY_AFTER_S)})
             telemetry = sum(1 for tp in assigned if tp.topic == router.topic)
             body: dict[str, Any] = {"status": "ok", "app_id": app.conf.id, "partitions": len(assigned),
                                     "telemetry_partitions": telemetry}
