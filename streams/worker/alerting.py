@@ -19,6 +19,7 @@ import httpx
 import msgspec
 
 from streams.settings import Settings
+from streams.worker.ingest import LogMessage
 from streams.worker.table import ChangelogWriter
 from streams import links
 from twin.detect.findings import Anomaly
@@ -61,17 +62,16 @@ class AlertSink:
         self._client = client
         self.unposted = Unposted()
 
-    async def take(self, events: list[Any]) -> None:
+    async def take(self, found: list[tuple[LogMessage, Anomaly]]) -> None:
+        """Post the messages that are news (each with its raw bytes, kept in `sent`) in one request."""
         latest: dict[str, tuple[int, bytes | None]] = {}
         news: dict[str, Anomaly] = {}
-        for event in events:
-            value: bytes = event.value
-            anomaly = ANOMALY_DECODER.decode(value)
+        for message, anomaly in found:
             before = latest[anomaly.id][1] if anomaly.id in latest else self._sent.get(anomaly.id)
             if not alert_is_news(ANOMALY_DECODER.decode(before) if before is not None else None, anomaly):
                 continue
             news[anomaly.id] = anomaly
-            latest[anomaly.id] = (event.message.partition, value)
+            latest[anomaly.id] = (message.partition, message.value)
         if news and not await self.post([*news.values()]):
             self.unposted.add(news.values())
         await self._changelog.write(self._sent, latest)

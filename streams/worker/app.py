@@ -3,9 +3,10 @@
 This module wires; it does not decide. Each agent or task is a short loop over a
 driver: `ingest.Ingest` folds telemetry and silence checks, read a batch at a time
 by its own consumer (`ingest_reader`, given its partitions by `handover`), through
-`twin.batch_fold` into the twins table and `fleet.anomalies`; `sites.Sites`
-correlates that topic into site incidents; `alerting.AlertSink` posts what is
-news to Alertmanager; `views` serves the twins; `metrics` exports aggregates.
+`twin.batch_fold` into the twins table and `fleet.anomalies`; a second reader of
+that topic feeds `anomaly_intake`: `sites.Sites` correlates it into site
+incidents, `alerting.AlertSink` posts what is news to Alertmanager; `views`
+serves the twins; `metrics` exports aggregates.
 """
 
 from __future__ import annotations
@@ -21,14 +22,15 @@ from streams.desired_log import DesiredPublisher
 from streams.kafka_client import faust_broker, partitioner
 from streams.settings import Settings
 from streams.worker.alerting import KEEPALIVE_S, RETRY_S, AlertSink
+from streams.worker.anomaly_intake import AnomalyIntake
 from streams.worker.control_views import register_control
 from streams.worker.control_metrics import ControlCollector
 from streams.worker.desired_book import DesiredBook
 from streams.worker.desired_reader import DesiredReader, RolloutReader
 from streams.worker.history import register_history
-from streams.worker.handover import Handover
+from streams.worker.handover import Handover, Lane
 from streams.worker.ingest import Ingest, Outbox
-from streams.worker.ingest_reader import IngestReader
+from streams.worker.ingest_reader import IngestReader, alerts_group
 from streams.worker.metrics import FleetCollector, PipelineMetrics, sector_version_space
 from streams.worker.routing import TwinRouter
 from streams.worker.sites import Sites
@@ -97,17 +99,28 @@ def build_app(settings: Settings, fleet: Fleet, detectors: DetectorConfig,
     # other coroutine changes a twin between its read and its write.
     reader = IngestReader(settings, ingest.fold_batch, batch_max=settings.batch_max,
                           within_s=settings.batch_within_s, refold=ingest.assigned)
-    handover = Handover(app, settings, reader, ingest, twins.changelog_topic.get_topic_name())
     registry.register(FleetCollector(fleet, lambda: list(twins.values()),
                                      lambda: reader.lag(settings.telemetry_topic)))
     sites = Sites(outbox)
     http = HttpClient()
     alert_sink = AlertSink(settings, sent, changelog, http, partitioner(settings.partitions))
     metrics.alerts_unposted.set_function(lambda: len(alert_sink.unposted))
+    intake = AnomalyIntake(sites, alert_sink, outbox)
+    anomaly_reader = IngestReader(settings, intake.take, batch_max=ALERT_BATCH, within_s=ALERT_WITHIN_S,
+                                  group=alerts_group(settings))
+    handover = Handover(app, settings, [
+        Lane(reader, (settings.telemetry_topic, settings.checks_topic), twins.changelog_topic.get_topic_name(),
+             starting=ingest.assigned),
+        Lane(anomaly_reader, (settings.anomalies_topic,), sent.changelog_topic.get_topic_name()),
+    ])
 
     @app.task  # type: ignore[untyped-decorator]  # faust: App.task returns a bare Callable
     async def ingest_telemetry() -> None:
         await reader.run()
+
+    @app.task  # type: ignore[untyped-decorator]  # faust: App.task returns a bare Callable
+    async def take_anomalies() -> None:
+        await anomaly_reader.run()
 
     @app.on_partitions_revoked.connect
     async def on_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
@@ -130,19 +143,9 @@ def build_app(settings: Settings, fleet: Fleet, detectors: DetectorConfig,
     async def look_for_silence() -> None:
         await ingest.check_silence()
 
-    @app.agent(anomalies, name="incidents")
-    async def incidents_agent(stream: faust.StreamT[bytes]) -> None:
-        async for value in stream:
-            await sites.take(value)
-
     @app.timer(interval=TICK_S)  # type: ignore[untyped-decorator]  # faust: App.timer returns a bare Callable
     async def expire_site_incidents() -> None:
         await sites.tick()
-
-    @app.agent(anomalies, name="alerts")
-    async def alerts_agent(stream: faust.StreamT[bytes]) -> None:
-        async for events in stream.take_events(ALERT_BATCH, within=ALERT_WITHIN_S):  # type: ignore[attr-defined]  # faust: StreamT leaves out Stream.take_events
-            await alert_sink.take(events)
 
     @app.timer(interval=RETRY_S)  # type: ignore[untyped-decorator]  # faust: App.timer returns a bare Callable
     async def retry_unposted() -> None:

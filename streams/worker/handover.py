@@ -1,74 +1,101 @@
-"""Which telemetry and check partitions this worker ingests: those of the twins it holds.
+"""Which log partitions this worker reads: those of the tables it is active for.
 
-Faust's group assigns the twins table's changelog partitions (its assignor keeps partition p of
-co-partitioned topics on one worker). Ingest does not run on Faust's stream (its per-record cost,
-docs/BATCH_ENGINE.md), so telemetry and checks are no Faust topics here: the worker active for
-changelog partition p reads telemetry p and checks p on its own consumer (`IngestReader`):
+Faust's group assigns the tables' changelog partitions (its assignor keeps partition p of
+co-partitioned topics on one worker). No log is read through Faust's stream (its per-record cost,
+docs/BATCH_ENGINE.md, and the records it passes over after a rebalance, docs/RELIABILITY.md), so
+telemetry, checks and anomalies are no Faust agent's topics here. Each is read on the worker's own
+consumer (`IngestReader`), one per `Lane`: the worker active for partition p of a lane's table
+reads partition p of the lane's topics (the twins table: telemetry and checks; the alerts table:
+fleet.anomalies, whose messages that table remembers as sent):
 
-* on revoke (Faust has paused its consumer; the broker waits for this handler), the reader finishes
-  the batch in flight and lets every partition go: the next owner starts exactly where it ended;
-* once the table is recovered (`on_rebalance_complete`, for the generation that assigned), the
-  reader takes its partitions from where the ingest group committed (`ingest_group`: the reader
-  commits after each batch's effects are stored; a crash re-reads at most the batches since, which
-  the twins' own offsets mark as redelivered);
-* on shutdown (Faust sends no revoke then), the reader stops after its batch in flight.
+* on revoke (Faust has paused its consumer; the broker waits for this handler), each reader
+  finishes the batch in flight and lets every partition go: the next owner starts exactly where
+  it ended;
+* once the tables are recovered (`on_rebalance_complete`, for the generation that assigned), each
+  reader takes its partitions from where its group committed (the reader commits after each
+  batch's effects are stored; a crash re-reads at most the batches since, which the twins' own
+  offsets mark as redelivered and the alerts table as already posted);
+* on shutdown (Faust sends no revoke then), the readers stop after their batch in flight.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from streams.kafka_client import start_offsets
 from streams.settings import Settings
-from streams.worker.ingest import Ingest
-from streams.worker.ingest_reader import IngestReader, ingest_group
+from streams.worker.ingest_reader import IngestReader
 
 log = logging.getLogger(__name__)
 
+Starts = Mapping[tuple[str, int], int]
+
+
+@dataclass(frozen=True)
+class Lane:
+    """A reader, the topics it reads, and the table whose assignment says which partitions."""
+
+    reader: IngestReader
+    topics: tuple[str, ...]
+    changelog: str
+    """The changelog topic of the table the reader's fold writes."""
+    starting: Callable[[Starts], None] | None = None
+    """Told where each partition starts before the first batch (the fold starts over)."""
+
 
 class Handover:
-    """Keeps the reader's partitions in step with Faust's assignment of the twins changelog."""
+    """Keeps each reader's partitions in step with Faust's assignment of its table."""
 
-    def __init__(self, app: Any, settings: Settings, reader: IngestReader, ingest: Ingest, changelog: str) -> None:
+    def __init__(self, app: Any, settings: Settings, lanes: Sequence[Lane]) -> None:
         self._app = app
         self._settings = settings
-        self._reader = reader
-        self._ingest = ingest
-        self._changelog = changelog
+        self._lanes = tuple(lanes)
         self._generation: int | None = None
-        self._partitions: set[int] = set()
+        self._partitions: dict[str, set[int]] = {}
 
     async def revoked(self) -> None:
-        await self._reader.release()
+        await asyncio.gather(*(lane.reader.release() for lane in self._lanes))
 
     def assigned(self) -> None:
         """Note the partitions this worker is active for, and for which generation of the group."""
-        self._partitions = {tp.partition for tp in self._app.assignor.assigned_actives()
-                            if tp.topic == self._changelog}
+        actives = self._app.assignor.assigned_actives()
+        self._partitions = {lane.changelog: {tp.partition for tp in actives if tp.topic == lane.changelog}
+                            for lane in self._lanes}
         self._generation = self._app.consumer_generation_id
 
     async def recovered(self) -> None:
-        """Start reading this worker's partitions, unless the group has moved on since they were assigned."""
-        if self._generation is None or self._generation != self._app.consumer_generation_id:
+        """Start each reader on this worker's partitions, unless the group has moved on since they were assigned."""
+        generation = self._generation
+        if generation is None or generation != self._app.consumer_generation_id:
             return
-        s = self._settings
-        logs = [(topic, p) for p in sorted(self._partitions) for topic in (s.telemetry_topic, s.checks_topic)]
+        starts = []
+        for lane in self._lanes:
+            logs = [(topic, p) for p in sorted(self._partitions[lane.changelog]) for topic in lane.topics]
+            found = await self._starts(lane.reader.group, logs, generation)
+            if found is None:
+                return
+            starts.append(found)
+        for lane, start in zip(self._lanes, starts):
+            await lane.reader.release()  # no batch in flight while the fold starts over
+            if lane.starting is not None:
+                lane.starting(start)
+            await lane.reader.assign(start)
+            log.info("reading partitions %s of %s", sorted(self._partitions[lane.changelog]), ", ".join(lane.topics))
+
+    async def _starts(self, group: str, logs: list[tuple[str, int]], generation: int) -> dict[tuple[str, int], int] | None:
+        """Where `group` stands on `logs`, asked until the broker answers; None if the group moves on meanwhile."""
         while True:
             try:
-                starts = await start_offsets(s, ingest_group(s), logs)
-                break
-            except Exception as exc:  # noqa: BLE001 - without them nothing is ingested: ask again
-                log.warning("could not read where the ingest group stands (%r); asking again in 1 s", exc)
+                return await start_offsets(self._settings, group, logs)
+            except Exception as exc:  # noqa: BLE001 - without them nothing is read: ask again
+                log.warning("could not read where %s stands (%r); asking again in 1 s", group, exc)
                 await asyncio.sleep(1.0)
-                if self._generation != self._app.consumer_generation_id:
-                    return
-        await self._reader.release()  # no batch in flight while the fold starts over
-        self._ingest.assigned(starts)
-        await self._reader.assign(starts)
-        log.info("ingesting partitions %s of %s and %s", sorted(self._partitions), s.telemetry_topic,
-                 s.checks_topic)
+                if generation != self._app.consumer_generation_id:
+                    return None
 
     async def stop(self) -> None:
-        await self._reader.stop()
+        await asyncio.gather(*(lane.reader.stop() for lane in self._lanes))

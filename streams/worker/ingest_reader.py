@@ -1,16 +1,18 @@
-"""The worker's own consumer of telemetry and silence checks: batches of bytes, no Faust stream.
+"""The worker's own consumer of its share of a log: batches of bytes, no Faust stream.
 
-Faust's per-record stream costs far more per record than the batch fold does (docs/BATCH_ENGINE.md,
-"The worker's own consumer": 130-167 us per record against 1.8-2.6 us for `getmany` under the same
-load). So ingest reads with a plain aiokafka consumer that joins no group: the worker gives it the
-partitions it is active for (`assign`) with where to start, and takes them back (`release`) before
-a rebalance hands them to another worker. It moves bytes only: what a batch means is the
-`fold` callback's business (the fold, the writes, the resume point).
+Two readers run in each worker: ingest's, of telemetry and silence checks, and the reader of
+`fleet.anomalies` (site incidents, then alerts). Faust's per-record stream costs far more per
+record than the batch fold does (docs/BATCH_ENGINE.md, "The worker's own consumer": 130-167 us per
+record against 1.8-2.6 us for `getmany` under the same load), and it passes over records fetched
+before a rebalance (docs/RELIABILITY.md, "the lost tick"). So each reads with a plain aiokafka
+consumer that joins no group: the worker gives it the partitions it is active for (`assign`) with
+where to start, and takes them back (`release`) before a rebalance hands them to another worker.
+It moves bytes only: what a batch means is the `fold` callback's business.
 
 Why no group: Faust's group owns the assignment, and a commit from outside it into that group is
-refused while the group is stable (and accepted when it is empty: a trap). This reader commits what
-it has folded into a group of its own (`<app_id>-ingest`) so that lag tools see it; the resume
-point that counts is the one the fold stores with the twins, which the caller passes to `assign`.
+refused while the group is stable (and accepted when it is empty: a trap). A reader commits what
+it has folded into a group of its own (`<app_id>-ingest`, `<app_id>-alerts`): where the next
+owner of a partition starts (`handover`), and what lag tools see.
 
 One lock covers fetch, fold and commit: `release` waits for the batch in flight and no batch starts
 after it, so the handover to the next owner is exact (it starts where this one's last fold ended).
@@ -42,16 +44,24 @@ RETRY_S = 1.0
 
 
 def ingest_group(settings: Settings) -> str:
-    """The consumer group the reader commits to (only for lag tools: the fold's marker is the resume point)."""
+    """The consumer group ingest's reader commits to: where the next owner of a partition starts."""
     return f"{settings.app_id}-ingest"
+
+
+def alerts_group(settings: Settings) -> str:
+    """The consumer group the reader of `fleet.anomalies` (site incidents, then alerts) commits to."""
+    return f"{settings.app_id}-alerts"
 
 
 class IngestReader:
     """Reads the partitions it is given in batches of up to `batch_max` records within `within_s`."""
 
     def __init__(self, settings: Settings, fold: Fold, *, batch_max: int, within_s: float,
-                 refold: Callable[[Mapping[tuple[str, int], int]], None] | None = None) -> None:
+                 refold: Callable[[Mapping[tuple[str, int], int]], None] | None = None,
+                 group: str | None = None) -> None:
         self._settings = settings
+        self.group = group or ingest_group(settings)
+        """Where the batches folded are committed (`ingest_group` unless told)."""
         self._fold = fold
         self._refold = refold
         """Told where each partition starts again after a batch failed (the caller drops what the
@@ -82,7 +92,7 @@ class IngestReader:
                 return
             s = self._settings
             self._consumer = AIOKafkaConsumer(
-                **client_kwargs(s), group_id=ingest_group(s), enable_auto_commit=False,
+                **client_kwargs(s), group_id=self.group, enable_auto_commit=False,
                 auto_offset_reset="earliest", max_partition_fetch_bytes=s.max_event_bytes * 64)
             await self._consumer.start()
             self._started = True
@@ -161,7 +171,7 @@ class IngestReader:
         await asyncio.sleep(RETRY_S)
 
     async def _commit(self, batch: Sequence[LogMessage]) -> None:
-        """The next offset of each partition of the batch into the ingest group (where a worker
+        """The next offset of each partition of the batch into the reader's group (where a worker
         taking the partition starts, `handover`); a failure is logged and left: the next batch's
         commit covers it, and a crash before then re-reads batches the twins' offsets mark as
         redelivered."""
@@ -171,7 +181,7 @@ class IngestReader:
         try:
             await self._consumer.commit(nexts)
         except Exception as exc:  # noqa: BLE001 - lag tools see an older offset until the next commit
-            log.warning("could not commit %d partitions to %s (%r)", len(nexts), ingest_group(self._settings), exc)
+            log.warning("could not commit %d partitions to %s (%r)", len(nexts), self.group, exc)
 
 
 def _in_order(fetched: Mapping[TopicPartition, Sequence[Any]], held: set[TopicPartition]) -> list[LogMessage]:

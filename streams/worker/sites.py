@@ -9,13 +9,9 @@ from __future__ import annotations
 
 import time
 
-import msgspec
-
 from streams.worker.ingest import Outbox
 from twin.detect.findings import Anomaly
 from twin.fleet_fold import FleetState, on_anomaly, on_tick
-
-ANOMALY_DECODER = msgspec.json.Decoder(Anomaly)
 
 
 class Sites:
@@ -25,8 +21,8 @@ class Sites:
         self._outbox = outbox
         self.state = FleetState()
 
-    async def take(self, value: bytes) -> None:
-        await self._outbox.publish(self.correlate(ANOMALY_DECODER.decode(value)))
+    async def take(self, anomaly: Anomaly) -> None:
+        await self._outbox.publish(self.correlate(anomaly))
 
     def correlate(self, anomaly: Anomaly) -> list[Anomaly]:
         """The site-incident messages one anomaly message causes (none sent yet)."""

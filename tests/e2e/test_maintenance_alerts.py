@@ -21,6 +21,7 @@ from streams.settings import Settings
 from tests.support.alerts import Webhook
 from tests.support.net import free_port
 from tests.support.own import own_worker
+from tests.support.topics import read_dlq, send
 from tests.support.telemetry import FAULT, NORMAL, drive
 from tests.support.waiting import eventually
 
@@ -51,6 +52,9 @@ async def test_an_alert_arrives_with_context_groups_resolves_and_can_be_silenced
     run = uuid.uuid4().hex[:6]
     first, second, silenced = f"al-{run}-a", f"al-{run}-b", f"al-{run}-c"
     start = time.time() - 140
+    # Junk on fleet.anomalies (this worker's own topics) ahead of the site's messages, with their
+    # key (so in their partition): the worker's reader of that topic dead-letters it and goes on.
+    await send(settings, settings.anomalies_topic, b"retail-london-01", b"{not an anomaly")
     await drive(settings, first, start, NORMAL + FAULT)
     await drive(settings, second, start, NORMAL + FAULT)
 
@@ -60,6 +64,9 @@ async def test_an_alert_arrives_with_context_groups_resolves_and_can_be_silenced
     assert fired["annotations"]["twin"].endswith(f"/twins/{first}")
     assert fired["annotations"]["replay"].startswith(f"fleet-twin replay --robot {first}")
     assert "30.0" in fired["annotations"]["evidence"]
+    junk = await read_dlq(settings, b"retail-london-01", 1)
+    assert [dict(m.headers)["reason"] for m in junk] == [b"undecodable"]
+    assert dict(junk[0].headers)["source_topic"] == settings.anomalies_topic.encode()
     # the webhook's own token from the settings, never the twin API's
     assert settings.maintenance_webhook_token and settings.api_token
     assert set(webhook.authorizations) == {f"Bearer {settings.maintenance_webhook_token.get_secret_value()}"}

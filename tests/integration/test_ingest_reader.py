@@ -13,7 +13,7 @@ from streams.kafka_client import client_kwargs, start_offsets
 from streams.settings import Settings
 from streams.topics import ensure_topics
 from streams.worker.ingest import LogMessage
-from streams.worker.ingest_reader import IngestReader, ingest_group
+from streams.worker.ingest_reader import IngestReader, alerts_group, ingest_group
 
 
 async def produce(settings: Settings, topic: str, counts: dict[int, int]) -> None:
@@ -115,3 +115,28 @@ def test_release_waits_for_the_batch_in_flight_and_the_next_owner_starts_where_i
     assert "fold begins" not in events[3:]  # and no batch started after it
     offsets = [m.offset for m in first] + [m.offset for m in second]
     assert offsets == list(range(400))  # every record once, in order, across the handover
+
+
+def test_the_anomalies_reader_commits_to_its_own_group(broker: str, settings: Settings) -> None:
+    """Two readers in one worker (ingest's, and fleet.anomalies'): each one's commits are where the
+    next owner of its partitions starts, so they must not share a group."""
+    topic = fresh_topic(settings)
+    asyncio.run(produce(settings, topic, {0: 40}))
+    got: list[LogMessage] = []
+
+    async def take(batch: list[LogMessage]) -> None:
+        got.extend(batch)
+
+    async def run() -> tuple[dict[tuple[str, int], int], dict[tuple[str, int], int]]:
+        reader = IngestReader(settings, take, batch_max=25, within_s=0.05, group=alerts_group(settings))
+        try:
+            await reader.assign({(topic, 0): 0})
+            await read_until(reader, got, 40)
+            return (await start_offsets(settings, alerts_group(settings), [(topic, 0)]),
+                    await start_offsets(settings, ingest_group(settings), [(topic, 0)]))
+        finally:
+            await reader.stop()
+
+    alerts, ingest = asyncio.run(run())
+    assert [m.offset for m in got] == list(range(40))
+    assert alerts == {(topic, 0): 40} and ingest == {(topic, 0): 0}

@@ -7,7 +7,7 @@ import json
 import time
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from streams import kafka_client
 from streams.settings import Settings
@@ -30,6 +30,16 @@ async def read_dlq(settings: Settings, key: bytes, want: int) -> list[Any]:
         await consumer.stop()
     found.sort(key=lambda m: int(dict(m.headers)["source_offset"]))
     return found
+
+
+async def send(settings: Settings, topic: str, key: bytes, value: bytes) -> None:
+    """One record, written as any client with the rights could write it."""
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap)
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, value, key=key)
+    finally:
+        await producer.stop()
 
 
 def changelog(settings: Settings) -> dict[str, bytes]:
