@@ -15,14 +15,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from streams.local.stack import Stack
 from streams.settings import Settings
 from streams.topics import ensure_topics
 from tests.support.control import NEW, OLD, Robot, commands, desire, prom, view, view_at_seq
 from tests.support.net import auth, free_port
-from tests.support.topics import read_dlq
+from tests.support.topics import read_dlq, send
 from tests.support.waiting import eventually
 
 SECTOR, SITE = "logistics", "log-rotterdam-01"
@@ -57,15 +56,6 @@ def equals(prometheus: str, query: str, want: float) -> bool | None:
     return True if value(prometheus, query) == want else None
 
 
-async def produce(settings: Settings, topic: str, key: bytes, raw: bytes) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap)
-    await producer.start()
-    try:
-        await producer.send_and_wait(topic, raw, key=key)
-    finally:
-        await producer.stop()
-
-
 def test_a_desired_change_commands_the_robot_shows_drift_and_survives_kill_minus_9(
         own: tuple[Settings, Stack]) -> None:
     mine, stack = own
@@ -89,7 +79,7 @@ def test_a_desired_change_commands_the_robot_shows_drift_and_survives_kill_minus
         assert [(d["field"], d["desired"], d["reported"]) for d in drifting["delta"]] == [("ai_model", NEW, OLD)]
 
         # a record no API wrote: dead-lettered with its reason, and the reader goes on
-        asyncio.run(produce(mine, mine.desired_topic, b"bad-desired", b"{not json"))
+        asyncio.run(send(mine, mine.desired_topic, b"bad-desired", b"{not json"))
         (letter,) = asyncio.run(read_dlq(mine, b"bad-desired", 1))
         headers = dict(letter.headers)
         assert headers["reason"] == b"undecodable" and headers["source_topic"] == mine.desired_topic.encode()
