@@ -143,9 +143,11 @@ async def read_range(settings: Settings, topic: str, partition: int, start: int,
     return out
 
 
-async def start_offsets(settings: Settings, group: str, partitions: Iterable[tuple[str, int]]) -> dict[tuple[str, int], int]:
+async def start_offsets(settings: Settings, group: str, partitions: Iterable[tuple[str, int]],
+                        before: str | None = None) -> dict[tuple[str, int], int]:
     """Where a consumer of `group` starts reading each partition: the group's committed offset,
-    else the partition's first (the worker resets to `earliest`). Asked of the broker; joins no group."""
+    else where `before` committed (the group that read these partitions in an older version), else
+    the partition's first (the worker resets to `earliest`). Asked of the broker; joins no group."""
     from aiokafka import TopicPartition
 
     tps = [TopicPartition(topic, partition) for topic, partition in partitions]
@@ -153,6 +155,9 @@ async def start_offsets(settings: Settings, group: str, partitions: Iterable[tup
         return {}
     async with _consumer(settings, group_id=group) as consumer:
         committed = {tp: await consumer.committed(tp) for tp in tps}
+        if before is not None and None in committed.values():
+            async with _consumer(settings, group_id=before) as older:
+                committed.update({tp: await older.committed(tp) for tp, n in committed.items() if n is None})
         first = await consumer.beginning_offsets([tp for tp, n in committed.items() if n is None])
     return {(tp.topic, tp.partition): n if n is not None else first[tp] for tp, n in committed.items()}
 

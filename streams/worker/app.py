@@ -111,7 +111,10 @@ def build_app(settings: Settings, fleet: Fleet, detectors: DetectorConfig,
     handover = Handover(app, settings, [
         Lane(reader, (settings.telemetry_topic, settings.checks_topic), twins.changelog_topic.get_topic_name(),
              starting=ingest.assigned),
-        Lane(anomaly_reader, (settings.anomalies_topic,), sent.changelog_topic.get_topic_name()),
+        # Faust's own group read fleet.anomalies before this reader did: an upgraded worker goes on
+        # from there, not from the topic's first message (which the site correlation would fold again).
+        Lane(anomaly_reader, (settings.anomalies_topic,), sent.changelog_topic.get_topic_name(),
+             before=settings.app_id),
     ])
 
     @app.task  # type: ignore[untyped-decorator]  # faust: App.task returns a bare Callable

@@ -45,6 +45,9 @@ class Lane:
     """The changelog topic of the table the reader's fold writes."""
     starting: Callable[[Starts], None] | None = None
     """Told where each partition starts before the first batch (the fold starts over)."""
+    before: str | None = None
+    """The group that read these topics in an older version: where a reader starts on a partition
+    its own group has no commit for (rather than the log's first record)."""
 
 
 class Handover:
@@ -75,7 +78,7 @@ class Handover:
         starts = []
         for lane in self._lanes:
             logs = [(topic, p) for p in sorted(self._partitions[lane.changelog]) for topic in lane.topics]
-            found = await self._starts(lane.reader.group, logs, generation)
+            found = await self._starts(lane, logs, generation)
             if found is None:
                 return
             starts.append(found)
@@ -86,13 +89,14 @@ class Handover:
             await lane.reader.assign(start)
             log.info("reading partitions %s of %s", sorted(self._partitions[lane.changelog]), ", ".join(lane.topics))
 
-    async def _starts(self, group: str, logs: list[tuple[str, int]], generation: int) -> dict[tuple[str, int], int] | None:
-        """Where `group` stands on `logs`, asked until the broker answers; None if the group moves on meanwhile."""
+    async def _starts(self, lane: Lane, logs: list[tuple[str, int]], generation: int) -> dict[tuple[str, int], int] | None:
+        """Where the lane's group stands on `logs`, asked until the broker answers; None if Faust's
+        group moves on meanwhile."""
         while True:
             try:
-                return await start_offsets(self._settings, group, logs)
+                return await start_offsets(self._settings, lane.reader.group, logs, before=lane.before)
             except Exception as exc:  # noqa: BLE001 - without them nothing is read: ask again
-                log.warning("could not read where %s stands (%r); asking again in 1 s", group, exc)
+                log.warning("could not read where %s stands (%r); asking again in 1 s", lane.reader.group, exc)
                 await asyncio.sleep(1.0)
                 if generation != self._app.consumer_generation_id:
                     return None

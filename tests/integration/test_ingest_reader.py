@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from streams.kafka_client import client_kwargs, start_offsets
 from streams.settings import Settings
@@ -140,3 +140,29 @@ def test_the_anomalies_reader_commits_to_its_own_group(broker: str, settings: Se
     alerts, ingest = asyncio.run(run())
     assert [m.offset for m in got] == list(range(40))
     assert alerts == {(topic, 0): 40} and ingest == {(topic, 0): 0}
+
+
+def test_a_reader_without_commits_of_its_own_starts_where_the_group_before_it_stood(
+        broker: str, settings: Settings) -> None:
+    """An upgraded worker's anomalies reader: its group has no commits yet, Faust's group read the
+    topic before. Its own commit wins, then the older group's, then the partition's first offset."""
+    topic = fresh_topic(settings)
+    asyncio.run(produce(settings, topic, {0: 20, 1: 20, 2: 20}))
+    run = uuid.uuid4().hex[:8]
+    old, new = f"old-{run}", f"new-{run}"
+
+    async def commit(group: str, offsets: dict[int, int]) -> None:
+        consumer = AIOKafkaConsumer(**client_kwargs(settings), group_id=group, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            consumer.assign([TopicPartition(topic, p) for p in offsets])
+            await consumer.commit({TopicPartition(topic, p): n for p, n in offsets.items()})
+        finally:
+            await consumer.stop()
+
+    asyncio.run(commit(old, {0: 10, 1: 15}))
+    asyncio.run(commit(new, {1: 3}))
+    parts = [(topic, p) for p in range(3)]
+    assert asyncio.run(start_offsets(settings, new, parts, before=old)) == {
+        (topic, 0): 10, (topic, 1): 3, (topic, 2): 0}
+    assert asyncio.run(start_offsets(settings, new, parts)) == {(topic, 0): 0, (topic, 1): 3, (topic, 2): 0}
