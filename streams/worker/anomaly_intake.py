@@ -35,6 +35,6 @@ class AnomalyIntake:
                 # Only workers write this topic, but a writer with the rights may send anything:
                 # the message goes aside with its reason, and the batch goes on.
                 await self._outbox.dead_letter(message, InvalidEvent("undecodable", f"not an anomaly message: {exc}"))
-        for _, anomaly in found:
-            await self._sites.take(anomaly)
+        # The batch's site-incident messages go out together: one wait for the broker's acks.
+        await self._outbox.publish([m for _, anomaly in found for m in self._sites.correlate(anomaly)])
         await self._alerts.take(found)

@@ -21,9 +21,6 @@ class Sites:
         self._outbox = outbox
         self.state = FleetState()
 
-    async def take(self, anomaly: Anomaly) -> None:
-        await self._outbox.publish(self.correlate(anomaly))
-
     def correlate(self, anomaly: Anomaly) -> list[Anomaly]:
         """The site-incident messages one anomaly message causes (none sent yet)."""
         self.state, found = on_anomaly(self.state, anomaly)
