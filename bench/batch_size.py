@@ -28,9 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import msgspec  # noqa: E402
-from aiokafka.partitioner import DefaultPartitioner  # noqa: E402
 
 import pipeline_throughput as pt  # noqa: E402
+from streams.kafka_client import partitioner  # noqa: E402
 from streams.seeds import read_detectors  # noqa: E402
 from streams.worker.ingest import Held, LogMessage, fold  # noqa: E402
 from twin.fleet_fold import Rules  # noqa: E402
@@ -43,12 +43,12 @@ BASELINE = 500
 
 def messages(ticks: list[list[Event]]) -> list[LogMessage]:
     """The events as the worker reads them: per partition, offsets in send order."""
-    partitioner, offsets = DefaultPartitioner(), [0] * PARTITIONS
+    partition_of, offsets = partitioner(PARTITIONS), [0] * PARTITIONS
     out = []
     for tick in ticks:
         for e in tick:
             key = e.robot_id.encode()
-            p = partitioner(key, list(range(PARTITIONS)), list(range(PARTITIONS)))
+            p = partition_of(key)
             out.append(LogMessage(TOPIC, p, offsets[p], e.ts + 0.05, key, msgspec.json.encode(e)))
             offsets[p] += 1
     return out
