@@ -83,7 +83,7 @@ class Settings(BaseSettings):
     session_timeout_s: float = Field(default=10.0, gt=0)
     """Kafka consumer-group session: how long a dead worker keeps its partitions."""
     batch_max: int = Field(default=2000, ge=1)
-    """Records the ingest agent folds at a time (each twin is stored once per batch; a pre-filled
+    """Records ingest's own consumer folds at a time (each twin is stored once per batch; a pre-filled
     drain ran 1.43x faster at 2,000 than at 500, docs/BENCHMARKS.md) ..."""
     batch_within_s: float = Field(default=0.02, gt=0)
     """... or fewer, once the oldest has waited this long: bounds the latency it adds."""
