@@ -32,7 +32,7 @@ import msgspec  # noqa: E402
 import pipeline_throughput as pt  # noqa: E402
 from streams.kafka_client import partitioner  # noqa: E402
 from streams.seeds import read_detectors  # noqa: E402
-from streams.worker.ingest import Held, LogMessage, fold  # noqa: E402
+from streams.worker.ingest import Held, LogMessage, changed_twins, fold  # noqa: E402
 from twin.fleet_fold import Rules  # noqa: E402
 from twin.schema import Event  # noqa: E402
 from twin.state import encode_twin  # noqa: E402
@@ -63,7 +63,7 @@ def cost(rules: Rules, warm: list[LogMessage], log: list[LogMessage], size: int)
         batch = sorted(log[i:i + size], key=lambda m: (m.partition, m.offset))
         started = time.process_time()
         done = fold(held, rules, {}, batch, CHECKS)
-        for _, twin in done.changed.values():
+        for _, twin in changed_twins(held, done.touched).values():
             encode_twin(twin)
         spent += time.process_time() - started
     return spent * 1e6 / len(log)

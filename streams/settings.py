@@ -87,6 +87,10 @@ class Settings(BaseSettings):
     drain ran 1.43x faster at 2,000 than at 500, docs/BENCHMARKS.md) ..."""
     batch_within_s: float = Field(default=0.02, gt=0)
     """... or fewer, once the oldest has waited this long: bounds the latency it adds."""
+    checkpoint_s: float = Field(default=2.0, ge=0)
+    """How often ingest stores the twins changed since it last did (one changelog record each,
+    however many records each robot had) and commits the offsets folded into them; 0: after every
+    batch. A crash re-reads up to this much log; the views serve the fold meanwhile."""
 
     sim_scenario: str = "demo"
     """What `fleet-twin up` simulates: `demo` loops every fault type, each within minutes."""

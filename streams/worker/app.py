@@ -98,7 +98,8 @@ def build_app(settings: Settings, fleet: Fleet, detectors: DetectorConfig,
     # One reader folds telemetry and silence checks alike, a batch at a time under one lock: no
     # other coroutine changes a twin between its read and its write.
     reader = IngestReader(settings, ingest.fold_batch, batch_max=settings.batch_max,
-                          within_s=settings.batch_within_s, refold=ingest.assigned)
+                          within_s=settings.batch_within_s, refold=ingest.assigned,
+                          checkpoint=ingest.checkpoint, every_s=settings.checkpoint_s)
     registry.register(FleetCollector(fleet, lambda: list(twins.values()),
                                      lambda: reader.lag(settings.telemetry_topic)))
     sites = Sites(outbox)
@@ -161,10 +162,10 @@ def build_app(settings: Settings, fleet: Fleet, detectors: DetectorConfig,
     token = auth.api_token(settings)  # NoApiToken: no worker serves fleet data openly
     router = TwinRouter(app, twins.changelog_topic.get_topic_name(), settings.partitions)
     desired_book = DesiredBook()  # the fleet.desired reader folds into it; GET /desired and /twins read it
-    register_views(app, twins, router, fleet, registry, token, settings.metrics_token or None,
+    register_views(app, twins, ingest.twin_bytes, router, fleet, registry, token, settings.metrics_token or None,
                    lambda: desired_book.rules)
     register_inbox(app, token)
-    register_history(app, twins, router, fleet, settings, token)
+    register_history(app, ingest.twin_bytes, router, fleet, settings, token)
     desired = DesiredReader(settings, fleet, ingest, desired_book, outbox, twins, desired_ready)
     rollouts = RolloutReader(settings, outbox)
     registry.register(ControlCollector(fleet, lambda: list(twins.values()), lambda: desired_book.rules,

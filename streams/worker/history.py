@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -190,8 +190,8 @@ def to_json(found: History, complete: bool, query: HistoryQuery) -> dict[str, An
     }
 
 
-def register_history(app: faust.App, twins: Any, router: TwinRouter, fleet: Fleet, settings: Settings,
-                     token: SecretStr) -> None:
+def register_history(app: faust.App, twin_bytes: Callable[[str], bytes | None], router: TwinRouter, fleet: Fleet,
+                     settings: Settings, token: SecretStr) -> None:
     """Add `/twins/{robot_id}/history` to `app`, for requests bearing `token`."""
     readers = asyncio.Semaphore(HISTORY_READERS)
 
@@ -202,7 +202,7 @@ def register_history(app: faust.App, twins: Any, router: TwinRouter, fleet: Flee
         # Routed as GET /twins/{robot_id} is: to the worker holding the robot's telemetry partition.
         @routed(router)
         async def get(self: View, request: Request, robot_id: str) -> Response:
-            raw = held_twin(self, app, twins, router, robot_id)
+            raw = held_twin(self, app, twin_bytes, router, robot_id)
             if not isinstance(raw, bytes):
                 return raw
             model = fleet.models.get(decode_twin(raw).model)

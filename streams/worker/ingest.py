@@ -4,11 +4,19 @@ A micro-batch of records is folded with `twin.batch_fold.fold_log`, the fold a r
 `fleet-twin eval` run too (equal to `twin.fleet_fold.on_record` record by record, in offset order per
 partition: tests/unit/test_batch_fold.py). The twins live as columns in one `FoldState` over the
 partitions this worker holds; a robot the fold does not hold yet is loaded from the twins table (a
-restart, a takeover), and after a rebalance the fold starts over from the table. Then, in this
-order: anomaly messages, commands (a reconnecting robot's delta) and dead letters are acked by the
-broker, the changed twins are written (one changelog record each per batch, acked before the table
-serves them), counters move once, and the worker's own consumer commits the batch's offsets after
-this returns (`ingest_reader`; which partitions it reads: `handover`).
+restart, a takeover), and after a rebalance the fold starts over from the table. Then anomaly
+messages, commands (a reconnecting robot's delta) and dead letters are acked by the broker, and
+counters move once.
+
+The twins are stored at checkpoints, not per batch (`checkpoint`, every FLEET_TWIN_CHECKPOINT_S
+seconds, called by the worker's own consumer, `ingest_reader`, which then commits the offsets folded
+into them; which partitions it reads: `handover`): one changelog record per robot changed since the
+last one, however many records it had. Until then the views serve the robot's twin from the fold
+(`twin_bytes`, `twins`); a crash loses only what the log holds, and the records since the last
+commit are folded again into the twins as the last checkpoint stored them. What reads the whole
+table (the /twins listing and counts, fleet metrics, silence checks, desired-state commands) sees
+the twins as of the last checkpoint: at most that old, and what it decides is harmless when stale
+(a silence check the fold then finds needless, a delta a robot already holds).
 """
 
 from __future__ import annotations
@@ -126,6 +134,9 @@ class Ingest:
         self._checks = checks
         self._metrics = metrics
         self.held = Held(rules)
+        self._dirty: dict[str, int] = {}
+        """Robots folded since the last checkpoint -> the partition of their newest record: the twins
+        the table does not hold as the fold does."""
         self._next: dict[tuple[str, int], int] = {}
         """Per partition of the log this worker holds: the offset after the newest one folded."""
         self._newest: dict[tuple[str, int], float] = {}
@@ -141,7 +152,7 @@ class Ingest:
         self.held.fold.fleet = value
 
     async def fold_batch(self, messages: list[LogMessage]) -> None:
-        """Fold a micro-batch, then send, store and count (see the module's order of effects).
+        """Fold a micro-batch, then send and count; its twins are stored at the next `checkpoint`.
 
         Not before the desired rules are read: after a restart, a report judged
         against no rules would resolve its robot's drift and open it again."""
@@ -152,10 +163,26 @@ class Ingest:
         await asyncio.gather(self._outbox.publish(batch.found),
                              self._outbox.commands(batch.commands, cause="reconnect"),
                              *(self._outbox.dead_letter(m, err) for m, err in batch.rejected))
-        # telemetry and checks are co-partitioned: a robot's record names its twin's partition
-        await self._changelog.write(self._twins, {r: (p, encode_twin(t)) for r, (p, t) in batch.changed.items()})
+        self._dirty.update(batch.touched)
         batch.count(self._metrics)
         self._metrics.batch.observe(len(messages))
+
+    async def checkpoint(self) -> None:
+        """Store the twins changed since the last checkpoint, one changelog record each, acked before
+        the table serves them and before the reader commits the offsets folded into them."""
+        changed = changed_twins(self.held, self._dirty)
+        # telemetry and checks are co-partitioned: a robot's record names its twin's partition
+        await self._changelog.write(self._twins, {r: (p, encode_twin(t)) for r, (p, t) in changed.items()})
+        self._dirty = {}
+
+    def twin_bytes(self, robot_id: str) -> bytes | None:
+        """A robot's twin as `GET /twins/{id}` serves it: from the fold when it changed since the
+        last checkpoint (one gather, ~50 us), else the table's."""
+        if robot_id in self._dirty:
+            for _, twin in changed_twins(self.held, {robot_id: 0}).values():
+                return encode_twin(twin)
+        raw: bytes | None = self._twins.get(robot_id)
+        return raw
 
     def assigned(self, starts: Mapping[tuple[str, int], int]) -> None:
         """After a rebalance, before the first batch: the (topic, partition) pairs this worker now
@@ -166,6 +193,7 @@ class Ingest:
         fleet state stays."""
         logs = (self._settings.telemetry_topic, self._settings.checks_topic)
         self.held = Held(self._rules, self.held.fold.fleet)
+        self._dirty = {}
         self._next = {tp: n for tp, n in starts.items() if tp[0] in logs}
         self._newest = {tp: t for tp, t in self._newest.items() if tp in self._next}
 
@@ -257,17 +285,20 @@ def fold(held: Held, rules: Rules, table: Any, messages: Sequence[LogMessage], c
     """Fold records (telemetry or silence checks; each partition's in offset order) into `held`,
     loading robots it does not hold from `table` first.
 
-    No I/O: what to send and store comes back in the batch."""
+    No I/O: what to send comes back in the batch, and which robots it changed (`changed_twins`)."""
     records = [_record(message, checks_topic) for message in messages]
     _load_missing(held, table, records)
     batch = Batch(rules.fleet)
     for message, out in zip(messages, fold_log(held.fold, rules, records)):
         batch.add(held, message, out)
-    robots = list(batch.touched)
-    for robot, twin in zip(robots, twins_of(held.fold, robots)):
-        if twin is not None:
-            batch.changed[robot] = (batch.touched[robot], twin)
     return batch
+
+
+def changed_twins(held: Held, robots: Mapping[str, int]) -> dict[str, tuple[int, Twin]]:
+    """Robot -> (partition, its twin as the fold holds it), for those of `robots` (robot ->
+    partition) that the fold holds; one gather per column for them all (`twins_of`)."""
+    names = list(robots)
+    return {r: (robots[r], t) for r, t in zip(names, twins_of(held.fold, names)) if t is not None}
 
 
 def _record(message: Any, checks_topic: str) -> Record:
@@ -306,8 +337,6 @@ class Batch:
         self._fleet = fleet
         self.touched: dict[str, int] = {}
         """Robot -> the partition of its last record in the batch."""
-        self.changed: dict[str, tuple[int, Twin]] = {}
-        """Robot -> (partition, its twin after the batch)."""
         self.found: list[Anomaly] = []
         self.commands: list[Command] = []
         self.operating: defaultdict[tuple[str, str, str], float] = defaultdict(float)

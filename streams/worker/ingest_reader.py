@@ -14,14 +14,22 @@ refused while the group is stable (and accepted when it is empty: a trap). A rea
 it has folded into a group of its own (`<app_id>-ingest`, `<app_id>-alerts`): where the next
 owner of a partition starts (`handover`), and what lag tools see.
 
-One lock covers fetch, fold and commit: `release` waits for the batch in flight and no batch starts
-after it, so the handover to the next owner is exact (it starts where this one's last fold ended).
+Checkpoints: a reader given a `checkpoint` callback commits only after it (every `every_s` seconds,
+when a fetch comes back empty, and before it lets its partitions go), so what a crash loses between
+two checkpoints is re-read from the last commit; a batch or checkpoint that fails sends the reader
+back there too (the caller's `refold` drops what its state holds since). Without one, it commits
+after every batch.
+
+One lock covers fetch, fold, checkpoint and commit: `release` waits for the batch in flight, takes a
+checkpoint and no batch starts after it, so the handover to the next owner is exact (it starts where
+this one's last fold ended).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
@@ -36,7 +44,11 @@ log = logging.getLogger(__name__)
 
 Fold = Callable[[list[LogMessage]], Awaitable[None]]
 """Takes one batch (records of the partitions held, each partition's in offset order); returns once
-the batch's effects are stored: its offsets are then committed."""
+the batch's effects are stored, or sent with the rest kept for the next `Checkpoint`."""
+
+Checkpoint = Callable[[], Awaitable[None]]
+"""Stores what the batches folded since the last one kept back; returns once it is durable: the
+offsets folded into it are then committed."""
 
 
 RETRY_S = 1.0
@@ -58,14 +70,18 @@ class IngestReader:
 
     def __init__(self, settings: Settings, fold: Fold, *, batch_max: int, within_s: float,
                  refold: Callable[[Mapping[tuple[str, int], int]], None] | None = None,
-                 group: str | None = None) -> None:
+                 group: str | None = None, checkpoint: Checkpoint | None = None, every_s: float = 0.0) -> None:
         self._settings = settings
         self.group = group or ingest_group(settings)
         """Where the batches folded are committed (`ingest_group` unless told)."""
         self._fold = fold
         self._refold = refold
-        """Told where each partition starts again after a batch failed (the caller drops what the
-        failed batch left in its state), before the batch is read again."""
+        """Told where each partition starts again after a batch or checkpoint failed (the caller
+        drops what its state holds since the last commit), before those records are read again."""
+        self._checkpoint = checkpoint
+        self._every_s = every_s if checkpoint is not None else 0.0
+        self._since = time.monotonic()
+        """When the last commit was made (the clock of the shell: how often, never what)."""
         self._batch_max = batch_max
         self._within_ms = max(int(within_s * 1000), 1)
         self._consumer: Any = None
@@ -75,6 +91,8 @@ class IngestReader:
         self._held: set[TopicPartition] = set()
         self._next: dict[TopicPartition, int] = {}
         """Per partition held: the offset after the last record folded (where the next batch starts)."""
+        self._committed: dict[TopicPartition, int] = {}
+        """Per partition held: the offset committed last (where a crash or a failed batch goes back to)."""
         self._started = False
         self._stopping = False
         self.batches = 0
@@ -98,9 +116,11 @@ class IngestReader:
             self._started = True
 
     async def stop(self) -> None:
-        """Finish the batch in flight, then close (no batch starts after this is called)."""
+        """Finish the batch in flight and checkpoint, then close (no batch starts after this is called)."""
         self._stopping = True
         async with self._lock:
+            if self._held:
+                await self._store()
             self._held = set()
             if self._started:
                 await self._consumer.stop()
@@ -125,14 +145,20 @@ class IngestReader:
                 self._consumer.seek(tp, offset)
             self._held = set(tps)
             self._next = dict(tps)
+            self._committed = dict(tps)
+            self._since = time.monotonic()
 
     async def release(self) -> None:
-        """Stop reading every partition once the batch in flight is folded and committed."""
+        """Stop reading every partition once the batch in flight is folded, checkpointed and committed
+        (if that fails, the next owner starts from the commit before: it re-reads, nothing is lost)."""
         async with self._lock:
+            if self._held:
+                await self._store()
             if self._started:
                 self._consumer.assign([])
             self._held = set()
             self._next = {}
+            self._committed = {}
 
     async def run(self) -> None:
         """Fetch, fold, commit, until `stop`. Idle (no partitions) it waits a fetch interval."""
@@ -141,43 +167,59 @@ class IngestReader:
                 await asyncio.sleep(self._within_ms / 1000)
 
     async def step(self) -> bool:
-        """One fetch and its fold; False when nothing is held or the fetch brought nothing."""
+        """One fetch and its fold, then a checkpoint if one is due; False when nothing is held or the
+        fetch brought nothing."""
         async with self._lock:
             if not self._held or self._stopping:
                 return False
             fetched = await self._consumer.getmany(timeout_ms=self._within_ms, max_records=self._batch_max)
             batch = _in_order(fetched, self._held)
-            if not batch:
-                return False
+            if batch:
+                try:
+                    await self._fold(batch)
+                except Exception:  # noqa: BLE001 - the worker must not stop ingesting: read the batch again
+                    log.exception("a batch of %d records failed; reading from the last commit again in %.0f s",
+                                  len(batch), RETRY_S)
+                    await self._again()
+                    return True
+                for m in batch:
+                    self._next[TopicPartition(m.topic, m.partition)] = m.offset + 1
+                self.batches += 1
+                self.records += len(batch)
+            if not batch or time.monotonic() - self._since >= self._every_s:
+                await self._store()
+            return bool(batch)
+
+    async def _store(self) -> None:
+        """Checkpoint what was folded since the last commit, then commit it; a failed checkpoint sends
+        the reader back to the last commit."""
+        if self._next == self._committed:
+            return
+        if self._checkpoint is not None:
             try:
-                await self._fold(batch)
-            except Exception:  # noqa: BLE001 - the worker must not stop ingesting: read the batch again
-                log.exception("a batch of %d records failed; reading it again in %.0f s", len(batch), RETRY_S)
+                await self._checkpoint()
+            except Exception:  # noqa: BLE001 - nothing folded since the last commit is lost: it is read again
+                log.exception("a checkpoint failed; reading from the last commit again in %.0f s", RETRY_S)
                 await self._again()
-                return True
-            await self._commit(batch)
-            for m in batch:
-                self._next[TopicPartition(m.topic, m.partition)] = m.offset + 1
-            self.batches += 1
-            self.records += len(batch)
-            return True
+                return
+        await self._commit()
 
     async def _again(self) -> None:
-        """Back to where the failed batch started, in the consumer and in the caller's state."""
+        """Back to the last commit, in the consumer and in the caller's state."""
+        self._next = dict(self._committed)
         for tp, offset in self._next.items():
             self._consumer.seek(tp, offset)
         if self._refold is not None:
             self._refold({(tp.topic, tp.partition): offset for tp, offset in self._next.items()})
         await asyncio.sleep(RETRY_S)
 
-    async def _commit(self, batch: Sequence[LogMessage]) -> None:
-        """The next offset of each partition of the batch into the reader's group (where a worker
-        taking the partition starts, `handover`); a failure is logged and left: the next batch's
-        commit covers it, and a crash before then re-reads batches the twins' offsets mark as
-        redelivered."""
-        nexts: dict[TopicPartition, OffsetAndMetadata] = {}
-        for m in batch:
-            nexts[TopicPartition(m.topic, m.partition)] = OffsetAndMetadata(m.offset + 1, "")
+    async def _commit(self) -> None:
+        """The next offset of each partition folded into the reader's group (where a worker taking
+        the partition starts, `handover`); a failure is logged and left: the next commit covers it,
+        and a crash before then re-reads records the twins' offsets mark as redelivered."""
+        nexts = {tp: OffsetAndMetadata(n, "") for tp, n in self._next.items()}
+        self._committed = dict(self._next)
+        self._since = time.monotonic()
         try:
             await self._consumer.commit(nexts)
         except Exception as exc:  # noqa: BLE001 - lag tools see an older offset until the next commit

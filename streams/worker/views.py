@@ -86,15 +86,17 @@ def private(token: SecretStr) -> type[View]:
     return Private
 
 
-def held_twin(view: View, app: faust.App, twins: Any, router: TwinRouter, robot_id: str) -> bytes | Response:
-    """The robot's stored twin on the worker its request was routed to, or the answer saying why not.
+def held_twin(view: View, app: faust.App, twin_bytes: Callable[[str], bytes | None], router: TwinRouter,
+              robot_id: str) -> bytes | Response:
+    """The robot's twin on the worker its request was routed to (as ingest serves it, `twin_bytes`),
+    or the answer saying why not.
 
     A missing twin is only "unknown robot" (404) when this worker holds the
     robot's partition and is not recovering it; otherwise the partition is
     moving (or moved while the request was forwarded) and the client should ask
     again (503).
     """
-    raw: bytes | None = twins.get(robot_id)
+    raw = twin_bytes(robot_id)
     if raw is None and (app.rebalancing or not isinstance(router.route(robot_id), Here)):
         return unavailable(view, f"the partition of {robot_id!r} is moving between workers")
     if raw is None:
@@ -102,11 +104,13 @@ def held_twin(view: View, app: faust.App, twins: Any, router: TwinRouter, robot_
     return raw
 
 
-def register_views(app: faust.App, twins: Any, router: TwinRouter, fleet: Fleet,
-                   registry: CollectorRegistry, token: SecretStr, metrics_token: SecretStr | None = None,
+def register_views(app: faust.App, twins: Any, twin_bytes: Callable[[str], bytes | None], router: TwinRouter,
+                   fleet: Fleet, registry: CollectorRegistry, token: SecretStr, metrics_token: SecretStr | None = None,
                    desired: Callable[[], DesiredRules] = lambda: NO_RULES) -> None:
     """Add the worker's pages to `app`; fleet data only for requests bearing `token`;
-    a twin shown with what `desired` (the rules read from fleet.desired) wants of it."""
+    a twin shown with what `desired` (the rules read from fleet.desired) wants of it. One robot's
+    twin is ingest's newest (`twin_bytes`); the listing and counts read the table (`twins`), as of
+    ingest's last checkpoint."""
     Private = private(token)
     # The handlers below say `self: View`: mypy cannot see a base made at run time and would take self as Any.
 
@@ -117,7 +121,7 @@ def register_views(app: faust.App, twins: Any, router: TwinRouter, fleet: Fleet,
         # Routed by the telemetry partition of the robot id (routing.py says why not Faust's routes).
         @routed(router)
         async def get(self: View, request: Request, robot_id: str) -> Response:
-            raw = held_twin(self, app, twins, router, robot_id)
+            raw = held_twin(self, app, twin_bytes, router, robot_id)
             return self.json(to_view(decode_twin(raw), desired())) if isinstance(raw, bytes) else raw
 
     @app.page("/twins")

@@ -166,3 +166,50 @@ def test_a_reader_without_commits_of_its_own_starts_where_the_group_before_it_st
     assert asyncio.run(start_offsets(settings, new, parts, before=old)) == {
         (topic, 0): 10, (topic, 1): 3, (topic, 2): 0}
     assert asyncio.run(start_offsets(settings, new, parts)) == {(topic, 0): 0, (topic, 1): 3, (topic, 2): 0}
+
+
+def test_with_checkpoints_it_commits_only_what_a_checkpoint_stored(broker: str, settings: Settings) -> None:
+    """Ingest's reader: batches fold on, a commit follows a checkpoint (due, on an empty fetch, on
+    release), and a failed checkpoint sends the reader and its fold back to the last commit."""
+    topic = fresh_topic(settings)
+    asyncio.run(produce(settings, topic, {0: 300}))
+    got: list[LogMessage] = []
+    stored: list[int] = []
+    refolds: list[dict[tuple[str, int], int]] = []
+    fail = [False]
+
+    async def fold(batch: list[LogMessage]) -> None:
+        got.extend(batch)
+
+    async def checkpoint() -> None:
+        if fail[0]:
+            fail[0] = False
+            raise RuntimeError("the broker refused the checkpoint")
+        stored.append(got[-1].offset + 1)
+
+    def committed() -> int:
+        return asyncio.run(start_offsets(settings, ingest_group(settings), [(topic, 0)]))[(topic, 0)]
+
+    async def run() -> list[int]:
+        reader = IngestReader(settings, fold, batch_max=100, within_s=0.05, refold=refolds.append,
+                              checkpoint=checkpoint, every_s=3600.0)
+        try:
+            await reader.assign({(topic, 0): 0})
+            await read_until(reader, got, 200)  # two full batches: no checkpoint due yet
+            at_200 = await start_offsets(settings, ingest_group(settings), [(topic, 0)])
+            assert stored == [] and at_200 == {(topic, 0): 0}
+            await read_until(reader, got, 300)
+            assert await reader.step() is False  # an empty fetch: a checkpoint, then the commit
+            assert stored == [300]
+            await produce(settings, topic, {0: 50})
+            await read_until(reader, got, 350)
+            fail[0] = True
+            await reader.release()  # its checkpoint fails: the reader goes back to the last commit
+            return [m.offset for m in got]
+        finally:
+            await reader.stop()
+
+    offsets = asyncio.run(run())
+    assert offsets == list(range(350))
+    assert refolds == [{(topic, 0): 300}]
+    assert committed() == 300  # what the failed checkpoint would have stored is read again by the next owner

@@ -17,7 +17,7 @@ import pytest
 
 from streams.kafka_client import partitioner
 from streams.seeds import read_detectors, read_fleet
-from streams.worker.ingest import Held, LogMessage
+from streams.worker.ingest import Held, LogMessage, changed_twins
 from streams.worker.ingest import fold as worker_fold
 from twin.detect.findings import Anomaly
 from twin.fleet_fold import (
@@ -57,27 +57,34 @@ def scenario() -> tuple[Run, list[Record]]:
 def worker(records: list[Record], seed: int) -> tuple[list[Anomaly], list[Anomaly], dict[str, Twin]]:
     """The worker's two streams: what ingest publishes, and what its site correlation publishes.
 
-    Now and then the worker starts its fold over from the table, as after a rebalance or a restart
-    (the fleet state kept, as a rebalance keeps it): the twins it reloads fold on as if never dropped."""
+    The twins reach the table only at checkpoints (now and then, for the robots changed since the
+    last), and now and then, right after one, the worker starts its fold over from the table, as
+    after a rebalance (the fleet state kept, as a rebalance keeps it): the twins it reloads fold on
+    as if never dropped."""
     rules = Rules(read_fleet(SEEDS), read_detectors(SEEDS))
     table: dict[str, bytes] = {}
     held, sites = Held(rules), FleetState()
     published: list[Anomaly] = []
     caused: list[Anomaly] = []
     rng, at = random.Random(seed), 0
+    dirty: dict[str, int] = {}
     while at < len(records):
         size = rng.choice([1, 7, 333, 997])
         events = [LogMessage(CHECKS if r.kind == "check" else "telemetry", r.partition, r.offset, r.timestamp, r.key,
                              r.value) for r in records[at:at + size]]
         at += size
-        if rng.random() < 0.1:
-            held = Held(rules, held.fold.fleet)
+        if rng.random() < 0.3:
+            table.update({rid: msgspec.msgpack.encode(t) for rid, (_, t) in changed_twins(held, dirty).items()})
+            dirty = {}
+            if rng.random() < 0.3:
+                held = Held(rules, held.fold.fleet)
         batch = worker_fold(held, rules, table, events, CHECKS)
-        table.update({rid: msgspec.msgpack.encode(t) for rid, (_, t) in batch.changed.items()})
+        dirty.update(batch.touched)
         for anomaly in batch.found:
             published.append(anomaly)
             sites, found = on_anomaly(sites, anomaly)
             caused += found
+    table.update({rid: msgspec.msgpack.encode(t) for rid, (_, t) in changed_twins(held, dirty).items()})
     return published, caused, {rid: decode_twin(raw) for rid, raw in table.items()}
 
 
