@@ -9,7 +9,8 @@ Measured in one run against the real local broker (each figure the median of --r
   3. full worker: `fleet-twin worker` processes (`Stack.start_worker`, a fresh app id, so a
      fresh consumer group and fresh tables, each repetition) drain the same topic, 1 and then
      2 of them in one consumer group. Timed from the first twin written to the last, by the
-     timestamps of the twins changelog (one record per event applied; the broker is polled
+     timestamps of the twins changelog (one record per robot changed, at each checkpoint of
+     FLEET_TWIN_CHECKPOINT_S, and (3b) the same with a checkpoint after every batch; the broker is polled
      for its end offsets, the worker's /metrics is not: a scrape decodes every twin); start-up
      (spawn to the first twin) apart; CPU seconds of workers and broker from /proc; the
      events each worker counted (`twin_events_total`) read once at the end;
@@ -17,8 +18,9 @@ Measured in one run against the real local broker (each figure the median of --r
      one report per robot per second, in 10 ms slices): each event's `ts` is the wall-clock
      instant it is handed to the producer; a reader of the worker's changelog
      (`<app_id>-twins-changelog`) takes the first record holding that (robot, seq) or a later one:
-     "updated" = the record's timestamp (stamped by the worker's producer right after the table
-     write) - ts, "visible" = its arrival at the reader - ts. Then the same at --high-rate;
+     "updated" = the record's timestamp (stamped by the worker's producer at the checkpoint that
+     stores the twin: --checkpoint-s 0 for one per batch) - ts, "visible" = its arrival at the
+     reader - ts. Then the same at --high-rate;
   5. memory: worker VmRSS (/proc/<pid>/status) and stored twin bytes (the changelog's newest
      value per robot) with 0, then 10k, then 100k robots reported (--reports each), read
      from the broker so that /metrics (which decodes every twin) does not touch the worker's
@@ -45,6 +47,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import platform
 import secrets
@@ -413,7 +416,7 @@ async def watch_changelog(settings: Settings, pids: list[int | None], broker: in
                           on_first: Callable[[], None], limit_s: float = 900.0) -> Watched:
     """Follow the twins changelog until every telemetry record sent so far is applied.
 
-    A worker stores each twin once per micro-batch, with the offset of the newest
+    A worker stores each twin changed at each checkpoint, with the offset of the newest
     telemetry record applied to it (`Twin.offset`): a partition is done when a twin
     holding its last offset is written. Progress is the sum over partitions of the
     offsets reached, stamped with the changelog record's timestamp (the worker's write)."""
@@ -617,6 +620,9 @@ class Latency:
     """Arrival of that record at the reader - event ts, seconds."""
     last_update_s: float = 0.0
     """From the window's start to the last twin update seen."""
+    folded: dict[float, float] = field(default_factory=dict)
+    """The worker's `twin_processing_lag_seconds` over the window (broker receipt -> folded and served
+    by GET /twins/{id}): records at or under each bucket's bound."""
     worker_cpu: float = 0.0
     """Worker CPU seconds per wall second over that time."""
 
@@ -706,6 +712,8 @@ async def offer(settings: Settings, reader: ChangelogReader, ticks: list[list[Ev
     events = [e for tick in ticks for e in tick]
     per_slice = max(1, round(rate * SLICE_S))
     result = reader.result = Latency(0.0, 0, 0)
+    url = f"http://127.0.0.1:{settings.web_port}"
+    lag0 = await asyncio.to_thread(lag_buckets, url)
     cpu0 = cpu_s(pid)
     async with Pacer(settings) as pacer:
         start = time.monotonic()
@@ -724,7 +732,24 @@ async def offer(settings: Settings, reader: ChangelogReader, ticks: list[list[Ev
         await asyncio.sleep(0.1)
     result.last_update_s = time.monotonic() - start if not reader.pending else float("nan")
     result.worker_cpu = (cpu_s(pid) - cpu0) / (time.monotonic() - start)
+    lag1 = await asyncio.to_thread(lag_buckets, url)  # after the window: a scrape decodes every twin
+    result.folded = {le: n - lag0.get(le, 0.0) for le, n in lag1.items()}
     return result
+
+
+def lag_buckets(url: str) -> dict[float, float]:
+    """The worker's `twin_processing_lag_seconds` histogram: upper bound -> records at or under it."""
+    out: dict[float, float] = {}
+    for line in httpx.get(f"{url}/metrics", timeout=60).text.splitlines():
+        if line.startswith('twin_processing_lag_seconds_bucket{le="'):
+            out[float(line.split('"')[1])] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def bucket_quantile(buckets: dict[float, float], q: float) -> float:
+    """The smallest bucket bound holding a share `q` of the records (an upper bound of the quantile)."""
+    total = buckets.get(math.inf, 0.0)
+    return next((le for le, n in sorted(buckets.items()) if total and n >= q * total), math.nan)
 
 
 async def wait_processed(url: str, n: float, limit_s: float) -> None:
@@ -907,6 +932,10 @@ def throughput(base: Settings, args: argparse.Namespace, tmp: Path) -> None:
           f"spawn to done {prefilled.total_s:.1f} s")
     print(f"      CPU per wall second during the drain: worker {prefilled.worker_cpu:.2f}, "
           f"broker {prefilled.broker_cpu:.2f}; {prefilled.anomalies:,} anomaly messages published per run")
+    if base.checkpoint_s > 0:
+        every = median_drain([drain_workers(base, load, 1, tmp, checkpoint_s=0.0) for _ in range(args.repeat)])
+        print(f"(3b) the same, twins stored and offsets committed after every batch (checkpoint_s 0): "
+              f"{every.rate:,.0f} events/s, ratio to (1) {every.rate / bare:.3f}; (3) is x{prefilled.rate / every.rate:.2f} it")
     scale: dict[int, Drain] = {}
     if not args.skip_workers:
         for count in (1, 2):
@@ -1015,6 +1044,12 @@ def latency(base: Settings, args: argparse.Namespace, tmp: Path) -> None:
             qs = [median([pct(get(r), q) * 1000 for r in runs]) for q in (0.5, 0.95, 0.99)]
             top = max(max(get(r), default=float("nan")) for r in runs) * 1000
             print(f"  {label:<32} p50 {qs[0]:8.1f} ms  p95 {qs[1]:8.1f} ms  p99 {qs[2]:8.1f} ms  max {top:8.1f} ms")
+        folded = [r.folded for r in runs if r.folded.get(math.inf)]
+        if folded:
+            within = median([f.get(0.1, 0.0) / f[math.inf] for f in folded])
+            print(f"  broker -> folded and served (the worker's twin_processing_lag_seconds): p99 <= "
+                  f"{median([bucket_quantile(f, 0.99) for f in folded]) * 1000:,.0f} ms (bucket bound), "
+                  f"{within:.1%} within 100 ms")
         done = median([r.sent / r.last_update_s for r in runs])
         print(f"  all twins updated within {median([r.last_update_s for r in runs]):.1f} s of the window's "
               f"start ({seconds:.0f} s of sending): {done:,.0f} events/s processed; worker CPU per wall second "
@@ -1047,6 +1082,9 @@ def arguments() -> argparse.Namespace:
     ap.add_argument("--seconds", type=float, default=30, help="seconds of sending at each of --rates")
     ap.add_argument("--high-rate", type=float, default=20_000, help="one more load in (4), events/s; 0 skips it")
     ap.add_argument("--high-seconds", type=float, default=10, help="seconds of sending at --high-rate")
+    ap.add_argument("--checkpoint-s", type=float, default=None,
+                    help="the workers' FLEET_TWIN_CHECKPOINT_S (default: the worker's); (4) measures to the "
+                         "changelog write, so it includes the wait for a checkpoint")
     ap.add_argument("--memory-robots", default="10000,100000", help="fleet sizes for (5)")
     ap.add_argument("--reports", type=int, default=3, help="reports per robot in (5)")
     ap.add_argument("--what-if", default="",
@@ -1114,7 +1152,10 @@ def bench(args: argparse.Namespace, run: str, tmp: Path) -> None:
     sink = AlertSink()
     base = Settings(topic_prefix=f"bench-pipe-{run}.", app_id=f"bench-pipe-{run}", state_dir=tmp / "stack",
                     api_token=SecretStr(secrets.token_urlsafe(32)), alertmanager_address=sink.url)
+    if args.checkpoint_s is not None:
+        base = base.model_copy(update={"checkpoint_s": args.checkpoint_s})
     print(f"pipeline throughput, run {run}: {machine()}")
+    print(f"workers' checkpoint interval (FLEET_TWIN_CHECKPOINT_S): {base.checkpoint_s:g} s")
     print(f"code: {code_version()}")
     stack = Stack(base)
     started_kafka = stack.start_kafka()

@@ -9,13 +9,15 @@ reads partition p of the lane's topics (the twins table: telemetry and checks; t
 fleet.anomalies, whose messages that table remembers as sent):
 
 * on revoke (Faust has paused its consumer; the broker waits for this handler), each reader
-  finishes the batch in flight and lets every partition go: the next owner starts exactly where
-  it ended;
+  finishes the batch in flight, checkpoints and commits, and lets every partition go: the next
+  owner starts exactly where it ended;
 * once the tables are recovered (`on_rebalance_complete`, for the generation that assigned), each
-  reader takes its partitions from where its group committed (the reader commits after each
-  batch's effects are stored; a crash re-reads at most the batches since, which the twins' own
-  offsets mark as redelivered and the alerts table as already posted);
-* on shutdown (Faust sends no revoke then), the readers stop after their batch in flight.
+  reader takes its partitions from where its group committed (ingest's reader commits at each
+  checkpoint of its twins, the anomalies reader after each batch's posts; a crash re-reads the
+  records since into the twins as the checkpoint stored them, and the alerts table marks them as
+  already posted);
+* on shutdown (Faust sends no revoke then), the readers stop after their batch in flight and a
+  last checkpoint.
 """
 
 from __future__ import annotations
