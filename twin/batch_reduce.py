@@ -61,6 +61,7 @@ from twin.fleet import Fleet
 from twin.reduce import ALPHA, apply
 from twin.schema import MODES, Event, Location
 from twin.state import WINDOW, Counts, SignalState, Twin
+from twin.summary import Labels
 
 if WINDOW != 64:  # pragma: no cover - a loud stop rather than a silently wrong window
     raise ImportError(f"twin.batch_reduce keeps the seq window in one uint64 word; WINDOW is {WINDOW}")
@@ -852,6 +853,17 @@ def to_twins(state: ReduceState, robot_ids: Sequence[str]) -> list[Twin]:
         )
         for i, (robot_id, slot) in enumerate(zip(robot_ids, slots))
     ]
+
+
+def labels_of(state: ReduceState, robot_ids: Sequence[str]) -> list[Labels]:
+    """The labels `to_twins` would give each robot (KeyError for one without a twin), from three
+    columns: what a listing needs, without building the twins."""
+    if not robot_ids:
+        return []
+    idx = _gather([state.slot_of[r] for r in robot_ids])
+    sector, site, mode = (state.cols[name][idx].tolist() for name in ("sector", "site", "mode"))
+    strings = state.strings.table
+    return [Labels(r, strings[sector[i]], strings[site[i]], MODES[mode[i]]) for i, r in enumerate(robot_ids)]
 
 
 def _gather(rows: list[int]) -> Array | slice:

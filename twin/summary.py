@@ -14,6 +14,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from twin.fleet import Fleet
 from twin.state import Twin
@@ -92,7 +93,20 @@ def summarize_fleet(twins: Iterable[Twin], fleet: Fleet) -> FleetSummary:
     return out
 
 
-def count_by_sector_mode(twins: Iterable[Twin]) -> Counter[tuple[str, str]]:
+class Labels(NamedTuple):
+    """What the /twins listing and /fleet/summary read of a twin: no need to build the whole twin."""
+
+    robot_id: str
+    sector: str
+    site: str
+    mode: str
+
+    @classmethod
+    def of(cls, twin: Twin) -> Labels:
+        return cls(twin.robot_id, twin.sector, twin.site, twin.mode)
+
+
+def count_by_sector_mode(twins: Iterable[Labels]) -> Counter[tuple[str, str]]:
     """Robots per (sector, mode): what /fleet/summary shows."""
     return Counter((t.sector, t.mode) for t in twins)
 

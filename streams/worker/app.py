@@ -162,7 +162,7 @@ def build_app(settings: Settings, fleet: Fleet, detectors: DetectorConfig,
     token = auth.api_token(settings)  # NoApiToken: no worker serves fleet data openly
     router = TwinRouter(app, twins.changelog_topic.get_topic_name(), settings.partitions)
     desired_book = DesiredBook()  # the fleet.desired reader folds into it; GET /desired and /twins read it
-    register_views(app, twins, ingest.twin_bytes, router, fleet, registry, token, settings.metrics_token or None,
+    register_views(app, ingest.twin_bytes, ingest.labels, router, fleet, registry, token, settings.metrics_token or None,
                    lambda: desired_book.rules)
     register_inbox(app, token)
     register_history(app, ingest.twin_bytes, router, fleet, settings, token)

@@ -13,8 +13,9 @@ seconds, called by the worker's own consumer, `ingest_reader`, which then commit
 into them; which partitions it reads: `handover`): one changelog record per robot changed since the
 last one, however many records it had. Until then the views serve the robot's twin from the fold
 (`twin_bytes`, `twins`); a crash loses only what the log holds, and the records since the last
-commit are folded again into the twins as the last checkpoint stored them. What reads the whole
-table (the /twins listing and counts, fleet metrics, silence checks, desired-state commands) sees
+commit are folded again into the twins as the last checkpoint stored them. The /twins listing and
+/fleet/summary read the fold's labels too (`labels`). What reads the whole table (fleet metrics,
+silence checks, desired-state commands) sees
 the twins as of the last checkpoint: at most that old, and what it decides is harmless when stale
 (a silence check the fold then finds needless, a delta a robot already holds).
 """
@@ -39,6 +40,7 @@ from streams.settings import Settings
 from streams.worker.metrics import PipelineMetrics
 from streams.worker.table import ChangelogWriter, twin_values
 from twin import kpi
+from twin.batch_reduce import labels_of
 from twin.batch_fold import FoldState, fold_log, load_twins, twins_of
 from twin.detect.findings import Anomaly
 from twin.desired import Command
@@ -48,6 +50,7 @@ from twin.fleet_fold import FleetState, RecordOut, Rules, silence_check_due
 from twin.record import Kind, Record
 from twin.schema import Event
 from twin.state import Twin, decode_twin, encode_twin
+from twin.summary import Labels
 
 log = logging.getLogger(__name__)
 
@@ -167,13 +170,14 @@ class Ingest:
         batch.count(self._metrics)
         self._metrics.batch.observe(len(messages))
 
-    async def checkpoint(self) -> None:
-        """Store the twins changed since the last checkpoint, one changelog record each, acked before
-        the table serves them and before the reader commits the offsets folded into them."""
-        changed = changed_twins(self.held, self._dirty)
+    async def checkpoint(self, partitions: set[int]) -> None:
+        """Store the twins of `partitions` changed since their last checkpoint, one changelog record
+        each, acked before the table serves them and before the reader commits the offsets folded
+        into them."""
         # telemetry and checks are co-partitioned: a robot's record names its twin's partition
+        changed = changed_twins(self.held, {r: p for r, p in self._dirty.items() if p in partitions})
         await self._changelog.write(self._twins, {r: (p, encode_twin(t)) for r, (p, t) in changed.items()})
-        self._dirty = {}
+        self._dirty = {r: p for r, p in self._dirty.items() if p not in partitions}
 
     def twin_bytes(self, robot_id: str) -> bytes | None:
         """A robot's twin as `GET /twins/{id}` serves it: from the fold when it changed since the
@@ -183,6 +187,14 @@ class Ingest:
                 return encode_twin(twin)
         raw: bytes | None = self._twins.get(robot_id)
         return raw
+
+    def labels(self) -> list[Labels]:
+        """The labels of every twin this worker holds, as served: the fold's for the robots it holds
+        (three columns read, no twin built), the table's for the rest (decoded)."""
+        folded = list(self.held.fold.red.slot_of)
+        held = set(folded)
+        stored = [raw for robot, raw in list(self._twins.items()) if robot not in held]
+        return labels_of(self.held.fold.red, folded) + [Labels.of(decode_twin(raw)) for raw in stored]
 
     def assigned(self, starts: Mapping[tuple[str, int], int]) -> None:
         """After a rebalance, before the first batch: the (topic, partition) pairs this worker now

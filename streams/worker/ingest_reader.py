@@ -14,11 +14,14 @@ refused while the group is stable (and accepted when it is empty: a trap). A rea
 it has folded into a group of its own (`<app_id>-ingest`, `<app_id>-alerts`): where the next
 owner of a partition starts (`handover`), and what lag tools see.
 
-Checkpoints: a reader given a `checkpoint` callback commits only after it (every `every_s` seconds,
-when a fetch comes back empty, and before it lets its partitions go), so what a crash loses between
-two checkpoints is re-read from the last commit; a batch or checkpoint that fails sends the reader
-back there too (the caller's `refold` drops what its state holds since). Without one, it commits
-after every batch.
+Checkpoints: a reader given a `checkpoint` callback commits a partition only after a checkpoint of
+it (every `every_s` seconds, when a fetch comes back empty, and before it lets its partitions go), so
+what a crash loses between two checkpoints is re-read from the last commit; a batch or checkpoint
+that fails sends the reader back to the last commits (the caller's `refold` drops what its state
+holds since). The partitions' checkpoints are spread over the interval, one at a time, the
+longest-waiting first: a checkpoint runs on the event loop, and one of every robot held at once
+would stall the fold (and the views) for as long as storing them all takes. Without a callback, it
+commits after every batch.
 
 One lock covers fetch, fold, checkpoint and commit: `release` waits for the batch in flight, takes a
 checkpoint and no batch starts after it, so the handover to the next owner is exact (it starts where
@@ -46,9 +49,10 @@ Fold = Callable[[list[LogMessage]], Awaitable[None]]
 """Takes one batch (records of the partitions held, each partition's in offset order); returns once
 the batch's effects are stored, or sent with the rest kept for the next `Checkpoint`."""
 
-Checkpoint = Callable[[], Awaitable[None]]
-"""Stores what the batches folded since the last one kept back; returns once it is durable: the
-offsets folded into it are then committed."""
+Checkpoint = Callable[[set[int]], Awaitable[None]]
+"""Stores what the batches folded since the last checkpoint kept back, for these partition numbers
+(of every topic read: telemetry p and checks p change the same twins); returns once it is durable:
+the offsets of those partitions folded into it are then committed."""
 
 
 RETRY_S = 1.0
@@ -80,8 +84,10 @@ class IngestReader:
         drops what its state holds since the last commit), before those records are read again."""
         self._checkpoint = checkpoint
         self._every_s = every_s if checkpoint is not None else 0.0
-        self._since = time.monotonic()
-        """When the last commit was made (the clock of the shell: how often, never what)."""
+        self._last = time.monotonic()
+        """When the last checkpoint was made (the clock of the shell: how often, never what)."""
+        self._stored: dict[int, float] = {}
+        """Partition number -> when its last checkpoint was made."""
         self._batch_max = batch_max
         self._within_ms = max(int(within_s * 1000), 1)
         self._consumer: Any = None
@@ -120,7 +126,7 @@ class IngestReader:
         self._stopping = True
         async with self._lock:
             if self._held:
-                await self._store()
+                await self._store(self._pending())
             self._held = set()
             if self._started:
                 await self._consumer.stop()
@@ -146,14 +152,14 @@ class IngestReader:
             self._held = set(tps)
             self._next = dict(tps)
             self._committed = dict(tps)
-            self._since = time.monotonic()
+            self._last, self._stored = time.monotonic(), {}
 
     async def release(self) -> None:
         """Stop reading every partition once the batch in flight is folded, checkpointed and committed
         (if that fails, the next owner starts from the commit before: it re-reads, nothing is lost)."""
         async with self._lock:
             if self._held:
-                await self._store()
+                await self._store(self._pending())
             if self._started:
                 self._consumer.assign([])
             self._held = set()
@@ -186,23 +192,37 @@ class IngestReader:
                     self._next[TopicPartition(m.topic, m.partition)] = m.offset + 1
                 self.batches += 1
                 self.records += len(batch)
-            if not batch or time.monotonic() - self._since >= self._every_s:
-                await self._store()
+            await self._store(self._due() if batch else self._pending())
             return bool(batch)
 
-    async def _store(self) -> None:
-        """Checkpoint what was folded since the last commit, then commit it; a failed checkpoint sends
-        the reader back to the last commit."""
-        if self._next == self._committed:
+    def _pending(self) -> set[int]:
+        """Partition numbers with records folded since their last commit."""
+        return {tp.partition for tp, n in self._next.items() if n != self._committed.get(tp)}
+
+    def _due(self) -> set[int]:
+        """The partitions to checkpoint after a batch: every pending one when each batch is stored,
+        else the longest-waiting one once every `every_s` / (partitions held) seconds."""
+        pending = self._pending()
+        if not pending or self._every_s <= 0:
+            return pending
+        held = len({tp.partition for tp in self._held})
+        if time.monotonic() - self._last < self._every_s / max(held, 1):
+            return set()
+        return {min(pending, key=lambda p: self._stored.get(p, 0.0))}
+
+    async def _store(self, partitions: set[int]) -> None:
+        """Checkpoint what was folded into `partitions` since their last commit, then commit them; a
+        failed checkpoint sends the reader back to the last commits."""
+        if not partitions:
             return
         if self._checkpoint is not None:
             try:
-                await self._checkpoint()
+                await self._checkpoint(partitions)
             except Exception:  # noqa: BLE001 - nothing folded since the last commit is lost: it is read again
                 log.exception("a checkpoint failed; reading from the last commit again in %.0f s", RETRY_S)
                 await self._again()
                 return
-        await self._commit()
+        await self._commit(partitions)
 
     async def _again(self) -> None:
         """Back to the last commit, in the consumer and in the caller's state."""
@@ -213,13 +233,14 @@ class IngestReader:
             self._refold({(tp.topic, tp.partition): offset for tp, offset in self._next.items()})
         await asyncio.sleep(RETRY_S)
 
-    async def _commit(self) -> None:
-        """The next offset of each partition folded into the reader's group (where a worker taking
-        the partition starts, `handover`); a failure is logged and left: the next commit covers it,
+    async def _commit(self, partitions: set[int]) -> None:
+        """The next offset of `partitions` into the reader's group (where a worker taking a
+        partition starts, `handover`); a failure is logged and left: the next commit covers it,
         and a crash before then re-reads records the twins' offsets mark as redelivered."""
-        nexts = {tp: OffsetAndMetadata(n, "") for tp, n in self._next.items()}
-        self._committed = dict(self._next)
-        self._since = time.monotonic()
+        nexts = {tp: OffsetAndMetadata(n, "") for tp, n in self._next.items() if tp.partition in partitions}
+        self._committed.update({tp: n.offset for tp, n in nexts.items()})
+        self._last = now = time.monotonic()
+        self._stored.update(dict.fromkeys(partitions, now))
         try:
             await self._consumer.commit(nexts)
         except Exception as exc:  # noqa: BLE001 - lag tools see an older offset until the next commit

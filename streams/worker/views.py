@@ -22,12 +22,11 @@ from pydantic import SecretStr
 
 from streams.auth import bearer_ok
 from streams.worker.routing import RETRY_AFTER_S, Here, TwinRouter, routed, unavailable
-from streams.worker.table import twin_values
 from twin.fleet import Fleet
 from streams.twin_view import NO_RULES, to_view
 from twin.desired import DesiredRules
 from twin.state import decode_twin
-from twin.summary import count_by_sector_mode
+from twin.summary import Labels, count_by_sector_mode
 
 MAX_LIMIT = 10_000
 
@@ -104,13 +103,13 @@ def held_twin(view: View, app: faust.App, twin_bytes: Callable[[str], bytes | No
     return raw
 
 
-def register_views(app: faust.App, twins: Any, twin_bytes: Callable[[str], bytes | None], router: TwinRouter,
-                   fleet: Fleet, registry: CollectorRegistry, token: SecretStr, metrics_token: SecretStr | None = None,
+def register_views(app: faust.App, twin_bytes: Callable[[str], bytes | None], labels: Callable[[], list[Labels]],
+                   router: TwinRouter, fleet: Fleet, registry: CollectorRegistry, token: SecretStr,
+                   metrics_token: SecretStr | None = None,
                    desired: Callable[[], DesiredRules] = lambda: NO_RULES) -> None:
     """Add the worker's pages to `app`; fleet data only for requests bearing `token`;
-    a twin shown with what `desired` (the rules read from fleet.desired) wants of it. One robot's
-    twin is ingest's newest (`twin_bytes`); the listing and counts read the table (`twins`), as of
-    ingest's last checkpoint."""
+    a twin shown with what `desired` (the rules read from fleet.desired) wants of it. Twins as
+    ingest serves them: one robot's (`twin_bytes`), and every one's labels (`labels`)."""
     Private = private(token)
     # The handlers below say `self: View`: mypy cannot see a base made at run time and would take self as Any.
 
@@ -133,7 +132,7 @@ def register_views(app: faust.App, twins: Any, twin_bytes: Callable[[str], bytes
             if isinstance(query, str):
                 return self.error(400, query)
             ids = sorted(
-                t.robot_id for t in twin_values(twins)
+                t.robot_id for t in labels()
                 if (query.sector is None or t.sector == query.sector) and (query.site is None or t.site == query.site)
             )
             return self.json({"robots": ids[:query.limit], "total": len(ids)})
@@ -143,7 +142,7 @@ def register_views(app: faust.App, twins: Any, twin_bytes: Callable[[str], bytes
         """Robots per sector and mode held by this worker."""
 
         async def get(self: View, request: Request) -> Response:
-            counts = count_by_sector_mode(twin_values(twins))
+            counts = count_by_sector_mode(labels())
             by_sector: dict[str, dict[str, int]] = {s: {} for s in sorted(fleet.sectors)}
             for (sector, mode), n in sorted(counts.items()):
                 by_sector.setdefault(sector, {})[mode] = n

@@ -181,7 +181,7 @@ def test_with_checkpoints_it_commits_only_what_a_checkpoint_stored(broker: str, 
     async def fold(batch: list[LogMessage]) -> None:
         got.extend(batch)
 
-    async def checkpoint() -> None:
+    async def checkpoint(partitions: set[int]) -> None:
         if fail[0]:
             fail[0] = False
             raise RuntimeError("the broker refused the checkpoint")
@@ -213,3 +213,36 @@ def test_with_checkpoints_it_commits_only_what_a_checkpoint_stored(broker: str, 
     assert offsets == list(range(350))
     assert refolds == [{(topic, 0): 300}]
     assert committed() == 300  # what the failed checkpoint would have stored is read again by the next owner
+
+
+def test_checkpoints_are_spread_over_the_partitions_one_at_a_time(broker: str, settings: Settings) -> None:
+    """While batches keep coming, each checkpoint stores one partition (the longest-waiting), so no
+    checkpoint stores every robot held at once; an empty fetch stores whatever is left."""
+    topic = fresh_topic(settings)
+    asyncio.run(produce(settings, topic, {0: 400, 1: 400}))
+    got: list[LogMessage] = []
+    calls: list[set[int]] = []
+
+    async def fold(batch: list[LogMessage]) -> None:
+        got.extend(batch)
+        await asyncio.sleep(0.05)
+
+    async def checkpoint(partitions: set[int]) -> None:
+        calls.append(set(partitions))
+
+    async def run() -> dict[tuple[str, int], int]:
+        reader = IngestReader(settings, fold, batch_max=20, within_s=0.05, checkpoint=checkpoint, every_s=0.4)
+        try:
+            await reader.assign({(topic, 0): 0, (topic, 1): 0})
+            await read_until(reader, got, 800, within_s=60)
+            while await reader.step():
+                pass
+            return await start_offsets(settings, ingest_group(settings), [(topic, 0), (topic, 1)])
+        finally:
+            await reader.stop()
+
+    committed = asyncio.run(run())
+    assert committed == {(topic, 0): 400, (topic, 1): 400}
+    during = calls[:-1]
+    assert len(during) >= 4 and all(len(c) == 1 for c in during), calls
+    assert {0, 1} == set().union(*during)

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streams.seeds import read_scenario
-from twin.batch_reduce import NARROW, ReduceState, catalogues_of, from_twins, reduce_batch, to_twin
+from twin.batch_reduce import NARROW, ReduceState, catalogues_of, from_twins, labels_of, reduce_batch, to_twin
 from twin.effects import Effects
 from twin.fleet import Fleet
 from twin.reduce import apply
@@ -22,6 +22,7 @@ from twin.schema import MODES, SEQ_MAX, Event, Location
 from twin.sim import FleetSim
 from twin.sim.scenario import load_scenario
 from twin.state import WINDOW, Twin, encode_twin
+from twin.summary import Labels
 
 SEEDS = Path(__file__).resolve().parents[2] / "seeds"
 
@@ -189,3 +190,13 @@ def test_any_arrival_order_with_duplicates_matches_the_scalar_core(
     state = ReduceState({"amr": SIGNALS[:2]} if with_catalogue else None)
     sizes = [rnd.randint(1, 12) for _ in range(len(events))]
     assert_same(state, oracle, batched(state, events, received, sizes, narrow))
+
+
+def test_labels_are_those_of_the_twins(chaos: Oracle, fleet: Fleet) -> None:
+    """The /twins listing reads three columns instead of building twins: the same labels, every mode seen."""
+    state = ReduceState(catalogues_of(fleet))
+    batched(state, chaos.events, chaos.received, [333])
+    robots = sorted(chaos.twins)
+    assert labels_of(state, robots) == [Labels.of(chaos.twins[r]) for r in robots]
+    assert labels_of(state, robots[:1]) == [Labels.of(chaos.twins[robots[0]])]
+    assert len({label.mode for label in labels_of(state, robots)}) > 1
