@@ -9,8 +9,8 @@ reads partition p of the lane's topics (the twins table: telemetry and checks; t
 fleet.anomalies, whose messages that table remembers as sent):
 
 * on revoke (Faust has paused its consumer; the broker waits for this handler), each reader
-  finishes the batch in flight, checkpoints and commits, and lets every partition go: the next
-  owner starts exactly where it ended;
+  finishes the batch in flight, checkpoints and commits, and lets every partition go (its fold
+  too): the next owner starts exactly where it ended;
 * once the tables are recovered (`on_rebalance_complete`, for the generation that assigned), each
   reader takes its partitions from where its group committed (ingest's reader commits at each
   checkpoint of its twins, the anomalies reader after each batch's posts; a crash re-reads the
@@ -64,6 +64,11 @@ class Handover:
 
     async def revoked(self) -> None:
         await asyncio.gather(*(lane.reader.release() for lane in self._lanes))
+        for lane in self._lanes:
+            if lane.starting is not None:
+                # the fold lets go of the partitions too: until the next assignment the views read the
+                # table, which Faust keeps to the partitions this worker still holds
+                lane.starting({})
 
     def assigned(self) -> None:
         """Note the partitions this worker is active for, and for which generation of the group."""
