@@ -11,13 +11,13 @@ counters move once.
 The twins are stored at checkpoints, not per batch (`checkpoint`, every FLEET_TWIN_CHECKPOINT_S
 seconds, called by the worker's own consumer, `ingest_reader`, which then commits the offsets folded
 into them; which partitions it reads: `handover`): one changelog record per robot changed since the
-last one, however many records it had. Until then the views serve the robot's twin from the fold
-(`twin_bytes`, `twins`); a crash loses only what the log holds, and the records since the last
-commit are folded again into the twins as the last checkpoint stored them. The /twins listing and
-/fleet/summary read the fold's labels too (`labels`). What reads the whole table (fleet metrics,
-silence checks, desired-state commands) sees
-the twins as of the last checkpoint: at most that old, and what it decides is harmless when stale
-(a silence check the fold then finds needless, a delta a robot already holds).
+last one, however many records it had. Until then `GET /twins/{id}` serves the robot's twin from
+the fold (`twin_bytes`), and the /twins listing and /fleet/summary read the fold's labels
+(`labels`); a crash loses only what the log holds: the records since the last commit are folded
+again into the twins as the last checkpoint stored them. What reads the whole table (fleet
+metrics, silence checks, desired-state commands) sees the twins as of the last checkpoint: at most
+that old, and what it decides is harmless when stale (a silence check the fold then finds
+needless, a delta a robot already holds).
 """
 
 from __future__ import annotations
@@ -181,7 +181,7 @@ class Ingest:
 
     def twin_bytes(self, robot_id: str) -> bytes | None:
         """A robot's twin as `GET /twins/{id}` serves it: from the fold when it changed since the
-        last checkpoint (one gather, ~50 us), else the table's."""
+        last checkpoint (one robot's gather), else the table's."""
         if robot_id in self._dirty:
             for _, twin in changed_twins(self.held, {robot_id: 0}).values():
                 return encode_twin(twin)
