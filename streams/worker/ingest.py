@@ -13,11 +13,11 @@ seconds, called by the worker's own consumer, `ingest_reader`, which then commit
 into them; which partitions it reads: `handover`): one changelog record per robot changed since the
 last one, however many records it had. Until then `GET /twins/{id}` serves the robot's twin from
 the fold (`twin_bytes`), and the /twins listing and /fleet/summary read the fold's labels
-(`labels`); a crash loses only what the log holds: the records since the last commit are folded
-again into the twins as the last checkpoint stored them. What reads the whole table (fleet
-metrics, silence checks, desired-state commands) sees the twins as of the last checkpoint: at most
-that old, and what it decides is harmless when stale (a silence check the fold then finds
-needless, a delta a robot already holds).
+(`labels`), the fleet and control gauges every twin (`raw_twins`); a crash loses only what the
+log holds: the records since the last commit are folded again into the twins as the last
+checkpoint stored them. Silence checks and desired-state commands read the table, as of the last
+checkpoint: at most that old, and what they decide is harmless when stale (a silence check the
+fold then finds needless, a delta a robot already holds).
 """
 
 from __future__ import annotations
@@ -187,6 +187,13 @@ class Ingest:
                 return encode_twin(twin)
         raw: bytes | None = self._twins.get(robot_id)
         return raw
+
+    def raw_twins(self) -> list[bytes]:
+        """Every twin this worker holds, encoded, as served: those changed since their last
+        checkpoint from the fold. For the fleet and control gauges, so that they agree with
+        `GET /twins`; the collectors reuse a summary while it is young (building it is the cost)."""
+        fresh = {r: encode_twin(t) for r, (_, t) in changed_twins(self.held, self._dirty).items()}
+        return [*fresh.values(), *(raw for robot, raw in list(self._twins.items()) if robot not in fresh)]
 
     def labels(self) -> list[Labels]:
         """The labels of every twin this worker holds, as served: the fold's for the robots it holds
