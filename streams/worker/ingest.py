@@ -182,9 +182,8 @@ class Ingest:
     def twin_bytes(self, robot_id: str) -> bytes | None:
         """A robot's twin as `GET /twins/{id}` serves it: from the fold when it changed since the
         last checkpoint (one robot's gather), else the table's."""
-        if robot_id in self._dirty:
-            for _, twin in changed_twins(self.held, {robot_id: 0}).values():
-                return encode_twin(twin)
+        if robot_id in self._dirty and (twin := twins_of(self.held.fold, [robot_id])[0]) is not None:
+            return encode_twin(twin)
         raw: bytes | None = self._twins.get(robot_id)
         return raw
 
