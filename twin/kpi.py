@@ -135,14 +135,15 @@ def safety_events(before: Prior | None, event: Event, model: RobotModel, opened:
       a robot that stays slow for an hour is one event, not 3,600).
     Codes are "raised since the previous report", so each counts once."""
     kinds: list[str] = []
-    codes = [c.upper() for c in event.codes]
+    codes = [c.upper() for c in event.codes] if event.codes else []
     was_estop = before is not None and before.mode == "estop"
     if ESTOP_CODE in codes or (event.mode == "estop" and not was_estop):
         kinds.append("estop")
-    kinds.extend("protective_stop" for c in codes if c.startswith(PROTECTIVE_PREFIXES))
-    if sum(c.startswith("F-") for c in codes) >= FAULT_BURST:
-        kinds.append("fault_burst")
-    kinds.extend("anomaly" for _ in range(max(opened, 0)))
+    if codes:
+        kinds.extend("protective_stop" for c in codes if c.startswith(PROTECTIVE_PREFIXES))
+        if sum(c.startswith("F-") for c in codes) >= FAULT_BURST:
+            kinds.append("fault_burst")
+    kinds += ["anomaly"] * max(opened, 0)
     if _slow_onset(before, event, model):
         kinds.append("slow_inference")
     return tuple(kinds)

@@ -32,6 +32,7 @@ from typing import Any
 
 import faust
 import msgspec
+import numpy as np
 
 from streams.exceptions import is_retriable
 from streams.kafka_client import end_offsets, read_range
@@ -367,46 +368,58 @@ class Batch:
         self.redelivered = 0
         self.received: list[tuple[float, float]] = []
         """(broker time, event time) of each telemetry event applied or judged."""
+        self._labels: dict[tuple[str, str, str], tuple[str, str, str]] = {}
+        """(sector, model, reported version) -> the KPI labels (the version as `Fleet.version_label`)."""
 
     def add(self, held: Held, message: Any, out: RecordOut) -> None:
+        """One record's share of the batch (per record: the lists and counters only grow when it
+        has something for them)."""
         step = out.step
-        robot = step.event.robot_id if step.event is not None else _robot(message.key)
+        event, effects = step.event, step.effects
+        robot = event.robot_id if event is not None else _robot(message.key)
         if robot:
             self.touched[robot] = message.partition
-        self.found.extend(out.publish)
-        self.commands.extend(step.commands)
+        if out.publish:
+            self.found.extend(out.publish)
+        if step.commands:
+            self.commands.extend(step.commands)
         if step.redelivered:
             self.redelivered += 1
         elif step.error is not None:
             self.rejected.append((message, step.error))
             self.outcomes["rejected"] += 1
-        if step.event is not None and step.effects is not None:
-            outcome = step.effects.outcome
+        if event is not None and effects is not None:
+            outcome = effects.outcome
             self.outcomes[outcome] += 1
-            self.changes.update(type(c).__name__ for c in step.effects.changes)
-            self.received.append((message.timestamp, step.event.ts))
+            if effects.changes:
+                self.changes.update(type(c).__name__ for c in effects.changes)
+            self.received.append((message.timestamp, event.ts))
             prior = held.priors.get(robot)
             if outcome in ACCEPTED:
-                self._credit(prior, step.event, step.found)
-            held.priors[robot] = kpi.advance(prior, step.event, outcome)
+                self._credit(prior, event, step.found)
+            held.priors[robot] = kpi.advance(prior, event, outcome)
 
-    def _credit(self, before: kpi.Prior | None, event: Event, found: Iterable[Anomaly]) -> None:
+    def _credit(self, before: kpi.Prior | None, event: Event, found: Sequence[Anomaly]) -> None:
         """The per-version safety KPIs of one accepted report (what `fleet-twin audit` counts too)."""
         model = self._fleet.models.get(event.model)
         if model is None:
             return
-        opened = sum(1 for a in found if a.status == "open" and a.robot_id == event.robot_id)
-        labels = (event.sector, event.model, self._fleet.version_label(event.model, event.ai_model_version))
+        opened = sum(1 for a in found if a.status == "open" and a.robot_id == event.robot_id) if found else 0
+        key = (event.sector, event.model, event.ai_model_version)
+        labels = self._labels.get(key)
+        if labels is None:
+            labels = self._labels[key] = (event.sector, event.model,
+                                          self._fleet.version_label(event.model, event.ai_model_version))
         self.operating[labels] += kpi.exposure(before, event, model)
         for kind in kpi.safety_events(before, event, model, opened):
             self.safety[(*labels, kind)] += 1
 
     def count(self, metrics: PipelineMetrics) -> None:
         """Once the twins are stored: their processing lag, and the batch's counts."""
-        now = time.time()
-        for received, ts in self.received:
-            metrics.processing_lag.observe(max(now - received, 0.0))
-            metrics.event_time_lag.observe(max(received - ts, 0.0))
+        if self.received:
+            received, ts = np.array(self.received).T
+            metrics.processing_lag.observe_many(np.maximum(time.time() - received, 0.0))
+            metrics.event_time_lag.observe_many(np.maximum(received - ts, 0.0))
         for reason, n in Counter(err.reason for _, err in self.rejected).items():
             metrics.dlq.labels(reason=reason).inc(n)
         for outcome, n in self.outcomes.items():

@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from streams.worker.batch_histogram import BatchHistogram
 from twin.detect.findings import DETECTORS, Anomaly
 from twin.detect.lifecycle import SEVERITIES
 from twin.exceptions import InvalidEvent
@@ -70,11 +71,12 @@ class PipelineMetrics:
             ["sector", "detector", "severity"],
             registry=registry,
         )
-        self.processing_lag = Histogram(
+        # per record, so observed a batch at a time
+        self.processing_lag = BatchHistogram(
             "twin_processing_lag_seconds", "From the broker receiving a message to the worker processing it.",
             buckets=PROCESSING_LAG_BUCKETS, registry=registry,
         )
-        self.event_time_lag = Histogram(
+        self.event_time_lag = BatchHistogram(
             "twin_event_time_lag_seconds", "From a robot's event time to the broker receiving it.",
             buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300), registry=registry,
         )
