@@ -89,8 +89,8 @@ from twin.validate import Policy, parse  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 FLEET = read_fleet(ROOT / "seeds")
 SWEEP = (1, 10, 100, 1_000, 10_000)
-BATCHES = (10, 100, 500, 2_000)
-"""Worker micro-batch sizes (FLEET_TWIN_BATCH_MAX) swept; 2,000 is the default. Not 1: each batch
+BATCHES = "10,100,500,2000,8000"
+"""Worker micro-batch sizes (FLEET_TWIN_BATCH_MAX) swept by default (--batches). Not 1: each batch
 awaits its broker round trips (anomaly and changelog acks, the offset commit), so one record per
 batch drained ~110 events/s and did not finish 200,000 events in the drain's time limit."""
 POLL_S = 0.2
@@ -967,10 +967,11 @@ def throughput(base: Settings, args: argparse.Namespace, tmp: Path) -> None:
         print("  decode + validate        " + "".join(f"{v:>10,.0f}" for v in sweep["decode"]))
     batches: dict[int, float] = {}
     if not args.skip_batches:
-        batches = {b: drain_workers(base, load, 1, tmp, batch_max=b).rate for b in BATCHES}
+        sizes = [int(b) for b in args.batches.split(",")]
+        batches = {b: drain_workers(base, load, 1, tmp, batch_max=b).rate for b in sizes}
         print("\nworker micro-batch (FLEET_TWIN_BATCH_MAX), one run each:")
-        print("  batch_max                " + "".join(f"{b:>10,}" for b in BATCHES))
-        print("  full worker, events/s    " + "".join(f"{batches[b]:>10,.0f}" for b in BATCHES))
+        print("  batch_max                " + "".join(f"{b:>10,}" for b in sizes))
+        print("  full worker, events/s    " + "".join(f"{batches[b]:>10,.0f}" for b in sizes))
     if args.plot:
         plot(args.plot, bare, decoded, sweep, prefilled, scale, batches)
     if not args.skip_profile:
@@ -1079,6 +1080,7 @@ def arguments() -> argparse.Namespace:
     ap.add_argument("--robots", type=int, default=2_000, help="robots those events come from")
     ap.add_argument("--repeat", type=int, default=3, help="repetitions of each figure; the median is reported")
     ap.add_argument("--rates", default="1000,2000,4000", help="offered loads (events/s) for (4), each --seconds")
+    ap.add_argument("--batches", default=BATCHES, help="worker micro-batch sizes (FLEET_TWIN_BATCH_MAX) for the batches part")
     ap.add_argument("--seconds", type=float, default=30, help="seconds of sending at each of --rates")
     ap.add_argument("--high-rate", type=float, default=20_000, help="one more load in (4), events/s; 0 skips it")
     ap.add_argument("--high-seconds", type=float, default=10, help="seconds of sending at --high-rate")
