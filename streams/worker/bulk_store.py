@@ -1,0 +1,104 @@
+"""The twins table's store: Faust's in-memory store, recovered by one bulk read per rebalance.
+
+Faust recovers a table record by record through its changelog consumer (per record a queue get, a
+timeout task and a log line): 6-8k changelog records/s on this project's worker, 37 s before a
+restarted worker served 100k robots (docs/BENCHMARKS.md). Here, when the group hands the worker its
+changelog partitions (`on_rebalance`, which Faust awaits before its recovery starts), the store
+reads each of them from start to end on a consumer of its own, a fetch of thousands of records at
+a time (`streams.kafka_client.scan`), and reports the end as persisted (`persisted_offset`): Faust's
+recovery then finds nothing left to read, and the rest of the rebalance (dropping the partitions no
+longer held, `on_recovery_completed`; the lanes starting after it) is Faust's as before.
+
+Every partition held is read afresh at every rebalance, as Faust's memory store did: only this
+worker writes a partition it holds, but one it held before may have been another's in between. If
+the read fails, the partitions are emptied and left to Faust's own recovery (slow, but exact).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from faust.stores import STORES, memory
+from faust.types import TP
+
+from streams.kafka_client import scan
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+SCHEME = "bulkmemory"
+URL = f"{SCHEME}://local"
+"""The store for `app.Table(..., store=URL)`. Not `bulkmemory://`: a URL of a scheme alone is false
+(yarl), and Faust then takes the app's store instead (faust tables/base.py, `_new_store`)."""
+
+
+class BulkMemoryStore(memory.Store[str, bytes]):
+    """An in-memory table store whose recovery is one bulk read (`use` gives it the broker)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._settings: Settings | None = None
+        self._persisted: dict[TP, int] = {}
+        self.recovered_records = 0
+        """Changelog records read by the last bulk recovery (for tests and logs)."""
+
+    def use(self, settings: Settings) -> None:
+        """The settings to reach the broker with; until then, Faust's own recovery."""
+        self._settings = settings
+
+    def persisted_offset(self, tp: TP) -> int | None:
+        """The last offset of `tp` this store read (Faust recovers only what lies after it)."""
+        return self._persisted.get(tp)
+
+    async def on_rebalance(self, assigned: set[TP], revoked: set[TP], newly_assigned: set[TP],
+                           generation_id: int = 0) -> None:
+        await super().on_rebalance(assigned, revoked, newly_assigned, generation_id)
+        self._persisted = {}
+        if self._settings is None or generation_id != self.app.consumer_generation_id:
+            return  # a stale generation: Faust's recovery ignores it too
+        topic = self.table.changelog_topic.get_topic_name()
+        actives = {tp for tp in self.app.assignor.assigned_actives() if tp.topic == topic}
+        self._forget({tp.partition for tp in actives})
+        self.recovered_records = 0
+        try:
+            ends = await scan(self._settings, [(tp.topic, tp.partition) for tp in actives], self._apply)
+        except Exception as exc:  # noqa: BLE001 - Faust's recovery reads them instead
+            log.warning("bulk recovery of %s failed (%r); Faust's recovery reads it", topic, exc)
+            self._forget({tp.partition for tp in actives})
+            return
+        self._persisted = {TP(t, p): end - 1 for (t, p), end in ends.items()}
+        log.info("recovered %d records of %d partitions of %s in bulk", self.recovered_records, len(actives), topic)
+
+    def _apply(self, records: list[Any]) -> None:
+        """Changelog records in offset order into the store: the newest value per key wins, a
+        tombstone deletes (what Faust's `apply_changelog_batch` does)."""
+        data, partition_of = self.data, self._key_partition
+        decode_key, decode_value = self._decode_key, self._decode_value
+        for r in records:
+            key = decode_key(r.key)
+            if r.value is None:
+                data.pop(key, None)
+                partition_of.pop(key, None)
+            else:
+                data[key] = decode_value(r.value)
+                partition_of[key] = r.partition
+        self.recovered_records += len(records)
+
+    def _forget(self, partitions: set[int]) -> None:
+        """Drop the keys of `partitions` (they are read again from their changelog)."""
+        gone = [k for k, p in self._key_partition.items() if p in partitions]
+        for key in gone:
+            self.data.pop(key, None)
+            self._key_partition.pop(key, None)
+
+
+def of(table: Any) -> BulkMemoryStore:
+    """The table's store, which must be this one (created with `store=URL`)."""
+    store = table.data
+    if not isinstance(store, BulkMemoryStore):
+        raise TypeError(f"table {table.name} has store {type(store).__name__}, not created with store={URL!r}")
+    return store
+
+
+STORES.aliases.setdefault(SCHEME, f"{__name__}:BulkMemoryStore")  # Faust's store registry, as a plugin would

@@ -1,0 +1,70 @@
+"""The twins table's store recovers by one bulk read of its changelog (real broker): what a
+restarted worker holds is the newest value per key of the partitions it was given, and Faust's
+record-by-record recovery is left nothing to read."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import faust
+from faust.types import TP
+
+from streams.settings import Settings
+from streams.topics import ensure_topics
+from streams.worker import bulk_store
+from streams.worker.table import ChangelogWriter
+
+
+def twins_table(app_id: str, broker: str) -> faust.Table:
+    app = faust.App(app_id, broker=f"kafka://{broker}", store="memory://", autodiscover=False)
+    return app.Table("twins", key_type=str, value_type=bytes, partitions=4, store=bulk_store.URL)
+
+
+def given(table: faust.Table, partitions: set[int]) -> set[TP]:
+    """What Faust's assignor would have handed this worker: these changelog partitions as actives."""
+    tps = {TP(table.changelog_topic.get_topic_name(), p) for p in partitions}
+    table.app.assignor.assigned_actives = lambda: tps  # type: ignore[method-assign]
+    return tps
+
+
+def test_a_restarted_worker_holds_the_newest_value_of_each_key_of_its_partitions(broker: str,
+                                                                                  settings: Settings) -> None:
+    app_id = f"{settings.app_id}-bulk-{uuid.uuid4().hex[:6]}"
+    before = twins_table(app_id, broker)
+    writer = ChangelogWriter(settings)
+    many = {f"r-{i}": (i % 4, f"v{i}".encode()) for i in range(3000)}
+
+    async def write() -> None:
+        await ensure_topics(settings.model_copy(update={"partitions": 4}), [before.changelog_topic.get_topic_name()])
+        try:
+            await writer.write(before, many)
+            await writer.write(before, {"r-1": (1, b"newer"), "r-2": (2, None)})
+        finally:
+            await writer.stop()
+
+    asyncio.run(write())
+    after = twins_table(app_id, broker)  # a new process: nothing in memory
+    store = bulk_store.of(after)
+    store.use(settings)
+    tps = given(after, {1, 2})
+    asyncio.run(store.on_rebalance(tps, set(), tps, 0))
+    want = {k: v for k, (p, v) in many.items() if p in (1, 2)} | {"r-1": b"newer"}
+    del want["r-2"]
+    assert dict(after.items()) == want
+    assert store.recovered_records == 1500 + 2  # every record of the two partitions, the tombstone too
+    for tp in tps:  # Faust's recovery starts after the last offset read: nothing left for it
+        assert store.persisted_offset(tp) == 750  # 751 records each: offsets 0..750
+    assert store.persisted_offset(TP(after.changelog_topic.get_topic_name(), 0)) is None  # not given
+
+
+def test_without_a_broker_the_partitions_are_left_empty_to_faust_s_recovery(broker: str, settings: Settings) -> None:
+    table = twins_table(f"{settings.app_id}-bulk-{uuid.uuid4().hex[:6]}", broker)
+    store = bulk_store.of(table)
+    store.use(settings.model_copy(update={"kafka_bootstrap": "127.0.0.1:1"}))
+    store.data["stale"] = b"x"
+    store._key_partition["stale"] = 3
+    tps = given(table, {3})
+    asyncio.run(store.on_rebalance(tps, set(), tps, 0))
+    assert dict(table.items()) == {}
+    assert store.persisted_offset(tps.pop()) is None
