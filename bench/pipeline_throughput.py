@@ -36,7 +36,8 @@ goes quiet, and its offline anomalies would otherwise land in the latency and me
 
     .venv/bin/python bench/pipeline_throughput.py [--quick] [--events 200000] [--robots 2000] [--repeat 3]
         [--rates 1000,2000,4000] [--seconds 30] [--high-rate 20000] [--high-seconds 10] [--plot PNG]
-        [--profile] [--skip-sweep] [--skip-batches] [--skip-workers] [--skip-latency] [--skip-memory]
+        [--batches 10,100,500,2000,8000] [--profile] [--skip-sweep] [--skip-batches] [--skip-workers]
+        [--skip-latency] [--skip-memory]
 
 Everything it writes goes to a temporary folder, removed at the end, also after an error
 (--keep-temp keeps it); on a broker it did not start, it deletes the topics it created.
