@@ -510,22 +510,19 @@ class Profiler:
                 self.proc.wait()
 
 
-INGEST_CALLS = (
-    # what the ingest agent called (the frame below its own), by the callee's file
-    ("twin/validate.py", "ingest: decode + validate (twin.validate.parse)"),
-    ("twin/reduce.py", "ingest: reduce (twin.reduce.apply)"),
-    ("twin/detect/", "ingest: detect (twin.detect, rollout)"),
-    ("twin/state.py", "ingest: twin msgpack decode/encode"),
-    ("faust/tables/", "ingest: table get/set (+ changelog send_soon)"),
-    ("mode/utils/collections.py", "ingest: table get/set (+ changelog send_soon)"),
-    ("_collections_abc.py", "ingest: table get/set (+ changelog send_soon)"),
-    ("prometheus_client/", "ingest: metrics per event"),
-    ("streams/worker/metrics.py", "ingest: metrics per event"),
-    ("faust/", "ingest: Faust stream (next event, ack)"),
+INGEST_PARTS = (
+    # ingest's batch step (the worker's own consumer, `ingest_reader`, calling `streams.worker.ingest`),
+    # by the first of these functions found in the stack, outermost first
+    ("Ingest.checkpoint", "ingest: checkpoints (twins_of, encode_twin, changelog write)"),
+    ("Outbox.", "ingest: anomaly, command and dead-letter sends"),
+    ("fold_log", "ingest: the fold (twin.batch_fold.fold_log)"),
+    ("Batch.add", "ingest: per-record bookkeeping (Batch.add: KPIs, outcomes)"),
+    ("Batch.count", "ingest: metrics, once per batch (Batch.count)"),
+    ("_load_missing", "ingest: twins loaded from the table"),
 )
-AGENTS = {"to_alertmanager": "alerts agent (anomalies -> Alertmanager)", "site_incidents": "incidents agent",
-          "silence_checks": "silence agent", "look_for_silence": "timers", "judge_rollouts": "timers",
-          "keep_alerts_alive": "timers"}
+INGEST_FILES = ("streams/worker/ingest.py", "streams/worker/ingest_reader.py")
+AGENTS = {"take_anomalies": "anomaly intake (fleet.anomalies -> Alertmanager)", "site_incidents": "incidents agent",
+          "look_for_silence": "timers", "judge_rollouts": "timers", "keep_alerts_alive": "timers"}
 OUTSIDE = (
     # samples outside the agents, by the first of these found anywhere in the stack
     (("streams/worker/views.py", "streams/worker/metrics.py", "prometheus_client/"), "/metrics and other web views"),
@@ -556,20 +553,14 @@ def function(frame: str) -> str:
 
 
 def classify(frames: list[str]) -> str:
-    """Where a sample's time goes: in the ingest agent by what it called, else by agent or component."""
-    inside = [i for i, f in enumerate(frames) if "streams/worker/ingest.py" in f]
-    if inside:
-        agent = function(frames[inside[0]])
-        if agent != "ingest":
-            return AGENTS.get(agent, f"app: {agent}")
-        own, below = frames[inside[-1]], frames[inside[-1] + 1:]
-        if function(own) != "ingest":
-            return f"ingest: {function(own)} (streams/worker/ingest.py)"
-        if not below:
-            return "ingest: its own lines (streams/worker/ingest.py)"
-        if "twin/pipeline.py" in below[0]:
-            return next((n for p, n in INGEST_CALLS if p in " ".join(below[1:2])), "ingest: twin.pipeline glue")
-        return next((n for p, n in INGEST_CALLS if p in below[0]), f"ingest: {function(below[0])}")
+    """Where a sample's time goes: in ingest's batch step by what it called, else by agent or component."""
+    names = [f.split(" (")[0] for f in frames]
+    if any(p in f for f in frames for p in INGEST_FILES):
+        return next((part for name in names for key, part in INGEST_PARTS if key in name),
+                    "ingest: the rest (fetch, records, offsets, commits)")
+    agent = next((AGENTS[function(f)] for f in frames if function(f) in AGENTS), None)
+    if agent is not None:
+        return agent
     specific = [f for f in frames if not any(g in f for g in GENERIC)]
     for paths, name in OUTSIDE:
         if any(p in f for f in specific for p in paths):
