@@ -36,7 +36,7 @@ goes quiet, and its offline anomalies would otherwise land in the latency and me
 
     .venv/bin/python bench/pipeline_throughput.py [--quick] [--events 200000] [--robots 2000] [--repeat 3]
         [--rates 1000,2000,4000] [--seconds 30] [--high-rate 20000] [--high-seconds 10] [--plot PNG]
-        [--batches 10,100,500,2000,8000] [--profile] [--skip-sweep] [--skip-batches] [--skip-workers]
+        [--batches 10,100,500,2000,4000,8000] [--profile] [--skip-sweep] [--skip-batches] [--skip-workers]
         [--skip-latency] [--skip-memory]
 
 Everything it writes goes to a temporary folder, removed at the end, also after an error
@@ -90,7 +90,7 @@ from twin.validate import Policy, parse  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 FLEET = read_fleet(ROOT / "seeds")
 SWEEP = (1, 10, 100, 1_000, 10_000)
-BATCHES = "10,100,500,2000,8000"
+BATCHES = "10,100,500,2000,4000,8000"
 """Worker micro-batch sizes (FLEET_TWIN_BATCH_MAX) swept by default (--batches). Not 1: each batch
 awaits its broker round trips (anomaly and changelog acks, the offset commit), so one record per
 batch drained ~110 events/s and did not finish 200,000 events in the drain's time limit."""
