@@ -368,8 +368,6 @@ class Batch:
         self.redelivered = 0
         self.received: list[tuple[float, float]] = []
         """(broker time, event time) of each telemetry event applied or judged."""
-        self._labels: dict[tuple[str, str, str], tuple[str, str, str]] = {}
-        """(sector, model, reported version) -> the KPI labels (the version as `Fleet.version_label`)."""
 
     def add(self, held: Held, message: Any, out: RecordOut) -> None:
         """One record's share of the batch (per record: the lists and counters only grow when it
@@ -405,11 +403,7 @@ class Batch:
         if model is None:
             return
         opened = sum(1 for a in found if a.status == "open" and a.robot_id == event.robot_id) if found else 0
-        key = (event.sector, event.model, event.ai_model_version)
-        labels = self._labels.get(key)
-        if labels is None:
-            labels = self._labels[key] = (event.sector, event.model,
-                                          self._fleet.version_label(event.model, event.ai_model_version))
+        labels = (event.sector, event.model, self._fleet.version_label(event.model, event.ai_model_version))
         self.operating[labels] += kpi.exposure(before, event, model)
         for kind in kpi.safety_events(before, event, model, opened):
             self.safety[(*labels, kind)] += 1
