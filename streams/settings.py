@@ -86,7 +86,8 @@ class Settings(BaseSettings):
     """Records ingest's own consumer folds at a time: a bound reached only under a backlog, where a
     larger batch spreads the fold's fixed cost per partition over more records (pre-filled drains:
     2,000 ran 1.43x faster than 500; 4,000 ran 1.16x and 1.08x faster than 2,000 in two runs,
-    docs/BENCHMARKS.md); each batch holds the event loop for its fold (~0.2 s at 4,000) ..."""
+    docs/BENCHMARKS.md); each batch holds the event loop for its fold (at the ~50 us per event of a
+    draining worker's profile, ~0.2 s at 4,000) ..."""
     batch_within_s: float = Field(default=0.02, gt=0)
     """... or fewer, once the oldest has waited this long: bounds the latency it adds."""
     checkpoint_s: float = Field(default=2.0, ge=0)

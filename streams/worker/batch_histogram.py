@@ -1,8 +1,8 @@
 """A Prometheus histogram fed a micro-batch at a time.
 
-`prometheus_client.Histogram.observe` is one Python call, a bucket search and a lock per value:
-about 2 us, paid twice per record by the worker (processing lag and event-time lag) and 4% of its
-CPU while draining a backlog (bench/pipeline_throughput.py --profile). Here a batch's values are
+`prometheus_client.Histogram.observe` is one Python call, a bucket search and a lock per value,
+paid twice per record by the worker (processing lag and event-time lag): 4.1% of its samples while
+draining a backlog (bench/pipeline_throughput.py --profile, docs/BENCHMARKS.md). Here a batch's values are
 bucketed with one `searchsorted` and one `bincount`, and the counts are exposed at scrape time as
 an ordinary histogram (same name, buckets, `_bucket`/`_count`/`_sum` series), so dashboards and
 `histogram_quantile` queries read it as before.

@@ -1,6 +1,7 @@
 """Prometheus metrics of a worker, on a registry passed in (tests make their own).
 
-Pipeline counters are bumped per event (cheap, bounded labels). Fleet state is
+Pipeline counters and the lag histograms move once per micro-batch (`ingest.Batch.count`,
+`batch_histogram`; bounded labels). Fleet state is
 not: `FleetCollector` reads the twins at scrape time, so the hot path never
 touches fleet gauges. Every label value comes from a bounded set (sectors from
 the seeds, modes from the schema, results and reasons from the core), and every
