@@ -100,22 +100,12 @@ async def _consumer(settings: Settings, **kwargs: Any) -> AsyncIterator[Any]:
 async def read_topic(settings: Settings, topic: str) -> list[Any]:
     """Every record of `topic` as it is now, partition by partition in offset order
     (aiokafka `ConsumerRecord`s): for checks and tools that compare whole logs.
-    Every partition the topic has (fleet.desired and fleet.rollouts have one, not `settings.partitions`)."""
-    from aiokafka import TopicPartition
-
+    Every partition the topic has (fleet.desired and fleet.rollouts have one, not `settings.partitions`);
+    none when the topic does not exist (yet)."""
     partitions = sorted(await partition_ids(settings, topic))
-    if not partitions:  # no such topic (yet): nothing in it
-        return []
     out: list[Any] = []
-    async with _consumer(settings) as consumer:
-        tps = [TopicPartition(topic, p) for p in partitions]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        for tp in tps:
-            while await consumer.position(tp) < ends[tp]:
-                out += [m for m in (await consumer.getmany(tp, timeout_ms=1000)).get(tp, []) if m.offset < ends[tp]]
-    return out
+    await scan(settings, [(topic, p) for p in partitions], out.extend)
+    return sorted(out, key=lambda r: (r.partition, r.offset))
 
 
 async def scan(settings: Settings, partitions: Iterable[tuple[str, int]], apply: Callable[[list[Any]], None],
