@@ -498,7 +498,7 @@ class Profiler:
         assert spy is not None, "arguments() checks for py-spy when --profile is given"
         self.proc = subprocess.Popen(
             [str(spy), "record", "--pid", str(worker.pid), "-d", str(int(self.seconds)), "-r", "100",
-             "--threads", "--format", "raw", "-o", str(self.out)],
+             "--threads", "--native", "--format", "raw", "-o", str(self.out)],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
     def wait(self) -> None:
@@ -576,26 +576,36 @@ class Profile:
     parts: list[tuple[str, float]]
     """Share of all samples per component."""
     leaves: list[tuple[str, float]]
-    """Share of all samples per function, by own time."""
+    """Share of all samples per Python function, by own time (native code it called included)."""
+    gc: float
+    """Share of all samples inside CPython's cyclic garbage collector (`gc_collect_main`, a native frame)."""
+    gc_fold: float
+    """Share of the fold's samples (`fold_log`) inside the collector."""
+
+
+GC_FRAME = "gc_collect_main"
 
 
 def summarise_profile(path: Path, seconds: float, rate: int = 100) -> Profile:
     by_part: Counter[str] = Counter()
     by_leaf: Counter[str] = Counter()
     by_thread: Counter[str] = Counter()
+    gc, fold, gc_fold = 0, 0, 0
     for line in path.read_text().splitlines():
         if not line.strip():
             continue
         thread, frames, count = frames_of(line)
         by_thread[thread] += count
-        by_part[classify(frames)] += count
-        leaf = frames[-1] if frames else "?"
+        by_part[classify([f for f in frames if ".py:" in f])] += count  # native frames: their caller's
+        in_gc, in_fold = any(GC_FRAME in f for f in frames), any(f.startswith("fold_log ") for f in frames)
+        gc, fold, gc_fold = gc + in_gc * count, fold + in_fold * count, gc_fold + (in_gc and in_fold) * count
+        leaf = next((f for f in reversed(frames) if ".py:" in f), "?")
         name, _, where = leaf.partition(" (")
         by_leaf[f"{name} ({where.rsplit('/', 1)[-1].split(':')[0]})"] += count
     total = sum(by_part.values()) or 1
     return Profile(seconds, {t: n / (seconds * rate) for t, n in by_thread.most_common()},
                    [(k, v / total) for k, v in by_part.most_common()],
-                   [(k, v / total) for k, v in by_leaf.most_common(15)])
+                   [(k, v / total) for k, v in by_leaf.most_common(15)], gc / total, gc_fold / (fold or 1))
 
 
 # -- (4) latency ---------------------------------------------------------------------------------
@@ -977,11 +987,13 @@ def profile(base: Settings, load: Load, n: int, tmp: Path, rate: float) -> None:
     d = drain_workers(base, load, 1, tmp, on_first=spy.attach)
     spy.wait()
     prof = summarise_profile(spy.out, seconds)
-    print(f"\nprofile: py-spy record --threads -r 100 -f raw, {seconds:.0f} s of one worker "
+    print(f"\nprofile: py-spy record --threads --native -r 100 -f raw, {seconds:.0f} s of one worker "
           f"draining (that run: {d.rate:,.0f} events/s; raw stacks in {spy.out}, kept with --keep-temp)")
     print("  samples per wall second, by thread: " + ", ".join(f"{t} {b:.2f}" for t, b in prof.busy.items()))
     for name, share in prof.parts:
         print(f"  {share:6.1%}  {name}")
+    print(f"  garbage collection (CPython's {GC_FRAME}): {prof.gc:.1%} of all samples, "
+          f"{prof.gc_fold:.1%} of the fold's")
     print("  top functions by own time:")
     for name, share in prof.leaves[:12]:
         print(f"  {share:6.1%}  {name}")
