@@ -4,7 +4,8 @@ Measured in one run against the real local broker (each figure the median of --r
 
   1. bare consumer (baseline): aiokafka `getmany` draining a pre-filled topic of --events
      simulator events (`twin.sim.FleetSim`, --robots x events/robots ticks, produced once with
-     `KafkaSink`), decoding nothing: what the broker and the client deliver on this machine;
+     `KafkaSink`, each record stamped with its event's time, as if it had reached the broker
+     when it was made), decoding nothing: what the broker and the client deliver on this machine;
   2. decode + validate: the same drain with `twin.validate.parse` per message;
   3. full worker: `fleet-twin worker` processes (`Stack.start_worker`, a fresh app id, so a
      fresh consumer group and fresh tables, each repetition) drain the same topic, 1 and then
@@ -13,7 +14,10 @@ Measured in one run against the real local broker (each figure the median of --r
      FLEET_TWIN_CHECKPOINT_S, and (3b) the same with a checkpoint after every batch; the broker is polled
      for its end offsets, the worker's /metrics is not: a scrape decodes every twin); start-up
      (spawn to the first twin) apart; CPU seconds of workers and broker from /proc; the
-     events each worker counted (`twin_events_total`) read once at the end;
+     events each worker counted (`twin_events_total`) read once at the end; (3c) the same
+     events stamped when produced: the log is sent in seconds, so the robots' clocks look up to
+     the run's ticks behind the broker's and clock_skew opens on most robots (an anomaly storm;
+     every figure before the eighth session's was measured so);
   4. latency, produce -> twin updated, at a fixed offered load (--rate events/s for --seconds,
      one report per robot per second, in 10 ms slices): each event's `ts` is the wall-clock
      instant it is handed to the producer; a reader of the worker's changelog
@@ -64,7 +68,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -192,6 +196,10 @@ class Load:
     robots: int
     ticks: int
     start_ts: float
+    event_time: bool = True
+    """Records stamped with their event's time, as if each had reached the broker when it was made.
+    False: stamped when produced, so the first events look ~`ticks` seconds late and the robots'
+    clocks that far behind the broker's (`clock_skew` opens on most rows: an anomaly storm)."""
 
 
 class AlertSink:
@@ -229,7 +237,7 @@ async def prefill(settings: Settings, load: Load) -> int:
     await ensure_topics(settings)
     sim = simulate(load.robots, load.ticks, start_ts=load.start_ts)
     sent = 0
-    async with KafkaSink(settings) as sink:
+    async with KafkaSink(settings, event_time=load.event_time) as sink:
         for _ in range(sim.ticks):
             events = sim.step()
             await sink.send(events)
@@ -574,16 +582,19 @@ class Profile:
     busy: dict[str, float]
     """Per thread: samples / (seconds x rate): the share of wall time it was on a CPU (or runnable)."""
     parts: list[tuple[str, float]]
-    """Share of all samples per component."""
+    """Share of the main thread's samples per component."""
     leaves: list[tuple[str, float]]
-    """Share of all samples per Python function, by own time (native code it called included)."""
+    """Share of the main thread's samples per Python function, by own time (native code it called included)."""
     gc: float
-    """Share of all samples inside CPython's cyclic garbage collector (`gc_collect_main`, a native frame)."""
+    """Share of the main thread's samples inside CPython's cyclic garbage collector (`gc_collect_main`)."""
     gc_fold: float
     """Share of the fold's samples (`fold_log`) inside the collector."""
 
 
 GC_FRAME = "gc_collect_main"
+MAIN = "MainThread"
+"""The thread whose samples are classified: the event loop's, where ingest and the agents run. With
+--native, py-spy counts a thread waiting in epoll as busy (Faust's consumer thread, mostly idle)."""
 
 
 def summarise_profile(path: Path, seconds: float, rate: int = 100) -> Profile:
@@ -596,6 +607,8 @@ def summarise_profile(path: Path, seconds: float, rate: int = 100) -> Profile:
             continue
         thread, frames, count = frames_of(line)
         by_thread[thread] += count
+        if thread != MAIN:
+            continue
         by_part[classify([f for f in frames if ".py:" in f])] += count  # native frames: their caller's
         in_gc, in_fold = any(GC_FRAME in f for f in frames), any(f.startswith("fold_log ") for f in frames)
         gc, fold, gc_fold = gc + in_gc * count, fold + in_fold * count, gc_fold + (in_gc and in_fold) * count
@@ -934,6 +947,10 @@ def throughput(base: Settings, args: argparse.Namespace, tmp: Path) -> None:
           f"spawn to done {prefilled.total_s:.1f} s")
     print(f"      CPU per wall second during the drain: worker {prefilled.worker_cpu:.2f}, "
           f"broker {prefilled.broker_cpu:.2f}; {prefilled.anomalies:,} anomaly messages published per run")
+    storm = median_drain([drain_workers(base, replace(load, event_time=False), 1, tmp) for _ in range(args.repeat)])
+    print(f"(3c) the same events stamped when produced (clocks up to {ticks} s behind the broker's: clock_skew open "
+          f"on most robots): {storm.rate:,.0f} events/s, ratio to (1) {storm.rate / bare:.3f}, to (3) "
+          f"{storm.rate / prefilled.rate:.2f}; {storm.anomalies:,} anomaly messages per run")
     if base.checkpoint_s > 0:
         every = median_drain([drain_workers(base, load, 1, tmp, checkpoint_s=0.0) for _ in range(args.repeat)])
         print(f"(3b) the same, twins stored and offsets committed after every batch (checkpoint_s 0): "
@@ -989,10 +1006,12 @@ def profile(base: Settings, load: Load, n: int, tmp: Path, rate: float) -> None:
     prof = summarise_profile(spy.out, seconds)
     print(f"\nprofile: py-spy record --threads --native -r 100 -f raw, {seconds:.0f} s of one worker "
           f"draining (that run: {d.rate:,.0f} events/s; raw stacks in {spy.out}, kept with --keep-temp)")
-    print("  samples per wall second, by thread: " + ", ".join(f"{t} {b:.2f}" for t, b in prof.busy.items()))
+    print("  samples per wall second, by thread (an idle thread in epoll counts as busy under --native): "
+          + ", ".join(f"{t} {b:.2f}" for t, b in prof.busy.items()))
+    print("  the main thread's samples (the event loop: ingest, agents, web), by component:")
     for name, share in prof.parts:
         print(f"  {share:6.1%}  {name}")
-    print(f"  garbage collection (CPython's {GC_FRAME}): {prof.gc:.1%} of all samples, "
+    print(f"  garbage collection (CPython's {GC_FRAME}): {prof.gc:.1%} of the main thread's samples, "
           f"{prof.gc_fold:.1%} of the fold's")
     print("  top functions by own time:")
     for name, share in prof.leaves[:12]:
