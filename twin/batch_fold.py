@@ -82,7 +82,7 @@ from twin.detect.watch import Watch
 from twin.effects import Effects
 from twin.fleet_fold import FleetState, RecordOut, Rules, _ticks_until
 from twin.pipeline import Step, feed
-from twin.record import Record
+from twin.record import Record, robot_of
 from twin.reduce import _latest, apply
 from twin.schema import Event
 from twin.state import Twin
@@ -287,29 +287,26 @@ def _scalar_robots(state: FoldState, records: Sequence[Record], events: Mapping[
                    errors: Mapping[int, Any]) -> set[str]:
     """Robots whose records of this batch all go through `feed`: named by a check, a rejected record or
     a redelivered offset (at or below one applied before it: the twin's, or an earlier row's of this
-    batch, as a restart's re-read may fall within one batch), or last applied on another partition."""
-    out: set[str] = set()
-    red = state.red
-    top: dict[str, int] = {}
-    """Per robot: the highest offset applied so far (the twin's, then its rows of the batch)."""
-    for i, r in enumerate(records):
-        if r.kind == "check" or i in errors:
-            try:
-                rid = r.key.decode() if r.key else ""
-            except UnicodeDecodeError:
-                rid = ""
-            if rid:
-                out.add(rid)
-            continue
-        rid = events[i].robot_id
-        if rid not in top:
-            slot = red.slot_of.get(rid)
-            top[rid] = int(red.cols["offset"][slot]) if slot is not None else -1
-            if slot is not None and red.cols["partition"][slot] != r.partition:
-                out.add(rid)
-        if r.offset <= top[rid]:  # redelivered: before the batch, or after a later offset of this batch
-            out.add(rid)
-        top[rid] = max(top[rid], r.offset)
+    batch, as a restart's re-read may fall within one batch), or last applied on another partition
+    (`records` are of one partition)."""
+    out = {rid for i, r in enumerate(records) if r.kind == "check" or i in errors if (rid := robot_of(r.key))}
+    if not events:
+        return out
+    red, rows = state.red, list(events)
+    robot, names, slot, k = _ranks(red, [events[i].robot_id for i in rows])
+    known = slot >= 0
+    top = np.full(len(names), -1, np.int64)
+    top[known] = red.cols["offset"][slot[known]]
+    moved = np.zeros(len(names), np.bool_)
+    moved[known] = red.cols["partition"][slot[known]] != records[0].partition
+    offset = np.fromiter((records[i].offset for i in rows), np.int64, len(rows))
+    again = np.zeros(len(rows), np.bool_)
+    for at in _rounds(k):  # redelivered: before the batch, or after a later offset of this batch
+        g = robot[at]
+        again[at] = offset[at] <= top[g]
+        top[g] = np.where(offset[at] > top[g], offset[at], top[g])
+    out.update(names[g] for g in np.flatnonzero(moved).tolist())
+    out.update(names[g] for g in np.unique(robot[again]).tolist())
     return out
 
 
@@ -409,24 +406,52 @@ def _learning_models(state: FoldState, events: Mapping[int, Event]) -> set[str]:
     settled. Bounds, from the twins before the batch: the robot's events then plus its rows so far
     must exceed `warmup_reports`; and as `mode_since` only ever stays or takes the time of one of the
     robot's reports (`twin.reduce`), it is at least the smaller of its value then and the robot's
-    earliest report time so far, which must be `settle_s` before the row."""
-    red = state.red
-    seen: dict[str, tuple[int, float]] = {}
-    out: set[str] = set()
-    events_col, since_col = red.cols["events"], red.cols["mode_since"]
-    for e in events.values():
-        k, low = seen.get(e.robot_id, (0, math.inf))
-        slot = red.slot_of.get(e.robot_id)
-        if k == 0 and slot is not None:
-            low = float(since_col[slot])
-        k, low = seen[e.robot_id] = (k + 1, min(low, e.ts))
-        if e.mode != "working" or e.model in out:
-            continue
-        p = state.params[e.model]
-        had = int(events_col[slot]) if slot is not None else 0
-        if had + k > p.warmup_reports and e.ts - low >= p.settle_s:
-            out.add(e.model)
-    return out
+    earliest report time so far, which must be `settle_s` before the row.
+
+    Over columns: per robot one slot lookup; a row's count so far and earliest time so far by rounds
+    (a robot's k-th row in round k), the earliest as `min(low, ts)` keeps it (`ts < low` takes ts)."""
+    evs = list(events.values())
+    n = len(evs)
+    if not n:
+        return set()
+    rids, models = [e.robot_id for e in evs], [e.model for e in evs]
+    working = np.fromiter((e.mode == "working" for e in evs), np.bool_, n)
+    if not working.any():
+        return set()
+    ts = np.fromiter((e.ts for e in evs), np.float64, n)
+    robot, _, slot, k = _ranks(state.red, rids)
+    known = slot >= 0
+    had, low = np.zeros(len(slot), np.int64), np.full(len(slot), math.inf)
+    had[known], low[known] = state.red.cols["events"][slot[known]], state.red.cols["mode_since"][slot[known]]
+    low_row = np.empty(n)
+    for rows in _rounds(k):
+        g = robot[rows]
+        low_row[rows] = low[g] = np.where(ts[rows] < low[g], ts[rows], low[g])
+    names = list(dict.fromkeys(models))
+    mcode = {m: i for i, m in enumerate(names)}
+    m = np.fromiter((mcode[x] for x in models), np.int64, n)
+    warmup = np.array([state.params[x].warmup_reports for x in names], np.int64)
+    settle = np.array([state.params[x].settle_s for x in names], np.float64)
+    learns = working & (had[robot] + k > warmup[m]) & (ts - low_row >= settle[m])
+    return {names[i] for i in np.unique(m[learns]).tolist()}
+
+
+def _ranks(red: br.ReduceState, robot_ids: Sequence[str]) -> tuple[Any, list[str], Any, Any]:
+    """Per row its robot's number (first seen first); the robots; their slots (-1: no twin); and per row
+    its rank among its robot's rows (1 for the first)."""
+    n, code = len(robot_ids), dict[str, int]()
+    robot = np.fromiter((code.setdefault(r, len(code)) for r in robot_ids), np.int64, n)
+    slot = np.fromiter((red.slot_of.get(r, -1) for r in code), np.int64, len(code))
+    order = np.argsort(robot, kind="stable")
+    first = np.r_[True, robot[order][1:] != robot[order][:-1]]
+    k = np.empty(n, np.int64)
+    k[order] = np.arange(n) - np.maximum.accumulate(np.where(first, np.arange(n), 0)) + 1
+    return robot, list(code), slot, k
+
+
+def _rounds(k: Any) -> list[Any]:
+    """The rows of each rank in turn (round r: every robot's r-th row): within a round no robot twice."""
+    return [np.flatnonzero(k == r) for r in range(1, int(k.max(initial=0)) + 1)]
 
 
 def _scalar_row(state: FoldState, rules: Rules, record: Record, held: dict[str, Twin | None],
@@ -541,31 +566,58 @@ def fleet_level(state: FoldState, records: Sequence[Record], steps: Sequence[Ste
     """Ticks and rollout statistics, record by record in log order, as `on_record` takes them
     (`records` may span partitions: with `steps` from `fold_twins` of each).
 
-    The rollout statistics are folded into a local dict (`rollout.latency_of` and `add_latency`,
-    the steps of `rollout.observe`) and written back before each tick (which judges them) and at the end."""
+    Between two ticks the reports each version learns from are taught to it at once, in log order
+    (`rollout.add_latencies`); before each tick (which judges them) the statistics are written back."""
     fleet = state.fleet
-    stats = dict(fleet.versions.stats)
-    dirty = False
-    out = []
-    for record, step in zip(records, steps):
-        ticked: list[Anomaly] = []
-        if fleet.next_tick is None or record.timestamp >= fleet.next_tick:
-            if dirty:
-                fleet, dirty = dc_replace(fleet, versions=replace(fleet.versions, stats=dict(stats))), False
-            fleet, ticked = _ticks_until(fleet, record.timestamp)
-            stats = dict(fleet.versions.stats)
-        e = step.event
-        if e is not None and step.effects is not None and step.effects.outcome == "applied":
-            observed = rollout.latency_of(e, _ROLLOUT)
-            if observed is not None:
-                key, value = observed
-                stats[key] = rollout.add_latency(stats.get(key), e.ts, value)
-                dirty = True
-        out.append(RecordOut(step, [*ticked, *step.found] if ticked else list(step.found)))
-    if dirty:
-        fleet = dc_replace(fleet, versions=replace(fleet.versions, stats=stats))
+    stamps = np.fromiter((r.timestamp for r in records), np.float64, len(records))
+    taught = list(map(_taught, steps))
+    ticks: dict[int, list[Anomaly]] = {}
+    start = look = 0
+    while True:
+        tick = _next_tick(stamps, look, fleet.next_tick)
+        fleet = _teach(fleet, taught, start, tick)
+        if tick == len(records):
+            break
+        fleet, ticks[tick] = _ticks_until(fleet, records[tick].timestamp)
+        start, look = tick, tick + 1
     state.fleet = fleet
-    return out
+    return [RecordOut(step, [*ticks[i], *step.found] if ticks.get(i) else list(step.found))
+            for i, step in enumerate(steps)]
+
+
+def _next_tick(stamps: Any, look: int, next_tick: float | None) -> int:
+    """The first record from `look` on at which a tick is due (`len(stamps)`: none)."""
+    if look >= len(stamps) or next_tick is None:
+        return min(look, len(stamps))
+    due = stamps[look:] >= next_tick
+    at = int(due.argmax())
+    return look + at if due[at] else len(stamps)
+
+
+def _teach(fleet: FleetState, taught: Sequence[tuple[str, float, float] | None], lo: int, hi: int) -> FleetState:
+    """The rollout statistics after the reports `taught[lo:hi]` ((version key, latency, event time),
+    each version's in log order)."""
+    by_key: dict[str, tuple[list[float], list[float]]] = {}
+    for seen in taught[lo:hi]:
+        if seen is not None:
+            ts, values = by_key.setdefault(seen[0], ([], []))
+            ts.append(seen[2])
+            values.append(seen[1])
+    if not by_key:
+        return fleet
+    stats = dict(fleet.versions.stats)
+    for key, (ts, values) in by_key.items():
+        stats[key] = rollout.add_latencies(stats.get(key), ts, values)
+    return dc_replace(fleet, versions=replace(fleet.versions, stats=stats))
+
+
+def _taught(step: Step) -> tuple[str, float, float] | None:
+    """What the record's report teaches the rollout statistics: (version key, latency, event time)."""
+    e = step.event
+    if e is None or step.effects is None or step.effects.outcome != "applied":
+        return None
+    seen = rollout.latency_of(e, _ROLLOUT)
+    return None if seen is None else (*seen, e.ts)
 
 
 _ROLLOUT = rollout.RolloutParams()

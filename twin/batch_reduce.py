@@ -59,6 +59,7 @@ from twin.detect.watch import Watch
 from twin.effects import OUTCOMES, Change, Effects, ModeChanged, SeqGap, VersionChanged
 from twin.fleet import Fleet
 from twin.reduce import ALPHA, apply
+from twin.record import robot_of
 from twin.schema import MODES, Event, Location
 from twin.state import WINDOW, Counts, SignalState, Twin
 from twin.summary import Labels
@@ -526,15 +527,7 @@ def reduce_columns(state: ReduceState, columns: Columns, *, narrow: int = NARROW
 
 def _rejected_robots(columns: Columns) -> dict[int, str]:
     """Row -> the robot id the key of a rejected row names, as `twin.pipeline._reject` reads it."""
-    found = {}
-    for row, key in columns.rejected_keys.items():
-        try:
-            robot = key.decode() if key else None
-        except UnicodeDecodeError:
-            robot = None
-        if robot:
-            found[row] = robot
-    return found
+    return {row: robot for row, key in columns.rejected_keys.items() if (robot := robot_of(key))}
 
 
 def _count_rejected(state: ReduceState, keyed: dict[int, str], existed: set[str], rows: list[int],

@@ -16,7 +16,7 @@ from twin.detect.robot import observe, settled_at_work, silence, trend_rates
 from twin.effects import Effects
 from twin.exceptions import InvalidEvent
 from twin.fleet import Fleet
-from twin.record import Record
+from twin.record import Record, robot_of
 from twin.reduce import apply, note_rejected
 from twin.schema import Event
 from twin.state import Twin
@@ -107,10 +107,7 @@ def _check(lookup: Callable[[str], Twin | None], record: Record, config: Detecto
 
 def _reject(lookup: Callable[[str], Twin | None], record: Record, err: InvalidEvent) -> Step:
     """A rejected record counts on the twin its key names (once, even if redelivered)."""
-    try:
-        robot_id = record.key.decode() if record.key else None
-    except UnicodeDecodeError:
-        robot_id = None
+    robot_id = robot_of(record.key)
     twin = lookup(robot_id) if robot_id else None
     if twin is None:
         return Step(error=err)

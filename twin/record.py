@@ -26,3 +26,12 @@ class Record(msgspec.Struct, frozen=True):
     date folders are cut on them)."""
     key: bytes | None
     value: bytes
+
+
+def robot_of(key: bytes | None) -> str:
+    """The robot a record's key names: "" for no key or one that is no UTF-8 (a rejected record counts
+    on that robot's twin, a silence check judges it)."""
+    try:
+        return key.decode() if key else ""
+    except UnicodeDecodeError:
+        return ""

@@ -48,7 +48,7 @@ from twin.desired import Command
 from twin.exceptions import InvalidEvent
 from twin.fleet import Fleet
 from twin.fleet_fold import FleetState, RecordOut, Rules, silence_check_due
-from twin.record import Kind, Record
+from twin.record import Kind, Record, robot_of
 from twin.schema import Event
 from twin.state import Twin, decode_twin, encode_twin
 from twin.summary import Labels
@@ -325,20 +325,12 @@ def _record(message: Any, checks_topic: str) -> Record:
     return Record(kind, message.partition, message.offset, message.timestamp, message.key, message.value)
 
 
-def _robot(key: bytes | None) -> str:
-    """The robot a record names by its key ("" when the key is no robot id)."""
-    try:
-        return key.decode() if key else ""
-    except UnicodeDecodeError:
-        return ""
-
-
 def _load_missing(held: Held, table: Any, records: Iterable[Record]) -> None:
     """Robots named by the records that the fold does not hold but the table does: into the fold."""
     slots = held.fold.red.slot_of
     loaded: dict[str, Twin] = {}
     for record in records:
-        robot = _robot(record.key)
+        robot = robot_of(record.key)
         if robot and robot not in slots and robot not in loaded:
             raw = table.get(robot)
             if raw:
@@ -374,7 +366,7 @@ class Batch:
         has something for them)."""
         step = out.step
         event, effects = step.event, step.effects
-        robot = event.robot_id if event is not None else _robot(message.key)
+        robot = event.robot_id if event is not None else robot_of(message.key)
         if robot:
             self.touched[robot] = message.partition
         if out.publish:

@@ -11,6 +11,7 @@ latency is skewed and a regression is a ratio.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import msgspec
 from msgspec.structs import replace
@@ -64,12 +65,22 @@ def latency_of(event: Event, p: RolloutParams = RolloutParams()) -> tuple[str, f
 
 def add_latency(s: LatencyStats | None, ts: float, value: float) -> LatencyStats:
     """One Welford step on the log latency (`s` None: the version's first report, at `ts`)."""
-    s = s or LatencyStats(ts)
-    x = math.log(value)
-    n = s.n + 1
-    delta = x - s.mean
-    mean = s.mean + delta / n
-    return LatencyStats(min(s.first_ts, ts), n, mean, s.m2 + delta * (x - mean))
+    return add_latencies(s, [ts], [value])
+
+
+def add_latencies(s: LatencyStats | None, ts: Sequence[float], values: Sequence[float]) -> LatencyStats:
+    """`add_latency` for each (ts, value) in turn (`ts` not empty), on plain floats: a batch fold
+    teaches a version many reports at once, and one struct per report was most of its cost."""
+    s = s or LatencyStats(ts[0])
+    first, n, mean, m2 = s.first_ts, s.n, s.mean, s.m2
+    for t, value in zip(ts, values):
+        x = math.log(value)
+        n += 1
+        delta = x - mean
+        mean = mean + delta / n
+        m2 = m2 + delta * (x - mean)
+        first = min(first, t)
+    return LatencyStats(first, n, mean, m2)
 
 
 def judge(state: RolloutState, ts: float, p: RolloutParams = RolloutParams()) -> tuple[RolloutState, list[Anomaly]]:
