@@ -72,7 +72,7 @@ from twin import batch_cohort as bc
 from twin import batch_signals as bs
 from twin import batch_stall as bst
 from twin.batch_observe import ObserveState, ingest_batch, observe_batch, watch_of, watches_of
-from twin.columns import _event, decode_batch
+from twin.columns import Index, Rows, _event, decode_batch
 from twin.desired import DETECTOR as DRIFT
 from twin.desired import command_for, deltas, matches, resolve, took_effect
 from twin.detect import rollout
@@ -226,10 +226,11 @@ def fold_twins(state: FoldState, rules: Rules, records: Sequence[Record]) -> lis
     partition = records[0].partition
     start = state.fleet.cohorts.get(partition)
     cohorts = start or Cohorts()
-    fast = [i for i in events if events[i].robot_id not in scalar]
+    joins = np.fromiter((e.robot_id not in scalar for e in events.values()), np.bool_, len(events))
+    fast = [i for i, join in zip(events, joins.tolist()) if join]
     if fast:
         before = {rid: br.to_twin(state.red, rid) if rid in state.red.slot_of else None for rid in commanded - scalar}
-        cohorts = _join(state, rules, records, events, fast, cohorts, steps)
+        cohorts = _join(state, rules, records, events, fast, cohorts, steps, (cols.take(joins), cols.index))
         _commands(state, events, before, steps)
     held = {rid: twin_of(state, rid) for rid in scalar}
     names = {rid: _listed(state, rid) for rid in scalar}
@@ -287,26 +288,25 @@ def _scalar_robots(state: FoldState, records: Sequence[Record], events: Mapping[
                    errors: Mapping[int, Any]) -> set[str]:
     """Robots whose records of this batch all go through `feed`: named by a check, a rejected record or
     a redelivered offset (at or below one applied before it: the twin's, or an earlier row's of this
-    batch, as a restart's re-read may fall within one batch), or last applied on another partition
-    (`records` are of one partition)."""
-    out = {rid for i, r in enumerate(records) if r.kind == "check" or i in errors if (rid := robot_of(r.key))}
-    if not events:
-        return out
-    red, rows = state.red, list(events)
-    robot, names, slot, k = _ranks(red, [events[i].robot_id for i in rows])
-    known = slot >= 0
-    top = np.full(len(names), -1, np.int64)
-    top[known] = red.cols["offset"][slot[known]]
-    moved = np.zeros(len(names), np.bool_)
-    moved[known] = red.cols["partition"][slot[known]] != records[0].partition
-    offset = np.fromiter((records[i].offset for i in rows), np.int64, len(rows))
-    again = np.zeros(len(rows), np.bool_)
-    for at in _rounds(k):  # redelivered: before the batch, or after a later offset of this batch
-        g = robot[at]
-        again[at] = offset[at] <= top[g]
-        top[g] = np.where(offset[at] > top[g], offset[at], top[g])
-    out.update(names[g] for g in np.flatnonzero(moved).tolist())
-    out.update(names[g] for g in np.unique(robot[again]).tolist())
+    batch, as a restart's re-read may fall within one batch), or last applied on another partition."""
+    out: set[str] = set()
+    red = state.red
+    top: dict[str, int] = {}
+    """Per robot: the highest offset applied so far (the twin's, then its rows of the batch)."""
+    for i, r in enumerate(records):
+        if r.kind == "check" or i in errors:
+            if rid := robot_of(r.key):
+                out.add(rid)
+            continue
+        rid = events[i].robot_id
+        if rid not in top:
+            slot = red.slot_of.get(rid)
+            top[rid] = int(red.cols["offset"][slot]) if slot is not None else -1
+            if slot is not None and red.cols["partition"][slot] != r.partition:
+                out.add(rid)
+        if r.offset <= top[rid]:  # redelivered: before the batch, or after a later offset of this batch
+            out.add(rid)
+        top[rid] = max(top[rid], r.offset)
     return out
 
 
@@ -406,52 +406,24 @@ def _learning_models(state: FoldState, events: Mapping[int, Event]) -> set[str]:
     settled. Bounds, from the twins before the batch: the robot's events then plus its rows so far
     must exceed `warmup_reports`; and as `mode_since` only ever stays or takes the time of one of the
     robot's reports (`twin.reduce`), it is at least the smaller of its value then and the robot's
-    earliest report time so far, which must be `settle_s` before the row.
-
-    Over columns: per robot one slot lookup; a row's count so far and earliest time so far by rounds
-    (a robot's k-th row in round k), the earliest as `min(low, ts)` keeps it (`ts < low` takes ts)."""
-    evs = list(events.values())
-    n = len(evs)
-    if not n:
-        return set()
-    rids, models = [e.robot_id for e in evs], [e.model for e in evs]
-    working = np.fromiter((e.mode == "working" for e in evs), np.bool_, n)
-    if not working.any():
-        return set()
-    ts = np.fromiter((e.ts for e in evs), np.float64, n)
-    robot, _, slot, k = _ranks(state.red, rids)
-    known = slot >= 0
-    had, low = np.zeros(len(slot), np.int64), np.full(len(slot), math.inf)
-    had[known], low[known] = state.red.cols["events"][slot[known]], state.red.cols["mode_since"][slot[known]]
-    low_row = np.empty(n)
-    for rows in _rounds(k):
-        g = robot[rows]
-        low_row[rows] = low[g] = np.where(ts[rows] < low[g], ts[rows], low[g])
-    names = list(dict.fromkeys(models))
-    mcode = {m: i for i, m in enumerate(names)}
-    m = np.fromiter((mcode[x] for x in models), np.int64, n)
-    warmup = np.array([state.params[x].warmup_reports for x in names], np.int64)
-    settle = np.array([state.params[x].settle_s for x in names], np.float64)
-    learns = working & (had[robot] + k > warmup[m]) & (ts - low_row >= settle[m])
-    return {names[i] for i in np.unique(m[learns]).tolist()}
-
-
-def _ranks(red: br.ReduceState, robot_ids: Sequence[str]) -> tuple[Any, list[str], Any, Any]:
-    """Per row its robot's number (first seen first); the robots; their slots (-1: no twin); and per row
-    its rank among its robot's rows (1 for the first)."""
-    n, code = len(robot_ids), dict[str, int]()
-    robot = np.fromiter((code.setdefault(r, len(code)) for r in robot_ids), np.int64, n)
-    slot = np.fromiter((red.slot_of.get(r, -1) for r in code), np.int64, len(code))
-    order = np.argsort(robot, kind="stable")
-    first = np.r_[True, robot[order][1:] != robot[order][:-1]]
-    k = np.empty(n, np.int64)
-    k[order] = np.arange(n) - np.maximum.accumulate(np.where(first, np.arange(n), 0)) + 1
-    return robot, list(code), slot, k
-
-
-def _rounds(k: Any) -> list[Any]:
-    """The rows of each rank in turn (round r: every robot's r-th row): within a round no robot twice."""
-    return [np.flatnonzero(k == r) for r in range(1, int(k.max(initial=0)) + 1)]
+    earliest report time so far, which must be `settle_s` before the row."""
+    red = state.red
+    seen: dict[str, tuple[int, float]] = {}
+    out: set[str] = set()
+    events_col, since_col = red.cols["events"], red.cols["mode_since"]
+    for e in events.values():
+        k, low = seen.get(e.robot_id, (0, math.inf))
+        slot = red.slot_of.get(e.robot_id)
+        if k == 0 and slot is not None:
+            low = float(since_col[slot])
+        k, low = seen[e.robot_id] = (k + 1, min(low, e.ts))
+        if e.mode != "working" or e.model in out:
+            continue
+        p = state.params[e.model]
+        had = int(events_col[slot]) if slot is not None else 0
+        if had + k > p.warmup_reports and e.ts - low >= p.settle_s:
+            out.add(e.model)
+    return out
 
 
 def _scalar_row(state: FoldState, rules: Rules, record: Record, held: dict[str, Twin | None],
@@ -469,16 +441,17 @@ def _scalar_row(state: FoldState, rules: Rules, record: Record, held: dict[str, 
 
 
 def _join(state: FoldState, rules: Rules, records: Sequence[Record], events: Mapping[int, Event], rows: list[int],
-          cohorts: Cohorts, steps: list[Step]) -> Cohorts:
+          cohorts: Cohorts, steps: list[Step], columns: tuple[Rows, Index]) -> Cohorts:
     """The join's rows (log order) through `ingest_batch`, learning in log order from `cohorts`; marks
-    their offsets and returns the cohorts after them."""
+    their offsets and returns the cohorts after them. `columns`: the decoder's rows of these events."""
     red = state.red
     evs = [events[i] for i in rows]
     recv = [records[i].timestamp for i in rows]
     if {e.model for e in evs} & _learning_models(state, {i: events[i] for i in rows}):
-        effects, found, cohorts = ingest_batch(state.obs, red, evs, recv, rules.fleet.models, state.params, cohorts)
+        effects, found, cohorts = ingest_batch(state.obs, red, evs, recv, rules.fleet.models, state.params, cohorts,
+                                               columns=columns)
     else:
-        effects, found = _observe_fixed(state, rules, evs, recv, cohorts)
+        effects, found = _observe_fixed(state, rules, evs, recv, cohorts, columns)
     partition, offset, check = red.cols["partition"], red.cols["offset"], red.cols["check_offset"]
     for i, e, eff, msgs in zip(rows, evs, effects, found):  # `pipeline.applied`, row by row in log order
         slot = red.slot_of[e.robot_id]
@@ -490,11 +463,12 @@ def _join(state: FoldState, rules: Rules, records: Sequence[Record], events: Map
 
 
 def _observe_fixed(state: FoldState, rules: Rules, events: Sequence[Event], received_ts: Sequence[float],
-                   cohorts: Cohorts) -> tuple[list[Effects], list[list[Anomaly]]]:
+                   cohorts: Cohorts, columns: tuple[Rows, Index] | None = None
+                   ) -> tuple[list[Effects], list[list[Anomaly]]]:
     """`ingest_batch` when no row can learn (its learn mask is then all false): `observe_batch`
     against the cohorts as they are, without the plans and the fixed point."""
     return observe_batch(state.obs, state.red, events, received_ts, rules.fleet.models, state.params,
-                         cohorts=cohorts)
+                         cohorts=cohorts, columns=columns)
 
 
 def _listed(state: FoldState, robot_id: str) -> list[str]:

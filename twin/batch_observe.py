@@ -86,6 +86,7 @@ from twin import batch_robot as br
 from twin import batch_signals as bs
 from twin import batch_stall as bst
 from twin.batch_reduce import ReduceState, reduce_batch
+from twin.columns import Index, Rows
 from twin.detect import multivariate as mv
 from twin.detect.findings import Anomaly, Finding
 from twin.detect.lifecycle import track
@@ -698,25 +699,36 @@ def _lifecycle(obs: ObserveState, red: ReduceState, rnd: Round, slots: Array, fo
 
 def observe_batch(obs: ObserveState, red: ReduceState, events: Sequence[Event], received_ts: Sequence[float],
                   models: Mapping[str, RobotModel], params: Mapping[str, RobotDetectorParams],
-                  baselines: Mapping[str, mv.Baseline] | None = None, *,
-                  cohorts: Cohorts | None = None) -> tuple[list[Effects], list[list[Anomaly]]]:
+                  baselines: Mapping[str, mv.Baseline] | None = None, *, cohorts: Cohorts | None = None,
+                  columns: tuple[Rows, Index] | None = None) -> tuple[list[Effects], list[list[Anomaly]]]:
     """`apply` then `observe` for each event of a batch (log order): round by round, the reducer then
     `observe_round`. Effects and messages per event, in input order; `red` and `obs` change in place.
     With `cohorts`, every row is judged against its model's baseline and trend rates there, which
-    stay as they are (no learning: what `ingest_batch` does when no row can learn)."""
+    stay as they are (no learning: what `ingest_batch` does when no row can learn). `columns`: the
+    decoder's rows of exactly these events, for the reducer (`reduce_batch`)."""
     effects: list[Effects] = [Effects("applied")] * len(events)
     messages: list[list[Anomaly]] = [[] for _ in events]
     for idx in rounds_of([e.robot_id for e in events]):
         evs = [events[i] for i in idx]
         recv = np.array([received_ts[i] for i in idx], np.float64)
         before = snapshot(red, [e.robot_id for e in evs])
-        _, eff = reduce_batch(red, evs, recv)
+        _, eff = reduce_batch(red, evs, recv, columns=_round_columns(columns, idx))
         found = observe_round(obs, red, Round(evs, recv, eff, before), models, params, baselines,
                               cohort_at=None if cohorts is None else [cohorts.baselines.get(e.model) for e in evs],
                               rates_at=None if cohorts is None else [cohorts.rates.get(e.model) for e in evs])
         for i, f, m in zip(idx, eff, found):
             effects[i], messages[i] = f, m
     return effects, messages
+
+
+def _round_columns(columns: tuple[Rows, Index] | None, idx: list[int]) -> tuple[Rows, Index] | None:
+    """The decoder's rows of one round (`idx`: ascending rows of the batch)."""
+    if columns is None:
+        return None
+    rows, index = columns
+    keep = np.zeros(len(rows.row), np.bool_)
+    keep[idx] = True
+    return rows.take(keep), index
 
 
 def rounds_of(robot_ids: Sequence[str]) -> list[list[int]]:
@@ -735,7 +747,8 @@ def rounds_of(robot_ids: Sequence[str]) -> list[list[int]]:
 
 def ingest_batch(obs: ObserveState, red: ReduceState, events: Sequence[Event], received_ts: Sequence[float],
                  models: Mapping[str, RobotModel], params: Mapping[str, RobotDetectorParams],
-                 cohorts: Cohorts) -> tuple[list[Effects], list[list[Anomaly]], Cohorts]:
+                 cohorts: Cohorts, *, columns: tuple[Rows, Index] | None = None
+                 ) -> tuple[list[Effects], list[list[Anomaly]], Cohorts]:
     """`twin.pipeline.ingest` for each event of a batch of one partition (log order): reduce, observe
     against the cohorts in force at each row's log position, learn. Effects and messages per event,
     and the cohorts after the batch; `red` and `obs` change in place.
@@ -746,7 +759,8 @@ def ingest_batch(obs: ObserveState, red: ReduceState, events: Sequence[Event], r
     learning with a learn mask, finish the rounds against the plans (the cohort checks and the
     lifecycle, `_finish`, from the batch's start cohort states and open anomalies), read the mask
     that implies (applied, settled at work, no anomaly open after the row) and finish again if it
-    differs. The first guess: every applied row settled at work learns, but for `_likely_open` ones."""
+    differs. The first guess: every applied row settled at work learns, but for `_likely_open` ones.
+    `columns`: as for `observe_batch`."""
     begun: list[tuple[list[int], Round, _Part]] = []
     whole = Trace(len(events))
     effects: list[Effects] = [Effects("applied")] * len(events)
@@ -754,7 +768,7 @@ def ingest_batch(obs: ObserveState, red: ReduceState, events: Sequence[Event], r
         evs = [events[i] for i in idx]
         recv = np.array([received_ts[i] for i in idx], np.float64)
         before = snapshot(red, [e.robot_id for e in evs])
-        _, eff = reduce_batch(red, evs, recv)
+        _, eff = reduce_batch(red, evs, recv, columns=_round_columns(columns, idx))
         trace = Trace(len(idx))
         rnd = Round(evs, recv, eff, before)
         part = _begin(obs, red, rnd, models, params, trace)

@@ -54,7 +54,7 @@ import numpy as np
 import numpy.typing as npt
 from msgspec.structs import astuple
 
-from twin.columns import Columns
+from twin.columns import Columns, Index, Rows
 from twin.detect.watch import Watch
 from twin.effects import OUTCOMES, Change, Effects, ModeChanged, SeqGap, VersionChanged
 from twin.fleet import Fleet
@@ -375,9 +375,14 @@ class _Batch:
     def of_columns(cls, state: ReduceState, columns: Columns) -> tuple[_Batch, list[int]]:
         """The accepted rows of `columns`, in row order; and their rows."""
         rows: list[int] = columns.row.tolist()
-        batch = cls(state, lambda i: columns.event(rows[i]))
-        batch.n = len(rows)
-        index, strings = columns.index, state.strings.__getitem__
+        return cls.of_rows(state, columns, columns.index, lambda i: columns.event(rows[i])), rows
+
+    @classmethod
+    def of_rows(cls, state: ReduceState, columns: Rows, index: Index, event_of: Callable[[int], Event]) -> _Batch:
+        """`columns`' rows (decoded against `index`) in order; `event_of(i)`: the `Event` of row i."""
+        batch = cls(state, event_of)
+        batch.n = len(columns.row)
+        strings = state.strings.__getitem__
         batch.rid, batch.recv, batch.ts, batch.mode = columns.robot_id, columns.received_ts, columns.ts, columns.mode
         batch.seq = columns.seq.astype(np.uint64)
         for name, names in (("sector", index.sectors), ("site", index.sites), ("model", index.models)):
@@ -385,7 +390,7 @@ class _Batch:
             setattr(batch, name, code[getattr(columns, name)])  # accepted rows hold known names only
         batch._signal_matrix(state, columns.signals, index.signals)
         batch._finish(*(tuple(map(operator.attrgetter(name), columns.events)) for name in _OBJECT_FIELDS))
-        return batch, rows
+        return batch
 
     def _finish(self, ai: Sequence[str], fw: Sequence[str], codes: Sequence[tuple[str, ...]],
                 locations: Sequence[Location | Any | None], configs: Sequence[dict[str, str] | msgspec.UnsetType]) -> None:
@@ -487,16 +492,22 @@ the first such round on, its robots go through `apply`."""
 
 
 def reduce_batch(state: ReduceState, events: Sequence[Event], received_ts: Sequence[float] | Array, *,
-                 narrow: int = NARROW) -> tuple[ReduceState, list[Effects]]:
+                 narrow: int = NARROW, columns: tuple[Rows, Index] | None = None) -> tuple[ReduceState, list[Effects]]:
     """Apply `events` (log order; `received_ts[i]`: broker time of event i) as `twin.reduce.apply`
     would one by one; the Effects of each event, in input order. Updates `state` in place.
 
     Rounds of fewer than `narrow` robots (a batch of few robots' many events, as when replaying
     one robot) go through `apply` itself, robot by robot; `narrow=0` keeps every round vectorised.
     Either way the result is the same.
+
+    `columns`: the decoder's rows of exactly these events (`twin.columns.decode_batch`, in this order,
+    broker times equal to `received_ts`) and its index: the batch is built from them instead of from
+    the events' fields, as `reduce_columns` builds it.
     """
     if not events:
         return state, []
+    if columns is not None:
+        return state, _fold(state, _Batch.of_rows(state, *columns, events.__getitem__), narrow)
     return state, _fold(state, _Batch.of_events(state, events, received_ts), narrow)
 
 
