@@ -109,10 +109,13 @@ async def read_topic(settings: Settings, topic: str) -> list[Any]:
 
 
 async def scan(settings: Settings, partitions: Iterable[tuple[str, int]], apply: Callable[[list[Any]], None],
-               max_records: int = 10_000) -> dict[tuple[str, int], int]:
+               max_records: int = 10_000,
+               choose: Callable[[dict[tuple[str, int], int]], Iterable[tuple[str, int]]] | None = None
+               ) -> dict[tuple[str, int], int]:
     """Hand `apply` every record of the partitions from their start to their end as it is now, in
     batches (aiokafka `ConsumerRecord`s, each partition's in offset order), and return those ends.
-    For bulk reads that must not pay a call per record, as a table's recovery."""
+    For bulk reads that must not pay a call per record, as a table's recovery. `choose`: given the
+    ends, the partitions to read (default: all); the ends of all are returned."""
     from aiokafka import TopicPartition
 
     tps = [TopicPartition(topic, partition) for topic, partition in partitions]
@@ -122,7 +125,9 @@ async def scan(settings: Settings, partitions: Iterable[tuple[str, int]], apply:
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         ends = await consumer.end_offsets(tps)
-        left = [tp for tp in tps if await consumer.position(tp) < ends[tp]]
+        chosen = None if choose is None else set(choose({(tp.topic, tp.partition): n for tp, n in ends.items()}))
+        left = [tp for tp in tps
+                if (chosen is None or (tp.topic, tp.partition) in chosen) and await consumer.position(tp) < ends[tp]]
         while left:
             fetched = await consumer.getmany(*left, timeout_ms=1000, max_records=max_records)
             for tp, records in fetched.items():

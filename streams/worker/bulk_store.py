@@ -9,9 +9,13 @@ a time (`streams.kafka_client.scan`), and reports the end as persisted (`persist
 recovery then finds nothing left to read, and the rest of the rebalance (dropping the partitions no
 longer held, `on_recovery_completed`; the lanes starting after it) is Faust's as before.
 
-Every partition held is read afresh at every rebalance, as Faust's memory store did: only this
-worker writes a partition it holds, but one it held before may have been another's in between. If
-the read fails, the partitions are emptied and left to Faust's own recovery (slow, but exact).
+A partition the worker keeps through a rebalance is not read again when the store already holds
+all of it: the store knows the changelog's end its contents reflect (`held_to`: the end after its
+last read, moved on by each write of the worker's own whose records follow on without a gap,
+`written`), and the partition's end is still that. Anything else (a write of another process, one
+of its own not acknowledged, a partition it did not hold) and the partition is read afresh, as
+Faust's memory store read every partition at every rebalance. If the read fails, the partitions are
+emptied and left to Faust's own recovery (slow, but exact).
 """
 
 from __future__ import annotations
@@ -40,8 +44,12 @@ class BulkMemoryStore(memory.Store[str, bytes]):
         super().__post_init__()
         self._settings: Settings | None = None
         self._persisted: dict[TP, int] = {}
+        self.held_to: dict[int, int] = {}
+        """Changelog partition -> the end (next offset) up to which this store holds it."""
         self.recovered_records = 0
         """Changelog records read by the last bulk recovery (for tests and logs)."""
+        self.kept_partitions = 0
+        """Partitions the last rebalance kept without reading them (for tests and logs)."""
 
     def use(self, settings: Settings) -> None:
         """The settings to reach the broker with; until then, Faust's own recovery."""
@@ -59,16 +67,40 @@ class BulkMemoryStore(memory.Store[str, bytes]):
             return  # a stale generation: Faust's recovery ignores it too
         topic = self.table.changelog_topic.get_topic_name()
         actives = {tp for tp in self.app.assignor.assigned_actives() if tp.topic == topic}
-        self._forget({tp.partition for tp in actives})
+        held = {tp.partition for tp in actives}
+        self.held_to = {p: end for p, end in self.held_to.items() if p in held}
         self.recovered_records = 0
         try:
-            ends = await scan(self._settings, [(tp.topic, tp.partition) for tp in actives], self._apply)
+            ends = await scan(self._settings, [(tp.topic, tp.partition) for tp in actives], self._apply,
+                              choose=self._stale)
         except Exception as exc:  # noqa: BLE001 - Faust's recovery reads them instead
             log.warning("bulk recovery of %s failed (%r); Faust's recovery reads it", topic, exc)
-            self._forget({tp.partition for tp in actives})
+            self._forget(held)
+            self.held_to = {}
             return
         self._persisted = {TP(t, p): end - 1 for (t, p), end in ends.items()}
-        log.info("recovered %d records of %d partitions of %s in bulk", self.recovered_records, len(actives), topic)
+        self.held_to = {p: end for (_, p), end in ends.items()}
+        log.info("recovered %d records of %d partitions of %s in bulk (%d kept as held)", self.recovered_records,
+                 len(actives) - self.kept_partitions, topic, self.kept_partitions)
+
+    def _stale(self, ends: dict[tuple[str, int], int]) -> list[tuple[str, int]]:
+        """The partitions to read (their keys dropped first): all but those held up to their end."""
+        stale = [(t, p) for (t, p), end in ends.items() if self.held_to.get(p) != end]
+        self.kept_partitions = len(ends) - len(stale)
+        self._forget({p for _, p in stale})
+        return stale
+
+    def written(self, partition: int, runs: list[tuple[int, int]]) -> None:
+        """The worker wrote (and the broker acknowledged) changelog records of `partition` at these
+        (first offset, count) runs, and put them in this store: it still holds the partition to its
+        end if they follow on from where it held it, without a gap; otherwise it no longer knows."""
+        end = self.held_to.get(partition)
+        for first, count in sorted(runs):
+            end = first + count if end == first else None
+        if end is None:
+            self.held_to.pop(partition, None)
+        else:
+            self.held_to[partition] = end
 
     def _apply(self, records: list[Any]) -> None:
         """Changelog records in offset order into the store: the newest value per key wins, a

@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaProducer
 
 from streams.kafka_client import client_kwargs
 from streams.settings import Settings
+from streams.worker.bulk_store import BulkMemoryStore
 from twin.state import Twin, decode_twin
 
 MAX_BATCH_BYTES = 512 * 1024
@@ -42,21 +43,30 @@ class ChangelogWriter:
         producer = await self._started()
         topic = table.changelog_topic
         batches: dict[int, Any] = {}
-        acks = []
+        sent: list[tuple[int, int, Any]] = []
+        """(partition, records, delivery) of each batch sent."""
         for key, (partition, value) in items.items():
             raw_key, _ = topic.prepare_key(key, table.key_serializer)
             raw_value = None if value is None else topic.prepare_value(value, table.value_serializer)[0]
             batch = batches.get(partition)
             if batch is None or batch.append(key=raw_key, value=raw_value, timestamp=None) is None:
                 if batch is not None:  # full: send it, start another
-                    acks.append(await producer.send_batch(batch, topic.get_topic_name(), partition=partition))
+                    sent.append((partition, batch.record_count(),
+                                 await producer.send_batch(batch, topic.get_topic_name(), partition=partition)))
                 batch = batches[partition] = producer.create_batch()
                 batch.append(key=raw_key, value=raw_value, timestamp=None)
         for partition, batch in batches.items():
-            acks.append(await producer.send_batch(batch, topic.get_topic_name(), partition=partition))
-        await asyncio.gather(*acks)
+            sent.append((partition, batch.record_count(),
+                         await producer.send_batch(batch, topic.get_topic_name(), partition=partition)))
+        acked = await asyncio.gather(*(delivery for _, _, delivery in sent))
         for key, (partition, value) in items.items():
             put_local(table, key, value, partition)
+        if isinstance(store := table.data, BulkMemoryStore):  # it then knows it holds these partitions still
+            runs: dict[int, list[tuple[int, int]]] = {}
+            for (partition, count, _), meta in zip(sent, acked):
+                runs.setdefault(partition, []).append((meta.offset, count))
+            for partition, offsets in runs.items():
+                store.written(partition, offsets)
 
     async def stop(self) -> None:
         if self._producer is not None:

@@ -66,7 +66,9 @@ rebalance whose members have not all rejoined by then. Bounds the handover that 
 SLACK = 3.0
 """A takeover's rebalance and recovery may take this many times the graceful handover of the
 same twins to the same survivor, measured a minute earlier in the same test: the machine's load
-can change in between (the two share it with other work)."""
+can change in between (the two share it with other work). A restart gets one heartbeat more: the
+survivor hears of the joining member at its next heartbeat, which the measured handover may have
+had at once (seen: 2.9 s of a 4.0 s bound spent waiting for it)."""
 POLL_S = 0.2
 
 
@@ -248,7 +250,9 @@ def test_two_workers_share_the_fleet_and_one_takes_over_when_the_other_is_killed
     handover_s = handover.wait(REBALANCE_TIMEOUT_S, REBALANCE_TIMEOUT_S, "a clean stop, measured")
     dead.stack.procs.stop(dead.name)  # gone already: forgets its pid file
     dead.stack.start_worker(dead.name)
-    until(lambda: balanced(workers), SLACK * handover_s, "both workers holding partitions after the restart")
+    heartbeat_s = dead.settings.session_timeout_s / HEARTBEATS_PER_SESSION
+    restart_s = SLACK * handover_s + heartbeat_s
+    until(lambda: balanced(workers), restart_s, "both workers holding partitions after the restart")
     before = both_answer_alike(workers, robots, REPORTS)
     held = {w.name: w.held() for w in workers}
 
@@ -279,7 +283,7 @@ def test_two_workers_share_the_fleet_and_one_takes_over_when_the_other_is_killed
     until(lambda: all(survivor.seq(r) == 1 for r in late) or None, 30, "the newcomers' twins on the survivor")
     dead.stack.procs.stop(dead.name)
     dead.stack.start_worker(dead.name)
-    until(lambda: balanced(workers), SLACK * handover_s, "both workers holding partitions after the second restart")
+    until(lambda: balanced(workers), restart_s, "both workers holding partitions after the second restart")
     until(lambda: held_apart(workers, robots | late), 30, "every robot held by exactly one worker after the second restart")
     phases = ", ".join(f"{p} {t:.1f} s" for p, t in takeover.done.items())
     print(f"robots {ROBOTS} over {dead.settings.partitions} partitions: {dead.name} held {len(orphans)}, "

@@ -68,3 +68,39 @@ def test_without_a_broker_the_partitions_are_left_empty_to_faust_s_recovery(brok
     asyncio.run(store.on_rebalance(tps, set(), tps, 0))
     assert dict(table.items()) == {}
     assert store.persisted_offset(tps.pop()) is None
+
+
+def test_a_kept_partition_is_read_again_only_when_the_store_no_longer_holds_it_to_its_end(
+        broker: str, settings: Settings) -> None:
+    """The worker's own acknowledged writes keep the store's knowledge of a partition's end; a record
+    another process wrote (a former owner, a zombie) moves the end past it, and that partition alone is
+    read again."""
+    app_id = f"{settings.app_id}-bulk-{uuid.uuid4().hex[:6]}"
+    table = twins_table(app_id, broker)
+    store = bulk_store.of(table)
+    store.use(settings)
+    tps = given(table, {0, 1})
+    mine, theirs = ChangelogWriter(settings), ChangelogWriter(settings)
+
+    async def run() -> None:
+        await ensure_topics(settings.model_copy(update={"partitions": 4}), [table.changelog_topic.get_topic_name()])
+        try:
+            await mine.write(table, {f"r-{i}": (i % 2, b"v") for i in range(200)})
+            await store.on_rebalance(tps, set(), tps, 0)  # a fresh process reads both
+            assert (store.recovered_records, store.kept_partitions) == (200, 0)
+            await mine.write(table, {"r-0": (0, b"newer"), "r-1": (1, None)})
+            await store.on_rebalance(tps, set(), set(), 0)  # kept, and held to their ends: not read
+            assert (store.recovered_records, store.kept_partitions) == (0, 2)
+            assert table["r-0"] == b"newer" and "r-1" not in table
+            await theirs.write(twins_table(app_id, broker), {"r-3": (1, b"theirs")})
+            await store.on_rebalance(tps, set(), set(), 0)
+            assert (store.recovered_records, store.kept_partitions) == (100 + 1 + 1, 1)  # partition 1 alone
+        finally:
+            await mine.stop()
+            await theirs.stop()
+
+    asyncio.run(run())
+    assert table["r-3"] == b"theirs" and table["r-0"] == b"newer" and "r-1" not in table
+    assert len(table) == 200 - 1
+    for tp in tps:
+        assert store.persisted_offset(tp) == store.held_to[tp.partition] - 1
