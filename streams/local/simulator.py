@@ -114,6 +114,10 @@ def obey(sim: FleetSim, record: ConsumerRecord[bytes, bytes], obeyed: Obeyed) ->
         log.info("%s: robot %s %s %s", where, command.robot_id, outcome, command.fields)
 
 
+Wire = tuple[int, bytes, bytes, int | None]
+"""One telemetry record as `KafkaSink` sends it: partition, key, value, timestamp (ms; None: the broker's)."""
+
+
 class KafkaSink:
     """Sends each tick's events in per-partition batches (far faster than one send per event).
 
@@ -155,17 +159,28 @@ class KafkaSink:
         every tick; enqueueing in order and checking the deliveries later keeps each
         partition's order and goes at the producer's own pace.
         """
-        batches: dict[int, object] = {}
-        pending: list[asyncio.Future[object]] = []
+        return await self.enqueue_encoded(self.encoded(events))
+
+    def encoded(self, events: list[Event]) -> list[Wire]:
+        """The events as the records `enqueue` sends: (partition, key, value, timestamp in ms or None).
+        A sender that must go faster than it can encode (a load test's burst) encodes ahead."""
+        out: list[Wire] = []
         for event in events:
             key = event.robot_id.encode()
-            part = self.partitioner(key, self.partitions, self.partitions)
-            batch = batches.get(part) or batches.setdefault(part, self.producer.create_batch())
             stamp = round(event.ts * 1000) if self.event_time else None
-            if batch.append(key=key, value=_encoder.encode(event), timestamp=stamp) is None:  # type: ignore[attr-defined]
+            out.append((self.partitioner(key, self.partitions, self.partitions), key, _encoder.encode(event), stamp))
+        return out
+
+    async def enqueue_encoded(self, records: list[Wire]) -> list[asyncio.Future[object]]:
+        """`enqueue` of records already `encoded`."""
+        batches: dict[int, object] = {}
+        pending: list[asyncio.Future[object]] = []
+        for part, key, value, stamp in records:
+            batch = batches.get(part) or batches.setdefault(part, self.producer.create_batch())
+            if batch.append(key=key, value=value, timestamp=stamp) is None:  # type: ignore[attr-defined]
                 pending.append(await self.producer.send_batch(batch, self.topic, partition=part))
                 batches[part] = batch = self.producer.create_batch()
-                batch.append(key=key, value=_encoder.encode(event), timestamp=stamp)
+                batch.append(key=key, value=value, timestamp=stamp)
         for part, batch in batches.items():
             pending.append(await self.producer.send_batch(batch, self.topic, partition=part))
         return pending
