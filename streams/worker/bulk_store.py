@@ -67,15 +67,13 @@ class BulkMemoryStore(memory.Store[str, bytes]):
             return  # a stale generation: Faust's recovery ignores it too
         topic = self.table.changelog_topic.get_topic_name()
         actives = {tp for tp in self.app.assignor.assigned_actives() if tp.topic == topic}
-        held = {tp.partition for tp in actives}
-        self.held_to = {p: end for p, end in self.held_to.items() if p in held}
-        self.recovered_records = 0
+        self.recovered_records = self.kept_partitions = 0
         try:
             ends = await scan(self._settings, [(tp.topic, tp.partition) for tp in actives], self._apply,
                               choose=self._stale)
         except Exception as exc:  # noqa: BLE001 - Faust's recovery reads them instead
             log.warning("bulk recovery of %s failed (%r); Faust's recovery reads it", topic, exc)
-            self._forget(held)
+            self._forget({tp.partition for tp in actives})
             self.held_to = {}
             return
         self._persisted = {TP(t, p): end - 1 for (t, p), end in ends.items()}
