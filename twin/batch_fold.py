@@ -1,4 +1,4 @@
-"""`twin.fleet_fold.on_record` over a batch of one partition's records: twins as arrays, a round join.
+"""`twin.fleet_fold.on_record` over a batch of records: twins as arrays, a round join.
 
 `fold_batch(state, rules, records)` gives every robot the twin, and every record the anomaly
 messages, commands, rejection and redelivery, that `on_record` gives folded record by record
@@ -12,10 +12,14 @@ How a batch is split:
   offsets), all of its records of the batch go through `twin.pipeline.feed` in log order (learning
   the cohorts there, row by row), and it is stored back after the batch (`_store` into the
   reducer's columns, `_store_watch` into the `ObserveState`: the inverse of `watch_of`, written here).
-* Every other telemetry row takes the *join*: `batch_observe.ingest_batch` (`pipeline.ingest` over a
-  batch of one partition: rounds of `reduce_batch` and the detectors, judged against the cohorts in
-  force at each row's log position, learning in log order), from the partition's cohorts before the
-  batch; the scalar path's rows then follow in log order from the cohorts it returns. When none of
+* Every other telemetry row takes the *join*: `batch_observe.ingest_partitions` (`pipeline.ingest`
+  over a batch: rounds of `reduce_batch` and the detectors, judged against the cohorts in force at
+  each row's log position, learning in log order), from each partition's cohorts before the batch;
+  the scalar path's rows then follow in log order from the cohorts it returns. One join spans every
+  partition of the batch (a round holds rows of all of them): a steady load's batch holds few
+  records per partition, and a join per partition paid the fixed numpy cost of each round once per
+  partition (bench/batch_size.py, 8 partitions, batches of 100 records: 232 us/event with a join
+  per partition, 60 with one; docs/BENCHMARKS.md). When none of
   the join's models can learn in the batch (`_learning_models`), its learn mask would be all false:
   the rounds are then observed against the cohorts as they are (`_observe_fixed`), without the plans.
 * Desired state is judged sparsely (`_desiring`): a robot for which `pipeline.desire` could change
@@ -25,9 +29,10 @@ How a batch is split:
   and no command (nothing desired differs from what they report); for robots with a young delta it
   can only send a command, which `_commands` computes after the join, row by row.
 
-Cohorts stay in log order. A row reads only its own model's cohort entries (baseline, rates) and
-teaches only its own model's, so models are independent and each model's learning only has to be
-in log order among its own rows. Running the join's rows first and the scalar path's after is
+Cohorts stay in log order. Each partition keeps its own `Cohorts` (as `on_record` does); a row
+reads only its own partition's entries of its own model (baseline, rates) and teaches only those, so
+these *cohorts* (`CohortKey`: partition, model) are independent and each one's learning only has to
+be in log order among its own rows. Below, "model" stands for a cohort. Running the join's rows first and the scalar path's after is
 therefore exact for a model whose rows all take one side, or whose cohort cannot change within the
 batch (both sides then read the cohort as it was). A model with rows on the scalar path whose cohort
 could change (`_learning_models`: a working row of a robot that may be past warm-up and settled, by
@@ -35,7 +40,7 @@ bounds from the twins before the batch) is *mixed*: all its robots take the scal
 batch (`_mixed`), unless the batch has silence checks or rejected records: then it is folded in
 pieces, cut around each run of them (`_pieces`; folding consecutive pieces is a fold of `on_record`
 as well): the pieces of checks and rejections hold no telemetry, so only redeliveries and robots
-from another partition still send whole models to the scalar path. What `ingest_batch` cannot do is
+from another partition still send whole models to the scalar path. What `ingest_partitions` cannot do is
 take a scalar-path robot's rows (checks, redeliveries, rejections, another partition's twin)
 interleaved with its own learning. Caveat: models
 new to the partition's `Cohorts` within one batch, some learned by the join and some on the scalar
@@ -71,7 +76,7 @@ from twin import batch_reduce as br
 from twin import batch_cohort as bc
 from twin import batch_signals as bs
 from twin import batch_stall as bst
-from twin.batch_observe import ObserveState, ingest_batch, observe_batch, watch_of, watches_of
+from twin.batch_observe import CohortKey, ObserveState, ingest_partitions, observe_batch, watch_of, watches_of
 from twin.columns import Index, Rows, _event, decode_batch
 from twin.desired import DETECTOR as DRIFT
 from twin.desired import command_for, deltas, matches, resolve, took_effect
@@ -88,11 +93,12 @@ from twin.schema import Event
 from twin.state import Twin
 
 _QUIET = frozenset({"duplicate", "stale", "late"})
-NARROW_ROBOTS = 24
+NARROW_ROBOTS = 8
 """A batch with fewer robots for the join than this takes the scalar path whole: a round then holds
 at most that many rows, and numpy's cost per call outweighs what the join saves per row
-(bench/replay_speed.py --fold-only: a replay of 24 robots on 8 partitions ran at 0.21x `Fold` on the
-join). Either path gives the same outputs; tests set it to 0 to join every batch."""
+(bench/batch_size.py with one join over 8 partitions, us/event joined against scalar, best of 3:
+336 against 277 at batches of 5 records, 220 against 248 at 10, 155 against 230 at 20). Either path
+gives the same outputs; tests set it to 0 to join every batch."""
 
 
 class FoldState:
@@ -133,7 +139,8 @@ def robot_ids(state: FoldState) -> set[str]:
 
 
 def fold_batch(state: FoldState, rules: Rules, records: Sequence[Record]) -> tuple[FoldState, list[RecordOut]]:
-    """Fold `records` (one partition, offset order) as `on_record` would one by one.
+    """Fold `records` (each partition's in offset order, no robot's on two partitions: else `fold_log`)
+    as `on_record` would one by one.
 
     Out: per record the `RecordOut` of `on_record`, except that `step.twin` and `step.cohorts`
     are None (read twins with `twin_of`, cohorts from `state.fleet`)."""
@@ -144,22 +151,15 @@ def fold_log(state: FoldState, rules: Rules, records: Sequence[Record]) -> list[
     """Fold records of any partitions held in one `FoldState` (each partition's in offset order), as
     `on_record` would one by one in the order given: what the worker and a replay call.
 
-    Each partition's records go through `fold_twins`, then `fleet_level` over all of them in the order
-    given. Exact because a twin reads no tick and no rollout statistic, only its own partition's
-    cohorts and the desired rules (which no record here changes). The records are cut where a robot's
-    record lands on another partition than its earlier ones here (a repartitioned topic): folding by
-    partition would reorder that robot's records, so the pieces are folded in turn."""
+    The records go through `fold_twins`, then `fleet_level` over all of them in the order given. Exact
+    because a twin reads no tick and no rollout statistic, only its own partition's cohorts and the
+    desired rules (which no record here changes). The records are cut where a robot's record lands on
+    another partition than its earlier ones here (a repartitioned topic: its offsets then say nothing
+    of redelivery within the piece), and the pieces are folded in turn."""
     out: list[RecordOut] = []
     for lo, hi in _by_robot_partition(records):
         piece = records[lo:hi]
-        rows: dict[int, list[int]] = {}
-        for i, r in enumerate(piece):
-            rows.setdefault(r.partition, []).append(i)
-        steps: list[Step] = [Step()] * len(piece)
-        for idx in rows.values():
-            for i, step in zip(idx, fold_twins(state, rules, [piece[i] for i in idx])):
-                steps[i] = step
-        out += fleet_level(state, piece, steps)
+        out += fleet_level(state, piece, fold_twins(state, rules, piece))
     return out
 
 
@@ -192,15 +192,10 @@ def load_twins(state: FoldState, twins: Sequence[Twin]) -> None:
 
 def fold_twins(state: FoldState, rules: Rules, records: Sequence[Record]) -> list[Step]:
     """The twin level of `fold_batch`: each record's `feed` step (twin and cohorts None), the twins and
-    the partition's cohorts updated in `state`; ticks and rollout statistics left to `fleet_level`.
-
-    Split so that a driver holding several partitions (a replay) can fold each partition's records of
-    a stretch of the log here and then the fleet level over the whole stretch in log order: a twin
-    reads no tick and no rollout statistic, only its partition's cohorts and the desired rules."""
+    the partitions' cohorts updated in `state`; ticks and rollout statistics left to `fleet_level`
+    (a twin reads no tick and no rollout statistic, only its partition's cohorts and the desired rules)."""
     if not records:
         return []
-    if any(r.partition != records[0].partition for r in records):
-        raise ValueError("fold_batch folds the records of one partition")
     telemetry = [i for i, r in enumerate(records) if r.kind != "check"]
     cols = decode_batch([(records[i].key, records[i].value, records[i].timestamp) for i in telemetry],
                         rules.fleet, rules.policy)
@@ -208,13 +203,14 @@ def fold_twins(state: FoldState, rules: Rules, records: Sequence[Record]) -> lis
                                 for j, e in zip(cols.row.tolist(), cols.events)}
     errors = {telemetry[j]: err for j, err in cols.rejected.items()}
     own = _scalar_robots(state, records, events, errors)
+    keys = {i: (records[i].partition, e.model) for i, e in events.items()}
     commanded: set[str] = set()
     if len(few := {e.robot_id for e in events.values()} - own) < NARROW_ROBOTS:
         scalar = own | few
     else:
         judged, commanded = _desiring(state, events, own)
         own |= judged
-        scalar = _mixed(state, events, own)
+        scalar = _mixed(state, events, keys, own)
         if len(scalar) > len(own):
             pieces = _pieces(records, events)
             if len(pieces) > 1:  # fold the pieces one after another: a fold of `on_record` either way
@@ -223,23 +219,24 @@ def fold_twins(state: FoldState, rules: Rules, records: Sequence[Record]) -> lis
                     outs += fold_twins(state, rules, records[lo:hi])
                 return outs
     steps: list[Step] = [Step()] * len(records)
-    partition = records[0].partition
-    start = state.fleet.cohorts.get(partition)
-    cohorts = start or Cohorts()
+    start = {p: state.fleet.cohorts.get(p) for p in dict.fromkeys(r.partition for r in records)}
+    cohorts = {p: c or Cohorts() for p, c in start.items()}
     joins = np.fromiter((e.robot_id not in scalar for e in events.values()), np.bool_, len(events))
     fast = [i for i, join in zip(events, joins.tolist()) if join]
     if fast:
         before = {rid: br.to_twin(state.red, rid) if rid in state.red.slot_of else None for rid in commanded - scalar}
-        cohorts = _join(state, rules, records, events, fast, cohorts, steps, (cols.take(joins), cols.index))
+        cohorts = _join(state, rules, records, events, keys, fast, cohorts, steps, (cols.take(joins), cols.index))
         _commands(state, events, before, steps)
     held = {rid: twin_of(state, rid) for rid in scalar}
     names = {rid: _listed(state, rid) for rid in scalar}
     for i, record in enumerate(records):
         if i in events and events[i].robot_id not in scalar:
             continue
-        learned = _scalar_row(state, rules, record, held, names, cohorts, steps, i)
-        cohorts = cohorts if learned is None else learned
-    _keep_cohorts(state, partition, start, cohorts)
+        learned = _scalar_row(state, rules, record, held, names, cohorts[record.partition], steps, i)
+        if learned is not None:
+            cohorts[record.partition] = learned
+    for partition, first in start.items():
+        _keep_cohorts(state, partition, first, cohorts[partition])
     _keep(state, held, names)
     return steps
 
@@ -268,17 +265,17 @@ def _keep(state: FoldState, twins: dict[str, Twin | None], names: dict[str, list
             _store_twin(state, twin, names[rid])
 
 
-def _mixed(state: FoldState, events: Mapping[int, Event], scalar: set[str]) -> set[str]:
-    """`scalar` plus every robot of a *mixed* model: one with rows on the scalar path whose cohort could
-    change within the batch (`_learning_models`). The join learns its rows' cohorts as one
-    `ingest_batch`, before the scalar path's rows, which learn in `feed` row by row: exact only when no
-    model has rows on both sides whose learning interleaves, so a mixed model's robots all take the
-    scalar path (until fixed: a robot's rows all take one path)."""
-    learning = _learning_models(state, events)
+def _mixed(state: FoldState, events: Mapping[int, Event], keys: Mapping[int, CohortKey], scalar: set[str]) -> set[str]:
+    """`scalar` plus every robot of a *mixed* cohort (`keys`: each row's partition and model): one with
+    rows on the scalar path that could change within the batch (`_learning_models`). The join learns
+    its rows' cohorts as one `ingest_partitions`, before the scalar path's rows, which learn in `feed`
+    row by row: exact only when no cohort has rows on both sides whose learning interleaves, so a mixed
+    cohort's robots all take the scalar path (until fixed: a robot's rows all take one path)."""
+    learning = _learning_models(state, events, keys)
     out = set(scalar)
     while True:
-        mixed = {e.model for e in events.values() if e.robot_id in out} & learning
-        more = {e.robot_id for e in events.values() if e.model in mixed} - out
+        mixed = {keys[i] for i, e in events.items() if e.robot_id in out} & learning
+        more = {e.robot_id for i, e in events.items() if keys[i] in mixed} - out
         if not more:
             return out
         out |= more
@@ -400,8 +397,8 @@ def _commands(state: FoldState, events: Mapping[int, Event], before: dict[str, T
         before[e.robot_id] = twin
 
 
-def _learning_models(state: FoldState, events: Mapping[int, Event]) -> set[str]:
-    """Models with a row that could teach their cohort (`pipeline.ingest` learns from applied working
+def _learning_models(state: FoldState, events: Mapping[int, Event], keys: Mapping[int, CohortKey]) -> set[CohortKey]:
+    """Cohorts (`keys`: each row's partition and model) with a row that could teach them (`pipeline.ingest` learns from applied working
     rows settled at work with nothing open): a working report of a robot that may be past warm-up and
     settled. Bounds, from the twins before the batch: the robot's events then plus its rows so far
     must exceed `warmup_reports`; and as `mode_since` only ever stays or takes the time of one of the
@@ -409,20 +406,20 @@ def _learning_models(state: FoldState, events: Mapping[int, Event]) -> set[str]:
     earliest report time so far, which must be `settle_s` before the row."""
     red = state.red
     seen: dict[str, tuple[int, float]] = {}
-    out: set[str] = set()
+    out: set[CohortKey] = set()
     events_col, since_col = red.cols["events"], red.cols["mode_since"]
-    for e in events.values():
+    for i, e in events.items():
         k, low = seen.get(e.robot_id, (0, math.inf))
         slot = red.slot_of.get(e.robot_id)
         if k == 0 and slot is not None:
             low = float(since_col[slot])
         k, low = seen[e.robot_id] = (k + 1, min(low, e.ts))
-        if e.mode != "working" or e.model in out:
+        if e.mode != "working" or keys[i] in out:
             continue
         p = state.params[e.model]
         had = int(events_col[slot]) if slot is not None else 0
         if had + k > p.warmup_reports and e.ts - low >= p.settle_s:
-            out.add(e.model)
+            out.add(keys[i])
     return out
 
 
@@ -440,18 +437,22 @@ def _scalar_row(state: FoldState, rules: Rules, record: Record, held: dict[str, 
     return step.cohorts
 
 
-def _join(state: FoldState, rules: Rules, records: Sequence[Record], events: Mapping[int, Event], rows: list[int],
-          cohorts: Cohorts, steps: list[Step], columns: tuple[Rows, Index]) -> Cohorts:
-    """The join's rows (log order) through `ingest_batch`, learning in log order from `cohorts`; marks
-    their offsets and returns the cohorts after them. `columns`: the decoder's rows of these events."""
+def _join(state: FoldState, rules: Rules, records: Sequence[Record], events: Mapping[int, Event],
+          keys: Mapping[int, CohortKey], rows: list[int], cohorts: dict[int, Cohorts], steps: list[Step],
+          columns: tuple[Rows, Index]) -> dict[int, Cohorts]:
+    """The join's rows (log order, any partitions) through `ingest_partitions`, learning in log order
+    from `cohorts` (per partition); marks their offsets and returns each partition's cohorts after
+    them. `columns`: the decoder's rows of these events."""
     red = state.red
     evs = [events[i] for i in rows]
     recv = [records[i].timestamp for i in rows]
-    if {e.model for e in evs} & _learning_models(state, {i: events[i] for i in rows}):
-        effects, found, cohorts = ingest_batch(state.obs, red, evs, recv, rules.fleet.models, state.params, cohorts,
-                                               columns=columns)
+    parts = [records[i].partition for i in rows]
+    if {keys[i] for i in rows} & _learning_models(state, {i: events[i] for i in rows}, keys):
+        effects, found, learned = ingest_partitions(state.obs, red, evs, recv, parts, rules.fleet.models,
+                                                    state.params, cohorts, columns=columns)
+        cohorts = {**cohorts, **learned}
     else:
-        effects, found = _observe_fixed(state, rules, evs, recv, cohorts, columns)
+        effects, found = _observe_fixed(state, rules, evs, recv, [cohorts[p] for p in parts], columns)
     partition, offset, check = red.cols["partition"], red.cols["offset"], red.cols["check_offset"]
     for i, e, eff, msgs in zip(rows, evs, effects, found):  # `pipeline.applied`, row by row in log order
         slot = red.slot_of[e.robot_id]
@@ -463,10 +464,11 @@ def _join(state: FoldState, rules: Rules, records: Sequence[Record], events: Map
 
 
 def _observe_fixed(state: FoldState, rules: Rules, events: Sequence[Event], received_ts: Sequence[float],
-                   cohorts: Cohorts, columns: tuple[Rows, Index] | None = None
+                   cohorts: Sequence[Cohorts], columns: tuple[Rows, Index] | None = None
                    ) -> tuple[list[Effects], list[list[Anomaly]]]:
-    """`ingest_batch` when no row can learn (its learn mask is then all false): `observe_batch`
-    against the cohorts as they are, without the plans and the fixed point."""
+    """`ingest_partitions` when no row can learn (its learn mask is then all false): `observe_batch`
+    against the cohorts as they are (`cohorts`: each event's partition's), without the plans and the
+    fixed point."""
     return observe_batch(state.obs, state.red, events, received_ts, rules.fleet.models, state.params,
                          cohorts=cohorts, columns=columns)
 

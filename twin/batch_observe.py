@@ -52,9 +52,10 @@ Cohorts: `observe_round` takes, per row, the baseline and trend-rate moments in 
 log position (`cohort_at`, `rates_at`: `observe`'s `cohort` and `rates`); the trend check
 (`robot._against_cohort`, which `signals_round` leaves out) runs per stepped trend cell without a
 drift finding (per cell), and the cohort score of settled working rows (`batch_cohort.distance_rows`
-per baseline in force, `advance_round`; findings by `cohort_findings`). `ingest_batch`
-is `twin.pipeline.ingest` over a batch of one partition: reduce, observe, learn in log order, through
-`batch_cohort.plan` and `settle`'s fixed point (every model at once). A round is observed in two parts:
+per baseline in force, `advance_round`; findings by `cohort_findings`). `ingest_partitions`
+is `twin.pipeline.ingest` over a batch of any partitions: reduce, observe, learn in log order, through
+`batch_cohort.plan` per (partition, model) and `settle`'s fixed point (every cohort at once);
+`ingest_batch` is it on one partition. A round is observed in two parts:
 `_begin` (reducer-fed detectors that do not depend on the cohorts: signals, robot-level, stall; and the
 trend rates a plan learns from) runs once, `_finish` (the two cohort checks and the lifecycle) runs once
 per pass from the batch's start cohort states and open anomalies, until the learn mask holds (the
@@ -699,13 +700,13 @@ def _lifecycle(obs: ObserveState, red: ReduceState, rnd: Round, slots: Array, fo
 
 def observe_batch(obs: ObserveState, red: ReduceState, events: Sequence[Event], received_ts: Sequence[float],
                   models: Mapping[str, RobotModel], params: Mapping[str, RobotDetectorParams],
-                  baselines: Mapping[str, mv.Baseline] | None = None, *, cohorts: Cohorts | None = None,
+                  baselines: Mapping[str, mv.Baseline] | None = None, *, cohorts: Sequence[Cohorts] | None = None,
                   columns: tuple[Rows, Index] | None = None) -> tuple[list[Effects], list[list[Anomaly]]]:
     """`apply` then `observe` for each event of a batch (log order): round by round, the reducer then
     `observe_round`. Effects and messages per event, in input order; `red` and `obs` change in place.
-    With `cohorts`, every row is judged against its model's baseline and trend rates there, which
-    stay as they are (no learning: what `ingest_batch` does when no row can learn). `columns`: the
-    decoder's rows of exactly these events, for the reducer (`reduce_batch`)."""
+    With `cohorts` (per event: its partition's), every row is judged against its model's baseline and
+    trend rates there, which stay as they are (no learning: what `ingest_partitions` does when no row
+    can learn). `columns`: the decoder's rows of exactly these events, for the reducer (`reduce_batch`)."""
     effects: list[Effects] = [Effects("applied")] * len(events)
     messages: list[list[Anomaly]] = [[] for _ in events]
     for idx in rounds_of([e.robot_id for e in events]):
@@ -714,8 +715,10 @@ def observe_batch(obs: ObserveState, red: ReduceState, events: Sequence[Event], 
         before = snapshot(red, [e.robot_id for e in evs])
         _, eff = reduce_batch(red, evs, recv, columns=_round_columns(columns, idx))
         found = observe_round(obs, red, Round(evs, recv, eff, before), models, params, baselines,
-                              cohort_at=None if cohorts is None else [cohorts.baselines.get(e.model) for e in evs],
-                              rates_at=None if cohorts is None else [cohorts.rates.get(e.model) for e in evs])
+                              cohort_at=None if cohorts is None else [cohorts[i].baselines.get(events[i].model)
+                                                                      for i in idx],
+                              rates_at=None if cohorts is None else [cohorts[i].rates.get(events[i].model)
+                                                                     for i in idx])
         for i, f, m in zip(idx, eff, found):
             effects[i], messages[i] = f, m
     return effects, messages
@@ -749,13 +752,33 @@ def ingest_batch(obs: ObserveState, red: ReduceState, events: Sequence[Event], r
                  models: Mapping[str, RobotModel], params: Mapping[str, RobotDetectorParams],
                  cohorts: Cohorts, *, columns: tuple[Rows, Index] | None = None
                  ) -> tuple[list[Effects], list[list[Anomaly]], Cohorts]:
-    """`twin.pipeline.ingest` for each event of a batch of one partition (log order): reduce, observe
-    against the cohorts in force at each row's log position, learn. Effects and messages per event,
-    and the cohorts after the batch; `red` and `obs` change in place.
+    """`ingest_partitions` over a batch of one partition: effects, messages, the cohorts after it."""
+    effects, messages, after = ingest_partitions(obs, red, events, received_ts, [0] * len(events), models, params,
+                                                 {0: cohorts}, columns=columns)
+    return effects, messages, after.get(0, cohorts)
+
+
+CohortKey = tuple[int, str]
+"""(partition, model): what a cohort is learned for. Each partition keeps its own `Cohorts`."""
+
+
+def ingest_partitions(obs: ObserveState, red: ReduceState, events: Sequence[Event], received_ts: Sequence[float],
+                      partitions: Sequence[int], models: Mapping[str, RobotModel],
+                      params: Mapping[str, RobotDetectorParams], cohorts: Mapping[int, Cohorts], *,
+                      columns: tuple[Rows, Index] | None = None
+                      ) -> tuple[list[Effects], list[list[Anomaly]], dict[int, Cohorts]]:
+    """`twin.pipeline.ingest` for each event of a batch (log order; `partitions`: each event's, whose
+    `cohorts` it reads and teaches): reduce, observe against the cohorts in force at each row's log
+    position, learn. Effects and messages per event, and each partition's cohorts after the batch
+    (those of `cohorts` no row learned from are not returned); `red` and `obs` change in place.
+
+    One batch may span partitions: a round holds rows of any partitions, so the fixed numpy cost of a
+    round is paid once for all of them, while learning is planned per (partition, model), the only
+    entries a row reads or teaches (`CohortKey`).
 
     The reducer and every detector but the cohort's two checks run once, round by round (`_begin`:
     they do not depend on the cohorts, nor do the trend rates a plan learns from). Then
-    `batch_cohort.settle`'s fixed point, over every model of the batch at once: plan each model's
+    `batch_cohort.settle`'s fixed point, over every cohort of the batch at once: plan each one's
     learning with a learn mask, finish the rounds against the plans (the cohort checks and the
     lifecycle, `_finish`, from the batch's start cohort states and open anomalies), read the mask
     that implies (applied, settled at work, no anomaly open after the row) and finish again if it
@@ -778,22 +801,26 @@ def ingest_batch(obs: ObserveState, red: ReduceState, events: Sequence[Event], r
         whole.at_work[idx] = (part.bits & _AT_WORK) > 0
     applied = np.array([f.outcome == "applied" for f in effects], bool)
     by_model: dict[str, list[int]] = {}
-    for i, e in enumerate(events):
+    by_key: dict[CohortKey, list[int]] = {}
+    for i, (e, p) in enumerate(zip(events, partitions)):
         by_model.setdefault(e.model, []).append(i)
-    reports = {m: _reports(events, rows, _features(events, rows, models[m]), [whole.rates[i] for i in rows])
-               for m, rows in by_model.items()}
-    feats = _batch_features(by_model, reports)
+        by_key.setdefault((p, e.model), []).append(i)
+    feats = {m: _features(events, rows, models[m]) for m, rows in by_model.items()}
+    at = _positions(by_model, len(events))
+    reports = {k: _reports(events, rows, _take(feats[k[1]], at[rows]), [whole.rates[i] for i in rows])
+               for k, rows in by_key.items()}
     guess = applied & whole.at_work & ~_likely_open(begun, obs.opened, len(events), len(red.robot_ids))
-    masks = {m: guess[rows] for m, rows in by_model.items()}
+    masks = {k: guess[rows] for k, rows in by_key.items()}
     start_cohort, start_opened = bc.States(*(col.copy() for col in obs.cohort)), dict(obs.opened)
     for _ in range(len(events) + 2):
-        plans, after = _plans(cohorts, by_model, reports, masks)
-        cohort_at, rates_at = _per_row(len(events), cohorts, by_model, plans)
+        plans, after = _plans(cohorts, by_key, reports, masks)
+        cohort_at, rates_at = _per_row(len(events), cohorts, by_key, plans)
         obs.cohort, obs.opened = bc.States(*(col.copy() for col in start_cohort)), dict(start_opened)
-        messages = _finish_all(obs, red, begun, models, params, cohort_at, rates_at, whole, feats)
+        messages = _finish_all(obs, red, begun, models, params, cohort_at, rates_at, whole,
+                               _batch_features(feats, at))
         learned = applied & whole.at_work & ~whole.open
-        new_masks = {m: learned[rows] for m, rows in by_model.items()}
-        if all(np.array_equal(new_masks[m], masks[m]) for m in masks):
+        new_masks = {k: learned[rows] for k, rows in by_key.items()}
+        if all(np.array_equal(new_masks[k], masks[k]) for k in masks):
             return effects, messages, after
         masks = new_masks
     raise AssertionError("the learn mask did not settle: the outcome is not causal in log order")
@@ -832,20 +859,27 @@ def _finish_all(obs: ObserveState, red: ReduceState, begun: list[tuple[list[int]
     return messages
 
 
-def _batch_features(by_model: Mapping[str, list[int]], reports: Mapping[str, bc.Reports]
-                    ) -> Callable[[list[int]], Features]:
-    """The features `_reports` computed for every row up front, for a round's cohort score to take
-    rows of (per round: its batch rows `idx`) instead of reading the events' signals again."""
-    at = np.zeros(sum(map(len, by_model.values())), np.int64)
+def _positions(by_model: Mapping[str, list[int]], n: int) -> Array:
+    """Per batch row: its position among its model's rows."""
+    at = np.zeros(n, np.int64)
     for rows in by_model.values():
         at[rows] = np.arange(len(rows))
+    return at
 
+
+def _take(feats: tuple[Array, Array], k: Array) -> tuple[Array, Array]:
+    return feats[0][k], feats[1][k]
+
+
+def _batch_features(feats: Mapping[str, tuple[Array, Array]], at: Array) -> Callable[[list[int]], Features]:
+    """The features computed for every row of each model up front (`at`: a batch row's position among
+    its model's), for a round's cohort score to take rows of (per round: its batch rows `idx`)
+    instead of reading the events' signals again."""
     def of_round(idx: list[int]) -> Features:
         batch_rows = np.array(idx, np.int64)
 
         def take(model: str, rows: Array) -> tuple[Array, Array]:
-            k = at[batch_rows[rows]]
-            return reports[model].x[k], reports[model].has_x[k]
+            return _take(feats[model], at[batch_rows[rows]])
         return take
     return of_round
 
@@ -870,16 +904,22 @@ def _reports(events: Sequence[Event], rows: list[int], feats: tuple[Array, Array
     return bc.Reports(np.array([events[i].ts for i in rows], np.float64), feats[0], feats[1], values, has, tuple(names))
 
 
-def _plans(cohorts: Cohorts, by_model: Mapping[str, list[int]], reports: Mapping[str, bc.Reports],
-           masks: Mapping[str, Array]) -> tuple[dict[str, bc.Plan], Cohorts]:
-    """Each model's plan (each touches only its model's entries), and the cohorts after all of them
-    with every dict's keys in the scalar's order (`_in_log_order`)."""
-    plans: dict[str, bc.Plan] = {}
-    after = cohorts
-    for m in by_model:
-        plans[m] = bc.plan(after, m, reports[m], masks[m])
-        after = plans[m].cohorts
-    return plans, _in_log_order(cohorts, after, by_model, reports, masks, plans)
+def _plans(cohorts: Mapping[int, Cohorts], by_key: Mapping[CohortKey, list[int]],
+           reports: Mapping[CohortKey, bc.Reports], masks: Mapping[CohortKey, Array]
+           ) -> tuple[dict[CohortKey, bc.Plan], dict[int, Cohorts]]:
+    """Each cohort's plan (each touches only its partition's entries of its model), and each
+    partition's cohorts after all of them with every dict's keys in the scalar's order (`_in_log_order`)."""
+    plans: dict[CohortKey, bc.Plan] = {}
+    after: dict[int, Cohorts] = {}
+    for k in by_key:
+        p, m = k
+        plans[k] = bc.plan(after.get(p, cohorts[p]), m, reports[k], masks[k])
+        after[p] = plans[k].cohorts
+
+    def of(p: int, table: Mapping[CohortKey, Any]) -> dict[str, Any]:
+        return {m: v for (q, m), v in table.items() if q == p}
+    return plans, {p: _in_log_order(cohorts[p], a, of(p, by_key), of(p, reports), of(p, masks), of(p, plans))
+                   for p, a in after.items()}
 
 
 _NEVER = 1 << 62
@@ -906,14 +946,15 @@ def _in_log_order(start: Cohorts, after: Cohorts, by_model: Mapping[str, list[in
     return replace_dataclass(after, **fields)
 
 
-def _per_row(n: int, cohorts: Cohorts, by_model: Mapping[str, list[int]],
-             plans: Mapping[str, bc.Plan]) -> tuple[list[mv.Baseline | None], list[Mapping[str, Moments] | None]]:
+def _per_row(n: int, cohorts: Mapping[int, Cohorts], by_key: Mapping[CohortKey, list[int]],
+             plans: Mapping[CohortKey, bc.Plan]
+             ) -> tuple[list[mv.Baseline | None], list[Mapping[str, Moments] | None]]:
     """Per row of the batch: the baseline in force and the trend-rate moments before it (`observe`'s
     `cohort` and `rates`)."""
     cohort_at: list[mv.Baseline | None] = [None] * n
     rates_at: list[Mapping[str, Moments] | None] = [None] * n
-    for m, rows in by_model.items():
-        made, start = plans[m], cohorts.rates.get(m)
+    for (p, m), rows in by_key.items():
+        made, start = plans[p, m], cohorts[p].rates.get(m)
         for j, i in enumerate(rows):
             cohort_at[i] = made.baselines[int(made.epoch[j])]
             here = dict(start or {})

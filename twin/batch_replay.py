@@ -8,7 +8,7 @@ run on it; `Fold` stays for `twin.audit` (it reads each record's twin before and
 oracle.
 
 Records are buffered and folded a *stretch* at a time (`flush`) by `batch_fold.fold_log`, as the
-worker folds a batch: each partition's records of the stretch through `fold_twins`, then
+worker folds a batch: the stretch's records through `fold_twins` (one join over its partitions), then
 `fleet_level` over the whole stretch in log order (cut where a robot moves partition). A stretch ends:
 * at `stretch` records (memory and latency; any cut is exact);
 * before a `desired` record: `on_desired` changes the rules every later twin is judged against;
@@ -101,7 +101,7 @@ class BatchFold:
         self._buffer.append(record)
 
     def flush(self) -> None:
-        """Fold the buffered stretch: each partition's records at the twin level, then the fleet level."""
+        """Fold the buffered stretch: the twin level (one join over its partitions), then the fleet level."""
         records, self._buffer = self._buffer, []
         if not records:
             return

@@ -12,7 +12,7 @@ join and, for robots on the scalar path, by `feed` (the routing of mixed models 
 Desired state (`desired_run`): changes for a site, a model, one robot, a wave, some stamped within
 the run and a clear, over a log whose robots go silent and report again; only robots whose reports
 differ from their desire (or with drift open) take `feed`, with cohorts learning and without.
-`test_no_learning_branch_against_ingest_batch_and_on_record` checks the join's no-learning branch
+`test_no_learning_branch_against_ingest_and_on_record` checks the join's no-learning branch
 against `ingest_batch` and `on_record` directly.
 """
 
@@ -34,7 +34,7 @@ from hypothesis import strategies as st
 from streams.seeds import read_detectors, read_fleet, read_scenario
 from tests.support.noise import with_noise
 from twin import batch_fold as bf
-from twin.batch_observe import ingest_batch
+from twin.batch_observe import ingest_partitions
 from twin.desired import DesiredChange, DesiredRules, Selector, add_change, check_change, robot_share
 from twin.detect import multivariate as mv
 from twin.detect.cohort import PARAMS as COHORT
@@ -43,7 +43,7 @@ from twin.detect.robot import drift_view
 from twin.detect.params import DetectorConfig
 from twin.fleet_fold import FleetState, RecordOut, Rules, on_record
 from twin.record import Record
-from twin.score.ground_truth import fold_scenario
+from twin.score.ground_truth import crc_partitions, fold_scenario
 from twin.sim import load_scenario
 from twin.state import Twin, encode_twin
 from twin.validate import parse
@@ -63,18 +63,18 @@ seed_rules = rules
 
 
 @functools.cache
-def chaos_log(robots: int, seconds: int, seed: int, reconnect: bool = False, noise: bool = True
-              ) -> tuple[Record, ...]:
-    """The chaos scenario's log on one partition, with bad, duplicated and redelivered records added
-    (unless not `noise`); `reconnect`: its communication loss lasts 25 s from 20% of the run (robots
-    flagged silent by their checks, then reporting again)."""
+def chaos_log(robots: int, seconds: int, seed: int, reconnect: bool = False, noise: bool = True,
+              partitions: int = 1) -> tuple[Record, ...]:
+    """The chaos scenario's log on `partitions` partitions (robots spread by key), with bad, duplicated
+    and redelivered records added (unless not `noise`); `reconnect`: its communication loss lasts 25 s
+    from 20% of the run (robots flagged silent by their checks, then reporting again)."""
     doc = msgspec.to_builtins(read_scenario(SEEDS, "chaos"))
     if reconnect:
         doc["faults"] = [f if f["type"] != "comm_loss" else {**f, "start": "20%", "duration": 25}
                          for f in doc["faults"]]
     scenario = load_scenario({**doc, "robots": robots, "duration_s": seconds}, "chaos")
     records: list[Record] = []
-    fold_scenario(rules().fleet, scenario, seed, rules().config, partition_of=lambda key: 0,
+    fold_scenario(rules().fleet, scenario, seed, rules().config, partition_of=crc_partitions(partitions),
                   on_record=records.append, check_every_s=3.0)
     if not noise:
         return tuple(records)
@@ -82,10 +82,20 @@ def chaos_log(robots: int, seconds: int, seed: int, reconnect: bool = False, noi
     out: list[Record] = []
     for r in records:
         out += with_noise(r, rng)
-    out = [msgspec.structs.replace(r, offset=i) for i, r in enumerate(out)]
+    out = renumbered(out)
     cut = len(out) * 2 // 3
     redelivered = out[cut - 300: cut]  # a restart re-reads from an older commit
     return tuple([*out[:cut], *redelivered, *out[cut:]])
+
+
+def renumbered(records: list[Record]) -> list[Record]:
+    """Each partition's records at consecutive offsets from 0."""
+    ends: dict[int, int] = {}
+    out = []
+    for r in records:
+        ends[r.partition] = ends.get(r.partition, -1) + 1
+        out.append(msgspec.structs.replace(r, offset=ends[r.partition]))
+    return out
 
 
 def oracle(records: tuple[Record, ...], start: FleetState | None = None
@@ -108,8 +118,7 @@ def batched(records: tuple[Record, ...], sizes: list[int], start: FleetState | N
     at, k = 0, 0
     while at < len(records):
         size = sizes[k % len(sizes)]
-        state, out = bf.fold_batch(state, rules(), list(records[at:at + size]))
-        outs += out
+        outs += bf.fold_log(state, rules(), list(records[at:at + size]))
         at, k = at + size, k + 1
     return outs, state
 
@@ -183,9 +192,10 @@ def test_narrow_batches_take_the_scalar_path_whole(monkeypatch: pytest.MonkeyPat
     joined: list[int] = []
     real_join = bf._join
 
-    def join(state: bf.FoldState, rules: Rules, records: Any, events: Any, rows: list[int], *rest: Any) -> Any:
+    def join(state: bf.FoldState, rules: Rules, records: Any, events: Any, keys: Any, rows: list[int], *rest: Any
+             ) -> Any:
         joined.append(len({events[i].robot_id for i in rows}))
-        return real_join(state, rules, records, events, rows, *rest)
+        return real_join(state, rules, records, events, keys, rows, *rest)
     monkeypatch.setattr(bf, "_join", join)
     assert_same(chaos_log(24, 150, 5), [5, 120, 1, 41, 777, 64, 3, 2000])
     assert joined and min(joined) >= 12  # some batches joined, none of fewer robots
@@ -234,50 +244,60 @@ def quick_rules() -> Rules:
     return Rules(rules().fleet, DetectorConfig(msgspec.structs.replace(base.defaults, **quick), models))
 
 
-def seeded(records: tuple[Record, ...], short: float) -> FleetState:
-    """Partition 0's cohorts `short` reports short of `min_weight` (baselines and trend-rate moments), so
-    that both start to count within the run, with a 4 s refit: the baselines from the log's own working
-    reports, every other model's moved off them; the rates tight around a slow drain."""
+def seeded(records: tuple[Record, ...], short: float, partitions: int = 1) -> FleetState:
+    """Each partition's cohorts `short` reports short of `min_weight` (baselines and trend-rate moments),
+    so that both start to count within the run, with a 4 s refit: the baselines from the log's own
+    working reports, every other model's moved off them (which ones alternates with the partition, so
+    a row judged against another partition's cohort tells); the rates tight around a slow drain."""
     want, _, _ = plain_oracle(records)
     events = [o.step.event for o in want if o.step.event is not None and o.step.event.mode == "working"]
     n = COHORT.min_weight - short
-    sums, base, rates = {}, {}, {}
-    for k, (name, model) in enumerate(rules().fleet.models.items()):
-        xs = [x for e in events if e.model == name and (x := features(e, model)) is not None]
-        if len(xs) < 2:
-            continue
-        mean = np.mean(xs, axis=0) + (SHIFT if k % 2 else 0.0)
-        cov = np.cov(np.array(xs).T, bias=True).reshape(len(mean), len(mean))
-        sums[name] = (int(n), n * mean, n * (cov + np.outer(mean, mean)))
-        base[name] = mv.from_moments(mean, cov, n, COHORT)
-        p = quick_rules().config.for_model(name)
-        trends = [s for s in model.signals if drift_view(s, p) == "trend"]
-        if trends:
-            rates[name] = {s: (n, n * -2e-5, n * (4e-5 ** 2 + 2e-5 ** 2)) for s in trends}
     t0 = min(e.ts for e in events)
-    return FleetState(cohorts={0: Cohorts(4.0, sums, base, {m: t0 for m in base}, rates)})
+    cohorts = {}
+    for partition in range(partitions):
+        sums, base, rates = {}, {}, {}
+        for k, (name, model) in enumerate(rules().fleet.models.items()):
+            xs = [x for e in events if e.model == name and (x := features(e, model)) is not None]
+            if len(xs) < 2:
+                continue
+            mean = np.mean(xs, axis=0) + (SHIFT if (k + partition) % 2 else 0.0)
+            cov = np.cov(np.array(xs).T, bias=True).reshape(len(mean), len(mean))
+            sums[name] = (int(n), n * mean, n * (cov + np.outer(mean, mean)))
+            base[name] = mv.from_moments(mean, cov, n, COHORT)
+            p = quick_rules().config.for_model(name)
+            trends = [s for s in model.signals if drift_view(s, p) == "trend"]
+            if trends:
+                rates[name] = {s: (n, n * -2e-5, n * (4e-5 ** 2 + 2e-5 ** 2)) for s in trends}
+        cohorts[partition] = Cohorts(4.0, sums, base, {m: t0 for m in base}, rates)
+    return FleetState(cohorts=cohorts)
 
 
 SHIFT = 0.4
 
 
-@pytest.mark.parametrize("sizes", [[333], [1, 7, 2000, 64], [5, 120, 1, 41, 777, 64]])
-def test_cohorts_reaching_min_weight_within_the_run(sizes: list[int], monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(("sizes", "partitions"), [([333], 1), ([1, 7, 2000, 64], 1), ([5, 120, 1, 41, 777, 64], 1),
+                                                    ([333], 3), ([5, 120, 1, 41, 777, 64], 3)])
+def test_cohorts_reaching_min_weight_within_the_run(sizes: list[int], partitions: int,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """Baselines and trend rates seeded just short of `min_weight`: within the run they count (the join
-    judges against them, learning in log order, beside robots on the scalar path), as `on_record`."""
-    records = chaos_log(24, 150, 5)
-    start = seeded(records, 1.0)
+    judges against them, learning in log order, beside robots on the scalar path), as `on_record`. On
+    three partitions, each with cohorts of its own, one join spans them (learning per partition)."""
+    records = chaos_log(24, 150, 5, partitions=partitions)
+    start = seeded(records, 1.0, partitions)
     monkeypatch.setattr(sys.modules[__name__], "rules", quick_rules)
     want, _, _ = oracle(records, start)
     fired = {f"{m.detector}:{m.evidence.get('view', '')}" for o in want for m in o.publish}
     routed: list[tuple[int, int, int]] = []  # per batch: robots on the scalar path, then with mixed models, joined
     mixed, learning = bf._mixed, bf._learning_models
 
-    def recorded(state: bf.FoldState, events: dict[int, Any], scalar: set[str]) -> set[str]:
-        out = mixed(state, events, scalar)
-        joined = {e.robot_id for e in events.values() if e.robot_id not in out and e.model in learning(state, events)}
+    def recorded(state: bf.FoldState, events: dict[int, Any], keys: dict[int, Any], scalar: set[str]) -> set[str]:
+        out = mixed(state, events, keys, scalar)
+        joined = {e.robot_id for i, e in events.items()
+                  if e.robot_id not in out and keys[i] in learning(state, events, keys)}
         routed.append((len(scalar), len(out), len(joined)))
+        spans.append(len({keys[i][0] for i, e in events.items() if e.robot_id not in out}))
         return out
+    spans: list[int] = []  # per batch: partitions of the joined rows
     cut: list[int] = []
     pieces = bf._pieces
 
@@ -289,10 +309,12 @@ def test_cohorts_reaching_min_weight_within_the_run(sizes: list[int], monkeypatc
     state = assert_same(records, sizes, start)
     assert any(n < m for n, m, _ in routed) and any(j for _, _, j in routed), routed  # both sides learn
     assert any(k > 1 for k in cut), cut  # batches folded in pieces around their checks
-    c = state.fleet.cohorts[0]
-    assert any(w >= COHORT.min_weight for r in c.rates.values() for w, _, _ in r.values())
-    assert all(w < COHORT.min_weight for r in start.cohorts[0].rates.values() for w, _, _ in r.values())
-    assert any(b.weight >= COHORT.min_weight for b in c.baselines.values())
+    assert max(spans) == partitions, spans
+    for p in range(partitions):
+        c = state.fleet.cohorts[p]
+        assert any(w >= COHORT.min_weight for r in c.rates.values() for w, _, _ in r.values())
+        assert all(w < COHORT.min_weight for r in start.cohorts[p].rates.values() for w, _, _ in r.values())
+        assert any(b.weight >= COHORT.min_weight for b in c.baselines.values())
     assert {"cohort:", "drift:cohort"} <= fired, fired
 
 
@@ -415,12 +437,14 @@ def test_desired_changes_at_drawn_splits(sizes: list[int], learn: bool) -> None:
     desired_same(sizes, learn)
 
 
-def test_no_learning_branch_against_ingest_batch_and_on_record() -> None:
+@pytest.mark.parametrize("partitions", [1, 3])
+def test_no_learning_branch_against_ingest_and_on_record(partitions: int) -> None:
     """Telemetry before any robot is settled at work (no row can learn), with silent robots reporting
-    again, on seeded baselines: `_observe_fixed` gives `ingest_batch`'s effects, messages and twins
-    (and leaves the cohorts), and `on_record`'s steps; `fold_batch` takes that branch for it."""
-    records = chaos_log(24, 150, 5, reconnect=True, noise=False)
-    start = seeded(records, -50.0)
+    again, on seeded baselines (each partition's its own): `_observe_fixed` gives `ingest_partitions`'s
+    effects, messages and twins (and leaves the cohorts), and `on_record`'s steps; `fold_log` takes
+    that branch for it."""
+    records = chaos_log(24, 150, 5, reconnect=True, noise=False, partitions=partitions)
+    start = seeded(records, -50.0, partitions)
     want, _, _ = oracle(records, start)
     t0 = records[0].timestamp
     lo = next(i for i, r in enumerate(records) if r.timestamp >= t0 + 45.5)
@@ -430,14 +454,17 @@ def test_no_learning_branch_against_ingest_batch_and_on_record() -> None:
     _, state = batched(records[:lo], [333], start)
     events = [parse(r.value, rules().fleet, key=r.key, received_ts=r.timestamp) for r in part]
     recv = [r.timestamp for r in part]
-    assert not bf._learning_models(state, dict(enumerate(events)))
-    cohorts = state.fleet.cohorts[0]
+    parts = [r.partition for r in part]
+    assert not bf._learning_models(state, dict(enumerate(events)), {i: (p, e.model) for i, (p, e) in
+                                                                    enumerate(zip(parts, events))})
+    cohorts = state.fleet.cohorts
     fixed, joined = copy.deepcopy(state), copy.deepcopy(state)
-    effects, found = bf._observe_fixed(fixed, rules(), events, recv, cohorts)
-    effects2, found2, after = ingest_batch(joined.obs, joined.red, events, recv, rules().fleet.models,
-                                           joined.params, cohorts)
+    effects, found = bf._observe_fixed(fixed, rules(), events, recv, [cohorts[p] for p in parts])
+    effects2, found2, after = ingest_partitions(joined.obs, joined.red, events, recv, parts, rules().fleet.models,
+                                                joined.params, cohorts)
     assert encode((effects, found)) == encode((effects2, found2))
-    assert cohorts_view(FleetState(cohorts={0: after})) == cohorts_view(FleetState(cohorts={0: cohorts}))
+    assert cohorts_view(FleetState(cohorts={p: after.get(p, c) for p, c in cohorts.items()})) == cohorts_view(
+        FleetState(cohorts=cohorts))
     for rid in bf.robot_ids(state):
         assert encode_twin(bf.twin_of(fixed, rid)) == encode_twin(bf.twin_of(joined, rid)), rid  # type: ignore[arg-type]
     assert encode((effects, found)) == encode(([o.step.effects for o in want[lo:hi]],
@@ -451,5 +478,5 @@ def test_no_learning_branch_against_ingest_batch_and_on_record() -> None:
         return observe_fixed(*args)
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(bf, "_observe_fixed", spied)
-        bf.fold_batch(copy.deepcopy(state), rules(), list(part))
+        bf.fold_log(copy.deepcopy(state), rules(), list(part))
     assert calls == [len(part)]
