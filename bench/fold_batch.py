@@ -124,9 +124,9 @@ ROUTED: list[tuple[int, int, int]] = []
 """Per batch: robots on the scalar path for their own records, then with mixed models' robots, of all."""
 
 
-def routed(state: bf.FoldState, events: Any, keys: Any, scalar: set[str]) -> set[str]:
+def routed(events: Any, keys: Any, scalar: set[str], learning: set[Any]) -> set[str]:
     """`bf._mixed`, recorded in ROUTED (a few microseconds per batch)."""
-    out = _MIXED(state, events, keys, scalar)
+    out = _MIXED(events, keys, scalar, learning)
     ROUTED.append((len(scalar), len(out), len({e.robot_id for e in events.values()})))
     return out
 

@@ -205,12 +205,14 @@ def fold_twins(state: FoldState, rules: Rules, records: Sequence[Record]) -> lis
     own = _scalar_robots(state, records, events, errors)
     keys = {i: (records[i].partition, e.model) for i, e in events.items()}
     commanded: set[str] = set()
+    learning: set[CohortKey] = set()
     if len(few := {e.robot_id for e in events.values()} - own) < NARROW_ROBOTS:
         scalar = own | few
     else:
         judged, commanded = _desiring(state, events, own)
         own |= judged
-        scalar = _mixed(state, events, keys, own)
+        learning = _learning_models(state, events, keys)
+        scalar = _mixed(events, keys, own, learning)
         if len(scalar) > len(own):
             pieces = _pieces(records, events)
             if len(pieces) > 1:  # fold the pieces one after another: a fold of `on_record` either way
@@ -225,7 +227,8 @@ def fold_twins(state: FoldState, rules: Rules, records: Sequence[Record]) -> lis
     fast = [i for i, join in zip(events, joins.tolist()) if join]
     if fast:
         before = {rid: br.to_twin(state.red, rid) if rid in state.red.slot_of else None for rid in commanded - scalar}
-        cohorts = _join(state, rules, records, events, keys, fast, cohorts, steps, (cols.take(joins), cols.index))
+        cohorts = _join(state, rules, records, events, fast, cohorts, steps, (cols.take(joins), cols.index),
+                        learning & {keys[i] for i in fast})
         _commands(state, events, before, steps)
     held = {rid: twin_of(state, rid) for rid in scalar}
     names = {rid: _listed(state, rid) for rid in scalar}
@@ -265,13 +268,13 @@ def _keep(state: FoldState, twins: dict[str, Twin | None], names: dict[str, list
             _store_twin(state, twin, names[rid])
 
 
-def _mixed(state: FoldState, events: Mapping[int, Event], keys: Mapping[int, CohortKey], scalar: set[str]) -> set[str]:
+def _mixed(events: Mapping[int, Event], keys: Mapping[int, CohortKey], scalar: set[str],
+           learning: set[CohortKey]) -> set[str]:
     """`scalar` plus every robot of a *mixed* cohort (`keys`: each row's partition and model): one with
-    rows on the scalar path that could change within the batch (`_learning_models`). The join learns
+    rows on the scalar path that could change within the batch (`learning`, `_learning_models`). The join learns
     its rows' cohorts as one `ingest_partitions`, before the scalar path's rows, which learn in `feed`
     row by row: exact only when no cohort has rows on both sides whose learning interleaves, so a mixed
     cohort's robots all take the scalar path (until fixed: a robot's rows all take one path)."""
-    learning = _learning_models(state, events, keys)
     out = set(scalar)
     while True:
         mixed = {keys[i] for i, e in events.items() if e.robot_id in out} & learning
@@ -287,24 +290,28 @@ def _scalar_robots(state: FoldState, records: Sequence[Record], events: Mapping[
     a redelivered offset (at or below one applied before it: the twin's, or an earlier row's of this
     batch, as a restart's re-read may fall within one batch), or last applied on another partition."""
     out: set[str] = set()
-    red = state.red
-    top: dict[str, int] = {}
+    robots = list(dict.fromkeys(e.robot_id for e in events.values()))
+    offsets, partitions = _gathered(state, robots, ("offset", "partition"), (-1, _NO_TWIN))
+    top = dict(zip(robots, offsets))
     """Per robot: the highest offset applied so far (the twin's, then its rows of the batch)."""
+    unseen = dict(zip(robots, partitions))
+    """The twins' partitions of the robots whose first row is still to come."""
     for i, r in enumerate(records):
         if r.kind == "check" or i in errors:
             if rid := robot_of(r.key):
                 out.add(rid)
             continue
         rid = events[i].robot_id
-        if rid not in top:
-            slot = red.slot_of.get(rid)
-            top[rid] = int(red.cols["offset"][slot]) if slot is not None else -1
-            if slot is not None and red.cols["partition"][slot] != r.partition:
-                out.add(rid)
+        if unseen.pop(rid, _NO_TWIN) not in (_NO_TWIN, r.partition):
+            out.add(rid)
         if r.offset <= top[rid]:  # redelivered: before the batch, or after a later offset of this batch
             out.add(rid)
         top[rid] = max(top[rid], r.offset)
     return out
+
+
+_NO_TWIN = -2
+"""`_scalar_robots`' partition for a robot without a twin (a twin's own may be -1: unknown)."""
 
 
 def _desiring(state: FoldState, events: Mapping[int, Event], scalar: set[str]) -> tuple[set[str], set[str]]:
@@ -404,22 +411,33 @@ def _learning_models(state: FoldState, events: Mapping[int, Event], keys: Mappin
     must exceed `warmup_reports`; and as `mode_since` only ever stays or takes the time of one of the
     robot's reports (`twin.reduce`), it is at least the smaller of its value then and the robot's
     earliest report time so far, which must be `settle_s` before the row."""
-    red = state.red
-    seen: dict[str, tuple[int, float]] = {}
+    robots = list(dict.fromkeys(e.robot_id for e in events.values()))
+    seen = dict(zip(robots, zip(*_gathered(state, robots, ("events", "mode_since"), (0, math.inf)))))
+    """Per robot: its events before the batch plus its rows so far, and the bound on its `mode_since`."""
     out: set[CohortKey] = set()
-    events_col, since_col = red.cols["events"], red.cols["mode_since"]
+    params = state.params
     for i, e in events.items():
-        k, low = seen.get(e.robot_id, (0, math.inf))
-        slot = red.slot_of.get(e.robot_id)
-        if k == 0 and slot is not None:
-            low = float(since_col[slot])
+        k, low = seen[e.robot_id]
         k, low = seen[e.robot_id] = (k + 1, min(low, e.ts))
-        if e.mode != "working" or keys[i] in out:
-            continue
-        p = state.params[e.model]
-        had = int(events_col[slot]) if slot is not None else 0
-        if had + k > p.warmup_reports and e.ts - low >= p.settle_s:
-            out.add(keys[i])
+        if e.mode == "working" and keys[i] not in out:
+            p = params[e.model]
+            if k > p.warmup_reports and e.ts - low >= p.settle_s:
+                out.add(keys[i])
+    return out
+
+
+def _gathered(state: FoldState, robots: Sequence[str], names: Sequence[str], absent: Sequence[Any]) -> list[list[Any]]:
+    """Per column of `names`: each robot's value as a Python number (`absent`: for a robot without a
+    twin), one gather per column (reading numpy scalars one robot at a time costs more than the rule)."""
+    red = state.red
+    slots = np.fromiter((red.slot_of.get(r, -1) for r in robots), np.int64, len(robots))
+    known = slots >= 0
+    out = []
+    for name, default in zip(names, absent):
+        column = red.cols[name]
+        values = np.full(len(robots), default, column.dtype)
+        values[known] = column[slots[known]]
+        out.append(values.tolist())
     return out
 
 
@@ -437,17 +455,19 @@ def _scalar_row(state: FoldState, rules: Rules, record: Record, held: dict[str, 
     return step.cohorts
 
 
-def _join(state: FoldState, rules: Rules, records: Sequence[Record], events: Mapping[int, Event],
-          keys: Mapping[int, CohortKey], rows: list[int], cohorts: dict[int, Cohorts], steps: list[Step],
-          columns: tuple[Rows, Index]) -> dict[int, Cohorts]:
+def _join(state: FoldState, rules: Rules, records: Sequence[Record], events: Mapping[int, Event], rows: list[int],
+          cohorts: dict[int, Cohorts], steps: list[Step], columns: tuple[Rows, Index],
+          learning: set[CohortKey]) -> dict[int, Cohorts]:
     """The join's rows (log order, any partitions) through `ingest_partitions`, learning in log order
     from `cohorts` (per partition); marks their offsets and returns each partition's cohorts after
-    them. `columns`: the decoder's rows of these events."""
+    them. `columns`: the decoder's rows of these events; `learning`: the cohorts among theirs that
+    can learn (none: `_observe_fixed`). A join robot's rows all join, and a cohort that can learn
+    has all its rows on one side (`_mixed`), so `_learning_models` of the whole batch decides it."""
     red = state.red
     evs = [events[i] for i in rows]
     recv = [records[i].timestamp for i in rows]
     parts = [records[i].partition for i in rows]
-    if {keys[i] for i in rows} & _learning_models(state, {i: events[i] for i in rows}, keys):
+    if learning:
         effects, found, learned = ingest_partitions(state.obs, red, evs, recv, parts, rules.fleet.models,
                                                     state.params, cohorts, columns=columns)
         cohorts = {**cohorts, **learned}

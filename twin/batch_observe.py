@@ -589,11 +589,9 @@ def _robot_rows(obs: ObserveState, slots: Array, rnd: Round, t: br.ParamTable, p
     any state changes). Stores the new numbers; returns the stamp time `at` and the findings by row."""
     b = rnd.before
     events, effects = rnd.events, rnd.effects
-    gaps = [[c.missing for c in f.changes if isinstance(c, SeqGap)] for f in effects]
     r = br.Rows(b.existed, b.last_seen, np.asarray(rnd.received_ts, np.float64), np.array([e.ts for e in events]),
                 np.array([len(e.codes) for e in events], np.int64), np.array([e.mode == "estop" for e in events], bool),
-                np.array([_OUTCOME[f.outcome] for f in effects], np.int8),
-                np.array([g[0] if g else 0 for g in gaps], np.int64), pk)
+                np.array([_OUTCOME[f.outcome] for f in effects], np.int8), _gaps(effects), pk)
     old = br.take(obs.robot, slots)
     res = br.robot_round(old, r, t)
 
@@ -605,6 +603,16 @@ def _robot_rows(obs: ObserveState, slots: Array, rnd: Round, t: br.ParamTable, p
     found = br.robot_findings(old, res, r, t, scalars)
     br.put(obs.robot, slots, res.state)
     return res.at, found
+
+
+def _gaps(effects: Sequence[Effects]) -> Array:
+    """Per row: the missing count of its first `SeqGap` change (0: none). Changes are rare, so only
+    the rows with any are looked into."""
+    out = np.zeros(len(effects), np.int64)
+    for i, f in enumerate(effects):
+        if f.changes:
+            out[i] = next((c.missing for c in f.changes if isinstance(c, SeqGap)), 0)
+    return out
 
 
 def _stall_rows(obs: ObserveState, s: Array, rows: Array, rnd: Round, plan: bst.Plan) -> tuple[Array, Found]:

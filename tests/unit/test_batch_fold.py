@@ -192,10 +192,9 @@ def test_narrow_batches_take_the_scalar_path_whole(monkeypatch: pytest.MonkeyPat
     joined: list[int] = []
     real_join = bf._join
 
-    def join(state: bf.FoldState, rules: Rules, records: Any, events: Any, keys: Any, rows: list[int], *rest: Any
-             ) -> Any:
+    def join(state: bf.FoldState, rules: Rules, records: Any, events: Any, rows: list[int], *rest: Any) -> Any:
         joined.append(len({events[i].robot_id for i in rows}))
-        return real_join(state, rules, records, events, keys, rows, *rest)
+        return real_join(state, rules, records, events, rows, *rest)
     monkeypatch.setattr(bf, "_join", join)
     assert_same(chaos_log(24, 150, 5), [5, 120, 1, 41, 777, 64, 3, 2000])
     assert joined and min(joined) >= 12  # some batches joined, none of fewer robots
@@ -288,12 +287,11 @@ def test_cohorts_reaching_min_weight_within_the_run(sizes: list[int], partitions
     want, _, _ = oracle(records, start)
     fired = {f"{m.detector}:{m.evidence.get('view', '')}" for o in want for m in o.publish}
     routed: list[tuple[int, int, int]] = []  # per batch: robots on the scalar path, then with mixed models, joined
-    mixed, learning = bf._mixed, bf._learning_models
+    mixed = bf._mixed
 
-    def recorded(state: bf.FoldState, events: dict[int, Any], keys: dict[int, Any], scalar: set[str]) -> set[str]:
-        out = mixed(state, events, keys, scalar)
-        joined = {e.robot_id for i, e in events.items()
-                  if e.robot_id not in out and keys[i] in learning(state, events, keys)}
+    def recorded(events: dict[int, Any], keys: dict[int, Any], scalar: set[str], learning: set[Any]) -> set[str]:
+        out = mixed(events, keys, scalar, learning)
+        joined = {e.robot_id for i, e in events.items() if e.robot_id not in out and keys[i] in learning}
         routed.append((len(scalar), len(out), len(joined)))
         spans.append(len({keys[i][0] for i, e in events.items() if e.robot_id not in out}))
         return out
