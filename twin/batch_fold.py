@@ -29,23 +29,22 @@ How a batch is split:
   and no command (nothing desired differs from what they report); for robots with a young delta it
   can only send a command, which `_commands` computes after the join, row by row.
 
-Cohorts stay in log order. Each partition keeps its own `Cohorts` (as `on_record` does); a row
-reads only its own partition's entries of its own model (baseline, rates) and teaches only those, so
-these *cohorts* (`CohortKey`: partition, model) are independent and each one's learning only has to
-be in log order among its own rows. Below, "model" stands for a cohort. Running the join's rows first and the scalar path's after is
-therefore exact for a model whose rows all take one side, or whose cohort cannot change within the
-batch (both sides then read the cohort as it was). A model with rows on the scalar path whose cohort
-could change (`_learning_models`: a working row of a robot that may be past warm-up and settled, by
-bounds from the twins before the batch) is *mixed*: all its robots take the scalar path for the
-batch (`_mixed`), unless the batch has silence checks or rejected records: then it is folded in
-pieces, cut around each run of them (`_pieces`; folding consecutive pieces is a fold of `on_record`
-as well): the pieces of checks and rejections hold no telemetry, so only redeliveries and robots
-from another partition still send whole models to the scalar path. What `ingest_partitions` cannot do is
-take a scalar-path robot's rows (checks, redeliveries, rejections, another partition's twin)
-interleaved with its own learning. Caveat: models
-new to the partition's `Cohorts` within one batch, some learned by the join and some on the scalar
-path, may get their dict keys in another order than the scalar's (values are equal; the test
-compares sorted views).
+Cohorts stay in log order. Each partition keeps its own `Cohorts` (as `on_record` does); a row reads
+only its own partition's entries of its own model (baseline, rates) and teaches only those, so these
+*cohorts* (`CohortKey`: partition, model) are independent and each one's learning only has to be in
+log order among its own rows. Below, "model" stands for such a cohort. Running the join's rows first
+and the scalar path's after is therefore exact for a model whose rows all take one side, or whose
+cohort cannot change within the batch (both sides then read the cohort as it was). A model with rows
+on the scalar path whose cohort could change (`_learning_models`: a working row of a robot that may
+be past warm-up and settled, by bounds from the twins before the batch) is *mixed*: all its robots
+take the scalar path for the batch (`_mixed`), unless the batch has silence checks or rejected
+records: then it is folded in pieces, cut around each run of them (`_pieces`; folding consecutive
+pieces is a fold of `on_record` as well): the pieces of checks and rejections hold no telemetry, so
+only redeliveries and robots from another partition still send whole models to the scalar path. What
+`ingest_partitions` cannot do is take a scalar-path robot's rows (checks, redeliveries, rejections,
+another partition's twin) interleaved with its own learning. Caveat: models new to the partition's
+`Cohorts` within one batch, some learned by the join and some on the scalar path, may get their dict
+keys in another order than the scalar's (values are equal; the test compares sorted views).
 
 Fleet level (ticks, rollout statistics; `fleet_level`) is folded after the twins (`fold_twins`),
 record by record in log order:
@@ -271,8 +270,8 @@ def _keep(state: FoldState, twins: dict[str, Twin | None], names: dict[str, list
 def _mixed(events: Mapping[int, Event], keys: Mapping[int, CohortKey], scalar: set[str],
            learning: set[CohortKey]) -> set[str]:
     """`scalar` plus every robot of a *mixed* cohort (`keys`: each row's partition and model): one with
-    rows on the scalar path that could change within the batch (`learning`, `_learning_models`). The join learns
-    its rows' cohorts as one `ingest_partitions`, before the scalar path's rows, which learn in `feed`
+    rows on the scalar path that could change within the batch (`learning`, `_learning_models`). The join
+    learns its rows' cohorts as one `ingest_partitions`, before the scalar path's rows, which learn in `feed`
     row by row: exact only when no cohort has rows on both sides whose learning interleaves, so a mixed
     cohort's robots all take the scalar path (until fixed: a robot's rows all take one path)."""
     out = set(scalar)
@@ -405,9 +404,9 @@ def _commands(state: FoldState, events: Mapping[int, Event], before: dict[str, T
 
 
 def _learning_models(state: FoldState, events: Mapping[int, Event], keys: Mapping[int, CohortKey]) -> set[CohortKey]:
-    """Cohorts (`keys`: each row's partition and model) with a row that could teach them (`pipeline.ingest` learns from applied working
-    rows settled at work with nothing open): a working report of a robot that may be past warm-up and
-    settled. Bounds, from the twins before the batch: the robot's events then plus its rows so far
+    """Cohorts (`keys`: each row's partition and model) with a row that could teach them
+    (`pipeline.ingest` learns from applied working rows settled at work with nothing open): a working
+    report of a robot that may be past warm-up and settled. Bounds, from the twins before the batch: the robot's events then plus its rows so far
     must exceed `warmup_reports`; and as `mode_since` only ever stays or takes the time of one of the
     robot's reports (`twin.reduce`), it is at least the smaller of its value then and the robot's
     earliest report time so far, which must be `settle_s` before the row."""

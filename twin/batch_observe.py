@@ -820,12 +820,12 @@ def ingest_partitions(obs: ObserveState, red: ReduceState, events: Sequence[Even
     guess = applied & whole.at_work & ~_likely_open(begun, obs.opened, len(events), len(red.robot_ids))
     masks = {k: guess[rows] for k, rows in by_key.items()}
     start_cohort, start_opened = bc.States(*(col.copy() for col in obs.cohort)), dict(obs.opened)
+    features_of = _batch_features(feats, at)
     for _ in range(len(events) + 2):
         plans, after = _plans(cohorts, by_key, reports, masks)
         cohort_at, rates_at = _per_row(len(events), cohorts, by_key, plans)
         obs.cohort, obs.opened = bc.States(*(col.copy() for col in start_cohort)), dict(start_opened)
-        messages = _finish_all(obs, red, begun, models, params, cohort_at, rates_at, whole,
-                               _batch_features(feats, at))
+        messages = _finish_all(obs, red, begun, models, params, cohort_at, rates_at, whole, features_of)
         learned = applied & whole.at_work & ~whole.open
         new_masks = {k: learned[rows] for k, rows in by_key.items()}
         if all(np.array_equal(new_masks[k], masks[k]) for k in masks):

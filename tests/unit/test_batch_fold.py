@@ -13,7 +13,8 @@ Desired state (`desired_run`): changes for a site, a model, one robot, a wave, s
 the run and a clear, over a log whose robots go silent and report again; only robots whose reports
 differ from their desire (or with drift open) take `feed`, with cohorts learning and without.
 `test_no_learning_branch_against_ingest_and_on_record` checks the join's no-learning branch
-against `ingest_batch` and `on_record` directly.
+against `ingest_partitions` and `on_record` directly. The cohort tests also run on three partitions,
+each with cohorts of its own, folded by `fold_log` with one join spanning them.
 """
 
 from __future__ import annotations
