@@ -2,9 +2,11 @@
 
 The worker's own consumer hands `streams.worker.ingest.fold` what arrived within
 FLEET_TWIN_BATCH_WITHIN_S (20 ms) or FLEET_TWIN_BATCH_MAX records. At 1,000 events/s that is ~20
-records spread over 8 partitions: two or three robots per partition, so each partition's records
-take the scalar path (fewer robots than `batch_fold.NARROW_ROBOTS`), which loads each twin from the
-columns, feeds it and stores it back. Under a backlog the batch is full and the columns pay.
+records spread over 8 partitions. Until the ninth session each partition's records were folded
+apart (two or three robots each: the scalar path, which loads each twin from the columns, feeds it
+and stores it back); now one join spans the batch's partitions, and only a batch of fewer robots
+than `batch_fold.NARROW_ROBOTS` takes the scalar path. Under a backlog the batch is full and the
+columns pay.
 
 The same events as `bench/pipeline_throughput.py` part (4) (`--robots` robots reporting once a
 second, keyed by robot id over 8 partitions as the producer's partitioner puts them), one warm-up
