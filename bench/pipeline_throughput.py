@@ -146,6 +146,11 @@ def rss_mib(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for {pid}")
 
 
+def cpu_sample(pids: list[int | None], broker: int | None) -> tuple[float, float, float]:
+    """(monotonic time, the workers' CPU seconds so far, the broker's)."""
+    return time.monotonic(), sum(cpu_s(p) for p in pids), cpu_s(broker)
+
+
 def broker_pid(settings: Settings) -> int | None:
     """The pid of the process listening on the broker's port (for its CPU time), from /proc."""
     port = f"{settings.kafka_port:04X}"
@@ -377,12 +382,15 @@ def drain_workers(base: Settings, load: Load, count: int, tmp: Path, on_first: C
     spawned = time.time()
     try:
         start_all(workers, faust_env)
+        pids, broker = [w.pid for w in workers], broker_pid(base)
+        since = None
         if settle:
             wait_settled(workers, 180)
             spawned = time.time()  # start-up is then spawn -> settled, printed apart
+            since = cpu_sample(pids, broker)  # workers that keep up are done before the watch starts
             n = asyncio.run(prefill(topics, load))
-        watched = asyncio.run(watch_changelog(workers[0].settings, [w.pid for w in workers], broker_pid(base),
-                                              lambda: on_first(workers[0]) if on_first else None))
+        watched = asyncio.run(watch_changelog(workers[0].settings, pids, broker,
+                                              lambda: on_first(workers[0]) if on_first else None, since=since))
         with httpx.Client() as client:
             counts = [processed(client, w.url) for w in workers]
     finally:
@@ -422,8 +430,10 @@ async def end_offsets(settings: Settings, topic: str) -> int:
 
 
 async def watch_changelog(settings: Settings, pids: list[int | None], broker: int | None,
-                          on_first: Callable[[], None], limit_s: float = 900.0) -> Watched:
-    """Follow the twins changelog until every telemetry record sent so far is applied.
+                          on_first: Callable[[], None], limit_s: float = 900.0,
+                          since: tuple[float, float, float] | None = None) -> Watched:
+    """Follow the twins changelog until every telemetry record sent so far is applied. CPU is sampled
+    from the first write seen, or from `since` (a `cpu_sample` taken before the events were sent).
 
     A worker stores each twin changed at each checkpoint, with the offset of the newest
     telemetry record applied to it (`Twin.offset`): a partition is done when a twin
@@ -435,7 +445,8 @@ async def watch_changelog(settings: Settings, pids: list[int | None], broker: in
     tps = [TopicPartition(f"{settings.app_id}-twins-changelog", p) for p in range(settings.partitions)]
     ends = {tp.partition: end for tp, end in (await consumer.end_offsets(telemetry)).items()}
     reached = {p: 0 for p in ends}  # records applied per partition (newest offset + 1)
-    watched = Watched(sum(ends.values()))
+    watched = Watched(sum(ends.values()), cpu=[since] if since else [])
+    first = True
     deadline = time.monotonic() + limit_s
     try:
         while tps[0].topic not in await consumer.topics():  # Faust declares it as it starts
@@ -451,9 +462,10 @@ async def watch_changelog(settings: Settings, pids: list[int | None], broker: in
                     reached[twin.partition] = max(reached[twin.partition], twin.offset + 1)
                     watched.progress.append((m.timestamp / 1000, sum(reached.values())))
             if watched.progress:
-                if not watched.cpu:
+                if first:
                     on_first()
-                watched.cpu.append((time.monotonic(), sum(cpu_s(p) for p in pids), cpu_s(broker)))
+                    first = False
+                watched.cpu.append(cpu_sample(pids, broker))
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{sum(reached.values())} of {watched.n} records applied in {limit_s:.0f} s")
     finally:
@@ -468,7 +480,8 @@ class Watched:
     progress: list[tuple[float, int]] = field(default_factory=list)
     """(changelog record timestamp, records applied by then)."""
     cpu: list[tuple[float, float, float]] = field(default_factory=list)
-    """(monotonic, worker CPU s, broker CPU s) while the workers drained."""
+    """(monotonic, worker CPU s, broker CPU s) while the workers drained (settled: from before the
+    events were sent, as workers that keep up are done by the time the watch starts)."""
 
     def rate(self, lo: float = 0.0, hi: float = 1.0) -> float:
         """Records/s between the writes that reached `lo` and `hi` of the records (0-1: first to last)."""
