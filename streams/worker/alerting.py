@@ -8,19 +8,19 @@ Alertmanager restarts, and posted with `endsAt` when the anomaly resolves.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import msgspec
 
 from streams.settings import Settings
 from streams.worker.ingest import LogMessage
-from streams.worker.table import ChangelogWriter
 from streams import links
 from twin.detect.findings import Anomaly
 from twin.fleet_fold import alert_forgotten, alert_is_news
@@ -41,6 +41,12 @@ with the keep-alive; only a resolution would then wait for Alertmanager's own `e
 ANOMALY_DECODER = msgspec.json.Decoder(Anomaly)
 
 
+class TableWriter(Protocol):
+    """Where `sent` is written (`streams.worker.table.ChangelogWriter`): returns once it is durable."""
+
+    async def write(self, table: Any, items: dict[str, tuple[int, bytes | None]]) -> None: ...
+
+
 class AlertSink:
     """The alerts agent's work: post each anomaly message that is news to Alertmanager.
 
@@ -51,9 +57,14 @@ class AlertSink:
     (`twin.fleet_fold` has the rules). A batch of messages is one request. When
     Alertmanager refuses, the batch waits in `unposted` for the retry timer and
     the stream goes on: a blocked agent would stall the worker's intake.
+
+    Posts go out one at a time, each decided from `sent` as it stands (`_posting`):
+    the keep-alive and the retry run on timers beside the agent, and a keep-alive
+    that read an opening while the agent was posting its resolution would re-open
+    the alert for `KEEPALIVE_S` (seen once in CI, docs/RELIABILITY.md).
     """
 
-    def __init__(self, settings: Settings, sent: Any, changelog: ChangelogWriter, client: Any,
+    def __init__(self, settings: Settings, sent: Any, changelog: TableWriter, client: Any,
                  partition_of: Callable[[bytes], int]) -> None:
         self._settings = settings
         self._partition_of = partition_of
@@ -61,9 +72,14 @@ class AlertSink:
         self._changelog = changelog
         self._client = client
         self.unposted = Unposted()
+        self._posting = asyncio.Lock()
 
     async def take(self, found: list[tuple[LogMessage, Anomaly]]) -> None:
         """Post the messages that are news (each with its raw bytes, kept in `sent`) in one request."""
+        async with self._posting:
+            await self._take(found)
+
+    async def _take(self, found: list[tuple[LogMessage, Anomaly]]) -> None:
         latest: dict[str, tuple[int, bytes | None]] = {}
         news: dict[str, Anomaly] = {}
         for message, anomaly in found:
@@ -74,6 +90,8 @@ class AlertSink:
             latest[anomaly.id] = (message.partition, message.value)
         if news and not await self.post([*news.values()]):
             self.unposted.add(news.values())
+        else:
+            self.unposted.superseded(news)  # an older message still waiting must not follow these
         await self._changelog.write(self._sent, latest)
 
     async def post(self, found: list[Anomaly]) -> bool:
@@ -82,9 +100,10 @@ class AlertSink:
                           [to_alert(a, self._settings.web_url(), now) for a in found])
 
     async def retry_unposted(self) -> None:
-        waiting = self.unposted.snapshot()
-        if waiting and await self.post([*waiting.values()]):
-            self.unposted.posted(waiting)
+        async with self._posting:
+            waiting = self.unposted.snapshot()
+            if waiting and await self.post([*waiting.values()]):
+                self.unposted.posted(waiting)
 
     async def keep_alive(self) -> None:
         """Re-post every open alert (Alertmanager resolves alerts it stops hearing of); forget old resolutions.
@@ -93,11 +112,12 @@ class AlertSink:
         from (the anomalies topic is keyed by site, or robot model): a timer has no
         current event for Faust to take the partition from.
         """
-        now = time.time()
-        known = [ANOMALY_DECODER.decode(v) for v in list(self._sent.values())]
-        await self.post([a for a in known if a.status != "resolved"])
-        await self._changelog.write(self._sent, {a.id: (self._partition_of((a.site or a.model).encode()), None)
-                                                 for a in known if alert_forgotten(a, now)})
+        async with self._posting:
+            now = time.time()
+            known = [ANOMALY_DECODER.decode(v) for v in list(self._sent.values())]
+            await self.post([a for a in known if a.status != "resolved"])
+            await self._changelog.write(self._sent, {a.id: (self._partition_of((a.site or a.model).encode()), None)
+                                                     for a in known if alert_forgotten(a, now)})
 
 
 class Unposted:
@@ -126,6 +146,11 @@ class Unposted:
 
     def snapshot(self) -> dict[str, Anomaly]:
         return dict(self._waiting)
+
+    def superseded(self, posted: Iterable[str]) -> None:
+        """Forget what waits for these anomalies: a newer message of each was just posted."""
+        for anomaly_id in posted:
+            self._waiting.pop(anomaly_id, None)
 
     def posted(self, sent: dict[str, Anomaly]) -> None:
         """Forget what was posted, unless a newer message of the same anomaly came meanwhile."""
