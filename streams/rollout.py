@@ -5,9 +5,12 @@ gate decision leads to, `twin.gate` decides); this module does the I/O:
 
 * publishes each wave's `DesiredChange` to `fleet.desired` (the API's publisher:
   keyed by `change_key`, acked by the broker) as principal `rollout:<plan id>`;
-* every `look_s` asks Prometheus for the worker's per-version KPI counters
+* every `look_s` asks Prometheus for the workers' per-version KPI counters
   (`fleet_version_operating_seconds_total`, `fleet_version_safety_events_total`,
-  written through `twin.kpi`) by sector, model and version, and feeds the gate;
+  written through `twin.kpi`) by sector, model, version and worker, each series'
+  last sample of the past minute, and feeds the gate what they grew by
+  (`twin.gate.read`: a worker's restart or missed scrape neither erases nor
+  repeats counts);
 * publishes every look as a `GateRecord` on `fleet.rollouts` (key: plan id), so the
   worker's gauges, `fleet-twin rollout status` and audits see the same decisions;
 * on a halt publishes the revert and a critical fleet-level `rollout_gate` anomaly on
@@ -77,25 +80,28 @@ def _re(value: str) -> str:
     return "".join("\\\\" + c if c in r".^$*+?()[]{}|\\" else c for c in value)
 
 
-async def query_counts(client: httpx.AsyncClient, plan: Plan, at: float) -> dict[str, g.Pair]:
-    """The cumulative exposure and events per stratum and group at instant `at`."""
+LAST_S = 60
+"""A series' last sample within this many seconds stands for it: one missed scrape is not a gap."""
+
+
+async def query_counts(client: httpx.AsyncClient, plan: Plan, at: float) -> dict[g.Series, g.Tally]:
+    """The cumulative exposure and events per stratum, version and worker (Prometheus' `instance`) at `at`."""
     matchers = selector_matchers(plan)
     kinds = "|".join(plan.gate.kinds)
-    exposure = await _query(client, f"sum by (sector, model, version) ({EXPOSURE}{{{matchers}}})", at)
-    events = await _query(client, f'sum by (sector, model, version) ({EVENTS}{{{matchers},kind=~"{kinds}"}})', at)
-    tallies: dict[tuple[str, str], dict[str, float]] = {}
+    by = "sum by (sector, model, version, instance)"
+    exposure = await _query(client, f"{by} (last_over_time({EXPOSURE}{{{matchers}}}[{LAST_S}s]))", at)
+    events = await _query(client, f'{by} (last_over_time({EVENTS}{{{matchers},kind=~"{kinds}"}}[{LAST_S}s]))', at)
+    if not exposure:  # workers export every label set from their start: none is no worker scraped
+        raise PrometheusUnavailable(f"no {EXPOSURE} series of {matchers} in the past {LAST_S} s")
+    tallies: dict[g.Series, dict[str, float]] = {}
     for series, field in ((exposure, "exposure_s"), (events, "events")):
         for item in series:
             labels, value = item["metric"], float(item["value"][1])
-            key = (g.stratum(labels.get("model", ""), labels.get("sector", "")), labels.get("version", ""))
+            key = (g.stratum(labels.get("model", ""), labels.get("sector", "")), labels.get("version", ""),
+                   labels.get("instance", ""))
             tallies.setdefault(key, {})[field] = value
-    out: dict[str, g.Pair] = {}
-    for (stratum, version), t in tallies.items():
-        tally = g.Tally(exposure_s=t.get("exposure_s", 0.0), events=t.get("events", 0.0))
-        pair = out.get(stratum, g.Pair())
-        out[stratum] = (msgspec.structs.replace(pair, new=tally) if version == plan.to
-                        else msgspec.structs.replace(pair, old=tally))
-    return out
+    return {key: g.Tally(exposure_s=t.get("exposure_s", 0.0), events=t.get("events", 0.0))
+            for key, t in tallies.items()}
 
 
 async def _query(client: httpx.AsyncClient, promql: str, at: float) -> list[dict[str, Any]]:
@@ -121,6 +127,7 @@ class Controller:
         self.wave = 0
         self.wave_started = 0.0
         self.gate = g.start(plan.gate, {})
+        self.readings = g.Readings()
         self.skipped = 0
 
     async def run(self, max_s: float | None = None, look_s: float | None = None) -> Status:
@@ -139,7 +146,7 @@ class Controller:
     async def _run(self, max_s: float | None, look_s: float) -> Status:
         started = time.monotonic()
         now = self.clock()
-        baseline = await query_counts(self.prometheus, self.plan, now)  # PrometheusUnavailable: nothing published
+        baseline = await self._counts(now)  # PrometheusUnavailable: nothing published
         outcome = begin(self.plan, now, _id())
         await self._enter(outcome, baseline, now)
         if outcome.status != "running":
@@ -152,7 +159,7 @@ class Controller:
                 await self._record(now, "continue", "timeout")
                 return "timeout"
             try:
-                counts = await query_counts(self.prometheus, self.plan, now)
+                counts = await self._counts(now)
             except PrometheusUnavailable as err:
                 self.skipped += 1
                 log.warning("rollout %s: look skipped, %s", self.plan.id, err)
@@ -160,6 +167,11 @@ class Controller:
             status = await self._look(counts, now)
             if status != "running":
                 return status
+
+    async def _counts(self, now: float) -> dict[str, g.Pair]:
+        """The gate's counts at `now`: what each stratum's groups added since the rollout's first look."""
+        self.readings = g.read(self.readings, await query_counts(self.prometheus, self.plan, now))
+        return g.pairs(self.readings, self.plan.to)
 
     async def _look(self, counts: dict[str, g.Pair], now: float) -> Status:
         self.gate, decision = g.look(self.gate, counts)

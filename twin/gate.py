@@ -102,6 +102,47 @@ def stratum(model: str, sector: str) -> str:
     return f"{model}/{sector}"
 
 
+Series = tuple[str, str, str]
+"""One source's counters of a stratum and version: (stratum, version, source); a source is a worker."""
+
+
+class Readings(msgspec.Struct, frozen=True, kw_only=True):
+    """The counter series as last read, and what each (stratum, version) has grown by since the first reading.
+
+    The gate's counts come from several workers' counters. Summed before they are
+    read, one worker's missed scrape or restart makes the sum fall, and the whole of
+    the others' counts would look like new events; read series by series (Prometheus'
+    `increase`, by hand), a worker that restarts counts from zero, one missing from an
+    answer keeps its last value, and one first seen after the first reading (started
+    since) counts from zero.
+    """
+
+    last: dict[Series, Tally] = {}
+    grown: dict[tuple[str, str], Tally] = {}
+    reads: int = 0
+
+
+def read(readings: Readings, answer: Mapping[Series, Tally]) -> Readings:
+    """Fold in one answer: each series adds what it grew since it was last read."""
+    last, grown = dict(readings.last), dict(readings.grown)
+    for series, now in sorted(answer.items()):
+        before = last.get(series)
+        step = _delta(before, now) if before is not None else now if readings.reads else Tally()
+        last[series] = now
+        grown[series[:2]] = _plus(grown.get(series[:2], Tally()), step)
+    return Readings(last=last, grown=grown, reads=readings.reads + 1)
+
+
+def pairs(readings: Readings, new_version: str) -> dict[str, Pair]:
+    """The gate's counts: per stratum, what robots on `new_version` and on any other version added."""
+    out: dict[str, Pair] = {}
+    for (key, version), tally in sorted(readings.grown.items()):
+        pair = out.get(key, Pair())
+        out[key] = (replace(pair, new=_plus(pair.new, tally)) if version == new_version
+                    else replace(pair, old=_plus(pair.old, tally)))
+    return out
+
+
 class GateState(msgspec.Struct, frozen=True, kw_only=True):
     """One wave's test: where the statistic stands and what it has consumed."""
 
@@ -220,5 +261,8 @@ def _deferred(step: Pair) -> bool:
 
 
 def _add(a: Pair, b: Pair) -> Pair:
-    return Pair(new=Tally(exposure_s=a.new.exposure_s + b.new.exposure_s, events=a.new.events + b.new.events),
-                old=Tally(exposure_s=a.old.exposure_s + b.old.exposure_s, events=a.old.events + b.old.events))
+    return Pair(new=_plus(a.new, b.new), old=_plus(a.old, b.old))
+
+
+def _plus(a: Tally, b: Tally) -> Tally:
+    return Tally(exposure_s=a.exposure_s + b.exposure_s, events=a.events + b.events)

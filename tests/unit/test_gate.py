@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from twin.gate import (
-    GateParams, GateState, Pair, Tally, evidence, llr, look, lower, new_hours, start, stratum, upper,
+    GateParams, GateState, Pair, Readings, Tally, evidence, llr, look, lower, new_hours, pairs, read, start, stratum,
+    upper,
 )
 
 PARAMS = GateParams(harm_ratio=2.0, alpha=0.05, beta=0.2)
@@ -125,6 +126,27 @@ def test_a_counter_reset_counts_from_zero_and_events_wait_for_their_exposure() -
     later = {STRATA[0]: Pair(new=Tally(exposure_s=200.0, events=3), old=Tally(exposure_s=2700.0, events=2))}
     state3, _ = look(state2, later)
     assert state3.statistic > state2.statistic and state3.totals[STRATA[0]].new.events == 3
+
+
+def test_workers_are_read_series_by_series_so_a_restart_or_a_missed_scrape_adds_no_events() -> None:
+    s, new, old = STRATA[0], "policy-2.5.0", "policy-2.4.0"
+
+    def answer(w1: float, w2: float | None, on_new: float = 0.0) -> dict[tuple[str, str, str], Tally]:
+        out = {(s, old, "w1"): Tally(exposure_s=w1, events=w1 / 100), (s, new, "w1"): Tally(exposure_s=on_new)}
+        if w2 is not None:
+            out[(s, old, "w2")] = Tally(exposure_s=w2, events=w2 / 100)
+        return out
+
+    first = read(Readings(), answer(1000.0, 5000.0))
+    assert pairs(first, new) == {s: Pair()}  # the first reading is where counting starts
+    missed = read(first, answer(1100.0, None))  # w2 missed its scrape: it keeps its last value
+    assert pairs(missed, new)[s].old == Tally(exposure_s=100.0, events=1.0)
+    back = read(missed, answer(1200.0, 5100.0))
+    assert pairs(back, new)[s].old == Tally(exposure_s=300.0, events=3.0)  # not w2's 5,100 s once more
+    restarted = read(back, answer(50.0, 5200.0, on_new=30.0))  # w1 restarted: its 50 s are new, from zero
+    assert pairs(restarted, new)[s] == Pair(new=Tally(exposure_s=30.0), old=Tally(exposure_s=450.0, events=4.5))
+    joined = read(restarted, {**answer(60.0, 5200.0, on_new=30.0), (s, old, "w3"): Tally(exposure_s=40.0)})
+    assert pairs(joined, new)[s].old.exposure_s == 500.0  # w3 started since the first reading: from zero
 
 
 def test_llr_of_one_increment() -> None:
