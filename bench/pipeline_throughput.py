@@ -33,14 +33,15 @@ Measured in one run against the real local broker (each figure the median of --r
      time until the newest changelog record of every partition is served by `GET /twins/{id}`.
 Also (1) and (2) against `getmany(max_records=...)` and the full worker against its micro-batch
 size (FLEET_TWIN_BATCH_MAX), plotted with the 1- and 2-worker figures (--plot), and, with
---profile, a py-spy profile of one more worker while it drains.
+--profile, a py-spy profile of one more worker while it drains; with --profile-rate R, one of
+the worker at steady load (the first window of (4) at R events/s).
 
 Silence checks are off in (4) to (6) (`silence_check_s` = 1 h): a finished benchmark fleet
 goes quiet, and its offline anomalies would otherwise land in the latency and memory figures.
 
     .venv/bin/python bench/pipeline_throughput.py [--quick] [--events 200000] [--robots 2000] [--repeat 3]
         [--rates 1000,2000,4000] [--seconds 30] [--high-rate 20000] [--high-seconds 10] [--plot PNG]
-        [--batches 10,100,500,2000,4000,8000] [--profile] [--skip-sweep] [--skip-batches] [--skip-workers]
+        [--batches 10,100,500,2000,4000,8000] [--profile] [--profile-rate R] [--skip-sweep] [--skip-batches] [--skip-workers]
         [--skip-latency] [--skip-memory]
 
 Everything it writes goes to a temporary folder, removed at the end, also after an error
@@ -790,8 +791,8 @@ async def wait_processed(url: str, n: float, limit_s: float) -> None:
 
 
 def latency_runs(base: Settings, tmp: Path, rate: float, seconds: float, repeat: int,
-                 wait_s: float) -> list[Latency]:
-    """A fresh worker and topic; one warm-up report per robot, then `repeat` windows."""
+                 wait_s: float, spy: Profiler | None = None) -> list[Latency]:
+    """A fresh worker and topic; one warm-up report per robot, then `repeat` windows (`spy` profiles the first)."""
     run = uuid.uuid4().hex[:6]
     robots = int(rate)  # one report per robot per second
     settings = worker_settings(base, f"{base.app_id}-lat{robots}-{run}", tmp,
@@ -800,13 +801,13 @@ def latency_runs(base: Settings, tmp: Path, rate: float, seconds: float, repeat:
     worker = Worker(settings)
     try:
         worker.start()
-        return asyncio.run(_latency_windows(settings, worker, robots, seconds, repeat, wait_s))
+        return asyncio.run(_latency_windows(settings, worker, robots, seconds, repeat, wait_s, spy))
     finally:
         worker.stop()
 
 
 async def _latency_windows(settings: Settings, worker: Worker, robots: int, seconds: float, repeat: int,
-                           wait_s: float) -> list[Latency]:
+                           wait_s: float, spy: Profiler | None) -> list[Latency]:
     sim = simulate(robots, int(seconds * repeat) + 1, seed=5)
     warm = [msgspec.structs.replace(e, ts=time.time()) for e in sim.step()]
     await send_all(settings, warm)
@@ -815,9 +816,13 @@ async def _latency_windows(settings: Settings, worker: Worker, robots: int, seco
     await reader.start()
     try:
         out = []
-        for _ in range(repeat):
+        for window in range(repeat):
             ticks = [sim.step() for _ in range(int(seconds))]
+            if spy is not None and window == 0:
+                spy.attach(worker)
             out.append(await offer(settings, reader, ticks, robots, wait_s, worker.pid))
+            if spy is not None and window == 0:
+                await asyncio.to_thread(spy.wait)
             reader.pending.clear()
             await asyncio.sleep(2)
         return out
@@ -1016,9 +1021,13 @@ def profile(base: Settings, load: Load, n: int, tmp: Path, rate: float) -> None:
     spy = Profiler(tmp / "worker.raw", seconds)
     d = drain_workers(base, load, 1, tmp, on_first=spy.attach)
     spy.wait()
-    prof = summarise_profile(spy.out, seconds)
-    print(f"\nprofile: py-spy record --threads --native -r 100 -f raw, {seconds:.0f} s of one worker "
-          f"draining (that run: {d.rate:,.0f} events/s; raw stacks in {spy.out}, kept with --keep-temp)")
+    print_profile(spy, f"draining (that run: {d.rate:,.0f} events/s")
+
+
+def print_profile(spy: Profiler, what: str) -> None:
+    prof = summarise_profile(spy.out, spy.seconds)
+    print(f"\nprofile: py-spy record --threads --native -r 100 -f raw, {spy.seconds:.0f} s of one worker "
+          f"{what}; raw stacks in {spy.out}, kept with --keep-temp)")
     print("  samples per wall second, by thread (an idle thread in epoll counts as busy under --native): "
           + ", ".join(f"{t} {b:.2f}" for t, b in prof.busy.items()))
     print("  the main thread's samples (the event loop: ingest, agents, web), by component:")
@@ -1071,7 +1080,8 @@ def latency(base: Settings, args: argparse.Namespace, tmp: Path) -> None:
     for rate, seconds, wait in levels + [(args.high_rate, args.high_seconds, 600.0)]:
         if not rate:
             continue
-        runs = latency_runs(base, tmp, rate, seconds, args.repeat, wait)
+        spy = Profiler(tmp / f"worker-{rate:.0f}.raw", seconds) if rate == args.profile_rate else None
+        runs = latency_runs(base, tmp, rate, seconds, args.repeat, wait, spy)
         print(f"\n(4) latency at {rate:,.0f} events/s offered for {seconds:.0f} s, {len(runs)} windows "
               f"(median over windows): offered {median([r.offered for r in runs]):,.0f}/s, "
               f"twins seen {sum(r.seen for r in runs):,} of {sum(r.sent for r in runs):,}")
@@ -1091,6 +1101,9 @@ def latency(base: Settings, args: argparse.Namespace, tmp: Path) -> None:
         print(f"  all twins updated within {median([r.last_update_s for r in runs]):.1f} s of the window's "
               f"start ({seconds:.0f} s of sending): {done:,.0f} events/s processed; worker CPU per wall second "
               f"{median([r.worker_cpu for r in runs]):.2f}")
+        if spy is not None:
+            print_profile(spy, f"at {rate:,.0f} events/s offered, its first window (worker CPU per wall second "
+                               f"{runs[0].worker_cpu:.2f}")
     print(f"(latency part took {time.monotonic() - started:.0f} s)")
 
 
@@ -1132,6 +1145,9 @@ def arguments() -> argparse.Namespace:
                          "default: throughput-<run>.png in the system's temporary folder")
     ap.add_argument("--profile", action="store_true",
                     help="profile one more worker while it drains (needs py-spy: pip install py-spy)")
+    ap.add_argument("--profile-rate", type=float, default=0.0,
+                    help="profile the worker over the first window of this rate of (4) (one of --rates or "
+                         "--high-rate; needs py-spy); 0: none")
     ap.add_argument("--keep-temp", action="store_true",
                     help="keep the temporary folder (worker state, a broker started here, raw profile)")
     ap.add_argument("--quick", action="store_true",
@@ -1143,7 +1159,7 @@ def arguments() -> argparse.Namespace:
     if args.quick:
         vars(args).update(QUICK)
     args.skip_profile = not args.profile
-    if args.profile and py_spy() is None:  # say so now, not after the throughput part's ten minutes
+    if (args.profile or args.profile_rate) and py_spy() is None:  # say so now, not after the throughput part's ten minutes
         ap.error("--profile needs py-spy (pip install py-spy) beside this Python or on PATH")
     return args
 
