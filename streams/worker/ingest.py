@@ -39,10 +39,11 @@ from streams.kafka_client import end_offsets, read_range
 from streams.links import with_links
 from streams.settings import Settings
 from streams.worker.metrics import PipelineMetrics
-from streams.worker.table import ChangelogWriter, twin_values
+from streams.worker.table import ChangelogWriter
 from twin import kpi
 from twin.batch_reduce import labels_of
 from twin.batch_fold import FoldState, fold_log, load_twins, twins_of
+from twin.batch_silence import quiet_robots
 from twin.detect.findings import Anomaly
 from twin.desired import Command
 from twin.exceptions import InvalidEvent
@@ -248,13 +249,19 @@ class Ingest:
         a check after every report older than it, and so must the worker. A check
         sent while the partition still had older reports to fold (a restart's
         backlog) opened a silence there that the reports then closed, and the
-        live twin no longer equalled the replayed one.
+        live twin no longer equalled the replayed one. The robots the fold holds are
+        asked of its columns (`twin.batch_silence`), only the others (the table's,
+        not yet reporting since a rebalance) as decoded twins: decoding every twin
+        every few seconds was a cost per robot however quiet the fleet.
         """
         now = time.time()  # the shell owns the clock; the core only compares times
         current = await self._current(now, self._settings.silence_check_s + 1)
-        for twin in twin_values(self._twins):
-            if twin.partition in current and silence_check_due(twin, now, self._rules.config):
-                await self._checks.send(key=twin.robot_id.encode(), value=repr(now).encode())
+        config, held = self._rules.config, self.held.fold.red.slot_of
+        quiet = quiet_robots(self.held.fold, now, config, current)  # the fold's robots, from its columns
+        stored = [decode_twin(raw) for robot, raw in list(self._twins.items()) if robot not in held]
+        quiet += [t.robot_id for t in stored if t.partition in current and silence_check_due(t, now, config)]
+        for robot in quiet:
+            await self._checks.send(key=robot.encode(), value=repr(now).encode())
 
     async def _current(self, now: float, slack_s: float) -> set[int]:
         """The telemetry partitions this worker holds whose every report older than `slack_s` is
