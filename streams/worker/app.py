@@ -103,7 +103,7 @@ def build_app(settings: Settings, fleet: Fleet, detectors: DetectorConfig,
     reader = IngestReader(settings, ingest.fold_batch, batch_max=settings.batch_max,
                           within_s=settings.batch_within_s, refold=ingest.assigned,
                           checkpoint=ingest.checkpoint, every_s=settings.checkpoint_s)
-    registry.register(FleetCollector(fleet, ingest.raw_twins,
+    registry.register(FleetCollector(fleet, ingest.summary,
                                      lambda: reader.lag(settings.telemetry_topic)))
     sites = Sites(outbox)
     http = HttpClient()
@@ -171,7 +171,7 @@ def build_app(settings: Settings, fleet: Fleet, detectors: DetectorConfig,
     register_history(app, ingest.twin_bytes, router, fleet, settings, token)
     desired = DesiredReader(settings, fleet, ingest, desired_book, outbox, twins, desired_ready)
     rollouts = RolloutReader(settings, outbox)
-    registry.register(ControlCollector(fleet, ingest.raw_twins, lambda: desired_book.rules,
+    registry.register(ControlCollector(fleet, ingest.desire_twins, lambda: desired_book.rules,
                                        lambda: rollouts.latest))
 
     @app.task  # type: ignore[untyped-decorator]  # faust: App.task returns a bare Callable

@@ -30,7 +30,7 @@ from prometheus_client.registry import Collector
 from twin.desired import DesiredChange, DesiredRules, deltas, matches, reported, resolve
 from twin.fleet import Fleet, RobotModel
 from twin.plan import GateRecord
-from twin.state import Twin, decode_twin
+from twin.state import Twin
 
 SUMMARY_MIN_AGE_S = 5.0
 """A summary is reused for at least this long (and ten times what it took), unless the rules changed."""
@@ -117,22 +117,22 @@ class _Held:
 class ControlCollector(Collector):
     """Desired-state, drift and rollout gauges for one worker (registered beside `FleetCollector`)."""
 
-    def __init__(self, fleet: Fleet, raw_twins: Callable[[], list[bytes]], rules: Callable[[], DesiredRules],
+    def __init__(self, fleet: Fleet, twins: Callable[[], Iterable[Twin]], rules: Callable[[], DesiredRules],
                  gates: Callable[[], Mapping[str, GateRecord]], clock: Callable[[], float] = time.monotonic) -> None:
         self._space = desire_space(fleet)
-        self._raw = raw_twins
+        self._twins = twins
         self._rules = rules
         self._gates = gates
         self._clock = clock
         self._last: _Held | None = None
 
     def _summary(self) -> DesiredSummary:
-        """Reused while young, as `FleetCollector` does (decoding every twin is the cost), unless the rules moved."""
+        """Reused while young, as `FleetCollector` does (a pass over every twin is the cost), unless the rules moved."""
         now, rules, last = self._clock(), self._rules(), self._last
         if (last is not None and last.rules is rules
                 and now - last.done_at < max(SUMMARY_MIN_AGE_S, 10 * last.took_s)):
             return last.summary
-        summary = summarize_desired((decode_twin(r) for r in self._raw()), rules)
+        summary = summarize_desired(self._twins(), rules)
         done = self._clock()
         self._last = _Held(summary, rules, done, done - now)
         return summary

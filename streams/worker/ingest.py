@@ -13,11 +13,12 @@ seconds, called by the worker's own consumer, `ingest_reader`, which then commit
 into them; which partitions it reads: `handover`): one changelog record per robot changed since the
 last one, however many records it had. Until then `GET /twins/{id}` serves the robot's twin from
 the fold (`twin_bytes`), and the /twins listing and /fleet/summary read the fold's labels
-(`labels`), the fleet and control gauges every twin (`raw_twins`); a crash loses only what the
+(`labels`), the fleet and control gauges the fold's columns (`summary`, `desire_twins`) and the
+table's twins the fold does not hold; a crash loses only what the
 log holds: the records since the last commit are folded again into the twins as the last
-checkpoint stored them. Silence checks and desired-state commands read the table, as of the last
-checkpoint: at most that old, and what they decide is harmless when stale (a silence check the
-fold then finds needless, a delta a robot already holds).
+checkpoint stored them. Silence checks read the fold's columns (`twin.batch_silence`) and the
+table's twins it does not hold; desired-state commands read the table, as of the last checkpoint:
+at most that old, and what they decide is harmless when stale (a delta a robot already holds).
 """
 
 from __future__ import annotations
@@ -38,12 +39,13 @@ from streams.exceptions import is_retriable
 from streams.kafka_client import end_offsets, read_range
 from streams.links import with_links
 from streams.settings import Settings
-from streams.worker.metrics import PipelineMetrics
+from streams.worker.metrics import PipelineMetrics, Summarised
 from streams.worker.table import ChangelogWriter
 from twin import kpi
-from twin.batch_reduce import labels_of
+from twin.batch_reduce import labels_of, to_twins
 from twin.batch_fold import FoldState, fold_log, load_twins, twins_of
 from twin.batch_silence import quiet_robots
+from twin.batch_summary import merge, summarize_fold
 from twin.detect.findings import Anomaly
 from twin.desired import Command
 from twin.exceptions import InvalidEvent
@@ -52,7 +54,7 @@ from twin.fleet_fold import FleetState, RecordOut, Rules, silence_check_due
 from twin.record import Kind, Record, robot_of
 from twin.schema import Event
 from twin.state import Twin, decode_twin, encode_twin
-from twin.summary import Labels
+from twin.summary import Labels, summarize_fleet
 
 log = logging.getLogger(__name__)
 
@@ -189,12 +191,22 @@ class Ingest:
         raw: bytes | None = self._twins.get(robot_id)
         return raw
 
-    def raw_twins(self) -> list[bytes]:
-        """Every twin this worker holds, encoded, as served: those changed since their last
-        checkpoint from the fold. For the fleet and control gauges, so that they agree with
-        `GET /twins`; the collectors reuse a summary while it is young (building it is the cost)."""
-        fresh = {r: encode_twin(t) for r, (_, t) in changed_twins(self.held, self._dirty).items()}
-        return [*fresh.values(), *(raw for robot, raw in list(self._twins.items()) if robot not in fresh)]
+    def summary(self) -> Summarised:
+        """The fleet gauges' summary of every twin this worker holds, as served (the fold's robots
+        from its columns, the table's others decoded), so that the gauges agree with `GET /twins`."""
+        held = self.held.fold.red.slot_of
+        stored = [decode_twin(raw) for robot, raw in list(self._twins.items()) if robot not in held]
+        fleet = self._rules.fleet
+        return Summarised(merge(summarize_fold(self.held.fold, fleet), summarize_fleet(stored, fleet)),
+                          len(held) + len(stored), sum(len(raw) for raw in list(self._twins.values())))
+
+    def desire_twins(self) -> list[Twin]:
+        """Every twin this worker holds, as served, without signals for the fold's robots: what the
+        desired-state gauges read (`control_metrics.summarize_desired`) and no more."""
+        fold = self.held.fold
+        held = fold.red.slot_of
+        stored = [decode_twin(raw) for robot, raw in list(self._twins.items()) if robot not in held]
+        return [*to_twins(fold.red, list(held), signals=False), *stored]
 
     def labels(self) -> list[Labels]:
         """The labels of every twin this worker holds, as served: the fold's for the robots it holds

@@ -2,7 +2,7 @@
 
 Pipeline counters and the lag histograms move once per micro-batch (`ingest.Batch.count`,
 `batch_histogram`; bounded labels). Fleet state is
-not: `FleetCollector` reads the twins at scrape time, so the hot path never
+not: `FleetCollector` summarises the twins at scrape time, so the hot path never
 touches fleet gauges. Every label value comes from a bounded set (sectors from
 the seeds, modes from the schema, results and reasons from the core), and every
 combination is exported from the start, so the series count is fixed by the
@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 from itertools import accumulate
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -28,9 +29,8 @@ from twin.fleet import Fleet
 from twin.effects import EFFECT_KINDS, OUTCOMES
 from twin.kpi import KINDS
 from twin.schema import MODES
-from twin.state import decode_twin
 from twin.summary import (
-    BAND_BUCKETS, Distribution, FleetSummary, VersionSummary, label_space, signal_space, summarize_fleet, version_space,
+    BAND_BUCKETS, Distribution, FleetSummary, VersionSummary, label_space, signal_space, version_space,
 )
 
 
@@ -154,6 +154,14 @@ SUMMARY_MIN_AGE_S = 5.0
 """A fleet summary is reused for at least this long (and for ten times what it took to compute)."""
 
 
+class Summarised(NamedTuple):
+    """A worker's fleet summary with the count and stored bytes of the twins it covers."""
+
+    summary: FleetSummary
+    robots: int
+    nbytes: int
+
+
 @dataclass(frozen=True)
 class _Summary:
     summary: FleetSummary
@@ -169,22 +177,23 @@ class FleetCollector(Collector):
     Every label set the fleet model allows is exported from the first scrape
     (zeros included), so the number of series does not grow with the fleet.
 
-    Summarising decodes every twin on the worker's event loop: at tens of
-    thousands of twins one pass takes seconds, and scrapes every second (or
-    several scrapers) would then leave the ingest agent no time at all (a
-    worker stalled for minutes behind its own /metrics). So a summary is
-    reused until it is `SUMMARY_MIN_AGE_S` old and ten times as old as it took
-    to make: fleet gauges lag by that much, and summarising never takes more
-    than a tenth of the loop. The consumer lag is read fresh on every scrape.
+    Summarising runs on the worker's event loop. When it decoded every twin,
+    one pass over tens of thousands took seconds, and scrapes every second (or
+    several scrapers) left the ingest agent no time at all (a worker stalled
+    for minutes behind its own /metrics); the fold's robots are now read from
+    its columns (`twin.batch_summary`), but a summary is still reused until it
+    is `SUMMARY_MIN_AGE_S` old and ten times as old as it took to make: fleet
+    gauges lag by that much, and summarising never takes more than a tenth of
+    the loop. The consumer lag is read fresh on every scrape.
     """
 
-    def __init__(self, fleet: Fleet, raw_twins: Callable[[], list[bytes]],
+    def __init__(self, fleet: Fleet, summarise: Callable[[], Summarised],
                  consumer_lag: Callable[[], dict[int, int]] = dict,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._fleet = fleet
         self._places = label_space(fleet)
         self._kinds = signal_space(fleet)
-        self._raw = raw_twins
+        self._summarise = summarise
         self._lag = consumer_lag
         self._clock = clock
         self._last: _Summary | None = None
@@ -193,10 +202,9 @@ class FleetCollector(Collector):
         now, last = self._clock(), self._last
         if last is not None and now - last.done_at < max(SUMMARY_MIN_AGE_S, 10 * last.took_s):
             return last
-        raw = self._raw()
-        summary = summarize_fleet((decode_twin(r) for r in raw), self._fleet)
+        made = self._summarise()
         done = self._clock()
-        self._last = _Summary(summary, len(raw), sum(len(r) for r in raw), done, done - now)
+        self._last = _Summary(made.summary, made.robots, made.nbytes, done, done - now)
         return self._last
 
     def collect(self) -> Iterator[Metric]:

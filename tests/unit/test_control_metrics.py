@@ -20,7 +20,7 @@ from twin.plan import GateRecord
 from twin.record import Record
 from twin.reduce import apply
 from twin.schema import Event
-from twin.state import Twin, encode_twin
+from twin.state import Twin
 
 SEEDS = Path(__file__).resolve().parents[2] / "seeds"
 FLEET = read_fleet(SEEDS)
@@ -65,7 +65,7 @@ class Clock:
 def collector(twins: list[Twin], held: list[DesiredRules], gates: dict[str, GateRecord] | None = None,
               clock: Clock | None = None) -> CollectorRegistry:
     registry = CollectorRegistry()
-    registry.register(ControlCollector(FLEET, lambda: [encode_twin(t) for t in twins], lambda: held[-1],
+    registry.register(ControlCollector(FLEET, lambda: twins, lambda: held[-1],
                                        lambda: gates or {}, clock=clock or Clock()))
     return registry
 
@@ -144,11 +144,11 @@ def test_the_summary_is_reused_while_young_but_not_across_a_new_change() -> None
     clock, reads, held = Clock(), [], [DesiredRules()]
     registry = CollectorRegistry()
 
-    def raw() -> list[bytes]:
+    def twins() -> list[Twin]:
         reads.append(1)
-        return [encode_twin(twin("r-1"))]
+        return [twin("r-1")]
 
-    registry.register(ControlCollector(FLEET, raw, lambda: held[-1], dict, clock=clock))
+    registry.register(ControlCollector(FLEET, twins, lambda: held[-1], dict, clock=clock))
     samples(registry, "fleet_desired_drift")
     clock.now += 1
     samples(registry, "fleet_desired_drift")

@@ -11,7 +11,8 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from streams.seeds import read_fleet
-from streams.worker.metrics import SUMMARY_MIN_AGE_S, FleetCollector
+from streams.worker.metrics import SUMMARY_MIN_AGE_S, FleetCollector, Summarised
+from twin.summary import FleetSummary
 
 FLEET = read_fleet(Path(__file__).resolve().parents[2] / "seeds")
 
@@ -29,13 +30,13 @@ def scrape(registry: CollectorRegistry) -> dict[str, float]:
 
 
 def collector(clock: Clock, reads: list[int], cost_s: float = 0.0) -> CollectorRegistry:
-    def raw_twins() -> list[bytes]:
+    def summarise() -> Summarised:
         reads.append(1)
         clock.now += cost_s  # summarising takes this long
-        return []
+        return Summarised(FleetSummary(), 0, 0)
 
     registry = CollectorRegistry()
-    registry.register(FleetCollector(FLEET, raw_twins, lambda: {0: 7}, clock=clock))
+    registry.register(FleetCollector(FLEET, summarise, lambda: {0: 7}, clock=clock))
     return registry
 
 
