@@ -34,14 +34,18 @@ Measured in one run against the real local broker (each figure the median of --r
 Also (1) and (2) against `getmany(max_records=...)` and the full worker against its micro-batch
 size (FLEET_TWIN_BATCH_MAX), plotted with the 1- and 2-worker figures (--plot), and, with
 --profile, a py-spy profile of one more worker while it drains; with --profile-rate R, one of
-the worker at steady load (the first window of (4) at R events/s).
+the worker at steady load (the first window of (4) at R events/s). With --scrape-s and
+--silence-check-s, (4) runs the worker's periodic passes over its robots (gauges, silence) beside
+ingest, as in production.
 
-Silence checks are off in (4) to (6) (`silence_check_s` = 1 h): a finished benchmark fleet
-goes quiet, and its offline anomalies would otherwise land in the latency and memory figures.
+Silence checks are off in (4) to (6) (`silence_check_s` = 1 h) unless --silence-check-s says
+otherwise for (4): a finished benchmark fleet goes quiet, and its offline anomalies would
+otherwise land in the latency and memory figures.
 
     .venv/bin/python bench/pipeline_throughput.py [--quick] [--events 200000] [--robots 2000] [--repeat 3]
         [--rates 1000,2000,4000] [--seconds 30] [--high-rate 20000] [--high-seconds 10] [--plot PNG]
-        [--batches 10,100,500,2000,4000,8000] [--profile] [--profile-rate R] [--skip-sweep] [--skip-batches] [--skip-workers]
+        [--batches 10,100,500,2000,4000,8000] [--profile] [--profile-rate R] [--scrape-s S]
+        [--silence-check-s S] [--skip-sweep] [--skip-batches] [--skip-workers]
         [--skip-latency] [--skip-memory]
 
 Everything it writes goes to a temporary folder, removed at the end, also after an error
@@ -736,14 +740,16 @@ class Pacer:
 
 
 async def offer(settings: Settings, reader: ChangelogReader, ticks: list[list[Event]], rate: float,
-                wait_s: float, pid: int | None) -> Latency:
-    """Send `ticks` at `rate` events/s in 10 ms slices, each event timed now; wait for its twin."""
+                wait_s: float, pid: int | None, scrape_s: float = 0.0) -> Latency:
+    """Send `ticks` at `rate` events/s in 10 ms slices, each event timed now; wait for its twin.
+    `scrape_s`: GET /metrics that often meanwhile, as Prometheus would (0: never)."""
     events = [e for tick in ticks for e in tick]
     per_slice = max(1, round(rate * SLICE_S))
     result = reader.result = Latency(0.0, 0, 0)
     url = f"http://127.0.0.1:{settings.web_port}"
     lag0 = await asyncio.to_thread(lag_buckets, url)
     cpu0 = cpu_s(pid)
+    scraping = asyncio.create_task(scrape_every(url, scrape_s)) if scrape_s else None
     async with Pacer(settings) as pacer:
         start = time.monotonic()
         for i, lo in enumerate(range(0, len(events), per_slice)):
@@ -761,9 +767,18 @@ async def offer(settings: Settings, reader: ChangelogReader, ticks: list[list[Ev
         await asyncio.sleep(0.1)
     result.last_update_s = time.monotonic() - start if not reader.pending else float("nan")
     result.worker_cpu = (cpu_s(pid) - cpu0) / (time.monotonic() - start)
-    lag1 = await asyncio.to_thread(lag_buckets, url)  # after the window: a scrape decodes every twin
+    if scraping is not None:
+        scraping.cancel()
+    lag1 = await asyncio.to_thread(lag_buckets, url)  # after the window: a scrape summarises every twin
     result.folded = {le: n - lag0.get(le, 0.0) for le, n in lag1.items()}
     return result
+
+
+async def scrape_every(url: str, seconds: float) -> None:
+    async with httpx.AsyncClient(timeout=60) as client:
+        while True:
+            await client.get(f"{url}/metrics")
+            await asyncio.sleep(seconds)
 
 
 def lag_buckets(url: str) -> dict[float, float]:
@@ -791,23 +806,24 @@ async def wait_processed(url: str, n: float, limit_s: float) -> None:
 
 
 def latency_runs(base: Settings, tmp: Path, rate: float, seconds: float, repeat: int,
-                 wait_s: float, spy: Profiler | None = None) -> list[Latency]:
+                 wait_s: float, spy: Profiler | None = None, silence_check_s: float = QUIET,
+                 scrape_s: float = 0.0) -> list[Latency]:
     """A fresh worker and topic; one warm-up report per robot, then `repeat` windows (`spy` profiles the first)."""
     run = uuid.uuid4().hex[:6]
     robots = int(rate)  # one report per robot per second
     settings = worker_settings(base, f"{base.app_id}-lat{robots}-{run}", tmp,
-                               topic_prefix=f"{base.topic_prefix}lat{robots}-{run}.", silence_check_s=QUIET)
+                               topic_prefix=f"{base.topic_prefix}lat{robots}-{run}.", silence_check_s=silence_check_s)
     asyncio.run(ensure_topics(settings))
     worker = Worker(settings)
     try:
         worker.start()
-        return asyncio.run(_latency_windows(settings, worker, robots, seconds, repeat, wait_s, spy))
+        return asyncio.run(_latency_windows(settings, worker, robots, seconds, repeat, wait_s, spy, scrape_s))
     finally:
         worker.stop()
 
 
 async def _latency_windows(settings: Settings, worker: Worker, robots: int, seconds: float, repeat: int,
-                           wait_s: float, spy: Profiler | None) -> list[Latency]:
+                           wait_s: float, spy: Profiler | None, scrape_s: float) -> list[Latency]:
     sim = simulate(robots, int(seconds * repeat) + 1, seed=5)
     warm = [msgspec.structs.replace(e, ts=time.time()) for e in sim.step()]
     await send_all(settings, warm)
@@ -820,7 +836,7 @@ async def _latency_windows(settings: Settings, worker: Worker, robots: int, seco
             ticks = [sim.step() for _ in range(int(seconds))]
             if spy is not None and window == 0:
                 spy.attach(worker)
-            out.append(await offer(settings, reader, ticks, robots, wait_s, worker.pid))
+            out.append(await offer(settings, reader, ticks, robots, wait_s, worker.pid, scrape_s))
             if spy is not None and window == 0:
                 await asyncio.to_thread(spy.wait)
             reader.pending.clear()
@@ -1081,7 +1097,8 @@ def latency(base: Settings, args: argparse.Namespace, tmp: Path) -> None:
         if not rate:
             continue
         spy = Profiler(tmp / f"worker-{rate:.0f}.raw", seconds) if rate == args.profile_rate else None
-        runs = latency_runs(base, tmp, rate, seconds, args.repeat, wait, spy)
+        runs = latency_runs(base, tmp, rate, seconds, args.repeat, wait, spy,
+                            args.silence_check_s or QUIET, args.scrape_s)
         print(f"\n(4) latency at {rate:,.0f} events/s offered for {seconds:.0f} s, {len(runs)} windows "
               f"(median over windows): offered {median([r.offered for r in runs]):,.0f}/s, "
               f"twins seen {sum(r.seen for r in runs):,} of {sum(r.sent for r in runs):,}")
@@ -1148,6 +1165,10 @@ def arguments() -> argparse.Namespace:
     ap.add_argument("--profile-rate", type=float, default=0.0,
                     help="profile the worker over the first window of this rate of (4) (one of --rates or "
                          "--high-rate; needs py-spy); 0: none")
+    ap.add_argument("--scrape-s", type=float, default=0.0,
+                    help="in (4), GET the worker's /metrics this often, as Prometheus would (0: never)")
+    ap.add_argument("--silence-check-s", type=float, default=0.0,
+                    help="in (4), the worker's FLEET_TWIN_SILENCE_CHECK_S (0: an hour, i.e. off)")
     ap.add_argument("--keep-temp", action="store_true",
                     help="keep the temporary folder (worker state, a broker started here, raw profile)")
     ap.add_argument("--quick", action="store_true",
