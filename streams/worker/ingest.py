@@ -194,27 +194,26 @@ class Ingest:
     def summary(self) -> Summarised:
         """The fleet gauges' summary of every twin this worker holds, as served (the fold's robots
         from its columns, the table's others decoded), so that the gauges agree with `GET /twins`."""
-        held = self.held.fold.red.slot_of
-        stored = [decode_twin(raw) for robot, raw in list(self._twins.items()) if robot not in held]
-        fleet = self._rules.fleet
+        stored, fleet = self._unheld(), self._rules.fleet
         return Summarised(merge(summarize_fold(self.held.fold, fleet), summarize_fleet(stored, fleet)),
-                          len(held) + len(stored), sum(len(raw) for raw in list(self._twins.values())))
+                          self.held.fold.red.robots + len(stored), sum(len(raw) for raw in list(self._twins.values())))
 
     def desire_twins(self) -> list[Twin]:
         """Every twin this worker holds, as served, without signals for the fold's robots: what the
         desired-state gauges read (`control_metrics.summarize_desired`) and no more."""
-        fold = self.held.fold
-        held = fold.red.slot_of
-        stored = [decode_twin(raw) for robot, raw in list(self._twins.items()) if robot not in held]
-        return [*to_twins(fold.red, list(held), signals=False), *stored]
+        red = self.held.fold.red
+        return [*to_twins(red, red.robot_ids, signals=False), *self._unheld()]
+
+    def _unheld(self) -> list[Twin]:
+        """The table's twins the fold does not hold (after a rebalance, until they report), decoded."""
+        held = self.held.fold.red.slot_of
+        return [decode_twin(raw) for robot, raw in list(self._twins.items()) if robot not in held]
 
     def labels(self) -> list[Labels]:
         """The labels of every twin this worker holds, as served: the fold's for the robots it holds
         (three columns read, no twin built), the table's for the rest (decoded)."""
-        folded = list(self.held.fold.red.slot_of)
-        held = set(folded)
-        stored = [raw for robot, raw in list(self._twins.items()) if robot not in held]
-        return labels_of(self.held.fold.red, folded) + [Labels.of(decode_twin(raw)) for raw in stored]
+        red = self.held.fold.red
+        return labels_of(red, red.robot_ids) + [Labels.of(t) for t in self._unheld()]
 
     def assigned(self, starts: Mapping[tuple[str, int], int]) -> None:
         """After a rebalance, before the first batch: the (topic, partition) pairs this worker now
@@ -268,10 +267,9 @@ class Ingest:
         """
         now = time.time()  # the shell owns the clock; the core only compares times
         current = await self._current(now, self._settings.silence_check_s + 1)
-        config, held = self._rules.config, self.held.fold.red.slot_of
+        config = self._rules.config
         quiet = quiet_robots(self.held.fold, now, config, current)  # the fold's robots, from its columns
-        stored = [decode_twin(raw) for robot, raw in list(self._twins.items()) if robot not in held]
-        quiet += [t.robot_id for t in stored if t.partition in current and silence_check_due(t, now, config)]
+        quiet += [t.robot_id for t in self._unheld() if t.partition in current and silence_check_due(t, now, config)]
         for robot in quiet:
             await self._checks.send(key=robot.encode(), value=repr(now).encode())
 
