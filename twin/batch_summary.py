@@ -16,7 +16,7 @@ state). tests/unit/test_batch_summary.py holds the two equal on chaos folds.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -41,7 +41,8 @@ def summarize_fold(state: FoldState, fleet: Fleet) -> FleetSummary:
         return out
     col = {k: red.cols[k][:n] for k in ("sector", "site", "model", "mode", "ai", "block", "row")}
     names = red.strings.table
-    for (s, site, m, mode), count in _groups(col["sector"], col["site"], col["model"], col["mode"]):
+    combos, inverse = _grouped(col["sector"], col["site"], col["model"], col["mode"])
+    for (s, site, m, mode), count in zip(combos, np.bincount(inverse).tolist()):
         out.robots[(names[s], names[site], names[m], MODES[mode])] += count
     anomalous = _opened(out, state.obs.opened, col, names)
     _signals(out, red, col, fleet)
@@ -69,10 +70,15 @@ def _add(into: Distribution, *more: Distribution) -> Distribution:
     return into
 
 
-def _groups(*keys: Array) -> Iterator[tuple[tuple[int, ...], int]]:
-    """Each distinct combination of the key columns with how many rows hold it."""
-    combos, counts = np.unique(np.stack([k.astype(np.int64) for k in keys]), axis=1, return_counts=True)
-    return zip(map(tuple, combos.T.tolist()), counts.tolist())
+def _grouped(*keys: Array) -> tuple[list[tuple[int, ...]], Array]:
+    """The distinct combinations of the key columns, and each row's index among them (for `np.bincount`).
+    One-dimensional `np.unique` per key: its `axis=` form made the summary 5.4 instead of 2.1 us per robot."""
+    code = np.zeros(len(keys[0]), np.int64)
+    for key in keys:
+        values, index = np.unique(key, return_inverse=True)
+        code = np.unique(code * len(values) + index, return_inverse=True)[1].reshape(-1)
+    first = np.unique(code, return_index=True)[1]
+    return list(zip(*(key[first].tolist() for key in keys))), code
 
 
 def _opened(out: FleetSummary, opened: Mapping[int, list[Open]], col: Mapping[str, Array],
@@ -111,21 +117,19 @@ def _signals(out: FleetSummary, red: ReduceState, col: Mapping[str, Array], flee
                 lo, hi = spec.nominal
                 pick = present & (models == m)
                 value = block.c["value"][rows[pick], j]
-                position = (value - lo) / (hi - lo)
-                for s, where in _members(sectors[pick]):
-                    dist = out.signals.setdefault((names[s], names[m], kind), Distribution())
-                    _add(dist, _distribution(position[where], value[where]))
+                for (sector,), dist in zip(*_distributions(sectors[pick], (value - lo) / (hi - lo), value)):
+                    _add(out.signals.setdefault((names[sector], names[m], kind), Distribution()), dist)
 
 
-def _members(keys: Array) -> Iterator[tuple[int, Array]]:
-    """Each distinct key with the mask of the rows holding it."""
-    for key in np.unique(keys).tolist():
-        yield key, keys == key
-
-
-def _distribution(position: Array, value: Array) -> Distribution:
-    buckets = np.bincount(np.searchsorted(_BOUNDS, position, side="left"), minlength=len(BAND_BUCKETS) + 1)
-    return Distribution(buckets.tolist(), float(position.sum()), float(value.sum()), len(value))
+def _distributions(keys: Array, position: Array, value: Array) -> tuple[list[tuple[int, ...]], list[Distribution]]:
+    """Per distinct key, the distribution of the rows holding it."""
+    combos, inverse = _grouped(keys)
+    k, width = len(combos), len(BAND_BUCKETS) + 1
+    bucket = np.searchsorted(_BOUNDS, position, side="left")
+    buckets = np.bincount(inverse * width + bucket, minlength=k * width).reshape(k, width).tolist()
+    bands, values = np.bincount(inverse, position, k).tolist(), np.bincount(inverse, value, k).tolist()
+    counts = np.bincount(inverse, minlength=k).tolist()
+    return combos, [Distribution(*d) for d in zip(buckets, bands, values, counts)]
 
 
 def _versions(out: FleetSummary, red: ReduceState, col: Mapping[str, Array], fleet: Fleet,
@@ -133,13 +137,16 @@ def _versions(out: FleetSummary, red: ReduceState, col: Mapping[str, Array], fle
     """Per (model, version label): robots, anomalous robots, their latest inference latency."""
     names = red.strings.table
     latency, has = _latest(red, col, INFERENCE)
-    for (m, ai), _ in _groups(col["model"], col["ai"]):
-        pick = (col["model"] == m) & (col["ai"] == ai)
+    combos, inverse = _grouped(col["model"], col["ai"])
+    k = len(combos)
+    sums = zip(np.bincount(inverse, minlength=k).tolist(), np.bincount(inverse, anomalous, k).tolist(),
+               np.bincount(inverse, np.where(has, latency, 0.0), k).tolist(), np.bincount(inverse, has, k).tolist())
+    for (m, ai), (robots, sick, latency_sum, latency_n) in zip(combos, sums):
         stats = out.versions.setdefault((names[m], fleet.version_label(names[m], names[ai])), VersionSummary())
-        stats.robots += int(pick.sum())
-        stats.anomalous += int((pick & anomalous).sum())
-        stats.latency_sum += float(latency[pick & has].sum())
-        stats.latency_n += int((pick & has).sum())
+        stats.robots += robots
+        stats.anomalous += int(sick)
+        stats.latency_sum += latency_sum
+        stats.latency_n += int(latency_n)
 
 
 def _latest(red: ReduceState, col: Mapping[str, Array], signal: str) -> tuple[Array, Array]:
