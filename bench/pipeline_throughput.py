@@ -1180,8 +1180,8 @@ def arguments() -> argparse.Namespace:
     if args.quick:
         vars(args).update(QUICK)
     args.skip_profile = not args.profile
-    if (args.profile or args.profile_rate) and py_spy() is None:  # say so now, not after the throughput part's ten minutes
-        ap.error("--profile needs py-spy (pip install py-spy) beside this Python or on PATH")
+    if (args.profile or args.profile_rate) and py_spy() is None:  # say so now, not after ten minutes of (1)-(3)
+        ap.error("--profile and --profile-rate need py-spy (pip install py-spy) beside this Python or on PATH")
     return args
 
 

@@ -840,7 +840,7 @@ def to_twins(state: ReduceState, robot_ids: Sequence[str], signals: bool = True)
     slots = [state.slot_of[r] for r in robot_ids]
     idx = _gather(slots)
     c = {name: column[idx].tolist() for name, column in state.cols.items()}
-    held = _signals_of(state, c["block"], c["row"], c["events"]) if signals else [{} for _ in slots]
+    states = _signals_of(state, c["block"], c["row"], c["events"]) if signals else [{} for _ in slots]
     strings, codes, config, watches = state.strings.table, state.codes.table, state.configs.config, state.watches
     return [
         Twin(
@@ -850,7 +850,7 @@ def to_twins(state: ReduceState, robot_ids: Sequence[str], signals: bool = True)
             location=_location(c["loc_kind"][i], c["lat"][i], c["lon"][i], c["floor"][i]),
             ts=c["ts"][i], latest_seq=c["latest_seq"][i], seq=c["seq"][i], first_seq=c["first_seq"][i],
             window=c["window"][i], first_seen=c["first_seen"][i], last_seen=c["last_seen"][i],
-            signals=held[i],
+            signals=states[i],
             counts=Counts(c["events"][i], c["duplicates"][i], c["stale"][i], c["rejected"][i], tuple(c["modes"][i])),
             late=c["late"][i], mode_since=c["mode_since"][i], ai_model_since=c["ai_since"][i],
             firmware_since=c["fw_since"][i], version_changes=c["version_changes"][i], watch=watches.get(slot),

@@ -119,18 +119,18 @@ class Readings(msgspec.Struct, frozen=True, kw_only=True):
 
     last: dict[Series, Tally] = {}
     grown: dict[tuple[str, str], Tally] = {}
-    reads: int = 0
 
 
 def read(readings: Readings, answer: Mapping[Series, Tally]) -> Readings:
-    """Fold in one answer: each series adds what it grew since it was last read."""
+    """Fold in one answer: each series adds what it grew since it was last read (the first answer
+    with any series is where counting starts)."""
     last, grown = dict(readings.last), dict(readings.grown)
     for series, now in sorted(answer.items()):
         before = last.get(series)
-        step = _delta(before, now) if before is not None else now if readings.reads else Tally()
+        step = _delta(before, now) if before is not None else now if readings.last else Tally()
         last[series] = now
         grown[series[:2]] = _plus(grown.get(series[:2], Tally()), step)
-    return Readings(last=last, grown=grown, reads=readings.reads + 1)
+    return Readings(last=last, grown=grown)
 
 
 def pairs(readings: Readings, new_version: str) -> dict[str, Pair]:

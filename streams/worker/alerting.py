@@ -88,10 +88,11 @@ class AlertSink:
                 continue
             news[anomaly.id] = anomaly
             latest[anomaly.id] = (message.partition, message.value)
-        if news and not await self.post([*news.values()]):
-            self.unposted.add(news.values())
-        else:
-            self.unposted.superseded(news)  # an older message still waiting must not follow these
+        if news:
+            if await self.post([*news.values()]):
+                self.unposted.superseded(news)  # an older message still waiting must not follow these
+            else:
+                self.unposted.add(news.values())
         await self._changelog.write(self._sent, latest)
 
     async def post(self, found: list[Anomaly]) -> bool:
