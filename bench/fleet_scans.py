@@ -11,9 +11,11 @@ case of the old way). Now:
   of every decoded twin; asked at `--instants` instants from the newest record on;
 * fleet gauges: `twin.batch_summary.summarize_fold`, against `summary.summarize_fleet` of every
   decoded twin;
-* desired-state gauges: `control_metrics.summarize_desired` of the fold's twins without their
-  signals (`batch_reduce.to_twins(signals=False)`), against the same of every decoded twin, with
-  a desired change for a tenth of the robots.
+* desired-state gauges: `twin.desired_summary.summarize_desired_fold` over the columns, against
+  `summarize_desired` of every decoded twin (and, as the tenth session left it, of the fold's twins
+  without their signals, `batch_reduce.to_twins(signals=False)`), with a rollout wave for a tenth
+  of one model's robots and a version desired of one sector; each robot's `robot_share` hashed once
+  beforehand (the worker's `Shares` cache), the hashing timed on its own.
 
 Fold: bench/fold_batch.py's log (the chaos scenario at `--robots` robots for `--seconds` seconds,
 silence checks for 2% of them every 5 s), folded through `batch_fold.fold_log`; the table is every
@@ -39,12 +41,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import fold_batch  # noqa: E402
 from streams.seeds import read_detectors, read_fleet  # noqa: E402
-from streams.worker.control_metrics import summarize_desired  # noqa: E402
 from twin import batch_fold as bf  # noqa: E402
 from twin.batch_reduce import to_twins  # noqa: E402
 from twin.batch_silence import quiet_robots  # noqa: E402
 from twin.batch_summary import summarize_fold  # noqa: E402
 from twin.desired import DesiredChange, DesiredRules, Selector, add_change  # noqa: E402
+from twin.desired_summary import Shares, summarize_desired, summarize_desired_fold  # noqa: E402
 from twin.fleet_fold import Rules, silence_check_due  # noqa: E402
 from twin.state import decode_twin, encode_twin  # noqa: E402
 from twin.summary import FleetSummary, summarize_fleet  # noqa: E402
@@ -109,15 +111,23 @@ def main() -> None:
     report("fleet gauges' summary", t_old / n, t_new / n)
 
     first = decode_twin(table[0])
-    change = DesiredChange(change_id="bench", ts=newest, principal="bench", reason="a tenth of the fleet",
-                           selector=Selector(model=first.model, share=0.1), field="ai_model",
-                           value=rules.fleet.models[first.model].ai_model_versions[-1])
-    desired = add_change(DesiredRules(), change)
+    versions = rules.fleet.models[first.model].ai_model_versions
+    wave = DesiredChange(change_id="bench", ts=newest, principal="bench", reason="a tenth of the fleet",
+                         selector=Selector(model=first.model, share=0.1, version=first.ai_model_version),
+                         field="ai_model", value=versions[-1], plan="bench-plan", wave=0)
+    pinned = DesiredChange(change_id="pin", ts=newest, principal="bench", reason="one sector pinned",
+                           selector=Selector(sector=first.sector), field="firmware", value=first.firmware)
+    desired = add_change(add_change(DesiredRules(), wave), pinned)
     want_desired, t_old = timed(lambda: summarize_desired(decoded(), desired))
-    got_desired, t_new = timed(lambda: summarize_desired(to_twins(state.red, ids, signals=False), desired))
+    shares = Shares()
+    _, t_hash = timed(lambda: shares(state.red))
+    got_desired, t_new = timed(lambda: summarize_desired_fold(state.red, desired, shares(state.red)))
+    _, t_tenth = timed(lambda: summarize_desired(to_twins(state.red, ids, signals=False), desired))
     if got_desired != want_desired or not sum(want_desired.robots.values()):
         raise SystemExit("desired summary: MISMATCH (or no robot desired)")
     report("desired-state gauges' summary", t_old / n, t_new / n)
+    report("  (twins without signals)", t_old / n, t_tenth / n)
+    print(f"  robot_share, once per robot:    {t_hash / n * 1e6:8.2f} us/robot")
 
 
 def report(what: str, old: float, new: float) -> None:

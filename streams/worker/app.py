@@ -171,7 +171,7 @@ def build_app(settings: Settings, fleet: Fleet, detectors: DetectorConfig,
     register_history(app, ingest.twin_bytes, router, fleet, settings, token)
     desired = DesiredReader(settings, fleet, ingest, desired_book, outbox, twins, desired_ready)
     rollouts = RolloutReader(settings, outbox)
-    registry.register(ControlCollector(fleet, ingest.desire_twins, lambda: desired_book.rules,
+    registry.register(ControlCollector(fleet, ingest.desired_summary, lambda: desired_book.rules,
                                        lambda: rollouts.latest))
 
     @app.task  # type: ignore[untyped-decorator]  # faust: App.task returns a bare Callable

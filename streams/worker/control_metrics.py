@@ -1,10 +1,11 @@
 """Desired state and rollouts as Prometheus metrics, computed at scrape time.
 
 Like `metrics.FleetCollector`, nothing here runs on the hot path: drift is
-computed when Prometheus asks, from the twins this worker holds and the
-desired rules it folded from `fleet.desired`, with the same functions the
-twin API and a replay call (`twin.desired.resolve` and `deltas`): a robot
-drifts here exactly when `GET /twins/{id}` shows it a delta. Labels are
+computed when Prometheus asks, from the robots this worker holds and the
+desired rules it folded from `fleet.desired` (`twin.desired_summary`, held
+equal to the functions the twin API and a replay call, `twin.desired.resolve`
+and `deltas`): a robot drifts here exactly when `GET /twins/{id}` shows it a
+delta. Labels are
 bounded by the fleet model (sector, robot model, the model's desirable
 fields) and by the rollout plans in the rules; robot ids never appear.
 
@@ -19,18 +20,17 @@ The gate's gauges are the latest look per plan read from `fleet.rollouts`.
 from __future__ import annotations
 
 import time
-from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 
 import msgspec
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from twin.desired import DesiredChange, DesiredRules, deltas, matches, reported, resolve
+from twin.desired import DesiredRules
+from twin.desired_summary import DesiredSummary
 from twin.fleet import Fleet, RobotModel
 from twin.plan import GateRecord
-from twin.state import Twin
 
 SUMMARY_MIN_AGE_S = 5.0
 """A summary is reused for at least this long (and ten times what it took), unless the rules changed."""
@@ -52,60 +52,6 @@ def desire_space(fleet: Fleet) -> list[tuple[str, str, str]]:
             for f in desirable_fields(fleet.models[model])]
 
 
-@dataclass
-class Wave:
-    robots: int = 0
-    """Robots of this worker the wave's selector covers."""
-    reached: int = 0
-    """Of those, robots reporting the wave's value."""
-
-
-@dataclass
-class DesiredSummary:
-    robots: Counter[tuple[str, str, str]] = field(default_factory=Counter)
-    """(sector, model, field) -> robots with a desire for the field."""
-    drift: Counter[tuple[str, str, str]] = field(default_factory=Counter)
-    """(sector, model, field) -> robots whose reported value differs from the desired one."""
-    waves: dict[tuple[str, int], Wave] = field(default_factory=dict)
-    """(plan, wave) -> its robots and how many reached its value."""
-
-
-def summarize_desired(twins: Iterable[Twin], rules: DesiredRules) -> DesiredSummary:
-    """One pass over the twins: desires, drifts and waves reached.
-
-    A wave's robots are those its own change selects (`twin.desired.matches`, so a
-    later wave covering the same robots does not take them from it); a robot that
-    reached the value still counts (a version selector keeps matching it by the value).
-    """
-    out = DesiredSummary()
-    waves = _wave_changes(rules)
-    for key in waves:
-        out.waves[key] = Wave()
-    for twin in twins:
-        desired = resolve(rules, twin)
-        drifting = {d.field for d in deltas(twin, desired)}
-        for name in desired:
-            out.robots[(twin.sector, twin.model, name)] += 1
-            out.drift[(twin.sector, twin.model, name)] += name in drifting
-        if waves:
-            now = reported(twin)
-            for key, changes in waves.items():
-                selected = [c for c in changes if matches(c, twin)]
-                if selected:
-                    out.waves[key].robots += 1
-                    out.waves[key].reached += all(now.get(c.field) == c.value for c in selected)
-    return out
-
-
-def _wave_changes(rules: DesiredRules) -> dict[tuple[str, int], list[DesiredChange]]:
-    """The changes rollout plans made (and still in force), per (plan, wave)."""
-    out: dict[tuple[str, int], list[DesiredChange]] = {}
-    for change in rules.changes:
-        if change.plan and change.value is not None:
-            out.setdefault((change.plan, change.wave), []).append(change)
-    return out
-
-
 @dataclass(frozen=True)
 class _Held:
     summary: DesiredSummary
@@ -117,10 +63,13 @@ class _Held:
 class ControlCollector(Collector):
     """Desired-state, drift and rollout gauges for one worker (registered beside `FleetCollector`)."""
 
-    def __init__(self, fleet: Fleet, twins: Callable[[], Iterable[Twin]], rules: Callable[[], DesiredRules],
-                 gates: Callable[[], Mapping[str, GateRecord]], clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, fleet: Fleet, summarise: Callable[[DesiredRules], DesiredSummary],
+                 rules: Callable[[], DesiredRules], gates: Callable[[], Mapping[str, GateRecord]],
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        """`summarise`: the summary of every robot the worker holds under the rules
+        (`twin.desired_summary`; the worker's `Ingest.desired_summary`)."""
         self._space = desire_space(fleet)
-        self._twins = twins
+        self._summarise = summarise
         self._rules = rules
         self._gates = gates
         self._clock = clock
@@ -132,7 +81,7 @@ class ControlCollector(Collector):
         if (last is not None and last.rules is rules
                 and now - last.done_at < max(SUMMARY_MIN_AGE_S, 10 * last.took_s)):
             return last.summary
-        summary = summarize_desired(self._twins(), rules)
+        summary = self._summarise(rules)
         done = self._clock()
         self._last = _Held(summary, rules, done, done - now)
         return summary

@@ -13,7 +13,7 @@ seconds, called by the worker's own consumer, `ingest_reader`, which then commit
 into them; which partitions it reads: `handover`): one changelog record per robot changed since the
 last one, however many records it had. Until then `GET /twins/{id}` serves the robot's twin from
 the fold (`twin_bytes`), and the /twins listing and /fleet/summary read the fold's labels
-(`labels`), the fleet and control gauges the fold's columns (`summary`, `desire_twins`) and the
+(`labels`), the fleet and control gauges the fold's columns (`summary`, `desired_summary`) and the
 table's twins the fold does not hold; a crash loses only what the
 log holds: the records since the last commit are folded again into the twins as the last
 checkpoint stored them. Silence checks read the fold's columns (`twin.batch_silence`) and the
@@ -42,12 +42,14 @@ from streams.settings import Settings
 from streams.worker.metrics import PipelineMetrics, Summarised
 from streams.worker.table import ChangelogWriter
 from twin import kpi
-from twin.batch_reduce import labels_of, to_twins
+from twin.batch_reduce import labels_of
 from twin.batch_fold import FoldState, fold_log, load_twins, twins_of
 from twin.batch_silence import quiet_robots
 from twin.batch_summary import merge, summarize_fold
 from twin.detect.findings import Anomaly
-from twin.desired import Command
+from twin.desired import Command, DesiredRules
+from twin.desired_summary import DesiredSummary, Shares, summarize_desired, summarize_desired_fold
+from twin.desired_summary import merge as merge_desired
 from twin.exceptions import InvalidEvent
 from twin.fleet import Fleet
 from twin.fleet_fold import FleetState, RecordOut, Rules, silence_check_due
@@ -141,6 +143,8 @@ class Ingest:
         self._checks = checks
         self._metrics = metrics
         self.held = Held(rules)
+        self._shares = Shares()
+        """`robot_share` of the fold's robots, for the desired-state summary: hashed once each."""
         self._dirty: dict[str, int] = {}
         """Robots folded since the last checkpoint -> the partition of their newest record: the twins
         the table does not hold as the fold does."""
@@ -198,11 +202,12 @@ class Ingest:
         return Summarised(merge(summarize_fold(self.held.fold, fleet), summarize_fleet(stored, fleet)),
                           self.held.fold.red.robots + len(stored), sum(len(raw) for raw in list(self._twins.values())))
 
-    def desire_twins(self) -> list[Twin]:
-        """Every twin this worker holds, as served, without signals for the fold's robots: what the
-        desired-state gauges read (`control_metrics.summarize_desired`) and no more."""
+    def desired_summary(self, rules: DesiredRules) -> DesiredSummary:
+        """The desired-state gauges' summary of every twin this worker holds, as served (the fold's
+        robots from its columns, the table's others decoded)."""
         red = self.held.fold.red
-        return [*to_twins(red, red.robot_ids, signals=False), *self._unheld()]
+        return merge_desired(summarize_desired_fold(red, rules, self._shares(red)),
+                             summarize_desired(self._unheld(), rules))
 
     def _unheld(self) -> list[Twin]:
         """The table's twins the fold does not hold (after a rebalance, until they report), decoded."""

@@ -10,10 +10,11 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from streams.seeds import read_detectors, read_fleet
-from streams.worker.control_metrics import GATE_DECODER, ControlCollector, desire_space, summarize_desired
+from streams.worker.control_metrics import GATE_DECODER, ControlCollector, desire_space
 from streams.worker.ingest import Held, LogMessage, fold
 from streams.worker.metrics import PipelineMetrics, sector_version_space
 from twin.desired import DesiredChange, DesiredRules, Selector, add_change, robot_share
+from twin.desired_summary import DesiredSummary, summarize_desired
 from twin.fleet_fold import FleetState, Rules
 from twin.kpi import KINDS
 from twin.plan import GateRecord
@@ -65,7 +66,7 @@ class Clock:
 def collector(twins: list[Twin], held: list[DesiredRules], gates: dict[str, GateRecord] | None = None,
               clock: Clock | None = None) -> CollectorRegistry:
     registry = CollectorRegistry()
-    registry.register(ControlCollector(FLEET, lambda: twins, lambda: held[-1],
+    registry.register(ControlCollector(FLEET, lambda r: summarize_desired(twins, r), lambda: held[-1],
                                        lambda: gates or {}, clock=clock or Clock()))
     return registry
 
@@ -144,11 +145,11 @@ def test_the_summary_is_reused_while_young_but_not_across_a_new_change() -> None
     clock, reads, held = Clock(), [], [DesiredRules()]
     registry = CollectorRegistry()
 
-    def twins() -> list[Twin]:
+    def summarise(r: DesiredRules) -> DesiredSummary:
         reads.append(1)
-        return [twin("r-1")]
+        return summarize_desired([twin("r-1")], r)
 
-    registry.register(ControlCollector(FLEET, twins, lambda: held[-1], dict, clock=clock))
+    registry.register(ControlCollector(FLEET, summarise, lambda: held[-1], dict, clock=clock))
     samples(registry, "fleet_desired_drift")
     clock.now += 1
     samples(registry, "fleet_desired_drift")
