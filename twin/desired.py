@@ -33,7 +33,7 @@ import bisect
 import hashlib
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
 import msgspec
@@ -407,6 +407,26 @@ def commands_on_change(before: DesiredRules, after: DesiredRules, twins: Iterabl
         if command is not None:
             out.append(command)
     return out
+
+
+def reachable(before: DesiredRules, after: DesiredRules) -> Callable[[str], bool] | None:
+    """Which robots a change of the rules can give other desired values, judged by robot id alone;
+    None: any robot.
+
+    A robot's desire is resolved from the changes that match it, in order, so only a robot that
+    a change added or dropped between `before` and `after` matches can resolve otherwise. Of a
+    selector, only its robot ids and its share depend on nothing but the id (a robot's sector,
+    site or version may differ between the twins a caller holds and the fold's newer state), so
+    a caller decodes the twins of these robots only and passes them to `commands_on_change`:
+    the same commands, without decoding a whole fleet for a 5% wave or one pinned robot.
+    """
+    known, kept = set(before.changes), set(after.changes)
+    moved = [c.selector for c in (*after.changes, *before.changes) if (c in known) != (c in kept)]
+    if any(not sel.robots and sel.share is None for sel in moved):
+        return None
+    named = {r for sel in moved for r in sel.robots}
+    shared = max((sel.share for sel in moved if not sel.robots and sel.share is not None), default=0.0)
+    return lambda robot_id: robot_id in named or (shared > 0 and robot_share(robot_id) < shared)
 
 
 def took_effect(rules: DesiredRules, before: Twin, now: float) -> bool:

@@ -34,7 +34,7 @@ from streams.worker.control_metrics import GATE_DECODER
 from streams.worker.desired_book import DesiredBook
 from streams.worker.ingest import Ingest, LogMessage, Outbox
 from streams.worker.table import twin_values
-from twin.desired import DesiredRules
+from twin.desired import DesiredRules, reachable
 from twin.exceptions import InvalidEvent
 from twin.fleet import Fleet
 from twin.fleet_fold import on_desired, on_desired_commands
@@ -163,7 +163,7 @@ class DesiredReader:
 
     async def _send(self, before: DesiredRules, after: DesiredRules, at: float) -> None:
         """Send until the broker takes them: the change is folded already, and a re-read would send nothing."""
-        commands = on_desired_commands(before, after, twin_values(self._twins), at)
+        commands = on_desired_commands(before, after, twin_values(self._twins, reachable(before, after)), at)
         delay = 0.5
         while True:
             try:

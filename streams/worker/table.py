@@ -13,7 +13,7 @@ twin is served only once it is durable.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -105,6 +105,7 @@ def put_local(table: Any, key: str, value: bytes | None, partition: int) -> None
         store._key_partition[key] = partition
 
 
-def twin_values(table: Any) -> Iterable[Twin]:
-    """Every twin of this worker, decoded; a copy, since the agent may be writing."""
-    return [decode_twin(raw) for raw in list(table.values())]
+def twin_values(table: Any, pick: Callable[[str], bool] | None = None) -> Iterable[Twin]:
+    """Every twin of this worker (those of the robots `pick` keeps, when given), decoded; a copy,
+    since the agent may be writing."""
+    return [decode_twin(raw) for robot, raw in list(table.items()) if pick is None or pick(robot)]
