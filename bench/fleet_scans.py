@@ -15,7 +15,10 @@ case of the old way). Now:
   `summarize_desired` of every decoded twin (and, as the tenth session left it, of the fold's twins
   without their signals, `batch_reduce.to_twins(signals=False)`), with a rollout wave for a tenth
   of one model's robots and a version desired of one sector; each robot's `robot_share` hashed once
-  beforehand (the worker's `Shares` cache), the hashing timed on its own.
+  beforehand (the worker's `Shares` cache), the hashing timed on its own;
+* the commands a desired change sends (`twin.desired.commands_on_change`): the wave added to the
+  pinned sector, over the twins `twin.desired.reachable` leaves (decoded from the table, as the
+  worker's desired reader does), against every twin decoded.
 
 Fold: bench/fold_batch.py's log (the chaos scenario at `--robots` robots for `--seconds` seconds,
 silence checks for 2% of them every 5 s), folded through `batch_fold.fold_log`; the table is every
@@ -45,7 +48,7 @@ from twin import batch_fold as bf  # noqa: E402
 from twin.batch_reduce import to_twins  # noqa: E402
 from twin.batch_silence import quiet_robots  # noqa: E402
 from twin.batch_summary import summarize_fold  # noqa: E402
-from twin.desired import DesiredChange, DesiredRules, Selector, add_change  # noqa: E402
+from twin.desired import DesiredChange, DesiredRules, Selector, add_change, commands_on_change, reachable  # noqa: E402
 from twin.desired_summary import Shares, summarize_desired, summarize_desired_fold  # noqa: E402
 from twin.fleet_fold import Rules, silence_check_due  # noqa: E402
 from twin.state import decode_twin, encode_twin  # noqa: E402
@@ -86,7 +89,7 @@ def main() -> None:
         bf.fold_log(state, rules, records[at:at + BATCH])
     ids = state.red.robot_ids
     table = [encode_twin(t) for t in bf.twins_of(state, ids) if t is not None]
-    n, newest = len(table), max(r.timestamp for r in records)
+    n, newest, oldest = len(table), max(r.timestamp for r in records), min(r.timestamp for r in records)
     print(f"{n:,} robots, {len(records):,} records; CPU time per robot, decoding every twin (the baseline) "
           "against the fold's columns")
 
@@ -112,10 +115,10 @@ def main() -> None:
 
     first = decode_twin(table[0])
     versions = rules.fleet.models[first.model].ai_model_versions
-    wave = DesiredChange(change_id="bench", ts=newest, principal="bench", reason="a tenth of the fleet",
+    wave = DesiredChange(change_id="bench", ts=oldest, principal="bench", reason="a tenth of the fleet",
                          selector=Selector(model=first.model, share=0.1, version=first.ai_model_version),
                          field="ai_model", value=versions[-1], plan="bench-plan", wave=0)
-    pinned = DesiredChange(change_id="pin", ts=newest, principal="bench", reason="one sector pinned",
+    pinned = DesiredChange(change_id="pin", ts=oldest, principal="bench", reason="one sector pinned",
                            selector=Selector(sector=first.sector), field="firmware", value=first.firmware)
     desired = add_change(add_change(DesiredRules(), wave), pinned)
     want_desired, t_old = timed(lambda: summarize_desired(decoded(), desired))
@@ -128,6 +131,19 @@ def main() -> None:
     report("desired-state gauges' summary", t_old / n, t_new / n)
     report("  (twins without signals)", t_old / n, t_tenth / n)
     print(f"  robot_share, once per robot:    {t_hash / n * 1e6:8.2f} us/robot")
+
+    keyed = dict(zip(ids, table))
+    only_pinned = add_change(DesiredRules(), pinned)
+
+    def commands(pick: Callable[[str], bool] | None) -> list[Any]:
+        twins = [decode_twin(raw) for robot, raw in keyed.items() if pick is None or pick(robot)]
+        return commands_on_change(only_pinned, desired, twins, newest)
+
+    want_commands, t_old = timed(lambda: commands(None))
+    got_commands, t_new = timed(lambda: commands(reachable(only_pinned, desired)))
+    if got_commands != want_commands or not want_commands:
+        raise SystemExit("commands on a desired change: MISMATCH (or none)")
+    report("commands of a 10% wave", t_old / n, t_new / n)
 
 
 def report(what: str, old: float, new: float) -> None:
