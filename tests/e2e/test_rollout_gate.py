@@ -40,13 +40,24 @@ ROBOTS = 200
 SPEED = 2.0
 """Reports per robot per wall second: event time follows the wall clock, so twice the reports (and e-stops,
 which the scenario draws per report) per working hour on both versions alike; the ratio is what is tested."""
-MAX_S = 600
-"""The rollout's own bound (exit 4 past it); the harmless run needs ~3-5 minutes of looks at this speed."""
+MAX_S = 900
+"""The rollout's own bound (exit 4 past it). The harmless run's looks take a median 165 s of event time
+(= wall time at this speed), 1% of runs over 500 s and none over 600 s in 1,000 seeded runs of
+bench/gate_errors.py at alpha 0.001: 600 s was the tail itself."""
 
 
-def write_plan(tmp_path: Path, name: str) -> tuple[Path, str]:
+HARMLESS_ALPHA = 0.001
+"""The harmless run's gate.alpha. The shipped plan's 0.01 per gated wave halts a harmless rollout by
+design in 1.5% of runs (bench/gate_errors.py, 1,000 seeded runs of these fleets; once in CI): a
+test of the pipeline that failed that often would be a flaky test. At 0.001 it measured 0.1%; the
+harmless run never reaches the upper boundary, so the test asks nothing else of alpha."""
+
+
+def write_plan(tmp_path: Path, name: str, alpha: float | None = None) -> tuple[Path, str]:
     doc = yaml.safe_load((ROOT / "seeds" / "plans" / "rollout-gate.yaml").read_text())
     doc["id"] = f"{name}-{uuid.uuid4().hex[:6]}"
+    if alpha is not None:
+        doc["gate"]["alpha"] = alpha
     path = tmp_path / f"{doc['id']}.yaml"
     path.write_text(yaml.safe_dump(doc))
     return path, str(doc["id"])
@@ -151,7 +162,7 @@ def test_a_harmful_version_is_halted_reverted_and_alerted(fleet_running: str, se
 @pytest.mark.parametrize("fleet_running", ["rollout-gate-harmless"], indirect=True)
 def test_a_harmless_version_advances_to_every_robot(fleet_running: str, settings: Settings,
                                                     alertmanager: str, tmp_path: Path) -> None:
-    path, plan_id = write_plan(tmp_path, "harmless")
+    path, plan_id = write_plan(tmp_path, "harmless", alpha=HARMLESS_ALPHA)
     plan = load_plan(yaml.safe_load(path.read_text()))
     run = rollout(settings, path)
     assert run.returncode == 0, diagnosis(settings, run)
