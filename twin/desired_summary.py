@@ -5,8 +5,9 @@ One summary of every robot a worker holds, computed at scrape time
 with the functions the twin API and a replay call (`twin.desired.resolve`,
 `deltas`, `matches`): a robot drifts here exactly when `GET /twins/{id}` shows
 it a delta. The worker's fold holds most robots as columns, and building a
-twin per robot for this cost ~9 µs each (0.9 s of the event loop per summary
-at 100,000 robots): `summarize_desired_fold` reads the columns instead, and
+twin per robot for this cost 12-13 µs each (1.3 s of the event loop per summary
+at 100,000 robots; `bench/fleet_scans.py`): `summarize_desired_fold` reads the
+columns instead (~1 ms there), and
 `merge` adds the twins the fold does not hold. tests/unit/test_desired_summary.py
 holds the two equal.
 """

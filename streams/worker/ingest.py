@@ -49,7 +49,7 @@ from twin.batch_summary import merge, summarize_fold
 from twin.detect.findings import Anomaly
 from twin.desired import Command, DesiredRules
 from twin.desired_summary import DesiredSummary, Shares, summarize_desired, summarize_desired_fold
-from twin.desired_summary import merge as merge_desired
+from twin.desired_summary import merge as merge_desired  # batch_summary's `merge` is the fleet one
 from twin.exceptions import InvalidEvent
 from twin.fleet import Fleet
 from twin.fleet_fold import FleetState, RecordOut, Rules, silence_check_due
