@@ -17,11 +17,10 @@ import httpx
 import faust
 from faust.exceptions import ConsumerNotStarted
 from faust.web import Request, Response, View
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
 from pydantic import SecretStr
 
 from streams.auth import bearer_ok
-from streams.worker.exposition import exposition
 from streams.worker.routing import RETRY_AFTER_S, Here, TwinRouter, routed, unavailable
 from twin.fleet import Fleet
 from streams.twin_view import NO_RULES, to_view
@@ -151,11 +150,10 @@ def register_views(app: faust.App, twin_bytes: Callable[[str], bytes | None], la
 
     @app.page("/metrics")
     class Metrics(private(metrics_token) if metrics_token else View):  # type: ignore[misc]
-        """Prometheus exposition of this worker's registry: aggregates, no robot ids (rendered off the
-        event loop: `streams.worker.exposition`)."""
+        """Prometheus exposition of this worker's registry: aggregates, no robot ids."""
 
         async def get(self: View, request: Request) -> Response:
-            return self.bytes(await exposition(registry), content_type="text/plain")
+            return self.bytes(generate_latest(registry), content_type="text/plain")
 
     @app.page("/healthz")
     class Health(View):
