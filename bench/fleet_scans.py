@@ -14,7 +14,7 @@ case of the old way). Now:
 * desired-state gauges: `twin.desired_summary.summarize_desired_fold` over the columns, against
   `summarize_desired` of every decoded twin (and, as the tenth session left it, of the fold's twins
   without their signals, `batch_reduce.to_twins(signals=False)`), with a rollout wave for a tenth
-  of one model's robots and a version desired of one sector; each robot's `robot_share` hashed once
+  of one model's robots and one sector's firmware pinned; each robot's `robot_share` hashed once
   beforehand (the worker's `Shares` cache), the hashing timed on its own;
 * the commands a desired change sends (`twin.desired.commands_on_change`): the wave added to the
   pinned sector, over the twins `twin.desired.reachable` leaves (decoded from the table, as the
