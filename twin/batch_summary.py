@@ -41,7 +41,7 @@ def summarize_fold(state: FoldState, fleet: Fleet) -> FleetSummary:
         return out
     col = {k: red.cols[k][:n] for k in ("sector", "site", "model", "mode", "ai", "block", "row")}
     names = red.strings.table
-    combos, inverse = _grouped(col["sector"], col["site"], col["model"], col["mode"])
+    combos, inverse = grouped(col["sector"], col["site"], col["model"], col["mode"])
     for (s, site, m, mode), count in zip(combos, np.bincount(inverse).tolist()):
         out.robots[(names[s], names[site], names[m], MODES[mode])] += count
     anomalous = _opened(out, state.obs.opened, col, names)
@@ -70,7 +70,7 @@ def _add(into: Distribution, *more: Distribution) -> Distribution:
     return into
 
 
-def _grouped(*keys: Array) -> tuple[list[tuple[int, ...]], Array]:
+def grouped(*keys: Array) -> tuple[list[tuple[int, ...]], Array]:
     """The distinct combinations of the key columns, and each row's index among them (for `np.bincount`).
     One-dimensional `np.unique` per key: its `axis=` form made the summary 5.4 instead of 2.1 us per robot."""
     code = np.zeros(len(keys[0]), np.int64)
@@ -123,7 +123,7 @@ def _signals(out: FleetSummary, red: ReduceState, col: Mapping[str, Array], flee
 
 def _distributions(keys: Array, position: Array, value: Array) -> tuple[list[tuple[int, ...]], list[Distribution]]:
     """Per distinct key, the distribution of the rows holding it."""
-    combos, inverse = _grouped(keys)
+    combos, inverse = grouped(keys)
     k, width = len(combos), len(BAND_BUCKETS) + 1
     bucket = np.searchsorted(_BOUNDS, position, side="left")
     buckets = np.bincount(inverse * width + bucket, minlength=k * width).reshape(k, width).tolist()
@@ -137,7 +137,7 @@ def _versions(out: FleetSummary, red: ReduceState, col: Mapping[str, Array], fle
     """Per (model, version label): robots, anomalous robots, their latest inference latency."""
     names = red.strings.table
     latency, has = _latest(red, col, INFERENCE)
-    combos, inverse = _grouped(col["model"], col["ai"])
+    combos, inverse = grouped(col["model"], col["ai"])
     k = len(combos)
     sums = zip(np.bincount(inverse, minlength=k).tolist(), np.bincount(inverse, anomalous, k).tolist(),
                np.bincount(inverse, np.where(has, latency, 0.0), k).tolist(), np.bincount(inverse, has, k).tolist())

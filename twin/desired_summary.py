@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from twin.batch_reduce import ReduceState
+from twin.batch_summary import grouped
 from twin.desired import DesiredChange, DesiredRules, deltas, matches, reported, resolve, robot_share
 from twin.state import Twin
 
@@ -162,7 +163,9 @@ class _Columns:
         sel, col = change.selector, self.col
         mask = np.ones(self.n, bool)
         if sel.robots:
-            mask &= np.isin(np.arange(self.n), [self.red.slot_of[r] for r in sel.robots if r in self.red.slot_of])
+            named = np.zeros(self.n, bool)
+            named[[self.red.slot_of[r] for r in sel.robots if r in self.red.slot_of]] = True
+            mask &= named
         for name, value in (("sector", sel.sector), ("site", sel.site), ("model", sel.model)):
             if value is not None:
                 mask &= col[name] == self.code(value)
@@ -190,10 +193,9 @@ def _count(into: Counter[tuple[str, str, str]], cols: _Columns, name: str, mask:
     if not mask.any():
         return
     names = cols.red.strings.table
-    keys = cols.col["sector"][mask].astype(np.int64) * len(names) + cols.col["model"][mask]
-    pairs, counts = np.unique(keys, return_counts=True)
-    for key, k in zip(pairs.tolist(), counts.tolist()):
-        into[(names[key // len(names)], names[key % len(names)], name)] += k
+    combos, inverse = grouped(cols.col["sector"][mask], cols.col["model"][mask])
+    for (sector, model), k in zip(combos, np.bincount(inverse).tolist()):
+        into[(names[sector], names[model], name)] += k
 
 
 def _empty(rules: DesiredRules) -> DesiredSummary:

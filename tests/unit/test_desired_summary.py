@@ -10,13 +10,15 @@ from __future__ import annotations
 import functools
 
 import msgspec
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.unit.test_batch_fold import chaos_log, rules
 from twin import batch_fold as bf
+from twin import desired_summary
 from twin.batch_reduce import to_twins
-from twin.desired import DesiredChange, DesiredRules, Selector, add_change
+from twin.desired import DesiredChange, DesiredRules, Selector, add_change, robot_share
 from twin.desired_summary import DesiredSummary, Shares, Wave, merge, summarize_desired, summarize_desired_fold
 from twin.record import Record
 from twin.state import Twin
@@ -66,12 +68,15 @@ def a_change(draw: st.DrawFn, k: int) -> DesiredChange:
     reported = {"ai_model": vocabulary("ai_model_version"), "firmware": vocabulary("firmware"),
                 "config.safety_profile": ["standard", "cautious"], "config.max_speed_mps": ["1.05", "0.8"],
                 "config.no_such": ["x"]}[field]
-    maybe = lambda values: draw(st.none() | st.sampled_from(values))  # noqa: E731
+
+    def maybe(values: list[str]) -> str | None:
+        return draw(st.none() | st.sampled_from(values))
+
     selector = Selector(
         robots=tuple(draw(st.lists(st.sampled_from([t.robot_id for t in ts_] + ["r-elsewhere"]), max_size=4))),
         sector=maybe(vocabulary("sector")), site=maybe(vocabulary("site")), model=maybe(vocabulary("model")),
         version=maybe(vocabulary("ai_model_version")), share=draw(st.none() | st.sampled_from([0.1, 0.5, 1.0])))
-    plan = draw(st.none() | st.sampled_from(["p", "q"]))
+    plan = draw(st.sampled_from(["", "p", "q"]))  # "": not a rollout's
     return DesiredChange(change_id=f"c{k}", ts=float(k), principal="test", reason="test", selector=selector,
                          field=field, value=draw(st.none() | st.sampled_from(reported + [""])),
                          plan=plan, wave=draw(st.integers(0, 1)) if plan else 0)
@@ -121,9 +126,17 @@ def test_merge_adds_two_workers_worth() -> None:
     assert got.waves == {("p", 0): Wave(5, 3), ("q", 1): Wave(1, 0)}
 
 
-def test_shares_are_hashed_once_and_start_over_with_a_new_fold() -> None:
+def test_shares_are_hashed_once_and_start_over_with_a_new_fold(monkeypatch: pytest.MonkeyPatch) -> None:
+    hashed: list[str] = []
+
+    def counted(robot_id: str) -> float:
+        hashed.append(robot_id)
+        return robot_share(robot_id)
+
+    monkeypatch.setattr(desired_summary, "robot_share", counted)
     red, shares = fold().red, Shares()
     first = shares(red)
-    assert len(first) == red.robots and shares(red) is not first and (shares(red) == first).all()
+    assert first.tolist() == [robot_share(r) for r in red.robot_ids]
+    assert (shares(red) == first).all() and hashed == red.robot_ids  # the second ask hashed nothing
     other = bf.FoldState(rules()).red
     assert len(shares(other)) == 0
