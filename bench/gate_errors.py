@@ -7,11 +7,11 @@ the fleets the end-to-end test and the demo run, with the plan they use, many ti
 * the simulator (`twin.sim.FleetSim`) runs the scenario in event time, `--speed` reports per
   robot per second as `fleet-twin simulate --speed` does, robots taking a command after
   `--apply-delay-s` (jittered) as there;
-* each wave commands the robots on `from` whose `twin.desired.robot_share` is below the
-  wave's share (the selector's rule), through `FleetSim.command`;
+* each wave commands the robots its change selects (`twin.desired.matches` of each robot's
+  latest report), through `FleetSim.command`;
 * every report is credited through `twin.kpi` (exposure and safety events, as the worker's
   counters), per stratum and version; every `look_s` the gate looks at the cumulative tallies
-  (`twin.gate.start` / `look`), and `twin.plan.on_decision` says what follows, as in
+  (`twin.gate.pairs`, `start`, `look`), and `twin.plan.on_decision` says what follows, as in
   `fleet-twin rollout run`.
 
 Not simulated: Kafka, Prometheus's scrape timing, the worker. Each run is one seed; the share of
@@ -33,16 +33,18 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
-import msgspec
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from streams.seeds import read_fleet, read_scenario  # noqa: E402
 from twin import gate, kpi  # noqa: E402
-from twin.desired import robot_share  # noqa: E402
+from twin.desired import DesiredChange, matches  # noqa: E402
+from twin.fleet import Fleet  # noqa: E402
 from twin.plan import Plan, begin, gated, load_plan, on_decision  # noqa: E402
 from twin.sim import FleetSim  # noqa: E402
+from twin.reduce import apply  # noqa: E402
+from twin.schema import Event  # noqa: E402
 from twin.sim.commands import Obedience  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,15 +83,11 @@ def run(setup: Setup, seed: int) -> Result:
     credit.run(sim, round(WARM_S * setup.speed))
     started = sim.now
     outcome = begin(plan, started, "wave")
-    state = gate.GateState(params=plan.gate)
     looks = 0
     while True:
         for change in outcome.changes:
-            share = change.selector.share or 1.0
-            for robot in range(len(sim.roster)):
-                rid = sim.roster.robot_ids[robot]
-                if sim.installed.versions[robot] == change.selector.version and robot_share(rid) < share:
-                    sim.command(rid, {"ai_model": change.value or ""}, sim.now)
+            for robot_id in credit.selected(change):
+                sim.command(robot_id, {change.field: change.value or ""}, sim.now)
             wave = plan.waves[outcome.wave]
             state = gate.start(plan.gate, credit.counts(), wave.min_hours, wave.max_hours)
         if outcome.status != "running" or sim.now - started >= setup.max_s:
@@ -101,34 +99,37 @@ def run(setup: Setup, seed: int) -> Result:
 
 
 class Credit:
-    """Cumulative working seconds and safety events per (stratum, version): the worker's counters."""
+    """What the worker would hold: per (stratum, version) the cumulative working seconds and safety
+    events its counters show, and each robot's latest report."""
 
-    def __init__(self, plan: Plan, fleet: object) -> None:
+    def __init__(self, plan: Plan, fleet: Fleet) -> None:
         self.plan = plan
         self.fleet = fleet
         self.kinds = set(plan.gate.kinds)
         self.priors: dict[str, kpi.Prior | None] = {}
+        self.latest: dict[str, Event] = {}
         self.tallies: defaultdict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0.0])
 
     def run(self, sim: FleetSim, ticks: int) -> None:
-        models = self.fleet.models  # type: ignore[attr-defined]
         for _ in range(ticks):
             for event in sim.step():
-                model = models[event.model]
+                model = self.fleet.models[event.model]
                 before = self.priors.get(event.robot_id)
                 tally = self.tallies[(gate.stratum(event.model, event.sector), event.ai_model_version)]
                 tally[0] += kpi.exposure(before, event, model)
                 tally[1] += sum(kind in self.kinds for kind in kpi.safety_events(before, event, model, 0))
                 self.priors[event.robot_id] = kpi.advance(before, event, "applied")
+                self.latest[event.robot_id] = event
+
+    def selected(self, change: DesiredChange) -> list[str]:
+        """The robots `change` selects as they last reported (`twin.desired.matches`, the worker's rule)."""
+        twins = (apply(None, event, received_ts=event.ts)[0] for event in self.latest.values())
+        return [t.robot_id for t in twins if matches(change, t)]
 
     def counts(self) -> dict[str, gate.Pair]:
-        out: dict[str, gate.Pair] = {}
-        for (stratum, version), (seconds, events) in self.tallies.items():
-            pair, tally = out.get(stratum, gate.Pair()), gate.Tally(exposure_s=seconds, events=events)
-            out[stratum] = (msgspec.structs.replace(pair, new=tally) if version == self.plan.to
-                            else msgspec.structs.replace(pair, old=gate.Tally(
-                                exposure_s=pair.old.exposure_s + seconds, events=pair.old.events + events)))
-        return out
+        """The gate's counts, as the controller pairs them (`twin.gate.pairs`)."""
+        grown = {key: gate.Tally(exposure_s=seconds, events=events) for key, (seconds, events) in self.tallies.items()}
+        return gate.pairs(gate.Readings(grown=grown), self.plan.to)
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
