@@ -11,7 +11,7 @@ columns pay.
 The same events as `bench/pipeline_throughput.py` part (4) (`--robots` robots reporting once a
 second, keyed by robot id over 8 partitions as the producer's partitioner puts them), one warm-up
 tick folded whole, then `--ticks` ticks cut into batches of each size and passed through
-`ingest.fold` (what the worker calls: decode, fold, KPIs), then `changed_twins` and `encode_twin` of
+`ingest.fold` (what the worker calls: decode, fold, KPIs), then `changed_twins` (the encoded twins) of
 the batch's robots (the changelog's bytes), as a worker checkpointing after every batch
 (FLEET_TWIN_CHECKPOINT_S=0) stores them. Process CPU time in microseconds per event, and each size's
 ratio to batch 500 measured in the same run. No broker: the round trips each batch awaits (anomaly
@@ -38,7 +38,6 @@ from streams.seeds import read_detectors  # noqa: E402
 from streams.worker.ingest import Held, LogMessage, changed_twins, fold  # noqa: E402
 from twin.fleet_fold import Rules  # noqa: E402
 from twin.schema import Event  # noqa: E402
-from twin.state import encode_twin  # noqa: E402
 
 PARTITIONS, TOPIC, CHECKS = 8, "telemetry", "checks"
 BASELINE = 500
@@ -66,8 +65,7 @@ def cost(rules: Rules, warm: list[LogMessage], log: list[LogMessage], size: int)
         batch = sorted(log[i:i + size], key=lambda m: (m.partition, m.offset))
         started = time.process_time()
         done = fold(held, rules, {}, batch, CHECKS)
-        for _, twin in changed_twins(held, done.touched).values():
-            encode_twin(twin)
+        changed_twins(held, done.touched)
         spent += time.process_time() - started
     return spent * 1e6 / len(log)
 

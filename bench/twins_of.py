@@ -1,25 +1,30 @@
-"""How fast `twin.batch_fold.twins_of` materialises a batch's twins, against `twin_of` robot by robot.
+"""How fast a checkpoint's twins are built and encoded: `encoded_twins` against `twins_of` at once and `twin_of`.
 
-What the worker does after each batch: the twin of every robot the batch touched, encoded for the
-twins changelog. Log: bench/fold_batch.py's (`log`: the chaos scenario at `--robots` robots for
+What the worker does at each checkpoint: the twin of every robot changed since the last one, encoded for
+the twins changelog. Log: bench/fold_batch.py's (`log`: the chaos scenario at `--robots` robots for
 `--seconds` seconds, silence checks for `--checks` robots every 5 s), folded through
 `batch_fold.fold_log` in batches of `--batch` records. After each batch of the second half of the
-run, the robots the batch touched (in log order of first sight) are materialised and encoded twice:
+run, the robots the batch touched (in log order of first sight) are materialised and encoded three ways:
 
-* per robot: `[encode_twin(twin_of(state, r)) for r in ids]` (the baseline);
-* batched: `[encode_twin(t) for t in twins_of(state, ids)]` (one numpy gather per column for all).
+* per robot: `[encode_twin(twin_of(state, r)) for r in ids]` (the first baseline);
+* at once: `[encode_twin(t) for t in twins_of(state, ids)]` (one numpy gather per column for all; the
+  checkpoint until the twelfth session: every twin alive until encoded);
+* chunked: `encoded_twins(state, ids)` (`twins_of` a chunk of `ENCODE_CHUNK` robots at a time).
 
-Process CPU time of each, in microseconds per robot, and their ratio; the two byte lists are checked
-equal (the run stops with an error otherwise). The fold itself is not timed.
+Process CPU time of each, in microseconds per robot, with the part of it the cycle collector took
+(`gc.callbacks`), and the ratios; the byte lists are checked equal (the run stops with an error
+otherwise). The fold itself is not timed. With `--batch` about the robots' count, a batch is one
+second of a fleet reporting at 1 Hz: about what a checkpoint stores.
 
-Measured (2 shared cores under load, 2,000 robots, 60 s, batch 2,000): see the commit message.
+Measured: see docs/BENCHMARKS.md.
 
-    .venv/bin/python bench/twins_of.py [--robots 2000] [--seconds 60] [--batch 2000] [--checks 20]
+    .venv/bin/python bench/twins_of.py [--robots 10000] [--seconds 30] [--batch 10000] [--checks 20]
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 import time
 from pathlib import Path
@@ -34,17 +39,35 @@ from twin.fleet_fold import Rules  # noqa: E402
 from twin.state import encode_twin  # noqa: E402
 
 
+class Collector:
+    """Seconds the cycle collector ran, summed (`gc.callbacks`)."""
+
+    def __init__(self) -> None:
+        self.spent = 0.0
+        self._began = 0.0
+        gc.callbacks.append(self)
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._began = time.perf_counter()
+        else:
+            self.spent += time.perf_counter() - self._began
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--robots", type=int, default=2000)
-    ap.add_argument("--seconds", type=int, default=60)
-    ap.add_argument("--batch", type=int, default=2000)
+    ap.add_argument("--robots", type=int, default=10000)
+    ap.add_argument("--seconds", type=int, default=30)
+    ap.add_argument("--batch", type=int, default=10000)
     ap.add_argument("--checks", type=int, default=20)
     a = ap.parse_args()
     rules = Rules(read_fleet(fold_batch.SEEDS), read_detectors(fold_batch.SEEDS))
     records = fold_batch.log(rules, a.robots, a.seconds, a.checks)
+    gc.freeze()  # the log and the rules, as the worker freezes its start-up objects
     state = bf.FoldState(rules)
-    one = many = 0.0
+    ways = ("per robot", "at once", "chunked")
+    cpu, collected = dict.fromkeys(ways, 0.0), dict.fromkeys(ways, 0.0)
+    collector = Collector()
     robots = batches = 0
     for at in range(0, len(records), a.batch):
         batch = records[at:at + a.batch]
@@ -52,20 +75,25 @@ def main() -> None:
         if at < len(records) // 2:
             continue
         ids = list(dict.fromkeys(r.key.decode() for r in batch if r.key))
-        t0 = time.process_time()
-        each = [encode_twin(bf.twin_of(state, r)) for r in ids]  # type: ignore[arg-type]
-        t1 = time.process_time()
-        batched = [encode_twin(t) for t in bf.twins_of(state, ids)]  # type: ignore[arg-type]
-        t2 = time.process_time()
-        if each != batched:
+        made = {}
+        for way, build in zip(ways, (
+                lambda: [encode_twin(bf.twin_of(state, r)) for r in ids],  # type: ignore[arg-type]
+                lambda: [encode_twin(t) for t in bf.twins_of(state, ids)],  # type: ignore[arg-type]
+                lambda: bf.encoded_twins(state, ids))):
+            spent, t0 = collector.spent, time.process_time()
+            made[way] = build()
+            cpu[way] += time.process_time() - t0
+            collected[way] += collector.spent - spent
+        if not made["per robot"] == made["at once"] == made["chunked"]:
             raise SystemExit(f"MISMATCH after the batch at record {at}")
-        one, many = one + t1 - t0, many + t2 - t1
         robots, batches = robots + len(ids), batches + 1
     print(f"{a.robots} robots, {a.seconds} s, {len(records)} records, batch {a.batch}; {robots} robot twins over"
-          f" {batches} batches of the second half, bytes identical")
-    print(f"twin_of per robot: {one / robots * 1e6:6.1f} us/robot (with encode_twin)")
-    print(f"twins_of batched : {many / robots * 1e6:6.1f} us/robot (with encode_twin)")
-    print(f"ratio: {one / many:.2f}x")
+          f" {batches} batches of the second half, bytes identical; chunk {bf.ENCODE_CHUNK}")
+    for way in ways:
+        print(f"{way:9}: {cpu[way] / robots * 1e6:6.1f} us/robot, of it the cycle collector"
+              f" {collected[way] / robots * 1e6:5.1f}")
+    print(f"ratio chunked to at once: {cpu['at once'] / cpu['chunked']:.2f}x;"
+          f" to per robot: {cpu['per robot'] / cpu['chunked']:.2f}x")
 
 
 if __name__ == "__main__":

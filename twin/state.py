@@ -12,6 +12,13 @@ Fields fall in two groups, and the difference matters for replay:
 Stored form (Faust table, changelog): msgpack with structs as arrays, so field
 names are not repeated per robot. HTTP form: `streams.twin_view.to_view`, a
 stable JSON shape with names (documented in docs/TWIN.md).
+
+A twin is a value: a tree of frozen structs, dicts and lists that never refers
+back to itself. Its structs (and the detector state structs in `twin.detect`)
+are declared `gc=False`, untracked by Python's cycle collector, which has no
+cycle to find in them: a checkpoint or a takeover builds tens of thousands of
+twins at once, and tracked they set off collections that walked every one of
+them again (bench/twins_of.py). Their lists are still tracked.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ WINDOW = 64
 """How many seqs below the high-water mark are remembered for exact de-duplication."""
 
 
-class SignalState(msgspec.Struct, frozen=True, array_like=True):
+class SignalState(msgspec.Struct, frozen=True, gc=False, array_like=True):
     """The newest value of one signal and running statistics over its values."""
 
     value: float
@@ -50,7 +57,7 @@ class SignalState(msgspec.Struct, frozen=True, array_like=True):
     """Exponentially weighted variance, in arrival order."""
 
 
-class Counts(msgspec.Struct, frozen=True, array_like=True):
+class Counts(msgspec.Struct, frozen=True, gc=False, array_like=True):
     """What happened to this robot's messages; independent of arrival order."""
 
     events: int = 0
@@ -65,7 +72,7 @@ class Counts(msgspec.Struct, frozen=True, array_like=True):
     """Accepted events per reported mode, in `twin.schema.MODES` order."""
 
 
-class Twin(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
+class Twin(msgspec.Struct, frozen=True, gc=False, kw_only=True, array_like=True):
     """Everything known about one robot, small enough to keep a million in memory."""
 
     robot_id: str

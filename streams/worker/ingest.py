@@ -43,7 +43,7 @@ from streams.worker.metrics import PipelineMetrics, Summarised
 from streams.worker.table import ChangelogWriter
 from twin import kpi
 from twin.batch_reduce import labels_of
-from twin.batch_fold import FoldState, fold_log, load_twins, twins_of
+from twin.batch_fold import FoldState, encoded_twins, fold_log, load_twins
 from twin.batch_silence import quiet_robots
 from twin.batch_summary import merge, summarize_fold
 from twin.detect.findings import Anomaly
@@ -55,7 +55,7 @@ from twin.fleet import Fleet
 from twin.fleet_fold import FleetState, RecordOut, Rules, silence_check_due
 from twin.record import Kind, Record, robot_of
 from twin.schema import Event
-from twin.state import Twin, decode_twin, encode_twin
+from twin.state import Twin, decode_twin
 from twin.summary import Labels, summarize_fleet
 
 log = logging.getLogger(__name__)
@@ -184,16 +184,15 @@ class Ingest:
         into them."""
         # telemetry and checks are co-partitioned: a robot's record names its twin's partition
         changed = changed_twins(self.held, {r: p for r, p in self._dirty.items() if p in partitions})
-        await self._changelog.write(self._twins, {r: (p, encode_twin(t)) for r, (p, t) in changed.items()})
+        await self._changelog.write(self._twins, changed)
         self._dirty = {r: p for r, p in self._dirty.items() if p not in partitions}
 
     def twin_bytes(self, robot_id: str) -> bytes | None:
         """A robot's twin as `GET /twins/{id}` serves it: from the fold when it changed since the
         last checkpoint (one robot's gather), else the table's."""
-        if robot_id in self._dirty and (twin := twins_of(self.held.fold, [robot_id])[0]) is not None:
-            return encode_twin(twin)
-        raw: bytes | None = self._twins.get(robot_id)
-        return raw
+        folded = encoded_twins(self.held.fold, [robot_id])[0] if robot_id in self._dirty else None
+        stored: bytes | None = self._twins.get(robot_id) if folded is None else folded
+        return stored
 
     def summary(self) -> Summarised:
         """The fleet gauges' summary of every twin this worker holds, as served (the fold's robots
@@ -335,11 +334,11 @@ def fold(held: Held, rules: Rules, table: Any, messages: Sequence[LogMessage], c
     return batch
 
 
-def changed_twins(held: Held, robots: Mapping[str, int]) -> dict[str, tuple[int, Twin]]:
-    """Robot -> (partition, its twin as the fold holds it), for those of `robots` (robot ->
-    partition) that the fold holds; one gather per column for them all (`twins_of`)."""
+def changed_twins(held: Held, robots: Mapping[str, int]) -> dict[str, tuple[int, bytes]]:
+    """Robot -> (partition, its twin's stored bytes as the fold holds it), for those of `robots`
+    (robot -> partition) that the fold holds (`encoded_twins`: batched gathers, few twins alive)."""
     names = list(robots)
-    return {r: (robots[r], t) for r, t in zip(names, twins_of(held.fold, names)) if t is not None}
+    return {r: (robots[r], raw) for r, raw in zip(names, encoded_twins(held.fold, names)) if raw is not None}
 
 
 def _record(message: Any, checks_topic: str) -> Record:

@@ -13,7 +13,7 @@ twin is served only once it is durable.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -35,7 +35,7 @@ class ChangelogWriter:
         self._settings = settings
         self._producer: AIOKafkaProducer | None = None
 
-    async def write(self, table: Any, items: dict[str, tuple[int, bytes | None]]) -> None:
+    async def write(self, table: Any, items: Mapping[str, tuple[int, bytes | None]]) -> None:
         """`items`: key -> (partition, value), a value of None deleting the key (a tombstone).
         Returns once the broker holds every record."""
         if not items:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-import msgspec
 import pytest
 
 from streams.kafka_client import partitioner
@@ -74,7 +73,7 @@ def worker(records: list[Record], seed: int) -> tuple[list[Anomaly], list[Anomal
                              r.value) for r in records[at:at + size]]
         at += size
         if rng.random() < 0.3:
-            table.update({rid: msgspec.msgpack.encode(t) for rid, (_, t) in changed_twins(held, dirty).items()})
+            table.update({rid: raw for rid, (_, raw) in changed_twins(held, dirty).items()})
             dirty = {}
             if rng.random() < 0.3:
                 held = Held(rules, held.fold.fleet)
@@ -84,7 +83,7 @@ def worker(records: list[Record], seed: int) -> tuple[list[Anomaly], list[Anomal
             published.append(anomaly)
             sites, found = on_anomaly(sites, anomaly)
             caused += found
-    table.update({rid: msgspec.msgpack.encode(t) for rid, (_, t) in changed_twins(held, dirty).items()})
+    table.update({rid: raw for rid, (_, raw) in changed_twins(held, dirty).items()})
     return published, caused, {rid: decode_twin(raw) for rid, raw in table.items()}
 
 

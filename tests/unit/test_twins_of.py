@@ -13,6 +13,7 @@ reach, are given to loaded twins.
 
 from __future__ import annotations
 
+import gc
 import math
 import random
 import sys
@@ -131,3 +132,27 @@ def test_empty_state() -> None:
     state = bf.FoldState(rules())
     assert bf.twins_of(state, []) == []
     assert bf.twins_of(state, ["r1", "r1"]) == [None, None]
+
+
+@pytest.mark.parametrize("chunk", [1, 5, 256])
+def test_encoded_twins_are_the_batched_twins_encoded(monkeypatch: pytest.MonkeyPatch, chunk: int) -> None:
+    """What a checkpoint stores, built a chunk at a time: the same bytes, in the order asked, across
+    chunk boundaries, with repeats and unknown robots (None)."""
+    monkeypatch.setattr(bf, "ENCODE_CHUNK", chunk)
+    state = list(states(chaos_log(24, 150, 5, reconnect=True), rules(), None, 300))[-1]
+    ids = sorted(bf.robot_ids(state))
+    asked = [*ids[::-1], "no-such-robot", ids[0], *ids[:7]]
+    assert bf.encoded_twins(state, asked) == view(bf.twins_of(state, asked))
+    assert bf.encoded_twins(state, []) == []
+
+
+def test_a_twin_is_untracked_by_the_cycle_collector() -> None:
+    """Its structs are `gc=False` (twin.state): building a checkpoint's twins sets off no collections
+    for them. Its lists stay tracked (a dict of untracked values is not, CPython's own rule)."""
+    state = list(states(chaos_log(24, 150, 5, reconnect=True), rules(), None, 2000))[-1]
+    twin = bf.twins_of(state, sorted(bf.robot_ids(state)))[0]
+    assert twin is not None and twin.watch is not None
+    structs = [twin, twin.counts, twin.watch, *twin.signals.values(), *twin.watch.signals,
+               *(w.drift for w in twin.watch.signals if w.drift is not None)]
+    assert len(structs) > 10 and not any(gc.is_tracked(s) for s in structs)
+    assert gc.is_tracked(twin.watch.signals) and not gc.is_tracked(twin.signals)

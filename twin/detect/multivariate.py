@@ -170,7 +170,7 @@ def smooth_rows(rows: Vector, ts: Vector, params: MultivariateParams = DEFAULT) 
     return out
 
 
-class State(msgspec.Struct, frozen=True, array_like=True):
+class State(msgspec.Struct, frozen=True, gc=False, array_like=True):
     """Per-stream state: the smoothed level and the hysteresis flag."""
 
     level: float

@@ -62,7 +62,7 @@ class StallParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     """Unexpectedly still readings in a row that make a stall (a single slow sample is not one)."""
 
 
-class State(msgspec.Struct, frozen=True, array_like=True):
+class State(msgspec.Struct, frozen=True, gc=False, array_like=True):
     """Per robot: the work-cycle counter, when it took that value, unexpected still readings in a row."""
 
     cycle: float = math.nan

@@ -130,7 +130,7 @@ VIEWS = 3
 """Spike, level shift, variance change."""
 
 
-class State(msgspec.Struct, frozen=True, array_like=True):
+class State(msgspec.Struct, frozen=True, gc=False, array_like=True):
     """Per-signal detector memory: a fixed set of numbers (msgpack, array form)."""
 
     n: int

@@ -14,7 +14,7 @@ from twin.detect.multivariate import State as CohortState
 from twin.detect.stall import State as StallState
 
 
-class Drift(msgspec.Struct, frozen=True, array_like=True):
+class Drift(msgspec.Struct, frozen=True, gc=False, array_like=True):
     """Two-sided CUSUM state of one signal watched for slow change (twin.detect.signals.drift).
 
     Five integers: the reference (time-weighted mean and mean absolute deviation
@@ -36,7 +36,7 @@ class Drift(msgspec.Struct, frozen=True, array_like=True):
     """Downward CUSUM, x10."""
 
 
-class SignalWatch(msgspec.Struct, frozen=True, array_like=True):
+class SignalWatch(msgspec.Struct, frozen=True, gc=False, array_like=True):
     out: int = 0
     """Consecutive reports outside the nominal band (plus margin)."""
     same: int = 0
@@ -47,7 +47,7 @@ class SignalWatch(msgspec.Struct, frozen=True, array_like=True):
     """Slow-change state, for the signals the robot model watches for drift or trend."""
 
 
-class Open(msgspec.Struct, frozen=True, array_like=True):
+class Open(msgspec.Struct, frozen=True, gc=False, array_like=True):
     """An anomaly that is open on this robot."""
 
     detector: str
@@ -61,7 +61,7 @@ class Open(msgspec.Struct, frozen=True, array_like=True):
     """Normal readings in a row since it last fired (hysteresis)."""
 
 
-class Watch(msgspec.Struct, frozen=True, array_like=True):
+class Watch(msgspec.Struct, frozen=True, gc=False, array_like=True):
     """All detector state of one robot."""
 
     signals: list[SignalWatch] = []
