@@ -27,6 +27,7 @@ import argparse
 import gc
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -75,11 +76,12 @@ def main() -> None:
         if at < len(records) // 2:
             continue
         ids = list(dict.fromkeys(r.key.decode() for r in batch if r.key))
-        made = {}
-        for way, build in zip(ways, (
-                lambda: [encode_twin(bf.twin_of(state, r)) for r in ids],  # type: ignore[arg-type]
-                lambda: [encode_twin(t) for t in bf.twins_of(state, ids)],  # type: ignore[arg-type]
-                lambda: bf.encoded_twins(state, ids))):
+        made: dict[str, list[bytes | None]] = {}
+        builds: list[Callable[[], list[bytes | None]]] = [
+            lambda: [encode_twin(bf.twin_of(state, r)) for r in ids],  # type: ignore[arg-type]
+            lambda: [encode_twin(t) for t in bf.twins_of(state, ids)],  # type: ignore[arg-type]
+            lambda: bf.encoded_twins(state, ids)]
+        for way, build in zip(ways, builds):
             spent, t0 = collector.spent, time.process_time()
             made[way] = build()
             cpu[way] += time.process_time() - t0
