@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 import pytest
@@ -108,6 +109,13 @@ def test_the_prior_is_what_the_kpis_read_of_the_twin() -> None:
     twin = twin_of(event(1, 100.0, mode="idle"), event(2, 101.0, signals={"speed_mps": 1.0}))
     assert prior_of(twin) == Prior("working", 101.0, 2, 20.0, (100.0, 1))
     assert prior_of(twin_of(event(1, 100.0, signals={}))) == Prior("working", 100.0, 1, None, None)
+
+
+def test_a_prior_is_untracked_by_the_cycle_collector() -> None:
+    """The worker keeps one per robot, replaced on every report: a value the collector never walks."""
+    prior = prior_of(twin_of(event(1, 100.0), event(2, 101.0, signals={"speed_mps": 1.0})))
+    assert prior is not None and not gc.is_tracked(prior)
+    assert not gc.is_tracked(advance(prior, event(3, 102.0), "applied"))
 
 
 def test_a_late_event_supplies_inference_only_if_newer_than_the_signals_own_value() -> None:
