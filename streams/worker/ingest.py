@@ -189,8 +189,9 @@ class Ingest:
     def twin_bytes(self, robot_id: str) -> bytes | None:
         """A robot's twin as `GET /twins/{id}` serves it: from the fold when it changed since the
         last checkpoint (one robot's gather), else the table's."""
-        folded = encoded_twins(self.held.fold, [robot_id])[0] if robot_id in self._dirty else None
-        stored: bytes | None = self._twins.get(robot_id) if folded is None else folded
+        if robot_id in self._dirty and (folded := encoded_twins(self.held.fold, [robot_id])[0]) is not None:
+            return folded
+        stored: bytes | None = self._twins.get(robot_id)
         return stored
 
     def summary(self) -> Summarised:
@@ -296,7 +297,7 @@ class LogMessage(NamedTuple):
     """A record read from Kafka by the worker itself, with the fields of a Faust message that ingest reads.
 
     One per record on the worker's hot path: a named tuple is built in a quarter of a frozen
-    dataclass's time (0.32 against 1.35 us)."""
+    dataclass's time (0.32 against 1.35 us in a scratch `timeit`)."""
 
     topic: str
     partition: int
@@ -310,7 +311,7 @@ class LogMessage(NamedTuple):
     @classmethod
     def of(cls, record: Any) -> LogMessage:
         return cls(record.topic, record.partition, record.offset, record.timestamp / 1000.0, record.key,
-                   record.value or b"", tuple(record.headers) if record.headers else ())
+                   record.value or b"", tuple(record.headers or ()))
 
 
 class Held:
