@@ -33,6 +33,7 @@ from twin import batch_fold as bf
 from twin.detect.findings import Anomaly
 from twin.exceptions import InvalidEvent
 from twin.fleet_fold import FleetState, Rules, _ticks_until, on_anomaly, on_desired
+from twin.gateway import is_batch, unpack
 from twin.pipeline import Step
 from twin.record import Record
 from twin.schema import Event
@@ -81,7 +82,15 @@ class BatchFold:
         """Robots named by a record since their twin was last materialised into `_twins`."""
 
     def feed(self, record: Record) -> None:
-        """Take one record (folded at the latest when the state is next read)."""
+        """Take one record (folded at the latest when the state is next read); a site gateway's batch
+        as its rows (`twin.gateway`), each counted as a record."""
+        if record.kind == "telemetry" and is_batch(record.value):
+            rows, rejected, _ = unpack(record)
+            self.records += len(rejected)
+            self._rejected += [rejection(row, error) for row, error in rejected]
+            for row in rows:
+                self.feed(row)
+            return
         self.records += 1
         if record.kind == "desired":
             self.flush()

@@ -46,6 +46,7 @@ class InvalidEvent(FleetTwinError):
             "unknown_model",
             "unknown_signal",
             "out_of_limits",
+            "repeated_robot",
         }
     )
 

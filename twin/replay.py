@@ -44,6 +44,7 @@ from twin.detect.findings import Anomaly
 from twin.detect.params import DetectorConfig
 from twin.fleet import Fleet
 from twin.fleet_fold import FleetState, Rules, on_anomaly, on_desired, on_record
+from twin.gateway import is_batch, unpack
 from twin.record import Record
 from twin.schema import Event
 from twin.state import Twin
@@ -97,7 +98,17 @@ class Fold:
     records: int = 0
 
     def feed(self, record: Record) -> Event | None:
-        """Apply one record as the worker does; returns the event it carried, if it was valid telemetry."""
+        """Apply one record as the worker does; returns the event it carried, if it was valid telemetry
+        (a site gateway's batch: its rows in turn, the last row's event; `twin.gateway.unpack` first
+        when each row's event matters)."""
+        if record.kind == "telemetry" and is_batch(record.value):
+            rows, rejected, _ = unpack(record)
+            self.records += len(rejected)
+            self.rejected += [rejection(row, error) for row, error in rejected]
+            event = None
+            for row in rows:
+                event = self.feed(row)
+            return event
         self.records += 1
         if record.kind == "desired":
             self.state, error = on_desired(self.state, record)

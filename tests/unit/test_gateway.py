@@ -1,0 +1,170 @@
+"""twin.gateway: a site gateway's batch is judged and folded as the JSON reports it holds.
+
+The oracle is the JSON path: each row renders to a report `parse` turns into the event the gateway
+encoded, and a log of gateway records folds (on the batch engine and on the scalar `Fold`) to the
+same twins, anomalies and rejections as the same events sent as JSON records at the same partitions,
+offsets and broker times. Hostile batches: unreadable bytes, a robot twice, a row `parse` refuses, a
+column missing or of another type: each refused with a reason, the other rows kept.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+from pathlib import Path
+
+import msgspec
+import polars as pl
+import pytest
+
+from streams.seeds import read_detectors, read_fleet, read_scenario
+from twin import gateway
+from twin.batch_replay import BatchFold
+from twin.fleet_fold import Rules
+from twin.record import Record
+from twin.replay import Fold
+from twin.schema import Event, Location
+from twin.score.ground_truth import crc_partitions
+from twin.sim import FleetSim, load_scenario
+from twin.state import encode_twin
+from twin.validate import decode as parse
+
+SEEDS = Path(__file__).resolve().parents[2] / "seeds"
+PARTITIONS = 3
+
+
+@functools.cache
+def rules() -> Rules:
+    return Rules(read_fleet(SEEDS), read_detectors(SEEDS))
+
+
+@functools.cache
+def chaos_ticks(robots: int = 400, seconds: int = 30) -> tuple[tuple[Event, ...], ...]:
+    doc = msgspec.to_builtins(read_scenario(SEEDS, "chaos"))
+    sim = FleetSim(rules().fleet, load_scenario({**doc, "robots": robots, "duration_s": seconds}, "chaos"), seed=5)
+    return tuple(tuple(sim.step()) for _ in range(sim.ticks))
+
+
+def logs() -> tuple[list[Record], list[Record]]:
+    """The chaos run as gateway records, and as JSON records at each row's partition, offset and time."""
+    offsets = [0] * PARTITIONS
+    batched: list[Record] = []
+    plain: list[Record] = []
+    for tick in chaos_ticks():
+        for b in gateway.batches(list(tick), crc_partitions(PARTITIONS)):
+            at, received = offsets[b.partition], round(max(e.ts for e in b.events) * 1000 + 50) / 1000
+            offsets[b.partition] += 1
+            batched.append(Record("telemetry", b.partition, at, received, b.site.encode(), gateway.encode(b.events)))
+            plain += [Record("telemetry", b.partition, at, received, e.robot_id.encode(), msgspec.json.encode(e))
+                      for e in b.events]
+    return batched, plain
+
+
+def record(value: bytes, received: float = 1.7e9) -> Record:
+    return Record("telemetry", 2, 17, received, b"site-a", value)
+
+
+def ipc(frame: pl.DataFrame) -> bytes:
+    out = io.BytesIO()
+    frame.write_ipc_stream(out)
+    return out.getvalue()
+
+
+def test_every_row_parses_to_the_event_encoded() -> None:
+    events = [e for tick in chaos_ticks()[:5] for e in tick]
+    located = Event(schema=1, robot_id="r-1", seq=3, ts=1.7e9, sector=events[0].sector, site=events[0].site,
+                    model=events[0].model, mode="working", signals={}, codes=("E-STOP", "F-1"),
+                    location=Location(lat=1.5, lon=-2.25, floor=3), config={"speed_limit": "0.5"})
+    for b in gateway.batches([*events, located], crc_partitions(PARTITIONS)):
+        rows, rejected, indices = gateway.unpack(record(gateway.encode(b.events)))
+        assert not rejected and indices == list(range(len(b.events)))
+        assert [parse(r.value) for r in rows] == b.events
+        assert [r.key for r in rows] == [e.robot_id.encode() for e in b.events]
+        assert {(r.partition, r.offset, r.timestamp) for r in rows} == {(2, 17, 1.7e9)}
+
+
+def test_batches_group_by_site_and_home_partition_one_report_per_robot() -> None:
+    tick = list(chaos_ticks()[0])
+    partition_of = crc_partitions(PARTITIONS)
+    out = gateway.batches([*tick, *tick], partition_of)  # every robot twice: two records per group
+    assert sorted(e.robot_id for b in out for e in b.events) == sorted(e.robot_id for e in [*tick, *tick])
+    for b in out:
+        assert {e.site for e in b.events} == {b.site}
+        assert {partition_of(e.robot_id.encode()) for e in b.events} == {b.partition}
+        assert len({e.robot_id for e in b.events}) == len(b.events)
+    assert len(out) == 2 * len({(e.site, partition_of(e.robot_id.encode())) for e in tick})
+
+
+def test_a_gateway_log_folds_as_the_same_reports_sent_as_json() -> None:
+    batched, plain = logs()
+    assert len(batched) < len(plain) / 2
+    for fold_type in (BatchFold, Fold):
+        a, b = fold_type(rules()), fold_type(rules())
+        for r in batched:
+            a.feed(r)
+        for r in plain:
+            b.feed(r)
+        assert [encode_twin(t) for t in a.twins.values()] == [encode_twin(t) for t in b.twins.values()]
+        assert a.anomalies == b.anomalies and len(a.anomalies) > 0
+        assert a.rejected == b.rejected
+
+
+def test_a_json_record_is_its_own_row() -> None:
+    plain = Record("telemetry", 0, 5, 1.0, b"r-1", b'{"schema": 1}')
+    assert gateway.unpack(plain) == ([plain], [], [0])
+    check = Record("check", 0, 5, 1.0, b"r-1", gateway.MAGIC)
+    assert gateway.unpack(check).rows == [check]
+
+
+def test_unreadable_bytes_refuse_the_whole_batch() -> None:
+    rows, rejected, _ = gateway.unpack(record(gateway.MAGIC + b"not arrow"))
+    assert rows == [] and [(r.value, e.reason) for r, e in rejected] == [(gateway.MAGIC + b"not arrow", "undecodable")]
+    whole = gateway.encode(list(chaos_ticks()[0][:3]))
+    for cut in (whole[:-8], whole[:-300], whole[:len(whole) // 2]):
+        rows, rejected, _ = gateway.unpack(record(cut))
+        assert rows == [] and [e.reason for _, e in rejected] == ["undecodable"]
+
+
+def test_a_robot_twice_keeps_its_first_row_and_refuses_the_next() -> None:
+    first, second = chaos_ticks()[0][0], chaos_ticks()[1][0]
+    other = chaos_ticks()[0][1]
+    rows, rejected, indices = gateway.unpack(record(gateway.encode([first, other, second])))
+    assert [parse(r.value) for r in rows] == [first, other] and indices == [0, 1]
+    assert [(parse(r.value), e.reason) for r, e in rejected] == [(second, "repeated_robot")]
+    assert "row 2" in rejected[0][1].detail
+
+
+def test_rows_parse_refuses_are_rejected_with_its_reason_the_rest_folded() -> None:
+    good = chaos_ticks()[0][0]
+    bad = msgspec.structs.replace(chaos_ticks()[0][1], signals={"no_such_signal": 1.0})
+    fold = BatchFold(rules())
+    fold.feed(record(gateway.encode([good, bad]), received=good.ts + 0.05))
+    assert list(fold.twins) == [good.robot_id]
+    assert [(r.key, r.reason) for r in fold.rejected] == [(bad.robot_id.encode(), "unknown_signal")]
+
+
+@pytest.mark.parametrize(("change", "reason"), [
+    (lambda f: f.drop("mode"), "missing_field"),
+    (lambda f: f.with_columns(pl.col("seq").cast(pl.String)), "invalid_field"),
+    (lambda f: f.with_columns(pl.lit(None, pl.Float64).alias("ts")), "invalid_field"),
+])
+def test_a_column_missing_or_mistyped_is_judged_as_the_json_field(change, reason) -> None:  # type: ignore[no-untyped-def]
+    events = list(chaos_ticks()[0][:2])
+    frame = change(pl.read_ipc_stream(gateway.encode(events)))
+    rows, rejected, _ = gateway.unpack(record(ipc(frame)))
+    assert not rejected and len(rows) == 2
+    fold = BatchFold(rules())
+    for row in rows:
+        fold.feed(row)
+    assert [r.reason for r in fold.rejected] == [reason, reason] and not fold.twins
+
+
+def test_a_signal_pair_without_a_name_refuses_that_row() -> None:
+    events = list(chaos_ticks()[0][:2])
+    frame = pl.read_ipc_stream(gateway.encode(events))
+    signals = frame.get_column("signals").to_list()
+    signals[1][0]["name"] = None
+    frame = frame.with_columns(pl.Series("signals", signals, dtype=frame.schema["signals"]))
+    rows, rejected, indices = gateway.unpack(record(ipc(frame)))
+    assert [parse(r.value) for r in rows] == events[:1] and indices == [0]
+    assert [(r.key, e.reason) for r, e in rejected] == [(events[1].robot_id.encode(), "undecodable")]

@@ -1,0 +1,174 @@
+"""Site gateways' wire format: many robots' reports in one Kafka record, as an Arrow IPC stream.
+
+A site gateway (the fleet controller of a warehouse, a hospital's robot hub) speaks for its robots.
+Sending each report as its own Kafka record costs the broker and every consumer a record's overhead
+per report; a gateway instead sends one record per flush holding one report per robot, in columns.
+Robots that speak JSON stay first-class: both land on the same telemetry topic and the same fold.
+
+The record (`encode` builds it, `twin.gateway` owns its meaning):
+
+* key: the gateway's site (informational: partitions are chosen by robot, below);
+* partition: the home partition of *every* robot in it (where the robot's JSON reports land: Kafka's
+  default partitioner over its id). A gateway groups its robots by that partition, one record per
+  group (`streams.gateway.records`). The fold does not check it, as it does not for JSON producers;
+* value: an Arrow IPC stream whose columns are `Event`'s fields (`SCHEMA`): `signals` and `config`
+  as lists of (name, value) pairs, `config` null when the report carries none, `location` null for
+  a fixed robot. Recognised by its first four bytes (the IPC continuation marker, `0xFFFFFFFF`),
+  which no JSON text starts with, so records need no header (the archive keeps none).
+
+How a row is judged: `unpack` renders each row as the JSON report a robot would have sent, and the
+fold judges that exactly as any other (`twin.validate.parse` is the one set of rules: no second
+copy of them for columns). One offset holds every row of a record, and the fold marks a robot's
+second record at an offset it has applied as a redelivery, so a robot twice in one record would
+vanish: its later rows are dead-lettered (`repeated_robot`). A value that is no readable Arrow
+stream is dead-lettered whole (`undecodable`).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import msgspec
+import polars as pl
+
+from twin.exceptions import InvalidEvent
+from twin.record import Record
+from twin.schema import Event
+
+MAGIC = b"\xff\xff\xff\xff"
+"""The first bytes of an Arrow IPC stream (its continuation marker)."""
+END = MAGIC + b"\x00\x00\x00\x00"
+"""The last bytes of a whole Arrow IPC stream (its end-of-stream marker)."""
+REASONS = frozenset({"repeated_robot"})
+"""Refusals only a gateway batch gives (`undecodable` too, which `parse` gives as well)."""
+
+_PAIR = pl.List(pl.Struct({"name": pl.String, "value": pl.Float64}))
+_CONFIG = pl.List(pl.Struct({"key": pl.String, "value": pl.String}))
+SCHEMA: dict[str, Any] = {
+    "schema": pl.Int64, "robot_id": pl.String, "seq": pl.Int64, "ts": pl.Float64, "sector": pl.String,
+    "site": pl.String, "model": pl.String, "mode": pl.String, "signals": _PAIR,
+    "ai_model_version": pl.String, "firmware": pl.String, "codes": pl.List(pl.String),
+    "location": pl.Struct({"lat": pl.Float64, "lon": pl.Float64, "floor": pl.Int64}), "config": _CONFIG,
+}
+"""The columns `encode` writes: `Event`'s fields in order. A reader renders whatever columns a record
+has, so a record with a column missing or extra is judged as the JSON report with that field
+missing or extra."""
+
+
+class Unpacked(NamedTuple):
+    """A record as the fold takes it: its rows (the record itself unless it is a gateway batch), and
+    what is dead-lettered before the fold."""
+
+    rows: list[Record]
+    rejected: list[tuple[Record, InvalidEvent]]
+    indices: list[int]
+    """Each of `rows`' position in the batch (0 for a plain record): for the dead-letter headers."""
+
+
+def is_batch(value: bytes) -> bool:
+    """Whether a telemetry value is a gateway batch rather than one robot's JSON report."""
+    return value[:4] == MAGIC
+
+
+def encode(events: Sequence[Event]) -> bytes:
+    """One gateway record's value holding `events` (one per robot; the caller groups by partition)."""
+    rows: dict[str, list[Any]] = {name: [] for name in SCHEMA}
+    for e in events:
+        rows["schema"].append(e.schema)
+        for name in ("robot_id", "seq", "ts", "sector", "site", "model", "mode", "ai_model_version", "firmware"):
+            rows[name].append(getattr(e, name))
+        rows["signals"].append([{"name": k, "value": v} for k, v in e.signals.items()])
+        rows["codes"].append(list(e.codes))
+        place = e.location
+        rows["location"].append(None if place is None else {"lat": place.lat, "lon": place.lon, "floor": place.floor})
+        config = e.config
+        rows["config"].append(None if isinstance(config, msgspec.UnsetType)
+                              else [{"key": k, "value": v} for k, v in config.items()])
+    out = io.BytesIO()
+    pl.DataFrame(rows, schema=SCHEMA).write_ipc_stream(out, compression="uncompressed")
+    return out.getvalue()
+
+
+class Batch(NamedTuple):
+    """What a gateway sends as one record: its reports for robots of one home partition."""
+
+    partition: int
+    site: str
+    events: list[Event]
+
+
+def batches(events: Sequence[Event], partition_of: Callable[[bytes], int]) -> list[Batch]:
+    """`events` (in send order) as gateway records: grouped by site and by their robots' home partition
+    (`partition_of(robot id)`: Kafka's partitioner, as for a JSON report), each group in order and cut
+    before a robot's second report (one per robot per record), in order of each group's first event."""
+    filling: dict[tuple[str, int], tuple[Batch, set[str]]] = {}
+    out: list[Batch] = []
+    for e in events:
+        where = (e.site, partition_of(e.robot_id.encode()))
+        batch, robots = filling.get(where) or (None, set())
+        if batch is None or e.robot_id in robots:
+            batch, robots = filling[where] = (Batch(where[1], e.site, []), set())
+            out.append(batch)
+        batch.events.append(e)
+        robots.add(e.robot_id)
+    return out
+
+
+def unpack(record: Record) -> Unpacked:
+    """A telemetry record's rows: a gateway batch's as one record each (key the robot id, value the
+    row's JSON report, the batch's partition, offset and broker time); any other record as itself."""
+    if record.kind != "telemetry" or not is_batch(record.value):
+        return Unpacked([record], [], [0])
+    try:
+        reports = _reports(record.value)
+    except Exception as exc:  # noqa: BLE001 - whatever the bytes, the batch is dead-lettered, not the worker
+        return Unpacked([], [(record, InvalidEvent("undecodable", f"gateway batch: {exc}"[:500]))], [])
+    rows: list[Record] = []
+    rejected: list[tuple[Record, InvalidEvent]] = []
+    indices: list[int] = []
+    seen: set[Any] = set()
+    for i, report in enumerate(reports):
+        robot = report.get("robot_id")
+        key = robot.encode() if isinstance(robot, str) else None
+        try:
+            value = _json(report)
+        except Exception as exc:  # noqa: BLE001 - a pair without a name, say: this row only
+            rejected.append((Record("telemetry", record.partition, record.offset, record.timestamp, key,
+                                    repr(report).encode()[:65536]),
+                             InvalidEvent("undecodable", f"gateway batch row {i}: {exc}"[:500])))
+            continue
+        row = Record("telemetry", record.partition, record.offset, record.timestamp, key, value)
+        if robot in seen and robot is not None:
+            rejected.append((row, InvalidEvent("repeated_robot", f"robot {robot!r} twice in one gateway batch "
+                                                                 f"(row {i}): one report per robot per batch")))
+            continue
+        seen.add(robot)
+        rows.append(row)
+        indices.append(i)
+    return Unpacked(rows, rejected, indices)
+
+
+def _reports(value: bytes) -> list[dict[str, Any]]:
+    """The batch's rows as the JSON objects robots send (pairs into objects, a null config left out).
+    A stream must end with the end-of-stream marker: one cut after a record batch reads as fewer rows."""
+    if not value.endswith(END):
+        raise ValueError("no end-of-stream marker: the batch is cut short")
+    frame = pl.read_ipc_stream(value)
+    columns = {name: frame.get_column(name).to_list() for name in frame.columns}
+    pairs = {name: key for name, key in (("signals", "name"), ("config", "key")) if frame.schema.get(name) in
+             (_PAIR, _CONFIG)}
+    out = []
+    for i in range(frame.height):
+        report = {name: values[i] for name, values in columns.items()}
+        for name, key in pairs.items():
+            if report[name] is not None:
+                report[name] = {p[key]: p["value"] for p in report[name]}
+        if "config" in report and report["config"] is None:
+            del report["config"]
+        out.append(report)
+    return out
+
+
+_json = msgspec.json.Encoder().encode
