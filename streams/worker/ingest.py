@@ -52,6 +52,7 @@ from twin.desired_summary import merge as merge_desired  # batch_summary's `merg
 from twin.exceptions import InvalidEvent
 from twin.fleet import Fleet
 from twin.fleet_fold import FleetState, RecordOut, Rules, silence_check_due
+from twin.gateway import is_batch, unpack
 from twin.record import Kind, Record, robot_of
 from twin.schema import Event
 from twin.state import Twin, decode_twin
@@ -328,12 +329,38 @@ def fold(held: Held, rules: Rules, table: Any, messages: Sequence[LogMessage], c
     loading robots it does not hold from `table` first.
 
     No I/O: what to send comes back in the batch, and which robots it changed (`changed_twins`)."""
-    records = [_record(message, checks_topic) for message in messages]
-    _load_missing(held, table, records)
     batch = Batch(rules.fleet)
+    messages, records = _rows(messages, [_record(message, checks_topic) for message in messages], batch)
+    _load_missing(held, table, records)
     for message, out in zip(messages, fold_log(held.fold, rules, records)):
         batch.add(held, message, out)
     return batch
+
+
+def _rows(messages: Sequence[LogMessage], records: list[Record], batch: Batch
+          ) -> tuple[Sequence[LogMessage], list[Record]]:
+    """The records to fold and the message each stands for: a site gateway's batch as its rows
+    (`twin.gateway.unpack`: each row a message of its own, its robot's key, its JSON report and the
+    batch's headers plus `gateway_row`), what `unpack` refuses into the batch's dead letters; any other
+    record as itself."""
+    if not any(r.kind == "telemetry" and is_batch(r.value) for r in records):
+        return messages, records
+    rows: list[Record] = []
+    stand_for: list[LogMessage] = []
+    for message, record in zip(messages, records):
+        unpacked = unpack(record)
+        for row, i in zip(unpacked.rows, unpacked.indices):
+            rows.append(row)
+            stand_for.append(message if row is record else _row_message(message, row, i))
+        for row, error in unpacked.rejected:
+            batch.reject(message if row is record else _row_message(message, row, None), error)
+    return stand_for, rows
+
+
+def _row_message(message: LogMessage, row: Record, index: int | None) -> LogMessage:
+    """A gateway row as a message of its own (`index` None: a refused row, its number in the detail)."""
+    headers = [*message.headers, ("gateway_row", str(index).encode())] if index is not None else message.headers
+    return message._replace(key=row.key, value=row.value, headers=tuple(headers))
 
 
 def changed_twins(held: Held, robots: Mapping[str, int]) -> dict[str, tuple[int, bytes]]:
@@ -399,8 +426,7 @@ class Batch:
         if step.redelivered:
             self.redelivered += 1
         elif step.error is not None:
-            self.rejected.append((message, step.error))
-            self.outcomes["rejected"] += 1
+            self.reject(message, step.error)
         if event is not None and effects is not None:
             outcome = effects.outcome
             self.outcomes[outcome] += 1
@@ -411,6 +437,11 @@ class Batch:
             if outcome in ACCEPTED:
                 self._credit(prior, event, step.found)
             held.priors[robot] = kpi.advance(prior, event, outcome)
+
+    def reject(self, message: Any, error: InvalidEvent) -> None:
+        """A message to dead-letter, and its count."""
+        self.rejected.append((message, error))
+        self.outcomes["rejected"] += 1
 
     def _credit(self, before: kpi.Prior | None, event: Event, found: Sequence[Anomaly]) -> None:
         """The per-version safety KPIs of one accepted report (what `fleet-twin audit` counts too)."""

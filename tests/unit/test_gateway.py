@@ -11,13 +11,18 @@ from __future__ import annotations
 
 import functools
 import io
+import random
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import polars as pl
 import pytest
 
 from streams.seeds import read_detectors, read_fleet, read_scenario
+from streams.worker.ingest import Held, LogMessage, changed_twins
+from streams.worker.ingest import fold as worker_fold
 from twin import gateway
 from twin.batch_replay import BatchFold
 from twin.fleet_fold import Rules
@@ -168,3 +173,52 @@ def test_a_signal_pair_without_a_name_refuses_that_row() -> None:
     rows, rejected, indices = gateway.unpack(record(ipc(frame)))
     assert [parse(r.value) for r in rows] == events[:1] and indices == [0]
     assert [(r.key, e.reason) for r, e in rejected] == [(events[1].robot_id.encode(), "undecodable")]
+
+
+def worker(messages: list[LogMessage], seed: int) -> tuple[list[Any], Counter[str], list[Any], dict[str, bytes]]:
+    """The worker's batch step (`streams.worker.ingest.fold`) over `messages` in drawn batch sizes: what
+    it publishes, its outcome counts, its dead letters (key, value, reason, headers) and the twins."""
+    held, rng, at = Held(rules()), random.Random(seed), 0
+    found: list[Any] = []
+    outcomes: Counter[str] = Counter()
+    dead: list[Any] = []
+    touched: dict[str, int] = {}
+    while at < len(messages):
+        size = rng.choice([1, 5, 60, 400])
+        batch = worker_fold(held, rules(), {}, messages[at:at + size], "checks")
+        at += size
+        found += batch.found
+        outcomes.update(batch.outcomes)
+        dead += [(m.key, m.value, e.reason, m.headers) for m, e in batch.rejected]
+        touched.update(batch.touched)
+    return found, outcomes, dead, {r: raw for r, (_, raw) in changed_twins(held, touched).items()}
+
+
+def as_messages(records: list[Record]) -> list[LogMessage]:
+    return [LogMessage("telemetry", r.partition, r.offset, r.timestamp, r.key, r.value, (("via", b"x"),))
+            for r in records]
+
+
+def test_the_worker_folds_a_gateway_log_as_the_json_log() -> None:
+    batched, plain = logs()
+    found, outcomes, dead, twins = worker(as_messages(batched), 3)
+    assert (found, outcomes, dead, twins) == worker(as_messages(plain), 4)
+    assert found and twins and outcomes["applied"] > 0 and not dead
+
+
+def test_the_worker_dead_letters_a_repeated_robot_and_an_unreadable_batch() -> None:
+    first, other, second = chaos_ticks()[0][0], chaos_ticks()[0][1], chaos_ticks()[1][0]
+    unknown = msgspec.structs.replace(chaos_ticks()[0][2], signals={"no_such_signal": 1.0})
+    good = Record("telemetry", 0, 0, second.ts + 0.05, b"site", gateway.encode([first, other, second, unknown]))
+    bad = Record("telemetry", 0, 1, second.ts + 0.05, b"site", gateway.MAGIC + b"junk")
+    _, outcomes, dead, twins = worker(as_messages([good, bad]), 5)
+    assert sorted(twins) == sorted([first.robot_id, other.robot_id]) and outcomes["rejected"] == 3
+    by_reason = {d[2]: d for d in dead}
+    assert len(by_reason) == 3
+    repeated, refused, whole = by_reason["repeated_robot"], by_reason["unknown_signal"], by_reason["undecodable"]
+    key, value, reason, headers = repeated
+    assert (key, parse(value), reason, headers) == (second.robot_id.encode(), second, "repeated_robot", (("via", b"x"),))
+    key, value, reason, headers = refused
+    assert (key, parse(value), reason) == (unknown.robot_id.encode(), unknown, "unknown_signal")
+    assert headers == (("via", b"x"), ("gateway_row", b"3"))
+    assert whole == (b"site", gateway.MAGIC + b"junk", "undecodable", (("via", b"x"),))
