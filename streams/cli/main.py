@@ -140,6 +140,8 @@ def simulate(
                                               "(the robot keeps its old value).")] = 0.0,
     rollback_share: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of commanded changes the robot "
                                                   "reports, then rolls back about a minute later.")] = 0.0,
+    gateway: Annotated[bool, typer.Option(help="Send as site gateways do: one record per site and partition, "
+                                          "its robots' reports as Arrow columns (docs/TWIN.md). Kafka only.")] = False,
 ) -> None:
     """Run a fleet scenario: to Kafka at a controlled rate, or to a file with its ground truth.
 
@@ -189,7 +191,7 @@ def simulate(
             topics_or_exit(settings, console)
             obeyed = Obeyed()
             sent = asyncio.run(to_kafka(settings, sim, speed=speed, on_tick=show, labels=truth, sign_off=True,
-                                        obeyed=obeyed))
+                                        obeyed=obeyed, gateway=gateway))
             console.print(str(obeyed), highlight=False)
         else:
             assert out is not None

@@ -25,6 +25,7 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from streams.kafka_client import client_kwargs, partition_ids
 from streams.settings import Settings
+from twin import gateway
 from twin.desired import Command
 from twin.schema import Event
 from twin.sim import FleetSim
@@ -129,11 +130,15 @@ class KafkaSink:
     sent faster than its event time runs (a pre-filled benchmark topic) otherwise
     reads to the worker as clocks far behind the broker's, and opens `clock_skew`
     on most robots.
+
+    `gateway`: each tick's events go as site gateways send them (`twin.gateway`): one record per site
+    and home partition, holding one report per robot as Arrow columns, keyed by the site.
     """
 
-    def __init__(self, settings: Settings, *, event_time: bool = False) -> None:
+    def __init__(self, settings: Settings, *, event_time: bool = False, gateway: bool = False) -> None:
         self.topic = settings.telemetry_topic
         self.event_time = event_time
+        self.gateway = gateway
         self.producer = AIOKafkaProducer(
             **client_kwargs(settings), linger_ms=20, acks=1,
             max_batch_size=1 << 20, compression_type=None,
@@ -164,12 +169,22 @@ class KafkaSink:
     def encoded(self, events: list[Event]) -> list[Wire]:
         """The events as the records `enqueue` sends: (partition, key, value, timestamp in ms or None).
         A sender that must go faster than it can encode (a load test's burst) encodes ahead."""
+        if self.gateway:
+            return self._batched(events)
         out: list[Wire] = []
         for event in events:
             key = event.robot_id.encode()
             stamp = round(event.ts * 1000) if self.event_time else None
             out.append((self.partitioner(key, self.partitions, self.partitions), key, _encoder.encode(event), stamp))
         return out
+
+    def _batched(self, events: list[Event]) -> list[Wire]:
+        """`encoded` as site gateways send: a record's time, with `event_time`, is its newest event's."""
+        def partition_of(key: bytes) -> int:
+            return int(self.partitioner(key, self.partitions, self.partitions))
+        return [(b.partition, b.site.encode(), gateway.encode(b.events),
+                 round(max(e.ts for e in b.events) * 1000) if self.event_time else None)
+                for b in gateway.batches(events, partition_of)]
 
     async def enqueue_encoded(self, records: list[Wire]) -> list[asyncio.Future[object]]:
         """`enqueue` of records already `encoded`."""
@@ -187,17 +202,18 @@ class KafkaSink:
 
 
 async def to_kafka(settings: Settings, sim: FleetSim, *, speed: float, on_tick: OnTick | None,
-                   labels: LabelLog | None = None, sign_off: bool = False, obeyed: Obeyed | None = None) -> int:
+                   labels: LabelLog | None = None, sign_off: bool = False, obeyed: Obeyed | None = None,
+                   gateway: bool = False) -> int:
     """Publish every tick of `sim`, one tick per 1/(rate*speed) wall seconds; return events sent.
 
     Between ticks the robots hear the commands on `fleet.commands` (`CommandFeed`;
     `obeyed` counts what became of them). With `sign_off`, the run ends (or is
     interrupted) with `FleetSim.sign_off`: its robots then rest in maintenance
     instead of falling silent, which would keep a worker raising offline
-    anomalies and site incidents for a finished run.
+    anomalies and site incidents for a finished run. `gateway`: sent as site gateways send (`KafkaSink`).
     """
     sent = 0
-    async with KafkaSink(settings) as sink, CommandFeed(settings, obeyed) as feed:
+    async with KafkaSink(settings, gateway=gateway) as sink, CommandFeed(settings, obeyed) as feed:
         wall_start = time.monotonic()
         try:
             for tick in range(sim.ticks):
