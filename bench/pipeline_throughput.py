@@ -17,7 +17,10 @@ Measured in one run against the real local broker (each figure the median of --r
      events each worker counted (`twin_events_total`) read once at the end; (3c) the same
      events stamped when produced: the log is sent in seconds, so the robots' clocks look up to
      the run's ticks behind the broker's and clock_skew opens on most robots (an anomaly storm;
-     every figure before the eighth session's was measured so);
+     every figure before the eighth session's was measured so); (3g) the same events sent as
+     site gateways send them (`twin.gateway`: one Arrow record per site and home partition; the
+     changelog's progress, read in records, scaled to events), with the value bytes per event of
+     one tick both ways;
   4. latency, produce -> twin updated, at a fixed offered load (--rate events/s for --seconds,
      one report per robot per second, in 10 ms slices): each event's `ts` is the wall-clock
      instant it is handed to the producer; a reader of the worker's changelog
@@ -46,7 +49,7 @@ otherwise land in the latency and memory figures.
         [--rates 1000,2000,4000] [--seconds 30] [--high-rate 20000] [--high-seconds 10] [--plot PNG]
         [--batches 10,100,500,2000,4000,8000] [--profile] [--profile-rate R] [--scrape-s S]
         [--silence-check-s S] [--skip-sweep] [--skip-batches] [--skip-workers]
-        [--skip-latency] [--skip-memory]
+        [--skip-latency] [--skip-memory] [--skip-gateway]
 
 Everything it writes goes to a temporary folder, removed at the end, also after an error
 (--keep-temp keeps it); on a broker it did not start, it deletes the topics it created.
@@ -88,7 +91,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from streams.kafka_client import client_kwargs, read_topic  # noqa: E402
 from streams.seeds import read_fleet  # noqa: E402
 from streams.settings import Settings  # noqa: E402
-from streams.local.simulator import KafkaSink  # noqa: E402
+from streams.local.simulator import KafkaSink, wire  # noqa: E402
 from streams.local.stack import Stack  # noqa: E402
 from streams.topics import ensure_topics  # noqa: E402
 from twin.schema import Event  # noqa: E402
@@ -210,6 +213,8 @@ class Load:
     """Records stamped with their event's time, as if each had reached the broker when it was made.
     False: stamped when produced, so the first events look ~`ticks` seconds late and the robots'
     clocks that far behind the broker's (`clock_skew` opens on most rows: an anomaly storm)."""
+    gateway: bool = False
+    """Sent as site gateways send (`twin.gateway`: one Arrow record per site and home partition)."""
 
 
 class AlertSink:
@@ -247,7 +252,7 @@ async def prefill(settings: Settings, load: Load) -> int:
     await ensure_topics(settings)
     sim = simulate(load.robots, load.ticks, start_ts=load.start_ts)
     sent = 0
-    async with KafkaSink(settings, event_time=load.event_time) as sink:
+    async with KafkaSink(settings, event_time=load.event_time, gateway=load.gateway) as sink:
         for _ in range(sim.ticks):
             events = sim.step()
             await sink.send(events)
@@ -402,6 +407,9 @@ def drain_workers(base: Settings, load: Load, count: int, tmp: Path, on_first: C
         for w in workers:
             w.stop()
     first, last = watched.progress[0][0], watched.progress[-1][0]
+    per_record = n / watched.n  # a gateway record holds many events; progress is read in records
+    watched.progress = [(t, round(k * per_record)) for t, k in watched.progress]
+    watched.n = n
     if not watched.n == n == sum(counts):
         print(f"  ! {watched.n:,} records to apply and {sum(counts):,.0f} events counted for {n:,} events sent")
     rate, steady = watched.rate(), watched.rate(0.2, 0.9)
@@ -499,6 +507,14 @@ class Watched:
         (t1, w1, b1), (t2, w2, b2) = self.cpu[0], self.cpu[-1]
         wall = (t2 - t1) or 1.0
         return (w2 - w1) / wall, (b2 - b1) / wall
+
+
+def wire_bytes(load: Load) -> tuple[float, float]:
+    """Record value bytes per event of one tick of `load`, as JSON records and as gateway records."""
+    events = simulate(load.robots, 1, start_ts=load.start_ts).step()
+    partitions = list(range(Settings().partitions))
+    return (sum(len(w[2]) for w in wire(events, partitions)) / len(events),
+            sum(len(w[2]) for w in wire(events, partitions, gateway=True)) / len(events))
 
 
 def median_drain(runs: list[Drain]) -> Drain:
@@ -985,6 +1001,13 @@ def throughput(base: Settings, args: argparse.Namespace, tmp: Path) -> None:
     print(f"(3c) the same events stamped when produced (clocks up to {ticks} s behind the broker's: clock_skew open "
           f"on most robots): {storm.rate:,.0f} events/s, ratio to (1) {storm.rate / bare:.3f}, to (3) "
           f"{storm.rate / prefilled.rate:.2f}; {storm.anomalies:,} anomaly messages per run")
+    if not args.skip_gateway:
+        via = median_drain([drain_workers(base, replace(load, gateway=True), 1, tmp) for _ in range(args.repeat)])
+        json_b, gw_b = wire_bytes(load)
+        print(f"(3g) the same events as site gateways send them (one Arrow record per site and partition, "
+              f"{json_b:,.0f} -> {gw_b:,.0f} bytes per event on the wire): {via.rate:,.0f} events/s, ratio to (3) "
+              f"{via.rate / prefilled.rate:.2f}; steady {via.steady:,.0f}/s; CPU per wall second: worker "
+              f"{via.worker_cpu:.2f}, broker {via.broker_cpu:.2f}")
     if base.checkpoint_s > 0:
         every = median_drain([drain_workers(base, load, 1, tmp, checkpoint_s=0.0) for _ in range(args.repeat)])
         print(f"(3b) the same, twins stored and offsets committed after every batch (checkpoint_s 0): "
@@ -1136,7 +1159,8 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 
 QUICK = {"events": 40_000, "robots": 1_000, "repeat": 1, "rates": "1000,4000", "seconds": 10.0,
-         "high_rate": 0.0, "skip_sweep": True, "skip_batches": True, "skip_workers": True, "skip_memory": True}
+         "high_rate": 0.0, "skip_sweep": True, "skip_batches": True, "skip_workers": True, "skip_memory": True,
+         "skip_gateway": True}
 """--quick: (1) to (4) once, with less of everything: minutes, where the full run takes the better part of an hour."""
 
 
@@ -1174,7 +1198,7 @@ def arguments() -> argparse.Namespace:
     ap.add_argument("--quick", action="store_true",
                     help="a short run: " + " ".join(f"--{k.replace('_', '-')}" + ("" if v is True else f" {v:g}"
                                                     if isinstance(v, float) else f" {v}") for k, v in QUICK.items()))
-    for part in ("throughput", "sweep", "batches", "workers", "latency", "memory"):
+    for part in ("throughput", "sweep", "batches", "workers", "latency", "memory", "gateway"):
         ap.add_argument(f"--skip-{part}", action="store_true", help=f"leave out the {part} part")
     args = ap.parse_args()
     if args.quick:

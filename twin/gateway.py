@@ -11,10 +11,12 @@ The record (`encode` builds it, `twin.gateway` owns its meaning):
 * partition: the home partition of *every* robot in it (where the robot's JSON reports land: Kafka's
   default partitioner over its id). A gateway groups its robots by that partition, one record per
   group (`streams.gateway.records`). The fold does not check it, as it does not for JSON producers;
-* value: an Arrow IPC stream whose columns are `Event`'s fields (`SCHEMA`): `signals` and `config`
-  as lists of (name, value) pairs, `config` null when the report carries none, `location` null for
-  a fixed robot. Recognised by its first four bytes (the IPC continuation marker, `0xFFFFFFFF`),
-  which no JSON text starts with, so records need no header (the archive keeps none).
+* value: an Arrow IPC stream whose columns are `Event`'s fields (`columns_of`): `signals` a struct
+  with a float field per signal any row reports (null where a row has none: columns, not names
+  repeated per row), `config` likewise with string fields, null for a row that carries none,
+  `location` null for a fixed robot. Uncompressed: the producer's Kafka compression covers the wire.
+  Recognised by its first four bytes (the IPC continuation marker, `0xFFFFFFFF`), which no JSON text
+  starts with, so records need no header (the archive keeps none).
 
 How a row is judged: `unpack` renders each row as the JSON report a robot would have sent, and the
 fold judges that exactly as any other (`twin.validate.parse` is the one set of rules: no second
@@ -44,17 +46,8 @@ END = MAGIC + b"\x00\x00\x00\x00"
 REASONS = frozenset({"repeated_robot"})
 """Refusals only a gateway batch gives (`undecodable` too, which `parse` gives as well)."""
 
-_PAIR = pl.List(pl.Struct({"name": pl.String, "value": pl.Float64}))
-_CONFIG = pl.List(pl.Struct({"key": pl.String, "value": pl.String}))
-SCHEMA: dict[str, Any] = {
-    "schema": pl.Int64, "robot_id": pl.String, "seq": pl.Int64, "ts": pl.Float64, "sector": pl.String,
-    "site": pl.String, "model": pl.String, "mode": pl.String, "signals": _PAIR,
-    "ai_model_version": pl.String, "firmware": pl.String, "codes": pl.List(pl.String),
-    "location": pl.Struct({"lat": pl.Float64, "lon": pl.Float64, "floor": pl.Int64}), "config": _CONFIG,
-}
-"""The columns `encode` writes: `Event`'s fields in order. A reader renders whatever columns a record
-has, so a record with a column missing or extra is judged as the JSON report with that field
-missing or extra."""
+SPARSE = ("signals", "config")
+"""Struct columns whose null fields are left out of a row's report (a signal or setting it lacks)."""
 
 
 class Unpacked(NamedTuple):
@@ -72,22 +65,36 @@ def is_batch(value: bytes) -> bool:
     return value[:4] == MAGIC
 
 
+def columns_of(events: Sequence[Event]) -> dict[str, Any]:
+    """The Arrow types of a record holding `events`: `Event`'s fields in order, the signal and setting
+    fields those the events report. A reader renders whatever columns a record has, so a record with
+    a column missing or extra is judged as the JSON report with that field missing or extra."""
+    names = sorted({name for e in events for name in e.signals})
+    keys = sorted({key for e in events if not isinstance(e.config, msgspec.UnsetType) for key in e.config})
+    return {
+        "schema": pl.Int64, "robot_id": pl.String, "seq": pl.Int64, "ts": pl.Float64, "sector": pl.String,
+        "site": pl.String, "model": pl.String, "mode": pl.String, "signals": pl.Struct(dict.fromkeys(names, pl.Float64)),
+        "ai_model_version": pl.String, "firmware": pl.String, "codes": pl.List(pl.String),
+        "location": pl.Struct({"lat": pl.Float64, "lon": pl.Float64, "floor": pl.Int64}),
+        "config": pl.Struct(dict.fromkeys(keys, pl.String)),
+    }
+
+
 def encode(events: Sequence[Event]) -> bytes:
     """One gateway record's value holding `events` (one per robot; the caller groups by partition)."""
-    rows: dict[str, list[Any]] = {name: [] for name in SCHEMA}
+    types = columns_of(events)
+    rows: dict[str, list[Any]] = {name: [] for name in types}
     for e in events:
-        rows["schema"].append(e.schema)
-        for name in ("robot_id", "seq", "ts", "sector", "site", "model", "mode", "ai_model_version", "firmware"):
+        for name in ("schema", "robot_id", "seq", "ts", "sector", "site", "model", "mode", "ai_model_version",
+                     "firmware"):
             rows[name].append(getattr(e, name))
-        rows["signals"].append([{"name": k, "value": v} for k, v in e.signals.items()])
+        rows["signals"].append(e.signals)
         rows["codes"].append(list(e.codes))
         place = e.location
         rows["location"].append(None if place is None else {"lat": place.lat, "lon": place.lon, "floor": place.floor})
-        config = e.config
-        rows["config"].append(None if isinstance(config, msgspec.UnsetType)
-                              else [{"key": k, "value": v} for k, v in config.items()])
+        rows["config"].append(None if isinstance(e.config, msgspec.UnsetType) else e.config)
     out = io.BytesIO()
-    pl.DataFrame(rows, schema=SCHEMA).write_ipc_stream(out, compression="uncompressed")
+    pl.DataFrame(rows, schema=types).write_ipc_stream(out, compression="uncompressed")
     return out.getvalue()
 
 
@@ -151,20 +158,20 @@ def unpack(record: Record) -> Unpacked:
 
 
 def _reports(value: bytes) -> list[dict[str, Any]]:
-    """The batch's rows as the JSON objects robots send (pairs into objects, a null config left out).
-    A stream must end with the end-of-stream marker: one cut after a record batch reads as fewer rows."""
+    """The batch's rows as the JSON objects robots send (a sparse struct's null fields left out, a null
+    config too). A stream must end with the end-of-stream marker: one cut after a record batch reads as
+    fewer rows."""
     if not value.endswith(END):
         raise ValueError("no end-of-stream marker: the batch is cut short")
     frame = pl.read_ipc_stream(value)
     columns = {name: frame.get_column(name).to_list() for name in frame.columns}
-    pairs = {name: key for name, key in (("signals", "name"), ("config", "key")) if frame.schema.get(name) in
-             (_PAIR, _CONFIG)}
+    sparse = [name for name in SPARSE if isinstance(frame.schema.get(name), pl.Struct)]
     out = []
     for i in range(frame.height):
         report = {name: values[i] for name, values in columns.items()}
-        for name, key in pairs.items():
+        for name in sparse:
             if report[name] is not None:
-                report[name] = {p[key]: p["value"] for p in report[name]}
+                report[name] = {k: v for k, v in report[name].items() if v is not None}
         if "config" in report and report["config"] is None:
             del report["config"]
         out.append(report)

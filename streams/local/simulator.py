@@ -25,7 +25,7 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from streams.kafka_client import client_kwargs, partition_ids
 from streams.settings import Settings
-from twin import gateway
+from twin import gateway as gateway_format
 from twin.desired import Command
 from twin.schema import Event
 from twin.sim import FleetSim
@@ -139,11 +139,11 @@ class KafkaSink:
         self.topic = settings.telemetry_topic
         self.event_time = event_time
         self.gateway = gateway
+        self.partitioner = DefaultPartitioner()
         self.producer = AIOKafkaProducer(
             **client_kwargs(settings), linger_ms=20, acks=1,
             max_batch_size=1 << 20, compression_type=None,
         )
-        self.partitioner = DefaultPartitioner()
         self.partitions: list[int] = []
 
     async def __aenter__(self) -> KafkaSink:
@@ -169,22 +169,7 @@ class KafkaSink:
     def encoded(self, events: list[Event]) -> list[Wire]:
         """The events as the records `enqueue` sends: (partition, key, value, timestamp in ms or None).
         A sender that must go faster than it can encode (a load test's burst) encodes ahead."""
-        if self.gateway:
-            return self._batched(events)
-        out: list[Wire] = []
-        for event in events:
-            key = event.robot_id.encode()
-            stamp = round(event.ts * 1000) if self.event_time else None
-            out.append((self.partitioner(key, self.partitions, self.partitions), key, _encoder.encode(event), stamp))
-        return out
-
-    def _batched(self, events: list[Event]) -> list[Wire]:
-        """`encoded` as site gateways send: a record's time, with `event_time`, is its newest event's."""
-        def partition_of(key: bytes) -> int:
-            return int(self.partitioner(key, self.partitions, self.partitions))
-        return [(b.partition, b.site.encode(), gateway.encode(b.events),
-                 round(max(e.ts for e in b.events) * 1000) if self.event_time else None)
-                for b in gateway.batches(events, partition_of)]
+        return wire(events, self.partitions, event_time=self.event_time, gateway=self.gateway)
 
     async def enqueue_encoded(self, records: list[Wire]) -> list[asyncio.Future[object]]:
         """`enqueue` of records already `encoded`."""
@@ -199,6 +184,25 @@ class KafkaSink:
         for part, batch in batches.items():
             pending.append(await self.producer.send_batch(batch, self.topic, partition=part))
         return pending
+
+
+def wire(events: list[Event], partitions: list[int], *, event_time: bool = False, gateway: bool = False
+         ) -> list[Wire]:
+    """`KafkaSink.encoded`: a record per event keyed by its robot, or with `gateway` a record per site
+    and home partition (`twin.gateway.batches`; stamped, with `event_time`, with its newest event's time)."""
+    choose = DefaultPartitioner()
+
+    def partition_of(key: bytes) -> int:
+        return int(choose(key, partitions, partitions))
+    if gateway:
+        return [(b.partition, b.site.encode(), gateway_format.encode(b.events),
+                 round(max(e.ts for e in b.events) * 1000) if event_time else None)
+                for b in gateway_format.batches(events, partition_of)]
+    out: list[Wire] = []
+    for event in events:
+        key = event.robot_id.encode()
+        out.append((partition_of(key), key, _encoder.encode(event), round(event.ts * 1000) if event_time else None))
+    return out
 
 
 async def to_kafka(settings: Settings, sim: FleetSim, *, speed: float, on_tick: OnTick | None,

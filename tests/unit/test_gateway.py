@@ -164,15 +164,31 @@ def test_a_column_missing_or_mistyped_is_judged_as_the_json_field(change, reason
     assert [r.reason for r in fold.rejected] == [reason, reason] and not fold.twins
 
 
-def test_a_signal_pair_without_a_name_refuses_that_row() -> None:
+def test_a_row_that_cannot_be_rendered_refuses_that_row(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever a row holds that JSON cannot (no case known with these column types), the guard
+    refuses that row alone: one bad row must not fail the batch, which would be read again forever."""
     events = list(chaos_ticks()[0][:2])
-    frame = pl.read_ipc_stream(gateway.encode(events))
-    signals = frame.get_column("signals").to_list()
-    signals[1][0]["name"] = None
-    frame = frame.with_columns(pl.Series("signals", signals, dtype=frame.schema["signals"]))
-    rows, rejected, indices = gateway.unpack(record(ipc(frame)))
+    render = gateway._json
+
+    def failing(report: dict[str, Any]) -> bytes:
+        if report["robot_id"] == events[1].robot_id:
+            raise TypeError("cannot render")
+        return render(report)
+    monkeypatch.setattr(gateway, "_json", failing)
+    rows, rejected, indices = gateway.unpack(record(gateway.encode(events)))
     assert [parse(r.value) for r in rows] == events[:1] and indices == [0]
     assert [(r.key, e.reason) for r, e in rejected] == [(events[1].robot_id.encode(), "undecodable")]
+
+
+def test_signals_are_columns_and_a_row_lacking_one_leaves_it_out() -> None:
+    """The struct holds a field per signal of the batch; a row without it reports without it."""
+    one, two = chaos_ticks()[0][0], chaos_ticks()[0][1]
+    two = msgspec.structs.replace(two, signals={"made_up": 2.5})
+    frame = pl.read_ipc_stream(gateway.encode([one, two]))
+    signals = frame.schema["signals"]
+    assert isinstance(signals, pl.Struct) and {f.name for f in signals.fields} == {*one.signals, "made_up"}
+    assert [parse(r.value).signals for r in gateway.unpack(record(ipc(frame))).rows] == [one.signals, two.signals]
+
 
 
 def worker(messages: list[LogMessage], seed: int) -> tuple[list[Any], Counter[str], list[Any], dict[str, bytes]]:
