@@ -238,3 +238,9 @@ def test_the_worker_dead_letters_a_repeated_robot_and_an_unreadable_batch() -> N
     assert (key, parse(value), reason) == (unknown.robot_id.encode(), unknown, "unknown_signal")
     assert headers == (("via", b"x"), ("gateway_row", b"3"))
     assert whole == (b"site", gateway.MAGIC + b"junk", "undecodable", (("via", b"x"),))
+
+
+def test_a_batch_without_any_signal_or_setting_keeps_every_row() -> None:
+    events = [msgspec.structs.replace(e, signals={}, config=msgspec.UNSET) for e in chaos_ticks()[0][:3]]
+    rows, rejected, _ = gateway.unpack(record(gateway.encode(events)))
+    assert [parse(r.value) for r in rows] == events and not rejected
