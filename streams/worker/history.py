@@ -40,6 +40,7 @@ from streams.worker.routing import TwinRouter, routed, unavailable
 from streams.worker.views import held_twin, private
 from twin.exceptions import FleetTwinError, InvalidEvent
 from twin.fleet import Fleet
+from twin.gateway import is_batch, unpack
 from twin.history import History, shape
 from twin.record import Record
 from twin.schema import Event
@@ -141,13 +142,14 @@ def read_events(source: Iterator[Record], robot_id: str, fleet: Fleet, rules: Po
                 return Read(found, scanned, first, last, True)
             scanned += 1
             first, last = (record.timestamp if scanned == 1 else first), record.timestamp
-            if record.key != key:
-                continue
-            try:
-                found.append((record.timestamp, parse(record.value, fleet, key=record.key,
-                                                      received_ts=record.timestamp, policy=rules)))
-            except InvalidEvent:
-                continue  # rejected live too: not part of the robot's history
+            for row in unpack(record).rows if is_batch(record.value) else (record,):  # a site gateway's rows
+                if row.key != key:
+                    continue
+                try:
+                    found.append((row.timestamp, parse(row.value, fleet, key=row.key, received_ts=row.timestamp,
+                                                       policy=rules)))
+                except InvalidEvent:
+                    continue  # rejected live too: not part of the robot's history
     finally:
         close = getattr(source, "close", None)
         if close is not None:

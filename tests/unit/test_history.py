@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from streams.worker.history import (
     DEFAULT_POINTS, MAX_WINDOW_S, BadHistoryQuery, parse_query, read_events,
 )
+from twin import gateway
 from twin.fleet import Fleet
 from twin.history import shape, thin
 from twin.record import Record
@@ -94,3 +95,13 @@ def test_read_events_stops_at_its_budget_and_closes_the_source(fleet: Fleet) -> 
     read = read_events(source, "r-1", fleet, DEFAULT_POLICY, max_scan=20)
     assert read.stopped and read.scanned == 20 and len(read.events) == 10 and read.last == T0 + 10
     assert next(source, None) is None  # closed: a Kafka source's consumer stops with it
+
+
+def test_read_events_takes_the_robots_reports_inside_site_gateway_records(fleet: Fleet) -> None:
+    """A gateway record is keyed by its site: the robot's rows in it are its history too."""
+    batches = [Record("telemetry", 0, seq, T0 + seq, b"retail-london-01",
+                      gateway.encode([event("r-1", seq, speed_mps=1.0), event("other", seq, speed_mps=2.0)]))
+               for seq in range(1, 6)]
+    read = read_events(iter([*records("r-1", 3), *batches]), "r-1", fleet, DEFAULT_POLICY)
+    assert [e.seq for _, e in read.events] == [1, 2, 3, 1, 2, 3, 4, 5]
+    assert read.scanned == 6 + 5  # Kafka records, as the budget counts them
