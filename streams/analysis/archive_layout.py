@@ -11,7 +11,9 @@ in the file would clash with the hive column in DuckDB and Spark.
 Every file of a dataset has the same columns: the Kafka ones (`KAFKA_SCHEMA`;
 `value` is the raw bytes, which a replay parses exactly as the worker did) and
 analytics columns decoded from the value, null where it does not decode. The
-silence checks keep only the Kafka columns, under the sector `__checks__`.
+silence checks keep only the Kafka columns, under the sector `__checks__`; a site
+gateway's record (many robots' reports, `twin.gateway`) too, under `__gateway__`:
+its bytes are kept whole, and a replay unpacks them as the worker does.
 
 A file holds every record of one (date, sector, partition) in a contiguous run
 of offsets, so the same name always means the same rows: rewriting a batch
@@ -33,6 +35,7 @@ import polars as pl
 from twin.detect.findings import Anomaly
 from twin.exceptions import InvalidEvent
 from twin.frames import ANOMALY_SCHEMA
+from twin.gateway import is_batch
 from twin.record import Kind, Record
 from twin.validate import DEFAULT_POLICY, decode
 
@@ -46,6 +49,8 @@ INVALID = "__invalid__"
 """Sector of telemetry or anomalies whose value does not decode."""
 FLEET = "__fleet__"
 """Sector of anomalies about no sector (fleet-wide findings such as rollouts)."""
+GATEWAY = "__gateway__"
+"""Sector of a site gateway's records: one record holds many reports (no one row of event columns)."""
 CHECKS = "__checks__"
 """Sector of every silence check: a check carries a robot id and a time, no place."""
 DESIRED = "__desired__"
@@ -175,6 +180,9 @@ _NO_ANOMALY = (None,) * (len(ANOMALIES_SCHEMA) - len(KAFKA_SCHEMA))
 
 
 def _telemetry(value: bytes, max_bytes: int, signals: _Signals) -> tuple[str, tuple[Any, ...]]:
+    if is_batch(value):
+        signals.add(None)
+        return GATEWAY, _NO_TELEMETRY
     try:
         e = decode(value, max_bytes=max_bytes)
     except InvalidEvent:

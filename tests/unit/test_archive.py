@@ -10,11 +10,13 @@ import polars as pl
 from hypothesis import given, settings, strategies as st
 
 from streams.analysis.archive_layout import (
-    CHECKS, FLEET, INVALID, KAFKA_SCHEMA, SCHEMAS, TELEMETRY_SCHEMA, path_sector, to_parts, utc_date,
+    CHECKS, FLEET, GATEWAY, INVALID, KAFKA_SCHEMA, SCHEMAS, TELEMETRY_SCHEMA, path_sector, to_parts, utc_date,
 )
 from tests.support.cases import NOW, raw
+from twin import gateway
 from twin.detect.findings import Anomaly
 from twin.record import Kind, Record
+from twin.schema import Event
 
 MS = int(NOW * 1000)
 
@@ -128,3 +130,13 @@ def test_parts_hold_every_record_once_in_offset_order(specs: list[tuple[int, int
         assert set(frame["partition"].to_list()) == {partition}
         seen += [(partition, o) for o in offsets]
     assert sorted(seen) == sorted((r.partition, r.offset) for r in batch)
+
+
+def test_a_site_gateways_record_is_kept_whole_under_its_own_sector() -> None:
+    reports = [msgspec.json.decode(raw(r), type=Event) for r in ("r-1", "r-2")]
+    value = gateway.encode(reports)
+    parts = to_parts("telemetry", [rec(2, 5, MS, b"mining-pilbara-01", value), rec(2, 6, MS, b"r-3", raw("r-3"))])
+    assert sorted(parts) == [f"telemetry/date=2026-09-21/sector={GATEWAY}/part-2-5-5.parquet",
+                             "telemetry/date=2026-09-21/sector=mining/part-2-6-6.parquet"]
+    row = parts[f"telemetry/date=2026-09-21/sector={GATEWAY}/part-2-5-5.parquet"].row(0, named=True)
+    assert row["value"] == value and row["robot_id"] is None and row["signals"] is None
