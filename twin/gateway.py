@@ -29,11 +29,14 @@ stream is dead-lettered whole (`undecodable`).
 from __future__ import annotations
 
 import io
+import struct
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import msgspec
 import polars as pl
+import pyarrow as pa
+import pyarrow.ipc as ipc
 
 from twin.exceptions import InvalidEvent
 from twin.record import Record
@@ -43,6 +46,8 @@ MAGIC = b"\xff\xff\xff\xff"
 """The first bytes of an Arrow IPC stream (its continuation marker)."""
 END = MAGIC + b"\x00\x00\x00\x00"
 """The last bytes of a whole Arrow IPC stream (its end-of-stream marker)."""
+MAX_ROWS = 100_000
+"""Rows one record may hold: a gateway flushes its robots' reports (one each) many times a minute."""
 REASONS = frozenset({"repeated_robot"})
 """Refusals only a gateway batch gives (`undecodable` too, which `parse` gives as well)."""
 
@@ -159,13 +164,10 @@ def unpack(record: Record) -> Unpacked:
 
 def _reports(value: bytes) -> list[dict[str, Any]]:
     """The batch's rows as the JSON objects robots send (a sparse struct's null fields left out, a null
-    config too). A stream must end with the end-of-stream marker: one cut after a record batch reads as
-    fewer rows."""
-    if not value.endswith(END):
-        raise ValueError("no end-of-stream marker: the batch is cut short")
-    frame = pl.read_ipc_stream(value)
-    columns = {name: _sparse(column) if name in SPARSE and isinstance(column.dtype, pl.Struct) else column.to_list()
-               for name, column in zip(frame.columns, frame.get_columns())}
+    config too)."""
+    table = _table(value)
+    columns = {name: _sparse(column) if name in SPARSE and pa.types.is_struct(column.type) else column.to_pylist()
+               for name, column in zip(table.column_names, table.columns)}
     names = list(columns)
     reports = [dict(zip(names, row)) for row in zip(*columns.values())]
     if None in columns.get("config", ()):
@@ -175,18 +177,67 @@ def _reports(value: bytes) -> list[dict[str, Any]]:
     return reports
 
 
-def _sparse(column: pl.Series) -> list[dict[str, Any] | None]:
+def _table(value: bytes) -> pa.Table:
+    """The stream's table, read by Arrow's own reader after checks that keep a hostile record from
+    costing more than its bytes: a schema, then uncompressed record batches of at most `MAX_ROWS`
+    rows in all, then the end-of-stream marker (without it, a stream cut after a record batch would
+    read as fewer rows). polars' reader was not used: a flipped byte in a record made it abort the
+    process (a failed allocation of 4 EB), where Arrow's validates and raises."""
+    if not value.endswith(END):
+        raise ValueError("no end-of-stream marker: the batch is cut short")
+    schema: pa.Schema | None = None
+    batches: list[pa.RecordBatch] = []
+    for message in ipc.MessageReader.open_stream(pa.py_buffer(value)):
+        if message.type == "schema" and schema is None:
+            schema = ipc.read_schema(message)
+        elif message.type == "record batch" and schema is not None:
+            if _compressed(message.metadata.to_pybytes()):
+                raise ValueError("compressed buffers: a gateway batch is sent uncompressed (Kafka compresses)")
+            batches.append(ipc.read_record_batch(message, schema))
+            if sum(b.num_rows for b in batches) > MAX_ROWS:
+                raise ValueError(f"more than {MAX_ROWS:,} rows")
+        else:
+            raise ValueError(f"unexpected {message.type} message: a gateway batch is a schema and record batches")
+    if schema is None:
+        raise ValueError("no schema")
+    table = pa.Table.from_batches(batches, schema)
+    table.validate(full=True)
+    return table
+
+
+def _compressed(metadata: bytes) -> bool:
+    """Whether a record batch message's metadata (an Arrow `Message` flatbuffer, already verified by
+    Arrow's reader) names a body compression: its `RecordBatch` header's field 3 is set."""
+    def at(fmt: str, pos: int) -> int:
+        if not 0 <= pos <= len(metadata) - struct.calcsize(fmt):
+            raise ValueError("record batch metadata out of bounds")
+        return int(struct.unpack_from(fmt, metadata, pos)[0])
+
+    def field(table: int, i: int) -> int:
+        vtable = table - at("<i", table)
+        return at("<H", vtable + 4 + 2 * i) if 4 + 2 * i < at("<H", vtable) else 0
+
+    root = at("<I", 0)
+    header = field(root, 2)  # Message: version, header_type, header, bodyLength, custom_metadata
+    if not header:
+        raise ValueError("record batch message without a header")
+    batch = root + header + at("<I", root + header)
+    return field(batch, 3) != 0  # RecordBatch: length, nodes, buffers, compression, variadicBufferCounts
+
+
+def _sparse(column: pa.ChunkedArray) -> list[dict[str, Any] | None]:
     """A sparse struct column's values without their null fields (None for a null value), read field
-    by field: a struct's own `to_list` costs more than these few lists and dicts."""
-    fields = column.struct.unnest()
-    names = fields.columns
+    by field: a struct's own `to_pylist` costs more than these few lists and dicts."""
+    array = column.combine_chunks()
+    names = [array.type.field(i).name for i in range(array.type.num_fields)]
+    nulls = array.is_null().to_pylist() if array.null_count else None
     if not names:  # no field: zip would give no row at all
-        return [None if null else {} for null in column.is_null().to_list()]
+        return [None if null else {} for null in nulls or [False] * len(array)]
     out: list[dict[str, Any] | None] = []
-    for row in zip(*(fields.get_column(name).to_list() for name in names)):
+    for row in zip(*(field.to_pylist() for field in array.flatten())):
         out.append(dict(zip(names, row)) if None not in row else {k: v for k, v in zip(names, row) if v is not None})
-    if column.null_count():
-        out = [None if null else fields for fields, null in zip(out, column.is_null().to_list())]
+    if nulls is not None:
+        out = [None if null else fields for fields, null in zip(out, nulls)]
     return out
 
 

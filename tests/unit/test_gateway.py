@@ -244,3 +244,31 @@ def test_a_batch_without_any_signal_or_setting_keeps_every_row() -> None:
     events = [msgspec.structs.replace(e, signals={}, config=msgspec.UNSET) for e in chaos_ticks()[0][:3]]
     rows, rejected, _ = gateway.unpack(record(gateway.encode(events)))
     assert [parse(r.value) for r in rows] == events and not rejected
+
+
+def test_mutated_batches_never_raise_out_of_unpack() -> None:
+    """Flipped bytes and cuts, as a broken or hostile gateway sends them: every one ends as rows or a
+    refusal. (polars' IPC reader, used at first, aborted the process on one of these.)"""
+    whole = gateway.encode(list(chaos_ticks()[0][:20]))
+    rng, outcomes = random.Random(7), Counter[str]()
+    for _ in range(3000):
+        mutated = bytearray(whole)
+        for _ in range(rng.choice([1, 2, 8, 32])):
+            mutated[rng.randrange(len(mutated))] = rng.randrange(256)
+        if rng.random() < 0.2:
+            mutated = mutated[:rng.randrange(len(mutated))] + gateway.END
+        rows, rejected, _ = gateway.unpack(record(bytes(mutated)))
+        outcomes["rows" if rows else rejected[0][1].reason] += 1
+    assert set(outcomes) == {"rows", "undecodable"} and min(outcomes.values()) > 300, outcomes
+
+
+def test_compressed_or_oversized_batches_are_refused_unread(monkeypatch: pytest.MonkeyPatch) -> None:
+    events = list(chaos_ticks()[0][:5])
+    out = io.BytesIO()
+    pl.read_ipc_stream(gateway.encode(events)).write_ipc_stream(out, compression="zstd")
+    rows, rejected, _ = gateway.unpack(record(out.getvalue()))
+    assert rows == [] and "compressed" in rejected[0][1].detail
+    monkeypatch.setattr(gateway, "MAX_ROWS", 4)
+    rows, rejected, _ = gateway.unpack(record(gateway.encode(events)))
+    assert rows == [] and "more than 4 rows" in rejected[0][1].detail
+    assert len(gateway.unpack(record(gateway.encode(events[:4]))).rows) == 4
