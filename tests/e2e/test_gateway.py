@@ -3,7 +3,8 @@
 The simulator's sink sends three ticks of reports for robots of two sites as gateway records (one
 per site and home partition, Arrow columns, keyed by the site: `KafkaSink(gateway=True)`), then a
 batch that names one robot twice. The worker serves every robot's twin at its last report, and the
-second report of the repeated robot is dead-lettered with its reason, as the gateway's row in JSON.
+second report of the repeated robot is dead-lettered with its reason, as the gateway's row in JSON;
+a record whose first length points past its end is dead-lettered whole, and the worker folds on.
 """
 
 from __future__ import annotations
@@ -55,6 +56,9 @@ async def test_gateway_batches_become_twins_and_a_repeated_robot_a_dead_letter(
     try:
         await producer.send_and_wait(settings.telemetry_topic, gateway.encode(again), key=site.encode(),
                                      partition=partitioner(settings.partitions)(twice.encode()))
+        broken = bytearray(gateway.encode(again))
+        broken[4:8] = b"\xff\xff\xff\x7f"  # the schema message's length, far past the record's end
+        await producer.send_and_wait(settings.telemetry_topic, bytes(broken), key=f"broken-{run}".encode())
     finally:
         await producer.stop()
 
@@ -69,4 +73,6 @@ async def test_gateway_batches_become_twins_and_a_repeated_robot_a_dead_letter(
     (letter,) = await read_dlq(settings, key=twice.encode(), want=1)
     headers = dict(letter.headers)
     assert headers["reason"] == b"repeated_robot" and decode(letter.value) == again[1]
+    (whole,) = await read_dlq(settings, key=f"broken-{run}".encode(), want=1)
+    assert dict(whole.headers)["reason"] == b"undecodable" and whole.value == bytes(broken)
     assert eventually(lambda: True if dlq_count(worker, "repeated_robot") == before + 1 else None)
