@@ -26,6 +26,7 @@ from typing import NamedTuple
 import msgspec
 
 from twin import kpi
+from twin.batch_replay import rejection
 from twin.desired import DesiredChange, change_key
 from twin.detect.params import DetectorConfig
 from twin.fleet import Fleet, RobotModel
@@ -33,7 +34,6 @@ from twin.fleet_fold import Rules
 from twin.gateway import unpack
 from twin.plan import GateRecord
 from twin.record import Record
-from twin.batch_replay import rejection
 from twin.replay import Fold
 from twin.schema import Event
 from twin.state import Twin

@@ -10,8 +10,8 @@ The record (`encode` builds it, `twin.gateway` owns its meaning):
 * key: the gateway's site (informational: partitions are chosen by robot, below);
 * partition: the home partition of *every* robot in it (where the robot's JSON reports land: Kafka's
   default partitioner over its id). A gateway groups its robots by that partition, one record per
-  group (`streams.gateway.records`). The fold does not check it, as it does not for JSON producers;
-* value: an Arrow IPC stream whose columns are `Event`'s fields (`columns_of`): `signals` a struct
+  group (`batches`). The fold does not check it, as it does not for JSON producers;
+* value: an Arrow IPC stream whose columns are `Event`'s fields (`schema_of`): `signals` a struct
   with a float field per signal any row reports (null where a row has none: columns, not names
   repeated per row), `config` likewise with string fields, null for a row that carries none,
   `location` null for a fixed robot. Uncompressed: the producer's Kafka compression covers the wire.
@@ -28,13 +28,11 @@ stream is dead-lettered whole (`undecodable`).
 
 from __future__ import annotations
 
-import io
 import struct
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import msgspec
-import polars as pl
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
@@ -70,25 +68,26 @@ def is_batch(value: bytes) -> bool:
     return value[:4] == MAGIC
 
 
-def columns_of(events: Sequence[Event]) -> dict[str, Any]:
-    """The Arrow types of a record holding `events`: `Event`'s fields in order, the signal and setting
+def schema_of(events: Sequence[Event]) -> pa.Schema:
+    """The Arrow schema of a record holding `events`: `Event`'s fields in order, the signal and setting
     fields those the events report. A reader renders whatever columns a record has, so a record with
     a column missing or extra is judged as the JSON report with that field missing or extra."""
     names = sorted({name for e in events for name in e.signals})
     keys = sorted({key for e in events if not isinstance(e.config, msgspec.UnsetType) for key in e.config})
-    return {
-        "schema": pl.Int64, "robot_id": pl.String, "seq": pl.Int64, "ts": pl.Float64, "sector": pl.String,
-        "site": pl.String, "model": pl.String, "mode": pl.String, "signals": pl.Struct(dict.fromkeys(names, pl.Float64)),
-        "ai_model_version": pl.String, "firmware": pl.String, "codes": pl.List(pl.String),
-        "location": pl.Struct({"lat": pl.Float64, "lon": pl.Float64, "floor": pl.Int64}),
-        "config": pl.Struct(dict.fromkeys(keys, pl.String)),
-    }
+    text, number = pa.string(), pa.float64()
+    return pa.schema([
+        ("schema", pa.int64()), ("robot_id", text), ("seq", pa.int64()), ("ts", number), ("sector", text),
+        ("site", text), ("model", text), ("mode", text), ("signals", pa.struct([(n, number) for n in names])),
+        ("ai_model_version", text), ("firmware", text), ("codes", pa.list_(text)),
+        ("location", pa.struct([("lat", number), ("lon", number), ("floor", pa.int64())])),
+        ("config", pa.struct([(k, text) for k in keys])),
+    ])
 
 
 def encode(events: Sequence[Event]) -> bytes:
     """One gateway record's value holding `events` (one per robot; the caller groups by partition)."""
-    types = columns_of(events)
-    rows: dict[str, list[Any]] = {name: [] for name in types}
+    schema = schema_of(events)
+    rows: dict[str, list[Any]] = {name: [] for name in schema.names}
     for e in events:
         for name in ("schema", "robot_id", "seq", "ts", "sector", "site", "model", "mode", "ai_model_version",
                      "firmware"):
@@ -98,9 +97,10 @@ def encode(events: Sequence[Event]) -> bytes:
         place = e.location
         rows["location"].append(None if place is None else {"lat": place.lat, "lon": place.lon, "floor": place.floor})
         rows["config"].append(None if isinstance(e.config, msgspec.UnsetType) else e.config)
-    out = io.BytesIO()
-    pl.DataFrame(rows, schema=types).write_ipc_stream(out, compression="uncompressed")
-    return out.getvalue()
+    out = pa.BufferOutputStream()
+    with ipc.new_stream(out, schema) as writer:
+        writer.write_table(pa.Table.from_pydict(rows, schema=schema))
+    return bytes(out.getvalue().to_pybytes())
 
 
 class Batch(NamedTuple):
