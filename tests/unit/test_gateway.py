@@ -1,6 +1,6 @@
 """twin.gateway: a site gateway's batch is judged and folded as the JSON reports it holds.
 
-The oracle is the JSON path: each row renders to a report `parse` turns into the event the gateway
+The oracle is the JSON path: each row renders to a report that decodes to the event the gateway
 encoded, and a log of gateway records folds (on the batch engine and on the scalar `Fold`) to the
 same twins, anomalies and rejections as the same events sent as JSON records at the same partitions,
 offsets and broker times. Hostile batches: unreadable bytes, a robot twice, a row `parse` refuses, a
@@ -32,7 +32,7 @@ from twin.schema import Event, Location
 from twin.score.ground_truth import crc_partitions
 from twin.sim import FleetSim, load_scenario
 from twin.state import encode_twin
-from twin.validate import decode as parse
+from twin.validate import decode
 
 SEEDS = Path(__file__).resolve().parents[2] / "seeds"
 PARTITIONS = 3
@@ -55,7 +55,9 @@ def logs() -> tuple[list[Record], list[Record]]:
     offsets = [0] * PARTITIONS
     batched: list[Record] = []
     plain: list[Record] = []
-    for tick in chaos_ticks():
+    for k, tick in enumerate(chaos_ticks()):
+        if k % 7 == 3:  # a report parse refuses, now and then
+            tick = (msgspec.structs.replace(tick[k], signals={"no_such_signal": 1.0}), *tick[:k], *tick[k + 1:])
         for b in gateway.batches(list(tick), crc_partitions(PARTITIONS)):
             at, received = offsets[b.partition], round(max(e.ts for e in b.events) * 1000 + 50) / 1000
             offsets[b.partition] += 1
@@ -75,7 +77,7 @@ def ipc(frame: pl.DataFrame) -> bytes:
     return out.getvalue()
 
 
-def test_every_row_parses_to_the_event_encoded() -> None:
+def test_every_row_decodes_to_the_event_encoded() -> None:
     events = [e for tick in chaos_ticks()[:5] for e in tick]
     located = Event(schema=1, robot_id="r-1", seq=3, ts=1.7e9, sector=events[0].sector, site=events[0].site,
                     model=events[0].model, mode="working", signals={}, codes=("E-STOP", "F-1"),
@@ -83,7 +85,7 @@ def test_every_row_parses_to_the_event_encoded() -> None:
     for b in gateway.batches([*events, located], crc_partitions(PARTITIONS)):
         rows, rejected, indices = gateway.unpack(record(gateway.encode(b.events)))
         assert not rejected and indices == list(range(len(b.events)))
-        assert [parse(r.value) for r in rows] == b.events
+        assert [decode(r.value) for r in rows] == b.events
         assert [r.key for r in rows] == [e.robot_id.encode() for e in b.events]
         assert {(r.partition, r.offset, r.timestamp) for r in rows} == {(2, 17, 1.7e9)}
 
@@ -111,7 +113,7 @@ def test_a_gateway_log_folds_as_the_same_reports_sent_as_json() -> None:
             b.feed(r)
         assert [encode_twin(t) for t in a.twins.values()] == [encode_twin(t) for t in b.twins.values()]
         assert a.anomalies == b.anomalies and len(a.anomalies) > 0
-        assert a.rejected == b.rejected
+        assert a.rejected == b.rejected and {r.reason for r in a.rejected} == {"unknown_signal"}
 
 
 def test_a_json_record_is_its_own_row() -> None:
@@ -134,8 +136,8 @@ def test_a_robot_twice_keeps_its_first_row_and_refuses_the_next() -> None:
     first, second = chaos_ticks()[0][0], chaos_ticks()[1][0]
     other = chaos_ticks()[0][1]
     rows, rejected, indices = gateway.unpack(record(gateway.encode([first, other, second])))
-    assert [parse(r.value) for r in rows] == [first, other] and indices == [0, 1]
-    assert [(parse(r.value), e.reason) for r, e in rejected] == [(second, "repeated_robot")]
+    assert [decode(r.value) for r in rows] == [first, other] and indices == [0, 1]
+    assert [(decode(r.value), e.reason) for r, e in rejected] == [(second, "repeated_robot")]
     assert "row 2" in rejected[0][1].detail
 
 
@@ -176,7 +178,7 @@ def test_a_row_that_cannot_be_rendered_refuses_that_row(monkeypatch: pytest.Monk
         return render(report)
     monkeypatch.setattr(gateway, "_json", failing)
     rows, rejected, indices = gateway.unpack(record(gateway.encode(events)))
-    assert [parse(r.value) for r in rows] == events[:1] and indices == [0]
+    assert [decode(r.value) for r in rows] == events[:1] and indices == [0]
     assert [(r.key, e.reason) for r, e in rejected] == [(events[1].robot_id.encode(), "undecodable")]
 
 
@@ -187,7 +189,7 @@ def test_signals_are_columns_and_a_row_lacking_one_leaves_it_out() -> None:
     frame = pl.read_ipc_stream(gateway.encode([one, two]))
     signals = frame.schema["signals"]
     assert isinstance(signals, pl.Struct) and {f.name for f in signals.fields} == {*one.signals, "made_up"}
-    assert [parse(r.value).signals for r in gateway.unpack(record(ipc(frame))).rows] == [one.signals, two.signals]
+    assert [decode(r.value).signals for r in gateway.unpack(record(ipc(frame))).rows] == [one.signals, two.signals]
 
 
 
@@ -218,8 +220,12 @@ def as_messages(records: list[Record]) -> list[LogMessage]:
 def test_the_worker_folds_a_gateway_log_as_the_json_log() -> None:
     batched, plain = logs()
     found, outcomes, dead, twins = worker(as_messages(batched), 3)
-    assert (found, outcomes, dead, twins) == worker(as_messages(plain), 4)
-    assert found and twins and outcomes["applied"] > 0 and not dead
+    json_found, json_outcomes, json_dead, json_twins = worker(as_messages(plain), 4)
+    assert (found, outcomes, twins) == (json_found, json_outcomes, json_twins)
+    assert found and twins and outcomes["applied"] > 0 and outcomes["rejected"] > 0
+    # the same dead letters, each with its row's number in the batch beside the record's own headers
+    assert [(k, decode(v), why) for k, v, why, _ in dead] == [(k, decode(v), why) for k, v, why, _ in json_dead]
+    assert all(h[0] == ("via", b"x") and h[1][0] == "gateway_row" for *_, h in dead)
 
 
 def test_the_worker_dead_letters_a_repeated_robot_and_an_unreadable_batch() -> None:
@@ -233,9 +239,9 @@ def test_the_worker_dead_letters_a_repeated_robot_and_an_unreadable_batch() -> N
     assert len(by_reason) == 3
     repeated, refused, whole = by_reason["repeated_robot"], by_reason["unknown_signal"], by_reason["undecodable"]
     key, value, reason, headers = repeated
-    assert (key, parse(value), reason, headers) == (second.robot_id.encode(), second, "repeated_robot", (("via", b"x"),))
+    assert (key, decode(value), reason, headers) == (second.robot_id.encode(), second, "repeated_robot", (("via", b"x"),))
     key, value, reason, headers = refused
-    assert (key, parse(value), reason) == (unknown.robot_id.encode(), unknown, "unknown_signal")
+    assert (key, decode(value), reason) == (unknown.robot_id.encode(), unknown, "unknown_signal")
     assert headers == (("via", b"x"), ("gateway_row", b"3"))
     assert whole == (b"site", gateway.MAGIC + b"junk", "undecodable", (("via", b"x"),))
 
@@ -243,7 +249,7 @@ def test_the_worker_dead_letters_a_repeated_robot_and_an_unreadable_batch() -> N
 def test_a_batch_without_any_signal_or_setting_keeps_every_row() -> None:
     events = [msgspec.structs.replace(e, signals={}, config=msgspec.UNSET) for e in chaos_ticks()[0][:3]]
     rows, rejected, _ = gateway.unpack(record(gateway.encode(events)))
-    assert [parse(r.value) for r in rows] == events and not rejected
+    assert [decode(r.value) for r in rows] == events and not rejected
 
 
 def test_mutated_batches_never_raise_out_of_unpack() -> None:
