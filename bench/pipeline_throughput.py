@@ -407,11 +407,12 @@ def drain_workers(base: Settings, load: Load, count: int, tmp: Path, on_first: C
         for w in workers:
             w.stop()
     first, last = watched.progress[0][0], watched.progress[-1][0]
-    per_record = n / watched.n  # a gateway record holds many events; progress is read in records
+    records = watched.n
+    if not (load.gateway or records == n) or n != sum(counts):
+        print(f"  ! {records:,} records to apply and {sum(counts):,.0f} events counted for {n:,} events sent")
+    per_record = n / records  # a gateway record holds many events; progress is read in records
     watched.progress = [(t, round(k * per_record)) for t, k in watched.progress]
     watched.n = n
-    if not watched.n == n == sum(counts):
-        print(f"  ! {watched.n:,} records to apply and {sum(counts):,.0f} events counted for {n:,} events sent")
     rate, steady = watched.rate(), watched.rate(0.2, 0.9)
     print(f"  . {tag}{' ' + str(faust_env) if faust_env else ''}: {rate:,.0f} events/s first to "
           f"last write, steady {steady:,.0f}/s, {last - first:.1f} s, {len(watched.progress):,} twin writes")
