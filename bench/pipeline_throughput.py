@@ -510,12 +510,13 @@ class Watched:
         return (w2 - w1) / wall, (b2 - b1) / wall
 
 
-def wire_bytes(load: Load) -> tuple[float, float]:
-    """Record value bytes per event of one tick of `load`, as JSON records and as gateway records."""
+def wire_bytes(load: Load, partitions: int) -> tuple[float, float]:
+    """Record value bytes per event of one tick of `load` over `partitions`, as JSON records and as
+    gateway records."""
     events = simulate(load.robots, 1, start_ts=load.start_ts).step()
-    partitions = list(range(Settings().partitions))
-    return (sum(len(w[2]) for w in wire(events, partitions)) / len(events),
-            sum(len(w[2]) for w in wire(events, partitions, gateway=True)) / len(events))
+    parts = list(range(partitions))
+    return (sum(len(w[2]) for w in wire(events, parts)) / len(events),
+            sum(len(w[2]) for w in wire(events, parts, gateway=True)) / len(events))
 
 
 def median_drain(runs: list[Drain]) -> Drain:
@@ -1004,7 +1005,7 @@ def throughput(base: Settings, args: argparse.Namespace, tmp: Path) -> None:
           f"{storm.rate / prefilled.rate:.2f}; {storm.anomalies:,} anomaly messages per run")
     if not args.skip_gateway:
         via = median_drain([drain_workers(base, replace(load, gateway=True), 1, tmp) for _ in range(args.repeat)])
-        json_b, gw_b = wire_bytes(load)
+        json_b, gw_b = wire_bytes(load, base.partitions)
         print(f"(3g) the same events as site gateways send them (one Arrow record per site and partition, "
               f"{json_b:,.0f} -> {gw_b:,.0f} bytes per event on the wire): {via.rate:,.0f} events/s, ratio to (3) "
               f"{via.rate / prefilled.rate:.2f}; steady {via.steady:,.0f}/s; CPU per wall second: worker "
