@@ -23,7 +23,8 @@ fold judges that exactly as any other (`twin.validate.parse` is the one set of r
 copy of them for columns). One offset holds every row of a record, and the fold marks a robot's
 second record at an offset it has applied as a redelivery, so a robot twice in one record would
 vanish: its later rows are dead-lettered (`repeated_robot`). A value that is no readable Arrow
-stream is dead-lettered whole (`undecodable`).
+stream, or would cost more to read than its bytes (`_table`), is dead-lettered whole (`undecodable`):
+whatever the bytes, `unpack` returns.
 """
 
 from __future__ import annotations
@@ -134,29 +135,34 @@ def unpack(record: Record) -> Unpacked:
     if record.kind != "telemetry" or not is_batch(record.value):
         return Unpacked([record], [], [0])
     try:
-        reports = _reports(record.value)
+        return _rows(record, _reports(record.value))
     except Exception as exc:  # noqa: BLE001 - whatever the bytes, the batch is dead-lettered, not the worker
         return Unpacked([], [(record, InvalidEvent("undecodable", f"gateway batch: {exc}"[:500]))], [])
+
+
+def _rows(record: Record, reports: list[dict[str, Any]]) -> Unpacked:
+    """`unpack` of a readable batch: each report a record keyed by its robot, unless it repeats one."""
     rows: list[Record] = []
     rejected: list[tuple[Record, InvalidEvent]] = []
     indices: list[int] = []
-    seen: set[Any] = set()
+    seen: set[bytes] = set()
     for i, report in enumerate(reports):
         robot = report.get("robot_id")
-        key = robot.encode() if isinstance(robot, str) else None
+        key = robot.encode() if isinstance(robot, str) else None  # any other type: parse refuses the row
         try:
             value = _json(report)
-        except Exception as exc:  # noqa: BLE001 - a pair without a name, say: this row only
+        except Exception as exc:  # noqa: BLE001 - whatever a row holds that JSON cannot: this row only
             rejected.append((Record("telemetry", record.partition, record.offset, record.timestamp, key,
                                     repr(report).encode()[:65536]),
                              InvalidEvent("undecodable", f"gateway batch row {i}: {exc}"[:500])))
             continue
         row = Record("telemetry", record.partition, record.offset, record.timestamp, key, value)
-        if robot in seen and robot is not None:
+        if key is not None and key in seen:
             rejected.append((row, InvalidEvent("repeated_robot", f"robot {robot!r} twice in one gateway batch "
                                                                  f"(row {i}): one report per robot per batch")))
             continue
-        seen.add(robot)
+        if key is not None:
+            seen.add(key)
         rows.append(row)
         indices.append(i)
     return Unpacked(rows, rejected, indices)

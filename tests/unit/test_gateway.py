@@ -18,6 +18,8 @@ from typing import Any
 
 import msgspec
 import polars as pl
+import pyarrow as pa
+import pyarrow.ipc as arrow_ipc
 import pytest
 
 from streams.seeds import read_detectors, read_fleet, read_scenario
@@ -278,3 +280,18 @@ def test_compressed_or_oversized_batches_are_refused_unread(monkeypatch: pytest.
     rows, rejected, _ = gateway.unpack(record(gateway.encode(events)))
     assert rows == [] and "more than 4 rows" in rejected[0][1].detail
     assert len(gateway.unpack(record(gateway.encode(events[:4]))).rows) == 4
+
+
+def test_a_robot_id_column_of_another_type_is_judged_not_raised() -> None:
+    """Found in review: a list-typed `robot_id` made the repeated-robot check raise (unhashable), and a
+    batch that raises is read again for ever. Its rows are now judged as the JSON they render to."""
+    table = pa.table({"robot_id": pa.array([["a"], ["a"]], pa.list_(pa.string())), "seq": [1, 2]})
+    out = pa.BufferOutputStream()
+    with arrow_ipc.new_stream(out, table.schema) as writer:
+        writer.write_table(table)
+    rows, rejected, _ = gateway.unpack(record(out.getvalue().to_pybytes()))
+    assert len(rows) == 2 and not rejected and {r.key for r in rows} == {None}
+    fold = BatchFold(rules())
+    for row in rows:
+        fold.feed(row)
+    assert [r.reason for r in fold.rejected] == ["invalid_field", "invalid_field"]
