@@ -26,12 +26,10 @@ from typing import NamedTuple
 import msgspec
 
 from twin import kpi
-from twin.batch_replay import rejection
 from twin.desired import DesiredChange, change_key
 from twin.detect.params import DetectorConfig
 from twin.fleet import Fleet, RobotModel
 from twin.fleet_fold import Rules
-from twin.gateway import unpack
 from twin.plan import GateRecord
 from twin.record import Record
 from twin.replay import Fold
@@ -270,7 +268,7 @@ def fold(records: Iterable[Record], fleet: Fleet, config: DetectorConfig, versio
     """
     state = Fold(Rules(fleet, config, policy))
     tally = Tally(tuple(versions), None if models is None else frozenset(models))
-    for record in (row for whole in records for row in _rows(state, whole)):
+    for record in (row for whole in records for row in state.rows(whole)):  # a gateway's reports one by one
         robot_id = (record.key or b"").decode(errors="replace") if record.kind == "telemetry" else ""
         before = state.twins.get(robot_id)
         published = len(state.anomalies)
@@ -283,16 +281,6 @@ def fold(records: Iterable[Record], fleet: Fleet, config: DetectorConfig, versio
         opened = sum(1 for a in state.anomalies[published:] if a.status == "open" and a.robot_id == event.robot_id)
         tally.credit(before, event, fleet.models[event.model], opened)
     return tally, state
-
-
-def _rows(state: Fold, record: Record) -> list[Record]:
-    """A site gateway's batch as its rows (its refused rows listed as the fold lists rejections), so
-    that each report is credited against its own robot's twin; any other record as itself."""
-    rows, rejected, _ = unpack(record)
-    for row, error in rejected:
-        state.records += 1
-        state.rejected.append(rejection(row, error))
-    return rows
 
 
 def _accepted(before: Twin | None, after: Twin) -> bool:

@@ -55,6 +55,13 @@ class Rejection(msgspec.Struct, frozen=True):
     detail: str
 
 
+def gateway_rows(record: Record) -> tuple[list[Record], list[Rejection]]:
+    """A record's rows to fold (a site gateway's batch unpacked, `twin.gateway.unpack`; any other record
+    itself) and what unpacking refused, as a replay lists rejections: what both replay folds share."""
+    rows, refused, _ = unpack(record)
+    return rows, [rejection(row, error) for row, error in refused]
+
+
 def rejection(record: Record, error: InvalidEvent) -> Rejection:
     """A refused record as a replay lists it."""
     return Rejection(record.partition, record.offset, record.timestamp, record.key, error.reason, error.detail)
@@ -85,9 +92,9 @@ class BatchFold:
         """Take one record (folded at the latest when the state is next read); a site gateway's batch
         as its rows (`twin.gateway`), each counted as a record."""
         if record.kind == "telemetry" and is_batch(record.value):
-            rows, rejected, _ = unpack(record)
-            self.records += len(rejected)
-            self._rejected += [rejection(row, error) for row, error in rejected]
+            rows, refused = gateway_rows(record)
+            self.records += len(refused)
+            self._rejected += refused
             for row in rows:
                 self.feed(row)
             return

@@ -38,13 +38,13 @@ from heapq import merge
 
 import msgspec
 
-from twin.batch_replay import BatchFold, Rejection, rejection
+from twin.batch_replay import BatchFold, Rejection, gateway_rows, rejection
 from twin.desired import DesiredRules
 from twin.detect.findings import Anomaly
 from twin.detect.params import DetectorConfig
 from twin.fleet import Fleet
 from twin.fleet_fold import FleetState, Rules, on_anomaly, on_desired, on_record
-from twin.gateway import is_batch, unpack
+from twin.gateway import is_batch
 from twin.record import Record
 from twin.schema import Event
 from twin.state import Twin
@@ -99,14 +99,11 @@ class Fold:
 
     def feed(self, record: Record) -> Event | None:
         """Apply one record as the worker does; returns the event it carried, if it was valid telemetry
-        (a site gateway's batch: its rows in turn, the last row's event; `twin.gateway.unpack` first
+        (a site gateway's batch: its rows in turn, the last row's event; `rows` first
         when each row's event matters)."""
         if record.kind == "telemetry" and is_batch(record.value):
-            rows, rejected, _ = unpack(record)
-            self.records += len(rejected)
-            self.rejected += [rejection(row, error) for row, error in rejected]
             event = None
-            for row in rows:
+            for row in self.rows(record):
                 event = self.feed(row)
             return event
         self.records += 1
@@ -122,6 +119,14 @@ class Fold:
             self.twins[step.twin.robot_id] = step.twin
         self.publish(publish)
         return step.event
+
+    def rows(self, record: Record) -> list[Record]:
+        """The record's rows to feed one by one (a site gateway's batch unpacked; any other record
+        itself), what unpacking refused listed and counted as `feed` counts records."""
+        rows, refused = gateway_rows(record)
+        self.records += len(refused)
+        self.rejected += refused
+        return rows
 
     def publish(self, found: Iterable[Anomaly]) -> None:
         for anomaly in found:
