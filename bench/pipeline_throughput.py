@@ -20,7 +20,9 @@ Measured in one run against the real local broker (each figure the median of --r
      every figure before the eighth session's was measured so); (3g) the same events sent as
      site gateways send them (`twin.gateway`: one Arrow record per site and home partition; the
      changelog's progress, read in records, scaled to events), with the value bytes per event of
-     one tick both ways;
+     one tick both ways; (3z) the same events with the twins changelog uncompressed
+     (FLEET_TWIN_CHANGELOG_COMPRESSION=none against the worker's default), with the changelog's
+     bytes on the broker's disk per twin written both ways;
   4. latency, produce -> twin updated, at a fixed offered load (--rate events/s for --seconds,
      one report per robot per second, in 10 ms slices): each event's `ts` is the wall-clock
      instant it is handed to the producer; a reader of the worker's changelog
@@ -49,7 +51,7 @@ otherwise land in the latency and memory figures.
         [--rates 1000,2000,4000] [--seconds 30] [--high-rate 20000] [--high-seconds 10] [--plot PNG]
         [--batches 10,100,500,2000,4000,8000] [--profile] [--profile-rate R] [--scrape-s S]
         [--silence-check-s S] [--skip-sweep] [--skip-batches] [--skip-workers]
-        [--skip-latency] [--skip-memory] [--skip-gateway]
+        [--skip-latency] [--skip-memory] [--skip-gateway] [--skip-codec]
 
 Everything it writes goes to a temporary folder, removed at the end, also after an error
 (--keep-temp keeps it); on a broker it did not start, it deletes the topics it created.
@@ -372,6 +374,8 @@ class Drain:
     """Each worker's share of the events (its twin_events_total, scraped once at the end)."""
     anomalies: int = 0
     """Anomaly messages the run published (fleet.anomalies)."""
+    changelog_bytes: float = 0.0
+    """Bytes of twins changelog on the broker's disk per twin written (0: not a broker of this run's)."""
 
 
 def drain_workers(base: Settings, load: Load, count: int, tmp: Path, on_first: Callable[[Worker], None] | None = None,
@@ -417,8 +421,17 @@ def drain_workers(base: Settings, load: Load, count: int, tmp: Path, on_first: C
     print(f"  . {tag}{' ' + str(faust_env) if faust_env else ''}: {rate:,.0f} events/s first to "
           f"last write, steady {steady:,.0f}/s, {last - first:.1f} s, {len(watched.progress):,} twin writes")
     cpu = watched.cpu_per_s()
+    stored = changelog_on_disk(base, workers[0].settings)
     return Drain(count, rate, steady, first - spawned, last - spawned, cpu[0], cpu[1], [c / n for c in counts],
-                 asyncio.run(end_offsets(topics, topics.anomalies_topic)))
+                 asyncio.run(end_offsets(topics, topics.anomalies_topic)), stored / len(watched.progress))
+
+
+def changelog_on_disk(base: Settings, worker: Settings) -> int:
+    """Bytes of the worker's twins changelog in the segment files of the broker this run started (its
+    data folder is under the run's state folder; 0 for a broker of someone else's): what the broker
+    stores and would replicate, record batches as the worker's producer built and compressed them."""
+    data = base.state_dir / "kafka" / "data"
+    return sum(f.stat().st_size for f in data.glob(f"{worker.app_id}-twins-changelog-*/*.log"))
 
 
 def wait_settled(workers: list[Worker], limit_s: float) -> float:
@@ -526,7 +539,7 @@ def median_drain(runs: list[Drain]) -> Drain:
     last = runs[-1]
     return Drain(last.workers, m(lambda r: r.rate), m(lambda r: r.steady), m(lambda r: r.startup_s), m(lambda r: r.total_s),
                  m(lambda r: r.worker_cpu), m(lambda r: r.broker_cpu), last.shares,
-                 int(m(lambda r: r.anomalies)))
+                 int(m(lambda r: r.anomalies)), m(lambda r: r.changelog_bytes))
 
 
 # -- profile -------------------------------------------------------------------------------------
@@ -998,7 +1011,15 @@ def throughput(base: Settings, args: argparse.Namespace, tmp: Path) -> None:
           f"steady (20th-90th pct of writes) {prefilled.steady:,.0f}/s; start-up {prefilled.startup_s:.1f} s, "
           f"spawn to done {prefilled.total_s:.1f} s")
     print(f"      CPU per wall second during the drain: worker {prefilled.worker_cpu:.2f}, "
-          f"broker {prefilled.broker_cpu:.2f}; {prefilled.anomalies:,} anomaly messages published per run")
+          f"broker {prefilled.broker_cpu:.2f}; {prefilled.anomalies:,} anomaly messages published per run; "
+          f"twins changelog ({base.changelog_compression}) {prefilled.changelog_bytes:,.0f} B per twin on disk")
+    if not args.skip_codec and base.changelog_compression != "none":
+        plain = median_drain([drain_workers(base, load, 1, tmp, changelog_compression="none")
+                              for _ in range(args.repeat)])
+        print(f"(3z) the same, twins changelog uncompressed: {plain.rate:,.0f} events/s, (3) is x"
+              f"{prefilled.rate / plain.rate:.2f} it; CPU per wall second: worker {plain.worker_cpu:.2f}, broker "
+              f"{plain.broker_cpu:.2f}; {plain.changelog_bytes:,.0f} B per twin on disk, (3) "
+              f"{plain.changelog_bytes / max(prefilled.changelog_bytes, 1):.1f}x fewer")
     storm = median_drain([drain_workers(base, replace(load, event_time=False), 1, tmp) for _ in range(args.repeat)])
     print(f"(3c) the same events stamped when produced (clocks up to {ticks} s behind the broker's: clock_skew open "
           f"on most robots): {storm.rate:,.0f} events/s, ratio to (1) {storm.rate / bare:.3f}, to (3) "
@@ -1162,7 +1183,7 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 QUICK = {"events": 40_000, "robots": 1_000, "repeat": 1, "rates": "1000,4000", "seconds": 10.0,
          "high_rate": 0.0, "skip_sweep": True, "skip_batches": True, "skip_workers": True, "skip_memory": True,
-         "skip_gateway": True}
+         "skip_gateway": True, "skip_codec": True}
 """--quick: (1) to (4) once, with less of everything: minutes, where the full run takes the better part of an hour."""
 
 
@@ -1200,7 +1221,7 @@ def arguments() -> argparse.Namespace:
     ap.add_argument("--quick", action="store_true",
                     help="a short run: " + " ".join(f"--{k.replace('_', '-')}" + ("" if v is True else f" {v:g}"
                                                     if isinstance(v, float) else f" {v}") for k, v in QUICK.items()))
-    for part in ("throughput", "sweep", "batches", "workers", "latency", "memory", "gateway"):
+    for part in ("throughput", "sweep", "batches", "workers", "latency", "memory", "gateway", "codec"):
         ap.add_argument(f"--skip-{part}", action="store_true", help=f"leave out the {part} part")
     args = ap.parse_args()
     if args.quick:

@@ -6,6 +6,7 @@
 #   kafka.sh start       format storage if new, start in the background, wait until ready
 #   kafka.sh stop        stop the broker this script started (by pid file)
 #   kafka.sh status      exit 0 if our broker runs, 1 if not
+#   kafka.sh dump-log F  Kafka's DumpLogSegments over segment files: each batch's codec
 #
 # Settings (environment): FLEET_TWIN_KAFKA_PORT (9092),
 # FLEET_TWIN_KAFKA_CONTROLLER_PORT (9094), FLEET_TWIN_STATE_DIR (./.fleet-twin),
@@ -214,10 +215,20 @@ stop() {
   say "stopped"
 }
 
+# Kafka's own reader of log segments (kafka-dump-log.sh): one line per record batch, with its
+# offsets, size and codec ("compresscodec: zstd"). Arguments: segment files (.log).
+dump_log() {
+  [ $# -gt 0 ] || { echo "usage: $0 dump-log SEGMENT.log..." >&2; return 2; }
+  local cp files; cp=$(cat "$(classpath)"); files=$(IFS=,; echo "$*")
+  java -Xmx256M -Djava.awt.headless=true -Dlog4j2.configurationFile="$here/log4j2.properties" \
+    -Dkafka.logs.dir="$log_dir" -cp "$cp" kafka.tools.DumpLogSegments --files "$files"
+}
+
 case "${1:-}" in
   classpath) classpath ;;
+  dump-log) shift; dump_log "$@" ;;
   start) start ;;
   stop) stop ;;
   status) running ;;
-  *) echo "usage: $0 classpath|start|stop|status" >&2; exit 2 ;;
+  *) echo "usage: $0 classpath|start|stop|status|dump-log SEGMENT.log..." >&2; exit 2 ;;
 esac

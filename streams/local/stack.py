@@ -78,12 +78,25 @@ class Stack:
         self._kafka_script("stop")
         return True
 
-    def _kafka_script(self, action: str) -> None:
+    def batch_codecs(self, topic: str, partition: int) -> list[str]:
+        """The codec of every record batch our broker holds for a partition, as Kafka's own
+        DumpLogSegments reads its segment files (so a test sees what is on disk, not what a
+        client decoded)."""
+        folder = self.state_dir / "kafka" / "data" / f"{topic}-{partition}"
+        segments = sorted(str(f) for f in folder.glob("*.log"))
+        if not segments:
+            raise ProcessFailed(f"no segment files in {folder}: is the broker this stack's own?")
+        out = self._kafka_script("dump-log", *segments)
+        return [line.split("compresscodec: ")[1].split()[0] for line in out.splitlines() if "compresscodec: " in line]
+
+    def _kafka_script(self, action: str, *args: str) -> str:
         script = self.settings.deploy_dir / "kafka" / "kafka.sh"
         env = {**settings_env(self.settings), "FLEET_TWIN_STATE_DIR": str(self.state_dir)}
-        result = subprocess.run([str(script), action], env={**os.environ, **env})
+        capture = subprocess.PIPE if args else None
+        result = subprocess.run([str(script), action, *args], env={**os.environ, **env}, stdout=capture, text=True)
         if result.returncode != 0:
             raise ProcessFailed(f"kafka.sh {action} failed (exit {result.returncode})")
+        return result.stdout or ""
 
     # -- prometheus and alertmanager -----------------------------------------
     def start_prometheus(self, worker_ports: list[int] | None = None) -> None:

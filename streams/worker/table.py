@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.record.default_records import DefaultRecordBatch
 
 from streams.kafka_client import client_kwargs
 from streams.settings import Settings
@@ -24,7 +25,12 @@ from streams.worker.bulk_store import BulkMemoryStore
 from twin.state import Twin, decode_twin
 
 MAX_BATCH_BYTES = 512 * 1024
-"""Under the broker's default message.max.bytes (1 MiB)."""
+"""Under the broker's default message.max.bytes (1 MiB), before compression."""
+
+CODECS = {"none": DefaultRecordBatch.CODEC_NONE, "gzip": DefaultRecordBatch.CODEC_GZIP,
+          "snappy": DefaultRecordBatch.CODEC_SNAPPY, "lz4": DefaultRecordBatch.CODEC_LZ4,
+          "zstd": DefaultRecordBatch.CODEC_ZSTD}
+"""`Settings.changelog_compression` -> the codec of a Kafka record batch (bench/changelog_codecs.py)."""
 
 
 class ChangelogWriter:
@@ -75,8 +81,10 @@ class ChangelogWriter:
 
     async def _started(self) -> AIOKafkaProducer:
         if self._producer is None:
+            codec = self._settings.changelog_compression
             producer = AIOKafkaProducer(**client_kwargs(self._settings), acks="all", linger_ms=0,
-                                        max_batch_size=MAX_BATCH_BYTES)
+                                        max_batch_size=MAX_BATCH_BYTES,
+                                        compression_type=None if codec == "none" else codec)
             await producer.start()
             self._producer = producer
         return self._producer
