@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import pytest
 
 from streams.settings import Settings
 from tests.support.telemetry import kcat_produce, telemetry
@@ -30,6 +31,16 @@ def test_kcat_event_shows_up_in_the_twin_api(api: httpx.Client, settings: Settin
     assert {k: s["value"] for k, s in twin["signals"].items()} == {"battery_soc_pct": 77.5, "speed_mps": 1.1}
     assert twin["sector"] == "logistics" and twin["counts"]["events"] == 1
     assert twin["counts"]["modes"]["working"] == 1 and twin["last_seen"] > 0
+
+
+@pytest.mark.parametrize("codec", ["gzip", "snappy", "lz4", "zstd"])
+def test_reports_in_compressed_batches_are_folded(api: httpx.Client, settings: Settings, codec: str) -> None:
+    """Robots' clients may compress their batches with any codec Kafka has (librdkafka's here); the
+    worker's consumer decompresses each (aiokafka needs cramjam for all but gzip)."""
+    robot = f"z-{codec}-{uuid.uuid4().hex[:8]}"
+    kcat_produce(settings, robot, telemetry(robot, seq=4), compression=codec)
+    twin = eventually(get_twin(api, robot))
+    assert twin["robot_id"] == robot and twin["seq"] == 4 and twin["counts"]["events"] == 1
 
 
 def test_unknown_robot_is_404_and_listing_filters_by_sector(

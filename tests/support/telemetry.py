@@ -38,11 +38,12 @@ def report(robot: str, seq: int, ts: float, current: float) -> bytes:
     }).encode()
 
 
-def kcat_produce(settings: Settings, key: str, value: bytes) -> None:
+def kcat_produce(settings: Settings, key: str, value: bytes, compression: str = "none") -> None:
+    """One record from kcat (librdkafka), in a record batch of `compression` (kcat's -z)."""
     kcat = shutil.which("kcat") or shutil.which("kafkacat")
     assert kcat, "kcat is installed by `make test` (Debian package kafkacat)"
     subprocess.run(
-        [kcat, "-b", settings.bootstrap, "-t", settings.telemetry_topic, "-P", "-K", "\t"],
+        [kcat, "-b", settings.bootstrap, "-t", settings.telemetry_topic, "-P", "-K", "\t", "-z", compression],
         input=key.encode() + b"\t" + value + b"\n", check=True, timeout=30,
     )
 
