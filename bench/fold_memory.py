@@ -141,8 +141,11 @@ def parts(state: bf.FoldState) -> dict[str, int]:
            "reducer signal blocks (arrays)": sum(deep_size(a, seen) for b in red.blocks for a in b.c.values()),
            "reducer other arrays": sum(deep_size(a, seen) for a in arrays_of(red)),
            f"detector cell_of (slot x name, {obs.cell_of.dtype})": deep_size(obs.cell_of, seen),
-           f"detector cells: counters ({used})": sum(deep_size(a, seen) for a in (*obs.cells[:3], obs.listed)),
-           "detector cells: drift numbers": sum(deep_size(a, seen) for a in obs.cells.drift),
+           f"detector cells: counters and drift rows ({used})":
+               sum(deep_size(a, seen) for a in (obs.cells.out, obs.cells.same, obs.cells.hits, obs.cells.dslot,
+                                                 obs.listed)),
+           f"detector cells: drift numbers ({obs.cells.ndrift} rows used of {len(obs.cells.drift.has)})":
+               sum(deep_size(a, seen) for a in obs.cells.drift),
            "detector per-robot arrays (robot, stall, cohort)": sum(deep_size(a, seen) for a in arrays_of(obs)),
            "detector open anomalies (dict)": deep_size(obs.opened, seen),
            "reducer watches of loaded twins (dict)": deep_size(red.watches, seen),

@@ -127,10 +127,10 @@ def _scalar_round(ws: list[SignalWatch], vals: list[float], before: list[SignalS
     return out
 
 
-def batched(inputs: Inputs, robots: int, n: int, k: bs.Kinds) -> tuple[float, bs.Watches, list[bytes]]:
+def batched(inputs: Inputs, robots: int, n: int, k: bs.Kinds) -> tuple[float, bs.CellStore, list[bytes]]:
     """`signals_round` per round on a store of every cell (all cells report every round here)."""
     cells = robots * n
-    store = bs.empty(cells)
+    store = bs.CellStore(cells)
     idx = np.arange(cells)
     kind = np.tile(np.arange(n), robots)
     ones, zeros = np.ones(cells, dtype=bool), np.zeros(cells, dtype=bool)
@@ -141,8 +141,8 @@ def batched(inputs: Inputs, robots: int, n: int, k: bs.Kinds) -> tuple[float, bs
         rnd = bs.Round(kind, ones, values, inputs.priors[r], ones, np.repeat(inputs.operating[r], n), zeros,
                        np.repeat(inputs.dt[r], n), ones, seq, seq)
         t0 = time.perf_counter()
-        new, out = bs.signals_round(bs.take(store, idx), rnd, k)
-        bs.put(store, idx, new)
+        new, out = bs.signals_round(store.take(idx), rnd, k)
+        store.put(idx, new)
         seconds += time.perf_counter() - t0
         found.append(msgspec.msgpack.encode(out))
     return seconds, store, found
@@ -164,7 +164,7 @@ def main() -> None:
     inputs = readings(specs, args.robots, args.rounds, args.seed)
     base_s, ws, base_found = scalar(inputs, names, specs, k)
     batch_s, store, batch_found = batched(inputs, args.robots, len(names), k)
-    if bs.to_watches(store) != ws or batch_found != base_found:
+    if bs.to_watches(store.take(np.arange(len(store)))) != ws or batch_found != base_found:
         raise SystemExit("batch signal detectors differ from the scalar ones")
     cells = args.robots * len(names) * args.rounds
     fired = Counter(f["detector"] for b in base_found for fs in msgspec.msgpack.decode(b).values() for f in fs)

@@ -543,7 +543,7 @@ def _store_watch(state: FoldState, slot: int, watch: Watch, names: list[str]) ->
     gids = [red.names[n] for n in names]
     obs.grow(red.robots, len(red.names.table))
     mine = obs.cell_of[slot][obs.cell_of[slot] >= 0]
-    bs.put(obs.cells, mine, bs.empty(len(mine)))
+    obs.cells.put(mine, bs.empty(len(mine)))
     obs.listed[mine] = False
     if gids:
         cells = obs.cell_of[slot, gids]
@@ -551,7 +551,7 @@ def _store_watch(state: FoldState, slot: int, watch: Watch, names: list[str]) ->
         if new.any():
             cells[new] = obs.alloc(int(new.sum()))
             obs.cell_of[slot, np.array(gids)[new]] = cells[new]
-        bs.put(obs.cells, cells, bs.watches_of(watch.signals))
+        obs.cells.put(cells, bs.watches_of(watch.signals))
         obs.listed[cells] = True
     obs.nlisted[slot] = len(watch.signals)
     r = obs.robot

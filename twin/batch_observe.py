@@ -132,7 +132,7 @@ class ObserveState:
         self.cell_of: Array = np.full((0, 0), -1, np.int32)
         """Slot x global signal id (the reducer's `names`) -> cell, -1 for none yet (int32: 172 bytes
         per robot instead of 344 with the seeds' signal names, bench/fold_memory.py)."""
-        self.cells = bs.empty(0)
+        self.cells = bs.CellStore(0)
         self.listed: Array = np.zeros(0, bool)
         """Per cell: the signal is in the robot's `Watch.signals` (a cell out of it is `SignalWatch()`)."""
         self.ncells = 0
@@ -164,11 +164,9 @@ class ObserveState:
         """`count` new cells, each `SignalWatch()` and not listed."""
         if self.ncells + count > len(self.listed):
             cap = max(64, (self.ncells + count) * 5 // 4)
-            cells = bs.empty(cap)
-            bs.put(cells, np.arange(self.ncells), bs.take(self.cells, np.arange(self.ncells)))
             listed = np.zeros(cap, bool)
             listed[: self.ncells] = self.listed[: self.ncells]
-            self.cells, self.listed = cells, listed
+            self.cells, self.listed = self.cells.grown(cap), listed
         ids = np.arange(self.ncells, self.ncells + count)
         self.ncells += count
         return ids
@@ -222,7 +220,7 @@ def watch_of(obs: ObserveState, red: ReduceState, robot_id: str) -> Watch:
     gids = np.flatnonzero(obs.cell_of[slot] >= 0)
     gids = gids[obs.listed[obs.cell_of[slot, gids]]]
     names = red.names.table
-    signals = [bs.watch_at(obs.cells, int(obs.cell_of[slot, g])) for g in sorted(gids.tolist(), key=names.__getitem__)]
+    signals = [obs.cells.watch_at(int(obs.cell_of[slot, g])) for g in sorted(gids.tolist(), key=names.__getitem__)]
     r = obs.robot
     return Watch(signals=signals, interval=float(r.interval[slot]), skew=int(r.skew[slot]),
                  delivery=int(r.delivery[slot]), codes=int(r.codes[slot]), open=obs.opened.get(slot, []),
@@ -243,12 +241,11 @@ def watches_of(obs: ObserveState, red: ReduceState, robot_ids: Sequence[str]) ->
     mine[mine] = obs.listed[cells[mine]]
     listed = cells[mine]  # row-major: robot by robot, each in name order
     counts = np.count_nonzero(mine, axis=1).tolist()
-    w, d = obs.cells, obs.cells.drift
-    drifting = listed[d.has[listed]]  # integral float64 values (`batch_signals.drift_at`): exact as int64
-    has = d.has[listed].tolist()
-    numbers = iter(zip(*(col[drifting].astype(np.int64).tolist() for col in d[1:])))
-    drifts = [Drift(*next(numbers)) if y else None for y in has]
-    signals = list(map(SignalWatch, *(col[listed].tolist() for col in w[:3]), drifts))
+    w = obs.cells.take(listed)
+    d = w.drift  # integral float64 values (`batch_signals.drift_at`): exact as int64
+    numbers = iter(zip(*(col[d.has].astype(np.int64).tolist() for col in d[1:])))
+    drifts = [Drift(*next(numbers)) if y else None for y in d.has.tolist()]
+    signals = list(map(SignalWatch, *(col.tolist() for col in w[:3]), drifts))
     r, co, st = obs.robot, obs.cohort, obs.stall
     interval, skew, delivery, codes = (col[idx].tolist() for col in r)
     c_has, c_level, c_ts, c_alarm, c_since = (col[idx].tolist() for col in co)
@@ -496,7 +493,7 @@ def _signal_rows(obs: ObserveState, red: ReduceState, rnd: Round, slots: Array, 
     reset = rnd.before.existed[rows] & (obs.nlisted[s] != prior.nsignals[rows])
     for slot in s[reset].tolist():  # _aligned: lengths differ, every signal's state starts afresh
         mine = obs.cell_of[slot][obs.cell_of[slot] >= 0]
-        bs.put(obs.cells, mine, bs.empty(len(mine)))
+        obs.cells.put(mine, bs.empty(len(mine)))
         obs.listed[mine] = False
     at = np.flatnonzero(after.present)
     at = at[np.argsort(after.owner[at], kind="stable")]  # robot by robot, each in name order
@@ -521,8 +518,8 @@ def _signal_rows(obs: ObserveState, red: ReduceState, rnd: Round, slots: Array, 
     fresh = had & (~prior.explicit[was] | (prior.own_ts[was] == rnd.before.ts[rows][ri]))
     r = bs.Round(kind, ~explicit, after.value[at], bs.Prior(had, prior.value[was], prior.mean[was], prior.var[was]),
                  warm, operating, maintenance, dt, fresh, latest, np.where(explicit, after.own_seq[at], latest))
-    state, cells_found = bs.signals_round(bs.take(obs.cells, cell), r, g.kinds)
-    bs.put(obs.cells, cell, state)
+    state, cells_found = bs.signals_round(obs.cells.take(cell), r, g.kinds)
+    obs.cells.put(cell, state)
     candidates = _trend_cells(r, g, state, rows[ri], cells_found, trace)
     for i in sorted({*cells_found, *candidates}):  # cells in the scalar order (robot, then signal)
         row = int(rows[ri[i]])

@@ -8,8 +8,9 @@ of each detector, for every cell of the round together:
 
 * State is struct-of-arrays: `Watches` holds the numbers of `SignalWatch`
   (out, same, hits) and of its `Drift` (ref, level, spread, up, down, plus a
-  flag for "no drift state yet"), one row per cell. `watches_of` / `watch_at`
-  convert from / to the scalar structs.
+  flag for "no drift state yet"), one row per cell of a round. `watches_of` /
+  `watch_at` convert from / to the scalar structs. `CellStore` keeps every
+  cell between rounds, the drift numbers only for cells that have one.
 * What every cell of a signal shares (nominal band, physical limits, which
   detectors skip it, its drift view) is a row of `Kinds`, looked up by a
   per-cell kind index.
@@ -162,18 +163,73 @@ def to_watches(w: Watches) -> list[SignalWatch]:
     return [watch_at(w, i) for i in range(len(w.out))]
 
 
-def take(w: Watches, idx: Array) -> Watches:
-    """The cells `idx` (a copy): a round's state gathered from the store."""
-    d = w.drift
-    return Watches(w.out[idx], w.same[idx], w.hits[idx], Drifts(*(col[idx] for col in d)))
+class CellStore:
+    """Every cell's `SignalWatch` numbers, the drift numbers only for cells that have had a `Drift`.
 
+    Only the signals a model watches for drift (level or trend) ever get one, under half of the
+    cells of the seeds' fleet; their five float64 numbers and flag were 41 of the 65 bytes of a
+    cell, at every cell. Here a cell holds its three counters and `dslot`, its row in the compact
+    `drift` columns, given to the cell the first time it is `put` with a `Drift` and kept after
+    (a cell whose drift is dropped writes `has` False there). Rounds read and write dense
+    `Watches` through `take` and `put`, so no detector sees the layout.
+    """
 
-def put(w: Watches, idx: Array, part: Watches) -> None:
-    """Scatter a round's new state back into the store (in place)."""
-    for dst, src in zip(w[:3], part[:3]):
-        dst[idx] = src
-    for dst, src in zip(w.drift, part.drift):
-        dst[idx] = src
+    def __init__(self, n: int) -> None:
+        self.out, self.same, self.hits = (np.zeros(n, np.int64) for _ in range(3))
+        self.dslot: Array = np.full(n, -1, np.int32)
+        self.drift = empty(0).drift
+        self.ndrift = 0
+
+    def __len__(self) -> int:
+        return len(self.out)
+
+    def take(self, idx: Array) -> Watches:
+        """The cells `idx` (a copy): a round's state gathered from the store."""
+        ds = self.dslot[idx]
+        at = ds >= 0
+        where = ds[at]
+        drift = empty(len(idx)).drift
+        for dst, src in zip(drift, self.drift):
+            dst[at] = src[where]
+        return Watches(self.out[idx], self.same[idx], self.hits[idx], drift)
+
+    def put(self, idx: Array, part: Watches) -> None:
+        """Scatter a round's new state back (in place; `idx` without repeats, as a round's cells are)."""
+        self.out[idx], self.same[idx], self.hits[idx] = part.out, part.same, part.hits
+        ds = self.dslot[idx]
+        new = part.drift.has & (ds < 0)
+        if new.any():
+            ds[new] = self._rows(int(new.sum()))
+            self.dslot[idx[new]] = ds[new]
+        at = ds >= 0
+        where = ds[at]
+        for dst, src in zip(self.drift, part.drift):
+            dst[where] = src[at]
+
+    def watch_at(self, i: int) -> SignalWatch:
+        """Cell `i` as the scalar `SignalWatch`."""
+        return watch_at(self.take(np.array([i])), 0)
+
+    def grown(self, n: int) -> CellStore:
+        """A copy with room for `n` cells (new ones `SignalWatch()`); the drift rows are shared."""
+        out = CellStore(n)
+        have = len(self)
+        for dst, src in zip((out.out, out.same, out.hits, out.dslot), (self.out, self.same, self.hits, self.dslot)):
+            dst[:have] = src
+        out.drift, out.ndrift = self.drift, self.ndrift
+        return out
+
+    def _rows(self, count: int) -> Array:
+        """`count` new drift rows (no drift state), growing the columns by a quarter when full."""
+        if self.ndrift + count > len(self.drift.has):
+            cap = max(64, (self.ndrift + count) * 5 // 4)
+            grown = empty(cap).drift
+            for dst, src in zip(grown, self.drift):
+                dst[: self.ndrift] = src[: self.ndrift]
+            self.drift = grown
+        rows = np.arange(self.ndrift, self.ndrift + count, dtype=np.int32)
+        self.ndrift += count
+        return rows
 
 
 # --- Python's max/min, elementwise ------------------------------------------------------------

@@ -360,7 +360,7 @@ def _detector_rows(state: FoldState, slots: Array, strings: dict[Any, int]) -> d
     watch.update({f"cohort.{k}": column[slots] for (k, _), column in zip(_COHORT, obs.cohort)})
     row, gid = np.nonzero(obs.cell_of[slots] >= 0)  # row-major: by robot, then signal id
     ids = obs.cell_of[slots[row], gid]
-    w = bs.take(obs.cells, ids)
+    w = obs.cells.take(ids)
     cells: dict[str, Any] = {"robot": row.astype(np.uint32), "name": _local(gid, red.names.table, strings),
                              "listed": obs.listed[ids], "out": w.out, "same": w.same, "hits": w.hits}
     cells.update({f"drift.{k}": column for (k, _), column in zip(_DRIFT, w.drift)})
@@ -816,7 +816,7 @@ def _load_detectors(state: FoldState, slots: Array, kept: Mapping[str, pl.DataFr
         ids = obs.alloc(c.height)
         obs.cell_of[slots[c["robot"].to_numpy()], c["name"].to_numpy().astype(np.int64)] = ids
         drift = bs.Drifts(*(c[f"drift.{k}"].to_numpy() for k, _ in _DRIFT))
-        bs.put(obs.cells, ids, bs.Watches(c["out"].to_numpy(), c["same"].to_numpy(), c["hits"].to_numpy(), drift))
+        obs.cells.put(ids, bs.Watches(c["out"].to_numpy(), c["same"].to_numpy(), c["hits"].to_numpy(), drift))
         obs.listed[ids] = c["listed"].to_numpy()
     if "open" in kept:
         decode_open = msgspec.msgpack.Decoder(list[Open]).decode

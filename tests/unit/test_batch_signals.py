@@ -186,15 +186,41 @@ def test_dropout_equals_the_scalar_check_on_any_seqs(pairs: list[tuple[int, int]
         i: f for i, (a, b) in enumerate(pairs) if (f := sig.dropout(names[i], a, b, p))}
 
 
+_counts = st.integers(0, 2**40)
+_drifts = st.none() | st.builds(Drift, *(st.integers(-2**50, 2**50) for _ in range(5)))
+_watches = st.builds(SignalWatch, _counts, _counts, _counts, _drifts)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 40).flatmap(lambda n: st.tuples(st.just(n), st.lists(
+    st.dictionaries(st.integers(0, n - 1), _watches, min_size=1), max_size=12))))
+def test_the_cell_store_reads_back_every_put_as_a_dense_store_would(case: tuple[int, list[dict[int, SignalWatch]]]) -> None:
+    """Puts of drawn cells (drift numbers gained, changed and dropped, cells grown) read back as
+    the last `SignalWatch` put in each cell, `SignalWatch()` where none was; a drift row is given
+    only to a cell that has had a `Drift`, once."""
+    n, puts = case
+    store, want = bs.CellStore(1), [SignalWatch()] * n
+    store = store.grown(n)
+    for put in puts:
+        idx = np.array(list(put), np.int64)
+        store.put(idx, bs.watches_of(list(put.values())))
+        want = [put.get(i, w) for i, w in enumerate(want)]
+    assert bs.to_watches(store.take(np.arange(n))) == want
+    assert [store.watch_at(i) for i in range(n)] == want
+    drifted = {i for put in puts for i, w in put.items() if w.drift is not None}
+    assert store.ndrift == len(drifted) and set(np.flatnonzero(store.dslot >= 0).tolist()) == drifted
+
+
 def test_state_converts_to_and_from_the_scalar_structs_and_scatters() -> None:
     ws = [SignalWatch(), SignalWatch(3, 1, 180, Drift(1800, -12, 7, 0, 1200)), SignalWatch(0, 0, 0, Drift()),
           SignalWatch(1, 2, 3, Drift(5, 2**60, 2**60 + 2**8, 1, 2))]
     w = bs.watches_of(ws)
     assert bs.to_watches(w) == ws
-    store = bs.empty(6)
-    bs.put(store, np.array([5, 0, 2, 3]), w)
-    assert bs.to_watches(bs.take(store, np.array([5, 0, 2, 3]))) == ws
-    assert bs.watch_at(store, 1) == SignalWatch() and bs.watch_at(store, 4) == SignalWatch()
+    store = bs.CellStore(6)
+    store.put(np.array([5, 0, 2, 3]), w)
+    assert bs.to_watches(store.take(np.array([5, 0, 2, 3]))) == ws
+    assert store.watch_at(1) == SignalWatch() and store.watch_at(4) == SignalWatch()
+    assert store.ndrift == 3  # rows for the three cells with a Drift, none for the others
     with pytest.raises(OverflowError):
         bs.watches_of([SignalWatch(drift=Drift(level=2**60 + 1))])
 
