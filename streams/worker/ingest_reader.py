@@ -103,6 +103,8 @@ class IngestReader:
         self._stopping = False
         self.batches = 0
         self.records = 0
+        self.fetch_errors = 0
+        """Fetches that raised (each retried from the next unfolded offsets after `RETRY_S`)."""
 
     @property
     def held(self) -> set[tuple[str, int]]:
@@ -178,7 +180,13 @@ class IngestReader:
         async with self._lock:
             if not self._held or self._stopping:
                 return False
-            fetched = await self._consumer.getmany(timeout_ms=self._within_ms, max_records=self._batch_max)
+            try:
+                fetched = await self._consumer.getmany(timeout_ms=self._within_ms, max_records=self._batch_max)
+            except Exception:  # noqa: BLE001 - one unreadable fetch must not end ingest (docs/RELIABILITY.md)
+                log.exception("a fetch failed; fetching again from the next unfolded offsets in %.0f s", RETRY_S)
+                self.fetch_errors += 1
+                await self._fetch_again()
+                return True
             batch = _in_order(fetched, self._held)
             if batch:
                 try:
@@ -223,6 +231,13 @@ class IngestReader:
                 await self._again()
                 return
         await self._commit(partitions)
+
+    async def _fetch_again(self) -> None:
+        """Every held partition back to the next offset not folded yet: a fetch that raised may have
+        taken records of other partitions with it, and none may be passed over."""
+        for tp, offset in self._next.items():
+            self._consumer.seek(tp, offset)
+        await asyncio.sleep(RETRY_S)
 
     async def _again(self) -> None:
         """Back to the last commit, in the consumer and in the caller's state."""

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+import aiokafka.codec
+import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from streams.kafka_client import client_kwargs, start_offsets
@@ -246,3 +248,48 @@ def test_checkpoints_are_spread_over_the_partitions_one_at_a_time(broker: str, s
     during = calls[:-1]
     assert len(during) >= 4 and all(len(c) == 1 for c in during), calls
     assert {0, 1} == set().union(*during)
+
+
+def test_a_fetch_that_raises_is_retried_from_the_next_unfolded_offset_and_nothing_is_lost(
+        broker: str, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A record batch the client cannot read (here snappy, with aiokafka told its codec is missing:
+    the worker crashed so before `cramjam` was a dependency) makes `getmany` raise. The reader
+    survives it, folds nothing past the batch meanwhile, and once the batch reads, folds every
+    record once, in order."""
+    topic = fresh_topic(settings)
+
+    async def send(values: list[bytes], codec: str | None) -> None:
+        producer = AIOKafkaProducer(**client_kwargs(settings), linger_ms=50, compression_type=codec)
+        await producer.start()
+        try:
+            await asyncio.gather(*[await producer.send(topic, v, key=b"r", partition=0) for v in values])
+        finally:
+            await producer.stop()
+
+    asyncio.run(send([b"plain-%d" % i for i in range(5)], None))
+    asyncio.run(send([b"snappy-%d" % i for i in range(3)], "snappy"))
+    asyncio.run(send([b"after-%d" % i for i in range(5)], None))
+    got: list[LogMessage] = []
+
+    async def fold(batch: list[LogMessage]) -> None:
+        got.extend(batch)
+
+    async def run() -> tuple[int, list[int]]:
+        reader = IngestReader(settings, fold, batch_max=100, within_s=0.05)
+        await reader.start()
+        try:
+            await reader.assign({(topic, 0): 0})
+            monkeypatch.setattr(aiokafka.codec, "has_snappy", lambda: False)
+            while reader.fetch_errors < 2:
+                await asyncio.wait_for(reader.step(), 30)
+            while_unreadable = [m.offset for m in got]
+            monkeypatch.undo()
+            await read_until(reader, got, 13)
+            return reader.fetch_errors, while_unreadable
+        finally:
+            await reader.stop()
+
+    errors, while_unreadable = asyncio.run(run())
+    assert errors >= 2 and while_unreadable == list(range(len(while_unreadable))) and len(while_unreadable) <= 5
+    assert [m.offset for m in got] == list(range(13))
+    assert [m.value for m in got][4:9] == [b"plain-4", b"snappy-0", b"snappy-1", b"snappy-2", b"after-0"]
