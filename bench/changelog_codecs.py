@@ -51,12 +51,7 @@ def checkpoints(a: argparse.Namespace) -> list[Checkpoint]:
     records = fold_batch.log(rules, a.robots, a.seconds, 0)
     gc.freeze()
     state, out = bf.FoldState(rules), []
-    for at in range(0, len(records), a.batch):
-        batch = records[at:at + a.batch]
-        bf.fold_log(state, rules, batch)
-        if at < len(records) // 2:
-            continue
-        ids = list(dict.fromkeys(r.key.decode() for r in batch if r.key))
+    for ids in fold_batch.checkpoints(state, rules, records, a.batch):
         by_partition: Checkpoint = {}
         for robot, value in zip(ids, bf.encoded_twins(state, ids)):
             assert value is not None

@@ -53,6 +53,7 @@ import gc
 import random
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +91,16 @@ def log(rules: Rules, robots: int, seconds: int, checks: int) -> list[Record]:
             for rid in rng.sample(ids, min(checks, len(ids))):
                 out.append(Record("check", 0, len(out), now, rid.encode(), repr(now).encode()))
     return out
+
+
+def checkpoints(state: bf.FoldState, rules: Rules, records: list[Record], size: int) -> Iterator[list[str]]:
+    """Fold `records` into `state` in batches of `size`; after each batch of the log's second half (a
+    settled fleet), the robots it touched in order of first sight: what a checkpoint after it stores."""
+    for at in range(0, len(records), size):
+        batch = records[at:at + size]
+        bf.fold_log(state, rules, batch)
+        if at >= len(records) // 2:
+            yield list(dict.fromkeys(r.key.decode() for r in batch if r.key))
 
 
 def desired(kind: str, records: list[Record], age: float) -> FleetState:

@@ -70,12 +70,7 @@ def main() -> None:
     cpu, collected = dict.fromkeys(ways, 0.0), dict.fromkeys(ways, 0.0)
     collector = Collector()
     robots = batches = 0
-    for at in range(0, len(records), a.batch):
-        batch = records[at:at + a.batch]
-        bf.fold_log(state, rules, batch)
-        if at < len(records) // 2:
-            continue
-        ids = list(dict.fromkeys(r.key.decode() for r in batch if r.key))
+    for ids in fold_batch.checkpoints(state, rules, records, a.batch):
         made: dict[str, list[bytes | None]] = {}
         builds: list[Callable[[], list[bytes | None]]] = [
             lambda: [encode_twin(bf.twin_of(state, r)) for r in ids],  # type: ignore[arg-type]
@@ -87,7 +82,7 @@ def main() -> None:
             cpu[way] += time.process_time() - t0
             collected[way] += collector.spent - spent
         if not made["per robot"] == made["at once"] == made["chunked"]:
-            raise SystemExit(f"MISMATCH after the batch at record {at}")
+            raise SystemExit(f"MISMATCH after checkpoint {batches} of the second half")
         robots, batches = robots + len(ids), batches + 1
     print(f"{a.robots} robots, {a.seconds} s, {len(records)} records, batch {a.batch}; {robots} robot twins over"
           f" {batches} batches of the second half, bytes identical; chunk {bf.ENCODE_CHUNK}")
