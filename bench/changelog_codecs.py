@@ -17,7 +17,7 @@ twins of the robots it touched (`encoded_twins`, as a checkpoint takes them), ke
 changelog keys them, `--partitions` partitions by the project's key hash. Every codec's batches are
 decoded and checked equal to the twins written (the run stops otherwise).
 
-    .venv/bin/python bench/changelog_codecs.py [--robots 10000] [--seconds 20] [--batch 10000] [--partitions 8]
+    .venv/bin/python bench/changelog_codecs.py [--robots 10000] [--seconds 20] [--batch 10000] [--partitions 8] [--repeat 3]
 """
 
 from __future__ import annotations

@@ -102,7 +102,8 @@ def build_app(settings: Settings, fleet: Fleet, detectors: DetectorConfig,
     # other coroutine changes a twin between its read and its write.
     reader = IngestReader(settings, ingest.fold_batch, batch_max=settings.batch_max,
                           within_s=settings.batch_within_s, refold=ingest.assigned,
-                          checkpoint=ingest.checkpoint, every_s=settings.checkpoint_s)
+                          checkpoint=ingest.checkpoint, every_s=settings.checkpoint_s,
+                          fetch_failed=metrics.fetch_errors.inc)
     registry.register(FleetCollector(fleet, ingest.summary,
                                      lambda: reader.lag(settings.telemetry_topic)))
     sites = Sites(outbox)

@@ -74,7 +74,8 @@ class IngestReader:
 
     def __init__(self, settings: Settings, fold: Fold, *, batch_max: int, within_s: float,
                  refold: Callable[[Mapping[tuple[str, int], int]], None] | None = None,
-                 group: str | None = None, checkpoint: Checkpoint | None = None, every_s: float = 0.0) -> None:
+                 group: str | None = None, checkpoint: Checkpoint | None = None, every_s: float = 0.0,
+                 fetch_failed: Callable[[], None] = lambda: None) -> None:
         self._settings = settings
         self.group = group or ingest_group(settings)
         """Where the batches folded are committed (`ingest_group` unless told)."""
@@ -82,6 +83,8 @@ class IngestReader:
         self._refold = refold
         """Told where each partition starts again after a batch or checkpoint failed (the caller
         drops what its state holds since the last commit), before those records are read again."""
+        self._fetch_failed = fetch_failed
+        """Told of each fetch that raised (the worker counts them: `twin_fetch_errors_total`)."""
         self._checkpoint = checkpoint
         self._every_s = every_s if checkpoint is not None else 0.0
         self._last = time.monotonic()
@@ -103,8 +106,6 @@ class IngestReader:
         self._stopping = False
         self.batches = 0
         self.records = 0
-        self.fetch_errors = 0
-        """Fetches that raised (each retried from the next unfolded offsets after `RETRY_S`)."""
 
     @property
     def held(self) -> set[tuple[str, int]]:
@@ -184,7 +185,7 @@ class IngestReader:
                 fetched = await self._consumer.getmany(timeout_ms=self._within_ms, max_records=self._batch_max)
             except Exception:  # noqa: BLE001 - one unreadable fetch must not end ingest (docs/RELIABILITY.md)
                 log.exception("a fetch failed; fetching again from the next unfolded offsets in %.0f s", RETRY_S)
-                self.fetch_errors += 1
+                self._fetch_failed()
                 await self._fetch_again()
                 return True
             batch = _in_order(fetched, self._held)

@@ -86,6 +86,11 @@ class PipelineMetrics:
             "Attempts to dead-letter a message that the broker refused (retried; the partition waits).",
             registry=registry,
         )
+        self.fetch_errors = Counter(
+            "twin_fetch_errors_total",
+            "Fetches of ingest's consumer that raised (an unreadable record batch); each retried after a second.",
+            registry=registry,
+        )
         self.batch = Histogram(
             "twin_batch_records", "Records (telemetry and silence checks) per micro-batch of the ingest agent.",
             buckets=(1, 5, 10, 25, 50, 100, 250, 500, 1000), registry=registry,

@@ -5,6 +5,7 @@ in flight (what makes a handover exact)."""
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 
 import aiokafka.codec
@@ -270,22 +271,24 @@ def test_a_fetch_that_raises_is_retried_from_the_next_unfolded_offset_and_nothin
     asyncio.run(send([b"snappy-%d" % i for i in range(3)], "snappy"))
     asyncio.run(send([b"after-%d" % i for i in range(5)], None))
     got: list[LogMessage] = []
+    failed: list[float] = []
 
     async def fold(batch: list[LogMessage]) -> None:
         got.extend(batch)
 
     async def run() -> tuple[int, list[int]]:
-        reader = IngestReader(settings, fold, batch_max=100, within_s=0.05)
+        reader = IngestReader(settings, fold, batch_max=100, within_s=0.05,
+                              fetch_failed=lambda: failed.append(time.monotonic()))
         await reader.start()
         try:
             await reader.assign({(topic, 0): 0})
             monkeypatch.setattr(aiokafka.codec, "has_snappy", lambda: False)
-            while reader.fetch_errors < 2:
+            while len(failed) < 2:
                 await asyncio.wait_for(reader.step(), 30)
             while_unreadable = [m.offset for m in got]
             monkeypatch.undo()
             await read_until(reader, got, 13)
-            return reader.fetch_errors, while_unreadable
+            return len(failed), while_unreadable
         finally:
             await reader.stop()
 
