@@ -37,9 +37,14 @@ from aiokafka.record.default_records import DefaultRecordBatch  # noqa: E402
 import fold_batch  # noqa: E402
 from streams.analysis.sources import partition_of  # noqa: E402
 from streams.seeds import read_detectors, read_fleet  # noqa: E402
-from streams.worker.table import CODECS, MAX_BATCH_BYTES  # noqa: E402
+from streams.worker.table import MAX_BATCH_BYTES  # noqa: E402
 from twin import batch_fold as bf  # noqa: E402
 from twin.fleet_fold import Rules  # noqa: E402
+
+CODECS = {"none": DefaultRecordBatch.CODEC_NONE, "gzip": DefaultRecordBatch.CODEC_GZIP,
+          "snappy": DefaultRecordBatch.CODEC_SNAPPY, "lz4": DefaultRecordBatch.CODEC_LZ4,
+          "zstd": DefaultRecordBatch.CODEC_ZSTD}
+"""`Settings.changelog_compression` -> the codec id aiokafka's producer gives a record batch."""
 
 Checkpoint = dict[int, list[tuple[bytes, bytes]]]
 """Partition -> the (key, value) records one checkpoint writes to it."""
@@ -89,6 +94,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     a = ap.parse_args()
     cps = checkpoints(a)
+    if not cps:
+        raise SystemExit("no batch starts in the log's second half: lower --batch or raise --seconds")
     twins = sum(len(rows) for cp in cps for rows in cp.values())
     raw = sum(len(v) for cp in cps for rows in cp.values() for _, v in rows)
     print(f"{a.robots} robots, {len(cps)} checkpoints, {twins} twins ({raw / twins:.0f} B of msgpack each),"

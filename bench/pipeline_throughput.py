@@ -430,8 +430,7 @@ def changelog_on_disk(base: Settings, worker: Settings) -> int:
     """Bytes of the worker's twins changelog in the segment files of the broker this run started (its
     data folder is under the run's state folder; 0 for a broker of someone else's): what the broker
     stores and would replicate, record batches as the worker's producer built and compressed them."""
-    data = base.state_dir / "kafka" / "data"
-    return sum(f.stat().st_size for f in data.glob(f"{worker.app_id}-twins-changelog-*/*.log"))
+    return sum(f.stat().st_size for f in Stack(base).kafka_data.glob(f"{worker.app_id}-twins-changelog-*/*.log"))
 
 
 def wait_settled(workers: list[Worker], limit_s: float) -> float:

@@ -207,8 +207,10 @@ class CellStore:
             dst[where] = src[at]
 
     def watch_at(self, i: int) -> SignalWatch:
-        """Cell `i` as the scalar `SignalWatch`."""
-        return watch_at(self.take(np.array([i])), 0)
+        """Cell `i` as the scalar `SignalWatch` (read in place: `twin_of` calls it per cell)."""
+        d = int(self.dslot[i])
+        return SignalWatch(int(self.out[i]), int(self.same[i]), int(self.hits[i]),
+                           drift_at(self.drift, d) if d >= 0 else None)
 
     def grown(self, n: int) -> CellStore:
         """A copy with room for `n` cells (new ones `SignalWatch()`); the drift rows are shared."""

@@ -82,18 +82,23 @@ class Stack:
         """The codec of every record batch our broker holds for a partition, as Kafka's own
         DumpLogSegments reads its segment files (so a test sees what is on disk, not what a
         client decoded)."""
-        folder = self.state_dir / "kafka" / "data" / f"{topic}-{partition}"
+        folder = self.kafka_data / f"{topic}-{partition}"
         segments = sorted(str(f) for f in folder.glob("*.log"))
         if not segments:
             raise ProcessFailed(f"no segment files in {folder}: is the broker this stack's own?")
-        out = self._kafka_script("dump-log", *segments)
+        out = self._kafka_script("dump-log", *segments, capture=True)
         return [line.split("compresscodec: ")[1].split()[0] for line in out.splitlines() if "compresscodec: " in line]
 
-    def _kafka_script(self, action: str, *args: str) -> str:
+    @property
+    def kafka_data(self) -> Path:
+        """Where the broker this stack starts (PLAINTEXT) keeps its partitions (deploy/kafka/kafka.sh)."""
+        return self.state_dir / "kafka" / "data"
+
+    def _kafka_script(self, action: str, *args: str, capture: bool = False) -> str:
         script = self.settings.deploy_dir / "kafka" / "kafka.sh"
         env = {**settings_env(self.settings), "FLEET_TWIN_STATE_DIR": str(self.state_dir)}
-        capture = subprocess.PIPE if args else None
-        result = subprocess.run([str(script), action, *args], env={**os.environ, **env}, stdout=capture, text=True)
+        result = subprocess.run([str(script), action, *args], env={**os.environ, **env},
+                                stdout=subprocess.PIPE if capture else None, text=True)
         if result.returncode != 0:
             raise ProcessFailed(f"kafka.sh {action} failed (exit {result.returncode})")
         return result.stdout or ""

@@ -241,13 +241,11 @@ class IngestReader:
         await asyncio.sleep(RETRY_S)
 
     async def _again(self) -> None:
-        """Back to the last commit, in the consumer and in the caller's state."""
+        """Back to the last commit, in the caller's state and in the consumer."""
         self._next = dict(self._committed)
-        for tp, offset in self._next.items():
-            self._consumer.seek(tp, offset)
         if self._refold is not None:
             self._refold({(tp.topic, tp.partition): offset for tp, offset in self._next.items()})
-        await asyncio.sleep(RETRY_S)
+        await self._fetch_again()
 
     async def _commit(self, partitions: set[int]) -> None:
         """The next offset of `partitions` into the reader's group (where a worker taking a

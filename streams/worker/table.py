@@ -17,7 +17,6 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.record.default_records import DefaultRecordBatch
 
 from streams.kafka_client import client_kwargs
 from streams.settings import Settings
@@ -26,11 +25,6 @@ from twin.state import Twin, decode_twin
 
 MAX_BATCH_BYTES = 512 * 1024
 """Under the broker's default message.max.bytes (1 MiB), before compression."""
-
-CODECS = {"none": DefaultRecordBatch.CODEC_NONE, "gzip": DefaultRecordBatch.CODEC_GZIP,
-          "snappy": DefaultRecordBatch.CODEC_SNAPPY, "lz4": DefaultRecordBatch.CODEC_LZ4,
-          "zstd": DefaultRecordBatch.CODEC_ZSTD}
-"""`Settings.changelog_compression` -> the codec of a Kafka record batch (bench/changelog_codecs.py)."""
 
 
 class ChangelogWriter:
