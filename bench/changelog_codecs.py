@@ -27,6 +27,7 @@ import gc
 import sys
 import time
 from pathlib import Path
+from typing import get_args
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -37,14 +38,13 @@ from aiokafka.record.default_records import DefaultRecordBatch  # noqa: E402
 import fold_batch  # noqa: E402
 from streams.analysis.sources import partition_of  # noqa: E402
 from streams.seeds import read_detectors, read_fleet  # noqa: E402
+from streams.settings import ChangelogCodec  # noqa: E402
 from streams.worker.table import MAX_BATCH_BYTES  # noqa: E402
 from twin import batch_fold as bf  # noqa: E402
 from twin.fleet_fold import Rules  # noqa: E402
 
-CODECS = {"none": DefaultRecordBatch.CODEC_NONE, "gzip": DefaultRecordBatch.CODEC_GZIP,
-          "snappy": DefaultRecordBatch.CODEC_SNAPPY, "lz4": DefaultRecordBatch.CODEC_LZ4,
-          "zstd": DefaultRecordBatch.CODEC_ZSTD}
-"""`Settings.changelog_compression` -> the codec id aiokafka's producer gives a record batch."""
+CODECS = {name: getattr(DefaultRecordBatch, f"CODEC_{name.upper()}") for name in get_args(ChangelogCodec)}
+"""Each codec `Settings.changelog_compression` may name -> the id aiokafka's producer gives a record batch."""
 
 Checkpoint = dict[int, list[tuple[bytes, bytes]]]
 """Partition -> the (key, value) records one checkpoint writes to it."""
