@@ -61,6 +61,8 @@ from twin.summary import Labels, summarize_fleet
 log = logging.getLogger(__name__)
 
 ANOMALY_JSON = msgspec.json.Encoder()
+UNHELD_REUSE_S = 1.0
+"""How long the table's twins the fold does not hold, once decoded, serve the next reader (`Ingest._unheld`)."""
 COMMAND_JSON = msgspec.json.Encoder()
 DLQ_VALUE_KEPT = 64 * 1024
 """Bytes of a message kept in its dead letter when the whole would not fit the dead-letter topic."""
@@ -152,6 +154,7 @@ class Ingest:
         """Per partition of the log this worker holds: the offset after the newest one folded."""
         self._newest: dict[tuple[str, int], float] = {}
         """Per partition of the log this worker holds: the broker time of the newest record folded."""
+        self._unheld_memo: tuple[tuple[Any, ...], float, list[Twin]] = ((), -UNHELD_REUSE_S, [])
 
     @property
     def state(self) -> FleetState:
@@ -210,9 +213,19 @@ class Ingest:
                              summarize_desired(self._unheld(), rules))
 
     def _unheld(self) -> list[Twin]:
-        """The table's twins the fold does not hold (after a rebalance, until they report), decoded."""
-        held = self.held.fold.red.slot_of
-        return [decode_twin(raw) for robot, raw in list(self._twins.items()) if robot not in held]
+        """The table's twins the fold does not hold (after a rebalance, until they report), decoded.
+
+        One scrape reads them for the fleet gauges and the desired-state gauges, and after a
+        rebalance they may be the whole table: decoded once for both (reused for `UNHELD_REUSE_S`
+        while the fold and the table hold as many robots as they did)."""
+        red, now = self.held.fold.red, time.monotonic()
+        key, at, twins = self._unheld_memo
+        if key == (red.robots, len(self._twins)) and now - at < UNHELD_REUSE_S:
+            return twins
+        held = red.slot_of
+        twins = [decode_twin(raw) for robot, raw in list(self._twins.items()) if robot not in held]
+        self._unheld_memo = ((red.robots, len(self._twins)), now, twins)
+        return twins
 
     def labels(self) -> list[Labels]:
         """The labels of every twin this worker holds, as served: the fold's for the robots it holds
@@ -229,6 +242,7 @@ class Ingest:
         fleet state stays."""
         logs = (self._settings.telemetry_topic, self._settings.checks_topic)
         self.held = Held(self._rules, self.held.fold.fleet)
+        self._unheld_memo = ((), -UNHELD_REUSE_S, [])
         self._dirty = {}
         self._next = {tp: n for tp, n in starts.items() if tp[0] in logs}
         self._newest = {tp: t for tp, t in self._newest.items() if tp in self._next}

@@ -11,7 +11,9 @@ from prometheus_client import CollectorRegistry
 
 from streams.seeds import read_detectors, read_fleet
 from streams.worker.control_metrics import GATE_DECODER, ControlCollector, desire_space
-from streams.worker.ingest import Held, LogMessage, fold
+from streams.settings import Settings
+from streams.worker import ingest as ingest_module
+from streams.worker.ingest import Held, Ingest, LogMessage, fold
 from streams.worker.metrics import PipelineMetrics, sector_version_space
 from twin.desired import DesiredChange, DesiredRules, Selector, add_change, robot_share
 from twin.desired_summary import DesiredSummary, summarize_desired
@@ -21,7 +23,7 @@ from twin.plan import GateRecord
 from twin.record import Record
 from twin.reduce import apply
 from twin.schema import Event
-from twin.state import Twin
+from twin.state import Twin, decode_twin, encode_twin
 
 SEEDS = Path(__file__).resolve().parents[2] / "seeds"
 FLEET = read_fleet(SEEDS)
@@ -208,3 +210,27 @@ def test_a_robot_connecting_with_a_delta_gets_its_command_from_the_batch() -> No
     batch = fold(Held(rules_, state), rules_, {}, events, "checks")
     # r-1 on its first report only (not again on the next); r-2 already runs what is desired
     assert [(c.robot_id, c.fields) for c in batch.commands] == [("r-1", {"ai_model": NEW})]
+
+
+def test_one_scrape_decodes_the_table_s_unheld_twins_once(monkeypatch: Any) -> None:
+    """After a rebalance the fold holds no robot and the table's twins are all decoded for the gauges:
+    the fleet and the desired-state summaries of one scrape share one decode."""
+    table = {r: encode_twin(twin(r)) for r in ("r-1", "r-2", "r-3")}
+    ingest = Ingest(Settings(), Rules(FLEET, read_detectors(SEEDS)), table, None, None, None,  # type: ignore[arg-type]
+                    PipelineMetrics(CollectorRegistry()))
+    decoded: list[bytes] = []
+    real = decode_twin
+
+    def counting(raw: bytes) -> Twin:
+        decoded.append(raw)
+        return real(raw)
+
+    monkeypatch.setattr(ingest_module, "decode_twin", counting)
+    assert ingest.summary().robots == 3
+    ingest.desired_summary(rules())
+    assert len(decoded) == 3
+    table["r-4"] = encode_twin(twin("r-4"))  # the table changed: decoded afresh
+    assert ingest.summary().robots == 4 and len(decoded) == 7
+    ingest.assigned({})  # a rebalance: decoded afresh
+    ingest.summary()
+    assert len(decoded) == 11
