@@ -41,7 +41,7 @@ from aiokafka.structs import ConsumerRecord
 
 from streams.kafka_client import client_kwargs
 from streams.settings import Settings
-from streams.analysis.archive_layout import DATASETS, FLEET, INVALID, KINDS, Dataset, to_parts
+from streams.analysis.archive_layout import DATASETS, FLEET, INVALID, KINDS, Dataset, gateway_parts, to_parts
 from twin.record import Kind, Record
 from twin.frames import ANOMALY_SCHEMA
 
@@ -144,6 +144,8 @@ class _Archiver:
     def _write(self, buffer: _Buffer) -> dict[str, int]:
         for dataset, rows in buffer.records.items():
             parts = to_parts(dataset, rows, self.max_bytes)
+            if dataset == "telemetry":
+                parts |= gateway_parts(rows, self.max_bytes)
             self.stats.bytes += write_parts(self.root, parts)
             self.stats.files += len(parts)
         return {d: len(rows) for d, rows in buffer.records.items()}

@@ -13,7 +13,11 @@ Every file of a dataset has the same columns: the Kafka ones (`KAFKA_SCHEMA`;
 analytics columns decoded from the value, null where it does not decode. The
 silence checks keep only the Kafka columns, under the sector `__checks__`; a site
 gateway's record (many robots' reports, `twin.gateway`) too, under `__gateway__`:
-its bytes are kept whole, and a replay unpacks them as the worker does.
+its bytes are kept whole, and a replay unpacks them as the worker does. For
+analysis, its reports also go one row each to `gateway_reports/` (`gateway_parts`):
+the telemetry columns of the report as the worker folds it (`twin.gateway.unpack`:
+`value` its JSON, `key` its robot), plus `gateway_row`, its place in the record.
+No replay reads them: they stand for records the telemetry files already hold.
 
 A file holds every record of one (date, sector, partition) in a contiguous run
 of offsets, so the same name always means the same rows: rewriting a batch
@@ -35,7 +39,7 @@ import polars as pl
 from twin.detect.findings import Anomaly
 from twin.exceptions import InvalidEvent
 from twin.frames import ANOMALY_SCHEMA
-from twin.gateway import is_batch
+from twin.gateway import is_batch, unpack
 from twin.record import Kind, Record
 from twin.validate import DEFAULT_POLICY, decode
 
@@ -71,6 +75,10 @@ TELEMETRY_SCHEMA: dict[str, pl.DataType] = KAFKA_SCHEMA | {
 ANOMALIES_SCHEMA: dict[str, pl.DataType] = KAFKA_SCHEMA | {
     k: v for k, v in ANOMALY_SCHEMA.items() if k != "sector"
 }
+GATEWAY_REPORTS = "gateway_reports"
+"""The folder of site gateways' reports, one row each (`gateway_parts`); not a dataset a replay reads."""
+GATEWAY_SCHEMA: dict[str, pl.DataType] = TELEMETRY_SCHEMA | {"gateway_row": pl.Int32()}
+"""A gateway report's row: (partition, offset, gateway_row) names it."""
 SCHEMAS: dict[Dataset, dict[str, pl.DataType]] = {
     "telemetry": TELEMETRY_SCHEMA, "checks": KAFKA_SCHEMA, "anomalies": ANOMALIES_SCHEMA,
     "desired": KAFKA_SCHEMA,
@@ -98,7 +106,7 @@ def _day_name(days: int) -> str:
     return (_EPOCH + timedelta(days=days)).date().isoformat()
 
 
-def part_path(dataset: Dataset, date: str, sector: str, partition: int, first: int, last: int) -> str:
+def part_path(dataset: str, date: str, sector: str, partition: int, first: int, last: int) -> str:
     """Where a file goes, relative to the archive's root."""
     return f"{dataset}/date={date}/sector={sector}/part-{partition}-{first}-{last}.parquet"
 
@@ -114,7 +122,29 @@ def to_parts(dataset: Dataset, records: Iterable[Record],
 
     `records` must be in offset order within each partition (as consumed).
     """
-    frame = to_frame(dataset, records, max_bytes)
+    return _parts(dataset, to_frame(dataset, records, max_bytes))
+
+
+def gateway_parts(records: Iterable[Record], max_bytes: int = DEFAULT_POLICY.max_bytes) -> dict[str, pl.DataFrame]:
+    """The reports of the site gateways' records among a batch of telemetry (in offset order within
+    each partition), one row each, as files named like `to_parts`' (by the gateway records' offsets).
+    A report `unpack` refuses (a robot twice in one record, a row JSON cannot hold) has no row: the
+    worker dead-letters it, and the record itself stays in the telemetry files."""
+    rows: list[Record] = []
+    places: list[int] = []
+    for record in records:
+        if record.kind == "telemetry" and is_batch(record.value):
+            unpacked = unpack(record)
+            rows += unpacked.rows
+            places += unpacked.indices
+    if not rows:
+        return {}
+    frame = to_frame("telemetry", rows, max_bytes).with_columns(gateway_row=pl.Series(places, dtype=pl.Int32()))
+    return _parts(GATEWAY_REPORTS, frame.select("date", "sector", *GATEWAY_SCHEMA))
+
+
+def _parts(dataset: str, frame: pl.DataFrame) -> dict[str, pl.DataFrame]:
+    """A frame of `to_frame`'s (the hive `date` and `sector` first) as files, by date, sector and partition."""
     parts: dict[str, pl.DataFrame] = {}
     for (date, sector, partition), part in frame.partition_by(
             ["date", "sector", "partition"], as_dict=True, maintain_order=True).items():

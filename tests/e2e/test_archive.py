@@ -28,16 +28,19 @@ from streams.analysis.archive import ArchiveStats, archive, archive_anomalies, a
 from streams.settings import Settings
 from streams.local.stack import settings_env
 from streams.topics import ensure_topics
-from streams.analysis.archive_layout import INVALID
+from streams.analysis.archive_layout import GATEWAY, GATEWAY_REPORTS as REPORTS_FOLDER, INVALID
+from twin import gateway
 from twin.detect.findings import Anomaly
 from twin.exceptions import InvalidEvent
 from twin.fleet import Fleet
 from twin.record import Record
-from twin.schema import encode
+from twin.schema import Event, encode
 from twin.sim import FleetSim, Scenario
 from twin.validate import decode
 
 MIDNIGHT = math.floor(time.time() / 86400) * 86400.0
+GATEWAY_REPORTS = 3
+"""Reports in the one site gateway record each `produce` sends."""
 Stream = tuple[str, int]
 
 
@@ -61,9 +64,15 @@ async def produce(s: Settings, fleet: Fleet, start: float, seconds: float, tag: 
         sent.append(await producer.send(topic, value, key=key, timestamp_ms=int(ts * 1000)))
 
     try:
+        first: list[Event] = []
         for _ in range(sim.ticks):
             for e in sim.step():
+                first = first or [e]
+                first += [e] if len(first) < GATEWAY_REPORTS and e.robot_id != first[0].robot_id else []
                 await send(s.telemetry_topic, e.robot_id.encode(), encode(e), e.ts)
+        # a site gateway's record of three reports (the worker folds them as three; the archive keeps
+        # the record whole, and each report as a row of gateway_reports/)
+        await send(s.telemetry_topic, first[0].site.encode(), gateway.encode(first), start + 4)
         robot = sim.roster.robot_ids[0]
         await send(s.telemetry_topic, robot.encode(), b"{not json", start + 1)
         await send(s.telemetry_topic, b"someone-else", encode(e), start + 2)
@@ -124,6 +133,8 @@ async def committed(s: Settings, ends: dict[TopicPartition, int]) -> dict[TopicP
 
 
 def sector_of(value: bytes) -> str:
+    if gateway.is_batch(value):
+        return GATEWAY
     try:
         return decode(value).sector
     except InvalidEvent:
@@ -171,6 +182,16 @@ async def test_the_archive_replays_exactly_what_kafka_holds(own: Settings, fleet
     assert by_sector == sectors
     by_day = Counter(time.strftime("%Y-%m-%d", time.gmtime(math.floor(r.timestamp))) for r in telemetry)
     assert {d: sum(n for _, dd, n in rows if dd == d) for d in by_day} == by_day
+
+    # each gateway report is a row of its own, its sector in the path, named by (partition, offset, row)
+    reports = duckdb.sql(f"select sector, robot_id, partition, \"offset\", gateway_row, value from read_parquet("
+                         f"'{tmp_path}/{REPORTS_FOLDER}/**/*.parquet', hive_partitioning=true) "
+                         f"order by \"offset\", gateway_row").fetchall()
+    records = [r for r in telemetry if gateway.is_batch(r.value)]
+    assert len(records) == 2 and len(reports) == 2 * GATEWAY_REPORTS
+    want = [(decode(row.value).sector, row.key.decode(), row.partition, row.offset, i, row.value)  # type: ignore[union-attr]
+            for r in records for i, row in enumerate(gateway.unpack(r).rows)]
+    assert sorted(reports, key=lambda x: (x[3], x[4])) == sorted(want, key=lambda x: (x[3], x[4]))
 
     # a window in the middle: exactly the records timed inside it, both ends included
     times = sorted(r.timestamp for stream in kafka.values() for r in stream)

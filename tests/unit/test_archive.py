@@ -10,7 +10,8 @@ import polars as pl
 from hypothesis import given, settings, strategies as st
 
 from streams.analysis.archive_layout import (
-    CHECKS, FLEET, GATEWAY, INVALID, KAFKA_SCHEMA, SCHEMAS, TELEMETRY_SCHEMA, path_sector, to_parts, utc_date,
+    CHECKS, FLEET, GATEWAY, GATEWAY_SCHEMA, INVALID, KAFKA_SCHEMA, SCHEMAS, TELEMETRY_SCHEMA, gateway_parts,
+    path_sector, to_parts, utc_date,
 )
 from tests.support.cases import NOW, raw
 from twin import gateway
@@ -140,3 +141,21 @@ def test_a_site_gateways_record_is_kept_whole_under_its_own_sector() -> None:
                              "telemetry/date=2026-09-21/sector=mining/part-2-6-6.parquet"]
     row = parts[f"telemetry/date=2026-09-21/sector={GATEWAY}/part-2-5-5.parquet"].row(0, named=True)
     assert row["value"] == value and row["robot_id"] is None and row["signals"] is None
+
+
+def test_a_site_gateways_reports_get_a_row_each_with_the_telemetry_columns() -> None:
+    reports = [msgspec.json.decode(raw(r), type=Event) for r in ("r-1", "r-2", "r-1", "r-4")]  # r-1 twice
+    gateway_record = rec(2, 5, MS, b"mining-pilbara-01", gateway.encode(reports))
+    parts = gateway_parts([gateway_record, rec(2, 6, MS, b"r-3", raw("r-3"))])
+    assert sorted(parts) == ["gateway_reports/date=2026-09-21/sector=mining/part-2-5-5.parquet"]
+    frame = parts["gateway_reports/date=2026-09-21/sector=mining/part-2-5-5.parquet"]
+    assert frame.schema == pl.Schema(GATEWAY_SCHEMA)
+    # the repeated robot's second report is refused (the worker dead-letters it): no row
+    assert frame["robot_id"].to_list() == ["r-1", "r-2", "r-4"] and frame["gateway_row"].to_list() == [0, 1, 3]
+    assert frame["partition"].to_list() == [2, 2, 2] and frame["offset"].to_list() == [5, 5, 5]
+    rows = gateway.unpack(gateway_record).rows
+    assert frame["value"].to_list() == [r.value for r in rows] and frame["key"].to_list() == [b"r-1", b"r-2", b"r-4"]
+    assert msgspec.json.decode(frame["value"][1], type=Event) == reports[1]
+    signals = {s["name"]: s["value"] for s in frame["signals"][1]}
+    assert signals == reports[1].signals
+    assert gateway_parts([rec(2, 6, MS, b"r-3", raw("r-3"))]) == {}
