@@ -61,11 +61,11 @@ from twin.summary import Labels, summarize_fleet
 log = logging.getLogger(__name__)
 
 ANOMALY_JSON = msgspec.json.Encoder()
-UNHELD_REUSE_S = 1.0
-"""How long the table's twins the fold does not hold, once decoded, serve the next reader (`Ingest._unheld`)."""
 COMMAND_JSON = msgspec.json.Encoder()
 DLQ_VALUE_KEPT = 64 * 1024
 """Bytes of a message kept in its dead letter when the whole would not fit the dead-letter topic."""
+UNHELD_REUSE_S = 1.0
+"""How long the table's twins the fold does not hold, once decoded, serve the next reader (`Ingest._unheld`)."""
 
 
 class Outbox:
