@@ -154,7 +154,8 @@ class Ingest:
         """Per partition of the log this worker holds: the offset after the newest one folded."""
         self._newest: dict[tuple[str, int], float] = {}
         """Per partition of the log this worker holds: the broker time of the newest record folded."""
-        self._unheld_memo: tuple[tuple[Any, ...], float, list[Twin]] = ((), -UNHELD_REUSE_S, [])
+        self._unheld_memo: tuple[tuple[int, int], float, list[Twin]] | None = None
+        """(fold robots, table robots) when `_unheld` last decoded, at what time, and what it gave."""
 
     @property
     def state(self) -> FleetState:
@@ -219,12 +220,11 @@ class Ingest:
         rebalance they may be the whole table: decoded once for both (reused for `UNHELD_REUSE_S`
         while the fold and the table hold as many robots as they did)."""
         red, now = self.held.fold.red, time.monotonic()
-        key, at, twins = self._unheld_memo
-        if key == (red.robots, len(self._twins)) and now - at < UNHELD_REUSE_S:
-            return twins
-        held = red.slot_of
-        twins = [decode_twin(raw) for robot, raw in list(self._twins.items()) if robot not in held]
-        self._unheld_memo = ((red.robots, len(self._twins)), now, twins)
+        key, memo = (red.robots, len(self._twins)), self._unheld_memo
+        if memo is not None and memo[0] == key and now - memo[1] < UNHELD_REUSE_S:
+            return memo[2]
+        twins = [decode_twin(raw) for robot, raw in list(self._twins.items()) if robot not in red.slot_of]
+        self._unheld_memo = (key, now, twins)
         return twins
 
     def labels(self) -> list[Labels]:
@@ -242,7 +242,7 @@ class Ingest:
         fleet state stays."""
         logs = (self._settings.telemetry_topic, self._settings.checks_topic)
         self.held = Held(self._rules, self.held.fold.fleet)
-        self._unheld_memo = ((), -UNHELD_REUSE_S, [])
+        self._unheld_memo = None
         self._dirty = {}
         self._next = {tp: n for tp, n in starts.items() if tp[0] in logs}
         self._newest = {tp: t for tp, t in self._newest.items() if tp in self._next}

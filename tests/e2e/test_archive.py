@@ -66,9 +66,9 @@ async def produce(s: Settings, fleet: Fleet, start: float, seconds: float, tag: 
     try:
         first: list[Event] = []
         for _ in range(sim.ticks):
-            for e in sim.step():
-                first = first or [e]
-                first += [e] if len(first) < GATEWAY_REPORTS and e.robot_id != first[0].robot_id else []
+            events = sim.step()
+            first = first or list({e.robot_id: e for e in events}.values())[:GATEWAY_REPORTS]  # distinct robots
+            for e in events:
                 await send(s.telemetry_topic, e.robot_id.encode(), encode(e), e.ts)
         # a site gateway's record of three reports (the worker folds them as three; the archive keeps
         # the record whole, and each report as a row of gateway_reports/)
