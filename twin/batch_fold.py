@@ -117,7 +117,7 @@ def twin_of(state: FoldState, robot_id: str) -> Twin | None:
     if robot_id not in red.slot_of:
         return None
     state.obs.grow(red.robots, len(red.names.table))
-    return replace(br.to_twin(red, robot_id), watch=watch_of(state.obs, red, robot_id))
+    return br.to_twins(red, (robot_id,), watches=(watch_of(state.obs, red, robot_id),))[0]
 
 
 def twins_of(state: FoldState, robot_ids: Sequence[str]) -> list[Twin | None]:
@@ -127,8 +127,7 @@ def twins_of(state: FoldState, robot_ids: Sequence[str]) -> list[Twin | None]:
     red = state.red
     known = list(dict.fromkeys(r for r in robot_ids if r in red.slot_of))
     state.obs.grow(red.robots, len(red.names.table))
-    made = {t.robot_id: replace(t, watch=w)
-            for t, w in zip(br.to_twins(red, known), watches_of(state.obs, red, known))}
+    made = {t.robot_id: t for t in br.to_twins(red, known, watches=watches_of(state.obs, red, known))}
     return [made.get(r) for r in robot_ids]
 
 

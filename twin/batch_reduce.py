@@ -830,18 +830,22 @@ def to_twin(state: ReduceState, robot_id: str) -> Twin:
     return to_twins(state, (robot_id,))[0]
 
 
-def to_twins(state: ReduceState, robot_ids: Sequence[str], signals: bool = True) -> list[Twin]:
+def to_twins(state: ReduceState, robot_ids: Sequence[str], signals: bool = True,
+             watches: Sequence[Watch | None] | None = None) -> list[Twin]:
     """`to_twin` of each robot (KeyError for one without a twin): one numpy gather per column for all
     of them (then `tolist`), the Python objects built from plain lists. Without `signals`, each twin's
     `signals` is empty: what a pass over the fleet that reads none of them needs, at a fraction of the
-    cost (building the signals is most of it)."""
+    cost (building the signals is most of it). `watches`, one per robot, are put in place of the
+    reducer's own (the fold's detector state, `batch_observe.watches_of`), so that no twin is built twice."""
     if not robot_ids:
         return []
     slots = [state.slot_of[r] for r in robot_ids]
     idx = _gather(slots)
     c = {name: column[idx].tolist() for name, column in state.cols.items()}
     states = _signals_of(state, c["block"], c["row"], c["events"]) if signals else [{} for _ in slots]
-    strings, codes, config, watches = state.strings.table, state.codes.table, state.configs.config, state.watches
+    strings, codes, config = state.strings.table, state.codes.table, state.configs.config
+    if watches is None:
+        watches = [state.watches.get(slot) for slot in slots]
     return [
         Twin(
             robot_id=robot_id, sector=strings[c["sector"][i]], site=strings[c["site"][i]],
@@ -853,11 +857,11 @@ def to_twins(state: ReduceState, robot_ids: Sequence[str], signals: bool = True)
             signals=states[i],
             counts=Counts(c["events"][i], c["duplicates"][i], c["stale"][i], c["rejected"][i], tuple(c["modes"][i])),
             late=c["late"][i], mode_since=c["mode_since"][i], ai_model_since=c["ai_since"][i],
-            firmware_since=c["fw_since"][i], version_changes=c["version_changes"][i], watch=watches.get(slot),
+            firmware_since=c["fw_since"][i], version_changes=c["version_changes"][i], watch=watches[i],
             partition=c["partition"][i], offset=c["offset"][i], check_offset=c["check_offset"][i],
             config=config(c["config"][i]),
         )
-        for i, (robot_id, slot) in enumerate(zip(robot_ids, slots))
+        for i, robot_id in enumerate(robot_ids)
     ]
 
 
@@ -901,19 +905,29 @@ def _signals_of(state: ReduceState, blocks: list[int], rows: list[int], events: 
 
 
 def _signal_states(block: _Block, rows: list[int], events: list[int]) -> list[dict[str, SignalState]]:
-    """The signals of block rows `rows` (their robots' accepted events `events`), in name order."""
+    """The signals of block rows `rows` (their robots' accepted events `events`), in name order.
+
+    Most rows are plain: every signal present, each value from the twin's latest event and counted
+    on every event (ts, seq and n all None). Their structs are made by one `map` over the row's
+    columns, with no Python step per signal; only the other rows are read signal by signal."""
     idx = _gather(rows)
-    present, explicit, value, mean, var, count = (block.c[name][idx].tolist() for name in
-                                                  ("present", "explicit", "value", "mean", "var", "count"))
-    names, times = block.names, block.times
-    no_time = (None, None)
+    c = block.c
+    present, explicit, count = c["present"][idx], c["explicit"][idx], c["count"][idx]
+    plain = (present.all(axis=1) & ~explicit.any(axis=1)
+             & (count == np.array(events, np.int64)[:, None]).all(axis=1)).tolist()
+    value, mean, var = (c[name][idx].tolist() for name in ("value", "mean", "var"))
+    names, times, none = block.names, block.times, repeat(None)
     out = []
     for k, (row, n) in enumerate(zip(rows, events)):
-        p, e, v, m, s, cnt = present[k], explicit[k], value[k], mean[k], var[k], count[k]
+        v, m, s = value[k], mean[k], var[k]
+        if plain[k]:
+            out.append(dict(zip(names, map(SignalState, v, none, none, none, m, s))))
+            continue
+        p, e, cnt = present[k].tolist(), explicit[k].tolist(), count[k].tolist()
         states = {}
         for j, name in enumerate(names):  # sorted: the reducer's canonical order
             if p[j]:
-                ts, seq = times[row, j] if e[j] else no_time
+                ts, seq = times[row, j] if e[j] else (None, None)
                 states[name] = SignalState(v[j], ts, seq, None if cnt[j] == n else cnt[j], m[j], s[j])
         out.append(states)
     return out
