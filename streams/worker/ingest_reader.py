@@ -120,7 +120,8 @@ class IngestReader:
             s = self._settings
             self._consumer = AIOKafkaConsumer(
                 **client_kwargs(s), group_id=self.group, enable_auto_commit=False,
-                auto_offset_reset="earliest", max_partition_fetch_bytes=s.max_event_bytes * 64)
+                auto_offset_reset="earliest", fetch_max_bytes=s.fetch_max_bytes,
+                max_partition_fetch_bytes=min(s.max_event_bytes * 64, s.fetch_max_bytes))
             await self._consumer.start()
             self._started = True
 

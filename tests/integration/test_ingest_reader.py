@@ -296,3 +296,41 @@ def test_a_fetch_that_raises_is_retried_from_the_next_unfolded_offset_and_nothin
     assert errors >= 2 and while_unreadable == list(range(len(while_unreadable))) and len(while_unreadable) <= 5
     assert [m.offset for m in got] == list(range(13))
     assert [m.value for m in got][4:9] == [b"plain-4", b"snappy-0", b"snappy-1", b"snappy-2", b"after-0"]
+
+
+def test_a_fetch_brings_back_no_more_than_fetch_max_bytes(broker: str, settings: Settings) -> None:
+    """What bounds a worker's transient memory: 100 records of 10 KiB, each its own record batch, come
+    in batches of at most a 64 KiB fetch's worth (and one batch beyond it), not all at once."""
+    topic = fresh_topic(settings)
+    small = settings.model_copy(update={"fetch_max_bytes": 64 * 1024})
+    value = b"x" * 10 * 1024
+
+    async def produce_apart() -> None:
+        producer = AIOKafkaProducer(**client_kwargs(settings), linger_ms=0)
+        await producer.start()
+        try:
+            for _ in range(100):
+                await (await producer.send(topic, value, key=b"r", partition=0))  # one record per batch
+        finally:
+            await producer.stop()
+
+    asyncio.run(produce_apart())
+    got: list[LogMessage] = []
+    sizes: list[int] = []
+
+    async def fold(batch: list[LogMessage]) -> None:
+        sizes.append(len(batch))
+        got.extend(batch)
+
+    async def run() -> None:
+        reader = IngestReader(small, fold, batch_max=4000, within_s=0.05)
+        await reader.start()
+        try:
+            await reader.assign({(topic, 0): 0})
+            await read_until(reader, got, 100)
+        finally:
+            await reader.stop()
+
+    asyncio.run(run())
+    assert [m.offset for m in got] == list(range(100))
+    assert max(sizes) <= 7, sizes  # 64 KiB of 10 KiB records, and the one batch that crosses the limit
