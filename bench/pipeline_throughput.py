@@ -376,6 +376,9 @@ class Drain:
     """Anomaly messages the run published (fleet.anomalies)."""
     changelog_bytes: float = 0.0
     """Bytes of twins changelog on the broker's disk per twin written (0: not a broker of this run's)."""
+    per_cpu_s: float = 0.0
+    """Events per second of worker CPU over the drain (all workers' CPU summed): what a worker does with
+    a core, whatever share of one the machine gave it."""
 
 
 def drain_workers(base: Settings, load: Load, count: int, tmp: Path, on_first: Callable[[Worker], None] | None = None,
@@ -423,7 +426,8 @@ def drain_workers(base: Settings, load: Load, count: int, tmp: Path, on_first: C
     cpu = watched.cpu_per_s()
     stored = changelog_on_disk(base, workers[0].settings)
     return Drain(count, rate, steady, first - spawned, last - spawned, cpu[0], cpu[1], [c / n for c in counts],
-                 asyncio.run(end_offsets(topics, topics.anomalies_topic)), stored / len(watched.progress))
+                 asyncio.run(end_offsets(topics, topics.anomalies_topic)), stored / len(watched.progress),
+                 n / ((watched.cpu[-1][1] - watched.cpu[0][1]) or math.inf))
 
 
 def changelog_on_disk(base: Settings, worker: Settings) -> int:
@@ -538,7 +542,7 @@ def median_drain(runs: list[Drain]) -> Drain:
     last = runs[-1]
     return Drain(last.workers, m(lambda r: r.rate), m(lambda r: r.steady), m(lambda r: r.startup_s), m(lambda r: r.total_s),
                  m(lambda r: r.worker_cpu), m(lambda r: r.broker_cpu), last.shares,
-                 int(m(lambda r: r.anomalies)), m(lambda r: r.changelog_bytes))
+                 int(m(lambda r: r.anomalies)), m(lambda r: r.changelog_bytes), m(lambda r: r.per_cpu_s))
 
 
 # -- profile -------------------------------------------------------------------------------------
@@ -1047,6 +1051,10 @@ def throughput(base: Settings, args: argparse.Namespace, tmp: Path) -> None:
                   f"{', '.join(f'{x:.2f}' for x in d.shares)}")
         print(f"  2 workers / 1 worker: {scale[2].steady / scale[1].steady:.2f} (steady), "
               f"{scale[2].rate / scale[1].rate:.2f} (first to last write)")
+        per_cpu = scale[2].per_cpu_s / scale[1].per_cpu_s
+        print(f"  events per worker CPU second: 1 worker {scale[1].per_cpu_s:,.0f}, 2 workers {scale[2].per_cpu_s:,.0f}"
+              f" ({per_cpu:.2f}): given a core each, two workers would do {2 * per_cpu:.2f}x one given a core"
+              f" (derived: throughput taken as proportional to the CPU a worker gets)")
         joined = drain_workers(base, load, 2, tmp)
         print(f"  2 workers started together on the pre-filled topic (one run): {joined.rate:,.0f} events/s first "
               f"to last write, spawn to done {joined.total_s:.1f} s, shares {', '.join(f'{x:.2f}' for x in joined.shares)}")
