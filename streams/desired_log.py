@@ -12,9 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from aiokafka import AIOKafkaProducer
-
-from streams.kafka_client import client_kwargs
+from streams.kafka_client import OwnProducer
 from streams.settings import Settings
 from twin.desired import DesiredChange, change_key, encode_change
 from twin.exceptions import FleetTwinError
@@ -34,11 +32,12 @@ class DesiredPublisher:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._producer: AIOKafkaProducer | None = None
+        self._producer = OwnProducer(settings, acks="all", linger_ms=0, max_batch_size=MAX_BATCH_BYTES,
+                                     request_timeout_ms=ACK_TIMEOUT_MS)
 
     async def publish(self, changes: Sequence[DesiredChange]) -> None:
         """Return once the broker holds every change; raise (aiokafka's error) if it did not take them."""
-        producer = await self._started()
+        producer = await self._producer.started()
         batch = producer.create_batch()
         for change in changes:
             if batch.append(key=change_key(change), value=encode_change(change),
@@ -48,14 +47,4 @@ class DesiredPublisher:
         await (await producer.send_batch(batch, self._settings.desired_topic, partition=0))
 
     async def stop(self) -> None:
-        if self._producer is not None:
-            producer, self._producer = self._producer, None
-            await producer.stop()
-
-    async def _started(self) -> AIOKafkaProducer:
-        if self._producer is None:
-            producer = AIOKafkaProducer(**client_kwargs(self._settings), acks="all", linger_ms=0,
-                                        max_batch_size=MAX_BATCH_BYTES, request_timeout_ms=ACK_TIMEOUT_MS)
-            await producer.start()
-            self._producer = producer
-        return self._producer
+        await self._producer.stop()

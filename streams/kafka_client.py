@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
 from streams.exceptions import MissingKafkaSecret
@@ -63,6 +64,30 @@ def client_kwargs(settings: Settings) -> dict[str, Any]:
             ssl_context=ssl_context(settings),
         )
     return kwargs
+
+
+class OwnProducer:
+    """A producer of a component's own (the twins changelog's writer, the desired-state publisher),
+    made and started on first use: aiokafka binds a client to the event loop running when it is made."""
+
+    def __init__(self, settings: Settings, **options: Any) -> None:
+        self._settings = settings
+        self._options = options
+        """AIOKafkaProducer's arguments beyond where the broker is and how to reach it."""
+        self._producer: Any = None
+
+    async def started(self) -> Any:
+        """The producer, started."""
+        if self._producer is None:
+            producer = AIOKafkaProducer(**client_kwargs(self._settings), **self._options)
+            await producer.start()
+            self._producer = producer
+        return self._producer
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            producer, self._producer = self._producer, None
+            await producer.stop()
 
 
 def faust_broker(settings: Settings) -> dict[str, Any]:

@@ -16,9 +16,7 @@ import asyncio
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
-
-from streams.kafka_client import client_kwargs
+from streams.kafka_client import OwnProducer
 from streams.settings import Settings
 from streams.worker.bulk_store import BulkMemoryStore
 from twin.state import Twin, decode_twin
@@ -32,15 +30,16 @@ class ChangelogWriter:
     time, on one producer of its own."""
 
     def __init__(self, settings: Settings) -> None:
-        self._settings = settings
-        self._producer: AIOKafkaProducer | None = None
+        codec = settings.changelog_compression
+        self._producer = OwnProducer(settings, acks="all", linger_ms=0, max_batch_size=MAX_BATCH_BYTES,
+                                     compression_type=None if codec == "none" else codec)
 
     async def write(self, table: Any, items: Mapping[str, tuple[int, bytes | None]]) -> None:
         """`items`: key -> (partition, value), a value of None deleting the key (a tombstone).
         Returns once the broker holds every record."""
         if not items:
             return
-        producer = await self._started()
+        producer = await self._producer.started()
         topic = table.changelog_topic
         batches: dict[int, Any] = {}
         sent: list[tuple[int, int, Any]] = []
@@ -69,19 +68,7 @@ class ChangelogWriter:
                 store.written(partition, offsets)
 
     async def stop(self) -> None:
-        if self._producer is not None:
-            producer, self._producer = self._producer, None
-            await producer.stop()
-
-    async def _started(self) -> AIOKafkaProducer:
-        if self._producer is None:
-            codec = self._settings.changelog_compression
-            producer = AIOKafkaProducer(**client_kwargs(self._settings), acks="all", linger_ms=0,
-                                        max_batch_size=MAX_BATCH_BYTES,
-                                        compression_type=None if codec == "none" else codec)
-            await producer.start()
-            self._producer = producer
-        return self._producer
+        await self._producer.stop()
 
 
 def put_local(table: Any, key: str, value: bytes | None, partition: int) -> None:
