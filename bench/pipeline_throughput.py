@@ -427,7 +427,7 @@ def drain_workers(base: Settings, load: Load, count: int, tmp: Path, on_first: C
     stored = changelog_on_disk(base, workers[0].settings)
     return Drain(count, rate, steady, first - spawned, last - spawned, cpu[0], cpu[1], [c / n for c in counts],
                  asyncio.run(end_offsets(topics, topics.anomalies_topic)), stored / len(watched.progress),
-                 n / ((watched.cpu[-1][1] - watched.cpu[0][1]) or math.inf))
+                 n / (watched.cpu_s()[1] or math.inf))
 
 
 def changelog_on_disk(base: Settings, worker: Settings) -> int:
@@ -520,10 +520,14 @@ class Watched:
         (t1, k1), (t2, k2) = at(lo), at(hi)
         return (k2 - k1) / ((t2 - t1) or 1e-9)
 
-    def cpu_per_s(self) -> tuple[float, float]:
+    def cpu_s(self) -> tuple[float, float, float]:
+        """Wall, worker and broker CPU seconds from the first sample to the last."""
         (t1, w1, b1), (t2, w2, b2) = self.cpu[0], self.cpu[-1]
-        wall = (t2 - t1) or 1.0
-        return (w2 - w1) / wall, (b2 - b1) / wall
+        return t2 - t1, w2 - w1, b2 - b1
+
+    def cpu_per_s(self) -> tuple[float, float]:
+        wall, worker, broker = self.cpu_s()
+        return worker / (wall or 1.0), broker / (wall or 1.0)
 
 
 def wire_bytes(load: Load, partitions: int) -> tuple[float, float]:

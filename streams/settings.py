@@ -92,13 +92,13 @@ class Settings(BaseSettings):
     2,000 ran 1.43x faster than 500; 4,000 ran 1.16x and 1.08x faster than 2,000 in two runs,
     docs/BENCHMARKS.md); each batch holds the event loop for its fold (at the ~50 us per event of a
     draining worker's profile, ~0.2 s at 4,000) ..."""
+    batch_within_s: float = Field(default=0.02, gt=0)
+    """... or fewer, once the oldest has waited this long: bounds the latency it adds."""
     fetch_max_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)
     """Bytes one fetch of a worker's readers may bring back over all their partitions (each partition
     at most 64 x `max_event_bytes` of it): with a batch of `batch_max` records, what bounds the
     worker's transient memory. The broker still returns a record batch larger than this whole, so
     one oversized batch is read, never stuck on."""
-    batch_within_s: float = Field(default=0.02, gt=0)
-    """... or fewer, once the oldest has waited this long: bounds the latency it adds."""
     checkpoint_s: float = Field(default=2.0, ge=0)
     """How often ingest stores the twins changed since it last did (one changelog record each,
     however many records each robot had) and commits the offsets folded into them; 0: after every
