@@ -174,10 +174,12 @@ class Ingest:
         if self._ready is not None:
             await self._ready.wait()
         messages = await self._with_gaps_filled(messages)
-        batch = fold(self.held, self._rules, self._twins, messages, self._settings.checks_topic)
-        await asyncio.gather(self._outbox.publish(batch.found),
-                             self._outbox.commands(batch.commands, cause="reconnect"),
-                             *(self._outbox.dead_letter(m, err) for m, err in batch.rejected))
+        with self._metrics.step("fold"):
+            batch = fold(self.held, self._rules, self._twins, messages, self._settings.checks_topic)
+        with self._metrics.step("publish"):
+            await asyncio.gather(self._outbox.publish(batch.found),
+                                 self._outbox.commands(batch.commands, cause="reconnect"),
+                                 *(self._outbox.dead_letter(m, err) for m, err in batch.rejected))
         self._dirty.update(batch.touched)
         batch.count(self._metrics)
         self._metrics.batch.observe(len(messages))
@@ -187,8 +189,10 @@ class Ingest:
         each, acked before the table serves them and before the reader commits the offsets folded
         into them."""
         # telemetry and checks are co-partitioned: a robot's record names its twin's partition
-        changed = changed_twins(self.held, {r: p for r, p in self._dirty.items() if p in partitions})
-        await self._changelog.write(self._twins, changed)
+        with self._metrics.step("encode"):
+            changed = changed_twins(self.held, {r: p for r, p in self._dirty.items() if p in partitions})
+        with self._metrics.step("store"):
+            await self._changelog.write(self._twins, changed)
         self._dirty = {r: p for r, p in self._dirty.items() if p not in partitions}
 
     def twin_bytes(self, robot_id: str) -> bytes | None:
@@ -202,16 +206,19 @@ class Ingest:
     def summary(self) -> Summarised:
         """The fleet gauges' summary of every twin this worker holds, as served (the fold's robots
         from its columns, the table's others decoded), so that the gauges agree with `GET /twins`."""
-        stored, fleet = self._unheld(), self._rules.fleet
-        return Summarised(merge(summarize_fold(self.held.fold, fleet), summarize_fleet(stored, fleet)),
-                          self.held.fold.red.robots + len(stored), sum(len(raw) for raw in list(self._twins.values())))
+        with self._metrics.step("summary"):
+            stored, fleet = self._unheld(), self._rules.fleet
+            return Summarised(merge(summarize_fold(self.held.fold, fleet), summarize_fleet(stored, fleet)),
+                              self.held.fold.red.robots + len(stored),
+                              sum(len(raw) for raw in list(self._twins.values())))
 
     def desired_summary(self, rules: DesiredRules) -> DesiredSummary:
         """The desired-state gauges' summary of every twin this worker holds, as served (the fold's
         robots from its columns, the table's others decoded)."""
-        red = self.held.fold.red
-        return merge_desired(summarize_desired_fold(red, rules, self._shares(red)),
-                             summarize_desired(self._unheld(), rules))
+        with self._metrics.step("summary"):
+            red = self.held.fold.red
+            return merge_desired(summarize_desired_fold(red, rules, self._shares(red)),
+                                 summarize_desired(self._unheld(), rules))
 
     def _unheld(self) -> list[Twin]:
         """The table's twins the fold does not hold (after a rebalance, until they report), decoded.
@@ -284,13 +291,15 @@ class Ingest:
         not yet reporting since a rebalance) as decoded twins: decoding every twin
         every few seconds was a cost per robot however quiet the fleet.
         """
-        now = time.time()  # the shell owns the clock; the core only compares times
-        current = await self._current(now, self._settings.silence_check_s + 1)
-        config = self._rules.config
-        quiet = quiet_robots(self.held.fold, now, config, current)  # the fold's robots, from its columns
-        quiet += [t.robot_id for t in self._unheld() if t.partition in current and silence_check_due(t, now, config)]
-        for robot in quiet:
-            await self._checks.send(key=robot.encode(), value=repr(now).encode())
+        with self._metrics.step("silence_check"):
+            now = time.time()  # the shell owns the clock; the core only compares times
+            current = await self._current(now, self._settings.silence_check_s + 1)
+            config = self._rules.config
+            quiet = quiet_robots(self.held.fold, now, config, current)  # the fold's robots, from its columns
+            quiet += [t.robot_id for t in self._unheld()
+                      if t.partition in current and silence_check_due(t, now, config)]
+            for robot in quiet:
+                await self._checks.send(key=robot.encode(), value=repr(now).encode())
 
     async def _current(self, now: float, slack_s: float) -> set[int]:
         """The telemetry partitions this worker holds whose every report older than `slack_s` is

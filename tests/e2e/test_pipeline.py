@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from streams.settings import Settings
+from streams.worker.metrics import STEPS
 from tests.support.telemetry import kcat_produce, telemetry
 from tests.support.topics import read_dlq
 from tests.support.waiting import eventually
@@ -41,6 +42,29 @@ def test_reports_in_compressed_batches_are_folded(api: httpx.Client, settings: S
     kcat_produce(settings, robot, telemetry(robot, seq=4), compression=codec)
     twin = eventually(get_twin(api, robot))
     assert twin["robot_id"] == robot and twin["seq"] == 4 and twin["counts"]["events"] == 1
+
+
+def test_the_worker_times_each_step_of_ingest(api: httpx.Client, settings: Settings) -> None:
+    """A report is folded and then checkpointed: both show in `twin_step_seconds`, and a scrape
+    times its own pass over the twins."""
+    def counts() -> dict[str, float]:
+        lines = api.get("/metrics").text.splitlines()
+        return {line.split('"')[1]: float(line.rsplit(" ", 1)[1])
+                for line in lines if line.startswith('twin_step_seconds_count{step="')}
+
+    before = counts()
+    assert set(before) == set(STEPS)  # every step exported from the start
+    robot = f"steps-{uuid.uuid4().hex[:8]}"
+    kcat_produce(settings, robot, telemetry(robot, seq=1))
+    eventually(get_twin(api, robot))
+
+    def stored() -> dict[str, float] | None:
+        now = counts()
+        return now if now["store"] > before["store"] else None
+
+    after = eventually(stored, timeout_s=30)
+    assert after["fold"] > before["fold"] and after["encode"] > before["encode"]
+    assert after["summary"] > before["summary"]  # the scrapes above
 
 
 def test_unknown_robot_is_404_and_listing_filters_by_sector(

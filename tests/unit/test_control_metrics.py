@@ -14,7 +14,7 @@ from streams.worker.control_metrics import GATE_DECODER, ControlCollector, desir
 from streams.settings import Settings
 from streams.worker import ingest as ingest_module
 from streams.worker.ingest import Held, Ingest, LogMessage, fold
-from streams.worker.metrics import PipelineMetrics, sector_version_space
+from streams.worker.metrics import STEPS, PipelineMetrics, sector_version_space
 from twin.desired import DesiredChange, DesiredRules, Selector, add_change, robot_share
 from twin.desired_summary import DesiredSummary, summarize_desired
 from twin.fleet_fold import FleetState, Rules
@@ -234,3 +234,16 @@ def test_one_scrape_decodes_the_table_s_unheld_twins_once(monkeypatch: Any) -> N
     ingest.assigned({})  # a rebalance: decoded afresh
     ingest.summary()
     assert len(decoded) == 11
+
+
+def test_a_scrape_s_summaries_are_timed_as_a_step_of_ingest() -> None:
+    """The gauges' passes over the twins run on ingest's event loop: `twin_step_seconds` shows them."""
+    registry = CollectorRegistry()
+    table = {r: encode_twin(twin(r)) for r in ("r-1", "r-2")}
+    ingest = Ingest(Settings(), Rules(FLEET, read_detectors(SEEDS)), table, None, None, None,  # type: ignore[arg-type]
+                    PipelineMetrics(registry))
+    assert samples(registry, "twin_step_seconds_count") == dict.fromkeys([(s,) for s in STEPS], 0.0)
+    ingest.summary()
+    ingest.desired_summary(rules())
+    counts = samples(registry, "twin_step_seconds_count")
+    assert counts[("summary",)] == 2 and counts[("fold",)] == 0
