@@ -86,6 +86,7 @@ import httpx
 import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
+from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -696,6 +697,10 @@ class Latency:
     by GET /twins/{id}): records at or under each bucket's bound."""
     worker_cpu: float = 0.0
     """Worker CPU seconds per wall second over that time."""
+    steps: dict[str, Buckets] = field(default_factory=dict)
+    """The worker's `twin_step_seconds` over the window, by step."""
+    window_s: float = 0.0
+    """From the window's start to the last reading of the worker's histograms."""
 
 
 class ChangelogReader:
@@ -785,7 +790,7 @@ async def offer(settings: Settings, reader: ChangelogReader, ticks: list[list[Ev
     per_slice = max(1, round(rate * SLICE_S))
     result = reader.result = Latency(0.0, 0, 0)
     url = f"http://127.0.0.1:{settings.web_port}"
-    lag0 = await asyncio.to_thread(lag_buckets, url)
+    seen0 = await asyncio.to_thread(histograms, url)
     cpu0 = cpu_s(pid)
     scraping = asyncio.create_task(scrape_every(url, scrape_s)) if scrape_s else None
     async with Pacer(settings) as pacer:
@@ -807,8 +812,11 @@ async def offer(settings: Settings, reader: ChangelogReader, ticks: list[list[Ev
     result.worker_cpu = (cpu_s(pid) - cpu0) / (time.monotonic() - start)
     if scraping is not None:
         scraping.cancel()
-    lag1 = await asyncio.to_thread(lag_buckets, url)  # after the window: a scrape summarises every twin
-    result.folded = {le: n - lag0.get(le, 0.0) for le, n in lag1.items()}
+    seen1 = await asyncio.to_thread(histograms, url)  # after the window: a scrape summarises every twin
+    result.folded = seen1[("twin_processing_lag_seconds", "")].since(seen0.get(("twin_processing_lag_seconds", ""))).counts
+    result.steps = {step: b.since(seen0.get((name, step))) for (name, step), b in seen1.items()
+                    if name == "twin_step_seconds"}
+    result.window_s = time.monotonic() - start
     return result
 
 
@@ -819,12 +827,32 @@ async def scrape_every(url: str, seconds: float) -> None:
             await asyncio.sleep(seconds)
 
 
-def lag_buckets(url: str) -> dict[float, float]:
-    """The worker's `twin_processing_lag_seconds` histogram: upper bound -> records at or under it."""
-    out: dict[float, float] = {}
-    for line in httpx.get(f"{url}/metrics", timeout=60).text.splitlines():
-        if line.startswith('twin_processing_lag_seconds_bucket{le="'):
-            out[float(line.split('"')[1])] = float(line.rsplit(" ", 1)[1])
+@dataclass
+class Buckets:
+    """One series of a histogram: upper bound -> records at or under it, and the values' sum."""
+
+    counts: dict[float, float] = field(default_factory=dict)
+    total: float = 0.0
+
+    def since(self, before: Buckets | None) -> Buckets:
+        """What was observed after `before` was read."""
+        if before is None:
+            return self
+        return Buckets({le: n - before.counts.get(le, 0.0) for le, n in self.counts.items()}, self.total - before.total)
+
+
+def histograms(url: str) -> dict[tuple[str, str], Buckets]:
+    """The worker's histograms, by (name, value of its label other than `le`, or '')."""
+    out: dict[tuple[str, str], Buckets] = {}
+    for family in text_string_to_metric_families(httpx.get(f"{url}/metrics", timeout=60).text):
+        if family.type != "histogram":
+            continue
+        for s in family.samples:
+            series = out.setdefault((family.name, next((v for k, v in s.labels.items() if k != "le"), "")), Buckets())
+            if s.name.endswith("_bucket"):
+                series.counts[float(s.labels["le"])] = s.value
+            elif s.name.endswith("_sum"):
+                series.total = s.value
     return out
 
 
@@ -1147,6 +1175,21 @@ def plot(path: Path, bare: float, decoded: float, sweep: dict[str, list[float]],
     print(f"plot: {path}")
 
 
+def print_steps(runs: list[Latency]) -> None:
+    """Where the worker's event loop went in the first window: each step of ingest's time, how much of
+    the window it held, its slowest (bucket bounds), and how often it held the loop past 100 ms."""
+    run = runs[0]
+    print(f"  ingest's steps in the first window ({run.window_s:.0f} s; twin_step_seconds):")
+    for step, b in sorted(run.steps.items(), key=lambda kv: -kv[1].total):
+        n = b.counts.get(math.inf, 0.0)
+        if not n:
+            continue
+        over = n - b.counts.get(0.1, 0.0)
+        print(f"    {step:<14} {n:8,.0f} x  {b.total:6.2f} s ({b.total / run.window_s:5.1%} of the window)  "
+              f"mean {b.total / n * 1000:7.2f} ms  p99 <= {bucket_quantile(b.counts, 0.99) * 1000:6.1f} ms  "
+              f"over 100 ms {over:,.0f}")
+
+
 def latency(base: Settings, args: argparse.Namespace, tmp: Path) -> None:
     started = time.monotonic()
     levels = [(float(r), args.seconds, 300.0) for r in args.rates.split(",") if r]
@@ -1175,6 +1218,7 @@ def latency(base: Settings, args: argparse.Namespace, tmp: Path) -> None:
         print(f"  all twins updated within {median([r.last_update_s for r in runs]):.1f} s of the window's "
               f"start ({seconds:.0f} s of sending): {done:,.0f} events/s processed; worker CPU per wall second "
               f"{median([r.worker_cpu for r in runs]):.2f}")
+        print_steps(runs)
         if spy is not None:
             print_profile(spy, f"at {rate:,.0f} events/s offered, its first window (worker CPU per wall second "
                                f"{runs[0].worker_cpu:.2f}")

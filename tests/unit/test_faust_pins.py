@@ -13,9 +13,11 @@ from __future__ import annotations
 import asyncio
 
 import faust
+import pytest
 from faust.types import TP
 
-from streams.worker.table import put_local
+from streams.settings import Settings
+from streams.worker.table import CODECS, ChangelogWriter, changelog_key, put_local
 
 
 def table() -> faust.Table:
@@ -51,3 +53,17 @@ def test_the_changelog_record_is_the_one_faust_writes_and_recovers() -> None:
     assert topic.get_topic_name() == "pin-test-twins-changelog"
     assert key == b'"r-1"'  # Faust's json key serializer: what its recovery decodes
     assert value == b"twin bytes"
+    assert (twins.key_serializer, twins.value_serializer) == CODECS
+
+
+@pytest.mark.parametrize("key", ["r-1", "robot:7.a_b", "alert/\u00e9t\u00e9", 'a "quoted" \\ key', "\u96c6\U0001f916"])
+def test_the_writer_s_keys_are_the_bytes_faust_s_json_serializer_makes(key: str) -> None:
+    twins = table()
+    assert changelog_key(key) == twins.changelog_topic.prepare_key(key, twins.key_serializer)[0]
+
+
+def test_the_writer_refuses_a_table_of_other_serializers_before_writing() -> None:
+    app = faust.App("pin-test", broker="kafka://127.0.0.1:1", store="memory://", autodiscover=False)
+    counts = app.Table("counts", key_type=str, value_type=int, partitions=4)  # values in json
+    with pytest.raises(TypeError, match="values raw"):
+        asyncio.run(ChangelogWriter(Settings()).write(counts, {"k": (0, b"1")}))  # no broker reached
