@@ -154,4 +154,13 @@ def pipeline() -> Dashboard:
                        [query("sum by (partition) (twin_consumer_lag)", "partition {{partition}}")], legend_right=True))
         .with_panel(ts("Twin table size", "Stored bytes of the twins each worker holds.",
                        [query("twin_table_bytes", "{{instance}}")], unit="bytes"))
+        .with_panel(ts("Ingest's time by step", "Share of a worker's time (the workers' average) in each step "
+                       "of ingest: fold, publish, a checkpoint's encode and store, silence checks, the gauges' "
+                       "summary at a scrape. Stacked: no batch is read meanwhile, so near 100% a lag grows.",
+                       [query(f"avg by (step) (rate(twin_step_seconds_sum[{RATE}]))", "{{step}}")],
+                       unit="percentunit", stack=True))
+        .with_panel(ts("Slowest steps", "99th percentile of each step's duration, every worker: one step holds "
+                       "up every record fetched behind it.",
+                       [query(f"histogram_quantile(0.99, sum by (step, le) (rate(twin_step_seconds_bucket[{RATE}])))",
+                              "{{step}}")], unit="s", legend_right=True))
     )
