@@ -93,7 +93,11 @@ class Settings(BaseSettings):
     docs/BENCHMARKS.md); each batch holds the event loop for its fold (at the ~50 us per event of a
     draining worker's profile, ~0.2 s at 4,000) ..."""
     batch_within_s: float = Field(default=0.02, gt=0)
-    """... or fewer, once the oldest has waited this long: bounds the latency it adds."""
+    """... or fewer: what the consumer has fetched when ingest asks, waiting at most this long only
+    when it has nothing (aiokafka's `getmany`). A batch is never held back for more records, so
+    under a steady load batches are as small as the loop is quick (docs/BENCHMARKS.md, seventeenth
+    session: letting the broker hold a fetch for this long made batches larger and cost less CPU,
+    and more latency)."""
     fetch_max_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)
     """Bytes one fetch of a worker's readers may bring back over all their partitions (each partition
     at most 64 x `max_event_bytes` of it): with a batch of `batch_max` records, what bounds the
