@@ -33,8 +33,8 @@ import gc
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -42,8 +42,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import faust  # noqa: E402
 import fold_batch  # noqa: E402
 from aiokafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchBuilder  # noqa: E402
-from streams.worker.table import MAX_BATCH_BYTES, changelog_key  # noqa: E402
 from streams.seeds import read_detectors, read_fleet  # noqa: E402
+from streams.worker.table import MAX_BATCH_BYTES, changelog_key  # noqa: E402
 from twin import batch_fold as bf  # noqa: E402
 from twin.fleet_fold import Rules  # noqa: E402
 from twin.state import encode_twin  # noqa: E402

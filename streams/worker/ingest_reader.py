@@ -16,13 +16,12 @@ owner of a partition starts (`handover`), and what lag tools see.
 
 Checkpoints: a reader given a `checkpoint` callback commits a partition only after a checkpoint of
 it (every `every_s` seconds, after a fetch that comes back empty, and before it lets its partitions
-go), so
-what a crash loses between two checkpoints is re-read from the last commit; a batch or checkpoint
-that fails sends the reader back to the last commits (the caller's `refold` drops what its state
-holds since). The partitions' checkpoints are spread over the interval, one at a time, the
-longest-waiting first (after an empty fetch too): a checkpoint runs on the event loop, and one of
-every robot held at once would stall the fold (and the views) for as long as storing them all takes. Without a callback, it
-commits after every batch.
+go), so what a crash loses between two checkpoints is re-read from the last commit; a batch or
+checkpoint that fails sends the reader back to the last commits (the caller's `refold` drops what
+its state holds since). The partitions' checkpoints are spread over the interval, one at a time,
+the longest-waiting first (after an empty fetch too): a checkpoint runs on the event loop, and one
+of every robot held at once would stall the fold (and the views) for as long as storing them all
+takes. Without a callback, it commits after every batch.
 
 One lock covers fetch, fold, checkpoint and commit: `release` waits for the batch in flight, takes a
 checkpoint and no batch starts after it, so the handover to the next owner is exact (it starts where

@@ -98,7 +98,7 @@ class PipelineMetrics:
         )
         self.step_seconds = Histogram(
             "twin_step_seconds",
-            "Seconds the worker's event loop spent in one step of ingest, by step: no batch is read meanwhile.",
+            "Seconds one step of ingest took, by step (fold, publish, encode, store: no batch is read meanwhile).",
             ["step"], buckets=STEP_BUCKETS, registry=registry,
         )
         for step in STEPS:
@@ -161,8 +161,9 @@ STEPS = ("fold", "publish", "encode", "store", "silence_check", "summary")
 """Ingest's steps, each timed whole: `fold` the batch's decode and fold, `publish` awaiting its
 anomalies, commands and dead letters, `encode` and `store` a checkpoint's twins made and acked,
 `silence_check` finding quiet robots and sending their checks, `summary` the gauges' pass over the
-twins at a scrape. A step holds up every record fetched behind it: the tail of
-`twin_processing_lag_seconds` is explained here."""
+twins at a scrape. The first four run under the reader's lock and `summary` holds the event loop
+whole (`silence_check` holds it but while it awaits the broker): each holds up every record
+fetched behind it, so the tail of `twin_processing_lag_seconds` is explained here."""
 
 STEP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 
