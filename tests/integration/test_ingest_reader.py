@@ -252,6 +252,35 @@ def test_checkpoints_are_spread_over_the_partitions_one_at_a_time(broker: str, s
     assert {0, 1} == set().union(*calls)
 
 
+def test_an_empty_fetch_stores_one_partition_and_the_next_one_the_other(broker: str, settings: Settings) -> None:
+    """With both partitions folded and no checkpoint due, each empty fetch stores the longest-waiting
+    partition only (every pending one at once was a stall of every robot held under a steady load)."""
+    topic = fresh_topic(settings)
+    asyncio.run(produce(settings, topic, {0: 50, 1: 50}))
+    got: list[LogMessage] = []
+    calls: list[set[int]] = []
+
+    async def fold(batch: list[LogMessage]) -> None:
+        got.extend(batch)
+
+    async def checkpoint(partitions: set[int]) -> None:
+        calls.append(set(partitions))
+
+    async def run() -> dict[tuple[str, int], int]:
+        reader = IngestReader(settings, fold, batch_max=1000, within_s=0.05, checkpoint=checkpoint, every_s=3600.0)
+        try:
+            await reader.assign({(topic, 0): 0, (topic, 1): 0})
+            await read_until(reader, got, 100)
+            before = len(calls)
+            assert await reader.step() is False and await reader.step() is False  # two empty fetches
+            assert [len(c) for c in calls[before:]] == [1, 1] and set().union(*calls[before:]) == {0, 1}, calls
+            return await start_offsets(settings, ingest_group(settings), [(topic, 0), (topic, 1)])
+        finally:
+            await reader.stop()
+
+    assert asyncio.run(run()) == {(topic, 0): 50, (topic, 1): 50}
+
+
 def test_a_fetch_that_raises_is_retried_from_the_next_unfolded_offset_and_nothing_is_lost(
         broker: str, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     """A record batch the client cannot read (here snappy, with aiokafka told its codec is missing:
