@@ -216,8 +216,8 @@ class IngestReader:
 
         One at a time when dry too: under a steady load a fetch comes back empty now and then (the
         broker or the worker held up for a fetch interval), and storing every partition then stalled
-        ingest for all the robots held at once (~8,000 twins, 0.25-0.4 s, every few seconds at
-        10,000 robots). Idle, successive empty fetches store the partitions one after another."""
+        ingest for all the robots held at once (7,300-8,500 twins, 0.11-0.21 s of CPU to encode them
+        before their store, every ~5 s at 10,000 robots). Idle, successive empty fetches store the partitions one after another."""
         pending = self._pending()
         if not pending or self._every_s <= 0:
             return pending
