@@ -11,7 +11,7 @@ columns pay.
 The same events as `bench/pipeline_throughput.py` part (4) (`--robots` robots reporting once a
 second, keyed by robot id over 8 partitions as the producer's partitioner puts them), one warm-up
 tick folded whole, then `--ticks` ticks cut into batches of each size and passed through
-`ingest.fold` (what the worker calls: decode, fold, KPIs), then `changed_twins` (the encoded twins) of
+`ingest.fold` (what the worker calls: decode, fold, KPIs), then `changelog_items` (the encoded twins) of
 the batch's robots (the changelog's bytes), as a worker checkpointing after every batch
 (FLEET_TWIN_CHECKPOINT_S=0) stores them. Process CPU time in microseconds per event, and each size's
 ratio to batch 500 measured in the same run. No broker: the round trips each batch awaits (anomaly
@@ -35,7 +35,7 @@ import msgspec  # noqa: E402
 import pipeline_throughput as pt  # noqa: E402
 from streams.kafka_client import partitioner  # noqa: E402
 from streams.seeds import read_detectors  # noqa: E402
-from streams.worker.ingest import Held, LogMessage, changed_twins, fold  # noqa: E402
+from streams.worker.ingest import Held, LogMessage, changelog_items, fold  # noqa: E402
 from twin.fleet_fold import Rules  # noqa: E402
 from twin.schema import Event  # noqa: E402
 
@@ -65,7 +65,7 @@ def cost(rules: Rules, warm: list[LogMessage], log: list[LogMessage], size: int)
         batch = sorted(log[i:i + size], key=lambda m: (m.partition, m.offset))
         started = time.process_time()
         done = fold(held, rules, {}, batch, CHECKS)
-        changed_twins(held, done.touched)
+        changelog_items(held, done.touched)
         spent += time.process_time() - started
     return spent * 1e6 / len(log)
 

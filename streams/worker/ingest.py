@@ -147,9 +147,11 @@ class Ingest:
         self.held = Held(rules)
         self._shares = Shares()
         """`robot_share` of the fold's robots, for the desired-state summary: hashed once each."""
-        self._dirty: dict[str, int] = {}
-        """Robots folded since the last checkpoint -> the partition of their newest record: the twins
-        the table does not hold as the fold does."""
+        self._dirty: dict[int, dict[str, None]] = {}
+        """Per partition: the robots folded since its last checkpoint, the twins the table does not
+        hold as the fold does. Kept per partition since a checkpoint takes one partition at a time:
+        it then reads and clears only that partition's robots, not every robot changed. (A dict
+        for a set: the changelog gets them in the order they were first folded, run after run.)"""
         self._next: dict[tuple[str, int], int] = {}
         """Per partition of the log this worker holds: the offset after the newest one folded."""
         self._newest: dict[tuple[str, int], float] = {}
@@ -180,7 +182,8 @@ class Ingest:
             await asyncio.gather(self._outbox.publish(batch.found),
                                  self._outbox.commands(batch.commands, cause="reconnect"),
                                  *(self._outbox.dead_letter(m, err) for m, err in batch.rejected))
-        self._dirty.update(batch.touched)
+        for robot, partition in batch.touched.items():
+            self._dirty.setdefault(partition, {})[robot] = None
         batch.count(self._metrics)
         self._metrics.batch.observe(len(messages))
 
@@ -190,15 +193,18 @@ class Ingest:
         into them."""
         # telemetry and checks are co-partitioned: a robot's record names its twin's partition
         with self._metrics.step("encode"):
-            changed = changed_twins(self.held, {r: p for r, p in self._dirty.items() if p in partitions})
+            robots = {r: p for p in partitions for r in self._dirty.get(p, ())}
+            items = changelog_items(self.held, robots)
         with self._metrics.step("store"):
-            await self._changelog.write(self._twins, changed)
-        self._dirty = {r: p for r, p in self._dirty.items() if p not in partitions}
+            await self._changelog.write(self._twins, items)
+        for p in partitions:
+            self._dirty.pop(p, None)
 
     def twin_bytes(self, robot_id: str) -> bytes | None:
         """A robot's twin as `GET /twins/{id}` serves it: from the fold when it changed since the
         last checkpoint (one robot's gather), else the table's."""
-        if robot_id in self._dirty and (folded := encoded_twins(self.held.fold, [robot_id])[0]) is not None:
+        dirty = any(robot_id in robots for robots in self._dirty.values())
+        if dirty and (folded := encoded_twins(self.held.fold, [robot_id])[0]) is not None:
             return folded
         stored: bytes | None = self._twins.get(robot_id)
         return stored
@@ -351,7 +357,7 @@ def fold(held: Held, rules: Rules, table: Any, messages: Sequence[LogMessage], c
     """Fold records (telemetry or silence checks; each partition's in offset order) into `held`,
     loading robots it does not hold from `table` first.
 
-    No I/O: what to send comes back in the batch, and which robots it changed (`changed_twins`)."""
+    No I/O: what to send comes back in the batch, and which robots it changed (`changelog_items`)."""
     batch = Batch(rules.fleet)
     messages, records = _rows(messages, [_record(message, checks_topic) for message in messages], batch)
     _load_missing(held, table, records)
@@ -386,9 +392,10 @@ def _row_message(message: LogMessage, row: Record, index: int | None) -> LogMess
     return message._replace(key=row.key, value=row.value, headers=tuple(headers))
 
 
-def changed_twins(held: Held, robots: Mapping[str, int]) -> dict[str, tuple[int, bytes]]:
+def changelog_items(held: Held, robots: Mapping[str, int]) -> dict[str, tuple[int, bytes]]:
     """Robot -> (partition, its twin's stored bytes as the fold holds it), for those of `robots`
-    (robot -> partition) that the fold holds (`encoded_twins`: batched gathers, few twins alive)."""
+    (robot -> partition) that the fold holds (`encoded_twins`: batched gathers, few twins alive):
+    the items a checkpoint gives `ChangelogWriter.write`."""
     names = list(robots)
     return {r: (robots[r], raw) for r, raw in zip(names, encoded_twins(held.fold, names)) if raw is not None}
 

@@ -16,7 +16,7 @@ import pytest
 
 from streams.kafka_client import partitioner
 from streams.seeds import read_detectors, read_fleet
-from streams.worker.ingest import Held, LogMessage, changed_twins
+from streams.worker.ingest import Held, LogMessage, changelog_items
 from streams.worker.ingest import fold as worker_fold
 from twin.detect.findings import Anomaly
 from twin.fleet_fold import (
@@ -73,7 +73,7 @@ def worker(records: list[Record], seed: int) -> tuple[list[Anomaly], list[Anomal
                              r.value) for r in records[at:at + size]]
         at += size
         if rng.random() < 0.3:
-            table.update({rid: raw for rid, (_, raw) in changed_twins(held, dirty).items()})
+            table.update({rid: raw for rid, (_, raw) in changelog_items(held, dirty).items()})
             dirty = {}
             if rng.random() < 0.3:
                 held = Held(rules, held.fold.fleet)
@@ -83,7 +83,7 @@ def worker(records: list[Record], seed: int) -> tuple[list[Anomaly], list[Anomal
             published.append(anomaly)
             sites, found = on_anomaly(sites, anomaly)
             caused += found
-    table.update({rid: raw for rid, (_, raw) in changed_twins(held, dirty).items()})
+    table.update({rid: raw for rid, (_, raw) in changelog_items(held, dirty).items()})
     return published, caused, {rid: decode_twin(raw) for rid, raw in table.items()}
 
 

@@ -25,7 +25,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streams.seeds import read_detectors, read_fleet, read_scenario
-from streams.worker.ingest import Held, LogMessage, changed_twins
+from streams.worker.ingest import Held, LogMessage, changelog_items
 from streams.worker.ingest import fold as worker_fold
 from twin import gateway
 from twin.batch_replay import BatchFold
@@ -214,7 +214,7 @@ def worker(messages: list[LogMessage], seed: int) -> tuple[list[Any], Counter[st
         outcomes.update(batch.outcomes)
         dead += [(m.key, m.value, e.reason, m.headers) for m, e in batch.rejected]
         touched.update(batch.touched)
-    return found, outcomes, dead, {r: raw for r, (_, raw) in changed_twins(held, touched).items()}
+    return found, outcomes, dead, {r: raw for r, (_, raw) in changelog_items(held, touched).items()}
 
 
 def as_messages(records: list[Record]) -> list[LogMessage]:
