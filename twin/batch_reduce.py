@@ -54,6 +54,7 @@ import numpy as np
 import numpy.typing as npt
 from msgspec.structs import astuple
 
+from twin import kpi
 from twin.columns import Columns, Index, Rows
 from twin.detect.watch import Watch
 from twin.effects import OUTCOMES, Change, Effects, ModeChanged, SeqGap, VersionChanged
@@ -874,6 +875,33 @@ def labels_of(state: ReduceState, robot_ids: Sequence[str]) -> list[Labels]:
     sector, site, mode = (state.cols[name][idx].tolist() for name in ("sector", "site", "mode"))
     strings = state.strings.table
     return [Labels(r, strings[sector[i]], strings[site[i]], MODES[mode[i]]) for i, r in enumerate(robot_ids)]
+
+
+def priors_of(state: ReduceState, robot_ids: Sequence[str]) -> list[kpi.Prior]:
+    """`kpi.prior_of` of the twin `to_twins` would give each robot (KeyError for one without a twin),
+    from the five columns and one signal it reads: the safety KPIs' view of a batch's robots before
+    the batch, without building their twins or keeping a third copy of those numbers per robot."""
+    if not robot_ids:
+        return []
+    idx = _gather([state.slot_of[r] for r in robot_ids])
+    mode, ts, seq, blocks, rows = (state.cols[name][idx].tolist()
+                                   for name in ("mode", "ts", "latest_seq", "block", "row"))
+    value: list[float | None] = [None] * len(robot_ids)
+    at: list[tuple[float, int] | None] = [None] * len(robot_ids)
+    by_block: dict[int, list[int]] = {}
+    for i, bid in enumerate(blocks):
+        by_block.setdefault(bid, []).append(i)
+    for bid, members in by_block.items():
+        block = state.blocks[bid]
+        j = block.column.get(kpi.INFERENCE)
+        if j is None:
+            continue
+        mine = [rows[i] for i in members]
+        present, explicit, values = (block.c[name][mine, j].tolist() for name in ("present", "explicit", "value"))
+        for i, row, p, e, v in zip(members, mine, present, explicit, values):
+            if p:  # the signal's time as `Twin.signal_time` gives it
+                value[i], at[i] = v, block.times[row, j] if e else (ts[i], seq[i])
+    return [kpi.Prior(MODES[mode[i]], ts[i], seq[i], value[i], at[i]) for i in range(len(robot_ids))]
 
 
 def _gather(rows: list[int]) -> Array | slice:

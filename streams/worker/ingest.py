@@ -41,7 +41,7 @@ from streams.settings import Settings
 from streams.worker.metrics import PipelineMetrics, Summarised
 from streams.worker.table import ChangelogWriter
 from twin import kpi
-from twin.batch_reduce import labels_of
+from twin.batch_reduce import labels_of, priors_of
 from twin.batch_fold import FoldState, encoded_twins, fold_log, load_twins
 from twin.batch_silence import quiet_robots
 from twin.batch_summary import merge, summarize_fold
@@ -345,12 +345,11 @@ class LogMessage(NamedTuple):
 
 
 class Held:
-    """What ingest keeps between batches: one fold over the partitions held, and per robot the few
-    numbers of its twin that the safety KPIs read (`twin.kpi.Prior`), carried forward per record."""
+    """What ingest keeps between batches: one fold over the partitions held. (What the safety KPIs
+    read of a twin is read from the fold's columns per batch, `Batch.priors`, not kept beside it.)"""
 
     def __init__(self, rules: Rules, fleet: FleetState | None = None) -> None:
         self.fold = FoldState(rules, fleet)
-        self.priors: dict[str, kpi.Prior | None] = {}
 
 
 def fold(held: Held, rules: Rules, table: Any, messages: Sequence[LogMessage], checks_topic: str) -> Batch:
@@ -360,9 +359,10 @@ def fold(held: Held, rules: Rules, table: Any, messages: Sequence[LogMessage], c
     No I/O: what to send comes back in the batch, and which robots it changed (`changelog_items`)."""
     batch = Batch(rules.fleet)
     messages, records = _rows(messages, [_record(message, checks_topic) for message in messages], batch)
-    _load_missing(held, table, records)
+    robots = _load_missing(held, table, records)
+    batch.priors = dict(zip(robots, priors_of(held.fold.red, robots)))
     for message, out in zip(messages, fold_log(held.fold, rules, records)):
-        batch.add(held, message, out)
+        batch.add(message, out)
     return batch
 
 
@@ -405,19 +405,20 @@ def _record(message: Any, checks_topic: str) -> Record:
     return Record(kind, message.partition, message.offset, message.timestamp, message.key, message.value)
 
 
-def _load_missing(held: Held, table: Any, records: Iterable[Record]) -> None:
-    """Robots named by the records that the fold does not hold but the table does: into the fold."""
+def _load_missing(held: Held, table: Any, records: Iterable[Record]) -> list[str]:
+    """Robots named by the records that the fold does not hold but the table does: into the fold.
+    Returns every robot named that the fold then holds."""
     slots = held.fold.red.slot_of
-    loaded: dict[str, Twin] = {}
+    named: dict[str, None] = {}
+    loaded: list[Twin] = []
     for record in records:
         robot = robot_of(record.key)
-        if robot and robot not in slots and robot not in loaded:
-            raw = table.get(robot)
-            if raw:
-                loaded[robot] = decode_twin(raw)
-    load_twins(held.fold, list(loaded.values()))
-    for robot, twin in loaded.items():
-        held.priors[robot] = kpi.prior_of(twin)
+        if robot and robot not in named:
+            named[robot] = None
+            if robot not in slots and (raw := table.get(robot)):
+                loaded.append(decode_twin(raw))
+    load_twins(held.fold, loaded)
+    return [robot for robot in named if robot in slots]
 
 
 class Batch:
@@ -440,8 +441,11 @@ class Batch:
         self.redelivered = 0
         self.received: list[tuple[float, float]] = []
         """(broker time, event time) of each telemetry event applied or judged."""
+        self.priors: dict[str, kpi.Prior | None] = {}
+        """Robot -> what the safety KPIs read of its twin (`kpi.Prior`): as the fold held it before
+        the batch (`priors_of`, read from its columns), then carried forward record by record."""
 
-    def add(self, held: Held, message: Any, out: RecordOut) -> None:
+    def add(self, message: Any, out: RecordOut) -> None:
         """One record's share of the batch (per record: the lists and counters only grow when it
         has something for them)."""
         step = out.step
@@ -463,10 +467,10 @@ class Batch:
             if effects.changes:
                 self.changes.update(type(c).__name__ for c in effects.changes)
             self.received.append((message.timestamp, event.ts))
-            prior = held.priors.get(robot)
+            prior = self.priors.get(robot)
             if outcome in ACCEPTED:
                 self._credit(prior, event, step.found)
-            held.priors[robot] = kpi.advance(prior, event, outcome)
+            self.priors[robot] = kpi.advance(prior, event, outcome)
 
     def reject(self, message: Any, error: InvalidEvent) -> None:
         """A message to dead-letter, and its count."""

@@ -14,9 +14,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streams.seeds import read_scenario
-from twin.batch_reduce import NARROW, ReduceState, catalogues_of, from_twins, labels_of, reduce_batch, to_twin
+from twin.batch_reduce import (NARROW, ReduceState, catalogues_of, from_twins, labels_of, priors_of, reduce_batch,
+                               to_twin, to_twins)
 from twin.effects import Effects
 from twin.fleet import Fleet
+from twin.kpi import INFERENCE, prior_of
 from twin.reduce import apply
 from twin.schema import MODES, SEQ_MAX, Event, Location
 from twin.sim import FleetSim
@@ -200,3 +202,34 @@ def test_labels_are_those_of_the_twins(chaos: Oracle, fleet: Fleet) -> None:
     assert labels_of(state, robots) == [Labels.of(chaos.twins[r]) for r in robots]
     assert labels_of(state, robots[:1]) == [Labels.of(chaos.twins[robots[0]])]
     assert len({label.mode for label in labels_of(state, robots)}) > 1
+
+
+def test_the_kpis_priors_are_those_of_the_twins_at_every_batch(chaos: Oracle, fleet: Fleet) -> None:
+    """The worker reads each batch's `kpi.Prior`s from the columns instead of carrying one per robot:
+    equal to `prior_of` of the twins after every batch, the inference value's own (late) times too."""
+    state = ReduceState(catalogues_of(fleet))
+    own_times = absent = 0
+    for start in range(0, len(chaos.events), 997):
+        reduce_batch(state, chaos.events[start:start + 997], chaos.received[start:start + 997])
+        robots = list(state.robot_ids)
+        priors = priors_of(state, robots)
+        assert priors == [prior_of(t) for t in to_twins(state, robots)]
+        assert priors_of(state, robots[-1:]) == priors[-1:]
+        own_times += sum(p.inference_at is not None and p.inference_at != (p.ts, p.latest_seq) for p in priors)
+        absent += sum(p.inference is None for p in priors)
+    assert absent and priors_of(state, []) == []
+
+
+@pytest.mark.parametrize("narrow", [0, NARROW])
+def test_a_prior_s_inference_keeps_its_own_time_when_the_newest_report_lacks_it(narrow: int) -> None:
+    def event(robot: str, seq: int, ts: float, signals: dict[str, float]) -> Event:
+        return Event(schema=1, robot_id=robot, seq=seq, ts=ts, sector="logistics", site="s-1", model="amr",
+                     mode="working", signals=signals, ai_model_version="p-1", firmware="fw-1")
+
+    events = [event("r-1", 2, 12.0, {INFERENCE: 20.0, "speed_mps": 1.0}), event("r-2", 1, 12.0, {"speed_mps": 1.0}),
+              event("r-1", 3, 13.0, {"speed_mps": 1.5}), event("r-1", 1, 11.0, {INFERENCE: 25.0})]  # the last: late
+    state = ReduceState()
+    batched(state, events, [e.ts + 0.5 for e in events], [1, 3], narrow)
+    twins = scalar(events, [e.ts + 0.5 for e in events]).twins
+    assert priors_of(state, ["r-1", "r-2"]) == [prior_of(twins["r-1"]), prior_of(twins["r-2"])]
+    assert priors_of(state, ["r-1"])[0].inference_at == (12.0, 2) and priors_of(state, ["r-2"])[0].inference is None

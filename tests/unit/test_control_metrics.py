@@ -4,6 +4,7 @@ and the per-version safety KPIs counted once per batch (the pure parts, no broke
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from streams.seeds import read_detectors, read_fleet
 from streams.worker.control_metrics import GATE_DECODER, ControlCollector, desire_space
 from streams.settings import Settings
 from streams.worker import ingest as ingest_module
-from streams.worker.ingest import Held, Ingest, LogMessage, fold
+from streams.worker.ingest import Held, Ingest, LogMessage, changelog_items, fold
 from streams.worker.metrics import STEPS, PipelineMetrics, sector_version_space
 from twin.desired import DesiredChange, DesiredRules, Selector, add_change, robot_share
 from twin.desired_summary import DesiredSummary, summarize_desired
@@ -191,6 +192,41 @@ def test_safety_kpis_are_credited_per_version_and_counted_once_per_batch() -> No
     assert sorted(incs) == sorted({("logistics", "amr", OLD), ("logistics", "amr", "other")})  # one inc each
     assert samples(registry, "fleet_version_operating_seconds_total")[("logistics", "amr", OLD)] == 2.0
     assert samples(registry, "fleet_version_safety_events_total")[("logistics", "amr", OLD, "estop")] == 1
+
+
+def test_safety_kpis_are_the_same_whatever_the_batches_and_across_a_reload_from_the_table() -> None:
+    """A batch reads what the KPIs need of each twin from the fold (`Batch.priors`): an interval that
+    spans two batches is credited, a slow inference already slow in the batch before is no onset,
+    and after a rebalance (the fold starts over from the table) the same holds."""
+    def slow(seq: int, ts: float, ms: float, mode: str = "working") -> LogMessage:
+        body = {"schema": 1, "robot_id": "r-1", "seq": seq, "ts": ts, "sector": "logistics", "site": "log-memphis-01",
+                "model": "amr", "mode": mode, "ai_model_version": OLD, "firmware": "fw-1.8.2",
+                "signals": {"inference_ms": ms}}
+        return LogMessage("telemetry", 0, seq, ts + 0.1, b"r-1", json.dumps(body).encode())
+
+    log = [slow(1, 100.0, 10.0), slow(2, 101.0, 90.0), slow(3, 102.0, 95.0), slow(4, 103.0, 10.0, "idle"),
+           slow(5, 104.0, 99.0), slow(6, 105.0, 98.0)]
+    rules_ = Rules(FLEET, read_detectors(SEEDS))
+
+    def kpis(cuts: list[int], reload_at: int | None = None) -> tuple[dict[Any, float], dict[Any, int]]:
+        held, table = Held(rules_), {}
+        operating: Counter[Any] = Counter()
+        safety: Counter[Any] = Counter()
+        for start, end in zip([0, *cuts], [*cuts, len(log)]):
+            if start == reload_at:  # a rebalance: the fold starts over from the table
+                table = {r: raw for r, (_, raw) in changelog_items(held, {"r-1": 0}).items()}
+                held = Held(rules_, held.fold.fleet)
+            batch = fold(held, rules_, table, log[start:end], "checks")
+            operating.update(batch.operating)
+            safety.update(batch.safety)
+        return dict(operating), dict(safety)
+
+    whole = kpis([])
+    assert whole == ({("logistics", "amr", OLD): 4.0},  # every interval after a working report
+                     {("logistics", "amr", OLD, "slow_inference"): 2})  # onsets at seq 2 and 5; seq 4 was idle
+    for cuts in ([1], [2], [1, 2, 3, 4, 5], [3, 5]):
+        assert kpis(cuts) == whole, cuts
+    assert kpis([2, 4], reload_at=2) == whole and kpis([1, 5], reload_at=5) == whole
 
 
 def test_per_version_counters_are_born_at_zero_over_a_bounded_space() -> None:
