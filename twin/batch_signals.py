@@ -58,7 +58,7 @@ from twin.detect import signals as sig
 from twin.detect.findings import Finding
 from twin.detect.params import RobotDetectorParams
 from twin.detect.robot import drift_view
-from twin.detect.watch import Drift, SignalWatch
+from twin.detect.watch import COUNTER_MAX, Drift, SignalWatch
 from twin.fleet import Signal
 from twin.state import SignalState
 
@@ -85,8 +85,13 @@ class Drifts(NamedTuple):
     down: Array
 
 
+COUNTS, HITS = np.int32, np.int16
+"""The dtypes of `out` and `same` (`COUNTER_MAX` fits) and of `hits` (`HITS_MAX` fits): a cell's
+counters in 10 bytes instead of 24."""
+
+
 class Watches(NamedTuple):
-    """The numbers of `SignalWatch` per cell: consecutive counters and decayed spike hits (int64)."""
+    """The numbers of `SignalWatch` per cell: consecutive counters and decayed spike hits (`COUNTS`, `HITS`)."""
 
     out: Array
     same: Array
@@ -129,21 +134,21 @@ class Kinds:
 
 def empty(n: int) -> Watches:
     """`n` cells of `SignalWatch()`: zero counters, no drift state."""
-    z = np.zeros(n, dtype=np.int64)
     f = np.zeros(n, dtype=np.float64)
-    return Watches(z, z.copy(), z.copy(), Drifts(np.zeros(n, dtype=bool), f, f.copy(), f.copy(), f.copy(), f.copy()))
+    return Watches(np.zeros(n, COUNTS), np.zeros(n, COUNTS), np.zeros(n, HITS), Drifts(np.zeros(n, dtype=bool), f, f.copy(), f.copy(), f.copy(), f.copy()))
 
 
 def watches_of(ws: Sequence[SignalWatch]) -> Watches:
-    """The arrays of scalar `SignalWatch`es (raises if a drift integer is outside the exact range)."""
+    """The arrays of scalar `SignalWatch`es (raises OverflowError for a drift integer outside the exact
+    range, or a counter outside its dtype: neither comes from the detectors)."""
     ds = [w.drift or Drift() for w in ws]
     cols = [np.array([getattr(d, f) for d in ds], dtype=np.float64) for f in ("ref", "level", "spread", "up", "down")]
     for name, col in zip(("ref", "level", "spread", "up", "down"), cols):
         if any(float(v) != getattr(d, name) for v, d in zip(col.tolist(), ds)):
             raise OverflowError(f"Drift.{name} is not exact in float64")
     drifts = Drifts(np.array([w.drift is not None for w in ws], dtype=bool), *cols)
-    return Watches(np.array([w.out for w in ws], dtype=np.int64), np.array([w.same for w in ws], dtype=np.int64),
-                   np.array([w.hits for w in ws], dtype=np.int64), drifts)
+    return Watches(np.array([w.out for w in ws], COUNTS), np.array([w.same for w in ws], COUNTS),
+                   np.array([w.hits for w in ws], HITS), drifts)
 
 
 def drift_at(d: Drifts, i: int) -> Drift | None:
@@ -175,7 +180,7 @@ class CellStore:
     """
 
     def __init__(self, n: int) -> None:
-        self.out, self.same, self.hits = (np.zeros(n, np.int64) for _ in range(3))
+        self.out, self.same, self.hits = np.zeros(n, COUNTS), np.zeros(n, COUNTS), np.zeros(n, HITS)
         self.dslot: Array = np.full(n, -1, np.int32)
         self.drift = empty(0).drift
         self.ndrift = 0
@@ -269,7 +274,7 @@ def _band(out: Array, value: Array, lo: Array, hi: Array, judged: Array, p: Robo
     margin = p.band_margin * (hi - lo)
     beyond = _pymax(lo - margin - value, value - hi - margin)
     reset = ~judged | (beyond <= 0)
-    out = np.where(reset, 0, out + 1)
+    out = np.where(reset, 0, np.minimum(out, COUNTER_MAX - 1) + 1)  # saturates, as `sig._band` does
     return out, ~reset & (out >= p.band_reports)
 
 
@@ -290,7 +295,7 @@ def _stuck(same: Array, value: Array, prior: Prior, lim_lo: Array, lim_hi: Array
            p: RobotDetectorParams) -> tuple[Array, Array]:
     at_limit = (value == lim_lo) | (value == lim_hi)
     reset = ~prior.present | (value != prior.value) | at_limit | skip
-    same = np.where(reset, 0, same + 1)
+    same = np.where(reset, 0, np.minimum(same, COUNTER_MAX - 1) + 1)
     return same, ~reset & (same >= p.stuck_reports)
 
 

@@ -183,8 +183,8 @@ _SCHEMAS: dict[str, dict[str, Any]] = {
     "watch": {"robot": pl.UInt32, "nlisted": pl.Int64, "interval": pl.Float64, "skew": pl.Int64,
               "delivery": pl.Int64, "codes": pl.Int64, **{f"stall.{k}": t for k, t in _STALL},
               **{f"cohort.{k}": t for k, t in _COHORT}},
-    "cells": {"robot": pl.UInt32, "name": pl.UInt32, "listed": pl.Boolean, "out": pl.Int64, "same": pl.Int64,
-              "hits": pl.Int64, **{f"drift.{k}": t for k, t in _DRIFT}},
+    "cells": {"robot": pl.UInt32, "name": pl.UInt32, "listed": pl.Boolean, "out": pl.Int32, "same": pl.Int32,
+              "hits": pl.Int16, **{f"drift.{k}": t for k, t in _DRIFT}},
     "open": {"robot": pl.UInt32, "anomalies": pl.Binary},
     "fleet": {"state": pl.Binary},
 }

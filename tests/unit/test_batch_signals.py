@@ -20,7 +20,7 @@ from twin.detect import signals as sig
 from twin.detect.findings import Finding
 from twin.detect.params import RobotDetectorParams
 from twin.detect.robot import _aligned, _signals, _work_step
-from twin.detect.watch import Drift, SignalWatch, Watch
+from twin.detect.watch import COUNTER_MAX, HITS_MAX, Drift, SignalWatch, Watch
 from twin.fleet import Fleet, Signal
 from twin.reduce import ALPHA, apply
 from twin.schema import Event, Mode
@@ -99,9 +99,10 @@ def test_value_checks_equal_watch_signal_round_by_round(p: RobotDetectorParams, 
     kinds = bs.Kinds(list(SPECS.items()), p)
     kind = np.array(data.draw(st.lists(st.integers(0, len(NAMES) - 1), min_size=1, max_size=6)))
     n = len(kind)
-    scalar = [SignalWatch()] * n
+    counts, hits = st.sampled_from([0, 3, COUNTER_MAX - 2, COUNTER_MAX]), st.sampled_from([0, 100, 420, HITS_MAX])
+    scalar = data.draw(st.lists(st.builds(SignalWatch, counts, counts, hits), min_size=n, max_size=n))  # near the caps too
     before: list[SignalState | None] = [None] * n
-    w = bs.empty(n)
+    w = bs.watches_of(scalar)
     for _ in range(data.draw(st.integers(1, 25))):
         value = [data.draw(values(SPECS[NAMES[j]], p)) for j in kind.tolist()]
         value = [edge(v, b, SPECS[NAMES[j]], p) for v, b, j in zip(value, before, kind.tolist())]
@@ -186,9 +187,9 @@ def test_dropout_equals_the_scalar_check_on_any_seqs(pairs: list[tuple[int, int]
         i: f for i, (a, b) in enumerate(pairs) if (f := sig.dropout(names[i], a, b, p))}
 
 
-_counts = st.integers(0, 2**40)
+_counts = st.integers(0, COUNTER_MAX)
 _drifts = st.none() | st.builds(Drift, *(st.integers(-2**50, 2**50) for _ in range(5)))
-_watches = st.builds(SignalWatch, _counts, _counts, _counts, _drifts)
+_watches = st.builds(SignalWatch, _counts, _counts, st.integers(0, HITS_MAX), _drifts)
 
 
 @settings(max_examples=60, deadline=None)
@@ -223,6 +224,24 @@ def test_state_converts_to_and_from_the_scalar_structs_and_scatters() -> None:
     assert store.ndrift == 3  # rows for the three cells with a Drift, none for the others
     with pytest.raises(OverflowError):
         bs.watches_of([SignalWatch(drift=Drift(level=2**60 + 1))])
+    for beyond in (SignalWatch(out=COUNTER_MAX + 1), SignalWatch(same=COUNTER_MAX + 1), SignalWatch(hits=2**15)):
+        with pytest.raises(OverflowError):  # never made by the detectors: refused, not wrapped round
+            bs.watches_of([beyond])
+
+
+def test_consecutive_counters_stop_at_their_cap_and_hits_never_pass_theirs() -> None:
+    spec = Signal(unit="", nominal=(0.0, 1.0), limits=(-100.0, 100.0))
+    p = RobotDetectorParams()
+    before = SignalState(value=50.0, ts=None, seq=None, n=None, mean=0.5, var=0.01)
+    w = SignalWatch(out=COUNTER_MAX - 1, same=COUNTER_MAX - 1)
+    for _ in range(3):  # out of band, the same value, a spike: all three counters move every report
+        w, found = sig.watch_signal(w, "x", 50.0, before, spec, True, p)
+    assert (w.out, w.same, w.hits) == (COUNTER_MAX, COUNTER_MAX, 244) and len(found) == 3
+    for _ in range(40):
+        w, _ = sig.watch_signal(w, "x", 50.0, before, spec, True, p)
+    assert w.hits == 496 and w.out == COUNTER_MAX  # x * 4 // 5 + 100 settles at 496 from 0
+    w, _ = sig.watch_signal(SignalWatch(hits=HITS_MAX), "x", 50.0, before, spec, True, p)
+    assert w.hits == HITS_MAX  # and maps 500 to itself: no spike count leaves [0, HITS_MAX]
 
 
 def test_huge_values_raise_as_the_scalar_core_does() -> None:

@@ -11,7 +11,7 @@ import math
 
 from twin.detect.findings import Finding
 from twin.detect.params import RobotDetectorParams
-from twin.detect.watch import Drift, SignalWatch
+from twin.detect.watch import COUNTER_MAX, Drift, SignalWatch
 from twin.fleet import Signal
 from twin.state import SignalState
 
@@ -39,7 +39,7 @@ def _band(out: int, name: str, value: float, spec: Signal, operating: bool, p: R
     beyond = max(lo - margin - value, value - hi - margin)
     if beyond <= 0:
         return 0, []
-    out += 1
+    out = min(out + 1, COUNTER_MAX)
     if out < p.band_reports:
         return out, []
     score = 1.0 + beyond / max(margin, 1e-9)
@@ -68,7 +68,7 @@ def _stuck(same: int, name: str, value: float, before: SignalState | None, spec:
     at_limit = value in spec.limits
     if before is None or value != before.value or at_limit or name in p.stuck_skip:
         return 0, []
-    same += 1
+    same = min(same + 1, COUNTER_MAX)
     if same < p.stuck_reports:
         return same, []
     return same, [Finding("stuck", name, same / p.stuck_reports, {"value": value, "reports": same})]

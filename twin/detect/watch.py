@@ -36,13 +36,22 @@ class Drift(msgspec.Struct, frozen=True, gc=False, array_like=True):
     """Downward CUSUM, x10."""
 
 
+COUNTER_MAX = 2**31 - 1
+"""Where `SignalWatch.out` and `.same` stop counting. No threshold comes near it (68 years of 1 Hz
+reports in a row), and the batch fold keeps both as 32-bit columns: half a signal cell's bytes."""
+
+HITS_MAX = 500
+"""The most `SignalWatch.hits` can hold: decayed by a fifth, then 100 added, it never passes 500
+(x * 4 // 5 + 100 <= 500 for x <= 500; from 0 it settles at 496). The batch fold keeps it in 16 bits."""
+
+
 class SignalWatch(msgspec.Struct, frozen=True, gc=False, array_like=True):
     out: int = 0
-    """Consecutive reports outside the nominal band (plus margin)."""
+    """Consecutive reports outside the nominal band (plus margin), up to `COUNTER_MAX`."""
     same: int = 0
-    """Consecutive identical values."""
+    """Consecutive identical values, up to `COUNTER_MAX`."""
     hits: int = 0
-    """Decayed count of spikes, x100."""
+    """Decayed count of spikes, x100 (at most `HITS_MAX`)."""
     drift: Drift | None = None
     """Slow-change state, for the signals the robot model watches for drift or trend."""
 
