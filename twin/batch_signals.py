@@ -21,8 +21,10 @@ of each detector, for every cell of the round together:
 
 Bit identity with the scalar functions, and how it is kept:
 * Only elementwise + - * / on float64, np.sqrt (IEEE correctly rounded, as
-  math.sqrt), abs, comparisons and int64 floor division; evaluated in the same
-  order as the scalar expressions.
+  math.sqrt), abs, comparisons and integer floor division; evaluated in the same
+  order as the scalar expressions. The counters are int32 and the spike hits
+  int16: the scalar counters stop at `COUNTER_MAX` and hits never pass
+  `HITS_MAX` (twin.detect.watch), so no value of either core is out of range.
 * Python's `max(a, b, ...)` keeps the first argument unless a later one is
   strictly greater (so `max(0.0, nan)` is 0.0 and `max(nan, 1.0)` is nan, and
   of 0.0 and -0.0 the first wins); np.maximum propagates NaN and does not follow
