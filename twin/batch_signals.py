@@ -137,7 +137,8 @@ class Kinds:
 def empty(n: int) -> Watches:
     """`n` cells of `SignalWatch()`: zero counters, no drift state."""
     f = np.zeros(n, dtype=np.float64)
-    return Watches(np.zeros(n, COUNTS), np.zeros(n, COUNTS), np.zeros(n, HITS), Drifts(np.zeros(n, dtype=bool), f, f.copy(), f.copy(), f.copy(), f.copy()))
+    drifts = Drifts(np.zeros(n, dtype=bool), f, f.copy(), f.copy(), f.copy(), f.copy())
+    return Watches(np.zeros(n, COUNTS), np.zeros(n, COUNTS), np.zeros(n, HITS), drifts)
 
 
 def watches_of(ws: Sequence[SignalWatch]) -> Watches:

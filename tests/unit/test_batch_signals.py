@@ -100,7 +100,7 @@ def test_value_checks_equal_watch_signal_round_by_round(p: RobotDetectorParams, 
     kind = np.array(data.draw(st.lists(st.integers(0, len(NAMES) - 1), min_size=1, max_size=6)))
     n = len(kind)
     counts, hits = st.sampled_from([0, 3, COUNTER_MAX - 2, COUNTER_MAX]), st.sampled_from([0, 100, 420, HITS_MAX])
-    scalar = data.draw(st.lists(st.builds(SignalWatch, counts, counts, hits), min_size=n, max_size=n))  # near the caps too
+    scalar = data.draw(st.lists(st.builds(SignalWatch, counts, counts, hits), min_size=n, max_size=n))  # caps too
     before: list[SignalState | None] = [None] * n
     w = bs.watches_of(scalar)
     for _ in range(data.draw(st.integers(1, 25))):
