@@ -183,7 +183,9 @@ class CellStore:
     """
 
     def __init__(self, n: int) -> None:
-        self.out, self.same, self.hits = np.zeros(n, COUNTS), np.zeros(n, COUNTS), np.zeros(n, HITS)
+        self.out: Array = np.zeros(n, COUNTS)
+        self.same: Array = np.zeros(n, COUNTS)
+        self.hits: Array = np.zeros(n, HITS)
         self.dslot: Array = np.full(n, -1, np.int32)
         self.drift = empty(0).drift
         self.ndrift = 0
