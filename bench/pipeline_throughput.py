@@ -97,6 +97,7 @@ from streams.settings import Settings  # noqa: E402
 from streams.local.simulator import KafkaSink, wire  # noqa: E402
 from streams.local.stack import Stack  # noqa: E402
 from streams.topics import ensure_topics  # noqa: E402
+from streams.worker.memory import TRIM_S  # noqa: E402
 from twin.schema import Event  # noqa: E402
 from twin.sim import FleetSim, Scenario  # noqa: E402
 from twin.state import decode_twin  # noqa: E402
@@ -927,8 +928,14 @@ async def read_changelog(settings: Settings) -> tuple[dict[str, bytes], dict[int
 class MemoryPoint:
     robots: int
     rss_mib: float
+    """1 s after the drain: the fold's growth just over, what it freed perhaps not yet returned."""
     stored_bytes: int
     drain_s: float
+    settled_mib: float
+    """`SETTLE_S` later: the worker's heap trimmed at least once since (`streams.worker.memory`)."""
+
+
+SETTLE_S = TRIM_S + 2.0
 
 
 def memory_and_recovery(base: Settings, tmp: Path, sizes: list[int], reports: int) -> None:
@@ -946,7 +953,7 @@ def memory_and_recovery(base: Settings, tmp: Path, sizes: list[int], reports: in
         empty_start_s = time.monotonic() - t0
         time.sleep(2.0)
         assert worker.pid is not None
-        points = [MemoryPoint(0, rss_mib(worker.pid), 0, 0.0)]
+        points = [MemoryPoint(0, rss_mib(worker.pid), 0, 0.0, rss_mib(worker.pid))]
         sent = 0
         for lo, hi in zip([0, *sizes], sizes):
             group = set(order[lo:hi])
@@ -957,7 +964,8 @@ def memory_and_recovery(base: Settings, tmp: Path, sizes: list[int], reports: in
             time.sleep(1.0)
             rss = rss_mib(worker.pid)
             latest, _ = asyncio.run(read_changelog(settings))
-            points.append(MemoryPoint(len(latest), rss, sum(map(len, latest.values())), drain_s))
+            time.sleep(max(0.0, SETTLE_S - 1.0))
+            points.append(MemoryPoint(len(latest), rss, sum(map(len, latest.values())), drain_s, rss_mib(worker.pid)))
         with httpx.Client() as client:
             seen = metric_sums(client, worker.url, ("twin_table_robots", "twin_table_bytes"))
         print_memory(points, seen)
@@ -971,12 +979,13 @@ def print_memory(points: list[MemoryPoint], seen: dict[str, float]) -> None:
     print("\n(5) memory: worker VmRSS and stored twins (newest changelog value per robot)")
     for p in points:
         per = f"{p.stored_bytes / p.robots:6.0f} B/robot stored" if p.robots else ""
-        print(f"  {p.robots:>7,} robots  RSS {p.rss_mib:7.1f} MiB  stored {p.stored_bytes / 2**20:7.1f} MiB "
-              f"{per}  (drained in {p.drain_s:.0f} s)")
+        print(f"  {p.robots:>7,} robots  RSS {p.rss_mib:7.1f} MiB, {p.settled_mib:7.1f} settled  stored "
+              f"{p.stored_bytes / 2**20:7.1f} MiB {per}  (drained in {p.drain_s:.0f} s)")
     for a, b in zip(points, points[1:]):
         delta = (b.rss_mib - a.rss_mib) * 2**20 / (b.robots - a.robots)
-        print(f"  RSS per robot {a.robots:,} -> {b.robots:,}: {delta:,.0f} B "
-              f"(stored {(b.stored_bytes - a.stored_bytes) / (b.robots - a.robots):,.0f} B)")
+        settled = (b.settled_mib - a.settled_mib) * 2**20 / (b.robots - a.robots)
+        print(f"  RSS per robot {a.robots:,} -> {b.robots:,}: {delta:,.0f} B, {settled:,.0f} B settled "
+              f"({SETTLE_S:.0f} s later) (stored {(b.stored_bytes - a.stored_bytes) / (b.robots - a.robots):,.0f} B)")
     print(f"  worker's own view at the end: twin_table_robots {seen['twin_table_robots']:,.0f}, "
           f"twin_table_bytes {seen['twin_table_bytes'] / 2**20:.1f} MiB")
 

@@ -156,7 +156,8 @@ def pipeline() -> Dashboard:
                        [query("twin_table_bytes", "{{instance}}")], unit="bytes"))
         .with_panel(ts("Ingest's time by step", "Share of a worker's time (the workers' average) in each step "
                        "of ingest: fold, publish, a checkpoint's encode and store, silence checks, the gauges' "
-                       "summary at a scrape. Stacked; no batch is read during the first four, so near 100% a lag grows.",
+                       "summary at a scrape, the heap's trim. Stacked; no batch is read during the first four, so "
+                       "near 100% a lag grows.",
                        [query(f"avg by (step) (rate(twin_step_seconds_sum[{RATE}]))", "{{step}}")],
                        unit="percentunit", stack=True))
         .with_panel(ts("Slowest steps", "99th percentile of each step's duration, every worker: one step holds "

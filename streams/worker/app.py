@@ -21,7 +21,7 @@ from streams import auth
 from streams.desired_log import DesiredPublisher
 from streams.kafka_client import faust_broker, partitioner
 from streams.settings import Settings
-from streams.worker import bulk_store
+from streams.worker import bulk_store, memory
 from streams.worker.alerting import KEEPALIVE_S, RETRY_S, AlertSink
 from streams.worker.anomaly_intake import AnomalyIntake
 from streams.worker.control_views import register_control
@@ -150,6 +150,11 @@ def build_app(settings: Settings, fleet: Fleet, detectors: DetectorConfig,
     @app.timer(interval=settings.silence_check_s)  # type: ignore[untyped-decorator]  # faust: App.timer returns a bare Callable
     async def look_for_silence() -> None:
         await ingest.check_silence()
+
+    @app.timer(interval=memory.TRIM_S)  # type: ignore[untyped-decorator]  # faust: App.timer returns a bare Callable
+    async def return_free_memory() -> None:
+        with metrics.step("trim"):
+            memory.trim()
 
     @app.timer(interval=TICK_S)  # type: ignore[untyped-decorator]  # faust: App.timer returns a bare Callable
     async def expire_site_incidents() -> None:

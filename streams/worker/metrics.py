@@ -157,13 +157,14 @@ class PipelineMetrics:
             self.anomalies.labels(anomaly.sector or "fleet", anomaly.detector, anomaly.severity).inc()
 
 
-STEPS = ("fold", "publish", "encode", "store", "silence_check", "summary")
+STEPS = ("fold", "publish", "encode", "store", "silence_check", "summary", "trim")
 """Ingest's steps, each timed whole: `fold` the batch's decode and fold, `publish` awaiting its
 anomalies, commands and dead letters, `encode` and `store` a checkpoint's twins made and acked,
 `silence_check` finding quiet robots and sending their checks, `summary` the gauges' pass over the
-twins at a scrape. The first four run under the reader's lock and `summary` holds the event loop
-whole (`silence_check` holds it but while it awaits the broker): each holds up every record
-fetched behind it, so the tail of `twin_processing_lag_seconds` is explained here."""
+twins at a scrape, `trim` the heap's free pages handed back (`streams.worker.memory`). The first
+four run under the reader's lock and `summary` and `trim` hold the event loop whole
+(`silence_check` holds it but while it awaits the broker): each holds up every record fetched
+behind it, so the tail of `twin_processing_lag_seconds` is explained here."""
 
 STEP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 
