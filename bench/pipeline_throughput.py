@@ -33,7 +33,8 @@ Measured in one run against the real local broker (each figure the median of --r
   5. memory: worker VmRSS (/proc/<pid>/status) and stored twin bytes (the changelog's newest
      value per robot) with 0, then 10k, then 100k robots reported (--reports each), read
      from the broker so that /metrics (which decodes every twin) does not touch the worker's
-     heap before its RSS is read;
+     heap before its RSS is read; read 1 s after each drain and again `SETTLE_S` later, once the
+     worker has trimmed its heap (`streams.worker.memory`);
   6. recovery: SIGTERM that worker, start it again with the same app id and state folder, and
      time until the newest changelog record of every partition is served by `GET /twins/{id}`.
 Also (1) and (2) against `getmany(max_records=...)` and the full worker against its micro-batch
