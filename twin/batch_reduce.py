@@ -888,10 +888,7 @@ def priors_of(state: ReduceState, robot_ids: Sequence[str]) -> list[kpi.Prior]:
                                    for name in ("mode", "ts", "latest_seq", "block", "row"))
     value: list[float | None] = [None] * len(robot_ids)
     at: list[tuple[float, int] | None] = [None] * len(robot_ids)
-    by_block: dict[int, list[int]] = {}
-    for i, bid in enumerate(blocks):
-        by_block.setdefault(bid, []).append(i)
-    for bid, members in by_block.items():
+    for bid, members in _members(blocks).items():
         block = state.blocks[bid]
         j = block.column.get(kpi.INFERENCE)
         if j is None:
@@ -910,6 +907,14 @@ def _gather(rows: list[int]) -> Array | slice:
     return slice(rows[0], rows[0] + 1) if len(rows) == 1 else np.array(rows, np.int64)
 
 
+def _members(blocks: list[int]) -> dict[int, list[int]]:
+    """Block id -> the positions in `blocks` of the robots in it: one gather per block's columns."""
+    out: dict[int, list[int]] = {}
+    for i, bid in enumerate(blocks):
+        out.setdefault(bid, []).append(i)
+    return out
+
+
 def _location(kind: int, lat: float, lon: float, floor: int) -> Location | None:
     if kind == 0:
         return None
@@ -921,10 +926,7 @@ def _signals_of(state: ReduceState, blocks: list[int], rows: list[int], events: 
     """Each robot's signals (its block, its row there, its accepted events): per block one gather per
     signal column."""
     out: list[dict[str, SignalState]] = [{}] * len(blocks)
-    by_block: dict[int, list[int]] = {}
-    for i, bid in enumerate(blocks):
-        by_block.setdefault(bid, []).append(i)
-    for bid, members in by_block.items():
+    for bid, members in _members(blocks).items():
         block = state.blocks[bid]
         mine = [rows[i] for i in members]
         for i, states in zip(members, _signal_states(block, mine, [events[i] for i in members])):
