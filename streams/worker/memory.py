@@ -7,8 +7,9 @@ threshold, so later growths come from the heap too. A recovery's buffers and the
 a fleet leave the same behind. Those pages count in the worker's RSS until malloc reuses them: in a
 scratch fold of 50,000 robots x 5 s, 1,644-1,709 B of RSS per robot, 872-879 once `malloc_trim(0)`
 had run (3.2 ms, then 0.1 ms with nothing to return). Setting a fixed mmap threshold instead
-(`mallopt`) gave 1,152-1,338 B but cost the fold ~14% more CPU (a fresh mapping, zeroed, for every
-large temporary array); a trim every `TRIM_S` costs nothing on the hot path.
+(`mallopt`) gave 1,152-1,338 B, but the fold took 8.0-8.1 CPU s against 7.0 (one scratch run each,
+beside a CI run: a fresh mapping, zeroed, for every large temporary array); a trim every `TRIM_S`
+adds nothing to the hot path.
 
 A no-op where the C library has no `malloc_trim` (musl, macOS).
 """

@@ -162,18 +162,23 @@ def test_the_summary_is_reused_while_young_but_not_across_a_new_change() -> None
     assert len(reads) == 2
 
 
-def report(seq: int, ts: float, version: str = OLD, codes: tuple[str, ...] = (), robot: str = "r-1") -> Record:
+def report(seq: int, ts: float, version: str = OLD, codes: tuple[str, ...] = (), robot: str = "r-1",
+           mode: str = "working", signals: dict[str, float] | None = None) -> Record:
     body = {"schema": 1, "robot_id": robot, "seq": seq, "ts": ts, "sector": "logistics", "site": "log-memphis-01",
-            "model": "amr", "mode": "working", "ai_model_version": version, "firmware": "fw-1.8.2",
-            "codes": list(codes), "signals": {"battery_soc_pct": 50.0}}
+            "model": "amr", "mode": mode, "ai_model_version": version, "firmware": "fw-1.8.2",
+            "codes": list(codes), "signals": signals or {"battery_soc_pct": 50.0}}
     return Record("telemetry", 0, seq, ts + 0.1, robot.encode(), json.dumps(body).encode())
+
+
+def message(r: Record) -> LogMessage:
+    return LogMessage("telemetry", r.partition, r.offset, r.timestamp, r.key, r.value)
 
 
 def test_safety_kpis_are_credited_per_version_and_counted_once_per_batch() -> None:
     records = [report(1, 100.0), report(2, 101.0), report(3, 102.0, codes=("E-STOP",)),
                report(4, 103.0, version="policy-9.9"), report(4, 103.0)]  # an unknown version; a duplicate
     rules_ = Rules(FLEET, read_detectors(SEEDS))
-    events = [LogMessage("telemetry", r.partition, r.offset, r.timestamp, r.key, r.value) for r in records]
+    events = [message(r) for r in records]
     batch = fold(Held(rules_), rules_, {}, events, "checks")
     assert dict(batch.operating) == {("logistics", "amr", OLD): 2.0, ("logistics", "amr", "other"): 1.0}
     assert dict(batch.safety) == {("logistics", "amr", OLD, "estop"): 1}
@@ -199,10 +204,7 @@ def test_safety_kpis_are_the_same_whatever_the_batches_and_across_a_reload_from_
     spans two batches is credited, a slow inference already slow in the batch before is no onset,
     and after a rebalance (the fold starts over from the table) the same holds."""
     def slow(seq: int, ts: float, ms: float, mode: str = "working") -> LogMessage:
-        body = {"schema": 1, "robot_id": "r-1", "seq": seq, "ts": ts, "sector": "logistics", "site": "log-memphis-01",
-                "model": "amr", "mode": mode, "ai_model_version": OLD, "firmware": "fw-1.8.2",
-                "signals": {"inference_ms": ms}}
-        return LogMessage("telemetry", 0, seq, ts + 0.1, b"r-1", json.dumps(body).encode())
+        return message(report(seq, ts, mode=mode, signals={"inference_ms": ms}))
 
     log = [slow(1, 100.0, 10.0), slow(2, 101.0, 90.0), slow(3, 102.0, 95.0), slow(4, 103.0, 10.0, "idle"),
            slow(5, 104.0, 99.0), slow(6, 105.0, 98.0)]
@@ -240,8 +242,7 @@ def test_per_version_counters_are_born_at_zero_over_a_bounded_space() -> None:
 
 def test_a_robot_connecting_with_a_delta_gets_its_command_from_the_batch() -> None:
     state = FleetState(desired=rules(change(sector="logistics")))
-    events = [LogMessage("telemetry", r.partition, r.offset, r.timestamp, r.key, r.value)
-              for r in (report(1, 100.0), report(2, 101.0), report(1, 100.0, robot="r-2", version=NEW))]
+    events = [message(r) for r in (report(1, 100.0), report(2, 101.0), report(1, 100.0, robot="r-2", version=NEW))]
     rules_ = Rules(FLEET, read_detectors(SEEDS))
     batch = fold(Held(rules_, state), rules_, {}, events, "checks")
     # r-1 on its first report only (not again on the next); r-2 already runs what is desired

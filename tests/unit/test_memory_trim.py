@@ -25,4 +25,4 @@ def test_a_trim_returns_the_pages_a_free_left_in_the_heap() -> None:
     trimmed = rss()
     assert freed > before - 20 * 2**20  # the blocks' pages stayed with the process
     assert trimmed < freed - 40 * 2**20, (before, freed, trimmed)
-    assert len(pin) == 1000
+    del pin  # held to here: it keeps the freed blocks below the heap's top
