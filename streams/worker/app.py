@@ -101,7 +101,7 @@ def build_app(settings: Settings, fleet: Fleet, detectors: DetectorConfig,
     # One reader folds telemetry and silence checks alike, a batch at a time under one lock: no
     # other coroutine changes a twin between its read and its write.
     reader = IngestReader(settings, ingest.fold_batch, batch_max=settings.batch_max,
-                          within_s=settings.batch_within_s, refold=ingest.assigned,
+                          within_s=settings.batch_within_s, refold=ingest.refold,
                           checkpoint=ingest.checkpoint, every_s=settings.checkpoint_s,
                           fetch_failed=metrics.fetch_errors.inc)
     registry.register(FleetCollector(fleet, ingest.summary,
@@ -115,7 +115,7 @@ def build_app(settings: Settings, fleet: Fleet, detectors: DetectorConfig,
                                   group=alerts_group(settings))
     handover = Handover(app, settings, [
         Lane(reader, (settings.telemetry_topic, settings.checks_topic), twins.changelog_topic.get_topic_name(),
-             starting=ingest.assigned),
+             starting=ingest.assigned, released=ingest.released),
         # Faust's own group read fleet.anomalies before this reader did: an upgraded worker goes on
         # from there, not from the topic's first message (which the site correlation would fold again).
         Lane(anomaly_reader, (settings.anomalies_topic,), sent.changelog_topic.get_topic_name(),
@@ -175,7 +175,7 @@ def build_app(settings: Settings, fleet: Fleet, detectors: DetectorConfig,
                    lambda: desired_book.rules)
     register_inbox(app, token)
     register_history(app, ingest.twin_bytes, router, fleet, settings, token)
-    desired = DesiredReader(settings, fleet, ingest, desired_book, outbox, twins, desired_ready)
+    desired = DesiredReader(settings, fleet, ingest, desired_book, outbox, desired_ready)
     rollouts = RolloutReader(settings, outbox)
     registry.register(ControlCollector(fleet, ingest.desired_summary, lambda: desired_book.rules,
                                        lambda: rollouts.latest))

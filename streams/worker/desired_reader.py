@@ -33,7 +33,6 @@ from streams.settings import Settings
 from streams.worker.control_metrics import GATE_DECODER
 from streams.worker.desired_book import DesiredBook
 from streams.worker.ingest import Ingest, LogMessage, Outbox
-from streams.worker.table import twin_values
 from twin.desired import DesiredRules, reachable
 from twin.exceptions import InvalidEvent
 from twin.fleet import Fleet
@@ -124,12 +123,11 @@ class DesiredReader:
     """Folds `fleet.desired` into the ingest's fleet state and the views' book; sends the commands."""
 
     def __init__(self, settings: Settings, fleet: Fleet, ingest: Ingest, book: DesiredBook, outbox: Outbox,
-                 twins: Any, caught_up: asyncio.Event | None = None) -> None:
+                 caught_up: asyncio.Event | None = None) -> None:
         self._fleet = fleet
         self._ingest = ingest
         self._book = book
         self._outbox = outbox
-        self._twins = twins
         self.tail = TopicTail(settings, settings.desired_topic, self.take, caught_up)
 
     async def run(self) -> None:
@@ -163,7 +161,7 @@ class DesiredReader:
 
     async def _send(self, before: DesiredRules, after: DesiredRules, at: float) -> None:
         """Send until the broker takes them: the change is folded already, and a re-read would send nothing."""
-        commands = on_desired_commands(before, after, twin_values(self._twins, reachable(before, after)), at)
+        commands = on_desired_commands(before, after, self._ingest.twins(reachable(before, after)), at)
         delay = 0.5
         while True:
             try:

@@ -47,6 +47,8 @@ class Lane:
     """The changelog topic of the table the reader's fold writes."""
     starting: Callable[[Starts], None] | None = None
     """Told where each partition starts before the first batch (the fold starts over)."""
+    released: Callable[[], None] | None = None
+    """Told on revoke, once the reader has let its partitions go."""
     before: str | None = None
     """The group that read these topics in an older version: where a reader starts on a partition
     its own group has no commit for (rather than the log's first record)."""
@@ -65,10 +67,8 @@ class Handover:
     async def revoked(self) -> None:
         await asyncio.gather(*(lane.reader.release() for lane in self._lanes))
         for lane in self._lanes:
-            if lane.starting is not None:
-                # the fold lets go of the partitions too: until the next assignment the views read the
-                # table, which Faust keeps to the partitions this worker still holds
-                lane.starting({})
+            if lane.released is not None:
+                lane.released()
 
     def assigned(self) -> None:
         """Note the partitions this worker is active for, and for which generation of the group."""

@@ -4,21 +4,22 @@ A micro-batch of records is folded with `twin.batch_fold.fold_log`, the fold a r
 `fleet-twin eval` run too (equal to `twin.fleet_fold.on_record` record by record, in offset order per
 partition: tests/unit/test_batch_fold.py). The twins live as columns in one `FoldState` over the
 partitions this worker holds; a robot the fold does not hold yet is loaded from the twins table (a
-restart, a takeover), and after a rebalance the fold starts over from the table. Then anomaly
-messages, commands (a reconnecting robot's delta) and dead letters are acked by the broker, and
-counters move once.
+restart, a takeover) and taken out of it (`BulkMemoryStore.release`: one copy of a twin in memory,
+the fold's), and after a rebalance the fold starts over from the table, read afresh from the
+changelog. Then anomaly messages, commands (a reconnecting robot's delta) and dead letters are
+acked by the broker, and counters move once.
 
 The twins are stored at checkpoints, not per batch (`checkpoint`, every FLEET_TWIN_CHECKPOINT_S
 seconds, called by the worker's own consumer, `ingest_reader`, which then commits the offsets folded
 into them; which partitions it reads: `handover`): one changelog record per robot changed since the
-last one, however many records it had. Until then `GET /twins/{id}` serves the robot's twin from
-the fold (`twin_bytes`), and the /twins listing and /fleet/summary read the fold's labels
-(`labels`), the fleet and control gauges the fold's columns (`summary`, `desired_summary`) and the
-table's twins the fold does not hold; a crash loses only what the
-log holds: the records since the last commit are folded again into the twins as the last
-checkpoint stored them. Silence checks read the fold's columns (`twin.batch_silence`) and the
-table's twins it does not hold; desired-state commands read the table, as of the last checkpoint:
-at most that old, and what they decide is harmless when stale (a delta a robot already holds).
+last one, however many records it had, written to the changelog only (the fold holds the twin).
+`GET /twins/{id}` serves the robot's twin from the fold (`twin_bytes`), and the /twins listing and
+/fleet/summary read the fold's labels (`labels`), the fleet and control gauges the fold's columns
+(`summary`, `desired_summary`), each with the table's twins the fold does not hold; a crash loses
+only what the log holds: the records since the last commit are folded again into the twins as the
+last checkpoint stored them. A batch or checkpoint that fails does the same without a crash
+(`refold`). Silence checks read the fold's columns (`twin.batch_silence`) and the table's twins it
+does not hold; desired-state commands read the twins as served (`twins`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import asyncio
 import logging
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import faust
@@ -38,11 +39,12 @@ from streams.exceptions import is_retriable
 from streams.kafka_client import end_offsets, read_range
 from streams.links import with_links
 from streams.settings import Settings
+from streams.worker import bulk_store
 from streams.worker.metrics import PipelineMetrics, Summarised
 from streams.worker.table import ChangelogWriter
 from twin import kpi
 from twin.batch_reduce import labels_of, priors_of
-from twin.batch_fold import FoldState, encoded_twins, fold_log, load_twins
+from twin.batch_fold import FoldState, encoded_twins, fold_log, load_twins, twins_of
 from twin.batch_silence import quiet_robots
 from twin.batch_summary import merge, summarize_fold
 from twin.detect.findings import Anomaly
@@ -66,6 +68,8 @@ DLQ_VALUE_KEPT = 64 * 1024
 """Bytes of a message kept in its dead letter when the whole would not fit the dead-letter topic."""
 UNHELD_REUSE_S = 1.0
 """How long the table's twins the fold does not hold, once decoded, serve the next reader (`Ingest._unheld`)."""
+RELOAD_RETRY_S = 1.0
+"""How long `Ingest.refold` waits before reading the changelog again after a read that failed."""
 
 
 class Outbox:
@@ -145,6 +149,9 @@ class Ingest:
         self._checks = checks
         self._metrics = metrics
         self.held = Held(rules)
+        self._sizes = np.zeros(0, np.int32)
+        """Per slot of the fold: the bytes of its robot's twin as last stored (0: never stored), for
+        `twin_table_bytes` (the table no longer holds the twins the fold does)."""
         self._shares = Shares()
         """`robot_share` of the fold's robots, for the desired-state summary: hashed once each."""
         self._dirty: dict[int, dict[str, None]] = {}
@@ -178,6 +185,7 @@ class Ingest:
         messages = await self._with_gaps_filled(messages)
         with self._metrics.step("fold"):
             batch = fold(self.held, self._rules, self._twins, messages, self._settings.checks_topic)
+            self._stored(bulk_store.of(self._twins).release(batch.priors))  # the fold holds them now
         with self._metrics.step("publish"):
             await asyncio.gather(self._outbox.publish(batch.found),
                                  self._outbox.commands(batch.commands, cause="reconnect"),
@@ -196,27 +204,43 @@ class Ingest:
             robots = {r: p for p in partitions for r in self._dirty.get(p, ())}
             items = changelog_items(self.held, robots)
         with self._metrics.step("store"):
-            await self._changelog.write(self._twins, items)
+            await self._changelog.write(self._twins, items, keep=False)
+        self._stored({robot: len(raw) for robot, (_, raw) in items.items()})
         for p in partitions:
             self._dirty.pop(p, None)
 
+    def _stored(self, sizes: Mapping[str, int]) -> None:
+        """Note the stored size of each robot's twin (robots the fold holds)."""
+        red = self.held.fold.red
+        if len(self._sizes) < red.robots:
+            self._sizes = np.concatenate([self._sizes, np.zeros(red.robots + red.robots // 4 - len(self._sizes),
+                                                                np.int32)])
+        for robot, size in sizes.items():
+            self._sizes[red.slot_of[robot]] = size
+
     def twin_bytes(self, robot_id: str) -> bytes | None:
-        """A robot's twin as `GET /twins/{id}` serves it: from the fold when it changed since the
-        last checkpoint (one robot's gather), else the table's."""
-        dirty = any(robot_id in robots for robots in self._dirty.values())
-        if dirty and (folded := encoded_twins(self.held.fold, [robot_id])[0]) is not None:
+        """A robot's twin as `GET /twins/{id}` serves it: from the fold when it holds the robot (one
+        robot's gather), else the table's."""
+        if (folded := encoded_twins(self.held.fold, [robot_id])[0]) is not None:
             return folded
         stored: bytes | None = self._twins.get(robot_id)
         return stored
+
+    def twins(self, pick: Callable[[str], bool] | None = None) -> list[Twin]:
+        """Every twin this worker holds (those of the robots `pick` keeps, when given), as served:
+        the fold's, built from its columns, then the table's others."""
+        held = [r for r in self.held.fold.red.robot_ids if pick is None or pick(r)]
+        folded = [t for t in twins_of(self.held.fold, held) if t is not None]
+        return folded + [t for t in self._unheld() if pick is None or pick(t.robot_id)]
 
     def summary(self) -> Summarised:
         """The fleet gauges' summary of every twin this worker holds, as served (the fold's robots
         from its columns, the table's others decoded), so that the gauges agree with `GET /twins`."""
         with self._metrics.step("summary"):
-            stored, fleet = self._unheld(), self._rules.fleet
+            stored, fleet, slot_of = self._unheld(), self._rules.fleet, self.held.fold.red.slot_of
+            nbytes = int(self._sizes.sum()) + sum(len(raw) for r, raw in list(self._twins.items()) if r not in slot_of)
             return Summarised(merge(summarize_fold(self.held.fold, fleet), summarize_fleet(stored, fleet)),
-                              self.held.fold.red.robots + len(stored),
-                              sum(len(raw) for raw in list(self._twins.values())))
+                              self.held.fold.red.robots + len(stored), nbytes)
 
     def desired_summary(self, rules: DesiredRules) -> DesiredSummary:
         """The desired-state gauges' summary of every twin this worker holds, as served (the fold's
@@ -255,10 +279,33 @@ class Ingest:
         fleet state stays."""
         logs = (self._settings.telemetry_topic, self._settings.checks_topic)
         self.held = Held(self._rules, self.held.fold.fleet)
+        self._sizes = np.zeros(0, np.int32)
         self._unheld_memo = None
         self._dirty = {}
         self._next = {tp: n for tp, n in starts.items() if tp[0] in logs}
         self._newest = {tp: t for tp, t in self._newest.items() if tp in self._next}
+
+    def released(self) -> None:
+        """On revoke (`handover`), its last checkpoint stored: no partition is read until the next
+        assignment, and no silence check is sent for one. The fold stays, serving the views (the
+        table no longer holds its twins) until `assigned` starts it over from the table, which the
+        rebalance reads afresh meanwhile."""
+        self._next, self._newest, self._dirty, self._unheld_memo = {}, {}, {}, None
+
+    async def refold(self, starts: Mapping[tuple[str, int], int]) -> None:
+        """After a batch or checkpoint that failed, the fold back to the last commits (`starts`):
+        the held partitions are read afresh from the changelog (the table no longer holds the twins
+        the fold took; asked again until the broker answers), then the fold starts over from them."""
+        partitions = {p for _, p in starts}
+        while True:
+            try:
+                await bulk_store.of(self._twins).reload(partitions)
+                break
+            except Exception as exc:  # noqa: BLE001 - the fold cannot start over from a table not read
+                log.warning("could not read the twins of partitions %s again (%r); trying again in %.0f s",
+                            sorted(partitions), exc, RELOAD_RETRY_S)
+                await asyncio.sleep(RELOAD_RETRY_S)
+        self.assigned(starts)
 
     async def _with_gaps_filled(self, messages: list[LogMessage]) -> list[LogMessage]:
         """The batch with any records missing before it put back in their place (a guard).

@@ -73,7 +73,7 @@ class IngestReader:
     """Reads the partitions it is given in batches of up to `batch_max` records within `within_s`."""
 
     def __init__(self, settings: Settings, fold: Fold, *, batch_max: int, within_s: float,
-                 refold: Callable[[Mapping[tuple[str, int], int]], None] | None = None,
+                 refold: Callable[[Mapping[tuple[str, int], int]], Awaitable[None]] | None = None,
                  group: str | None = None, checkpoint: Checkpoint | None = None, every_s: float = 0.0,
                  fetch_failed: Callable[[], None] = lambda: None) -> None:
         self._settings = settings
@@ -251,7 +251,7 @@ class IngestReader:
         """Back to the last commit, in the caller's state and in the consumer."""
         self._next = dict(self._committed)
         if self._refold is not None:
-            self._refold({(tp.topic, tp.partition): offset for tp, offset in self._next.items()})
+            await self._refold({(tp.topic, tp.partition): offset for tp, offset in self._next.items()})
         await self._fetch_again()
 
     async def _commit(self, partitions: set[int]) -> None:

@@ -1,4 +1,5 @@
-"""Store a micro-batch of twins: one producer batch per changelog partition, then the table.
+"""Store a micro-batch of table values: one producer batch per changelog partition, then the table
+(the alerts table; the twins go to their changelog only: ingest's fold holds them).
 
 Faust writes a table's changelog one record at a time (a future, a buffer entry
 and a callback per `table[key] = value`); at one twin per event that was a
@@ -14,13 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from streams.kafka_client import OwnProducer
 from streams.settings import Settings
 from streams.worker.bulk_store import BulkMemoryStore
-from twin.state import Twin, decode_twin
 
 CODECS = ("json", "raw")
 """The key and value serializers of the tables written here (str keys, bytes values)."""
@@ -47,9 +47,10 @@ class ChangelogWriter:
         self._producer = OwnProducer(settings, acks="all", linger_ms=0, max_batch_size=MAX_BATCH_BYTES,
                                      compression_type=None if codec == "none" else codec)
 
-    async def write(self, table: Any, items: Mapping[str, tuple[int, bytes | None]]) -> None:
+    async def write(self, table: Any, items: Mapping[str, tuple[int, bytes | None]], keep: bool = True) -> None:
         """`items`: key -> (partition, value), a value of None deleting the key (a tombstone).
-        Returns once the broker holds every record."""
+        Returns once the broker holds every record, then puts them in this worker's store too,
+        unless not to `keep` them (the twins: ingest's fold holds them, `bulk_store`)."""
         if not items:
             return
         if (table.key_serializer, table.value_serializer) != CODECS:
@@ -73,9 +74,14 @@ class ChangelogWriter:
             sent.append((partition, batch.record_count(),
                          await producer.send_batch(batch, topic.get_topic_name(), partition=partition)))
         acked = await asyncio.gather(*(delivery for _, _, delivery in sent))
+        store = table.data
+        if not keep:
+            if isinstance(store, BulkMemoryStore):
+                store.not_held({partition for partition, _, _ in sent})
+            return
         for key, (partition, value) in items.items():
             put_local(table, key, value, partition)
-        if isinstance(store := table.data, BulkMemoryStore):  # it then knows it holds these partitions still
+        if isinstance(store, BulkMemoryStore):  # it then knows it holds these partitions still
             runs: dict[int, list[tuple[int, int]]] = {}
             for (partition, count, _), meta in zip(sent, acked):
                 runs.setdefault(partition, []).append((meta.offset, count))
@@ -107,9 +113,3 @@ def put_local(table: Any, key: str, value: bytes | None, partition: int) -> None
     else:
         store[key] = value
         store._key_partition[key] = partition
-
-
-def twin_values(table: Any, pick: Callable[[str], bool] | None = None) -> Iterable[Twin]:
-    """Every twin of this worker (those of the robots `pick` keeps, when given), decoded; a copy,
-    since the agent may be writing."""
-    return [decode_twin(raw) for robot, raw in list(table.items()) if pick is None or pick(robot)]

@@ -104,3 +104,35 @@ def test_a_kept_partition_is_read_again_only_when_the_store_no_longer_holds_it_t
     assert len(table) == 200 - 1
     for tp in tps:
         assert store.persisted_offset(tp) == store.held_to[tp.partition] - 1
+
+
+def test_twins_the_fold_took_are_read_again_at_the_next_rebalance_or_reload(broker: str, settings: Settings) -> None:
+    """Ingest takes a twin out of the store once its fold holds it, and stores checkpoints to the
+    changelog alone: the partitions touched are no longer held whole, so the next rebalance reads
+    them again (the one untouched is kept), and `reload` reads the ones asked for, newest values."""
+    app_id = f"{settings.app_id}-bulk-{uuid.uuid4().hex[:6]}"
+    table = twins_table(app_id, broker)
+    store = bulk_store.of(table)
+    store.use(settings)
+    tps = given(table, {0, 1, 2})
+    writer = ChangelogWriter(settings)
+
+    async def run() -> None:
+        await ensure_topics(settings.model_copy(update={"partitions": 4}), [table.changelog_topic.get_topic_name()])
+        try:
+            await writer.write(table, {f"r-{i}": (i % 3, b"v") for i in range(30)})
+            await store.on_rebalance(tps, set(), tps, 0)
+            assert store.release(["r-0", "r-9", "absent"]) == {"r-0": 1, "r-9": 1}  # both of partition 0
+            assert "r-0" not in table and len(table) == 28
+            await writer.write(table, {"r-1": (1, b"newer")}, keep=False)  # a checkpoint: changelog only
+            assert table["r-1"] == b"v" and set(store.held_to) == {2}
+            await store.on_rebalance(tps, set(), set(), 0)
+            assert (store.recovered_records, store.kept_partitions) == (10 + 11, 1)
+            assert table["r-0"] == b"v" and table["r-1"] == b"newer" and len(table) == 30
+            store.release(["r-1", "r-2"])
+            await store.reload({1})
+            assert table["r-1"] == b"newer" and "r-2" not in table and store.held_to[1] == 11
+        finally:
+            await writer.stop()
+
+    asyncio.run(run())

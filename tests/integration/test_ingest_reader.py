@@ -190,11 +190,14 @@ def test_with_checkpoints_it_commits_only_what_a_checkpoint_stored(broker: str, 
             raise RuntimeError("the broker refused the checkpoint")
         stored.append(got[-1].offset + 1)
 
+    async def refold(starts: dict[tuple[str, int], int]) -> None:
+        refolds.append(dict(starts))
+
     def committed() -> int:
         return asyncio.run(start_offsets(settings, ingest_group(settings), [(topic, 0)]))[(topic, 0)]
 
     async def run() -> list[int]:
-        reader = IngestReader(settings, fold, batch_max=100, within_s=0.05, refold=refolds.append,
+        reader = IngestReader(settings, fold, batch_max=100, within_s=0.05, refold=refold,
                               checkpoint=checkpoint, every_s=3600.0)
         try:
             await reader.assign({(topic, 0): 0})
