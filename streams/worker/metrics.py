@@ -248,7 +248,7 @@ class FleetCollector(Collector):
                 active.add_metric([sector, detector], summary.anomalies.get((sector, detector), 0))
         yield active
         yield GaugeMetricFamily("twin_table_robots", "Twins held by this worker.", value=held.robots)
-        yield GaugeMetricFamily("twin_table_bytes", "Stored bytes of the twins held by this worker.",
+        yield GaugeMetricFamily("twin_table_bytes", "Stored bytes of the twins held by this worker, as last stored.",
                                 value=held.nbytes)
         yield GaugeMetricFamily("twin_fleet_summary_age_seconds",
                                 "Age of the fleet summary behind the fleet gauges (it is reused between scrapes).",
