@@ -972,6 +972,7 @@ def memory_and_recovery(base: Settings, tmp: Path, sizes: list[int], reports: in
         print_memory(points, seen)
         stop_s = worker.stop()
         recovery(settings, worker, empty_start_s, stop_s)
+        reported_again(settings, worker, sim.step())
     finally:
         worker.stop()
 
@@ -1024,6 +1025,19 @@ def recovery(settings: Settings, worker: Worker, empty_start_s: float, stop_s: f
     print(f"  => {len(latest) / took:,.0f} keys/s ({records / took:,.0f} records/s) overall; "
           f"{len(latest) / net:,.0f} keys/s net of the empty start ({net:.1f} s)")
     print(f"  after recovery: twin_table_robots {seen:,.0f}, RSS {rss:.1f} MiB")
+
+
+def reported_again(settings: Settings, worker: Worker, tick: list[Event]) -> None:
+    """After the recovery, one more report of every robot: each is loaded from the table into the
+    fold (and taken out of the table); the RSS once that is drained and settled."""
+    asyncio.run(send_all(settings, tick))
+    asyncio.run(watch_changelog(settings, [worker.pid], None, lambda: None))
+    time.sleep(SETTLE_S)
+    assert worker.pid is not None
+    rss = rss_mib(worker.pid)
+    with httpx.Client() as client:
+        seen = metric_sums(client, worker.url, ("twin_table_robots",))["twin_table_robots"]
+    print(f"  every robot reported once more: twin_table_robots {seen:,.0f}, RSS {rss:.1f} MiB settled")
 
 
 async def changelog_records(settings: Settings) -> int:

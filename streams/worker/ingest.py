@@ -230,8 +230,7 @@ class Ingest:
         """Every twin this worker holds (those of the robots `pick` keeps, when given), as served:
         the fold's, built from its columns, then the table's others."""
         held = [r for r in self.held.fold.red.robot_ids if pick is None or pick(r)]
-        folded = [t for t in twins_of(self.held.fold, held) if t is not None]
-        return folded + [t for t in self._unheld() if pick is None or pick(t.robot_id)]
+        return [t for t in twins_of(self.held.fold, held) if t is not None] + self._table_only(pick)
 
     def summary(self) -> Summarised:
         """The fleet gauges' summary of every twin this worker holds, as served (the fold's robots
@@ -260,9 +259,16 @@ class Ingest:
         key, memo = (red.robots, len(self._twins)), self._unheld_memo
         if memo is not None and memo[0] == key and now - memo[1] < UNHELD_REUSE_S:
             return memo[2]
-        twins = [decode_twin(raw) for robot, raw in list(self._twins.items()) if robot not in red.slot_of]
+        twins = self._table_only()
         self._unheld_memo = (key, now, twins)
         return twins
+
+    def _table_only(self, pick: Callable[[str], bool] | None = None) -> list[Twin]:
+        """The table's twins the fold does not hold (those of the robots `pick` keeps), decoded; not
+        kept (a desired-state change's commands read them once)."""
+        slot_of = self.held.fold.red.slot_of
+        return [decode_twin(raw) for robot, raw in list(self._twins.items())
+                if robot not in slot_of and (pick is None or pick(robot))]
 
     def labels(self) -> list[Labels]:
         """The labels of every twin this worker holds, as served: the fold's for the robots it holds
