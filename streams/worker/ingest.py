@@ -155,8 +155,8 @@ class Ingest:
         self._shares = Shares()
         """`robot_share` of the fold's robots, for the desired-state summary: hashed once each."""
         self._dirty: dict[int, dict[str, None]] = {}
-        """Per partition: the robots folded since its last checkpoint, the twins the table does not
-        hold as the fold does. Kept per partition since a checkpoint takes one partition at a time:
+        """Per partition: the robots folded since its last checkpoint, the twins the changelog does
+        not hold as the fold does. Kept per partition since a checkpoint takes one partition at a time:
         it then reads and clears only that partition's robots, not every robot changed. (A dict
         for a set: the changelog gets them in the order they were first folded, run after run.)"""
         self._next: dict[tuple[str, int], int] = {}
