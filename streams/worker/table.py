@@ -5,10 +5,10 @@ Faust writes a table's changelog one record at a time (a future, a buffer entry
 and a callback per `table[key] = value`); at one twin per event that was a
 fifth of a worker's time. Here the batch's records go out as one Kafka record
 batch per partition on a producer of our own, the broker's acks are awaited,
-and only then is the table's in-memory store updated. The records are exactly
-what Faust would have written (the bytes of its key and value serializers, the
-same topic and partition), so Faust's table recovery reads them back unchanged,
-and a twin is served only once it is durable.
+and only then is the table's in-memory store updated (when it keeps them). The
+records are exactly what Faust would have written (the bytes of its key and
+value serializers, the same topic and partition), so Faust's table recovery
+reads them back unchanged.
 """
 
 from __future__ import annotations
