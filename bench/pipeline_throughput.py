@@ -36,7 +36,9 @@ Measured in one run against the real local broker (each figure the median of --r
      heap before its RSS is read; read 1 s after each drain and again `SETTLE_S` later, once the
      worker has trimmed its heap (`streams.worker.memory`);
   6. recovery: SIGTERM that worker, start it again with the same app id and state folder, and
-     time until the newest changelog record of every partition is served by `GET /twins/{id}`.
+     time until the newest changelog record of every partition is served by `GET /twins/{id}`;
+     then every robot reports once more (each is taken from the table into the fold), and the
+     RSS is read once that is drained and settled.
 Also (1) and (2) against `getmany(max_records=...)` and the full worker against its micro-batch
 size (FLEET_TWIN_BATCH_MAX), plotted with the 1- and 2-worker figures (--plot), and, with
 --profile, a py-spy profile of one more worker while it drains; with --profile-rate R, one of
