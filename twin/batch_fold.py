@@ -64,7 +64,7 @@ rules). A checkpoint must hold all three; `twin_of` gives any robot's twin as `o
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace as dc_replace
 from typing import Any
 
@@ -143,10 +143,14 @@ def encoded_twins(state: FoldState, robot_ids: Sequence[str]) -> list[bytes | No
     them again and again, about a third of the checkpoint's time while the twin's structs were tracked
     (bench/twins_of.py at 9915f43: 8.5 of 26.9 us per twin). A chunk's twins are freed before the next
     is built, and the gathers stay as batched as they need to be."""
-    out: list[bytes | None] = []
+    return [None if t is None else encode_twin(t) for t in chunked_twins(state, robot_ids)]
+
+
+def chunked_twins(state: FoldState, robot_ids: Sequence[str]) -> Iterator[Twin | None]:
+    """`twins_of(state, robot_ids)` built `ENCODE_CHUNK` robots at a time as it is read, so that only a
+    chunk's twins are alive at once (`encoded_twins`)."""
     for at in range(0, len(robot_ids), ENCODE_CHUNK):
-        out += [None if t is None else encode_twin(t) for t in twins_of(state, robot_ids[at:at + ENCODE_CHUNK])]
-    return out
+        yield from twins_of(state, robot_ids[at:at + ENCODE_CHUNK])
 
 
 def robot_ids(state: FoldState) -> set[str]:

@@ -28,7 +28,7 @@ import asyncio
 import logging
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import faust
@@ -44,7 +44,7 @@ from streams.worker.metrics import PipelineMetrics, Summarised
 from streams.worker.table import ChangelogWriter
 from twin import kpi
 from twin.batch_reduce import labels_of, priors_of
-from twin.batch_fold import FoldState, encoded_twins, fold_log, load_twins, twins_of
+from twin.batch_fold import FoldState, chunked_twins, encoded_twins, fold_log, load_twins
 from twin.batch_silence import quiet_robots
 from twin.batch_summary import merge, summarize_fold
 from twin.detect.findings import Anomaly
@@ -226,11 +226,13 @@ class Ingest:
         stored: bytes | None = self._twins.get(robot_id)
         return stored
 
-    def twins(self, pick: Callable[[str], bool] | None = None) -> list[Twin]:
+    def twins(self, pick: Callable[[str], bool] | None = None) -> Iterator[Twin]:
         """Every twin this worker holds (those of the robots `pick` keeps, when given), as served:
-        the fold's, built from its columns, then the table's others."""
+        the fold's, built from its columns a chunk at a time as they are read (a sector-wide
+        desired change reads every robot's), then the table's others."""
         held = [r for r in self.held.fold.red.robot_ids if pick is None or pick(r)]
-        return [t for t in twins_of(self.held.fold, held) if t is not None] + self._table_only(pick)
+        yield from (t for t in chunked_twins(self.held.fold, held) if t is not None)
+        yield from self._table_only(pick)
 
     def summary(self) -> Summarised:
         """The fleet gauges' summary of every twin this worker holds, as served (the fold's robots
