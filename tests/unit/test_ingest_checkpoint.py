@@ -29,8 +29,8 @@ SEEDS = Path(__file__).resolve().parents[2] / "seeds"
 
 
 class Recorder:
-    """`ChangelogWriter.write`'s contract kept in memory: `stored` is what the changelog holds, and
-    the table gets the values only when told to keep them; `fail` makes the next write raise, as a
+    """`ChangelogWriter.write`'s contract kept in memory, as ingest calls it (not keeping the values
+    in the table): `stored` is what the changelog holds; `fail` makes the next write raise, as a
     broker refusing the records would."""
 
     def __init__(self) -> None:
@@ -43,10 +43,8 @@ class Recorder:
             self.fail = False
             raise RuntimeError("the broker refused the checkpoint")
         self.writes.append(dict(items))
+        assert not keep, "ingest stores twins to the changelog only"
         self.stored.update({key: value for key, (_, value) in items.items() if value is not None})
-        if keep:
-            for key, (partition, value) in items.items():
-                put_local(table, key, value, partition)
 
 
 def twins_table() -> Any:
@@ -131,4 +129,4 @@ def test_a_twin_loaded_from_the_table_is_taken_out_of_it_and_counted_once(
     assert agent.summary().nbytes == len(writer.stored["r-1"]) + sizes["r-2"]
     assert [t.seq for t in agent.twins()] == [2, 1]
     assert [t.robot_id for t in agent.twins(lambda r: r == "r-2")] == ["r-2"]
-    assert encode_twin(agent.twins()[0]) == agent.twin_bytes("r-1")
+    assert encode_twin(list(agent.twins())[0]) == agent.twin_bytes("r-1")
