@@ -143,7 +143,7 @@ def parts(state: bf.FoldState) -> dict[str, int]:
     out = {"reducer slot columns (arrays, offsets included)": sum(deep_size(a, seen) for a in red.cols.values()),
            "reducer signal blocks (arrays)": sum(deep_size(a, seen) for b in red.blocks for a in b.c.values()),
            "reducer other arrays": sum(deep_size(a, seen) for a in arrays_of(red)),
-           f"detector cell_of (slot x name, {obs.cell_of.dtype})": deep_size(obs.cell_of, seen),
+           "detector cell runs (base and block per slot)": deep_size(obs.base, seen) + deep_size(obs.laid, seen),
            f"detector cells: counters and drift rows ({used})":
                sum(deep_size(a, seen) for a in (obs.cells.out, obs.cells.same, obs.cells.hits, obs.cells.dslot,
                                                  obs.listed)),

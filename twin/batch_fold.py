@@ -116,7 +116,7 @@ def twin_of(state: FoldState, robot_id: str) -> Twin | None:
     red = state.red
     if robot_id not in red.slot_of:
         return None
-    state.obs.grow(red.robots, len(red.names.table))
+    state.obs.grow(red.robots)
     return br.to_twins(red, (robot_id,), watches=(watch_of(state.obs, red, robot_id),))[0]
 
 
@@ -126,7 +126,7 @@ def twins_of(state: FoldState, robot_ids: Sequence[str]) -> list[Twin | None]:
     twin object twice."""
     red = state.red
     known = list(dict.fromkeys(r for r in robot_ids if r in red.slot_of))
-    state.obs.grow(red.robots, len(red.names.table))
+    state.obs.grow(red.robots)
     made = {t.robot_id: t for t in br.to_twins(red, known, watches=watches_of(state.obs, red, known))}
     return [made.get(r) for r in robot_ids]
 
@@ -519,10 +519,9 @@ def _listed(state: FoldState, robot_id: str) -> list[str]:
     slot = red.slot_of.get(robot_id)
     if slot is None:
         return []
-    obs.grow(red.robots, len(red.names.table))
-    gids = np.flatnonzero(obs.cell_of[slot] >= 0)
-    gids = gids[obs.listed[obs.cell_of[slot, gids]]]
-    return sorted(red.names.table[g] for g in gids.tolist())
+    obs.grow(red.robots)
+    _, _, gids = obs.listed_runs(red, np.array([slot]))
+    return [red.names.table[g] for g in gids.tolist()]
 
 
 def _store_twin(state: FoldState, twin: Twin, names: list[str]) -> None:
@@ -543,17 +542,17 @@ def _store_watch(state: FoldState, slot: int, watch: Watch, names: list[str]) ->
     red, obs = state.red, state.obs
     if len(names) != len(watch.signals):
         raise AssertionError(f"watch of {len(watch.signals)} signals stored against {len(names)} names")
-    gids = [red.names[n] for n in names]
-    obs.grow(red.robots, len(red.names.table))
-    mine = obs.cell_of[slot][obs.cell_of[slot] >= 0]
+    obs.grow(red.robots)
+    at = np.array([slot])
+    block = red.blocks[red.cols["block"][slot]]
+    if missing := [n for n in names if n not in block.column]:  # a twin's signals only grow: not seen
+        red._move(slot, missing)
+    obs.lay(red, at)
+    _, mine, _ = obs.runs(red, at)
     obs.cells.put(mine, bs.empty(len(mine)))
     obs.listed[mine] = False
-    if gids:
-        cells = obs.cell_of[slot, gids]
-        new = cells < 0
-        if new.any():
-            cells[new] = obs.alloc(int(new.sum()))
-            obs.cell_of[slot, np.array(gids)[new]] = cells[new]
+    if names:
+        cells = obs.cells_at(red, np.repeat(at, len(names)), np.array([red.names[n] for n in names], np.int64))
         obs.cells.put(cells, bs.watches_of(watch.signals))
         obs.listed[cells] = True
     obs.nlisted[slot] = len(watch.signals)

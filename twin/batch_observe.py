@@ -32,9 +32,10 @@ end to end, `Flat`); a twin's signals are read from its block row, never as a `T
 judged per group of models that share one detector parameter set (`Group`: one `batch_signals.Kinds`
 over their signals), as the parameters are scalars of the numpy steps.
 
-State (`ObserveState`): per signal cell (robot slot x global signal id, cells allocated on first
-sight) the numbers of `SignalWatch` as `batch_signals.Watches`, and whether the cell is in the robot's
-`Watch.signals` list; per slot the robot-level numbers (`batch_robot.RobotWatches`), the stall
+State (`ObserveState`): per signal cell (each robot a run of cells laid out as its reducer block,
+one per signal of it in name order, given when the robot is first judged) the numbers of
+`SignalWatch` in a `batch_signals.CellStore`, and whether the cell is in the robot's `Watch.signals`
+list; per slot the robot-level numbers (`batch_robot.RobotWatches`), the stall
 state (`batch_stall.Stalls`) and the cohort state (`batch_cohort.States`) as arrays; the open
 anomalies (rare) as a dict slot -> list. The `evaluated` set of a row is a bit mask
 (`_ROBOT` ... `_COHORT`), turned into a frozenset only for the rows the lifecycle sees.
@@ -129,9 +130,18 @@ class ObserveState:
     """The detector state of many robots (see the module doc), indexed by the reducer's slots."""
 
     def __init__(self) -> None:
-        self.cell_of: Array = np.full((0, 0), -1, np.int32)
-        """Slot x global signal id (the reducer's `names`) -> cell, -1 for none yet (int32: 172 bytes
-        per robot instead of 344 with the seeds' signal names, bench/fold_memory.py)."""
+        self.base: Array = np.full(0, -1, np.int32)
+        """Per slot: the first of the robot's run of cells, -1 for none yet. A run is laid out as the
+        reducer's block `laid` (a cell per signal of it, in the block's name order), so a (slot, signal)
+        cell is `base + column` and no slot x signal table is kept (it was 232 bytes per robot at
+        100,000 robots, bench/fold_memory.py)."""
+        self.laid: Array = np.full(0, -1, np.int32)
+        """Per slot: the reducer block the run follows (the robot's block when it was last judged or
+        loaded; a late event may have moved the robot on since: `lay`)."""
+        self._free: dict[int, list[int]] = {}
+        """Run width -> first cells of runs left by robots that moved to a wider block (each
+        `SignalWatch()` and not listed)."""
+        self._layout: tuple[list[Any], int, Array, Array, Array] | None = None
         self.cells = bs.CellStore(0)
         self.listed: Array = np.zeros(0, bool)
         """Per cell: the signal is in the robot's `Watch.signals` (a cell out of it is `SignalWatch()`)."""
@@ -147,29 +157,99 @@ class ObserveState:
         """Per slot: the cohort detector's state (`has` False: None)."""
         self._groups: tuple[Mapping[str, RobotDetectorParams], dict[str, Group], br.ParamTable] | None = None
 
-    def grow(self, slots: int, gids: int) -> None:
-        """Room for `slots` robots and `gids` signal names (a quarter more, amortised)."""
-        have_s, have_g = self.cell_of.shape
-        if slots > have_s or gids > have_g:
-            s, g = max(have_s, slots * 5 // 4 + 16), max(have_g, gids + 8)
-            cell_of = np.full((s, g), -1, np.int32)
-            cell_of[:have_s, :have_g] = self.cell_of
-            self.cell_of = cell_of
+    def grow(self, slots: int) -> None:
+        """Room for `slots` robots (a quarter more, amortised)."""
+        have = len(self.base)
+        if slots > have:
+            s = slots * 5 // 4 + 16
+            self.base, self.laid = _grown(self.base, s, -1), _grown(self.laid, s, -1)
             self.nlisted = _grown(self.nlisted, s)
             self.robot = br.RobotWatches(*(_grown(col, s) for col in self.robot))
             self.stall = bst.Stalls(*(_grown(col, s, fill) for col, fill in zip(self.stall, (False, np.nan, np.nan, 0))))
             self.cohort = bc.States(*(_grown(col, s) for col in self.cohort))
 
-    def alloc(self, count: int) -> Array:
-        """`count` new cells, each `SignalWatch()` and not listed."""
+    def lay(self, red: ReduceState, slots: Array) -> None:
+        """Lay each of `slots` a run of cells as its reducer block is now, before its cells are written.
+
+        A new robot gets a fresh run; a robot the reducer moved to a wider block (`ReduceState._move`:
+        a signal its block lacked) gets a run of the new width, its cells moved over by signal."""
+        slots = np.asarray(slots, np.int64)
+        blocks = red.cols["block"][slots]
+        stale = self.laid[slots] != blocks
+        if not stale.any():
+            return
+        todo = np.unique(slots[stale])
+        fresh, moved = todo[self.base[todo] < 0], todo[self.base[todo] >= 0]
+        widths = self.layout(red)[2]
+        if len(fresh) and not any(self._free.values()):
+            w = widths[red.cols["block"][fresh]]
+            self.base[fresh] = self.alloc(int(w.sum())) + np.cumsum(w) - w
+            self.laid[fresh] = red.cols["block"][fresh]
+        else:
+            for slot in fresh.tolist():
+                self.base[slot] = self._run(int(widths[red.cols["block"][slot]]))
+                self.laid[slot] = red.cols["block"][slot]
+        for slot in moved.tolist():
+            self._move(red, slot)
+
+    def _move(self, red: ReduceState, slot: int) -> None:
+        old, new = red.blocks[self.laid[slot]], int(red.cols["block"][slot])
+        where = red.colmap()[new, list(old.gids)]
+        if (where < 0).any():
+            raise AssertionError(f"slot {slot} moved from block {self.laid[slot]} to {new}, which lacks some of its signals")
+        start = self._run(len(red.blocks[new].gids))
+        src, dst = self.base[slot] + np.arange(len(old.gids)), start + where
+        self.cells.move(src, dst)
+        self.listed[dst], self.listed[src] = self.listed[src], False
+        self._free.setdefault(len(old.gids), []).append(int(self.base[slot]))
+        self.base[slot], self.laid[slot] = start, new
+
+    def _run(self, width: int) -> int:
+        free = self._free.get(width)
+        return free.pop() if free else self.alloc(width)
+
+    def layout(self, red: ReduceState) -> tuple[list[Any], int, Array, Array, Array]:
+        """(blocks, their count, width per block, offset of each block's signal ids in `gids`, `gids`:
+        every block's signal ids laid end to end), kept until the reducer adds a block."""
+        blocks = red.blocks
+        if self._layout is None or self._layout[0] is not blocks or self._layout[1] != len(blocks):
+            widths = np.array([len(b.gids) for b in blocks], np.int64)
+            gids = np.array([g for b in blocks for g in b.gids], np.int64)
+            self._layout = (blocks, len(blocks), widths, np.cumsum(widths) - widths, gids)
+        return self._layout
+
+    def runs(self, red: ReduceState, slots: Array) -> tuple[Array, Array, Array]:
+        """Every cell of the runs of `slots` (none for a robot without one), robot by robot, each in
+        its block's name order: (index into `slots`, cell, global signal id)."""
+        _, _, widths, offsets, gids = self.layout(red)
+        has = self.base[slots] >= 0
+        blocks = np.where(has, self.laid[slots], 0)
+        width = np.where(has, widths[blocks], 0)
+        owner = np.repeat(np.arange(len(slots)), width)
+        pos = np.arange(len(owner)) - np.repeat(np.cumsum(width) - width, width)
+        cells = np.repeat(self.base[slots].astype(np.int64), width) + pos
+        return owner, cells, gids[np.repeat(offsets[blocks], width) + pos]
+
+    def listed_runs(self, red: ReduceState, slots: Array) -> tuple[Array, Array, Array]:
+        """`runs` of the cells in the robots' `Watch.signals` lists (each robot's in name order)."""
+        owner, cells, gids = self.runs(red, slots)
+        on = self.listed[cells]
+        return owner[on], cells[on], gids[on]
+
+    def cells_at(self, red: ReduceState, slots: Array, gids: Array) -> Array:
+        """The cells of (slot, signal id) pairs, after `lay`: -1 where the robot's block lacks the signal."""
+        column = red.colmap()[self.laid[slots], gids]
+        return np.where(column >= 0, self.base[slots] + column, -1)
+
+    def alloc(self, count: int) -> int:
+        """`count` new cells in a row, each `SignalWatch()` and not listed: the first one's."""
         if self.ncells + count > len(self.listed):
             cap = max(64, (self.ncells + count) * 5 // 4)
             listed = np.zeros(cap, bool)
             listed[: self.ncells] = self.listed[: self.ncells]
             self.cells, self.listed = self.cells.grown(cap), listed
-        ids = np.arange(self.ncells, self.ncells + count)
         self.ncells += count
-        return ids
+        return self.ncells - count
 
     def groups(self, models: Mapping[str, RobotModel], params: Mapping[str, RobotDetectorParams]) -> dict[str, Group]:
         """Model -> the group of models sharing its detector parameters (rows of one group are judged
@@ -217,10 +297,8 @@ def _grown(a: Array, n: int, fill: Any = 0) -> Array:
 def watch_of(obs: ObserveState, red: ReduceState, robot_id: str) -> Watch:
     """The robot's `Watch`, as `observe` leaves it in the twin (equal msgspec bytes)."""
     slot = red.slot_of[robot_id]
-    gids = np.flatnonzero(obs.cell_of[slot] >= 0)
-    gids = gids[obs.listed[obs.cell_of[slot, gids]]]
-    names = red.names.table
-    signals = [obs.cells.watch_at(int(obs.cell_of[slot, g])) for g in sorted(gids.tolist(), key=names.__getitem__)]
+    _, cells, _ = obs.listed_runs(red, np.array([slot]))
+    signals = [obs.cells.watch_at(c) for c in cells.tolist()]
     r = obs.robot
     return Watch(signals=signals, interval=float(r.interval[slot]), skew=int(r.skew[slot]),
                  delivery=int(r.delivery[slot]), codes=int(r.codes[slot]), open=obs.opened.get(slot, []),
@@ -228,19 +306,14 @@ def watch_of(obs: ObserveState, red: ReduceState, robot_id: str) -> Watch:
 
 
 def watches_of(obs: ObserveState, red: ReduceState, robot_ids: Sequence[str]) -> list[Watch]:
-    """`watch_of` of each robot (KeyError for one without a twin; `obs` grown to the reducer's slots and
-    names): one numpy gather per column for all of them (then `tolist`), the structs built from lists."""
+    """`watch_of` of each robot (KeyError for one without a twin; `obs` grown to the reducer's
+    slots): one numpy gather per column for all of them (then `tolist`), the structs built from lists."""
     if not robot_ids:
         return []
     slots = [red.slot_of[r] for r in robot_ids]
     idx = np.array(slots, np.int64)
-    table = red.names.table
-    by_name = np.array(sorted(range(len(table)), key=table.__getitem__), np.int64)
-    cells = obs.cell_of[idx[:, None], by_name[None, :]]  # robots x signal names in name order
-    mine = cells >= 0
-    mine[mine] = obs.listed[cells[mine]]
-    listed = cells[mine]  # row-major: robot by robot, each in name order
-    counts = np.count_nonzero(mine, axis=1).tolist()
+    owner, listed, _ = obs.listed_runs(red, idx)  # robot by robot, each in name order
+    counts = np.bincount(owner, minlength=len(idx)).tolist()
     w = obs.cells.take(listed)
     d = w.drift  # integral float64 values (`batch_signals.drift_at`): exact as int64
     numbers = iter(zip(*(col[d.has].astype(np.int64).tolist() for col in d[1:])))
@@ -406,7 +479,7 @@ def _begin(obs: ObserveState, red: ReduceState, rnd: Round, models: Mapping[str,
     events = rnd.events
     n = len(events)
     slots = np.array([red.slot_of[e.robot_id] for e in events], np.int64)
-    obs.grow(len(red.robot_ids), len(red.names.table))
+    obs.grow(len(red.robot_ids))
     quiet = np.array([f.outcome in _QUIET for f in rnd.effects], bool)
     found: Found = {}
     bits = np.zeros(n, np.int64)
@@ -490,20 +563,16 @@ def _signal_rows(obs: ObserveState, red: ReduceState, rnd: Round, slots: Array, 
     cells a cohort check could add a finding to (into `trend`; see `_Part`)."""
     s = slots[rows]
     after, prior = _flat(red, s, stats=False), rnd.before.signals
+    obs.lay(red, s)
     reset = rnd.before.existed[rows] & (obs.nlisted[s] != prior.nsignals[rows])
-    for slot in s[reset].tolist():  # _aligned: lengths differ, every signal's state starts afresh
-        mine = obs.cell_of[slot][obs.cell_of[slot] >= 0]
+    if reset.any():  # _aligned: lengths differ, every signal's state starts afresh
+        _, mine, _ = obs.runs(red, s[reset])
         obs.cells.put(mine, bs.empty(len(mine)))
         obs.listed[mine] = False
     at = np.flatnonzero(after.present)
     at = at[np.argsort(after.owner[at], kind="stable")]  # robot by robot, each in name order
     ri, gid = after.owner[at], after.gid[at]
-    held = s[ri] * obs.cell_of.shape[1] + gid  # flat indices: one gather each instead of a 2-D one
-    cell = obs.cell_of.ravel()[held]
-    new = cell < 0
-    if new.any():
-        cell[new] = obs.alloc(int(new.sum()))
-        obs.cell_of.ravel()[held[new]] = cell[new]
+    cell = obs.base[s[ri]] + (at - after.base[ri])  # `after` reads each robot's block as its run is laid
     obs.listed[cell] = True
     obs.nlisted[s] = after.nsignals
     width = len(red.names.table)

@@ -216,6 +216,13 @@ class CellStore:
         for dst, src in zip(self.drift, part.drift):
             dst[where] = src[at]
 
+    def move(self, src: Array, dst: Array) -> None:
+        """Cells `src` to the fresh cells `dst`, drift rows handed over (none copied or left behind);
+        `src` left `SignalWatch()`, ready to be used again."""
+        for column in (self.out, self.same, self.hits, self.dslot):
+            column[dst] = column[src]
+        self.out[src], self.same[src], self.hits[src], self.dslot[src] = 0, 0, 0, -1
+
     def watch_at(self, i: int) -> SignalWatch:
         """Cell `i` as the scalar `SignalWatch` (read in place: `twin_of` calls it per cell)."""
         d = int(self.dslot[i])

@@ -349,17 +349,19 @@ def _extras_rows(state: ReduceState, slots: Array) -> pl.DataFrame | None:
 
 
 def _detector_rows(state: FoldState, slots: Array, strings: dict[Any, int]) -> dict[str, pl.DataFrame]:
-    """The `watch` (one row per robot), `cells` (one per allocated signal cell, by robot then signal
-    id; listed or not, as they are) and `open` (robots with open anomalies) groups of `slots`."""
+    """The `watch` (one row per robot), `cells` (one per signal in the robot's `Watch.signals`, by robot
+    then signal id: any other cell is `SignalWatch()`) and `open` (robots with open anomalies) groups
+    of `slots`."""
     red, obs = state.red, state.obs
-    obs.grow(red.robots, len(red.names.table))
+    obs.grow(red.robots)
     n = len(slots)
     watch: dict[str, Any] = {"robot": np.arange(n, dtype=np.uint32), "nlisted": obs.nlisted[slots]}
     watch.update({name: column[slots] for name, column in zip(_ROBOT_NUMBERS, obs.robot)})
     watch.update({f"stall.{k}": column[slots] for (k, _), column in zip(_STALL, obs.stall)})
     watch.update({f"cohort.{k}": column[slots] for (k, _), column in zip(_COHORT, obs.cohort)})
-    row, gid = np.nonzero(obs.cell_of[slots] >= 0)  # row-major: by robot, then signal id
-    ids = obs.cell_of[slots[row], gid]
+    row, ids, gid = obs.listed_runs(red, slots)
+    order = np.lexsort((gid, row))  # by robot, then signal id
+    row, ids, gid = row[order], ids[order], gid[order]
     w = obs.cells.take(ids)
     cells: dict[str, Any] = {"robot": row.astype(np.uint32), "name": _local(gid, red.names.table, strings),
                              "listed": obs.listed[ids], "out": w.out, "same": w.same, "hits": w.hits}
@@ -799,9 +801,9 @@ def _load_signals(state: ReduceState, slots: Array, signals: pl.DataFrame) -> No
 
 def _load_detectors(state: FoldState, slots: Array, kept: Mapping[str, pl.DataFrame]) -> None:
     """Write the merged detector rows into the fresh state's `ObserveState` (robots without rows keep
-    the state of `Watch()`); cells are allocated anew, robot by robot."""
+    the state of `Watch()`); each robot's run of cells is laid anew as its block (`ObserveState.lay`)."""
     red, obs = state.red, state.obs
-    obs.grow(red.robots, len(red.names.table))
+    obs.grow(red.robots)
     if "watch" in kept and kept["watch"].height:
         w = kept["watch"]
         at = slots[w["robot"].to_numpy()]
@@ -812,12 +814,15 @@ def _load_detectors(state: FoldState, slots: Array, kept: Mapping[str, pl.DataFr
             for (k, _), column in zip(fields, columns):
                 column[at] = w[f"{prefix}.{k}"].to_numpy()
     if "cells" in kept and kept["cells"].height:
-        c = kept["cells"]
-        ids = obs.alloc(c.height)
-        obs.cell_of[slots[c["robot"].to_numpy()], c["name"].to_numpy().astype(np.int64)] = ids
+        c = kept["cells"].filter(pl.col("listed"))  # the unlisted cells of older checkpoints are SignalWatch()
+        at = slots[c["robot"].to_numpy()]
+        obs.lay(red, at)
+        ids = obs.cells_at(red, at, c["name"].to_numpy().astype(np.int64))
+        if (ids < 0).any():
+            raise CheckpointError("cells names a signal its robot's twin lacks")
         drift = bs.Drifts(*(c[f"drift.{k}"].to_numpy() for k, _ in _DRIFT))
         obs.cells.put(ids, bs.Watches(c["out"].to_numpy(), c["same"].to_numpy(), c["hits"].to_numpy(), drift))
-        obs.listed[ids] = c["listed"].to_numpy()
+        obs.listed[ids] = True
     if "open" in kept:
         decode_open = msgspec.msgpack.Decoder(list[Open]).decode
         for robot, raw in zip(kept["open"]["robot"].to_list(), kept["open"]["anomalies"].to_list()):

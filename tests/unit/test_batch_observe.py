@@ -69,12 +69,13 @@ def scalar(events: list[Event], received: list[float], fleet: Fleet, ps: dict[st
 
 def batched(events: list[Event], received: list[float], fleet: Fleet, ps: dict[str, RobotDetectorParams],
             cuts: list[int], per_round: bool, oracle: Oracle | None = None,
-            baselines: dict[str, Baseline] | None = None) -> tuple[Counter[str], int]:
+            baselines: dict[str, Baseline] | None = None, catalogues: bool = True) -> tuple[Counter[str], int]:
     """Fold through the round join at the batch boundaries `cuts`; after every round (`per_round`) or
     batch, compare each robot of it and each message with the scalar core's. Returns the message
-    statuses seen by detector and the number of compared rows."""
+    statuses seen by detector and the number of compared rows. Without `catalogues` a robot's block
+    holds only the signals it has reported, so a new signal moves it and its cells to a wider one."""
     want = oracle or scalar(events, received, fleet, ps, baselines)
-    red, obs = ReduceState(catalogues_of(fleet)), bo.ObserveState()
+    red, obs = ReduceState(catalogues_of(fleet) if catalogues else None), bo.ObserveState()
     seen: Counter[str] = Counter()
     compared = 0
     last: dict[str, int] = {}
@@ -255,7 +256,7 @@ def test_random_reports_equal_the_scalar_core(p: RobotDetectorParams, data: st.D
     events, received = [e for e, _ in pairs], [r for _, r in pairs]
     cuts = sorted(set(data.draw(st.lists(st.integers(1, max(1, len(events) - 1)), max_size=4))))
     batched(events, received, fleet, {m: p for m in fleet.models}, [c for c in cuts if c < len(events)],
-            per_round=data.draw(st.booleans()))
+            per_round=data.draw(st.booleans()), catalogues=data.draw(st.booleans()))
 
 
 UR3 = "ur3"
@@ -332,7 +333,35 @@ def test_a_late_event_that_adds_a_signal_restarts_every_signals_state() -> None:
     stuck = [msgspec.msgpack.decode(w, type=Watch).signals for w in want.watches]
     assert [s.same for s in stuck[-2]] == [5, 5] and [s.same for s in stuck[-1]] == [1, 1, 0]  # not 6, 6, 0
     for per_round in (True, False):
-        batched(events, received, fleet, {m: p for m in fleet.models}, [], per_round=per_round, oracle=want)
+        for catalogues in (True, False):
+            batched(events, received, fleet, {m: p for m in fleet.models}, [], per_round=per_round, oracle=want,
+                    catalogues=catalogues)
+
+
+def test_a_robot_moved_to_a_wider_block_takes_its_cells_and_leaves_its_run_to_another() -> None:
+    """Cells are runs laid out as the robot's reducer block: a new signal moves a robot to a wider block,
+    its cells follow by signal (here they start afresh anyway: `_aligned` sees a new length), and the
+    run it leaves is the next narrow robot's."""
+    fleet = seeded_fleet()
+    a, b, c = sorted(fleet.models[AMR].signals)[:3]
+
+    def report(robot: str, seq: int, carried: tuple[str, ...]) -> Event:
+        return Event(schema=1, robot_id=robot, seq=seq, ts=100.0 + seq, sector="s", site="s", model=AMR,
+                     mode="working", signals={n: 1.0 + (seq % 3 == 0) for n in carried})
+
+    events = ([report("r1", s, (a, b)) for s in range(1, 6)] + [report("r1", s, (a, b, c)) for s in range(6, 9)]
+              + [report("r2", s, (a, b)) for s in range(1, 6)])
+    received = [e.ts + 0.1 for e in events]
+    p = RobotDetectorParams(warmup_reports=1, stuck_reports=2, drift_reference_s=1.0, drift_threshold=0.3)
+    seen, compared = batched(events, received, fleet, {m: p for m in fleet.models}, [3, 6, 9], per_round=True,
+                             catalogues=False)
+    assert compared == len(events)
+    red, obs = ReduceState(), bo.ObserveState()
+    for lo, hi in ((0, 5), (5, 8), (8, 13)):
+        bo.observe_batch(obs, red, events[lo:hi], received[lo:hi], fleet.models, {m: p for m in fleet.models})
+    r1, r2 = red.slot_of["r1"], red.slot_of["r2"]
+    assert obs.ncells == 2 + 3 and obs.base[r2] == 0 and obs.base[r1] == 2, (obs.ncells, obs.base[:2])
+    assert len(bo.watch_of(obs, red, "r1").signals) == 3 and len(bo.watch_of(obs, red, "r2").signals) == 2
 
 
 def test_a_count_beyond_int64_raises_before_the_round_changes_state() -> None:

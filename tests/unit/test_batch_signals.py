@@ -229,6 +229,17 @@ def test_state_converts_to_and_from_the_scalar_structs_and_scatters() -> None:
             bs.watches_of([beyond])
 
 
+def test_cells_moved_keep_their_numbers_and_drift_rows_and_leave_default_cells_behind() -> None:
+    """`CellStore.move` (a robot's run to a wider block): no drift row is copied or orphaned."""
+    ws = [SignalWatch(3, 1, 180, Drift(1800, -12, 7, 0, 1200)), SignalWatch(2, 0, 4)]
+    store = bs.CellStore(6)
+    store.put(np.array([0, 1]), bs.watches_of(ws))
+    store.move(np.array([0, 1]), np.array([5, 3]))
+    assert [store.watch_at(i) for i in (5, 3)] == ws
+    assert [store.watch_at(i) for i in (0, 1)] == [SignalWatch()] * 2
+    assert store.ndrift == 1 and store.dslot.tolist() == [-1, -1, -1, -1, -1, 0]
+
+
 def test_consecutive_counters_stop_at_their_cap_and_hits_never_pass_theirs() -> None:
     spec = Signal(unit="", nominal=(0.0, 1.0), limits=(-100.0, 100.0))
     p = RobotDetectorParams()
