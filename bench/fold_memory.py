@@ -33,7 +33,9 @@ int32 (next run, same command): live 2,432 B/robot (cell_of 172), restored 2,495
 offsets as slot columns instead of a dict of tuples: live 2,309, restored 2,330; ratio 2.46.
 Eighteenth session (20,000 robots x 90 s, `--robots 20000 --ticks 90`): a cell's counters as int32
 and int16 (`batch_signals.COUNTS`, `HITS`): live 2,005 -> 1,767 B/robot (the cells 494 -> 256),
-restored 1,937 -> 1,698.
+restored 1,937 -> 1,698. Twentieth session (`--robots 100000 --ticks 10 --batch 10000`): each robot's cells
+as one run laid out as its reducer block instead of the slot x name `cell_of` table (232 B/robot): live
+1,587 -> 1,363 B/robot, restored 1,461 -> 1,256.
 
     .venv/bin/python bench/fold_memory.py [--robots 100000] [--ticks 5] [--batch 10000]
 """
