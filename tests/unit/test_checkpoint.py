@@ -431,3 +431,29 @@ def test_corrupt_detector_chunks_are_named() -> None:
             ("fleet", pl.DataFrame({"state": [b"", b""]}), "fleet holds 2 rows")]:
         with pytest.raises(CheckpointError, match=error):
             decode(rewrapped(chunk, groups={**env.groups, group: _ipc(frame)}))
+
+
+def test_unlisted_cells_of_older_checkpoints_read_as_none_and_a_cell_of_a_foreign_signal_is_refused() -> None:
+    """Checkpoints before the cells became runs also wrote cells out of `Watch.signals` (always
+    `SignalWatch()`, `listed` false): they restore as if absent. A listed cell of a signal its
+    robot's twin lacks has no place in the robot's run: refused by name."""
+    records = chaos_log(24, 150, 5)
+    state = bf.FoldState(rules())
+    fold(state, rules(), records[:800], 400)
+    checkpoint = snapshot_fold(state, bf.robot_ids(state), partition=0, next_offset=800, full=True)
+    cells, strings = checkpoint.groups["cells"], checkpoint.groups["strings"]["value"].to_list()
+    robot0 = cells.filter(pl.col("robot") == 0)
+    foreign = next(i for i, s in enumerate(strings) if i not in set(robot0["name"].to_list()) and s == "amr")
+    zero = {k: pl.lit(0, t) for k, t in (("out", pl.Int32), ("same", pl.Int32), ("hits", pl.Int16))}
+    extra = robot0.head(1).with_columns(pl.lit(foreign, pl.UInt32).alias("name"), pl.lit(False).alias("listed"),
+                                        pl.lit(False).alias("drift.has"), **zero)
+    want = {rid: encode_twin(bf.twin_of(state, rid)) for rid in bf.robot_ids(state)}  # type: ignore[arg-type]
+
+    def with_cells(extra: pl.DataFrame) -> Checkpoint:
+        together = pl.concat([cells, extra]).sort("robot", maintain_order=True)
+        return Checkpoint(0, 800, {**checkpoint.groups, "cells": together}, full=True)
+
+    restored, _ = restore([with_cells(extra)], rules())
+    assert {rid: encode_twin(bf.twin_of(restored, rid)) for rid in want} == want  # type: ignore[arg-type]
+    with pytest.raises(CheckpointError, match="cells names a signal its robot's twin lacks"):
+        restore([with_cells(extra.with_columns(pl.lit(True).alias("listed")))], rules())
