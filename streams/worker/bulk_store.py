@@ -1,4 +1,4 @@
-"""The twins table's store: Faust's in-memory store, recovered by one bulk read per rebalance.
+"""The tables' store (twins, alerts): Faust's in-memory store, recovered by one bulk read per rebalance.
 
 Faust recovers a table record by record through its changelog consumer (per record a queue get, a
 timeout task and a log line): 6-8k changelog records/s on this project's worker, 37 s before a
@@ -17,7 +17,7 @@ of its own not acknowledged, a partition it did not hold) and the partition is r
 Faust's memory store read every partition at every rebalance. If the read fails, the partitions are
 emptied and left to Faust's own recovery (slow, but exact).
 
-The store is the twins' cold copy: ingest takes a robot's twin out of it once the fold holds the
+For the twins, the store is their cold copy: ingest takes a robot's twin out of it once the fold holds the
 robot (`release`) and stores its checkpoints to the changelog alone, so a twin is kept once in
 memory, not twice (the fold's columns, and its bytes here: ~1,500 B of RSS a robot). A partition
 with a twin taken out is no longer held to its end, and is read afresh at the next rebalance; a
