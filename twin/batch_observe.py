@@ -169,7 +169,8 @@ class ObserveState:
             self.cohort = bc.States(*(_grown(col, s) for col in self.cohort))
 
     def lay(self, red: ReduceState, slots: Array) -> None:
-        """Lay each of `slots` a run of cells as its reducer block is now, before its cells are written.
+        """Give each of `slots` a run of cells laid out as its reducer block is now, before its cells
+        are written (reads follow `laid`, so they need none).
 
         A new robot gets a fresh run; a robot the reducer moved to a wider block (`ReduceState._move`:
         a signal its block lacked) gets a run of the new width, its cells moved over by signal."""
