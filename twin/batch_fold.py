@@ -544,15 +544,14 @@ def _store_watch(state: FoldState, slot: int, watch: Watch, names: list[str]) ->
         raise AssertionError(f"watch of {len(watch.signals)} signals stored against {len(names)} names")
     obs.grow(red.robots)
     at = np.array([slot])
-    block = red.blocks[red.cols["block"][slot]]
-    if missing := [n for n in names if n not in block.column]:  # a twin's signals only grow: not seen
-        red._move(slot, missing)
     obs.lay(red, at)
     _, mine, _ = obs.runs(red, at)
     obs.cells.put(mine, bs.empty(len(mine)))
     obs.listed[mine] = False
     if names:
         cells = obs.cells_at(red, np.repeat(at, len(names)), np.array([red.names[n] for n in names], np.int64))
+        if (cells < 0).any():  # `names` are the twin's signals at a judged report: its block holds them
+            raise AssertionError(f"watch stored against signals {names} its twin's block lacks")
         obs.cells.put(cells, bs.watches_of(watch.signals))
         obs.listed[cells] = True
     obs.nlisted[slot] = len(watch.signals)
