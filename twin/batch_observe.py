@@ -126,6 +126,17 @@ _STUB = Twin(robot_id="", sector="", site="", model="", mode="idle", ai_model_ve
 """What the lifecycle's messages read of a twin is its robot id and labels: replaced into this."""
 
 
+class Layout(NamedTuple):
+    """The reducer's blocks as `ObserveState` lays runs out: `nblocks` of `blocks` (the list, which only
+    grows), each one's width, and the offset of its signal ids in `gids` (every block's, end to end)."""
+
+    blocks: list[Any]
+    nblocks: int
+    widths: Array
+    offsets: Array
+    gids: Array
+
+
 class ObserveState:
     """The detector state of many robots (see the module doc), indexed by the reducer's slots."""
 
@@ -141,7 +152,7 @@ class ObserveState:
         self._free: dict[int, list[int]] = {}
         """Run width -> first cells of runs left by robots that moved to a wider block (each
         `SignalWatch()` and not listed)."""
-        self._layout: tuple[list[Any], int, Array, Array, Array] | None = None
+        self._layout: Layout | None = None
         self.cells = bs.CellStore(0)
         self.listed: Array = np.zeros(0, bool)
         """Per cell: the signal is in the robot's `Watch.signals` (a cell out of it is `SignalWatch()`)."""
@@ -181,7 +192,7 @@ class ObserveState:
             return
         todo = np.unique(slots[stale])
         fresh, moved = todo[self.base[todo] < 0], todo[self.base[todo] >= 0]
-        widths = self.layout(red)[2]
+        widths = self.layout(red).widths
         if len(fresh) and not any(self._free.values()):
             w = widths[red.cols["block"][fresh]]
             self.base[fresh] = self.alloc(int(w.sum())) + np.cumsum(w) - w
@@ -209,20 +220,20 @@ class ObserveState:
         free = self._free.get(width)
         return free.pop() if free else self.alloc(width)
 
-    def layout(self, red: ReduceState) -> tuple[list[Any], int, Array, Array, Array]:
-        """(blocks, their count, width per block, offset of each block's signal ids in `gids`, `gids`:
-        every block's signal ids laid end to end), kept until the reducer adds a block."""
+    def layout(self, red: ReduceState) -> Layout:
+        """The reducer's blocks as runs are laid out, kept until the reducer adds a block."""
         blocks = red.blocks
-        if self._layout is None or self._layout[0] is not blocks or self._layout[1] != len(blocks):
+        if self._layout is None or self._layout.blocks is not blocks or self._layout.nblocks != len(blocks):
             widths = np.array([len(b.gids) for b in blocks], np.int64)
             gids = np.array([g for b in blocks for g in b.gids], np.int64)
-            self._layout = (blocks, len(blocks), widths, np.cumsum(widths) - widths, gids)
+            self._layout = Layout(blocks, len(blocks), widths, np.cumsum(widths) - widths, gids)
         return self._layout
 
     def runs(self, red: ReduceState, slots: Array) -> tuple[Array, Array, Array]:
         """Every cell of the runs of `slots` (none for a robot without one), robot by robot, each in
         its block's name order: (index into `slots`, cell, global signal id)."""
-        _, _, widths, offsets, gids = self.layout(red)
+        layout = self.layout(red)
+        widths, offsets, gids = layout.widths, layout.offsets, layout.gids
         has = self.base[slots] >= 0
         blocks = np.where(has, self.laid[slots], 0)
         width = np.where(has, widths[blocks], 0)

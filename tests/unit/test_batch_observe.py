@@ -353,8 +353,8 @@ def test_a_robot_moved_to_a_wider_block_takes_its_cells_and_leaves_its_run_to_an
               + [report("r2", s, (a, b)) for s in range(1, 6)])
     received = [e.ts + 0.1 for e in events]
     p = RobotDetectorParams(warmup_reports=1, stuck_reports=2, drift_reference_s=1.0, drift_threshold=0.3)
-    seen, compared = batched(events, received, fleet, {m: p for m in fleet.models}, [3, 6, 9], per_round=True,
-                             catalogues=False)
+    _, compared = batched(events, received, fleet, {m: p for m in fleet.models}, [3, 6, 9], per_round=True,
+                          catalogues=False)
     assert compared == len(events)
     red, obs = ReduceState(), bo.ObserveState()
     for lo, hi in ((0, 5), (5, 8), (8, 13)):
