@@ -42,12 +42,17 @@ SECTORS = ["food_manufacturing"]
 itself 30 times and the stuck-sensor detector would open anomalies on half the fleet."""
 PROBE_TICKS = 40
 """The probe batch: ROBOTS x PROBE_TICKS = 16,000 events at once, to time the worker on."""
-OVERLOAD, BURST_S = 10, 8.0
-"""Offer OVERLOAD x the measured rate for BURST_S seconds: about 9 x BURST_S seconds of backlog."""
+OVERLOAD, BURST_S = 10, 6.0
+"""Offer OVERLOAD x the measured rate for BURST_S seconds: OVERLOAD x BURST_S seconds of the worker's work."""
 SLOT_S = 0.05
 """How often the paced publisher sends what is due."""
 BUDGET_S = 170.0
-"""The whole test; every wait takes what is left of it."""
+"""Until the burst begins; every wait takes what is left of it."""
+DRAIN_BY = 3.0
+"""From the burst's start, the rest of the test has DRAIN_BY x the work offered: the burst itself (at most
+OVERLOAD / 2 x BURST_S at the 2x asserted), then the drain, which may go at well under the probe's rate
+(15,009 events/s drained against 15,665 probed here). A fixed budget for the whole test failed once in CI:
+the probe said 23,276 events/s, and of the 80 s of work then offered some was still waiting when it ran out."""
 LAG_ALERTS = 'ALERTS{alertname=~"FleetTwin.*Lag"}'
 BACKLOG_S = 'sum by (instance) (twin_consumer_lag) / sum by (instance) (rate(twin_events_total[1m]))'
 """FleetTwinConsumerLag's measure: seconds of the worker's own work waiting (it alerts over 60 s)."""
@@ -224,9 +229,12 @@ def test_ten_times_the_sustainable_rate_lags_alerts_and_loses_nothing(
     samples: list[Sample] = []
     pids, rss = set(), [rss_mb(pid)]
     producer = threading.Thread(target=offer, daemon=True)
+    encoding = time.monotonic()
     producer.start()
     sending.wait(max(0.0, deadline - time.monotonic()))  # the burst is encoded first
     began = burst.get("began", time.monotonic())
+    into_test = began - (deadline - BUDGET_S)
+    deadline = began + DRAIN_BY * OVERLOAD * BURST_S
     drained_at = cleared_at = None
     try:
         with Prometheus(prometheus) as prom:
@@ -261,16 +269,17 @@ def test_ten_times_the_sustainable_rate_lags_alerts_and_loses_nothing(
           f"lag alerts first seen (state, s after the burst began, lag then): {first_seen(samples)}, "
           f"at the peak {at_peak.alerts}; FleetTwinConsumerLag cleared "
           f"{cleared_at - drained_at if cleared_at and drained_at else math.nan:.1f} s after the drain; "
-          f"worker RSS {rss[0]:.0f} MB before, {max(rss):.0f} MB at most")
+          f"worker RSS {rss[0]:.0f} MB before, {max(rss):.0f} MB at most; the burst was encoded in "
+          f"{began - encoding:.1f} s and began {into_test:.1f} s into the test; "
+          f"last look: {samples[-1] if samples else None}")
 
-    # the burst really was an overload, and the worker never restarted or died. The aim is OVERLOAD x; one
-    # Python publisher sharing 2 cores with the worker tops out near 20-45k events/s: 3.3x the worker on the
-    # batch engine with batches of 2,000 (13,383 events/s measured; 9.7x when it folded record by record).
+    # the burst really was an overload, and the worker never restarted or died. The aim is OVERLOAD x; the
+    # pre-encoded publisher has offered 5.8-9.1x (135-143k events/s), but a slower machine may give less.
     # The events go out all the same, over a longer burst: the backlog (and the lag asserted below) is what
-    # the test is about, and at 2x it still reaches 20 s of work (OVERLOAD x BURST_S of work are sent).
+    # the test is about, and at 2x it still reaches 30 s of work (OVERLOAD x BURST_S of work are sent).
     assert offered >= 2 * sustainable, f"the producer offered only {offered / sustainable:.1f}x"
     assert pids == {pid}, f"the worker changed or died: pids seen {pids}, started as {pid}"
-    # the lag grew, and Prometheus saw it: beyond 20 s of the worker's work (about 9 x BURST_S expected)
+    # the lag grew, and Prometheus saw it: beyond 20 s of the worker's work (about (1 - 1/x) x OVERLOAD x BURST_S at x offered)
     assert peak_lag >= 20 * sustainable, f"peak lag {peak_lag:,.0f} is under 20 s of work"
     assert peak(samples, "p99").p99 > 5, f"p99 processing lag peaked at {peak(samples, 'p99').p99:.2f} s"
     # an alert says so, at the worst of it (pending is enough: the rules want 5 minutes before firing)
